@@ -1,0 +1,70 @@
+"""A MinistryBackend that serves one or more institutions' records from a registry file.
+
+This is the reference implementation of the contract a ministry's own system implements;
+`jisr backend serve` runs it so that a gateway can reach the institution remotely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NoReturn
+
+import grpc
+
+from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
+from adapters.embedded import EmbeddedAdapter
+from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc, records_pb2
+from gateway.pb.jisr.v1.backend_pb2 import RecordKind
+
+_RECORD_FIELD: dict[type, str] = {
+    records_pb2.PersonRecord: "person",
+    records_pb2.MembershipRecord: "membership",
+    records_pb2.HouseholdRecord: "household",
+    records_pb2.CoverageRecord: "coverage",
+    records_pb2.EnrolmentRecord: "enrolment",
+}
+
+
+def wrap(record: RecordMessage) -> backend_pb2.Record:
+    """The oneof envelope for a record."""
+    envelope = backend_pb2.Record()
+    getattr(envelope, _RECORD_FIELD[type(record)]).CopyFrom(record)
+    return envelope
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")
+
+
+class MinistryBackendServicer(backend_pb2_grpc.MinistryBackendServicer):
+    """Answers FetchRecords for the kinds its adapters hold; other kinds are UNIMPLEMENTED."""
+
+    def __init__(self, adapters: list[EmbeddedAdapter]) -> None:
+        self._by_kind: Mapping[int, EmbeddedAdapter] = {
+            kind: adapter for adapter in adapters for kind in adapter.kinds
+        }
+
+    def FetchRecords(  # noqa: N802 (gRPC method name)
+        self, request: backend_pb2.FetchRecordsRequest, context: grpc.ServicerContext
+    ) -> backend_pb2.FetchRecordsResponse:
+        adapter = self._by_kind.get(request.kind)
+        if adapter is None:
+            _abort(
+                context,
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"this backend holds no {RecordKind.Name(request.kind)} records",
+            )
+        if len(request.keys) > MAX_KEYS_PER_FETCH:
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_KEYS_PER_FETCH} keys per call",
+            )
+        try:
+            found = adapter.fetch(
+                request.kind, list(request.keys), FetchContext(purpose=request.purpose)
+            )
+        except AdapterError as exc:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        return backend_pb2.FetchRecordsResponse(records=[wrap(r) for r in found.values()])

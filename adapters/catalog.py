@@ -1,0 +1,22 @@
+"""The institutions Jisr knows, and what records each holds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from adapters import anss, cnss, rnp, rsu
+from adapters.base import Reader
+from adapters.embedded import EmbeddedAdapter
+from adapters.registry_db import Registry
+
+READERS: Mapping[str, Mapping[int, Reader]] = {
+    rnp.INSTITUTION: rnp.READERS,
+    rsu.INSTITUTION: rsu.READERS,
+    cnss.INSTITUTION: cnss.READERS,
+    anss.INSTITUTION: anss.READERS,
+}
+
+
+def embedded(institution: str, registry: Registry) -> EmbeddedAdapter:
+    """The embedded adapter of a known institution."""
+    return EmbeddedAdapter(institution, READERS[institution], registry)

@@ -1,0 +1,44 @@
+"""Embedded transport: an institution's records read straight from the SQLite registry."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+
+from adapters.base import AdapterError, FetchContext, Reader, RecordMessage
+from adapters.registry_db import Registry
+from gateway.pb.jisr.v1.backend_pb2 import RecordKind
+
+
+class EmbeddedAdapter:
+    """Reads the kinds an institution holds from the local registry file."""
+
+    def __init__(self, institution: str, readers: Mapping[int, Reader], registry: Registry):
+        self._institution = institution
+        self._readers = dict(readers)
+        self._kinds = frozenset(RecordKind.ValueType(k) for k in readers)
+        self._registry = registry
+
+    @property
+    def institution(self) -> str:
+        return self._institution
+
+    @property
+    def kinds(self) -> frozenset[RecordKind.ValueType]:
+        return self._kinds
+
+    def fetch(
+        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+    ) -> Mapping[str, RecordMessage]:
+        reader = self._readers.get(kind)
+        if reader is None:
+            raise AdapterError(self._institution, f"holds no {RecordKind.Name(kind)} records")
+        if not keys:
+            return {}
+        try:
+            return reader(self._registry.connection(), keys)
+        except sqlite3.Error as exc:
+            raise AdapterError(self._institution, f"registry read failed: {exc}") from exc
+
+    def close(self) -> None:
+        """The registry is shared between adapters; its owner closes it."""

@@ -1,0 +1,1 @@
+"""Jisr gateway: the server, its request pipeline, configuration, CLI and client."""

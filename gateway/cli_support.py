@@ -1,0 +1,108 @@
+"""What `jisr demo-data` and `jisr call` do, kept apart from argument parsing."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from adapters.demo_data import generate
+from gateway.client import JisrClient, JisrError
+
+
+def demo_data(data_dir: Path, households: int, seed: int, *, force: bool) -> int:
+    """Generate the synthetic registry, with progress on stderr and a summary at the end."""
+    started = time.monotonic()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 1.0:
+            last[0] = now
+            rate = done / max(now - started, 1e-9)
+            print(
+                f"\rjisr demo-data: {done:,}/{total:,} households ({100 * done // total}%),"
+                f" {rate:,.0f}/s",
+                end="" if done < total else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    if households < 1:
+        print("jisr demo-data: --households must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        summary = generate(data_dir, households, seed, force=force, progress=progress)
+    except FileExistsError as exc:
+        print(f"jisr demo-data: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"jisr demo-data: SYNTHETIC registry {summary.path}: {summary.households:,} households,"
+        f" {summary.persons:,} persons ({summary.unregistered_persons:,} outside the RSU,"
+        f" {summary.deceased:,} deceased), {summary.covered:,} with AMO coverage,"
+        f" {summary.enrolled:,} ASD enrolments; seed {seed}, {summary.seconds:.1f} s"
+    )
+    return 0
+
+
+def _show(message: Message) -> None:
+    print(
+        json_format.MessageToJson(
+            message,
+            indent=2,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+    )
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+def _subjects(path: Path) -> Iterator[str]:
+    handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    with handle:
+        for line in handle:
+            if line.strip():
+                yield line.strip()
+
+
+def _batches(path: Path, size: int) -> Iterator[list[str]]:
+    subjects = _subjects(path)
+    while batch := list(itertools.islice(subjects, size)):
+        yield batch
+
+
+def call(args: argparse.Namespace) -> int:
+    """One call (or one batch stream), printed as JSON; errors as code and reason."""
+    try:
+        as_of = _date(getattr(args, "as_of", None))
+    except ValueError:
+        print(f"jisr call: --as-of: {args.as_of!r} is not YYYY-MM-DD", file=sys.stderr)
+        return 2
+    with JisrClient(args.target, timeout=args.timeout) as client:
+        try:
+            if args.method == "person":
+                _show(client.person_status(args.purpose, args.idcs))
+            elif args.method == "household":
+                _show(client.household_status(args.purpose, args.subject))
+            elif args.method == "eligibility":
+                _show(client.verify(args.purpose, args.subject, args.programme, as_of))
+            else:
+                for response in client.verify_batches(
+                    args.purpose, args.programme, _batches(args.file, args.batch_size), as_of
+                ):
+                    for result in response.results:
+                        print(json_format.MessageToJson(result, indent=None))
+        except JisrError as exc:
+            print(f"jisr call: {exc}", file=sys.stderr)
+            return 1
+    return 0

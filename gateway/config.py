@@ -1,0 +1,150 @@
+"""Gateway configuration: a TOML file, then JISR_* environment overrides, validated once.
+
+Every error names the file (or variable) and the key at fault. Relative paths in a file
+are relative to that file; relative paths from the environment, to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from adapters.catalog import READERS
+
+INSTITUTIONS = tuple(READERS)
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the source and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """How the gateway reaches one institution."""
+
+    kind: str  # "embedded" | "remote"
+    target: str = ""
+    timeout_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    workers: int = 32
+    grace_s: float = 10.0
+    data_dir: Path = Path("var")
+    programmes: Path | None = None  # None: the programmes shipped with Jisr
+    institutions: Mapping[str, Transport] = field(
+        default_factory=lambda: {name: Transport("embedded") for name in INSTITUTIONS}
+    )
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """The file's settings (defaults without a file) with the environment on top."""
+    config = Config()
+    if path is not None:
+        config = _from_file(path)
+    return _from_env(config, os.environ if env is None else env)
+
+
+def _from_file(path: Path) -> Config:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    base = path.resolve().parent
+    _only(doc, {"server", "data", "institutions"}, f"{path}")
+    server = _section(doc, "server", path)
+    data = _section(doc, "data", path)
+    _only(server, {"listen", "workers", "grace_seconds"}, f"{path}: [server]")
+    _only(data, {"dir", "programmes"}, f"{path}: [data]")
+    config = Config()
+    institutions = dict(config.institutions)
+    for name, raw in _section(doc, "institutions", path).items():
+        where = f"{path}: [institutions.{name}]"
+        if name not in INSTITUTIONS:
+            raise ConfigError(f"{where}: unknown institution; known: {', '.join(INSTITUTIONS)}")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table")
+        institutions[name] = _transport(raw, where)
+    return Config(
+        listen=_str(server, "listen", config.listen, f"{path}: [server]"),
+        workers=_int(server, "workers", config.workers, f"{path}: [server]"),
+        grace_s=float(_int(server, "grace_seconds", int(config.grace_s), f"{path}: [server]")),
+        data_dir=base / _str(data, "dir", str(config.data_dir), f"{path}: [data]"),
+        programmes=(base / data["programmes"] if isinstance(data.get("programmes"), str) else None),
+        institutions=institutions,
+    )
+
+
+def _transport(raw: dict[str, Any], where: str) -> Transport:
+    _only(raw, {"transport", "target", "timeout_ms"}, where)
+    kind = raw.get("transport", "embedded")
+    if kind == "embedded":
+        return Transport("embedded")
+    if kind != "remote":
+        raise ConfigError(f"{where}: transport: must be 'embedded' or 'remote'")
+    target = raw.get("target")
+    if not isinstance(target, str) or ":" not in target:
+        raise ConfigError(f"{where}: target: a remote transport needs 'host:port'")
+    timeout_ms = _int(raw, "timeout_ms", 2000, where)
+    return Transport("remote", target=target, timeout_s=timeout_ms / 1000)
+
+
+def _from_env(config: Config, env: Mapping[str, str]) -> Config:
+    changes: dict[str, Any] = {}
+    if "JISR_LISTEN" in env:
+        changes["listen"] = env["JISR_LISTEN"]
+    if "JISR_WORKERS" in env:
+        changes["workers"] = _int(env, "JISR_WORKERS", 0, "environment")
+    if "JISR_DATA_DIR" in env:
+        changes["data_dir"] = Path(env["JISR_DATA_DIR"])
+    if "JISR_PROGRAMMES" in env:
+        changes["programmes"] = Path(env["JISR_PROGRAMMES"])
+    institutions = dict(config.institutions)
+    for name in INSTITUTIONS:
+        target = env.get(f"JISR_REMOTE_{name}")
+        if target:
+            institutions[name] = _transport(
+                {"transport": "remote", "target": target}, f"environment: JISR_REMOTE_{name}"
+            )
+    changes["institutions"] = institutions
+    return replace(config, **changes)
+
+
+def _section(doc: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{key}]: must be a table")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(table) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: {extra[0]}: unknown key")
+
+
+def _str(table: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key}: must be a non-empty string")
+    return value
+
+
+def _int(table: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {key}: must be a whole number") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}: {key}: must be a positive whole number")
+    return value

@@ -1,0 +1,74 @@
+"""Errors partners see: a gRPC status plus google.rpc.Status details with a stable reason.
+
+Every failure the gateway reports is an `ExchangeError`; the servicers turn it into the
+status and `google.rpc.ErrorInfo` (domain `jisr.v1`) of docs/errors.md. Messages never
+name the subject of the request.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+DOMAIN = "jisr.v1"
+
+
+class Reason(StrEnum):
+    """Stable ErrorInfo reasons; partners branch on these, so they are never renamed."""
+
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    MISSING_PURPOSE = "MISSING_PURPOSE"
+    INVALID_PURPOSE = "INVALID_PURPOSE"
+    MISSING_SUBJECT = "MISSING_SUBJECT"
+    INVALID_IDCS = "INVALID_IDCS"
+    INVALID_HOUSEHOLD_ID = "INVALID_HOUSEHOLD_ID"
+    UNKNOWN_PROGRAMME = "UNKNOWN_PROGRAMME"
+    INVALID_DATE = "INVALID_DATE"
+    INVALID_FIELD_MASK = "INVALID_FIELD_MASK"
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
+    BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
+    BACKEND_TIMEOUT = "BACKEND_TIMEOUT"
+    # A fault of the gateway itself, never of the request.
+    INTERNAL = "INTERNAL"
+
+
+class ExchangeError(Exception):
+    """A failure to report to the caller as `code` with `reason`."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: Reason,
+        message: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = metadata or {}
+
+    def to_status(self) -> status_pb2.Status:
+        """The google.rpc.Status carried in the trailers (and in batch item results)."""
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason.value, domain=DOMAIN, metadata=self.metadata
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+
+
+def invalid(reason: Reason, message: str, field: str | None = None) -> ExchangeError:
+    """INVALID_ARGUMENT naming the offending request field."""
+    return ExchangeError(
+        grpc.StatusCode.INVALID_ARGUMENT, reason, message, {"field": field} if field else None
+    )
+
+
+def not_found(message: str) -> ExchangeError:
+    """NOT_FOUND for a subject the registries do not know."""
+    return ExchangeError(grpc.StatusCode.NOT_FOUND, Reason.SUBJECT_NOT_FOUND, message)

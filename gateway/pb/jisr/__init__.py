@@ -1,0 +1,1 @@
+"""Generated code for the jisr.v1 contracts; do not edit."""

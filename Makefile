@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make run` and `make test` (README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= var
+HOUSEHOLDS ?= 10000
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint proto proto-lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+$(DATA)/registry.sqlite: | $(STAMP)
+	$(BIN)/jisr demo-data --households $(HOUSEHOLDS) --seed 1 --data-dir $(DATA)
+
+## Serve the gateway on 127.0.0.1:50051 over the synthetic registry (generated if missing).
+run: $(STAMP) $(DATA)/registry.sqlite
+	$(BIN)/jisr serve --data-dir $(DATA)
+
+## The whole test suite (unit, then integration with real server processes).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) proto-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Regenerate gateway/pb from proto/ (a test fails when the committed code is stale).
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+proto-lint: $(STAMP)
+	$(BIN)/python proto/buf_deps.py build/googleapis
+	$(BIN)/buf lint
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -16,10 +16,16 @@ import google.type.date_pb2
 FILES = ("google/type/date.proto", "google/rpc/status.proto")
 
 
-def copy(dest: Path) -> None:
-    """Place each imported googleapis .proto under `dest`."""
+def googleapis_root() -> Path:
+    """Where googleapis-common-protos installed its google/type and google/rpc sources."""
     root = Path(google.type.date_pb2.__file__).resolve().parent.parent.parent
     assert Path(google.rpc.status_pb2.__file__).resolve().is_relative_to(root)
+    return root
+
+
+def copy(dest: Path) -> None:
+    """Place each imported googleapis .proto under `dest`."""
+    root = googleapis_root()
     for name in FILES:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

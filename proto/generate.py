@@ -14,19 +14,13 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from buf_deps import googleapis_root
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 PACKAGE = "gateway.pb"
 _IMPORT = re.compile(r"^(from|import) jisr\.v1\b", re.MULTILINE)
-
-
-def _googleapis_dir() -> Path:
-    """The googleapis-common-protos sources (google/type, google/rpc) that we import."""
-    import google.type.date_pb2 as date_pb2
-
-    return Path(date_pb2.__file__).resolve().parent.parent.parent
 
 
 def generate(out_root: Path) -> list[Path]:
@@ -38,7 +32,7 @@ def generate(out_root: Path) -> list[Path]:
         args = [
             "grpc_tools.protoc",
             f"-I{PROTO_DIR}",
-            f"-I{_googleapis_dir()}",
+            f"-I{googleapis_root()}",
             f"-I{wkt}",
             f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
             f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",

@@ -31,7 +31,10 @@ def test_person_status_gives_vital_status_and_household_link(
     household = one(registry_dir, f"SELECT household_id FROM membership WHERE idcs = '{idcs}'")
     person = client.person_status(PURPOSE, idcs).person
     assert person.idcs == idcs
-    assert person.vital_status in (VitalStatus.VITAL_STATUS_ALIVE, VitalStatus.VITAL_STATUS_DECEASED)
+    assert person.vital_status in (
+        VitalStatus.VITAL_STATUS_ALIVE,
+        VitalStatus.VITAL_STATUS_DECEASED,
+    )
     assert person.household_id == household
     assert person.relationship == Relationship.RELATIONSHIP_DECLARANT
 
@@ -151,11 +154,9 @@ BAD_REQUESTS = [
 def test_bad_subject_is_refused_with_code_and_stable_reason(
     client: JisrClient, method: str, value: str, code: grpc.StatusCode, reason: str
 ) -> None:
+    call = client.person_status if method == "person" else client.household_status
     with pytest.raises(JisrError) as err:
-        if method == "person":
-            client.person_status(PURPOSE, value)
-        else:
-            client.household_status(PURPOSE, value)
+        call(PURPOSE, value)
     assert (err.value.code, err.value.reason) == (code, reason)
 
 
@@ -181,7 +182,9 @@ def test_request_without_a_valid_purpose_is_refused(
     assert (err.value.code, err.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
 
 
-def test_impossible_as_of_date_is_invalid_argument(stub: RegistryExchangeStub, registry_dir: Path) -> None:
+def test_impossible_as_of_date_is_invalid_argument(
+    stub: RegistryExchangeStub, registry_dir: Path
+) -> None:
     hid = one(registry_dir, "SELECT household_id FROM household LIMIT 1")
     request = pb.VerifyEligibilityRequest(
         purpose=PURPOSE, subject=pb.Subject(household_id=hid), programme="ASD"
@@ -192,7 +195,9 @@ def test_impossible_as_of_date_is_invalid_argument(stub: RegistryExchangeStub, r
     assert _reason(err.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE")
 
 
-def test_unknown_read_mask_path_is_invalid_argument(stub: RegistryExchangeStub, registry_dir: Path) -> None:
+def test_unknown_read_mask_path_is_invalid_argument(
+    stub: RegistryExchangeStub, registry_dir: Path
+) -> None:
     idcs = one(registry_dir, "SELECT idcs FROM membership LIMIT 1")
     request = pb.GetPersonStatusRequest(
         purpose=PURPOSE, idcs=idcs, read_mask=FieldMask(paths=["score"])

@@ -1,0 +1,95 @@
+"""The `jisr` command as an operator at a counter uses it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import processes, registry_rows
+
+
+def jisr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_call_eligibility_prints_the_decision_as_json(
+    gateway: processes.Proc, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household ORDER BY score")
+    result = jisr(
+        "call",
+        "--target",
+        gateway.target,
+        "--purpose",
+        "AMO_ENROLMENT",
+        "eligibility",
+        hid,
+        "--programme",
+        "ASD",
+    )
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["eligible"] is True
+    assert decision["reasons"] == ["REASON_CODE_SCORE_BELOW_THRESHOLD"]
+
+
+def test_call_error_prints_code_and_reason_and_exits_1(gateway: processes.Proc) -> None:
+    result = jisr("call", "--target", gateway.target, "--purpose", "X_Y", "person", "1234567890")
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT INVALID_IDCS" in result.stderr
+
+
+def test_call_batch_reads_subjects_from_stdin_one_result_per_line(
+    gateway: processes.Proc, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    result = jisr(
+        "call",
+        "--target",
+        gateway.target,
+        "--purpose",
+        "RECERTIFICATION",
+        "batch",
+        "-",
+        "--programme",
+        "ASD",
+        "--batch-size",
+        "2",
+        stdin=f"{hid}\n12\n{hid}\n",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert ["decision" in line for line in lines] == [True, False, True]
+
+
+def test_demo_data_shows_progress_and_a_summary(tmp_path: Path) -> None:
+    result = jisr("demo-data", "--households", "300", "--seed", "2", "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "300/300 households (100%)" in result.stderr
+    assert "SYNTHETIC registry" in result.stdout
+    again = jisr("demo-data", "--households", "300", "--data-dir", str(tmp_path))
+    assert again.returncode == 1
+    assert "registry.sqlite" in again.stderr
+
+
+def test_programmes_check_names_the_bad_field(tmp_path: Path) -> None:
+    bad = tmp_path / "programmes.toml"
+    bad.write_text('[[score_band]]\ncode = "A"\nbelow = "x"\n[[score_band]]\ncode = "B"\n')
+    result = jisr("programmes", "check", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}: score_band[0].below: must be a finite number" in result.stderr
+
+
+def test_serve_without_a_registry_explains_how_to_make_one(tmp_path: Path) -> None:
+    result = jisr("serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "jisr demo-data" in result.stderr

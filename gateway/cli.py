@@ -11,7 +11,7 @@ from pathlib import Path
 from adapters.registry_db import REGISTRY_FILE, Registry, RegistryError
 from gateway import config as config_mod
 from gateway import programmes
-from gateway.cli_support import call, demo_data
+from gateway.cli_support import SAMPLES, call, demo_data, samples
 from gateway.registries import MissingInstitutionError
 from gateway.server import run_until_signalled, start_backend, start_gateway
 
@@ -96,6 +96,11 @@ def parser() -> argparse.ArgumentParser:
     backend_serve.add_argument("--data-dir", type=Path, default=Path("var"))
     backend_serve.add_argument("--listen", default="127.0.0.1:50061")
     backend_serve.set_defaults(run=_backend)
+
+    sample = sub.add_parser("samples", help="example subjects from the synthetic registry")
+    sample.add_argument("--data-dir", type=Path, default=Path("var"))
+    sample.add_argument("--kind", choices=sorted(SAMPLES), help="print only this one's value")
+    sample.set_defaults(run=lambda a: samples(a.data_dir, a.kind))
 
     progs = sub.add_parser("programmes", help="programme definitions")
     progs_sub = progs.add_subparsers(dest="action", required=True)

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from adapters.demo_data import generate
+from adapters.registry_db import REGISTRY_FILE, Registry
 from gateway.client import JisrClient, JisrError
 
 
@@ -105,4 +106,49 @@ def call(args: argparse.Namespace) -> int:
         except JisrError as exc:
             print(f"jisr call: {exc}", file=sys.stderr)
             return 1
+    return 0
+
+
+# Example subjects for newcomers, picked from the synthetic registry by what they show.
+SAMPLES: dict[str, tuple[str, str]] = {
+    "amot-eligible": (
+        "household under the AMOT threshold with no other AMO coverage",
+        "SELECT h.household_id FROM household h WHERE h.score < 9.3264284 AND NOT EXISTS"
+        " (SELECT 1 FROM membership m JOIN coverage c USING (idcs)"
+        "  WHERE m.household_id = h.household_id AND c.scheme <> 'AMO_TADAMON')"
+        " ORDER BY h.household_id LIMIT 1",
+    ),
+    "above-thresholds": (
+        "household above both thresholds",
+        "SELECT household_id FROM household WHERE score > 10 ORDER BY household_id LIMIT 1",
+    ),
+    "declarant": (
+        "IDCS of a household's declarant",
+        "SELECT idcs FROM membership WHERE relationship = 1 ORDER BY idcs LIMIT 1",
+    ),
+    "deceased": (
+        "IDCS of a deceased person",
+        "SELECT idcs FROM person WHERE vital_status = 2 ORDER BY idcs LIMIT 1",
+    ),
+    "unregistered": (
+        "IDCS of a living person in no RSU household",
+        "SELECT idcs FROM person WHERE vital_status = 1 AND idcs NOT IN"
+        " (SELECT idcs FROM membership) ORDER BY idcs LIMIT 1",
+    ),
+}
+
+
+def samples(data_dir: Path, kind: str | None) -> int:
+    """Print example subjects (all kinds, or the bare value of one kind for scripts)."""
+    registry = Registry(data_dir / REGISTRY_FILE)
+    try:
+        conn = registry.connection()
+        for name, (label, sql) in SAMPLES.items():
+            if kind is not None and name != kind:
+                continue
+            row = conn.execute(sql).fetchone()
+            value = row[0] if row else "(none in this registry)"
+            print(value if kind else f"{name:18} {value}  {label}")
+    finally:
+        registry.close()
     return 0

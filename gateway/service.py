@@ -9,6 +9,7 @@ with google.rpc.Status details; anything else is a gateway bug, reported as INTE
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -47,8 +48,16 @@ def _fail(context: grpc.ServicerContext, method: str, exc: ExchangeError) -> Non
     context.abort_with_status(rpc_status.to_status(exc.to_status()))
 
 
-def _bug(context: grpc.ServicerContext, method: str) -> None:
-    log.exception("gateway fault", extra={"method": method})
+def _bug(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
+    # Type and place only: an exception's message may quote request data.
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    log.error(
+        "gateway fault %s at %s:%s",
+        type(exc).__name__,
+        frame.filename,
+        frame.lineno,
+        extra={"method": method},
+    )
     error = ExchangeError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "gateway fault")
     context.abort_with_status(rpc_status.to_status(error.to_status()))
 
@@ -64,8 +73,8 @@ def _unary(
             return run(request, _context(request, context)).SerializeToString()
         except ExchangeError as exc:
             _fail(context, method, exc)
-        except Exception:
-            _bug(context, method)
+        except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+            _bug(context, method, exc)
         raise AssertionError("unreachable: abort raises")
 
     return grpc.unary_unary_rpc_method_handler(handle)
@@ -82,8 +91,8 @@ def _batch_stream(exchange: Exchange) -> grpc.RpcMethodHandler:
                 yield exchange.verify_batch(request, index, ctx).SerializeToString()
         except ExchangeError as exc:
             _fail(context, method, exc)
-        except Exception:
-            _bug(context, method)
+        except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+            _bug(context, method, exc)
 
     return grpc.stream_stream_rpc_method_handler(handle)
 

@@ -93,3 +93,30 @@ def test_serve_without_a_registry_explains_how_to_make_one(tmp_path: Path) -> No
     result = jisr("serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "jisr demo-data" in result.stderr
+
+
+def test_samples_prints_a_subject_of_each_kind(registry_dir: Path) -> None:
+    result = jisr("samples", "--data-dir", str(registry_dir))
+    assert result.returncode == 0, result.stderr
+    kinds = [line.split()[0] for line in result.stdout.splitlines()]
+    assert kinds == ["amot-eligible", "above-thresholds", "declarant", "deceased", "unregistered"]
+    assert "(none" not in result.stdout
+
+
+def test_sample_of_one_kind_prints_only_its_value(
+    gateway: processes.Proc, registry_dir: Path
+) -> None:
+    result = jisr("samples", "--data-dir", str(registry_dir), "--kind", "amot-eligible")
+    household = result.stdout.strip()
+    decision = jisr(
+        "call",
+        "--target",
+        gateway.target,
+        "--purpose",
+        "AMO_ENROLMENT",
+        "eligibility",
+        household,
+        "--programme",
+        "AMOT",
+    )
+    assert json.loads(decision.stdout)["eligible"] is True

@@ -1,0 +1,142 @@
+"""The exchange pipeline over in-memory registries (a fake at the adapter boundary only;
+the real adapters are exercised by tests/integration)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from adapters.base import (
+    COVERAGE,
+    ENROLMENT,
+    HOUSEHOLD,
+    MEMBERSHIP,
+    PERSON,
+    AdapterError,
+    FetchContext,
+    RecordMessage,
+)
+from adapters.identifiers import make_idcs
+from gateway.errors import ExchangeError
+from gateway.exchange import Exchange
+from gateway.pb.jisr.v1 import records_pb2 as rec
+from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.pb.jisr.v1.backend_pb2 import RecordKind
+from gateway.programmes import load_default
+from gateway.registries import Registries
+
+CTX = FetchContext(purpose="TEST")
+DAY = dt.date(2025, 1, 1)
+
+
+@dataclass
+class MemoryAdapter:
+    """Holds records by kind and key, and counts lookups."""
+
+    institution: str
+    records: dict[int, dict[str, RecordMessage]]
+    calls: list[tuple[int, int]] = field(default_factory=list)
+    down: bool = False
+
+    @property
+    def kinds(self) -> frozenset[RecordKind.ValueType]:
+        return frozenset(RecordKind.ValueType(k) for k in self.records)
+
+    def fetch(
+        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+    ) -> Mapping[str, RecordMessage]:
+        if self.down:
+            raise AdapterError(self.institution, "down")
+        self.calls.append((kind, len(keys)))
+        table = self.records[kind]
+        return {k: table[k] for k in keys if k in table}
+
+    def close(self) -> None:
+        pass
+
+
+def _world(households: int) -> tuple[Exchange, MemoryAdapter, list[str]]:
+    """`households` two-member households; odd ones have a salaried member (CNSS)."""
+    people: dict[str, RecordMessage] = {}
+    links: dict[str, RecordMessage] = {}
+    homes: dict[str, RecordMessage] = {}
+    cover: dict[str, RecordMessage] = {}
+    members: list[str] = []
+    for n in range(households):
+        hid = f"H{n:09d}"
+        home = rec.HouseholdRecord(household_id=hid, score=9.0 + (n % 3) * 0.3)
+        for position in range(2):
+            idcs = make_idcs(f"{n * 2 + position + 100_000_000:09d}")
+            people[idcs] = rec.PersonRecord(idcs=idcs, vital_status=rec.VITAL_STATUS_ALIVE)
+            links[idcs] = rec.MembershipRecord(idcs=idcs, household_id=hid)
+            home.members.add(idcs=idcs)
+            members.append(idcs)
+            if n % 2 and position == 1:
+                cover[idcs] = rec.CoverageRecord(idcs=idcs, scheme="AMO_SALARIES")
+        homes[hid] = home
+    adapter = MemoryAdapter(
+        "ALL",
+        {PERSON: people, MEMBERSHIP: links, HOUSEHOLD: homes, COVERAGE: cover, ENROLMENT: {}},
+    )
+    return Exchange(Registries([adapter]), load_default()), adapter, members
+
+
+def _batch(subjects: list[str], programme: str = "AMOT") -> pb.VerifyEligibilityBatchRequest:
+    request = pb.VerifyEligibilityBatchRequest(purpose="TEST", programme=programme)
+    for s in subjects:
+        request.subjects.add(**({"household_id": s} if s.startswith("H") else {"idcs": s}))
+    request.as_of.year, request.as_of.month, request.as_of.day = 2025, 1, 1
+    return request
+
+
+def test_a_full_batch_costs_one_lookup_per_record_kind() -> None:
+    exchange, adapter, members = _world(600)
+    exchange.verify_batch(_batch(members[:1000]), 0, CTX)
+    kinds = [kind for kind, _ in adapter.calls]
+    assert sorted(kinds) == sorted([PERSON, MEMBERSHIP, HOUSEHOLD, COVERAGE])
+
+
+def test_programme_without_coverage_condition_never_asks_cnss() -> None:
+    exchange, adapter, members = _world(10)
+    exchange.verify_batch(_batch(members, "ASD"), 0, CTX)
+    assert COVERAGE not in [kind for kind, _ in adapter.calls]
+
+
+def test_members_of_one_household_get_the_same_decision() -> None:
+    exchange, _, members = _world(5)
+    results = exchange.verify_batch(_batch(members), 0, CTX).results
+    for first, second in zip(results[0::2], results[1::2], strict=True):
+        assert first.decision == second.decision
+
+
+def test_a_member_with_other_coverage_excludes_the_household() -> None:
+    exchange, _, _ = _world(2)
+    covered = exchange.verify_batch(_batch(["H000000001"]), 0, CTX).results[0].decision
+    assert list(covered.reasons) == [
+        pb.REASON_CODE_SCORE_BELOW_THRESHOLD,
+        pb.REASON_CODE_OTHER_AMO_COVERAGE,
+    ]
+
+
+def test_an_institution_down_fails_every_item_of_the_batch_as_unavailable() -> None:
+    exchange, adapter, members = _world(3)
+    adapter.down = True
+    results = exchange.verify_batch(_batch([*members, "12"]), 0, CTX).results
+    codes = [r.error.code for r in results]
+    assert codes == [grpc.StatusCode.UNAVAILABLE.value[0]] * len(members) + [
+        grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    ]
+
+
+def test_unary_verify_raises_the_item_error() -> None:
+    exchange, _, _ = _world(1)
+    request = pb.VerifyEligibilityRequest(
+        purpose="TEST", subject=pb.Subject(household_id="H000000099"), programme="ASD"
+    )
+    with pytest.raises(ExchangeError) as err:
+        exchange.verify(request, CTX)
+    assert err.value.code == grpc.StatusCode.NOT_FOUND

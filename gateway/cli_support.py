@@ -25,13 +25,16 @@ def demo_data(data_dir: Path, households: int, seed: int, *, force: bool) -> int
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
-        if done == total or now - last[0] >= 1.0:
+        if done == total:
+            print(file=sys.stderr)
+        elif now - last[0] >= 1.0 or 100 * done // total >= 99:
             last[0] = now
             rate = done / max(now - started, 1e-9)
+            tail = "; sorting rows and building indexes..." if 100 * done // total >= 99 else ""
             print(
                 f"\rjisr demo-data: {done:,}/{total:,} households ({100 * done // total}%),"
-                f" {rate:,.0f}/s",
-                end="" if done < total else "\n",
+                f" {rate:,.0f}/s{tail}",
+                end="",
                 file=sys.stderr,
                 flush=True,
             )

@@ -56,15 +56,18 @@ def demo_data(data_dir: Path, households: int, seed: int, *, force: bool) -> int
     return 0
 
 
-def _show(message: Message) -> None:
-    print(
-        json_format.MessageToJson(
-            message,
-            indent=2,
-            preserving_proto_field_name=True,
-            always_print_fields_with_no_presence=True,
-        )
+def _json(message: Message, indent: int | None = 2) -> str:
+    return json_format.MessageToJson(
+        message,
+        indent=indent,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        ensure_ascii=False,
     )
+
+
+def _show(message: Message) -> None:
+    print(_json(message))
 
 
 def _date(text: str | None) -> dt.date | None:
@@ -105,7 +108,7 @@ def call(args: argparse.Namespace) -> int:
                     args.purpose, args.programme, _batches(args.file, args.batch_size), as_of
                 ):
                     for result in response.results:
-                        print(json_format.MessageToJson(result, indent=None))
+                        print(_json(result, indent=None))
         except JisrError as exc:
             print(f"jisr call: {exc}", file=sys.stderr)
             return 1

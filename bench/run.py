@@ -1,0 +1,407 @@
+"""`make bench`: the gateway's throughput and latency against bare echo servers, one run.
+
+Steps, every one on 127.0.0.1 and every load loop bounded in calls and in seconds:
+1. a synthetic registry (or `--data-dir`'s), and requests serialized from it up front;
+2. a bare echo server of the gateway's own server API (sync grpc.server, 32 workers,
+   generic handler on raw bytes, the gateway's method path), in its own process; a short
+   probe of the load generator's client kinds against it, then the measured unary run;
+3. the same echo on grpc.aio, for reference (the sync-vs-aio choice is measured here);
+4. `jisr serve` in its own process: the same unary run, then a VerifyEligibilityBatch
+   stream; 5. the handler called in-process without gRPC, for its CPU per call.
+The load generator is its own process (bench.load), the same for every server.
+Prints a table; writes bench/results/latest.json. Servers are stopped even on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import google.protobuf
+import grpc
+
+from adapters.registry_db import REGISTRY_FILE
+from bench import profile, workload
+from bench.common import GATEWAY_WORKERS, read_messages, write_messages
+from bench.load import CLIENTS
+from bench.procs import BenchError, Server, run_json, run_quiet, start_server, wait_for_quiet
+from bench.report import table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+UNARY_POOL = 10_000  # distinct serialized requests, cycled
+
+
+@dataclass(frozen=True)
+class Settings:
+    households: int
+    seed: int
+    calls: int
+    inflight: int
+    warmup_calls: int
+    seconds: float
+    batches: int
+    batch_size: int
+    batch_seconds: float
+    client: str
+    probe_calls: int
+    probe_seconds: float
+    quiet_wait: float
+    pipeline_calls: int
+    pin: bool
+    gateway_workers: int | None
+    data_dir: Path | None
+    output: Path
+    quick: bool
+
+    def server_argv(self, argv: Sequence[str]) -> list[str]:
+        """A server's command, on the last CPU when pinning."""
+        return _pinned(SERVER_CPU, argv) if self.pin else list(argv)
+
+    def client_argv(self, argv: Sequence[str]) -> list[str]:
+        """The load generator's command, on CPU 0 when pinning."""
+        return _pinned(CLIENT_CPU, argv) if self.pin else list(argv)
+
+
+CLIENT_CPU = 0
+SERVER_CPU = max(os.sched_getaffinity(0))
+
+
+def _pinned(cpu: int, argv: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "bench.pin", str(cpu), *argv]
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+    }
+
+
+def _jisr() -> list[str]:
+    script = Path(sys.executable).with_name("jisr")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+def _registry(settings: Settings, work: Path) -> Path:
+    data_dir = settings.data_dir or work / "data"
+    if (data_dir / REGISTRY_FILE).is_file():
+        say(f"[1/5] registry: reusing {data_dir / REGISTRY_FILE}")
+        return data_dir
+    say(f"[1/5] registry: {settings.households:,} households, seed {settings.seed} -> {data_dir}")
+    run_quiet(
+        "jisr demo-data",
+        [
+            *_jisr(),
+            "demo-data",
+            "--households",
+            str(settings.households),
+            "--seed",
+            str(settings.seed),
+            "--data-dir",
+            str(data_dir),
+            "--force",
+        ],
+        timeout=600,
+    )
+    return data_dir
+
+
+def _unary(
+    settings: Settings, server: Server, requests: Path, client: str, label: str, *, probe: bool
+) -> dict[str, Any]:
+    calls, seconds = (
+        (settings.probe_calls, settings.probe_seconds)
+        if probe
+        else (settings.calls, settings.seconds)
+    )
+    other = wait_for_quiet(settings.quiet_wait)
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "unary",
+        "--client",
+        client,
+        "--target",
+        server.target,
+        "--requests",
+        str(requests),
+        "--calls",
+        str(calls),
+        "--inflight",
+        str(settings.inflight),
+        "--warmup-calls",
+        str(min(settings.warmup_calls, calls)),
+        "--seconds",
+        str(seconds),
+        "--server-pid",
+        str(server.pid),
+        "--label",
+        label,
+    ]
+    result = run_json(label, settings.client_argv(argv), timeout=seconds + 60)
+    result["other_load_before"] = round(other, 2)
+    say(
+        f"    {label}: {result['rps']:,.0f} rps, p50 {result['p50_ms']:.1f} ms,"
+        f" p99 {result['p99_ms']:.1f} ms, {result['errors']} errors"
+        f" ({result['calls']:,} calls in {result['seconds']:.1f} s)"
+    )
+    return result
+
+
+def _batch(settings: Settings, server: Server, batches: Path) -> dict[str, Any]:
+    other = wait_for_quiet(settings.quiet_wait)
+    label = "gateway batch"
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "batch",
+        "--target",
+        server.target,
+        "--requests",
+        str(batches),
+        "--seconds",
+        str(settings.batch_seconds),
+        "--server-pid",
+        str(server.pid),
+        "--label",
+        label,
+    ]
+    result = run_json(label, settings.client_argv(argv), timeout=settings.batch_seconds + 90)
+    result["batch_size"] = settings.batch_size
+    result["other_load_before"] = round(other, 2)
+    say(
+        f"    {label}: {result['subjects_per_s']:,.0f} households/s"
+        f" ({result['batches_answered']} batches, {result['subjects']:,} subjects,"
+        f" {result['subject_errors']} subject errors, {result['seconds']:.1f} s)"
+    )
+    if result["stream_error"]:
+        say(f"    {label}: the stream failed with {result['stream_error']}")
+    return result
+
+
+def _serve(
+    settings: Settings,
+    stack: ExitStack,
+    label: str,
+    argv: Sequence[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+) -> Server:
+    server = start_server(label, settings.server_argv(argv), log, env)
+    stack.callback(server.stop)
+    say(f"    {label}: pid {server.pid} on {server.target}")
+    return server
+
+
+def measure(settings: Settings) -> dict[str, Any]:
+    """Run every step; servers are stopped on the way out, whatever happens."""
+    logs = settings.output.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+    }
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jisr-bench-")))
+        started = time.monotonic()
+        data_dir = _registry(settings, work)
+        subjects = workload.load_subjects(data_dir)
+        requests, batches = work / "unary.bin", work / "batches.bin"
+        write_messages(requests, workload.unary_requests(subjects, UNARY_POOL, settings.seed))
+        write_messages(
+            batches,
+            workload.batch_requests(subjects, settings.batches, settings.batch_size, settings.seed),
+        )
+        results["registry"] = {
+            "households": len(subjects.household_ids),
+            "members": len(subjects.member_idcs),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        echo = [sys.executable, "-m", "bench.echo", "--port", "0"]
+
+        say(f"[2/5] echo, sync grpc.server ({GATEWAY_WORKERS} workers)")
+        server = _serve(
+            settings, stack, "echo sync", [*echo, "--api", "sync"], logs / "echo-sync.log"
+        )
+        probe = {
+            kind: _unary(settings, server, requests, kind, f"probe {kind}", probe=True)
+            for kind in CLIENTS
+        }
+        results["client_probe"] = probe
+        client = settings.client
+        if client == "auto":
+            client = max(probe, key=lambda kind: float(probe[kind]["rps"]))
+        results["client"] = client
+        say(f"    load generator client: {client}")
+        unary: dict[str, Any] = {
+            "echo_sync": _unary(settings, server, requests, client, "echo sync", probe=False)
+        }
+        server.stop()
+
+        say("[3/5] echo, grpc.aio")
+        server = _serve(settings, stack, "echo aio", [*echo, "--api", "aio"], logs / "echo-aio.log")
+        unary["echo_aio"] = _unary(settings, server, requests, client, "echo aio", probe=False)
+        server.stop()
+
+        say("[4/5] gateway, jisr serve")
+        server = _serve(
+            settings,
+            stack,
+            "gateway",
+            [*_jisr(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            logs / "gateway.log",
+            env={"JISR_WORKERS": str(settings.gateway_workers)}
+            if settings.gateway_workers
+            else None,
+        )
+        unary["gateway"] = _unary(settings, server, requests, client, "gateway", probe=False)
+        results["unary"] = unary
+        results["batch"] = _batch(settings, server, batches)
+        server.stop()
+
+        say("[5/5] gateway handler in-process, no gRPC, one thread")
+        pool = read_messages(requests)
+        per_call = profile.us_per_call(data_dir, pool, settings.pipeline_calls)
+        results["pipeline_us_per_call"] = round(per_call, 1)
+        say(f"    {per_call:.0f} us per call")
+    results["summary"] = summarize(results)
+    return results
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """The ratios and the design's targets, met or not."""
+    unary = results["unary"]
+    sync, aio, gateway = unary["echo_sync"], unary["echo_aio"], unary["gateway"]
+    ratio = gateway["rps"] / sync["rps"] if sync["rps"] else 0.0
+    batch_rate = float(results["batch"]["subjects_per_s"])
+    million_s = 1_000_000 / batch_rate if batch_rate else float("inf")
+    return {
+        "gateway_over_echo_sync": round(ratio, 3),
+        "echo_aio_over_echo_sync": round(aio["rps"] / sync["rps"], 3) if sync["rps"] else 0.0,
+        "target_ratio_met": ratio >= 0.5,
+        "target_p99_met": gateway["p99_ms"] <= 20.0,
+        "gateway_errors": gateway["errors"],
+        "batch_households_per_s": batch_rate,
+        "batch_million_households_s": round(million_s, 1),
+        "target_million_in_30s_met": million_s <= 30.0,
+    }
+
+
+def settings_from(argv: Sequence[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test")
+    parser.add_argument("--calls", type=int, help="measured unary calls (20,000; quick 2,000)")
+    parser.add_argument("--inflight", type=int, default=64, help="unary calls in flight")
+    parser.add_argument("--households", type=int, help="registry size (20,000; quick 2,000)")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--seconds", type=float, default=30.0, help="cap of each unary run")
+    parser.add_argument("--batches", type=int, help="batches in the stream (100; quick 10)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-seconds", type=float, default=60.0, help="cap of the stream")
+    parser.add_argument(
+        "--client",
+        choices=(*CLIENTS, "auto"),
+        default="aio",
+        help="load generator client (auto: the probe's fastest)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"servers on CPU {SERVER_CPU}, load generator on CPU {CLIENT_CPU}",
+    )
+    parser.add_argument(
+        "--gateway-workers", type=int, help="JISR_WORKERS for the gateway (default: its own)"
+    )
+    parser.add_argument("--data-dir", type=Path, help="reuse (or build) the registry here")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args(argv)
+    quick = bool(args.quick)
+    return Settings(
+        households=args.households or (2_000 if quick else 20_000),
+        seed=args.seed,
+        calls=args.calls or (2_000 if quick else 20_000),
+        inflight=args.inflight,
+        warmup_calls=300 if quick else 2_000,
+        seconds=min(args.seconds, 10.0) if quick else args.seconds,
+        batches=args.batches or (10 if quick else 100),
+        batch_size=args.batch_size,
+        batch_seconds=min(args.batch_seconds, 15.0) if quick else args.batch_seconds,
+        client=args.client,
+        probe_calls=1_000 if quick else 10_000,
+        probe_seconds=3.0 if quick else 5.0,
+        quiet_wait=0.0 if quick else 30.0,
+        pipeline_calls=500 if quick else 5_000,
+        pin=bool(args.pin),
+        gateway_workers=args.gateway_workers,
+        data_dir=args.data_dir,
+        output=args.output,
+        quick=quick,
+    )
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every child process is stopped."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    info = machine()
+    say(
+        f"bench: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']},"
+        f" grpcio {info['grpcio']}; everything on 127.0.0.1; "
+        + (
+            f"servers pinned to CPU {SERVER_CPU}, load generator to CPU {CLIENT_CPU}"
+            if settings.pin
+            else "load generator and servers share the cores"
+        )
+    )
+    try:
+        results = measure(settings)
+    except BenchError as exc:
+        say(f"bench: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("bench: interrupted; servers stopped")
+        return 130
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
+    settings.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(table(results))
+    print(f"results: {settings.output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The bench's requests, built once from the registry and serialized before any timing.
+
+Subjects are a seeded random mix of household ids and member IDCS taken from the registry
+(so every call reaches a real household), programmes AMOT and ASD, purpose BENCH, no
+as_of (the gateway decides for today, as a counter would).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.registry_db import REGISTRY_FILE
+from gateway.pb.jisr.v1 import registry_pb2 as pb
+
+PURPOSE = "BENCH"
+PROGRAMMES = ("AMOT", "ASD")
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Household ids and member IDCS present in the registry."""
+
+    household_ids: list[str]
+    member_idcs: list[str]
+
+
+def load_subjects(data_dir: Path) -> Subjects:
+    """Every household id and every member IDCS of the registry in `data_dir`."""
+    conn = sqlite3.connect(f"file:{data_dir / REGISTRY_FILE}?mode=ro", uri=True)
+    try:
+        households = [r[0] for r in conn.execute("SELECT household_id FROM household")]
+        members = [r[0] for r in conn.execute("SELECT idcs FROM membership")]
+    finally:
+        conn.close()
+    if not households or not members:
+        raise ValueError(f"{data_dir / REGISTRY_FILE}: no households or members")
+    return Subjects(households, members)
+
+
+def _subject(subjects: Subjects, rng: random.Random) -> pb.Subject:
+    if rng.random() < 0.5:
+        return pb.Subject(household_id=rng.choice(subjects.household_ids))
+    return pb.Subject(idcs=rng.choice(subjects.member_idcs))
+
+
+def unary_requests(subjects: Subjects, count: int, seed: int) -> list[bytes]:
+    """`count` serialized VerifyEligibilityRequest, random subjects and programmes."""
+    rng = random.Random(seed)
+    return [
+        pb.VerifyEligibilityRequest(
+            purpose=PURPOSE, subject=_subject(subjects, rng), programme=rng.choice(PROGRAMMES)
+        ).SerializeToString()
+        for _ in range(count)
+    ]
+
+
+def batch_requests(subjects: Subjects, batches: int, size: int, seed: int) -> list[bytes]:
+    """`batches` serialized VerifyEligibilityBatchRequest of `size` subjects each,
+    programmes alternating AMOT and ASD."""
+    rng = random.Random(seed)
+    return [
+        pb.VerifyEligibilityBatchRequest(
+            purpose=PURPOSE,
+            programme=PROGRAMMES[i % len(PROGRAMMES)],
+            subjects=[_subject(subjects, rng) for _ in range(size)],
+        ).SerializeToString()
+        for i in range(batches)
+    ]

@@ -34,7 +34,7 @@ class Transport:
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: str = "127.0.0.1:50051"
-    workers: int = 32
+    workers: int = 4
     grace_s: float = 10.0
     data_dir: Path = Path("var")
     programmes: Path | None = None  # None: the programmes shipped with Jisr

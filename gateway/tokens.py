@@ -1,0 +1,202 @@
+"""Request tokens: the compact JWS in `x-jisr-signature`, checked as the wire contract says.
+
+Pure: the caller passes the certificate's institution, the called method, the exact
+request bytes and the time. Follows RFC 8725: the algorithm is the one pinned on the key
+(never the header's choice), keys come only from the trust store (never from jku/jwk/x5u
+headers), the token type is explicit, every claim is required and checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from gateway.errors import Reason
+from gateway.trust import TrustStore
+
+REQUEST_TYP = "jisr-req+jwt"
+BATCH_TYP = "jisr-batch+jwt"
+MAX_LIFETIME_S = 300
+SKEW_S = 30
+REQUIRED = ("iss", "sub", "aud", "iat", "exp", "jti", "purpose", "method", "rh")
+_FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c", "crit"})
+
+
+class TokenError(Exception):
+    """A token that must be refused, with the stable reason partners see."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClaims:
+    """The checked claims of one request token."""
+
+    iss: str
+    sub: str
+    jti: str
+    purpose: str
+    method: str
+    rh: str
+    iat: int
+    exp: int
+    kid: str
+
+
+def body_hash(data: bytes) -> str:
+    """base64url (unpadded) SHA-256 of exact bytes: the `rh`/`sh` of the wire contract."""
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _signed(
+    token: str, typ: str, institution: str, trust: TrustStore
+) -> tuple[dict[str, Any], str]:
+    """Check the header and signature; return the unverified-free claims and the key id."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise TokenError(Reason.MALFORMED_TOKEN, "the signature is not a compact JWS") from None
+    if header.get("typ") != typ:
+        raise TokenError(Reason.WRONG_TOKEN_TYPE, f"token typ must be {typ}")
+    if _FORBIDDEN_HEADERS & header.keys():
+        raise TokenError(Reason.MALFORMED_TOKEN, "token headers may not carry keys or crit")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenError(Reason.UNKNOWN_KEY, "token names no key id")
+    trusted = trust.get(institution, kid)
+    if trusted is None:
+        raise TokenError(Reason.UNKNOWN_KEY, "the key id is not one of the caller's keys")
+    if trusted.revoked:
+        raise TokenError(Reason.KEY_REVOKED, "the signing key has been revoked")
+    if header.get("alg") != trusted.alg:
+        raise TokenError(Reason.ALGORITHM_NOT_ALLOWED, f"this key signs with {trusted.alg} only")
+    try:
+        claims = jwt.decode(
+            token,
+            trusted.key,
+            algorithms=[trusted.alg],
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,
+                "verify_iss": False,
+            },
+        )
+    except jwt.InvalidSignatureError:
+        raise TokenError(Reason.BAD_SIGNATURE, "the signature does not verify") from None
+    except jwt.PyJWTError:
+        raise TokenError(Reason.MALFORMED_TOKEN, "the token cannot be decoded") from None
+    return claims, kid
+
+
+def _str(claims: Mapping[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise TokenError(Reason.MALFORMED_TOKEN, f"claim {name} must be a non-empty string")
+    return value
+
+
+def _int(claims: Mapping[str, Any], name: str) -> int:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TokenError(Reason.MALFORMED_TOKEN, f"claim {name} must be a whole number")
+    return value
+
+
+def verify_request(
+    token: str,
+    *,
+    institution: str,
+    method: str,
+    body: bytes,
+    audience: str,
+    now: float,
+    trust: TrustStore,
+) -> RequestClaims:
+    """All checks of the wire contract except replay, which needs shared state."""
+    claims, kid = _signed(token, REQUEST_TYP, institution, trust)
+    missing = [name for name in REQUIRED if name not in claims]
+    if missing:
+        raise TokenError(Reason.MALFORMED_TOKEN, f"token lacks claim {missing[0]}")
+    iss = _str(claims, "iss")
+    if iss != institution:
+        raise TokenError(Reason.ISSUER_MISMATCH, "iss is not the certificate's institution")
+    aud = claims["aud"]
+    if aud != audience and not (isinstance(aud, list) and audience in aud):
+        raise TokenError(Reason.WRONG_AUDIENCE, "the token is not addressed to this gateway")
+    iat, exp = _int(claims, "iat"), _int(claims, "exp")
+    if iat > now + SKEW_S:
+        raise TokenError(Reason.TOKEN_NOT_YET_VALID, "iat is in the future")
+    if exp <= iat or exp - iat > MAX_LIFETIME_S:
+        raise TokenError(
+            Reason.TOKEN_LIFETIME, f"exp must be after iat by at most {MAX_LIFETIME_S} s"
+        )
+    if exp < now - SKEW_S:
+        raise TokenError(Reason.TOKEN_EXPIRED, "the token has expired")
+    if _str(claims, "method") != method:
+        raise TokenError(Reason.METHOD_MISMATCH, "the token was issued for another method")
+    if _str(claims, "rh") != body_hash(body):
+        raise TokenError(Reason.BODY_MISMATCH, "rh does not match the request bytes")
+    return RequestClaims(
+        iss=iss,
+        sub=_str(claims, "sub"),
+        jti=_str(claims, "jti"),
+        purpose=_str(claims, "purpose"),
+        method=method,
+        rh=claims["rh"],
+        iat=iat,
+        exp=exp,
+        kid=kid,
+    )
+
+
+def verify_batch(
+    token: str, *, institution: str, jti: str, seq: int, batch: bytes, trust: TrustStore
+) -> str:
+    """Check one batch's signature (same key rules), bound to the call and its position."""
+    claims, _ = _signed(token, BATCH_TYP, institution, trust)
+    if claims.get("jti") != jti or claims.get("seq") != seq:
+        raise TokenError(Reason.BATCH_MISMATCH, "batch signature is for another call or position")
+    rh = body_hash(batch)
+    if claims.get("rh") != rh:
+        raise TokenError(Reason.BODY_MISMATCH, "rh does not match the batch bytes")
+    return rh
+
+
+class ReplayGuard:
+    """Remembers (iss, jti) until well after the token expires; a second use is refused.
+
+    In-process. Across replicas the durable audit record's unique (iss, jti) index is the
+    shared check (docs/security.md); this guard answers first and cheaply.
+    """
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._next_purge = 0.0
+
+    def first_use(self, iss: str, jti: str, exp: int) -> bool:
+        """True the first time (iss, jti) is seen within its retention, False after."""
+        now = self._clock()
+        keep_until = exp + 2 * SKEW_S
+        with self._lock:
+            if now >= self._next_purge:
+                self._seen = {k: v for k, v in self._seen.items() if v > now}
+                self._next_purge = now + 10
+            if (iss, jti) in self._seen:
+                return False
+            self._seen[(iss, jti)] = keep_until
+            return True

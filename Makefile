@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= var
+PKI ?= $(DATA)/pki
 HOUSEHOLDS ?= 10000
 STAMP := $(VENV)/.installed
 
@@ -19,9 +20,15 @@ install: $(STAMP)
 $(DATA)/registry.sqlite: | $(STAMP)
 	$(BIN)/jisr demo-data --households $(HOUSEHOLDS) --seed 1 --data-dir $(DATA)
 
-## Serve the gateway on 127.0.0.1:50051 over the synthetic registry (generated if missing).
-run: $(STAMP) $(DATA)/registry.sqlite
-	$(BIN)/jisr serve --data-dir $(DATA)
+# A development PKI: gateway CA, server certificate, receipt key, and the DEMO institution
+# that `jisr call` uses. Keys are unencrypted on disk: for development only.
+$(PKI)/ca.crt: | $(STAMP)
+	$(BIN)/jisr pki --dir $(PKI) init
+	$(BIN)/jisr pki --dir $(PKI) issue DEMO
+
+## Serve the gateway with mTLS on 127.0.0.1:50051 over the synthetic registry.
+run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt
+	$(BIN)/jisr serve --data-dir $(DATA) --pki-dir $(PKI)
 
 ## The whole test suite (unit, then integration with real server processes).
 test: $(STAMP)

@@ -40,14 +40,22 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 class MinistryBackendServicer(backend_pb2_grpc.MinistryBackendServicer):
     """Answers FetchRecords for the kinds its adapters hold; other kinds are UNIMPLEMENTED."""
 
-    def __init__(self, adapters: list[EmbeddedAdapter]) -> None:
+    def __init__(
+        self, adapters: list[EmbeddedAdapter], clients: frozenset[str] | None = None
+    ) -> None:
         self._by_kind: Mapping[int, EmbeddedAdapter] = {
             kind: adapter for adapter in adapters for kind in adapter.kinds
         }
+        # Certificate names allowed to call (the gateway's); None: no TLS (development).
+        self._clients = clients
 
     def FetchRecords(  # noqa: N802 (gRPC method name)
         self, request: backend_pb2.FetchRecordsRequest, context: grpc.ServicerContext
     ) -> backend_pb2.FetchRecordsResponse:
+        if self._clients is not None:
+            names = context.auth_context().get("x509_common_name") or [b""]
+            if bytes(names[0]).decode() not in self._clients:
+                _abort(context, grpc.StatusCode.PERMISSION_DENIED, "only the gateway may call")
         adapter = self._by_kind.get(request.kind)
         if adapter is None:
             _abort(

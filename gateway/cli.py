@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from adapters.registry_db import REGISTRY_FILE, Registry, RegistryError
 from gateway import config as config_mod
-from gateway import programmes
+from gateway import pki, policy, programmes, receipts, trust
 from gateway.cli_support import SAMPLES, call, demo_data, samples
 from gateway.registries import MissingInstitutionError
-from gateway.server import run_until_signalled, start_backend, start_gateway
+from gateway.server import GATEWAY_CLIENT, run_until_signalled, start_backend, start_gateway
+
+DEFAULT_PKI = Path("var/pki")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,6 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
         env_or_flags["JISR_LISTEN"] = args.listen
     if args.data_dir:
         env_or_flags["JISR_DATA_DIR"] = str(args.data_dir)
+    if args.pki_dir:
+        env_or_flags["JISR_PKI_DIR"] = str(args.pki_dir)
+    if args.insecure_plaintext:
+        env_or_flags["JISR_INSECURE_PLAINTEXT"] = "1"
     config = config_mod.load(args.config, env_or_flags)
     running = start_gateway(config)
     host = config.listen.rsplit(":", 1)[0]
@@ -29,10 +37,15 @@ def _serve(args: argparse.Namespace) -> int:
     run_until_signalled(
         running,
         config.grace_s,
-        f"jisr: serving jisr.v1 on {host}:{running.port} (plaintext, development only;"
-        f" {transports})",
+        f"jisr: serving jisr.v1 on {host}:{running.port} ({_transport(config)}; {transports})",
     )
     return 0
+
+
+def _transport(config: config_mod.Config) -> str:
+    if config.insecure_plaintext:
+        return "INSECURE PLAINTEXT, development only"
+    return f"mTLS, PKI {config.pki_dir}"
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -49,10 +62,18 @@ def _backend(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    running = start_backend(names, Registry(args.data_dir / REGISTRY_FILE), args.listen)
+    env = dict(os.environ)
+    env["JISR_PKI_DIR"] = str(args.pki_dir)
+    if args.insecure_plaintext:
+        env["JISR_INSECURE_PLAINTEXT"] = "1"
+    config = config_mod.load(None, env)
+    running = start_backend(names, Registry(args.data_dir / REGISTRY_FILE), args.listen, config)
     host = args.listen.rsplit(":", 1)[0]
     run_until_signalled(
-        running, 5.0, f"jisr: MinistryBackend for {','.join(names)} on {host}:{running.port}"
+        running,
+        5.0,
+        f"jisr: MinistryBackend for {','.join(names)} on {host}:{running.port}"
+        f" ({_transport(config)})",
     )
     return 0
 
@@ -68,20 +89,94 @@ def _programmes_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pki(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    if args.action == "init":
+        pki.init(root, gateway_id=args.gateway_id, force=args.force)
+        pki.issue(root, GATEWAY_CLIENT)
+        print(f"jisr pki: CA, server certificate and receipt key in {root}")
+    elif args.action == "issue":
+        files = pki.issue(root, args.institution, alg=args.alg)
+        print(f"jisr pki: {files.institution}: certificate {files.tls_cert}, key {files.kid}")
+    elif args.action == "rotate":
+        files = pki.add_signing_key(root, args.institution, alg=args.alg)
+        print(f"jisr pki: {files.institution}: new signing key {files.kid} (old keys stay)")
+    else:
+        pki.revoke_key(root, args.institution, args.kid)
+        print(f"jisr pki: {args.institution}: key {args.kid} revoked (restart the gateway)")
+    return 0
+
+
+def _keys_export(args: argparse.Namespace) -> int:
+    print(json.dumps(pki.gateway_jwks(args.dir), indent=2))
+    return 0
+
+
+def _receipt_verify(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.receipt == "-" else args.receipt
+    jwks = receipts.load_jwks(args.jwks.read_text(encoding="utf-8"))
+    try:
+        claims = receipts.verify(text.strip(), jwks)
+    except receipts.ReceiptError as exc:
+        print(f"jisr receipt: INVALID: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(claims, indent=2, ensure_ascii=False))
+    print("jisr receipt: valid", file=sys.stderr)
+    return 0
+
+
 def _call(args: argparse.Namespace) -> int:
     return call(args)
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="jisr", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True)
-
+def _serve_parser(sub: Any) -> None:
     serve = sub.add_parser("serve", help="serve the gateway")
     serve.add_argument("--config", type=Path, help="gateway TOML (default: built-in)")
     serve.add_argument("--listen", help="host:port (overrides config and JISR_LISTEN)")
     serve.add_argument("--data-dir", type=Path, help="registry directory")
+    serve.add_argument("--pki-dir", type=Path, help="PKI directory (jisr pki init)")
+    serve.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="UNSAFE, development only: no TLS; the caller's institution is its token's iss",
+    )
     serve.set_defaults(run=_serve)
 
+
+def _pki_parsers(sub: Any) -> None:
+    pki_cmd = sub.add_parser("pki", help="certificates and signing keys")
+    pki_cmd.add_argument("--dir", type=Path, default=DEFAULT_PKI, help="PKI directory")
+    pki_sub = pki_cmd.add_subparsers(dest="action", required=True)
+    init = pki_sub.add_parser("init", help="create the CA, server certificate and receipt key")
+    init.add_argument("--gateway-id", default=pki.DEFAULT_GATEWAY_ID)
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+    for action, text in (
+        ("issue", "issue an institution's certificate and signing key"),
+        ("rotate", "add a new signing key (old ones stay trusted)"),
+    ):
+        cmd = pki_sub.add_parser(action, help=text)
+        cmd.add_argument("institution")
+        cmd.add_argument("--alg", choices=sorted(pki.ALGORITHMS), default="ES256")
+    revoke = pki_sub.add_parser("revoke", help="revoke one of an institution's signing keys")
+    revoke.add_argument("institution")
+    revoke.add_argument("kid")
+    pki_cmd.set_defaults(run=_pki)
+
+    keys = sub.add_parser("keys", help="the gateway's public keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    export = keys_sub.add_parser("export", help="print the receipt-verification JWKS")
+    export.add_argument("--dir", type=Path, default=DEFAULT_PKI)
+    export.set_defaults(run=_keys_export)
+
+    receipt = sub.add_parser("receipt", help="gateway receipts")
+    receipt_sub = receipt.add_subparsers(dest="action", required=True)
+    verify = receipt_sub.add_parser("verify", help="verify a receipt offline")
+    verify.add_argument("receipt", help="the compact JWS, or - for stdin")
+    verify.add_argument("--jwks", type=Path, required=True, help="from `jisr keys export`")
+    verify.set_defaults(run=_receipt_verify)
+
+
+def _data_parsers(sub: Any) -> None:
     demo = sub.add_parser("demo-data", help="generate a synthetic registry")
     demo.add_argument("--households", type=int, default=10_000)
     demo.add_argument("--seed", type=int, default=1)
@@ -95,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     backend_serve.add_argument("--institutions", required=True, help="e.g. CNSS or RNP,RSU")
     backend_serve.add_argument("--data-dir", type=Path, default=Path("var"))
     backend_serve.add_argument("--listen", default="127.0.0.1:50061")
+    backend_serve.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI)
+    backend_serve.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE")
     backend_serve.set_defaults(run=_backend)
 
     sample = sub.add_parser("samples", help="example subjects from the synthetic registry")
@@ -108,10 +205,18 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, nargs="?")
     check.set_defaults(run=_programmes_check)
 
+
+def _call_parser(sub: Any) -> None:
     call = sub.add_parser("call", help="make one call to a gateway")
     call.add_argument("--target", default="127.0.0.1:50051")
     call.add_argument("--purpose", required=True, help="purpose code, e.g. AMO_ENROLMENT")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    call.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI)
+    call.add_argument("--institution", default="DEMO", help="whose credentials to use")
+    call.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE: no TLS")
+    call.add_argument(
+        "--receipt", action="store_true", help="print the raw receipt JWS after the answer"
+    )
     what = call.add_subparsers(dest="method", required=True)
     person = what.add_parser("person", help="GetPersonStatus")
     person.add_argument("idcs")
@@ -127,6 +232,13 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--as-of", help="YYYY-MM-DD (default: today)")
     batch.add_argument("--batch-size", type=int, default=1000)
     call.set_defaults(run=_call)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="jisr", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    for add in (_serve_parser, _pki_parsers, _data_parsers, _call_parser):
+        add(sub)
     return top
 
 
@@ -142,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"jisr: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (trust.TrustStoreError, policy.PolicyError) as exc:
+        print(f"jisr: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         print(f"jisr: {exc}", file=sys.stderr)
         return 1
     return code

@@ -9,13 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from adapters.demo_data import generate
 from adapters.registry_db import REGISTRY_FILE, Registry
-from gateway.client import JisrClient, JisrError
+from gateway.client import Answer, Credentials, JisrClient, JisrError
 
 
 def demo_data(data_dir: Path, households: int, seed: int, *, force: bool) -> int:
@@ -70,6 +71,20 @@ def _show(message: Message) -> None:
     print(_json(message))
 
 
+def _answer(answer: Answer[Any], show_receipt: bool) -> None:
+    """The response as JSON; the verified receipt on stderr (or the raw JWS if asked)."""
+    _show(answer.message)
+    if show_receipt:
+        print(answer.receipt_token)
+        return
+    fields = ", ".join(answer.receipt.get("fields", [])) or "-"
+    print(
+        f"receipt verified: decision {answer.receipt['decision']}, basis"
+        f" {answer.receipt['basis']!r}, fields {fields}",
+        file=sys.stderr,
+    )
+
+
 def _date(text: str | None) -> dt.date | None:
     return dt.date.fromisoformat(text) if text else None
 
@@ -95,14 +110,25 @@ def call(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"jisr call: --as-of: {args.as_of!r} is not YYYY-MM-DD", file=sys.stderr)
         return 2
-    with JisrClient(args.target, timeout=args.timeout) as client:
+    try:
+        credentials = Credentials.from_pki(args.pki_dir, args.institution)
+    except (OSError, ValueError) as exc:
+        print(f"jisr call: credentials of {args.institution}: {exc}", file=sys.stderr)
+        return 2
+    with JisrClient(
+        args.target,
+        credentials,
+        timeout=args.timeout,
+        insecure_plaintext=args.insecure_plaintext,
+    ) as client:
         try:
             if args.method == "person":
-                _show(client.person_status(args.purpose, args.idcs))
+                _answer(client.person_status(args.purpose, args.idcs), args.receipt)
             elif args.method == "household":
-                _show(client.household_status(args.purpose, args.subject))
+                _answer(client.household_status(args.purpose, args.subject), args.receipt)
             elif args.method == "eligibility":
-                _show(client.verify(args.purpose, args.subject, args.programme, as_of))
+                answer = client.verify(args.purpose, args.subject, args.programme, as_of)
+                _answer(answer, args.receipt)
             else:
                 for response in client.verify_batches(
                     args.purpose, args.programme, _batches(args.file, args.batch_size), as_of

@@ -38,6 +38,10 @@ class Config:
     grace_s: float = 10.0
     data_dir: Path = Path("var")
     programmes: Path | None = None  # None: the programmes shipped with Jisr
+    policy: Path | None = None  # None: the (illustrative) policy shipped with Jisr
+    pki_dir: Path = Path("var/pki")  # CA, server certificate, gateway key, trust store
+    # Development only: no TLS, and the caller's institution is taken from its token.
+    insecure_plaintext: bool = False
     institutions: Mapping[str, Transport] = field(
         default_factory=lambda: {name: Transport("embedded") for name in INSTITUTIONS}
     )
@@ -59,11 +63,16 @@ def _from_file(path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     base = path.resolve().parent
-    _only(doc, {"server", "data", "institutions"}, f"{path}")
+    _only(doc, {"server", "data", "security", "institutions"}, f"{path}")
     server = _section(doc, "server", path)
     data = _section(doc, "data", path)
+    security = _section(doc, "security", path)
     _only(server, {"listen", "workers", "grace_seconds"}, f"{path}: [server]")
     _only(data, {"dir", "programmes"}, f"{path}: [data]")
+    _only(security, {"pki_dir", "policy", "insecure_plaintext"}, f"{path}: [security]")
+    plaintext = security.get("insecure_plaintext", False)
+    if not isinstance(plaintext, bool):
+        raise ConfigError(f"{path}: [security]: insecure_plaintext: must be true or false")
     config = Config()
     institutions = dict(config.institutions)
     for name, raw in _section(doc, "institutions", path).items():
@@ -78,9 +87,18 @@ def _from_file(path: Path) -> Config:
         workers=_int(server, "workers", config.workers, f"{path}: [server]"),
         grace_s=float(_int(server, "grace_seconds", int(config.grace_s), f"{path}: [server]")),
         data_dir=base / _str(data, "dir", str(config.data_dir), f"{path}: [data]"),
-        programmes=(base / data["programmes"] if isinstance(data.get("programmes"), str) else None),
+        programmes=_optional_path(base, data, "programmes", f"{path}: [data]"),
+        policy=_optional_path(base, security, "policy", f"{path}: [security]"),
+        pki_dir=base / _str(security, "pki_dir", str(config.pki_dir), f"{path}: [security]"),
+        insecure_plaintext=plaintext,
         institutions=institutions,
     )
+
+
+def _optional_path(base: Path, table: Mapping[str, Any], key: str, where: str) -> Path | None:
+    if key not in table:
+        return None
+    return base / _str(table, key, "", where)
 
 
 def _transport(raw: dict[str, Any], where: str) -> Transport:
@@ -107,6 +125,15 @@ def _from_env(config: Config, env: Mapping[str, str]) -> Config:
         changes["data_dir"] = Path(env["JISR_DATA_DIR"])
     if "JISR_PROGRAMMES" in env:
         changes["programmes"] = Path(env["JISR_PROGRAMMES"])
+    if "JISR_POLICY" in env:
+        changes["policy"] = Path(env["JISR_POLICY"])
+    if "JISR_PKI_DIR" in env:
+        changes["pki_dir"] = Path(env["JISR_PKI_DIR"])
+    if "JISR_INSECURE_PLAINTEXT" in env:
+        flag = env["JISR_INSECURE_PLAINTEXT"]
+        if flag not in ("0", "1"):
+            raise ConfigError("environment: JISR_INSECURE_PLAINTEXT: must be 0 or 1")
+        changes["insecure_plaintext"] = flag == "1"
     institutions = dict(config.institutions)
     for name in INSTITUTIONS:
         target = env.get(f"JISR_REMOTE_{name}")

@@ -131,8 +131,8 @@ class Exchange:
         return pb.VerifyEligibilityResponse(decision=outcome)
 
     def verify_batch(
-        self, request: pb.VerifyEligibilityBatchRequest, index: int, ctx: FetchContext
-    ) -> pb.VerifyEligibilityBatchResponse:
+        self, request: pb.EligibilityBatch, index: int, ctx: FetchContext
+    ) -> pb.EligibilityBatchResults:
         """One batch: batch-level faults raise, each subject's fault is its own result."""
         if len(request.subjects) > MAX_BATCH:
             raise invalid(
@@ -146,7 +146,7 @@ class Exchange:
                 keys.append(validation.subject(subject, f"subjects[{i}]"))
             except ExchangeError as exc:
                 keys.append(exc)
-        response = pb.VerifyEligibilityBatchResponse(batch_index=index)
+        response = pb.EligibilityBatchResults(batch_index=index)
         for outcome in self.decide_many(programme, keys, as_of, ctx):
             if isinstance(outcome, ExchangeError):
                 response.results.add().error.CopyFrom(outcome.to_status())

@@ -44,6 +44,7 @@ class Exchanged:
     audit: str = ""
     trace: str = ""
     batches: int | None = None
+    seq: int | None = None
 
 
 class ReceiptSigner:
@@ -73,6 +74,8 @@ class ReceiptSigner:
             claims["reason"] = exchanged.reason
         if exchanged.batches is not None:
             claims["batches"] = exchanged.batches
+        if exchanged.seq is not None:
+            claims["seq"] = exchanged.seq
         return jwt.encode(claims, self._key, algorithm="ES256", headers=self._headers)
 
 

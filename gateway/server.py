@@ -11,6 +11,7 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -22,11 +23,16 @@ from adapters.backend import MinistryBackendServicer
 from adapters.base import Adapter
 from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
-from gateway import programmes, service
+from gateway import pki, policy, programmes, trust
 from gateway.config import Config
 from gateway.exchange import Exchange
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
+from gateway.receipts import ReceiptSigner
 from gateway.registries import Registries
+from gateway.service import SERVICE, ExchangeService, Security
+
+# The institution id the gateway itself uses as a TLS client of ministry backends.
+GATEWAY_CLIENT = "JISR"
 
 log = logging.getLogger("jisr.server")
 
@@ -48,12 +54,24 @@ class Running:
             item.close()
 
 
+def backend_channel(config: Config, target: str) -> grpc.Channel:
+    """A channel to a ministry backend: mTLS with the gateway's client identity."""
+    if config.insecure_plaintext:
+        return grpc.insecure_channel(target)
+    paths = pki.PkiPaths(config.pki_dir)
+    files = pki.load_institution(config.pki_dir, GATEWAY_CLIENT)
+    credentials = grpc.ssl_channel_credentials(
+        paths.ca_cert.read_bytes(), files.tls_key.read_bytes(), files.tls_cert.read_bytes()
+    )
+    return grpc.secure_channel(target, credentials)
+
+
 def build_adapters(config: Config, registry: Registry | None) -> list[Adapter]:
     """One adapter per configured institution, on its configured transport."""
     adapters: list[Adapter] = []
     for name, transport in config.institutions.items():
         if transport.kind == "remote":
-            channel = grpc.insecure_channel(transport.target)
+            channel = backend_channel(config, transport.target)
             kinds = frozenset(backend_pb2.RecordKind.ValueType(k) for k in catalog.READERS[name])
             adapters.append(RemoteAdapter(name, kinds, channel, transport.timeout_s))
         else:
@@ -70,8 +88,11 @@ def _grpc_server(workers: int) -> grpc.Server:
     )
 
 
-def _listen(server: grpc.Server, address: str) -> int:
-    port: int = server.add_insecure_port(address)
+def _listen(server: grpc.Server, address: str, config: Config) -> int:
+    if config.insecure_plaintext:
+        port: int = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(config.pki_dir))
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return port
@@ -88,6 +109,29 @@ def _health_and_reflection(server: grpc.Server, services: list[str]) -> health.H
     return checker
 
 
+def server_credentials(pki_dir: Path) -> grpc.ServerCredentials:
+    """TLS with a required client certificate from the gateway's CA."""
+    paths = pki.PkiPaths(pki_dir)
+    return grpc.ssl_server_credentials(
+        [(paths.server_key.read_bytes(), paths.server_cert.read_bytes())],
+        root_certificates=paths.ca_cert.read_bytes(),
+        require_client_auth=True,
+    )
+
+
+def build_security(config: Config) -> Security:
+    """Trust store, policy and receipt key, each validated once."""
+    key, kid = pki.load_gateway_signing_key(config.pki_dir)
+    gateway_id = pki.gateway_id(config.pki_dir)
+    return Security(
+        trust=trust.load_dir(pki.PkiPaths(config.pki_dir).trust_dir),
+        policy=policy.load(config.policy) if config.policy else policy.load_default(),
+        receipts=ReceiptSigner(key, kid, gateway_id),
+        audience=gateway_id,
+        insecure_plaintext=config.insecure_plaintext,
+    )
+
+
 def start_gateway(config: Config) -> Running:
     """Validate everything, then serve RegistryExchange on config.listen."""
     catalogue = (
@@ -95,11 +139,13 @@ def start_gateway(config: Config) -> Running:
     )
     needs_registry = any(t.kind == "embedded" for t in config.institutions.values())
     registry = Registry(config.data_dir / REGISTRY_FILE) if needs_registry else None
+    security = build_security(config)
     registries = Registries(build_adapters(config, registry))
     server = _grpc_server(config.workers)
-    server.add_generic_rpc_handlers((service.handler(Exchange(registries, catalogue)),))
-    checker = _health_and_reflection(server, [service.SERVICE])
-    port = _listen(server, config.listen)
+    exchange = ExchangeService(Exchange(registries, catalogue), security)
+    server.add_generic_rpc_handlers((exchange.handler(),))
+    checker = _health_and_reflection(server, [SERVICE])
+    port = _listen(server, config.listen, config)
     server.start()
     closers: list[Registry | Registries] = [registries]
     if registry is not None:
@@ -107,16 +153,21 @@ def start_gateway(config: Config) -> Running:
     return Running(server, port, checker, closers)
 
 
-def start_backend(institutions: list[str], registry: Registry, listen: str) -> Running:
-    """Serve MinistryBackend for `institutions` from a registry file."""
+def start_backend(
+    institutions: list[str], registry: Registry, listen: str, config: Config
+) -> Running:
+    """Serve MinistryBackend for `institutions` from a registry file (mTLS unless plaintext)."""
     adapters = [catalog.embedded(name, registry) for name in institutions]
     server = _grpc_server(8)
     backend_pb2_grpc.add_MinistryBackendServicer_to_server(
-        MinistryBackendServicer(adapters), server
+        MinistryBackendServicer(
+            adapters, None if config.insecure_plaintext else frozenset({GATEWAY_CLIENT})
+        ),
+        server,
     )
     name = backend_pb2.DESCRIPTOR.services_by_name["MinistryBackend"].full_name
     checker = _health_and_reflection(server, [name])
-    port = _listen(server, listen)
+    port = _listen(server, listen, config)
     server.start()
     return Running(server, port, checker, [registry])
 

@@ -1,32 +1,78 @@
-"""gRPC glue for RegistryExchange: bytes in, Exchange pipeline, bytes out.
+"""gRPC glue for RegistryExchange: authenticate, authorize, run the pipeline, disclose, sign.
 
-Handlers take the request's raw bytes (no deserializer) so that later steps can hash the
-exact bytes received (`rh` of the wire contract) and return serialized bytes, so the
-response bytes that are sent are the bytes that get hashed. ExchangeError becomes a status
-with google.rpc.Status details; anything else is a gateway bug, reported as INTERNAL.
+Handlers take the request's raw bytes (no deserializer): the token's `rh` is checked
+against the exact bytes received, and the receipt's `sh` is the hash of the exact bytes
+sent. Every call is authenticated (certificate + request token), then authorized by the
+policy for its purpose; the answer keeps only the granted fields and lists the withheld
+ones. Failures are statuses with google.rpc.Status details; once the caller is known, a
+denial carries a receipt too.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
 from adapters.base import FetchContext
-from gateway import validation
+from gateway import projection, validation
 from gateway.errors import ExchangeError, Reason, invalid
 from gateway.exchange import Exchange
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.policy import Grant, Policy
+from gateway.receipts import DENY, PERMIT, RECEIPT_METADATA, Exchanged, ReceiptSigner
+from gateway.tokens import (
+    ReplayGuard,
+    RequestClaims,
+    TokenError,
+    body_hash,
+    check_body,
+    unverified_issuer,
+    verify_batch,
+    verify_request,
+)
+from gateway.trust import TrustStore
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
+SIGNATURE_METADATA = "x-jisr-signature"
 log = logging.getLogger("jisr.exchange")
 
 Req = TypeVar("Req", bound=Message)
+
+
+@dataclass
+class Security:
+    """What every call is checked against; parsed once at start."""
+
+    trust: TrustStore
+    policy: Policy
+    receipts: ReceiptSigner
+    audience: str
+    insecure_plaintext: bool = False
+    replay: ReplayGuard = field(default_factory=ReplayGuard)
+    clock: Callable[[], float] = time.time
+
+
+class _Status(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+class _AbortStatus(_Status, grpc.Status):  # type: ignore[misc]
+    """A grpc.Status whose trailers carry both the rich status and the receipt."""
+
+
+def _unauthenticated(error: TokenError) -> ExchangeError:
+    return ExchangeError(grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message)
 
 
 def _parse(message_type: type[Req], raw: bytes) -> Req:
@@ -38,79 +84,279 @@ def _parse(message_type: type[Req], raw: bytes) -> Req:
         ) from None
 
 
-def _context(request: Message, context: grpc.ServicerContext) -> FetchContext:
-    purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009 (every request)
-    return FetchContext(purpose=purpose, timeout=context.time_remaining())
+@dataclass
+class _Call:
+    """What is known of a call as it goes: who, under which grant."""
+
+    method: str
+    claims: RequestClaims | None = None
+    grant: Grant | None = None
+    rhs: list[str] = field(default_factory=list)
+    shs: list[str] = field(default_factory=list)
 
 
-def _fail(context: grpc.ServicerContext, method: str, exc: ExchangeError) -> None:
-    log.info("denied", extra={"method": method, "code": exc.code.name, "reason": exc.reason})
-    context.abort_with_status(rpc_status.to_status(exc.to_status()))
+class ExchangeService:
+    """Binds an Exchange to the security checks and to gRPC."""
 
+    def __init__(self, exchange: Exchange, security: Security) -> None:
+        self.exchange = exchange
+        self.security = security
 
-def _bug(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
-    # Type and place only: an exception's message may quote request data.
-    frame = traceback.extract_tb(exc.__traceback__)[-1]
-    log.error(
-        "gateway fault %s at %s:%s",
-        type(exc).__name__,
-        frame.filename,
-        frame.lineno,
-        extra={"method": method},
-    )
-    error = ExchangeError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "gateway fault")
-    context.abort_with_status(rpc_status.to_status(error.to_status()))
+    # -- checks -----------------------------------------------------------------------
 
+    def _institution(self, context: grpc.ServicerContext, token: str) -> str:
+        if self.security.insecure_plaintext:
+            return unverified_issuer(token)
+        names = context.auth_context().get("x509_common_name")
+        if not names:
+            raise TokenError(Reason.NO_CLIENT_CERTIFICATE, "no client certificate")
+        return bytes(names[0]).decode()
 
-def _unary(
-    method: str,
-    message_type: type[Req],
-    run: Callable[[Req, FetchContext], Message],
-) -> grpc.RpcMethodHandler:
-    def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+    def _authenticate(
+        self, call: _Call, context: grpc.ServicerContext, body: bytes | None
+    ) -> RequestClaims:
+        tokens = [v for k, v in context.invocation_metadata() if k == SIGNATURE_METADATA]
         try:
-            request = _parse(message_type, raw)
-            return run(request, _context(request, context)).SerializeToString()
-        except ExchangeError as exc:
-            _fail(context, method, exc)
-        except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
-            _bug(context, method, exc)
-        raise AssertionError("unreachable: abort raises")
+            if len(tokens) != 1:
+                raise TokenError(
+                    Reason.MISSING_SIGNATURE, f"exactly one {SIGNATURE_METADATA} is required"
+                )
+            token = str(tokens[0])
+            claims = verify_request(
+                token,
+                institution=self._institution(context, token),
+                method=call.method,
+                body=body,
+                audience=self.security.audience,
+                now=self.security.clock(),
+                trust=self.security.trust,
+            )
+        except TokenError as exc:
+            raise _unauthenticated(exc) from None
+        if not self.security.replay.first_use(claims.iss, claims.jti, claims.exp):
+            raise ExchangeError(
+                grpc.StatusCode.UNAUTHENTICATED, Reason.REPLAYED, "this jti was already used"
+            )
+        call.claims = claims
+        return claims
 
-    return grpc.unary_unary_rpc_method_handler(handle)
+    def _authorize(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
+        if purpose != claims.purpose:
+            raise invalid(
+                Reason.PURPOSE_MISMATCH, "purpose differs from the token's purpose", "purpose"
+            )
+        name = call.method.rsplit("/", 1)[1]
+        grant = self.security.policy.authorize(claims.iss, name, purpose)
+        if grant is None:
+            raise ExchangeError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                Reason.PURPOSE_NOT_ALLOWED,
+                "this institution may not call this method for this purpose",
+            )
+        call.grant = grant
+        return grant
 
+    # -- receipts and failures --------------------------------------------------------
 
-def _batch_stream(exchange: Exchange) -> grpc.RpcMethodHandler:
-    method = "VerifyEligibilityBatch"
+    def _receipt(
+        self,
+        call: _Call,
+        decision: str,
+        *,
+        rh: str,
+        sh: str,
+        reason: str = "",
+        batches: int | None = None,
+        seq: int | None = None,
+    ) -> str:
+        assert call.claims is not None
+        grant = call.grant
+        return self.security.receipts.sign(
+            Exchanged(
+                jti=call.claims.jti,
+                rh=rh,
+                sh=sh,
+                method=call.method,
+                purpose=call.claims.purpose,
+                decision=decision,
+                fields=grant.paths if grant is not None and decision == PERMIT else (),
+                basis=grant.basis if grant is not None else "",
+                reason=reason,
+                batches=batches,
+                seq=seq,
+            )
+        )
 
-    def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+    def _fail(self, context: grpc.ServicerContext, call: _Call, exc: ExchangeError) -> None:
+        log.info(
+            "refused", extra={"method": call.method, "code": exc.code.name, "reason": exc.reason}
+        )
+        status = rpc_status.to_status(exc.to_status())
+        trailers: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata)
+        if call.claims is not None:
+            rh, batches = call.claims.rh, None
+            if call.method.endswith("Batch"):
+                rh, batches = _chain(call.rhs), len(call.shs)
+            receipt = self._receipt(
+                call,
+                DENY,
+                rh=rh,
+                sh=_chain(call.shs) if batches else "",
+                reason=exc.reason.value,
+                batches=batches,
+            )
+            trailers += ((RECEIPT_METADATA, receipt),)
+        context.abort_with_status(_AbortStatus(status.code, status.details, trailers))
+
+    def _bug(self, context: grpc.ServicerContext, call: _Call, exc: Exception) -> None:
+        # Type and place only: an exception's message may quote request data.
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        log.error(
+            "gateway fault %s at %s:%s",
+            type(exc).__name__,
+            frame.filename,
+            frame.lineno,
+            extra={"method": call.method},
+        )
+        error = ExchangeError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "gateway fault")
+        self._fail(context, call, error)
+
+    # -- handlers ---------------------------------------------------------------------
+
+    def _unary(
+        self,
+        name: str,
+        message_type: type[Req],
+        run: Callable[[Req, FetchContext], Message],
+        disclosed: str,
+    ) -> grpc.RpcMethodHandler:
+        method = f"/{SERVICE}/{name}"
+
+        def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            call = _Call(method)
+            try:
+                claims = self._authenticate(call, context, raw)
+                request = _parse(message_type, raw)
+                purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
+                grant = self._authorize(call, claims, purpose)
+                response = run(request, FetchContext(purpose, context.time_remaining()))
+                _disclose(response, disclosed, grant)
+                body = response.SerializeToString()
+                receipt = self._receipt(call, PERMIT, rh=claims.rh, sh=body_hash(body))
+                context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
+                return body
+            except ExchangeError as exc:
+                self._fail(context, call, exc)
+            except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+                self._bug(context, call, exc)
+            raise AssertionError("unreachable: abort raises")
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    def _batch_stream(self) -> grpc.RpcMethodHandler:
+        method = f"/{SERVICE}/VerifyEligibilityBatch"
+
+        def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            call = _Call(method)
+            try:
+                claims = self._authenticate(call, context, None)
+                grant = self._authorize(call, claims, claims.purpose)
+                for seq, raw in enumerate(requests):
+                    yield self._one_batch(
+                        call=call, claims=claims, grant=grant, seq=seq, raw=raw, context=context
+                    )
+                receipt = self._receipt(
+                    call,
+                    PERMIT,
+                    rh=_chain(call.rhs),
+                    sh=_chain(call.shs),
+                    batches=len(call.shs),
+                )
+                context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
+            except ExchangeError as exc:
+                self._fail(context, call, exc)
+            except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+                self._bug(context, call, exc)
+
+        return grpc.stream_stream_rpc_method_handler(handle)
+
+    def _one_batch(
+        self,
+        *,
+        call: _Call,
+        claims: RequestClaims,
+        grant: Grant,
+        seq: int,
+        raw: bytes,
+        context: grpc.ServicerContext,
+    ) -> bytes:
+        """Check one envelope's signature, decide its subjects, sign its results."""
         try:
-            for index, raw in enumerate(requests):
-                request = _parse(pb.VerifyEligibilityBatchRequest, raw)
-                ctx = _context(request, context)
-                yield exchange.verify_batch(request, index, ctx).SerializeToString()
-        except ExchangeError as exc:
-            _fail(context, method, exc)
-        except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
-            _bug(context, method, exc)
+            if seq == 0:
+                check_body(claims.rh, raw)
+            envelope = _parse(pb.VerifyEligibilityBatchRequest, raw)
+            rh = verify_batch(
+                envelope.batch_signature,
+                institution=claims.iss,
+                jti=claims.jti,
+                seq=seq,
+                batch=envelope.batch,
+                trust=self.security.trust,
+            )
+        except TokenError as exc:
+            raise _unauthenticated(exc) from None
+        batch = _parse(pb.EligibilityBatch, envelope.batch)
+        if validation.purpose(batch.purpose) != claims.purpose:
+            raise invalid(Reason.PURPOSE_MISMATCH, "batch purpose differs from the token's")
+        results = self.exchange.verify_batch(
+            batch, seq, FetchContext(claims.purpose, context.time_remaining())
+        )
+        withheld: set[str] = set()
+        for result in results.results:
+            if result.HasField("decision"):
+                projected, hidden = projection.project(result.decision, grant.fields)
+                result.decision.CopyFrom(projected)
+                withheld.update(hidden)
+        results.withheld.paths.extend(sorted(withheld))
+        body = results.SerializeToString()
+        sh = body_hash(body)
+        call.rhs.append(rh)
+        call.shs.append(sh)
+        receipt = self._receipt(call, PERMIT, rh=rh, sh=sh, seq=seq)
+        return pb.VerifyEligibilityBatchResponse(results=body, receipt=receipt).SerializeToString()
 
-    return grpc.stream_stream_rpc_method_handler(handle)
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The RegistryExchange service."""
+        exchange = self.exchange
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "GetPersonStatus": self._unary(
+                    "GetPersonStatus", pb.GetPersonStatusRequest, exchange.person_status, "person"
+                ),
+                "GetHouseholdStatus": self._unary(
+                    "GetHouseholdStatus",
+                    pb.GetHouseholdStatusRequest,
+                    exchange.household_status,
+                    "household",
+                ),
+                "VerifyEligibility": self._unary(
+                    "VerifyEligibility", pb.VerifyEligibilityRequest, exchange.verify, "decision"
+                ),
+                "VerifyEligibilityBatch": self._batch_stream(),
+            },
+        )
 
 
-def handler(exchange: Exchange) -> grpc.GenericRpcHandler:
-    """The RegistryExchange service, bound to one Exchange."""
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "GetPersonStatus": _unary(
-                "GetPersonStatus", pb.GetPersonStatusRequest, exchange.person_status
-            ),
-            "GetHouseholdStatus": _unary(
-                "GetHouseholdStatus", pb.GetHouseholdStatusRequest, exchange.household_status
-            ),
-            "VerifyEligibility": _unary(
-                "VerifyEligibility", pb.VerifyEligibilityRequest, exchange.verify
-            ),
-            "VerifyEligibilityBatch": _batch_stream(exchange),
-        },
-    )
+def _disclose(response: Message, field_name: str, grant: Grant) -> None:
+    """Keep only the granted fields of the response's status message; list the rest."""
+    inner = getattr(response, field_name)
+    projected, withheld = projection.project(inner, grant.fields)
+    inner.CopyFrom(projected)
+    mask: FieldMask = getattr(response, "withheld")  # noqa: B009
+    mask.paths.extend(withheld)
+
+
+def _chain(hashes: Sequence[str]) -> str:
+    """The hash of a stream's per-batch hashes joined by '.' (docs/security.md)."""
+    return body_hash(".".join(hashes).encode())

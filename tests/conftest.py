@@ -1,17 +1,15 @@
-"""Shared fixtures: one synthetic registry and one gateway process per test session."""
+"""Shared fixtures: one synthetic registry, one PKI and one gateway process per session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from adapters.demo_data import generate
-from gateway.client import JisrClient
-from gateway.pb.jisr.v1 import registry_pb2_grpc
-from tests.support import processes
+from gateway.client import Credentials, JisrClient
+from tests.support import identities, processes
 
 SESSION_HOUSEHOLDS = 12_000
 SESSION_SEED = 5
@@ -26,26 +24,40 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PKI as `make run` builds it, with a few institutions."""
+    return identities.make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
 def gateway(
-    registry_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[processes.Proc]:
-    """`jisr serve` in its own process, every institution embedded."""
+    """`jisr serve` in its own process, mTLS, every institution embedded."""
     log = tmp_path_factory.mktemp("logs") / "gateway.log"
     proc = processes.start(
-        ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)], log
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(registry_dir),
+            "--pki-dir",
+            str(pki_dir),
+        ],
+        log,
     )
     yield proc
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def demo(pki_dir: Path) -> Credentials:
+    """The DEMO institution's credentials (the shipped policy grants it every method)."""
+    return Credentials.from_pki(pki_dir, "DEMO")
+
+
 @pytest.fixture
-def client(gateway: processes.Proc) -> Iterator[JisrClient]:
-    with JisrClient(gateway.target, timeout=30) as c:
+def client(gateway: processes.Proc, demo: Credentials) -> Iterator[JisrClient]:
+    with JisrClient(gateway.target, demo, timeout=30) as c:
         yield c
-
-
-@pytest.fixture
-def stub(gateway: processes.Proc) -> Iterator[registry_pb2_grpc.RegistryExchangeStub]:
-    """A raw stub, for requests the typed client would never build."""
-    with grpc.insecure_channel(gateway.target) as channel:
-        yield registry_pb2_grpc.RegistryExchangeStub(channel)

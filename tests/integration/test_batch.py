@@ -75,7 +75,7 @@ def test_batch_results_equal_unary_decisions(client: JisrClient, registry_dir: P
 
 def _unary_outcome(client: JisrClient, subject: str) -> pb.EligibilityDecision | str:
     try:
-        return client.verify(PURPOSE, subject, "AMOT")
+        return client.verify(PURPOSE, subject, "AMOT").message.decision
     except JisrError as err:
         return err.reason
 
@@ -98,12 +98,12 @@ def test_batch_over_the_limit_ends_the_stream_with_invalid_argument(client: Jisr
     )
 
 
-def test_batch_without_purpose_ends_the_stream_with_invalid_argument(client: JisrClient) -> None:
+def test_batch_for_a_purpose_without_a_grant_is_permission_denied(client: JisrClient) -> None:
     with pytest.raises(JisrError) as err:
-        list(client.verify_batches("", "ASD", _batches(3)))
+        list(client.verify_batches("SCHOOL_SUPPORT", "ASD", _batches(3)))
     assert (err.value.code, err.value.reason) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "MISSING_PURPOSE",
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PURPOSE_NOT_ALLOWED",
     )
 
 

@@ -22,13 +22,15 @@ def jisr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 
 
 def test_call_eligibility_prints_the_decision_as_json(
-    gateway: processes.Proc, registry_dir: Path
+    gateway: processes.Proc, registry_dir: Path, pki_dir: Path
 ) -> None:
     hid = registry_rows.one(registry_dir, "SELECT household_id FROM household ORDER BY score")
     result = jisr(
         "call",
         "--target",
         gateway.target,
+        "--pki-dir",
+        str(pki_dir),
         "--purpose",
         "AMO_ENROLMENT",
         "eligibility",
@@ -37,25 +39,39 @@ def test_call_eligibility_prints_the_decision_as_json(
         "ASD",
     )
     assert result.returncode == 0, result.stderr
-    decision = json.loads(result.stdout)
+    decision = json.loads(result.stdout)["decision"]
     assert decision["eligible"] is True
     assert decision["reasons"] == ["REASON_CODE_SCORE_BELOW_THRESHOLD"]
 
 
-def test_call_error_prints_code_and_reason_and_exits_1(gateway: processes.Proc) -> None:
-    result = jisr("call", "--target", gateway.target, "--purpose", "X_Y", "person", "1234567890")
+def test_call_error_prints_code_and_reason_and_exits_1(
+    gateway: processes.Proc, pki_dir: Path
+) -> None:
+    result = jisr(
+        "call",
+        "--target",
+        gateway.target,
+        "--pki-dir",
+        str(pki_dir),
+        "--purpose",
+        "AMO_ENROLMENT",
+        "person",
+        "1234567890",
+    )
     assert result.returncode == 1
     assert "INVALID_ARGUMENT INVALID_IDCS" in result.stderr
 
 
 def test_call_batch_reads_subjects_from_stdin_one_result_per_line(
-    gateway: processes.Proc, registry_dir: Path
+    gateway: processes.Proc, registry_dir: Path, pki_dir: Path
 ) -> None:
     hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
     result = jisr(
         "call",
         "--target",
         gateway.target,
+        "--pki-dir",
+        str(pki_dir),
         "--purpose",
         "RECERTIFICATION",
         "batch",
@@ -89,8 +105,10 @@ def test_programmes_check_names_the_bad_field(tmp_path: Path) -> None:
     assert f"{bad}: score_band[0].below: must be a finite number" in result.stderr
 
 
-def test_serve_without_a_registry_explains_how_to_make_one(tmp_path: Path) -> None:
-    result = jisr("serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path))
+def test_serve_without_a_registry_explains_how_to_make_one(tmp_path: Path, pki_dir: Path) -> None:
+    result = jisr(
+        "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--pki-dir", str(pki_dir)
+    )
     assert result.returncode == 2
     assert "jisr demo-data" in result.stderr
 
@@ -104,7 +122,7 @@ def test_samples_prints_a_subject_of_each_kind(registry_dir: Path) -> None:
 
 
 def test_sample_of_one_kind_prints_only_its_value(
-    gateway: processes.Proc, registry_dir: Path
+    gateway: processes.Proc, registry_dir: Path, pki_dir: Path
 ) -> None:
     result = jisr("samples", "--data-dir", str(registry_dir), "--kind", "amot-eligible")
     household = result.stdout.strip()
@@ -112,6 +130,8 @@ def test_sample_of_one_kind_prints_only_its_value(
         "call",
         "--target",
         gateway.target,
+        "--pki-dir",
+        str(pki_dir),
         "--purpose",
         "AMO_ENROLMENT",
         "eligibility",
@@ -119,4 +139,4 @@ def test_sample_of_one_kind_prints_only_its_value(
         "--programme",
         "AMOT",
     )
-    assert json.loads(decision.stdout)["eligible"] is True
+    assert json.loads(decision.stdout)["decision"]["eligible"] is True

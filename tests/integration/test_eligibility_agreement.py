@@ -26,7 +26,7 @@ def test_unary_decisions_agree_with_the_rows_for_ten_thousand_households(
     assert len(households) == HOUSEHOLDS
 
     def ask(hid: str) -> pb.EligibilityDecision:
-        return client.verify("ELIGIBILITY_CHECK", hid, programme)
+        return client.verify("ASD_ELIGIBILITY", hid, programme).message.decision
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         decisions = list(pool.map(ask, [h.household_id for h in households]))
@@ -47,6 +47,6 @@ def test_a_score_equal_to_the_threshold_is_not_eligible(
         registry_dir,
         f"SELECT household_id FROM household WHERE score = {registry_rows.ASD_THRESHOLD}",
     )
-    decision = client.verify("ELIGIBILITY_CHECK", hid, "ASD")
+    decision = client.verify("ASD_ELIGIBILITY", hid, "ASD").message.decision
     assert not decision.eligible
     assert _reasons(decision) == ["SCORE_ABOVE_THRESHOLD"]

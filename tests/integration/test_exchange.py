@@ -9,10 +9,10 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from gateway.client import JisrClient, JisrError, error_from
+from gateway.client import Credentials, JisrClient, JisrError, error_from
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import Relationship, VitalStatus
-from gateway.pb.jisr.v1.registry_pb2_grpc import RegistryExchangeStub
+from tests.support.identities import raw_call
 from tests.support.processes import Proc
 from tests.support.registry_rows import one
 
@@ -29,7 +29,7 @@ def test_person_status_gives_vital_status_and_household_link(
 ) -> None:
     idcs = one(registry_dir, "SELECT idcs FROM membership WHERE relationship = 1")
     household = one(registry_dir, f"SELECT household_id FROM membership WHERE idcs = '{idcs}'")
-    person = client.person_status(PURPOSE, idcs).person
+    person = client.person_status(PURPOSE, idcs).message.person
     assert person.idcs == idcs
     assert person.vital_status in (
         VitalStatus.VITAL_STATUS_ALIVE,
@@ -43,7 +43,7 @@ def test_person_status_of_deceased_person_carries_death_date(
     client: JisrClient, registry_dir: Path
 ) -> None:
     idcs = one(registry_dir, "SELECT idcs FROM person WHERE vital_status = 2")
-    person = client.person_status(PURPOSE, idcs).person
+    person = client.person_status(PURPOSE, idcs).message.person
     assert person.vital_status == VitalStatus.VITAL_STATUS_DECEASED
     assert person.HasField("death_date")
 
@@ -53,7 +53,7 @@ def test_person_outside_rsu_has_no_household_link(client: JisrClient, registry_d
         registry_dir,
         "SELECT idcs FROM person WHERE idcs NOT IN (SELECT idcs FROM membership)",
     )
-    assert client.person_status(PURPOSE, idcs).person.household_id == ""
+    assert client.person_status(PURPOSE, idcs).message.person.household_id == ""
 
 
 def test_household_status_by_member_equals_status_by_household_id(
@@ -61,14 +61,15 @@ def test_household_status_by_member_equals_status_by_household_id(
 ) -> None:
     hid = one(registry_dir, "SELECT household_id FROM household ORDER BY household_id LIMIT 1")
     member = one(registry_dir, f"SELECT idcs FROM membership WHERE household_id = '{hid}'")
-    assert client.household_status(PURPOSE, member) == client.household_status(PURPOSE, hid)
+    by_member = client.household_status(PURPOSE, member).message
+    assert by_member == client.household_status(PURPOSE, hid).message
 
 
 def test_household_status_lists_members_in_order_with_a_band_not_a_score(
     client: JisrClient, registry_dir: Path
 ) -> None:
     hid = one(registry_dir, "SELECT household_id FROM household ORDER BY score LIMIT 1")
-    household = client.household_status(PURPOSE, hid).household
+    household = client.household_status(PURPOSE, hid).message.household
     assert household.members[0].relationship == Relationship.RELATIONSHIP_DECLARANT
     assert all(m.HasField("birth_date") for m in household.members)
     assert household.score_band == "S1"
@@ -76,13 +77,14 @@ def test_household_status_lists_members_in_order_with_a_band_not_a_score(
 
 
 def test_read_mask_returns_only_the_fields_asked_for(
-    stub: RegistryExchangeStub, registry_dir: Path
+    client: JisrClient, registry_dir: Path
 ) -> None:
     idcs = one(registry_dir, "SELECT idcs FROM membership LIMIT 1")
     request = pb.GetPersonStatusRequest(
         purpose=PURPOSE, idcs=idcs, read_mask=FieldMask(paths=["vital_status"])
     )
-    person = stub.GetPersonStatus(request).person
+    answer = client.call("GetPersonStatus", request, pb.GetPersonStatusResponse, PURPOSE)
+    person = answer.message.person
     assert [f.name for f, _ in person.ListFields()] == ["vital_status"]
 
 
@@ -90,7 +92,7 @@ def test_eligibility_decision_names_threshold_version_and_legal_reference(
     client: JisrClient, registry_dir: Path
 ) -> None:
     hid = one(registry_dir, "SELECT household_id FROM household ORDER BY score LIMIT 1")
-    decision = client.verify(PURPOSE, hid, "ASD", dt.date(2025, 6, 1))
+    decision = client.verify(PURPOSE, hid, "ASD", dt.date(2025, 6, 1)).message.decision
     assert decision.eligible
     assert list(decision.reasons) == [pb.REASON_CODE_SCORE_BELOW_THRESHOLD]
     assert decision.threshold_version == "ASD-2023"
@@ -102,14 +104,14 @@ def test_eligibility_before_a_programme_exists_is_refused_as_not_in_force(
     client: JisrClient, registry_dir: Path
 ) -> None:
     hid = one(registry_dir, "SELECT household_id FROM household LIMIT 1")
-    decision = client.verify(PURPOSE, hid, "ASD", dt.date(2020, 1, 1))
+    decision = client.verify(PURPOSE, hid, "ASD", dt.date(2020, 1, 1)).message.decision
     assert not decision.eligible
     assert list(decision.reasons) == [pb.REASON_CODE_PROGRAMME_NOT_IN_FORCE]
 
 
 def test_deceased_subject_is_not_eligible(client: JisrClient, registry_dir: Path) -> None:
     idcs = one(registry_dir, "SELECT idcs FROM person WHERE vital_status = 2")
-    decision = client.verify(PURPOSE, idcs, "AMOT")
+    decision = client.verify(PURPOSE, idcs, "AMOT").message.decision
     assert not decision.eligible
     assert list(decision.reasons) == [pb.REASON_CODE_SUBJECT_DECEASED]
 
@@ -120,7 +122,7 @@ def test_person_outside_rsu_is_not_eligible(client: JisrClient, registry_dir: Pa
         "SELECT idcs FROM person WHERE vital_status = 1"
         " AND idcs NOT IN (SELECT idcs FROM membership)",
     )
-    decision = client.verify(PURPOSE, idcs, "ASD")
+    decision = client.verify(PURPOSE, idcs, "ASD").message.decision
     assert list(decision.reasons) == [pb.REASON_CODE_NOT_REGISTERED_IN_RSU]
 
 
@@ -171,46 +173,54 @@ def test_unknown_programme_is_invalid_argument(client: JisrClient, registry_dir:
 
 
 @pytest.mark.parametrize(
-    ("purpose", "reason"), [("", "MISSING_PURPOSE"), ("amo enrolment", "INVALID_PURPOSE")]
+    ("purpose", "reason"),
+    [
+        ("", "MISSING_PURPOSE"),
+        ("amo enrolment", "INVALID_PURPOSE"),
+        ("ASD_ELIGIBILITY", "PURPOSE_MISMATCH"),
+    ],
 )
-def test_request_without_a_valid_purpose_is_refused(
+def test_request_without_the_signed_purpose_is_refused(
     client: JisrClient, registry_dir: Path, purpose: str, reason: str
 ) -> None:
     hid = one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    request = pb.VerifyEligibilityRequest(
+        purpose=purpose, subject=pb.Subject(household_id=hid), programme="AMOT"
+    )
     with pytest.raises(JisrError) as err:
-        client.verify(purpose, hid, "AMOT")
+        client.call("VerifyEligibility", request, pb.VerifyEligibilityResponse, PURPOSE)
     assert (err.value.code, err.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
 
 
-def test_impossible_as_of_date_is_invalid_argument(
-    stub: RegistryExchangeStub, registry_dir: Path
-) -> None:
+def test_impossible_as_of_date_is_invalid_argument(client: JisrClient, registry_dir: Path) -> None:
     hid = one(registry_dir, "SELECT household_id FROM household LIMIT 1")
     request = pb.VerifyEligibilityRequest(
         purpose=PURPOSE, subject=pb.Subject(household_id=hid), programme="ASD"
     )
     request.as_of.year, request.as_of.month, request.as_of.day = 2025, 2, 30
-    with pytest.raises(grpc.RpcError) as err:
-        stub.VerifyEligibility(request)
-    assert _reason(err.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE")
+    with pytest.raises(JisrError) as err:
+        client.call("VerifyEligibility", request, pb.VerifyEligibilityResponse, PURPOSE)
+    assert (err.value.code, err.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DATE")
 
 
-def test_unknown_read_mask_path_is_invalid_argument(
-    stub: RegistryExchangeStub, registry_dir: Path
-) -> None:
+def test_unknown_read_mask_path_is_invalid_argument(client: JisrClient, registry_dir: Path) -> None:
     idcs = one(registry_dir, "SELECT idcs FROM membership LIMIT 1")
     request = pb.GetPersonStatusRequest(
         purpose=PURPOSE, idcs=idcs, read_mask=FieldMask(paths=["score"])
     )
+    with pytest.raises(JisrError) as err:
+        client.call("GetPersonStatus", request, pb.GetPersonStatusResponse, PURPOSE)
+    assert (err.value.code, err.value.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD_MASK",
+    )
+
+
+def test_signed_bytes_that_are_not_a_request_are_invalid_argument(
+    gateway: Proc, demo: Credentials
+) -> None:
+    body = b"\xff\xff\xff\xff"
+    token = demo.signer.request_token("/jisr.v1.RegistryExchange/VerifyEligibility", PURPOSE, body)
     with pytest.raises(grpc.RpcError) as err:
-        stub.GetPersonStatus(request)
-    assert _reason(err.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD_MASK")
-
-
-def test_bytes_that_are_not_a_request_are_invalid_argument(gateway: Proc) -> None:
-    target = gateway.target
-    with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary("/jisr.v1.RegistryExchange/VerifyEligibility")
-        with pytest.raises(grpc.RpcError) as err:
-            call(b"\xff\xff\xff\xff")
+        raw_call(gateway.target, demo, "VerifyEligibility", body, [token])
     assert _reason(err.value) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")

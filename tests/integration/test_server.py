@@ -13,22 +13,20 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway.client import JisrClient, JisrError
-from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.pb.jisr.v1 import registry_pb2_grpc
-from tests.support import processes, registry_rows
+from gateway.client import Credentials, JisrClient, JisrError
+from tests.support import identities, processes, registry_rows
 
 
-def test_health_check_says_serving(gateway: processes.Proc) -> None:
-    with grpc.insecure_channel(gateway.target) as channel:
+def test_health_check_says_serving(gateway: processes.Proc, demo: Credentials) -> None:
+    with identities.channel(gateway.target, demo) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "jisr.v1.RegistryExchange"):
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
             assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_reflection_lists_the_jisr_services(gateway: processes.Proc) -> None:
-    with grpc.insecure_channel(gateway.target) as channel:
+def test_reflection_lists_the_jisr_services(gateway: processes.Proc, demo: Credentials) -> None:
+    with identities.channel(gateway.target, demo) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         (response,) = stub.ServerReflectionInfo(iter([request]), timeout=10)
@@ -37,37 +35,38 @@ def test_reflection_lists_the_jisr_services(gateway: processes.Proc) -> None:
     assert "grpc.health.v1.Health" in names
 
 
-def _requests(
-    feed: queue.Queue[pb.VerifyEligibilityBatchRequest | None],
-) -> Iterator[pb.VerifyEligibilityBatchRequest]:
+def _batches(feed: queue.Queue[list[str] | None]) -> Iterator[list[str]]:
     while (item := feed.get(timeout=30)) is not None:
         yield item
 
 
 def test_sigterm_lets_an_open_stream_finish_and_refuses_new_calls(
-    registry_dir: Path, tmp_path: Path
+    registry_dir: Path, pki_dir: Path, demo: Credentials, tmp_path: Path
 ) -> None:
     proc = processes.start(
-        ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)],
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(registry_dir),
+            "--pki-dir",
+            str(pki_dir),
+        ],
         tmp_path / "gateway.log",
     )
     hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
-    batch = pb.VerifyEligibilityBatchRequest(
-        purpose="RECERTIFICATION", programme="ASD", subjects=[pb.Subject(household_id=hid)]
-    )
-    feed: queue.Queue[pb.VerifyEligibilityBatchRequest | None] = queue.Queue()
+    feed: queue.Queue[list[str] | None] = queue.Queue()
+    feed.put([hid])
     try:
-        with grpc.insecure_channel(proc.target) as channel:
-            stream = registry_pb2_grpc.RegistryExchangeStub(channel).VerifyEligibilityBatch(
-                _requests(feed), timeout=60
-            )
-            feed.put(batch)
+        with JisrClient(proc.target, demo, timeout=60) as client:
+            stream = client.verify_batches("RECERTIFICATION", "ASD", _batches(feed), timeout=60)
             assert next(stream).batch_index == 0
             proc.popen.send_signal(signal.SIGTERM)
             time.sleep(1.0)  # the server is draining now
-            with JisrClient(proc.target, timeout=10) as late, pytest.raises(JisrError) as err:
+            with JisrClient(proc.target, demo, timeout=10) as late, pytest.raises(JisrError) as err:
                 late.verify("RECERTIFICATION", hid, "ASD")
-            feed.put(batch)
+            feed.put([hid])
             assert next(stream).batch_index == 1
             feed.put(None)
             assert list(stream) == []

@@ -85,8 +85,8 @@ def _world(households: int) -> tuple[Exchange, MemoryAdapter, list[str]]:
     return Exchange(Registries([adapter]), load_default()), adapter, members
 
 
-def _batch(subjects: list[str], programme: str = "AMOT") -> pb.VerifyEligibilityBatchRequest:
-    request = pb.VerifyEligibilityBatchRequest(purpose="TEST", programme=programme)
+def _batch(subjects: list[str], programme: str = "AMOT") -> pb.EligibilityBatch:
+    request = pb.EligibilityBatch(purpose="TEST", programme=programme)
     for s in subjects:
         request.subjects.add(**({"household_id": s} if s.startswith("H") else {"idcs": s}))
     request.as_of.year, request.as_of.month, request.as_of.day = 2025, 1, 1

@@ -407,23 +407,31 @@ class VerifyEligibilityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DECISION_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def decision(self) -> Global___EligibilityDecision: ...
+    @_builtins.property
+    def withheld(self) -> _field_mask_pb2.FieldMask:
+        """Paths of EligibilityDecision that were not disclosed."""
+
     def __init__(
         self,
         *,
         decision: Global___EligibilityDecision | None = ...,
+        withheld: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "withheld", b"withheld"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyEligibilityResponse: _TypeAlias = VerifyEligibilityResponse  # noqa: Y015
 
 @_typing.final
-class VerifyEligibilityBatchRequest(_message.Message):
+class EligibilityBatch(_message.Message):
+    """One batch of a VerifyEligibilityBatch stream, as the caller signs it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURPOSE_FIELD_NUMBER: _builtins.int
@@ -431,7 +439,7 @@ class VerifyEligibilityBatchRequest(_message.Message):
     AS_OF_FIELD_NUMBER: _builtins.int
     SUBJECTS_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
-    """Purpose code. Required on every batch."""
+    """Purpose code: the call token's purpose. Required on every batch."""
     programme: _builtins.str
     @_builtins.property
     def as_of(self) -> _date_pb2.Date: ...
@@ -450,6 +458,37 @@ class VerifyEligibilityBatchRequest(_message.Message):
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "programme", b"programme", "purpose", b"purpose", "subjects", b"subjects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EligibilityBatch: _TypeAlias = EligibilityBatch  # noqa: Y015
+
+@_typing.final
+class VerifyEligibilityBatchRequest(_message.Message):
+    """A batch envelope. The batch travels as bytes so that its hash is taken over exactly
+    the bytes sent, whatever the language that serialized it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    BATCH_SIGNATURE_FIELD_NUMBER: _builtins.int
+    batch: _builtins.bytes
+    """A serialized EligibilityBatch."""
+    batch_signature: _builtins.str
+    """Compact JWS (typ "jisr-batch+jwt") by the caller's signing key with claims
+    jti (the call token's jti), seq (0 for the first batch, then 1, 2, ...) and
+    rh (base64url SHA-256 of `batch`). See docs/security.md.
+    """
+    def __init__(
+        self,
+        *,
+        batch: _builtins.bytes = ...,
+        batch_signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "batch_signature", b"batch_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -488,26 +527,62 @@ class EligibilityResult(_message.Message):
 Global___EligibilityResult: _TypeAlias = EligibilityResult  # noqa: Y015
 
 @_typing.final
-class VerifyEligibilityBatchResponse(_message.Message):
+class EligibilityBatchResults(_message.Message):
+    """The answer to one batch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_INDEX_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
     batch_index: _builtins.int
     """0 for the first batch of the stream, then 1, 2, ..."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___EligibilityResult]:
         """One result per subject, in the order of the request's subjects."""
 
+    @_builtins.property
+    def withheld(self) -> _field_mask_pb2.FieldMask:
+        """Paths of EligibilityDecision that were not disclosed in this batch."""
+
     def __init__(
         self,
         *,
         batch_index: _builtins.int = ...,
         results: _abc.Iterable[Global___EligibilityResult] | None = ...,
+        withheld: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["withheld", b"withheld"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_index", b"batch_index", "results", b"results", "withheld", b"withheld"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EligibilityBatchResults: _TypeAlias = EligibilityBatchResults  # noqa: Y015
+
+@_typing.final
+class VerifyEligibilityBatchResponse(_message.Message):
+    """A results envelope, answering the batch envelope of the same position."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    results: _builtins.bytes
+    """A serialized EligibilityBatchResults."""
+    receipt: _builtins.str
+    """Receipt for this batch (typ "jisr-receipt+jwt"): rh of the batch bytes, sh of
+    `results`, seq. The stream's trailing receipt covers all batches.
+    """
+    def __init__(
+        self,
+        *,
+        results: _builtins.bytes = ...,
+        receipt: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_index", b"batch_index", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,44 @@
+"""A test PKI like the one `make run` builds, and raw signed calls for crafting attacks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from gateway import pki
+from gateway.client import Credentials
+from gateway.service import SERVICE, SIGNATURE_METADATA
+
+INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS")
+
+
+def make_pki(root: Path) -> Path:
+    """CA, server certificate, receipt key, the gateway's client identity, institutions."""
+    pki.init(root)
+    for name in ("JISR", *INSTITUTIONS):
+        pki.issue(root, name)
+    return root
+
+
+def channel(target: str, creds: Credentials) -> grpc.Channel:
+    tls = grpc.ssl_channel_credentials(creds.ca_cert, creds.tls_key, creds.tls_cert)
+    return grpc.secure_channel(target, tls)
+
+
+def raw_call(
+    target: str,
+    creds: Credentials,
+    method: str,
+    body: bytes,
+    tokens: Sequence[str],
+    *,
+    timeout: float = 30,
+) -> tuple[bytes, grpc.Call]:
+    """Call `method` with exactly the given bytes and signature metadata entries."""
+    with channel(target, creds) as ch:
+        stub = ch.unary_unary(f"/{SERVICE}/{method}")
+        metadata = tuple((SIGNATURE_METADATA, t) for t in tokens)
+        response, call = stub.with_call(body, timeout=timeout, metadata=metadata)
+        return response, call

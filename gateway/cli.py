@@ -163,9 +163,9 @@ def _pki_parsers(sub: Any) -> None:
     pki_cmd.set_defaults(run=_pki)
 
     keys = sub.add_parser("keys", help="the gateway's public keys")
+    keys.add_argument("--dir", type=Path, default=DEFAULT_PKI, help="PKI directory")
     keys_sub = keys.add_subparsers(dest="action", required=True)
     export = keys_sub.add_parser("export", help="print the receipt-verification JWKS")
-    export.add_argument("--dir", type=Path, default=DEFAULT_PKI)
     export.set_defaults(run=_keys_export)
 
     receipt = sub.add_parser("receipt", help="gateway receipts")

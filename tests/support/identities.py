@@ -14,11 +14,24 @@ from gateway.service import SERVICE, SIGNATURE_METADATA
 INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS")
 
 
+# CNSS's first signing key, kept here after being revoked, so a test can sign with it.
+REVOKED_KEY_FILE = "revoked-signing.key"
+
+
 def make_pki(root: Path) -> Path:
-    """CA, server certificate, receipt key, the gateway's client identity, institutions."""
+    """CA, server certificate, receipt key, the gateway's client identity, institutions;
+    CNSS has rotated its signing key and revoked the first one."""
     pki.init(root)
     for name in ("JISR", *INSTITUTIONS):
         pki.issue(root, name)
+    first = pki.load_institution(root, "CNSS")
+    old_key = first.signing_key.read_bytes()
+    old_meta = first.signing_key.with_name("signing.json").read_text()
+    pki.add_signing_key(root, "CNSS")
+    revoked = pki.PkiPaths(root).institution_dir("CNSS")
+    (revoked / REVOKED_KEY_FILE).write_bytes(old_key)
+    (revoked / "revoked-signing.json").write_text(old_meta)
+    pki.revoke_key(root, "CNSS", first.kid)
     return root
 
 

@@ -35,6 +35,8 @@ class FetchContext:
     purpose: str
     # Seconds left for the whole exchange; remote adapters use it as their deadline.
     timeout: float | None = None
+    # The requesting institution (from its certificate), for backends that log it.
+    requester: str = ""
 
 
 class AdapterError(Exception):

@@ -13,7 +13,7 @@ from typing import Any
 from adapters.registry_db import REGISTRY_FILE, Registry, RegistryError
 from gateway import config as config_mod
 from gateway import pki, policy, programmes, receipts, trust
-from gateway.cli_support import SAMPLES, call, demo_data, samples
+from gateway.cli_support import SAMPLES, call, consent, demo_data, samples
 from gateway.registries import MissingInstitutionError
 from gateway.server import GATEWAY_CLIENT, run_until_signalled, start_backend, start_gateway
 
@@ -234,10 +234,39 @@ def _call_parser(sub: Any) -> None:
     call.set_defaults(run=_call)
 
 
+def _consent_parser(sub: Any) -> None:
+    cmd = sub.add_parser("consent", help="citizens' consents (consent collectors)")
+    cmd.add_argument("--target", default="127.0.0.1:50051")
+    cmd.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI)
+    cmd.add_argument("--institution", default="DEMO", help="the collecting institution")
+    cmd.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE: no TLS")
+    actions = cmd.add_subparsers(dest="action", required=True)
+    grant = actions.add_parser("grant", help="record a consent collected at the counter")
+    grant.add_argument("subject", help="household id (H...) or a person's IDCS")
+    grant.add_argument("--grantor", required=True, help="IDCS of the declarant or person")
+    grant.add_argument("--grantee", required=True, help="institution that may receive data")
+    grant.add_argument("--purposes", required=True, help="comma-separated purpose codes")
+    grant.add_argument("--scopes", required=True, help="comma-separated field groups")
+    grant.add_argument("--days", type=int, default=365, help="validity from now")
+    grant.add_argument("--max-uses", type=int, default=0, help="use cap per period (0: none)")
+    grant.add_argument("--period-days", type=int, default=30)
+    grant.add_argument("--method", default="counter", help="how it was collected")
+    revoke = actions.add_parser("revoke", help="revoke a consent at once")
+    revoke.add_argument("consent_id")
+    revoke.add_argument("--grantor", required=True)
+    revoke.add_argument("--method", default="counter")
+    listing = actions.add_parser("list", help="consents about a subject")
+    listing.add_argument("subject")
+    show = actions.add_parser("show", help="one consent")
+    show.add_argument("consent_id")
+    show.add_argument("--history", action="store_true", help="every revision, verified")
+    cmd.set_defaults(run=consent)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="jisr", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    for add in (_serve_parser, _pki_parsers, _data_parsers, _call_parser):
+    for add in (_serve_parser, _pki_parsers, _data_parsers, _call_parser, _consent_parser):
         add(sub)
     return top
 

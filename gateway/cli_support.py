@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from google.protobuf.message import Message
 
 from adapters.demo_data import generate
 from adapters.registry_db import REGISTRY_FILE, Registry
-from gateway.client import Answer, Credentials, JisrClient, JisrError
+from gateway.client import Answer, Credentials, JisrClient, JisrError, subject
+from gateway.pb.jisr.v1 import consent_pb2 as cpb
 
 
 def demo_data(data_dir: Path, households: int, seed: int, *, force: bool) -> int:
@@ -184,3 +186,64 @@ def samples(data_dir: Path, kind: str | None) -> int:
     finally:
         registry.close()
     return 0
+
+
+CONSENT_PURPOSE = "CONSENT_MANAGEMENT"
+
+
+def consent(args: argparse.Namespace) -> int:
+    """`jisr consent grant|revoke|list|show`, as a consent collector's counter uses it."""
+    credentials = Credentials.from_pki(args.pki_dir, args.institution)
+    with JisrClient(args.target, credentials, insecure_plaintext=args.insecure_plaintext) as client:
+        try:
+            answer = _consent_call(client, args)
+        except JisrError as exc:
+            print(f"jisr consent: {exc}", file=sys.stderr)
+            return 1
+    _show(answer.message)
+    return 0
+
+
+def _consent_call(client: JisrClient, args: argparse.Namespace) -> Answer[Any]:
+    now = int(time.time())
+    if args.action == "grant":
+        claims: dict[str, Any] = {
+            "act": "grant",
+            "jti": secrets.token_urlsafe(12),
+            "sub_kind": "household" if args.subject.startswith("H") else "person",
+            "sub": args.subject,
+            "grantor": args.grantor,
+            "grantee": args.grantee,
+            "purposes": args.purposes.split(","),
+            "scopes": args.scopes.split(","),
+            "nbf": now,
+            "exp": now + args.days * 86_400,
+            "method": args.method,
+            "iat": now,
+        }
+        if args.max_uses:
+            claims["use_cap"] = {"max_uses": args.max_uses, "period_s": args.period_days * 86_400}
+        request = cpb.GrantConsentRequest(
+            purpose=CONSENT_PURPOSE, artefact=client.sign_artefact(claims)
+        )
+        return client.consent("GrantConsent", request, cpb.GrantConsentResponse, CONSENT_PURPOSE)
+    if args.action == "revoke":
+        claims = {
+            "act": "revoke",
+            "jti": secrets.token_urlsafe(12),
+            "cid": args.consent_id,
+            "grantor": args.grantor,
+            "method": args.method,
+            "iat": now,
+        }
+        revoke = cpb.RevokeConsentRequest(
+            purpose=CONSENT_PURPOSE, artefact=client.sign_artefact(claims)
+        )
+        return client.consent("RevokeConsent", revoke, cpb.RevokeConsentResponse, CONSENT_PURPOSE)
+    if args.action == "list":
+        listing = cpb.ListConsentsRequest(purpose=CONSENT_PURPOSE, subject=subject(args.subject))
+        return client.consent("ListConsents", listing, cpb.ListConsentsResponse, CONSENT_PURPOSE)
+    show = cpb.GetConsentRequest(
+        purpose=CONSENT_PURPOSE, consent_id=args.consent_id, include_history=args.history
+    )
+    return client.consent("GetConsent", show, cpb.GetConsentResponse, CONSENT_PURPOSE)

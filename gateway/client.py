@@ -28,7 +28,9 @@ from google.rpc import error_details_pb2
 from google.type.date_pb2 import Date
 from grpc_status import rpc_status
 
+from consent import artefact as artefacts
 from gateway import pki, receipts
+from gateway.pb.jisr.v1 import consent_pb2
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.receipts import RECEIPT_METADATA, ReceiptError
 from gateway.service import SERVICE, SIGNATURE_METADATA
@@ -36,6 +38,7 @@ from gateway.signing import Signer
 from gateway.tokens import body_hash
 
 M = TypeVar("M", bound=Message)
+CONSENT_SERVICE = consent_pb2.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
 
 
 @dataclass
@@ -168,9 +171,16 @@ class JisrClient:
 
     # -- unary ------------------------------------------------------------------------
 
-    def call(self, name: str, request: Message, response_type: type[M], purpose: str) -> Answer[M]:
+    def call(
+        self,
+        name: str,
+        request: Message,
+        response_type: type[M],
+        purpose: str,
+        service: str = SERVICE,
+    ) -> Answer[M]:
         """Sign `request` over its bytes, call `name`, verify the receipt, parse the answer."""
-        method = f"/{SERVICE}/{name}"
+        method = f"/{service}/{name}"
         body = request.SerializeToString()
         jti = secrets.token_urlsafe(18)
         token = self.credentials.signer.request_token(method, purpose, body, jti=jti)
@@ -184,7 +194,8 @@ class JisrClient:
         trailers = call.trailing_metadata()
         claims = self._checked(trailers, jti, body_hash(body), body_hash(raw))
         message = response_type.FromString(raw)
-        withheld = tuple(getattr(message, "withheld").paths)  # noqa: B009
+        mask = getattr(message, "withheld", None)
+        withheld = tuple(mask.paths) if mask is not None else ()
         token = next(str(v) for k, v in trailers if k == RECEIPT_METADATA)
         return Answer(message, claims, withheld, token)
 
@@ -213,6 +224,21 @@ class JisrClient:
             purpose=purpose, subject=subject(who), programme=programme, as_of=date(as_of)
         )
         return self.call("VerifyEligibility", request, pb.VerifyEligibilityResponse, purpose)
+
+    # -- consents ---------------------------------------------------------------------
+
+    def consent(
+        self, name: str, request: Message, response_type: type[M], purpose: str
+    ) -> Answer[M]:
+        """A ConsentRegistry call (GrantConsent, RevokeConsent, GetConsent, ...)."""
+        return self.call(name, request, response_type, purpose, CONSENT_SERVICE)
+
+    def sign_artefact(self, claims: dict[str, Any]) -> str:
+        """A consent artefact signed with this institution's key (consent collectors)."""
+        signer = self.credentials.signer
+        return artefacts.sign(
+            {"iss": signer.institution, **claims}, signer.key, signer.kid, signer.alg
+        )
 
     # -- bulk -------------------------------------------------------------------------
 

@@ -37,11 +37,15 @@ class Config:
     workers: int = 4
     grace_s: float = 10.0
     data_dir: Path = Path("var")
+    # Where the gateway writes (consents on SQLite); None: data_dir.
+    state_dir: Path | None = None
     programmes: Path | None = None  # None: the programmes shipped with Jisr
     policy: Path | None = None  # None: the (illustrative) policy shipped with Jisr
     pki_dir: Path = Path("var/pki")  # CA, server certificate, gateway key, trust store
     # Development only: no TLS, and the caller's institution is taken from its token.
     insecure_plaintext: bool = False
+    # PostgreSQL URL for consents (and, later, the audit); None: SQLite in data_dir.
+    database_url: str | None = None
     institutions: Mapping[str, Transport] = field(
         default_factory=lambda: {name: Transport("embedded") for name in INSTITUTIONS}
     )
@@ -68,7 +72,7 @@ def _from_file(path: Path) -> Config:
     data = _section(doc, "data", path)
     security = _section(doc, "security", path)
     _only(server, {"listen", "workers", "grace_seconds"}, f"{path}: [server]")
-    _only(data, {"dir", "programmes"}, f"{path}: [data]")
+    _only(data, {"dir", "programmes", "state_dir"}, f"{path}: [data]")
     _only(security, {"pki_dir", "policy", "insecure_plaintext"}, f"{path}: [security]")
     plaintext = security.get("insecure_plaintext", False)
     if not isinstance(plaintext, bool):
@@ -88,6 +92,7 @@ def _from_file(path: Path) -> Config:
         grace_s=float(_int(server, "grace_seconds", int(config.grace_s), f"{path}: [server]")),
         data_dir=base / _str(data, "dir", str(config.data_dir), f"{path}: [data]"),
         programmes=_optional_path(base, data, "programmes", f"{path}: [data]"),
+        state_dir=_optional_path(base, data, "state_dir", f"{path}: [data]"),
         policy=_optional_path(base, security, "policy", f"{path}: [security]"),
         pki_dir=base / _str(security, "pki_dir", str(config.pki_dir), f"{path}: [security]"),
         insecure_plaintext=plaintext,
@@ -123,8 +128,12 @@ def _from_env(config: Config, env: Mapping[str, str]) -> Config:
         changes["workers"] = _int(env, "JISR_WORKERS", 0, "environment")
     if "JISR_DATA_DIR" in env:
         changes["data_dir"] = Path(env["JISR_DATA_DIR"])
+    if "JISR_STATE_DIR" in env:
+        changes["state_dir"] = Path(env["JISR_STATE_DIR"])
     if "JISR_PROGRAMMES" in env:
         changes["programmes"] = Path(env["JISR_PROGRAMMES"])
+    if env.get("JISR_DATABASE_URL"):
+        changes["database_url"] = env["JISR_DATABASE_URL"]
     if "JISR_POLICY" in env:
         changes["policy"] = Path(env["JISR_POLICY"])
     if "JISR_PKI_DIR" in env:

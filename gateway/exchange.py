@@ -30,6 +30,8 @@ DEAD = VitalStatus.VITAL_STATUS_DECEASED
 MAX_BATCH = 1000
 
 Outcome = pb.EligibilityDecision | ExchangeError
+Key = tuple[str, str]
+Screen = Callable[[list[Key | ExchangeError]], list[Key | ExchangeError]]
 V = TypeVar("V")
 M = TypeVar("M", bound=Message)
 
@@ -58,7 +60,7 @@ class Exchange:
         """Vital and civil status and household link of one person."""
         key = validation.idcs(request.idcs)
         mask = validation.read_mask(request.read_mask, pb.PersonStatus.DESCRIPTOR)
-        person = _guard(self.registries.persons, [key], ctx).get(key)
+        person = fetch_or_unavailable(self.registries.persons, [key], ctx).get(key)
         if person is None:
             raise not_found("no person with this IDCS")
         status = pb.PersonStatus(
@@ -69,7 +71,7 @@ class Exchange:
         )
         if person.vital_status == DEAD:
             status.death_date.CopyFrom(person.death_date)
-        membership = _guard(self.registries.memberships, [key], ctx).get(key)
+        membership = fetch_or_unavailable(self.registries.memberships, [key], ctx).get(key)
         if membership is not None:
             status.household_id = membership.household_id
             status.relationship = membership.relationship
@@ -82,16 +84,16 @@ class Exchange:
         kind, key = validation.subject(request.subject)
         mask = validation.read_mask(request.read_mask, pb.HouseholdStatus.DESCRIPTOR)
         if kind == "idcs":
-            membership = _guard(self.registries.memberships, [key], ctx).get(key)
+            membership = fetch_or_unavailable(self.registries.memberships, [key], ctx).get(key)
             if membership is None:
                 raise not_found("no RSU household for this subject")
             key = membership.household_id
-        household = _guard(self.registries.households, [key], ctx).get(key)
+        household = fetch_or_unavailable(self.registries.households, [key], ctx).get(key)
         if household is None:
             raise not_found("no RSU household for this subject")
         member_ids = [m.idcs for m in household.members]
-        persons = _guard(self.registries.persons, member_ids, ctx)
-        enrolments = _guard(self.registries.enrolments, [key], ctx).get(key)
+        persons = fetch_or_unavailable(self.registries.persons, member_ids, ctx)
+        enrolments = fetch_or_unavailable(self.registries.enrolments, [key], ctx).get(key)
         status = pb.HouseholdStatus(
             household_id=household.household_id,
             region=household.region,
@@ -131,9 +133,15 @@ class Exchange:
         return pb.VerifyEligibilityResponse(decision=outcome)
 
     def verify_batch(
-        self, request: pb.EligibilityBatch, index: int, ctx: FetchContext
+        self,
+        request: pb.EligibilityBatch,
+        index: int,
+        ctx: FetchContext,
+        screen: Screen | None = None,
     ) -> pb.EligibilityBatchResults:
-        """One batch: batch-level faults raise, each subject's fault is its own result."""
+        """One batch: batch-level faults raise, each subject's fault is its own result.
+
+        `screen` may refuse subjects before any is decided (consent), item by item."""
         if len(request.subjects) > MAX_BATCH:
             raise invalid(
                 Reason.BATCH_TOO_LARGE, f"a batch holds at most {MAX_BATCH} subjects", "subjects"
@@ -146,6 +154,8 @@ class Exchange:
                 keys.append(validation.subject(subject, f"subjects[{i}]"))
             except ExchangeError as exc:
                 keys.append(exc)
+        if screen is not None:
+            keys = screen(keys)
         response = pb.EligibilityBatchResults(batch_index=index)
         for outcome in self.decide_many(programme, keys, as_of, ctx):
             if isinstance(outcome, ExchangeError):
@@ -180,9 +190,9 @@ class Exchange:
     ) -> list[_Pending]:
         """Map each subject to its household; settle the deceased and unregistered."""
         people = [k[1] for k in keys if not isinstance(k, ExchangeError) and k[0] == "idcs"]
-        persons = _guard(self.registries.persons, people, ctx) if people else {}
+        persons = fetch_or_unavailable(self.registries.persons, people, ctx) if people else {}
         alive = [i for i in people if i in persons and persons[i].vital_status != DEAD]
-        links = _guard(self.registries.memberships, alive, ctx) if alive else {}
+        links = fetch_or_unavailable(self.registries.memberships, alive, ctx) if alive else {}
         pending: list[_Pending] = []
         for index, key in enumerate(keys):
             if isinstance(key, ExchangeError):
@@ -214,7 +224,7 @@ class Exchange:
         if not pending:
             return
         wanted = list(dict.fromkeys(p.household_id for p in pending))
-        households = _guard(self.registries.households, wanted, ctx)
+        households = fetch_or_unavailable(self.registries.households, wanted, ctx)
         schemes = self._coverage(households, ctx) if programme.needs_coverage else {}
         for item in pending:
             household = households.get(item.household_id)
@@ -232,7 +242,7 @@ class Exchange:
     ) -> dict[str, tuple[str, ...]]:
         """The AMO schemes held by each household's members."""
         members = [m.idcs for h in households.values() for m in h.members]
-        covered = _guard(self.registries.coverage, members, ctx) if members else {}
+        covered = fetch_or_unavailable(self.registries.coverage, members, ctx) if members else {}
         return {
             hid: tuple(covered[m.idcs].scheme for m in h.members if m.idcs in covered)
             for hid, h in households.items()
@@ -256,7 +266,7 @@ class Exchange:
         return out
 
 
-def _guard(
+def fetch_or_unavailable(
     fetch: Callable[[Sequence[str], FetchContext], Mapping[str, V]],
     keys: Sequence[str],
     ctx: FetchContext,

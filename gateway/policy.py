@@ -11,6 +11,7 @@ fault. Deciding is then a dictionary lookup: no I/O, nothing parsed per request.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 
 from gateway import projection
+from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.projection import FieldTree
 
@@ -33,6 +35,7 @@ ROLES = frozenset({"consent_collector", "dpo", "regulator", "citizen_portal"})
 
 _INSTITUTION = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
 _PURPOSE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
+_SCOPE = re.compile(r"[a-z][a-z0-9_]{1,31}")
 
 
 class PolicyError(ValueError):
@@ -54,6 +57,7 @@ class Method:
 
 
 _EXCHANGE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
+_CONSENT = cpb.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
 
 METHODS: Mapping[str, Method] = {
     method.name: method
@@ -62,6 +66,12 @@ METHODS: Mapping[str, Method] = {
         Method(_EXCHANGE, "GetHouseholdStatus", pb.HouseholdStatus.DESCRIPTOR),
         Method(_EXCHANGE, "VerifyEligibility", pb.EligibilityDecision.DESCRIPTOR),
         Method(_EXCHANGE, "VerifyEligibilityBatch", pb.EligibilityDecision.DESCRIPTOR),
+        # ConsentRegistry answers are disclosed as whole response messages.
+        Method(_CONSENT, "GrantConsent", cpb.GrantConsentResponse.DESCRIPTOR),
+        Method(_CONSENT, "RevokeConsent", cpb.RevokeConsentResponse.DESCRIPTOR),
+        Method(_CONSENT, "GetConsent", cpb.GetConsentResponse.DESCRIPTOR),
+        Method(_CONSENT, "ListConsents", cpb.ListConsentsResponse.DESCRIPTOR),
+        Method(_CONSENT, "CheckConsent", cpb.CheckConsentResponse.DESCRIPTOR),
     )
 }
 """Methods a grant may name, by short name. Another service's methods join this table."""
@@ -77,22 +87,43 @@ class Grant:
     basis: str  # a statute reference, or CONSENT
     fields: FieldTree  # for projection.project
     paths: tuple[str, ...]  # the same fields as written in the file (for receipts, audit)
+    # Consent grants only: each scope (field group) and the grant's paths it holds.
+    scope_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Consent grants only: whether a consent covering some scopes discloses those alone.
+    partial: bool = False
 
     @property
     def consent_based(self) -> bool:
         """Whether the grant holds only under an active consent of the citizen."""
         return self.basis == CONSENT
 
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The field groups a consent must cover for this grant's full disclosure."""
+        return frozenset(scope for scope, _ in self.scope_paths)
+
+
+@functools.lru_cache(maxsize=1024)
+def consented(grant: Grant, covered: frozenset[str]) -> tuple[FieldTree, tuple[str, ...]]:
+    """The fields (tree and paths) of `grant` that the consented scopes `covered` allow."""
+    paths = tuple(p for scope, held in grant.scope_paths if scope in covered for p in held)
+    return projection.field_tree(paths), paths
+
 
 class Policy:
     """Validated grants and roles; every question is answered by a dictionary lookup."""
 
-    __slots__ = ("_by_key", "_purposes", "_roles", "grants", "source")
+    __slots__ = ("_by_key", "_purposes", "_roles", "grants", "scope_names", "source")
 
     def __init__(
-        self, grants: Iterable[Grant], roles: Mapping[str, Iterable[str]], source: str
+        self,
+        grants: Iterable[Grant],
+        roles: Mapping[str, Iterable[str]],
+        source: str,
+        scope_names: Iterable[str] = (),
     ) -> None:
         self.source = source
+        self.scope_names = frozenset(scope_names)
         self.grants = tuple(grants)
         self._by_key: dict[tuple[str, str, str], Grant] = {}
         purposes: dict[str, set[str]] = {}
@@ -158,8 +189,9 @@ def parse(text: str, source: str) -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: {exc}") from exc
-    _only(doc, {"roles", "grant"}, source, "")
+    _only(doc, {"roles", "scopes", "grant"}, source, "")
     roles = _roles(_table(doc.get("roles", {}), source, "roles"), source)
+    scopes = _scopes(_table(doc.get("scopes", {}), source, "scopes"), source)
     grants: list[Grant] = []
     first: dict[tuple[str, str, str], int] = {}
     raw_grants = doc.get("grant", [])
@@ -167,7 +199,8 @@ def parse(text: str, source: str) -> Policy:
         raise PolicyError(f"{source}: grant: must be an array of tables ([[grant]])")
     for i, raw in enumerate(raw_grants):
         where = f"grant[{i}]"
-        for j, grant in enumerate(_grants(_table(raw, source, where), source, where)):
+        table = _table(raw, source, where)
+        for j, grant in enumerate(_grants(table, scopes, source, where)):
             key = (grant.institution, grant.method, grant.purpose)
             if key in first:
                 raise PolicyError(
@@ -179,7 +212,7 @@ def parse(text: str, source: str) -> Policy:
             grants.append(grant)
     if not grants:
         raise PolicyError(f"{source}: no [[grant]] defined")
-    return Policy(grants, roles, source)
+    return Policy(grants, roles, source, scopes)
 
 
 def _roles(table: dict[str, Any], source: str) -> dict[str, list[str]]:
@@ -200,9 +233,49 @@ def _roles(table: dict[str, Any], source: str) -> dict[str, list[str]]:
     return roles
 
 
-def _grants(table: dict[str, Any], source: str, where: str) -> list[Grant]:
+def _scopes(table: dict[str, Any], source: str) -> dict[str, tuple[str, ...]]:
+    """Field groups a consent can name: scope -> field paths of the disclosed messages."""
+    scopes: dict[str, tuple[str, ...]] = {}
+    owner: dict[str, str] = {}
+    messages = {m.disclosed.full_name: m.disclosed for m in METHODS.values()}
+    for name, value in table.items():
+        where = f"scopes.{name}"
+        if not _SCOPE.fullmatch(name):
+            raise PolicyError(f"{source}: {where}: scope names are lower_case words")
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise PolicyError(f"{source}: {where}: must be a non-empty list of field paths")
+        for k, path in enumerate(value):
+            if all(projection.path_error(d, path) for d in messages.values()):
+                raise PolicyError(f"{source}: {where}[{k}]: no disclosed message has {path!r}")
+            if path in owner:
+                raise PolicyError(f"{source}: {where}[{k}]: {path!r} is already in {owner[path]}")
+            owner[path] = name
+        scopes[name] = tuple(value)
+    return scopes
+
+
+def _scope_paths(
+    paths: tuple[str, ...], scopes: Mapping[str, tuple[str, ...]], source: str, where: str
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each scope and the grant's paths it holds; every path must be in some scope."""
+    owner = {path: scope for scope, held in scopes.items() for path in held}
+    grouped: dict[str, list[str]] = {}
+    for j, path in enumerate(paths):
+        scope = owner.get(path)
+        if scope is None:
+            raise PolicyError(
+                f"{source}: {where}.fields[{j}]: a consent-based field must belong to a"
+                f" [scopes] group; {path!r} is in none"
+            )
+        grouped.setdefault(scope, []).append(path)
+    return tuple((scope, tuple(held)) for scope, held in sorted(grouped.items()))
+
+
+def _grants(
+    table: dict[str, Any], scopes: Mapping[str, tuple[str, ...]], source: str, where: str
+) -> list[Grant]:
     """The grants of one [[grant]] table: one per purpose it lists."""
-    _only(table, {"institution", "method", "purposes", "basis", "fields"}, source, where)
+    _only(table, {"institution", "method", "purposes", "basis", "fields", "partial"}, source, where)
     institution = _institution(table.get("institution"), source, f"{where}.institution")
     method_name = table.get("method")
     if method_name is None:
@@ -225,6 +298,12 @@ def _grants(table: dict[str, Any], source: str, where: str) -> list[Grant]:
     basis = _basis(table.get("basis"), source, f"{where}.basis")
     paths = _fields(table, method, source, where)
     tree = projection.field_tree(paths)
+    partial = table.get("partial", False)
+    if not isinstance(partial, bool):
+        raise PolicyError(f"{source}: {where}.partial: must be true or false")
+    if partial and basis != CONSENT:
+        raise PolicyError(f"{source}: {where}.partial: only a consent-based grant is partial")
+    scope_paths = _scope_paths(paths, scopes, source, where) if basis == CONSENT else ()
     return [
         Grant(
             institution=institution,
@@ -233,6 +312,8 @@ def _grants(table: dict[str, Any], source: str, where: str) -> list[Grant]:
             basis=basis,
             fields=tree,
             paths=paths,
+            scope_paths=scope_paths,
+            partial=partial,
         )
         for purpose in purposes
     ]

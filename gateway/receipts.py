@@ -45,6 +45,7 @@ class Exchanged:
     trace: str = ""
     batches: int | None = None
     seq: int | None = None
+    consents: Sequence[str] = ()
 
 
 class ReceiptSigner:
@@ -76,6 +77,8 @@ class ReceiptSigner:
             claims["batches"] = exchanged.batches
         if exchanged.seq is not None:
             claims["seq"] = exchanged.seq
+        if exchanged.consents:
+            claims["consents"] = list(exchanged.consents)
         return jwt.encode(claims, self._key, algorithm="ES256", headers=self._headers)
 
 

@@ -13,6 +13,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,8 +24,12 @@ from adapters.backend import MinistryBackendServicer
 from adapters.base import Adapter
 from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
+from consent.store import open_store
 from gateway import pki, policy, programmes, trust
 from gateway.config import Config
+from gateway.consent_gate import ConsentGate
+from gateway.consent_service import SERVICE as CONSENT_SERVICE
+from gateway.consent_service import ConsentRegistryService
 from gateway.exchange import Exchange
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.receipts import ReceiptSigner
@@ -37,6 +42,10 @@ GATEWAY_CLIENT = "JISR"
 log = logging.getLogger("jisr.server")
 
 
+class Closer(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class Running:
     """A started server, the port it got, and what to close after it stops."""
@@ -44,7 +53,7 @@ class Running:
     server: grpc.Server
     port: int
     health: health.HealthServicer
-    closers: list[Registry | Registries]
+    closers: list[Closer]
 
     def stop(self, grace: float | None) -> None:
         """Refuse new calls, let in-flight ones finish within `grace`, then close."""
@@ -119,7 +128,7 @@ def server_credentials(pki_dir: Path) -> grpc.ServerCredentials:
     )
 
 
-def build_security(config: Config) -> Security:
+def build_security(config: Config, gate: ConsentGate | None = None) -> Security:
     """Trust store, policy and receipt key, each validated once."""
     key, kid = pki.load_gateway_signing_key(config.pki_dir)
     gateway_id = pki.gateway_id(config.pki_dir)
@@ -129,6 +138,7 @@ def build_security(config: Config) -> Security:
         receipts=ReceiptSigner(key, kid, gateway_id),
         audience=gateway_id,
         insecure_plaintext=config.insecure_plaintext,
+        consent=gate,
     )
 
 
@@ -141,13 +151,16 @@ def start_gateway(config: Config) -> Running:
     registry = Registry(config.data_dir / REGISTRY_FILE) if needs_registry else None
     security = build_security(config)
     registries = Registries(build_adapters(config, registry))
+    store = open_store(config.database_url, config.state_dir or config.data_dir)
+    security.consent = ConsentGate(store, registries)
     server = _grpc_server(config.workers)
     exchange = ExchangeService(Exchange(registries, catalogue), security)
-    server.add_generic_rpc_handlers((exchange.handler(),))
-    checker = _health_and_reflection(server, [SERVICE])
+    consents = ConsentRegistryService(store, registries, security.policy, security.trust)
+    server.add_generic_rpc_handlers((exchange.handler(), consents.handler(exchange)))
+    checker = _health_and_reflection(server, [SERVICE, CONSENT_SERVICE])
     port = _listen(server, config.listen, config)
     server.start()
-    closers: list[Registry | Registries] = [registries]
+    closers: list[Closer] = [registries, store]
     if registry is not None:
         closers.append(registry)
     return Running(server, port, checker, closers)

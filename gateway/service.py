@@ -24,10 +24,12 @@ from grpc_status import rpc_status
 
 from adapters.base import FetchContext
 from gateway import projection, validation
+from gateway.consent_gate import ConsentGate, Permit
 from gateway.errors import ExchangeError, Reason, invalid
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, Key, Screen
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.policy import Grant, Policy
+from gateway.projection import FieldTree
 from gateway.receipts import DENY, PERMIT, RECEIPT_METADATA, Exchanged, ReceiptSigner
 from gateway.tokens import (
     ReplayGuard,
@@ -57,6 +59,7 @@ class Security:
     receipts: ReceiptSigner
     audience: str
     insecure_plaintext: bool = False
+    consent: ConsentGate | None = None
     replay: ReplayGuard = field(default_factory=ReplayGuard)
     clock: Callable[[], float] = time.time
 
@@ -86,13 +89,26 @@ def _parse(message_type: type[Req], raw: bytes) -> Req:
 
 @dataclass
 class _Call:
-    """What is known of a call as it goes: who, under which grant."""
+    """What is known of a call as it goes: who, under which grant and consents."""
 
     method: str
     claims: RequestClaims | None = None
     grant: Grant | None = None
+    permit: Permit | None = None
+    consents: set[str] = field(default_factory=set)
     rhs: list[str] = field(default_factory=list)
     shs: list[str] = field(default_factory=list)
+
+    def basis(self) -> str:
+        """What the receipt names as legal basis: the consent used, or the statute."""
+        if self.permit is not None:
+            return self.permit.consent_id
+        return self.grant.basis if self.grant is not None else ""
+
+    def fields(self) -> tuple[str, ...]:
+        if self.permit is not None:
+            return self.permit.paths
+        return self.grant.paths if self.grant is not None else ()
 
 
 class ExchangeService:
@@ -170,7 +186,6 @@ class ExchangeService:
         seq: int | None = None,
     ) -> str:
         assert call.claims is not None
-        grant = call.grant
         return self.security.receipts.sign(
             Exchanged(
                 jti=call.claims.jti,
@@ -179,11 +194,12 @@ class ExchangeService:
                 method=call.method,
                 purpose=call.claims.purpose,
                 decision=decision,
-                fields=grant.paths if grant is not None and decision == PERMIT else (),
-                basis=grant.basis if grant is not None else "",
+                fields=call.fields() if decision == PERMIT else (),
+                basis=call.basis(),
                 reason=reason,
                 batches=batches,
                 seq=seq,
+                consents=tuple(sorted(call.consents)),
             )
         )
 
@@ -223,14 +239,18 @@ class ExchangeService:
 
     # -- handlers ---------------------------------------------------------------------
 
-    def _unary(
+    def unary(
         self,
-        name: str,
+        method: str,
         message_type: type[Req],
         run: Callable[[Req, FetchContext], Message],
-        disclosed: str,
+        disclosed: str | None,
+        subject_of: Callable[[Req], Key] | None = None,
     ) -> grpc.RpcMethodHandler:
-        method = f"/{SERVICE}/{name}"
+        """A unary handler: authenticate, authorize (and consent), run, disclose, sign.
+
+        `disclosed` names the response field the grant's fields apply to (None: the whole
+        response); `subject_of` gives the subject a consent must cover."""
 
         def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
             call = _Call(method)
@@ -239,8 +259,13 @@ class ExchangeService:
                 request = _parse(message_type, raw)
                 purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
                 grant = self._authorize(call, claims, purpose)
-                response = run(request, FetchContext(purpose, context.time_remaining()))
-                _disclose(response, disclosed, grant)
+                ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
+                fields = grant.fields
+                if grant.consent_based:
+                    call.permit = self._consent(grant, subject_of, request, ctx)
+                    fields = call.permit.fields
+                response = run(request, ctx)
+                _disclose(response, disclosed, fields)
                 body = response.SerializeToString()
                 receipt = self._receipt(call, PERMIT, rh=claims.rh, sh=body_hash(body))
                 context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
@@ -252,6 +277,22 @@ class ExchangeService:
             raise AssertionError("unreachable: abort raises")
 
         return grpc.unary_unary_rpc_method_handler(handle)
+
+    def _consent(
+        self,
+        grant: Grant,
+        subject_of: Callable[[Req], Key] | None,
+        request: Req,
+        ctx: FetchContext,
+    ) -> Permit:
+        gate = self.security.consent
+        if gate is None or subject_of is None:
+            raise ExchangeError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.CONSENT_MISSING,
+                "consent-based exchanges are not available on this gateway",
+            )
+        return gate.check(grant, subject_of(request), ctx)
 
     def _batch_stream(self) -> grpc.RpcMethodHandler:
         method = f"/{SERVICE}/VerifyEligibilityBatch"
@@ -308,13 +349,20 @@ class ExchangeService:
         batch = _parse(pb.EligibilityBatch, envelope.batch)
         if validation.purpose(batch.purpose) != claims.purpose:
             raise invalid(Reason.PURPOSE_MISMATCH, "batch purpose differs from the token's")
-        results = self.exchange.verify_batch(
-            batch, seq, FetchContext(claims.purpose, context.time_remaining())
-        )
+        ctx = FetchContext(claims.purpose, context.time_remaining(), claims.iss)
+        permits: list[Permit | ExchangeError] = []
+        screen = None
+        if grant.consent_based:
+            screen = self._screen(grant, ctx, permits)
+        results = self.exchange.verify_batch(batch, seq, ctx, screen)
         withheld: set[str] = set()
-        for result in results.results:
+        for index, result in enumerate(results.results):
             if result.HasField("decision"):
-                projected, hidden = projection.project(result.decision, grant.fields)
+                permit = permits[index] if permits else None
+                fields = permit.fields if isinstance(permit, Permit) else grant.fields
+                if isinstance(permit, Permit):
+                    call.consents.add(permit.consent_id)
+                projected, hidden = projection.project(result.decision, fields)
                 result.decision.CopyFrom(projected)
                 withheld.update(hidden)
         results.withheld.paths.extend(sorted(withheld))
@@ -325,33 +373,73 @@ class ExchangeService:
         receipt = self._receipt(call, PERMIT, rh=rh, sh=sh, seq=seq)
         return pb.VerifyEligibilityBatchResponse(results=body, receipt=receipt).SerializeToString()
 
+    def _screen(
+        self, grant: Grant, ctx: FetchContext, permits: list[Permit | ExchangeError]
+    ) -> Screen:
+        """A batch screen that refuses items without consent and keeps each item's permit."""
+        gate = self.security.consent
+
+        def screen(keys: list[Key | ExchangeError]) -> list[Key | ExchangeError]:
+            if gate is None:
+                denied = ExchangeError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    Reason.CONSENT_MISSING,
+                    "consent-based exchanges are not available on this gateway",
+                )
+                permits.extend([denied] * len(keys))
+            else:
+                permits.extend(gate.check_many(grant, keys, ctx))
+            return [
+                key if isinstance(permit, Permit) else permit
+                for key, permit in zip(keys, permits, strict=True)
+            ]
+
+        return screen
+
     def handler(self) -> grpc.GenericRpcHandler:
         """The RegistryExchange service."""
         exchange = self.exchange
+
+        def path(name: str) -> str:
+            return f"/{SERVICE}/{name}"
+
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "GetPersonStatus": self._unary(
-                    "GetPersonStatus", pb.GetPersonStatusRequest, exchange.person_status, "person"
+                "GetPersonStatus": self.unary(
+                    path("GetPersonStatus"),
+                    pb.GetPersonStatusRequest,
+                    exchange.person_status,
+                    "person",
+                    lambda r: ("idcs", validation.idcs(r.idcs)),
                 ),
-                "GetHouseholdStatus": self._unary(
-                    "GetHouseholdStatus",
+                "GetHouseholdStatus": self.unary(
+                    path("GetHouseholdStatus"),
                     pb.GetHouseholdStatusRequest,
                     exchange.household_status,
                     "household",
+                    lambda r: validation.subject(r.subject),
                 ),
-                "VerifyEligibility": self._unary(
-                    "VerifyEligibility", pb.VerifyEligibilityRequest, exchange.verify, "decision"
+                "VerifyEligibility": self.unary(
+                    path("VerifyEligibility"),
+                    pb.VerifyEligibilityRequest,
+                    exchange.verify,
+                    "decision",
+                    lambda r: validation.subject(r.subject),
                 ),
                 "VerifyEligibilityBatch": self._batch_stream(),
             },
         )
 
 
-def _disclose(response: Message, field_name: str, grant: Grant) -> None:
+def _disclose(response: Message, field_name: str | None, fields: FieldTree) -> None:
     """Keep only the granted fields of the response's status message; list the rest."""
+    if field_name is None:
+        projected, _ = projection.project(response, fields)
+        response.CopyFrom(projected)
+        return
     inner = getattr(response, field_name)
-    projected, withheld = projection.project(inner, grant.fields)
+    projected, withheld = projection.project(inner, fields)
     inner.CopyFrom(projected)
     mask: FieldMask = getattr(response, "withheld")  # noqa: B009
     mask.paths.extend(withheld)

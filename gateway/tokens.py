@@ -58,10 +58,10 @@ def body_hash(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def _signed(
+def signed_claims(
     token: str, typ: str, institution: str, trust: TrustStore
 ) -> tuple[dict[str, Any], str]:
-    """Check the header and signature; return the unverified-free claims and the key id."""
+    """Check the header and signature by one of `institution`'s keys; claims and key id."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -130,7 +130,7 @@ def verify_request(
     `body` None defers the `rh` check: a stream's token covers its first message, which
     has not arrived when the call starts (see `check_body`).
     """
-    claims, kid = _signed(token, REQUEST_TYP, institution, trust)
+    claims, kid = signed_claims(token, REQUEST_TYP, institution, trust)
     missing = [name for name in REQUIRED if name not in claims]
     if missing:
         raise TokenError(Reason.MALFORMED_TOKEN, f"token lacks claim {missing[0]}")
@@ -189,7 +189,7 @@ def verify_batch(
     token: str, *, institution: str, jti: str, seq: int, batch: bytes, trust: TrustStore
 ) -> str:
     """Check one batch's signature (same key rules), bound to the call and its position."""
-    claims, _ = _signed(token, BATCH_TYP, institution, trust)
+    claims, _ = signed_claims(token, BATCH_TYP, institution, trust)
     if claims.get("jti") != jti or claims.get("seq") != seq:
         raise TokenError(Reason.BATCH_MISMATCH, "batch signature is for another call or position")
     rh = body_hash(batch)

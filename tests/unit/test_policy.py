@@ -26,6 +26,9 @@ dpo = ["CNSS", "ANSS"]
 """
 
 HOUSEHOLD_GRANT = """
+[scopes]
+composition = ['members.relationship', 'members.birth_date']
+
 [[grant]]
 institution = "MEN"
 method = "GetHouseholdStatus"
@@ -55,7 +58,10 @@ def test_shipped_policy_loads(shipped: Policy) -> None:
     assert shipped.source.endswith("policy.toml")
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+EXCHANGE_METHODS = sorted(m for m, spec in METHODS.items() if "RegistryExchange" in spec.service)
+
+
+@pytest.mark.parametrize("method", EXCHANGE_METHODS)
 @pytest.mark.parametrize("purpose", DEMO_PURPOSES)
 def test_shipped_demo_institution_may_call_every_method_for_the_demo_purposes(
     shipped: Policy, method: str, purpose: str
@@ -91,7 +97,7 @@ def test_shipped_men_household_grant_rests_on_consent(shipped: Policy) -> None:
 def test_shipped_roles_are_held_by_the_documented_institutions(shipped: Policy) -> None:
     assert shipped.holders("regulator") == {"CNDP"}
     assert shipped.holders("citizen_portal") == {"ANR"}
-    assert shipped.holders("consent_collector") == {"ANSS"}
+    assert shipped.holders("consent_collector") == {"ANSS", "DEMO"}
     assert shipped.holders("dpo") == {"CNSS", "ANSS", "MEN", "MS"}
 
 
@@ -278,6 +284,11 @@ def test_every_method_a_grant_can_name_discloses_a_message() -> None:
         "GetHouseholdStatus",
         "VerifyEligibility",
         "VerifyEligibilityBatch",
+        "GrantConsent",
+        "RevokeConsent",
+        "GetConsent",
+        "ListConsents",
+        "CheckConsent",
     }
     assert METHODS["VerifyEligibilityBatch"].disclosed is pb.EligibilityDecision.DESCRIPTOR
     assert METHODS["GetPersonStatus"].path == "/jisr.v1.RegistryExchange/GetPersonStatus"

@@ -1,0 +1,1 @@
+"""Citizens' consents: records and their revisions, stores, signed artefacts, the checker."""

@@ -1,0 +1,168 @@
+"""Databases for store tests: an SQLite file, or a fresh PostgreSQL schema per test.
+
+The rule for PostgreSQL: with `CI=true` its tests must run, and a server that does not
+answer is a failure (a silent skip would let CI pass without ever testing the backend
+production uses). Elsewhere they are skipped, saying why, only when no server answers at
+`JISR_TEST_DATABASE_URL` (default below).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from consent.store import ConsentStore, open_store
+from consent.store_postgres import describe
+
+URL_ENV = "JISR_TEST_DATABASE_URL"
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PROBE_TIMEOUT_S = 3
+
+
+class PostgresUnavailableError(RuntimeError):
+    """CI requires PostgreSQL and none answers."""
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def configured_url() -> str:
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+@functools.cache
+def _probe(url: str) -> str | None:
+    """None if a server answers at `url`, else why not (probed once per URL and session)."""
+    try:
+        psycopg.connect(url, connect_timeout=PROBE_TIMEOUT_S, autocommit=True).close()
+    except psycopg.Error as exc:
+        return str(exc).strip() or type(exc).__name__
+    return None
+
+
+def postgres_url() -> str | None:
+    """The test server's URL; None if none answers, except in CI where that raises."""
+    url = configured_url()
+    error = _probe(url)
+    if error is None:
+        return url
+    if in_ci():
+        raise PostgresUnavailableError(
+            f"CI=true: PostgreSQL tests must run, but no server answers at {describe(url)} "
+            f"({URL_ENV}): {error}"
+        )
+    return None
+
+
+def require_postgres() -> str:
+    """For fixtures: the server's URL, else skip with the reason (fail in CI)."""
+    try:
+        url = postgres_url()
+    except PostgresUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if url is None:
+        pytest.skip(
+            f"no PostgreSQL answers at {describe(configured_url())}: set {URL_ENV} "
+            "or start a server (with CI=true this is a failure, not a skip)"
+        )
+    return url
+
+
+def with_schema(url: str, schema: str) -> str:
+    """`url` with `options=-csearch_path=<schema>` added (libpq passes it to the server)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    others = [(k, v) for k, v in query if k != "options"]
+    options = " ".join([v for k, v in query if k == "options"] + [f"-csearch_path={schema}"])
+    encoded = urlencode([*others, ("options", options)], quote_via=quote)
+    return urlunsplit(parts._replace(query=encoded))
+
+
+@contextmanager
+def postgres_schema(url: str | None = None) -> Iterator[str]:
+    """A new, empty schema on the test server, dropped afterwards; yields its URL."""
+    base = url or require_postgres()
+    schema = f"jisr_test_{uuid.uuid4().hex[:12]}"
+    name = sql.Identifier(schema)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(name))
+    try:
+        yield with_schema(base, schema)
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(name))
+
+
+@dataclass
+class ConsentDatabase:
+    """One consent database under test, and direct SQL on it (what a DBA, or an attacker
+    with database access, could do behind the store's back)."""
+
+    backend: str  # "sqlite" or "postgresql"
+    data_dir: Path
+    url: str | None  # None for SQLite
+    stores: list[ConsentStore] = field(default_factory=list)
+
+    def open(self) -> ConsentStore:
+        """A new store on this database, as another gateway process would open it."""
+        store = open_store(self.url, self.data_dir)
+        self.stores.append(store)
+        return store
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement outside the store (placeholders `?` on both backends)."""
+        if self.url is None:
+            conn = sqlite3.connect(self.data_dir / "consent.sqlite", isolation_level=None)
+            try:
+                return conn.execute(statement, params).fetchall()
+            finally:
+                conn.close()
+        with psycopg.connect(self.url, autocommit=True) as pg:
+            cur = pg.execute(statement.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
+
+    def bypass_append_only(self) -> None:
+        """Disable the triggers that refuse UPDATE and DELETE of a revision."""
+        if self.url is None:
+            self.sql("DROP TRIGGER consent_revision_no_update")
+            self.sql("DROP TRIGGER consent_revision_no_delete")
+        else:
+            self.sql("ALTER TABLE consent_revision DISABLE TRIGGER USER")
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+        self.stores.clear()
+
+
+@contextmanager
+def consent_database(backend: str, data_dir: Path) -> Iterator[ConsentDatabase]:
+    """An empty consent database of that backend; its stores are closed afterwards."""
+    if backend == "sqlite":
+        db = ConsentDatabase(backend, data_dir, None)
+        try:
+            yield db
+        finally:
+            db.close()
+        return
+    if backend != "postgresql":
+        raise ValueError(f"unknown backend {backend!r}")
+    with postgres_schema() as url:
+        db = ConsentDatabase(backend, data_dir, url)
+        try:
+            yield db
+        finally:
+            db.close()

@@ -140,3 +140,35 @@ def test_sample_of_one_kind_prints_only_its_value(
         "AMOT",
     )
     assert json.loads(decision.stdout)["decision"]["eligible"] is True
+
+
+def test_consent_grant_list_show_and_revoke_at_the_counter(
+    gateway: processes.Proc, registry_dir: Path, pki_dir: Path
+) -> None:
+    hid, declarant = registry_rows.one(
+        registry_dir,
+        "SELECT household_id || ' ' || idcs FROM membership WHERE relationship = 1"
+        " ORDER BY household_id DESC LIMIT 1",
+    ).split()
+    common = ["consent", "--target", gateway.target, "--pki-dir", str(pki_dir)]
+    granted = jisr(
+        *common,
+        "grant",
+        hid,
+        "--grantor",
+        declarant,
+        "--grantee",
+        "MEN",
+        "--purposes",
+        "SCHOOL_SUPPORT",
+        "--scopes",
+        "composition,situation",
+    )
+    assert granted.returncode == 0, granted.stderr
+    consent_id = json.loads(granted.stdout)["consent"]["consent_id"]
+    listed = json.loads(jisr(*common, "list", hid).stdout)
+    assert [c["consent_id"] for c in listed["consents"]] == [consent_id]
+    revoked = jisr(*common, "revoke", consent_id, "--grantor", declarant)
+    assert json.loads(revoked.stdout)["consent"]["status"] == "CONSENT_STATUS_REVOKED"
+    shown = json.loads(jisr(*common, "show", consent_id, "--history").stdout)
+    assert (len(shown["history"]), shown["history_verified"]) == (2, True)

@@ -1,4 +1,5 @@
-"""What the bench's processes share: method paths, the request file format, CPU clocks."""
+"""What the bench's processes share: method paths, who calls for which purpose, the request
+file format, CPU clocks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import Config
@@ -19,6 +21,11 @@ HOST = "127.0.0.1"
 READY = re.compile(r"\bon 127\.0\.0\.1:(\d+)\b")
 # The echo baseline gets the gateway's default thread pool size.
 GATEWAY_WORKERS = Config().workers
+# The calling institution: the shipped policy (gateway/data/policy.toml) grants DEMO every
+# method for these purposes, with every field of EligibilityDecision disclosed.
+INSTITUTION = "DEMO"
+UNARY_PURPOSE = "ASD_ELIGIBILITY"  # a counter checking one household
+BATCH_PURPOSE = "RECERTIFICATION"  # the monthly bulk run
 
 _LENGTH = struct.Struct(">I")
 
@@ -47,14 +54,49 @@ def read_messages(path: Path) -> list[bytes]:
     return messages
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds used so far by every thread of process `pid`."""
+@dataclass(frozen=True, slots=True)
+class ProcessClock:
+    """CPU seconds (user, system) used so far by every thread of a process, and the
+    context switches of its live threads (voluntary: it waited, e.g. for the GIL)."""
+
+    user_s: float
+    system_s: float
+    voluntary_switches: int
+    involuntary_switches: int
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.system_s
+
+    def __sub__(self, before: ProcessClock) -> ProcessClock:
+        return ProcessClock(
+            self.user_s - before.user_s,
+            self.system_s - before.system_s,
+            self.voluntary_switches - before.voluntary_switches,
+            self.involuntary_switches - before.involuntary_switches,
+        )
+
+
+def process_clock(pid: int) -> ProcessClock | None:
+    """The ProcessClock of process `pid` now (None if it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
+    tick = os.sysconf("SC_CLK_TCK")
+    voluntary = involuntary = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                voluntary += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                involuntary += int(line.split()[1])
     # After the ")" that closes comm: field 3 (state) is fields[0]; utime, stime are 14, 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ProcessClock(int(fields[11]) / tick, int(fields[12]) / tick, voluntary, involuntary)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -30,6 +30,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    tls: bool = False
 
     @property
     def target(self) -> str:
@@ -62,8 +63,11 @@ def start_server(
     log: Path,
     extra_env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
+    *,
+    tls: bool = False,
 ) -> Server:
-    """Start `argv` with output to `log`; return once it prints its 127.0.0.1 port."""
+    """Start `argv` with output to `log`; return once it prints its 127.0.0.1 port.
+    `tls`: whether it serves mTLS (how the load generator must connect)."""
     env = {**child_env(), **(extra_env or {})}
     with log.open("wb") as out:
         process = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -71,7 +75,7 @@ def start_server(
     while time.monotonic() < deadline:
         match = READY.search(log.read_text(errors="replace"))
         if match:
-            return Server(label, process, int(match.group(1)), log)
+            return Server(label, process, int(match.group(1)), log, tls)
         if process.poll() is not None:
             raise BenchError(f"{label} exited with {process.returncode} before serving; see {log}")
         time.sleep(0.05)

@@ -1,15 +1,19 @@
-"""`make bench`: the gateway's throughput and latency against bare echo servers, one run.
+"""`make bench`: the gateway's full signed, mTLS pipeline against bare echo servers, one run.
 
 Steps, every one on 127.0.0.1 and every load loop bounded in calls and in seconds:
-1. a synthetic registry (or `--data-dir`'s), and requests serialized from it up front;
-2. a bare echo server of the gateway's own server API (sync grpc.server, 32 workers,
-   generic handler on raw bytes, the gateway's method path), in its own process; a short
-   probe of the load generator's client kinds against it, then the measured unary run;
-3. the same echo on grpc.aio, for reference (the sync-vs-aio choice is measured here);
-4. `jisr serve` in its own process: the same unary run, then a VerifyEligibilityBatch
-   stream; 5. the handler called in-process without gRPC, for its CPU per call.
-The load generator is its own process (bench.load), the same for every server.
-Prints a table; writes bench/results/latest.json. Servers are stopped even on error.
+1. a synthetic registry (or `--data-dir`'s), requests serialized from it up front, and a
+   PKI like `make run`'s (gateway CA, server certificate, receipt key, institution DEMO);
+2. bare echo servers of the gateway's own server API (sync grpc.server, the gateway's
+   worker count, generic handler on raw bytes, the gateway's method path), each in its
+   own process: over mTLS with the gateway's certificates (first a short probe of the load
+   generator's client kinds), then plaintext; 3. the same echo on grpc.aio, for reference;
+4. `jisr serve` over mTLS: one call through the partner SDK (receipt verified), the same
+   unary run, then a VerifyEligibilityBatch stream of signed envelopes;
+5. the handler's steps called in-process without gRPC, one thread, µs per call.
+Every server gets the same bytes: the request and one `x-jisr-signature` token per call,
+signed before each loop (the echo servers ignore it). The load generator is its own
+process (bench.load), the same for every server. Prints a table; writes
+bench/results/latest.json. Servers are stopped even on error.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,10 +39,18 @@ import grpc
 
 from adapters.registry_db import REGISTRY_FILE
 from bench import profile, workload
-from bench.common import GATEWAY_WORKERS, read_messages, write_messages
+from bench.common import (
+    GATEWAY_WORKERS,
+    INSTITUTION,
+    UNARY_PURPOSE,
+    read_messages,
+    write_messages,
+)
+from bench.identity import MAX_LOOP_S, credentials, make_pki
 from bench.load import CLIENTS
 from bench.procs import BenchError, Server, run_json, run_quiet, start_server, wait_for_quiet
 from bench.report import table
+from gateway.client import JisrClient, JisrError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 UNARY_POOL = 10_000  # distinct serialized requests, cycled
@@ -63,6 +75,7 @@ class Settings:
     pin: bool
     gateway_workers: int | None
     data_dir: Path | None
+    pki_dir: Path
     output: Path
     quick: bool
 
@@ -73,6 +86,11 @@ class Settings:
     def client_argv(self, argv: Sequence[str]) -> list[str]:
         """The load generator's command, on CPU 0 when pinning."""
         return _pinned(CLIENT_CPU, argv) if self.pin else list(argv)
+
+    @property
+    def workers(self) -> int:
+        """The gateway's thread pool in this run, and so the sync echo's."""
+        return self.gateway_workers or GATEWAY_WORKERS
 
 
 CLIENT_CPU = 0
@@ -132,6 +150,27 @@ def _registry(settings: Settings, work: Path) -> Path:
     return data_dir
 
 
+def _load_argv(settings: Settings, mode: str, server: Server, requests: Path) -> list[str]:
+    """The load generator's common arguments: whom to call, with which identity."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        mode,
+        "--target",
+        server.target,
+        "--requests",
+        str(requests),
+        "--server-pid",
+        str(server.pid),
+        "--pki-dir",
+        str(settings.pki_dir),
+        "--institution",
+        INSTITUTION,
+    ]
+    return [*argv, "--tls"] if server.tls else argv
+
+
 def _unary(
     settings: Settings, server: Server, requests: Path, client: str, label: str, *, probe: bool
 ) -> dict[str, Any]:
@@ -142,16 +181,9 @@ def _unary(
     )
     other = wait_for_quiet(settings.quiet_wait)
     argv = [
-        sys.executable,
-        "-m",
-        "bench.load",
-        "unary",
+        *_load_argv(settings, "unary", server, requests),
         "--client",
         client,
-        "--target",
-        server.target,
-        "--requests",
-        str(requests),
         "--calls",
         str(calls),
         "--inflight",
@@ -160,18 +192,20 @@ def _unary(
         str(min(settings.warmup_calls, calls)),
         "--seconds",
         str(seconds),
-        "--server-pid",
-        str(server.pid),
         "--label",
         label,
     ]
-    result = run_json(label, settings.client_argv(argv), timeout=seconds + 60)
+    # Signing the tokens of the warm-up and of the loop takes a few seconds at most.
+    result = run_json(label, settings.client_argv(argv), timeout=2 * seconds + 90)
     result["other_load_before"] = round(other, 2)
     say(
         f"    {label}: {result['rps']:,.0f} rps, p50 {result['p50_ms']:.1f} ms,"
         f" p99 {result['p99_ms']:.1f} ms, {result['errors']} errors"
-        f" ({result['calls']:,} calls in {result['seconds']:.1f} s)"
+        f" ({result['calls']:,} calls in {result['seconds']:.1f} s;"
+        f" tokens signed beforehand in {sum(result['signing_s']):.1f} s)"
     )
+    if result["error_codes"]:
+        say(f"    {label}: errors {result['error_codes']}")
     return result
 
 
@@ -179,18 +213,9 @@ def _batch(settings: Settings, server: Server, batches: Path) -> dict[str, Any]:
     other = wait_for_quiet(settings.quiet_wait)
     label = "gateway batch"
     argv = [
-        sys.executable,
-        "-m",
-        "bench.load",
-        "batch",
-        "--target",
-        server.target,
-        "--requests",
-        str(batches),
+        *_load_argv(settings, "batch", server, batches),
         "--seconds",
         str(settings.batch_seconds),
-        "--server-pid",
-        str(server.pid),
         "--label",
         label,
     ]
@@ -200,7 +225,8 @@ def _batch(settings: Settings, server: Server, batches: Path) -> dict[str, Any]:
     say(
         f"    {label}: {result['subjects_per_s']:,.0f} households/s"
         f" ({result['batches_answered']} batches, {result['subjects']:,} subjects,"
-        f" {result['subject_errors']} subject errors, {result['seconds']:.1f} s)"
+        f" {result['subject_errors']} subject errors, {result['seconds']:.1f} s;"
+        f" {result['receipts_checked']} receipts checked, {result['receipt_failures']} bad)"
     )
     if result["stream_error"]:
         say(f"    {label}: the stream failed with {result['stream_error']}")
@@ -214,12 +240,44 @@ def _serve(
     argv: Sequence[str],
     log: Path,
     *,
+    tls: bool,
     env: dict[str, str] | None = None,
 ) -> Server:
-    server = start_server(label, settings.server_argv(argv), log, env)
+    server = start_server(label, settings.server_argv(argv), log, env, tls=tls)
     stack.callback(server.stop)
     say(f"    {label}: pid {server.pid} on {server.target}")
     return server
+
+
+def _sanity(settings: Settings, server: Server, subjects: workload.Subjects) -> dict[str, Any]:
+    """One VerifyEligibility through the partner SDK: mTLS, a signed request, the receipt
+    verified against the gateway's JWKS and checked to cover this request and answer."""
+    household = subjects.household_ids[0]
+    try:
+        with JisrClient(server.target, credentials(settings.pki_dir), timeout=10) as client:
+            answer = client.verify(UNARY_PURPOSE, household, workload.PROGRAMMES[0])
+    except JisrError as exc:
+        raise BenchError(f"the gateway refused the SDK's signed call: {exc}") from None
+    receipt = answer.receipt
+    say(
+        f"    SDK call: {receipt['decision']}, receipt verified (fields {len(receipt['fields'])},"
+        f" withheld {list(answer.withheld)})"
+    )
+    return {
+        "decision": receipt["decision"],
+        "fields": receipt["fields"],
+        "basis": receipt["basis"],
+        "withheld": list(answer.withheld),
+    }
+
+
+ECHOES = (
+    # key, label, --api, mTLS
+    ("echo_sync_mtls", "echo sync mTLS", "sync", True),
+    ("echo_sync_plain", "echo sync plaintext", "sync", False),
+    ("echo_aio_mtls", "echo aio mTLS", "aio", True),
+    ("echo_aio_plain", "echo aio plaintext", "aio", False),
+)
 
 
 def measure(settings: Settings) -> dict[str, Any]:
@@ -230,10 +288,14 @@ def measure(settings: Settings) -> dict[str, Any]:
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "machine": machine(),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+        "workers": settings.workers,
     }
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jisr-bench-")))
+        settings = replace(settings, pki_dir=make_pki(work / "pki"))
+        results["settings"] = {
+            k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()
+        }
         started = time.monotonic()
         data_dir = _registry(settings, work)
         subjects = workload.load_subjects(data_dir)
@@ -248,67 +310,84 @@ def measure(settings: Settings) -> dict[str, Any]:
             "members": len(subjects.member_idcs),
             "seconds": round(time.monotonic() - started, 1),
         }
-        echo = [sys.executable, "-m", "bench.echo", "--port", "0"]
-
-        say(f"[2/5] echo, sync grpc.server ({GATEWAY_WORKERS} workers)")
-        server = _serve(
-            settings, stack, "echo sync", [*echo, "--api", "sync"], logs / "echo-sync.log"
-        )
-        probe = {
-            kind: _unary(settings, server, requests, kind, f"probe {kind}", probe=True)
-            for kind in CLIENTS
-        }
-        results["client_probe"] = probe
+        unary: dict[str, Any] = {}
         client = settings.client
-        if client == "auto":
-            client = max(probe, key=lambda kind: float(probe[kind]["rps"]))
-        results["client"] = client
-        say(f"    load generator client: {client}")
-        unary: dict[str, Any] = {
-            "echo_sync": _unary(settings, server, requests, client, "echo sync", probe=False)
-        }
-        server.stop()
+        say(f"[2/5] echo servers ({settings.workers} workers for sync), mTLS and plaintext")
+        for key, label, api, tls in ECHOES:
+            argv = [sys.executable, "-m", "bench.echo", "--port", "0", "--api", api]
+            argv += ["--workers", str(settings.workers)]
+            if tls:
+                argv += ["--pki-dir", str(settings.pki_dir)]
+            server = _serve(
+                settings, stack, label, argv, logs / f"{key.replace('_', '-')}.log", tls=tls
+            )
+            if key == "echo_sync_mtls":
+                probe = {
+                    kind: _unary(settings, server, requests, kind, f"probe {kind}", probe=True)
+                    for kind in CLIENTS
+                }
+                results["client_probe"] = probe
+                if client == "auto":
+                    client = max(probe, key=lambda kind: float(probe[kind]["rps"]))
+                results["client"] = client
+                say(f"    load generator client: {client}")
+            unary[key] = _unary(settings, server, requests, client, label, probe=False)
+            server.stop()
 
-        say("[3/5] echo, grpc.aio")
-        server = _serve(settings, stack, "echo aio", [*echo, "--api", "aio"], logs / "echo-aio.log")
-        unary["echo_aio"] = _unary(settings, server, requests, client, "echo aio", probe=False)
-        server.stop()
-
-        say("[4/5] gateway, jisr serve")
+        say(f"[3/5] gateway, jisr serve, mTLS ({settings.workers} workers)")
+        gateway_argv = [*_jisr(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
         server = _serve(
             settings,
             stack,
             "gateway",
-            [*_jisr(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            [*gateway_argv, "--pki-dir", str(settings.pki_dir)],
             logs / "gateway.log",
+            tls=True,
             env={"JISR_WORKERS": str(settings.gateway_workers)}
             if settings.gateway_workers
             else None,
         )
+        results["sdk_call"] = _sanity(settings, server, subjects)
         unary["gateway"] = _unary(settings, server, requests, client, "gateway", probe=False)
         results["unary"] = unary
+        say("[4/5] gateway, VerifyEligibilityBatch, signed envelopes")
         results["batch"] = _batch(settings, server, batches)
         server.stop()
+        if results["batch"]["receipt_failures"]:
+            raise BenchError("a batch receipt did not verify or did not cover its batch")
 
-        say("[5/5] gateway handler in-process, no gRPC, one thread")
+        say("[5/5] gateway handler in-process, no gRPC, one thread: each step's cost")
         pool = read_messages(requests)
-        per_call = profile.us_per_call(data_dir, pool, settings.pipeline_calls)
-        results["pipeline_us_per_call"] = round(per_call, 1)
-        say(f"    {per_call:.0f} us per call")
+        steps = profile.measure(data_dir, settings.pki_dir, pool, settings.pipeline_calls)
+        results["steps_us"] = steps
+        say(
+            f"    handler {steps['handler_total']:.0f} us/call; token verify"
+            f" {steps['alone']['token_verify']:.0f}, exchange"
+            f" {steps['alone']['exchange_verify']:.0f}, receipt"
+            f" {steps['alone']['receipt_sign']:.0f} (alone)"
+        )
     results["summary"] = summarize(results)
     return results
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else 0.0
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """The ratios and the design's targets, met or not."""
     unary = results["unary"]
-    sync, aio, gateway = unary["echo_sync"], unary["echo_aio"], unary["gateway"]
-    ratio = gateway["rps"] / sync["rps"] if sync["rps"] else 0.0
+    gateway = unary["gateway"]
+    rps = {key: float(row["rps"]) for key, row in unary.items()}
+    ratio = _ratio(rps["gateway"], rps["echo_sync_mtls"])
     batch_rate = float(results["batch"]["subjects_per_s"])
     million_s = 1_000_000 / batch_rate if batch_rate else float("inf")
     return {
-        "gateway_over_echo_sync": round(ratio, 3),
-        "echo_aio_over_echo_sync": round(aio["rps"] / sync["rps"], 3) if sync["rps"] else 0.0,
+        "gateway_over_echo_sync_mtls": ratio,
+        "gateway_over_echo_sync_plain": _ratio(rps["gateway"], rps["echo_sync_plain"]),
+        "echo_sync_mtls_over_plain": _ratio(rps["echo_sync_mtls"], rps["echo_sync_plain"]),
+        "echo_aio_over_sync_mtls": _ratio(rps["echo_aio_mtls"], rps["echo_sync_mtls"]),
+        "echo_aio_over_sync_plain": _ratio(rps["echo_aio_plain"], rps["echo_sync_plain"]),
         "target_ratio_met": ratio >= 0.5,
         "target_p99_met": gateway["p99_ms"] <= 20.0,
         "gateway_errors": gateway["errors"],
@@ -325,10 +404,14 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--inflight", type=int, default=64, help="unary calls in flight")
     parser.add_argument("--households", type=int, help="registry size (20,000; quick 2,000)")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--seconds", type=float, default=30.0, help="cap of each unary run")
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help=f"cap of each unary run (<= {MAX_LOOP_S})"
+    )
     parser.add_argument("--batches", type=int, help="batches in the stream (100; quick 10)")
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--batch-seconds", type=float, default=60.0, help="cap of the stream")
+    parser.add_argument(
+        "--batch-seconds", type=float, default=60.0, help=f"cap of the stream (<= {MAX_LOOP_S})"
+    )
     parser.add_argument(
         "--client",
         choices=(*CLIENTS, "auto"),
@@ -346,6 +429,8 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--data-dir", type=Path, help="reuse (or build) the registry here")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
+    if max(args.seconds, args.batch_seconds) > MAX_LOOP_S:
+        parser.error(f"--seconds, --batch-seconds: at most {MAX_LOOP_S} (tokens live <= 300 s)")
     quick = bool(args.quick)
     return Settings(
         households=args.households or (2_000 if quick else 20_000),
@@ -365,6 +450,7 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         pin=bool(args.pin),
         gateway_workers=args.gateway_workers,
         data_dir=args.data_dir,
+        pki_dir=Path(),  # made in the run's temporary directory
         output=args.output,
         quick=quick,
     )

@@ -1,8 +1,10 @@
 """The bench's requests, built once from the registry and serialized before any timing.
 
 Subjects are a seeded random mix of household ids and member IDCS taken from the registry
-(so every call reaches a real household), programmes AMOT and ASD, purpose BENCH, no
-as_of (the gateway decides for today, as a counter would).
+(so every call reaches a real household), programmes AMOT and ASD, no as_of (the gateway
+decides for today, as a counter would). Unary calls ask for UNARY_PURPOSE; batches, the
+EligibilityBatch messages a caller signs, for BATCH_PURPOSE (bench.common). The signed
+envelopes and tokens are made by the load generator just before each measured loop.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.registry_db import REGISTRY_FILE
+from bench.common import BATCH_PURPOSE, UNARY_PURPOSE
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 
-PURPOSE = "BENCH"
 PROGRAMMES = ("AMOT", "ASD")
 
 
@@ -51,19 +53,19 @@ def unary_requests(subjects: Subjects, count: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     return [
         pb.VerifyEligibilityRequest(
-            purpose=PURPOSE, subject=_subject(subjects, rng), programme=rng.choice(PROGRAMMES)
+            purpose=UNARY_PURPOSE, subject=_subject(subjects, rng), programme=rng.choice(PROGRAMMES)
         ).SerializeToString()
         for _ in range(count)
     ]
 
 
 def batch_requests(subjects: Subjects, batches: int, size: int, seed: int) -> list[bytes]:
-    """`batches` serialized VerifyEligibilityBatchRequest of `size` subjects each,
-    programmes alternating AMOT and ASD."""
+    """`batches` serialized EligibilityBatch of `size` subjects each, programmes
+    alternating AMOT and ASD (unsigned: see bench.identity.signed_stream)."""
     rng = random.Random(seed)
     return [
-        pb.VerifyEligibilityBatchRequest(
-            purpose=PURPOSE,
+        pb.EligibilityBatch(
+            purpose=BATCH_PURPOSE,
             programme=PROGRAMMES[i % len(PROGRAMMES)],
             subjects=[_subject(subjects, rng) for _ in range(size)],
         ).SerializeToString()

@@ -1,0 +1,113 @@
+"""The bench's PKI and the partner side of the wire contract, as the SDK builds it.
+
+A PKI like `make run`'s (gateway CA, server certificate, receipt key, the gateway's own
+client identity JISR, and the calling institution), TLS credentials from it for channels,
+request tokens pre-signed per call (a fresh `jti` each: the gateway refuses replays), and
+signed batch envelopes built exactly as `gateway.client.JisrClient.verify_batches` does.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from bench.common import BATCH_METHOD, INSTITUTION
+from gateway import pki
+from gateway.client import Credentials
+from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.server import GATEWAY_CLIENT
+from gateway.service import SIGNATURE_METADATA
+from gateway.signing import DEFAULT_LIFETIME_S, Signer
+from gateway.tokens import MAX_LIFETIME_S, SKEW_S, body_hash
+
+Metadata = tuple[tuple[str, str], ...]
+# A loop's tokens are signed just before it starts; they must outlive it.
+LIFETIME_MARGIN_S = 30
+MAX_LOOP_S = MAX_LIFETIME_S - LIFETIME_MARGIN_S - SKEW_S
+
+
+def make_pki(root: Path) -> Path:
+    """CA, server certificate, receipt key, JISR's client identity, the caller's."""
+    pki.init(root)
+    for name in (GATEWAY_CLIENT, INSTITUTION):
+        pki.issue(root, name)
+    return root
+
+
+def credentials(pki_dir: Path, institution: str = INSTITUTION) -> Credentials:
+    """The institution's TLS identity and signing key, the gateway's CA and JWKS."""
+    return Credentials.from_pki(pki_dir, institution, sub="jisr-bench")
+
+
+def channel_credentials(creds: Credentials) -> grpc.ChannelCredentials:
+    """mTLS as the SDK does it: the gateway's CA, the institution's certificate."""
+    return grpc.ssl_channel_credentials(creds.ca_cert, creds.tls_key, creds.tls_cert)
+
+
+def lifetime_for(loop_seconds: float) -> int:
+    """A token lifetime that outlives a loop capped at `loop_seconds` (60 s at least, the
+    SDK's default; 300 s at most, the gateway's limit)."""
+    if loop_seconds > MAX_LOOP_S:
+        raise ValueError(f"a signed loop may last at most {MAX_LOOP_S} s (tokens live 300 s)")
+    return max(DEFAULT_LIFETIME_S, math.ceil(loop_seconds) + LIFETIME_MARGIN_S)
+
+
+def signed_metadata(
+    signer: Signer,
+    method: str,
+    purpose: str,
+    requests: Sequence[bytes],
+    *,
+    calls: int,
+    lifetime: int,
+) -> list[Metadata]:
+    """One `x-jisr-signature` per call: call i sends requests[i % n], so its token's `rh`
+    covers those bytes; every token has its own random `jti`."""
+    n = len(requests)
+    return [
+        (
+            (
+                SIGNATURE_METADATA,
+                signer.request_token(method, purpose, requests[i % n], lifetime=lifetime),
+            ),
+        )
+        for i in range(calls)
+    ]
+
+
+@dataclass(frozen=True)
+class SignedStream:
+    """One VerifyEligibilityBatch call: its jti, token, envelopes and the batches' hashes."""
+
+    jti: str
+    metadata: Metadata
+    envelopes: list[bytes]
+    batch_hashes: list[str]
+
+
+def signed_stream(
+    signer: Signer, purpose: str, batches: Sequence[bytes], lifetime: int
+) -> SignedStream:
+    """Envelopes as JisrClient.verify_batches builds them: each serialized EligibilityBatch
+    signed with (jti, seq, rh); the call's token signed over the first envelope's bytes."""
+    jti = secrets.token_urlsafe(18)
+    envelopes = [
+        pb.VerifyEligibilityBatchRequest(
+            batch=batch, batch_signature=signer.batch_token(jti, seq, batch)
+        ).SerializeToString()
+        for seq, batch in enumerate(batches)
+    ]
+    token = signer.request_token(BATCH_METHOD, purpose, envelopes[0], jti=jti, lifetime=lifetime)
+    return SignedStream(
+        jti, ((SIGNATURE_METADATA, token),), envelopes, [body_hash(b) for b in batches]
+    )
+
+
+def chain(hashes: Sequence[str]) -> str:
+    """A stream's `rh`/`sh`: the hash of its per-batch hashes joined by '.'."""
+    return body_hash(".".join(hashes).encode())

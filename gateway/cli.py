@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.registry_db import REGISTRY_FILE, Registry, RegistryError
+from gateway import audit_cli, pki, policy, programmes, receipts, trust
 from gateway import config as config_mod
-from gateway import pki, policy, programmes, receipts, trust
 from gateway.cli_support import SAMPLES, call, consent, demo_data, samples
 from gateway.registries import MissingInstitutionError
 from gateway.server import GATEWAY_CLIENT, run_until_signalled, start_backend, start_gateway
@@ -266,7 +266,14 @@ def _consent_parser(sub: Any) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="jisr", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    for add in (_serve_parser, _pki_parsers, _data_parsers, _call_parser, _consent_parser):
+    for add in (
+        _serve_parser,
+        _pki_parsers,
+        _data_parsers,
+        _call_parser,
+        _consent_parser,
+        audit_cli.add_parser,
+    ):
         add(sub)
     return top
 

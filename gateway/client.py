@@ -158,6 +158,7 @@ class JisrClient:
             )
             self._channel = grpc.secure_channel(target, tls)
         self.credentials = credentials
+        self.target = target
         self.timeout = timeout
 
     def __enter__(self) -> JisrClient:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ class Config:
     pki_dir: Path = Path("var/pki")  # CA, server certificate, gateway key, trust store
     # Development only: no TLS, and the caller's institution is taken from its token.
     insecure_plaintext: bool = False
+    # A signed audit checkpoint every N records or T seconds, whichever comes first.
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_seconds: float = 10.0
     # PostgreSQL URL for consents (and, later, the audit); None: SQLite in data_dir.
     database_url: str | None = None
     institutions: Mapping[str, Transport] = field(
@@ -120,29 +123,43 @@ def _transport(raw: dict[str, Any], where: str) -> Transport:
     return Transport("remote", target=target, timeout_s=timeout_ms / 1000)
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    if env[name] not in ("0", "1"):
+        raise ConfigError(f"environment: {name}: must be 0 or 1")
+    return env[name] == "1"
+
+
+def _whole(env: Mapping[str, str], name: str) -> int:
+    return _int(env, name, 0, "environment")
+
+
+def _path(env: Mapping[str, str], name: str) -> Path:
+    return Path(env[name])
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return env[name]
+
+
+# Environment variable -> (Config field, how to read it). docs/configuration.md lists them.
+_ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
+    "JISR_LISTEN": ("listen", _text),
+    "JISR_WORKERS": ("workers", _whole),
+    "JISR_DATA_DIR": ("data_dir", _path),
+    "JISR_STATE_DIR": ("state_dir", _path),
+    "JISR_PROGRAMMES": ("programmes", _path),
+    "JISR_POLICY": ("policy", _path),
+    "JISR_PKI_DIR": ("pki_dir", _path),
+    "JISR_DATABASE_URL": ("database_url", _text),
+    "JISR_INSECURE_PLAINTEXT": ("insecure_plaintext", _flag),
+    "JISR_AUDIT_CHECKPOINT_EVERY": ("audit_checkpoint_every", _whole),
+}
+
+
 def _from_env(config: Config, env: Mapping[str, str]) -> Config:
-    changes: dict[str, Any] = {}
-    if "JISR_LISTEN" in env:
-        changes["listen"] = env["JISR_LISTEN"]
-    if "JISR_WORKERS" in env:
-        changes["workers"] = _int(env, "JISR_WORKERS", 0, "environment")
-    if "JISR_DATA_DIR" in env:
-        changes["data_dir"] = Path(env["JISR_DATA_DIR"])
-    if "JISR_STATE_DIR" in env:
-        changes["state_dir"] = Path(env["JISR_STATE_DIR"])
-    if "JISR_PROGRAMMES" in env:
-        changes["programmes"] = Path(env["JISR_PROGRAMMES"])
-    if env.get("JISR_DATABASE_URL"):
-        changes["database_url"] = env["JISR_DATABASE_URL"]
-    if "JISR_POLICY" in env:
-        changes["policy"] = Path(env["JISR_POLICY"])
-    if "JISR_PKI_DIR" in env:
-        changes["pki_dir"] = Path(env["JISR_PKI_DIR"])
-    if "JISR_INSECURE_PLAINTEXT" in env:
-        flag = env["JISR_INSECURE_PLAINTEXT"]
-        if flag not in ("0", "1"):
-            raise ConfigError("environment: JISR_INSECURE_PLAINTEXT: must be 0 or 1")
-        changes["insecure_plaintext"] = flag == "1"
+    changes: dict[str, Any] = {
+        name: read(env, var) for var, (name, read) in _ENV.items() if env.get(var)
+    }
     institutions = dict(config.institutions)
     for name in INSTITUTIONS:
         target = env.get(f"JISR_REMOTE_{name}")

@@ -66,6 +66,10 @@ class Reason(StrEnum):
     CONSENT_CONFLICT = "CONSENT_CONFLICT"
     GRANTOR_NOT_ENTITLED = "GRANTOR_NOT_ENTITLED"
     INVALID_PAGE = "INVALID_PAGE"
+    # The access could not be recorded durably (UNAVAILABLE): fail closed.
+    AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
+    # Audit trail queries.
+    NOT_AN_AUDITOR = "NOT_AN_AUDITOR"
     # A fault of the gateway itself, never of the request.
     INTERNAL = "INTERNAL"
 

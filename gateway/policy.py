@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 
 from gateway import projection
+from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.projection import FieldTree
@@ -58,6 +59,7 @@ class Method:
 
 _EXCHANGE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
 _CONSENT = cpb.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
+_AUDIT = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
 
 METHODS: Mapping[str, Method] = {
     method.name: method
@@ -72,6 +74,10 @@ METHODS: Mapping[str, Method] = {
         Method(_CONSENT, "GetConsent", cpb.GetConsentResponse.DESCRIPTOR),
         Method(_CONSENT, "ListConsents", cpb.ListConsentsResponse.DESCRIPTOR),
         Method(_CONSENT, "CheckConsent", cpb.CheckConsentResponse.DESCRIPTOR),
+        Method(_AUDIT, "QueryAccess", apb.QueryAccessResponse.DESCRIPTOR),
+        Method(_AUDIT, "VerifyIntegrity", apb.VerifyIntegrityResponse.DESCRIPTOR),
+        Method(_AUDIT, "GetCheckpoint", apb.GetCheckpointResponse.DESCRIPTOR),
+        Method(_AUDIT, "AccessReport", apb.AccessReportResponse.DESCRIPTOR),
     )
 }
 """Methods a grant may name, by short name. Another service's methods join this table."""

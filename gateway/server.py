@@ -1,14 +1,19 @@
 """Assemble and run the gateway: adapters, exchange, health, reflection, graceful drain.
 
-The sync gRPC server is used: on this machine it serves about 1.7x the unary calls of
-grpc.aio for the same work (docs/performance.md), and the pipeline is CPU-bound Python.
+The sync gRPC server is used: pinned to one core it serves more calls than grpc.aio for
+the same handler, and the pipeline is CPU-bound Python; unpinned and with the load
+generator on the same two cores, aio can do better (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
+import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,13 @@ from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
 from consent.store import open_store
 from gateway import pki, policy, programmes, trust
+from gateway.audit import chain
+from gateway.audit.record import Checkpoint
+from gateway.audit.recorder import AuditRecorder, load_or_create_key
+from gateway.audit.store import open_audit_store
+from gateway.audit.trail import SERVICE as AUDIT_SERVICE
+from gateway.audit.trail import AuditTrailService
+from gateway.audit.writer import AuditWriter
 from gateway.config import Config
 from gateway.consent_gate import ConsentGate
 from gateway.consent_service import SERVICE as CONSENT_SERVICE
@@ -142,6 +154,17 @@ def build_security(config: Config, gate: ConsentGate | None = None) -> Security:
     )
 
 
+def node_id() -> str:
+    """This process's audit chain: one per gateway process, never shared."""
+    return f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+
+
+def checkpoint_signer(pki_dir: Path) -> Callable[[Checkpoint], Checkpoint]:
+    """Checkpoints are signed with the gateway's receipt key."""
+    key, kid = pki.load_gateway_signing_key(pki_dir)
+    return lambda checkpoint: chain.sign_checkpoint(checkpoint, key, kid)
+
+
 def start_gateway(config: Config) -> Running:
     """Validate everything, then serve RegistryExchange on config.listen."""
     catalogue = (
@@ -151,16 +174,32 @@ def start_gateway(config: Config) -> Running:
     registry = Registry(config.data_dir / REGISTRY_FILE) if needs_registry else None
     security = build_security(config)
     registries = Registries(build_adapters(config, registry))
-    store = open_store(config.database_url, config.state_dir or config.data_dir)
+    state_dir = config.state_dir or config.data_dir
+    store = open_store(config.database_url, state_dir)
     security.consent = ConsentGate(store, registries)
+    audit_store = open_audit_store(config.database_url, state_dir)
+    writer = AuditWriter(
+        audit_store,
+        node_id(),
+        checkpoint_signer(config.pki_dir),
+        checkpoint_every=config.audit_checkpoint_every,
+        checkpoint_seconds=config.audit_checkpoint_seconds,
+    )
+    security.audit = AuditRecorder(writer, load_or_create_key(config.pki_dir))
     server = _grpc_server(config.workers)
     exchange = ExchangeService(Exchange(registries, catalogue), security)
     consents = ConsentRegistryService(store, registries, security.policy, security.trust)
-    server.add_generic_rpc_handlers((exchange.handler(), consents.handler(exchange)))
-    checker = _health_and_reflection(server, [SERVICE, CONSENT_SERVICE])
+    trail = AuditTrailService(
+        audit_store, security.audit, security.policy, pki.gateway_jwks(config.pki_dir)
+    )
+    server.add_generic_rpc_handlers(
+        (exchange.handler(), consents.handler(exchange), trail.handler(exchange))
+    )
+    checker = _health_and_reflection(server, [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE])
     port = _listen(server, config.listen, config)
     server.start()
-    closers: list[Closer] = [registries, store]
+    # Closed in order after the drain: the writer flushes and checkpoints before its store.
+    closers: list[Closer] = [registries, store, writer, audit_store]
     if registry is not None:
         closers.append(registry)
     return Running(server, port, checker, closers)

@@ -20,10 +20,14 @@ from typing import NamedTuple, TypeVar
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from adapters.base import FetchContext
 from gateway import projection, validation
+from gateway.audit.recorder import AuditRecorder
+from gateway.audit.store import ReplayError
+from gateway.audit.writer import AuditUnavailable
 from gateway.consent_gate import ConsentGate, Permit
 from gateway.errors import ExchangeError, Reason, invalid
 from gateway.exchange import Exchange, Key, Screen
@@ -60,6 +64,7 @@ class Security:
     audience: str
     insecure_plaintext: bool = False
     consent: ConsentGate | None = None
+    audit: AuditRecorder | None = None
     replay: ReplayGuard = field(default_factory=ReplayGuard)
     clock: Callable[[], float] = time.time
 
@@ -92,6 +97,9 @@ class _Call:
     """What is known of a call as it goes: who, under which grant and consents."""
 
     method: str
+    started: float = field(default_factory=time.time)
+    requester: str = ""  # from the certificate, known before the token is checked
+    subjects: tuple[str, ...] = ()  # keyed hashes, for the audit record
     claims: RequestClaims | None = None
     grant: Grant | None = None
     permit: Permit | None = None
@@ -120,6 +128,10 @@ class ExchangeService:
 
     # -- checks -----------------------------------------------------------------------
 
+    def _certificate_institution(self, context: grpc.ServicerContext) -> str:
+        names = context.auth_context().get("x509_common_name")
+        return bytes(names[0]).decode() if names else ""
+
     def _institution(self, context: grpc.ServicerContext, token: str) -> str:
         if self.security.insecure_plaintext:
             return unverified_issuer(token)
@@ -132,15 +144,18 @@ class ExchangeService:
         self, call: _Call, context: grpc.ServicerContext, body: bytes | None
     ) -> RequestClaims:
         tokens = [v for k, v in context.invocation_metadata() if k == SIGNATURE_METADATA]
+        if not self.security.insecure_plaintext:
+            call.requester = self._certificate_institution(context)
         try:
             if len(tokens) != 1:
                 raise TokenError(
                     Reason.MISSING_SIGNATURE, f"exactly one {SIGNATURE_METADATA} is required"
                 )
             token = str(tokens[0])
+            call.requester = self._institution(context, token)
             claims = verify_request(
                 token,
-                institution=self._institution(context, token),
+                institution=call.requester,
                 method=call.method,
                 body=body,
                 audience=self.security.audience,
@@ -184,6 +199,7 @@ class ExchangeService:
         reason: str = "",
         batches: int | None = None,
         seq: int | None = None,
+        audit: str = "",
     ) -> str:
         assert call.claims is not None
         return self.security.receipts.sign(
@@ -200,26 +216,81 @@ class ExchangeService:
                 batches=batches,
                 seq=seq,
                 consents=tuple(sorted(call.consents)),
+                audit=audit,
             )
         )
+
+    def _audit(
+        self,
+        call: _Call,
+        decision: str,
+        *,
+        rh: str,
+        sh: str,
+        reason: str = "",
+        part: int = 0,
+        subjects: tuple[str, ...] | None = None,
+        replay_checked: bool = True,
+    ) -> str:
+        """Make the record durable before any reply; fail closed (UNAVAILABLE) if not."""
+        recorder = self.security.audit
+        if recorder is None:
+            return ""
+        claims = call.claims
+        try:
+            return recorder.record(
+                requester=call.requester,
+                sub=claims.sub if claims is not None else "",
+                method=call.method,
+                purpose=claims.purpose if claims is not None else "",
+                basis=call.basis(),
+                subjects=call.subjects if subjects is None else subjects,
+                fields=call.fields() if decision == PERMIT else (),
+                decision=decision,
+                reason=reason,
+                rh=rh,
+                sh=sh,
+                jti=claims.jti if claims is not None and replay_checked else "",
+                part=part,
+                started=call.started,
+            )
+        except ReplayError:
+            raise ExchangeError(
+                grpc.StatusCode.UNAUTHENTICATED, Reason.REPLAYED, "this jti was already used"
+            ) from None
+        except AuditUnavailable:
+            raise ExchangeError(
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.AUDIT_UNAVAILABLE,
+                "the access could not be recorded; nothing was disclosed, retry later",
+            ) from None
 
     def _fail(self, context: grpc.ServicerContext, call: _Call, exc: ExchangeError) -> None:
         log.info(
             "refused", extra={"method": call.method, "code": exc.code.name, "reason": exc.reason}
         )
+        rh, batches = (call.claims.rh if call.claims else ""), None
+        if call.method.endswith("Batch"):
+            rh, batches = _chain(call.rhs), len(call.shs)
+        sh = _chain(call.shs) if batches else ""
+        audit = ""
+        if call.requester and exc.reason != Reason.AUDIT_UNAVAILABLE:
+            try:
+                audit = self._audit(
+                    call,
+                    DENY,
+                    rh=rh,
+                    sh=sh,
+                    reason=exc.reason.value,
+                    replay_checked=exc.reason != Reason.REPLAYED,
+                )
+            except ExchangeError as unrecorded:
+                exc = unrecorded
         status = rpc_status.to_status(exc.to_status())
         trailers: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata)
-        if call.claims is not None:
-            rh, batches = call.claims.rh, None
-            if call.method.endswith("Batch"):
-                rh, batches = _chain(call.rhs), len(call.shs)
+        if call.claims is not None and exc.reason != Reason.AUDIT_UNAVAILABLE:
             receipt = self._receipt(
-                call,
-                DENY,
-                rh=rh,
-                sh=_chain(call.shs) if batches else "",
-                reason=exc.reason.value,
-                batches=batches,
+                call, DENY, rh=rh, sh=sh, reason=exc.reason.value, batches=batches, audit=audit
             )
             trailers += ((RECEIPT_METADATA, receipt),)
         context.abort_with_status(_AbortStatus(status.code, status.details, trailers))
@@ -260,6 +331,7 @@ class ExchangeService:
                 purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
                 grant = self._authorize(call, claims, purpose)
                 ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
+                call.subjects = self._subjects(subject_of, request)
                 fields = grant.fields
                 if grant.consent_based:
                     call.permit = self._consent(grant, subject_of, request, ctx)
@@ -267,7 +339,9 @@ class ExchangeService:
                 response = run(request, ctx)
                 _disclose(response, disclosed, fields)
                 body = response.SerializeToString()
-                receipt = self._receipt(call, PERMIT, rh=claims.rh, sh=body_hash(body))
+                sh = body_hash(body)
+                audit = self._audit(call, PERMIT, rh=claims.rh, sh=sh)
+                receipt = self._receipt(call, PERMIT, rh=claims.rh, sh=sh, audit=audit)
                 context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
                 return body
             except ExchangeError as exc:
@@ -277,6 +351,51 @@ class ExchangeService:
             raise AssertionError("unreachable: abort raises")
 
         return grpc.unary_unary_rpc_method_handler(handle)
+
+    def server_stream(
+        self,
+        method: str,
+        message_type: type[Req],
+        run: Callable[[Req, FetchContext], Iterator[Message]],
+    ) -> grpc.RpcMethodHandler:
+        """A server-streaming handler with the same checks; recorded before the first
+        message, each message projected to the grant, one receipt in the trailers."""
+
+        def handle(raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+            call = _Call(method)
+            try:
+                claims = self._authenticate(call, context, raw)
+                request = _parse(message_type, raw)
+                purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
+                grant = self._authorize(call, claims, purpose)
+                ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
+                messages = run(request, ctx)
+                audit = self._audit(call, PERMIT, rh=claims.rh, sh="")
+                for message in messages:
+                    _disclose(message, None, grant.fields)
+                    body = message.SerializeToString()
+                    call.shs.append(body_hash(body))
+                    yield body
+                receipt = self._receipt(
+                    call, PERMIT, rh=claims.rh, sh=_chain(call.shs), audit=audit
+                )
+                context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
+            except ExchangeError as exc:
+                self._fail(context, call, exc)
+            except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+                self._bug(context, call, exc)
+
+        return grpc.unary_stream_rpc_method_handler(handle)
+
+    def _subjects(self, subject_of: Callable[[Req], Key] | None, request: Req) -> tuple[str, ...]:
+        """The request's subject as a keyed hash (nothing if it is malformed or absent)."""
+        recorder = self.security.audit
+        if recorder is None or subject_of is None:
+            return ()
+        try:
+            return recorder.subjects([subject_of(request)])
+        except ExchangeError:
+            return ()
 
     def _consent(
         self,
@@ -306,12 +425,10 @@ class ExchangeService:
                     yield self._one_batch(
                         call=call, claims=claims, grant=grant, seq=seq, raw=raw, context=context
                     )
+                rh, sh = _chain(call.rhs), _chain(call.shs)
+                audit = self._audit(call, PERMIT, rh=rh, sh=sh, subjects=())
                 receipt = self._receipt(
-                    call,
-                    PERMIT,
-                    rh=_chain(call.rhs),
-                    sh=_chain(call.shs),
-                    batches=len(call.shs),
+                    call, PERMIT, rh=rh, sh=sh, batches=len(call.shs), audit=audit
                 )
                 context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
             except ExchangeError as exc:
@@ -354,6 +471,11 @@ class ExchangeService:
         screen = None
         if grant.consent_based:
             screen = self._screen(grant, ctx, permits)
+        recorder = self.security.audit
+        subjects: tuple[str, ...] = ()
+        if recorder is not None:
+            keys = [_subject_key(s) for s in batch.subjects]
+            subjects = recorder.subjects(k for k in keys if k is not None)
         results = self.exchange.verify_batch(batch, seq, ctx, screen)
         withheld: set[str] = set()
         for index, result in enumerate(results.results):
@@ -368,9 +490,13 @@ class ExchangeService:
         results.withheld.paths.extend(sorted(withheld))
         body = results.SerializeToString()
         sh = body_hash(body)
+        failures = sorted({_reason_of(r.error) for r in results.results if r.HasField("error")})
+        audit = self._audit(
+            call, PERMIT, rh=rh, sh=sh, part=seq + 1, subjects=subjects, reason=",".join(failures)
+        )
         call.rhs.append(rh)
         call.shs.append(sh)
-        receipt = self._receipt(call, PERMIT, rh=rh, sh=sh, seq=seq)
+        receipt = self._receipt(call, PERMIT, rh=rh, sh=sh, seq=seq, audit=audit)
         return pb.VerifyEligibilityBatchResponse(results=body, receipt=receipt).SerializeToString()
 
     def _screen(
@@ -443,6 +569,21 @@ def _disclose(response: Message, field_name: str | None, fields: FieldTree) -> N
     inner.CopyFrom(projected)
     mask: FieldMask = getattr(response, "withheld")  # noqa: B009
     mask.paths.extend(withheld)
+
+
+def _subject_key(subject: pb.Subject) -> Key | None:
+    try:
+        return validation.subject(subject)
+    except ExchangeError:
+        return None
+
+
+def _reason_of(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
 
 
 def _chain(hashes: Sequence[str]) -> str:

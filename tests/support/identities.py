@@ -11,7 +11,7 @@ from gateway import pki
 from gateway.client import Credentials
 from gateway.service import SERVICE, SIGNATURE_METADATA
 
-INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS")
+INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS", "CNDP", "ANR")
 
 
 # CNSS's first signing key, kept here after being revoked, so a test can sign with it.

@@ -98,7 +98,7 @@ def test_shipped_roles_are_held_by_the_documented_institutions(shipped: Policy) 
     assert shipped.holders("regulator") == {"CNDP"}
     assert shipped.holders("citizen_portal") == {"ANR"}
     assert shipped.holders("consent_collector") == {"ANSS", "DEMO"}
-    assert shipped.holders("dpo") == {"CNSS", "ANSS", "MEN", "MS"}
+    assert shipped.holders("dpo") == {"CNSS", "ANSS", "MEN", "MS", "DEMO"}
 
 
 # -- authorize ------------------------------------------------------------------------
@@ -289,6 +289,10 @@ def test_every_method_a_grant_can_name_discloses_a_message() -> None:
         "GetConsent",
         "ListConsents",
         "CheckConsent",
+        "QueryAccess",
+        "VerifyIntegrity",
+        "GetCheckpoint",
+        "AccessReport",
     }
     assert METHODS["VerifyEligibilityBatch"].disclosed is pb.EligibilityDecision.DESCRIPTOR
     assert METHODS["GetPersonStatus"].path == "/jisr.v1.RegistryExchange/GetPersonStatus"

@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: records, hash chains, signed checkpoints, stores."""

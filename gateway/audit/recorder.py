@@ -1,0 +1,92 @@
+"""Turns what the exchange knows into audit records, and waits until each is durable.
+
+Subjects are hashed here with the gateway's audit key: the raw IDCS or household id never
+reaches the writer, the store, or a DPO's screen.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from gateway.audit.record import AuditRecord, subject_hash
+from gateway.audit.writer import AuditWriter
+
+KEY_FILE = "audit.key"
+
+
+def load_or_create_key(pki_dir: Path) -> bytes:
+    """The gateway's audit HMAC key (32 random bytes, 0600), created on first start."""
+    path = pki_dir / KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise ValueError(f"{path}: an audit key is at least 32 bytes")
+    return key
+
+
+class AuditRecorder:
+    """One gateway process's access to its audit chain."""
+
+    def __init__(
+        self, writer: AuditWriter, key: bytes, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.writer = writer
+        self._key = key
+        self._clock = clock
+
+    def subjects(self, keys: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+        """Keyed hashes of ("idcs" | "household_id", value) pairs, deduplicated, sorted."""
+        return tuple(sorted({subject_hash(self._key, kind, value) for kind, value in keys}))
+
+    def subject(self, kind: str, value: str) -> str:
+        return subject_hash(self._key, kind, value)
+
+    def record(
+        self,
+        *,
+        requester: str,
+        sub: str,
+        method: str,
+        purpose: str,
+        basis: str,
+        subjects: tuple[str, ...],
+        fields: tuple[str, ...],
+        decision: str,
+        reason: str,
+        rh: str,
+        sh: str,
+        jti: str,
+        part: int,
+        started: float,
+        trace_id: str = "",
+    ) -> str:
+        """Append one record and return its id once durable (AuditUnavailable otherwise)."""
+        now = self._clock()
+        draft = AuditRecord(
+            node=self.writer.node,
+            seq=0,
+            at_us=int(now * 1_000_000),
+            trace_id=trace_id,
+            requester=requester,
+            requester_sub=sub,
+            method=method,
+            purpose=purpose,
+            basis=basis,
+            subjects=subjects,
+            fields=fields,
+            decision=decision,
+            reason=reason,
+            rh=rh,
+            sh=sh,
+            jti=jti,
+            part=part,
+            latency_us=max(0, int((now - started) * 1_000_000)),
+        )
+        return self.writer.append(draft).record_id

@@ -1,0 +1,378 @@
+"""Where audit records live: one interface, an SQLite and a PostgreSQL backend.
+
+Every gateway process (node) appends to its own hash chain through one `AuditWriter`
+(gateway/audit/writer.py), which hands the store a batch of linked records per commit:
+`append_batch` is one transaction, durable when it returns. The unique index on
+(requester, jti, part) makes that durable write also the replay check shared by every
+replica: a second use of a token's jti fails with `ReplayError`, and then nothing of the
+batch is written. Records are never changed; only retention (`prune_before`) deletes the
+oldest records of a chain. Tables, indexes and durability: docs/audit-storage.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.audit.record import AuditRecord, Checkpoint
+
+MAX_PAGE_SIZE = 1_000
+STREAM_BATCH = 10_000
+# Records deleted per prune transaction: a long delete would hold the SQLite write lock
+# (and the appends behind it) for seconds.
+PRUNE_CHUNK = 5_000
+
+# The columns of `audit_record`, in AuditRecord field order (`to_row` / `from_row`).
+COLUMNS = (
+    "node",
+    "seq",
+    "at_us",
+    "trace_id",
+    "requester",
+    "requester_sub",
+    "method",
+    "purpose",
+    "basis",
+    "subjects",
+    "fields",
+    "decision",
+    "reason",
+    "rh",
+    "sh",
+    "jti",
+    "part",
+    "latency_us",
+    "prev_hash",
+    "hash",
+)
+COLUMN_LIST = ", ".join(COLUMNS)
+R_COLUMN_LIST = ", ".join(f"r.{c}" for c in COLUMNS)
+CHECKPOINT_COLUMNS = (
+    "node",
+    "seq",
+    "hash",
+    "at_us",
+    "kind",
+    "first_seq",
+    "first_prev_hash",
+    "signature",
+)
+CHECKPOINT_COLUMN_LIST = ", ".join(CHECKPOINT_COLUMNS)
+
+
+class ReplayError(Exception):
+    """(requester, jti, part) is recorded already: the token was used before, through this
+    replica or another. `index` is the offending record's position in the batch given to
+    `append_batch` (nothing of that batch was written)."""
+
+    def __init__(self, requester: str, jti: str, part: int, index: int = 0) -> None:
+        super().__init__(requester, jti, part, index)
+        self.requester = requester
+        self.jti = jti
+        self.part = part
+        self.index = index
+
+    def __str__(self) -> str:
+        return (
+            f"replayed request: {self.requester} jti {self.jti!r} part {self.part} "
+            f"is recorded already (batch index {self.index})"
+        )
+
+
+class ChainConflictError(Exception):
+    """The batch does not follow the node's stored head (its first record's seq - 1 is not
+    stored with hash == its prev_hash): another writer uses the node's name, or the caller
+    holds a stale head. Nothing was written; re-read `head` and link again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What a DPO asks for; empty filters match everything. Times are microseconds since
+    the epoch: since_us <= at_us < until_us (0: unbounded)."""
+
+    subject: str = ""  # a keyed subject hash (subject_hash): records whose subjects hold it
+    requester: str = ""
+    purpose: str = ""
+    method: str = ""
+    decision: str = ""
+    since_us: int = 0
+    until_us: int = 0
+    trace_id: str = ""
+    nodes: frozenset[str] | None = None  # None: every node; empty: nothing
+
+
+class AuditStore(Protocol):
+    """Storage of every node's audit chain and checkpoints, shared by every replica."""
+
+    def append_batch(self, records: Sequence[AuditRecord]) -> None:
+        """Store linked, sealed records in ONE transaction, durable on return. Raises
+        ReplayError (index of the first offender) if a (requester, jti, part) with jti != ""
+        is taken, by the database or earlier in the batch; ChainConflictError if the first
+        record does not follow the node's stored head. Either way nothing is written."""
+        ...
+
+    def append_checkpoint(self, cp: Checkpoint) -> None:
+        """Store a (signed) checkpoint, durable on return."""
+        ...
+
+    def head(self, node: str) -> tuple[int, str]:
+        """(seq, hash) of the node's last record, (0, "") if it has none."""
+        ...
+
+    def records(
+        self, node: str | None = None, after_seq: int = 0, batch: int = STREAM_BATCH
+    ) -> Iterator[AuditRecord]:
+        """Records with seq > after_seq, of one node or of all (by node, then seq), read
+        `batch` at a time (one query each, no long-lived transaction)."""
+        ...
+
+    def checkpoints(self, node: str | None = None) -> list[Checkpoint]:
+        """Checkpoints of one node or of all, by node, then in the order written."""
+        ...
+
+    def nodes(self) -> list[str]:
+        """Every node with a record or a checkpoint, sorted (bytewise)."""
+        ...
+
+    def query(
+        self, q: Query, page_size: int, page_token: str = ""
+    ) -> tuple[list[AuditRecord], str]:
+        """One page of matching records, newest first (at_us, then node and seq, all
+        descending), and the next page's token ("" after the last page)."""
+        ...
+
+    def prune_before(self, at_us: int, node: str) -> tuple[int, int, str]:
+        """Delete the node's records that precede its first record with at_us >= `at_us`
+        (never its last record), oldest first, so the chain stays contiguous. Returns
+        (deleted, first kept seq, its prev_hash), (0, 0, "") for a node without records.
+        The caller then writes a signed "prune" checkpoint with those values."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+        ...
+
+
+def open_audit_store(url: str | None, state_dir: Path) -> AuditStore:
+    """PostgreSQL when `url` is a postgresql:// URL (replicas share it), else the embedded
+    SQLite file state_dir/audit.sqlite. Migrates the schema before returning."""
+    if url and url.startswith(("postgresql://", "postgres://")):
+        # Imported here so that an embedded deployment never loads the PostgreSQL driver.
+        from gateway.audit.store_postgres import PostgresAuditStore  # noqa: PLC0415
+
+        return PostgresAuditStore(url)
+    if url:
+        raise ValueError(f"unsupported audit database URL scheme: {url.split(':', 1)[0]!r}")
+    from gateway.audit.store_sqlite import SQLiteAuditStore  # noqa: PLC0415
+
+    return SQLiteAuditStore(state_dir / "audit.sqlite")
+
+
+def check_batch(records: Sequence[AuditRecord]) -> None:
+    """Reject what could never be a stored chain segment, before touching the database:
+    one node, consecutive seqs, each record linked to the previous one and sealed."""
+    if not records:
+        return
+    first = records[0]
+    for i, r in enumerate(records):
+        if not r.hash:
+            raise ValueError(f"audit record {r.record_id}: not sealed (no hash)")
+        if r.node != first.node or r.seq != first.seq + i or r.seq < 1:
+            raise ValueError(
+                f"audit batch: record {i} is {r.record_id}, expected {first.node}:{first.seq + i}"
+            )
+        if i and r.prev_hash != records[i - 1].hash:
+            raise ValueError(f"audit record {r.record_id}: prev_hash is not the previous hash")
+
+
+def first_replay(records: Sequence[AuditRecord], taken: set[tuple[str, str, int]]) -> int:
+    """Index of the first record whose (requester, jti, part) is in `taken` or repeats an
+    earlier one of the batch; -1 if none."""
+    seen: set[tuple[str, str, int]] = set()
+    for i, r in enumerate(records):
+        if not r.jti:
+            continue
+        key = (r.requester, r.jti, r.part)
+        if key in taken or key in seen:
+            return i
+        seen.add(key)
+    return -1
+
+
+def replay_error(records: Sequence[AuditRecord], index: int) -> ReplayError:
+    r = records[index]
+    return ReplayError(r.requester, r.jti, r.part, index)
+
+
+def _json(items: tuple[str, ...]) -> str:
+    return json.dumps(list(items), separators=(",", ":"))
+
+
+def to_row(r: AuditRecord) -> tuple[Any, ...]:
+    """The record as `COLUMNS` values: subjects and fields as JSON arrays."""
+    return (
+        r.node,
+        r.seq,
+        r.at_us,
+        r.trace_id,
+        r.requester,
+        r.requester_sub,
+        r.method,
+        r.purpose,
+        r.basis,
+        _json(r.subjects),
+        _fields_json(r.fields),
+        r.decision,
+        r.reason,
+        r.rh,
+        r.sh,
+        r.jti,
+        r.part,
+        r.latency_us,
+        r.prev_hash,
+        r.hash,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _fields_json(fields: tuple[str, ...]) -> str:
+    """Few distinct field sets recur across millions of records."""
+    return _json(fields)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fields(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+_EMPTY = "[]"
+
+
+def from_row(row: Sequence[Any]) -> AuditRecord:
+    """Inverse of `to_row`: the record equal (==) to the one appended (verification reads
+    millions of them, so this stays a straight constructor call)."""
+    subjects = row[9]
+    return AuditRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        () if subjects == _EMPTY else tuple(json.loads(subjects)),
+        _fields(row[10]),
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
+        row[18],
+        row[19],
+    )
+
+
+def subject_rows(records: Sequence[AuditRecord]) -> list[tuple[str, str, int]]:
+    """(subject, node, seq) rows of the subject index, each subject once per record."""
+    return [(s, r.node, r.seq) for r in records for s in dict.fromkeys(r.subjects)]
+
+
+def checkpoint_row(cp: Checkpoint) -> tuple[Any, ...]:
+    return (
+        cp.node,
+        cp.seq,
+        cp.hash,
+        cp.at_us,
+        cp.kind,
+        cp.first_seq,
+        cp.first_prev_hash,
+        cp.signature,
+    )
+
+
+def checkpoint_from_row(row: Sequence[Any]) -> Checkpoint:
+    return Checkpoint(*row)
+
+
+def check_page(page_size: int, page_token: str) -> tuple[int, str, int] | None:
+    """Validate a page request; the (at_us, node, seq) to continue after, None at start."""
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+    if not page_token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4))
+        at_us, node, seq = json.loads(raw)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise ValueError("invalid page token") from exc
+    if not (isinstance(at_us, int) and isinstance(node, str) and isinstance(seq, int)):
+        raise ValueError("invalid page token")
+    return at_us, node, seq
+
+
+def page_of(records: list[AuditRecord], page_size: int) -> tuple[list[AuditRecord], str]:
+    """Cut a page_size + 1 fetch into the page and the next page's token (opaque:
+    base64url of the last record's [at_us, node, seq])."""
+    if len(records) <= page_size:
+        return records, ""
+    page = records[:page_size]
+    last = page[-1]
+    raw = json.dumps([last.at_us, last.node, last.seq], separators=(",", ":")).encode()
+    return page, base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def query_sql(q: Query, after: tuple[int, str, int] | None, limit: int) -> tuple[str, list[Any]]:
+    """The page's SELECT with `?` placeholders (PostgreSQL swaps them for %s).
+
+    With a subject, the subject index drives (a household is looked at a few hundred times
+    at most, so the sort is small); otherwise the planner picks the time, requester or
+    trace index, the first two already in (newest first) order.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if q.subject:
+        # CROSS JOIN: SQLite must loop over the subject's index rows, not over records.
+        source = "audit_subject AS s CROSS JOIN audit_record AS r"
+        where.append("s.subject = ? AND r.node = s.node AND r.seq = s.seq")
+        params.append(q.subject)
+    else:
+        source = "audit_record AS r"
+    for column, value in (
+        ("requester", q.requester),
+        ("purpose", q.purpose),
+        ("method", q.method),
+        ("decision", q.decision),
+        ("trace_id", q.trace_id),
+    ):
+        if value:
+            where.append(f"r.{column} = ?")
+            params.append(value)
+    if q.since_us:
+        where.append("r.at_us >= ?")
+        params.append(q.since_us)
+    if q.until_us:
+        where.append("r.at_us < ?")
+        params.append(q.until_us)
+    if q.nodes is not None:
+        names = sorted(q.nodes)
+        where.append(f"r.node IN ({', '.join('?' for _ in names)})")
+        params.extend(names)
+    if after is not None:
+        where.append("(r.at_us, r.node, r.seq) < (?, ?, ?)")
+        params.extend(after)
+    sql = f"SELECT {R_COLUMN_LIST} FROM {source}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY r.at_us DESC, r.node DESC, r.seq DESC LIMIT ?"
+    params.append(limit)
+    return sql, params

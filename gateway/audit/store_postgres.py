@@ -1,0 +1,321 @@
+"""The shared audit store: PostgreSQL, for several gateway replicas at once.
+
+Connections come from a small pool in autocommit mode. A batch of records is ONE statement
+(a data-modifying CTE inserting the records and their subject index rows from arrays), so
+a group commit costs one round trip and one commit whatever its size, and is atomic: if a
+(requester, jti, part) is taken, the unique index aborts the statement and nothing of the
+batch is stored. The statement also inserts nothing unless the batch follows the node's
+stored head (its first record's predecessor is stored with the expected hash), so a chain
+never forks or skips a seq even if two processes were given the same node name.
+
+Each node has one writer, so appends need no lock across replicas: the only shared state
+they touch is the replay index, and PostgreSQL serialises conflicting inserts on it (the
+second waits for the first to commit, then fails).
+
+Tables live in the connection's current schema: the URL's
+`options=-csearch_path%3D<schema>` (passed through to libpq) picks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from psycopg import Connection, errors
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from consent.store_postgres import describe
+from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, check_known
+from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
+from gateway.audit.store import (
+    CHECKPOINT_COLUMN_LIST,
+    COLUMN_LIST,
+    PRUNE_CHUNK,
+    STREAM_BATCH,
+    ChainConflictError,
+    Query,
+    check_batch,
+    check_page,
+    checkpoint_from_row,
+    checkpoint_row,
+    first_replay,
+    from_row,
+    page_of,
+    query_sql,
+    replay_error,
+    subject_rows,
+    to_row,
+)
+
+POOL_MIN = 1
+POOL_MAX = 8
+CONNECT_TIMEOUT_S = 10.0
+
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+# Array types of the COLUMNS, in order, for unnest.
+_TYPES = (
+    "text",
+    "bigint",
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "integer",
+    "bigint",
+    "text",
+    "text",
+)
+_ARRAYS = ", ".join(f"%s::{t}[]" for t in _TYPES)
+# Inserted only when the batch follows the stored head: the first record is seq 1 with the
+# genesis prev_hash, or its predecessor is stored with hash = its prev_hash.
+_APPEND = f"""WITH ins AS (
+        INSERT INTO audit_record ({COLUMN_LIST})
+        SELECT * FROM unnest({_ARRAYS})
+        WHERE %s OR EXISTS (SELECT 1 FROM audit_record
+            WHERE node = %s AND seq = %s AND hash = %s)
+        RETURNING seq),
+    sub AS (
+        INSERT INTO audit_subject (subject, node, seq)
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])
+        WHERE EXISTS (SELECT 1 FROM ins))
+    SELECT count(*) FROM ins"""
+_TAKEN = """SELECT requester, jti, part FROM audit_record
+    WHERE jti <> '' AND (requester, jti, part) IN
+        (SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[]))"""
+_INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
+    VALUES ({", ".join("%s" for _ in range(8))})"""
+_HEAD = "SELECT seq, hash FROM audit_record WHERE node = %s ORDER BY seq DESC LIMIT 1"
+_STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = %s AND seq > %s
+    ORDER BY seq LIMIT %s"""
+# Distinct values by skipping through an index (one probe per node, not a full scan).
+_RECORD_NODES = """WITH RECURSIVE
+    r(node) AS (SELECT min(node) FROM audit_record
+        UNION ALL SELECT (SELECT min(node) FROM audit_record WHERE node > r.node)
+        FROM r WHERE r.node IS NOT NULL)
+    SELECT node FROM r WHERE node IS NOT NULL"""
+_NODES = """WITH RECURSIVE
+    r(node) AS (SELECT min(node) FROM audit_record
+        UNION ALL SELECT (SELECT min(node) FROM audit_record WHERE node > r.node)
+        FROM r WHERE r.node IS NOT NULL),
+    c(node) AS (SELECT min(node) FROM audit_checkpoint
+        UNION ALL SELECT (SELECT min(node) FROM audit_checkpoint WHERE node > c.node)
+        FROM c WHERE c.node IS NOT NULL)
+    SELECT node FROM r WHERE node IS NOT NULL
+    UNION SELECT node FROM c WHERE node IS NOT NULL
+    ORDER BY node"""
+_CHECKPOINTS = f"SELECT {CHECKPOINT_COLUMN_LIST} FROM audit_checkpoint"
+_FIRST = "SELECT seq, prev_hash FROM audit_record WHERE node = %s ORDER BY seq LIMIT 1"
+_KEEP_FROM = """SELECT coalesce(
+    (SELECT min(seq) FROM audit_record WHERE node = %s AND at_us >= %s),
+    (SELECT max(seq) FROM audit_record WHERE node = %s))"""
+_DELETE_SUBJECTS = "DELETE FROM audit_subject WHERE node = %s AND seq >= %s AND seq < %s"
+_DELETE_RECORDS = "DELETE FROM audit_record WHERE node = %s AND seq >= %s AND seq < %s"
+
+
+class PostgresAuditStore:
+    """AuditStore over PostgreSQL (see the module docstring for the concurrency rules)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = POOL_MIN,
+        max_size: int = POOL_MAX,
+        timeout: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.url = url
+        self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            timeout=timeout,
+            name="jisr-audit",
+        )
+        try:
+            try:
+                self._pool.open(wait=True, timeout=timeout)
+            except PoolTimeout as exc:
+                raise ConnectionError(
+                    f"audit store: no PostgreSQL answered at {describe(url)} within {timeout:g} s"
+                ) from exc
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Apply missing migrations, one transaction each, under an advisory lock so that
+        replicas starting together migrate once."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT current_schema(), "
+                "hashtextextended('jisr.audit.migrate.' || current_schema(), 0)"
+            ).fetchone()
+            assert row is not None
+            schema, migrate_key = row
+            if schema is None:
+                raise ValueError(
+                    f"audit store: the search_path at {describe(self.url)} names no existing "
+                    "schema; create it first (see docs/audit-storage.md)"
+                )
+            where = f"{describe(self.url)} schema {schema}"
+            while True:
+                with conn.transaction():
+                    conn.execute(_LOCK, (migrate_key,))
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+                        "version integer PRIMARY KEY, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())"
+                    )
+                    current_row = conn.execute(
+                        f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
+                    ).fetchone()
+                    assert current_row is not None
+                    check_known(int(current_row[0]), POSTGRES, where)
+                    pending = [m for m in POSTGRES if m.version > current_row[0]]
+                    if not pending:
+                        return
+                    for statement in pending[0].statements:
+                        conn.execute(statement)
+                    conn.execute(
+                        f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (%s)",
+                        (pending[0].version,),
+                    )
+
+    def append_batch(self, records: Sequence[AuditRecord]) -> None:
+        check_batch(records)
+        if not records:
+            return
+        columns = [list(c) for c in zip(*(to_row(r) for r in records), strict=True)]
+        subjects = subject_rows(records)
+        first = records[0]
+        genesis = first.seq == 1 and first.prev_hash == GENESIS
+        params = (
+            *columns,
+            genesis,
+            first.node,
+            first.seq - 1,
+            first.prev_hash,
+            [s[0] for s in subjects],
+            [s[1] for s in subjects],
+            [s[2] for s in subjects],
+        )
+        with self._pool.connection() as conn:
+            try:
+                row = conn.execute(_APPEND, params).fetchone()
+            except errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != "audit_record_replay":  # (node, seq) taken
+                    raise ChainConflictError(
+                        f"audit batch {first.record_id}: seq stored already on node "
+                        f"{first.node!r} ({exc.diag.constraint_name})"
+                    ) from exc
+                index = first_replay(records, self._taken(conn, records))
+                if index < 0:  # the colliding record has gone since (pruned): retry later
+                    raise
+                raise replay_error(records, index) from exc
+        if row is None or row[0] != len(records):
+            raise ChainConflictError(
+                f"audit batch {first.record_id}: does not follow the stored head of "
+                f"node {first.node!r}"
+            )
+
+    @staticmethod
+    def _taken(
+        conn: Connection[TupleRow], records: Sequence[AuditRecord]
+    ) -> set[tuple[str, str, int]]:
+        """Which of the batch's (requester, jti, part) are stored already."""
+        keyed = [r for r in records if r.jti]
+        rows = conn.execute(
+            _TAKEN,
+            ([r.requester for r in keyed], [r.jti for r in keyed], [r.part for r in keyed]),
+        ).fetchall()
+        return {(str(a), str(b), int(c)) for a, b, c in rows}
+
+    def append_checkpoint(self, cp: Checkpoint) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(_INSERT_CHECKPOINT, checkpoint_row(cp))
+
+    def head(self, node: str) -> tuple[int, str]:
+        with self._pool.connection() as conn:
+            row = conn.execute(_HEAD, (node,)).fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def records(
+        self, node: str | None = None, after_seq: int = 0, batch: int = STREAM_BATCH
+    ) -> Iterator[AuditRecord]:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        if node is None:
+            with self._pool.connection() as conn:
+                names = [str(r[0]) for r in conn.execute(_RECORD_NODES).fetchall()]
+        else:
+            names = [node]
+        for name in names:
+            last = after_seq
+            while True:
+                with self._pool.connection() as conn:
+                    rows = conn.execute(_STREAM, (name, last, batch)).fetchall()
+                for row in rows:
+                    yield from_row(row)
+                if len(rows) < batch:
+                    break
+                last = rows[-1][1]
+
+    def checkpoints(self, node: str | None = None) -> list[Checkpoint]:
+        with self._pool.connection() as conn:
+            if node is None:
+                rows = conn.execute(_CHECKPOINTS + " ORDER BY node, id").fetchall()
+            else:
+                rows = conn.execute(
+                    _CHECKPOINTS + " WHERE node = %s ORDER BY id", (node,)
+                ).fetchall()
+        return [checkpoint_from_row(r) for r in rows]
+
+    def nodes(self) -> list[str]:
+        with self._pool.connection() as conn:
+            return [str(r[0]) for r in conn.execute(_NODES).fetchall()]
+
+    def query(
+        self, q: Query, page_size: int, page_token: str = ""
+    ) -> tuple[list[AuditRecord], str]:
+        after = check_page(page_size, page_token)
+        if q.nodes is not None and not q.nodes:
+            return [], ""
+        sql, params = query_sql(q, after, page_size + 1)
+        with self._pool.connection() as conn:
+            rows = conn.execute(sql.replace("?", "%s"), params).fetchall()
+        return page_of([from_row(r) for r in rows], page_size)
+
+    def prune_before(self, at_us: int, node: str) -> tuple[int, int, str]:
+        with self._pool.connection() as conn:
+            found = conn.execute(_KEEP_FROM, (node, at_us, node)).fetchone()
+            keep = None if found is None else found[0]
+            if keep is None:
+                return 0, 0, GENESIS
+            deleted = 0
+            while True:  # oldest first, a chunk per transaction: the chain stays contiguous
+                with conn.transaction():
+                    first = conn.execute(_FIRST, (node,)).fetchone()
+                    assert first is not None  # the head is never deleted
+                    start, prev_hash = int(first[0]), str(first[1])
+                    if start >= keep:
+                        return deleted, start, prev_hash
+                    end = min(keep, start + PRUNE_CHUNK)
+                    conn.execute("SET LOCAL jisr.pruning = 'on'")
+                    conn.execute(_DELETE_SUBJECTS, (node, start, end))
+                    deleted += conn.execute(_DELETE_RECORDS, (node, start, end)).rowcount
+
+    def close(self) -> None:
+        self._pool.close()

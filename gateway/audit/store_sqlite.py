@@ -1,0 +1,276 @@
+"""The embedded audit store: one SQLite file in WAL mode, safe from many threads.
+
+Appends go through one connection with synchronous=FULL: the audit record must survive a
+power cut once the reply it records has been sent, so every commit fsyncs the WAL (the
+writer's group commit spreads that fsync over every record of the batch). Writes take the
+file's write lock up front (BEGIN IMMEDIATE), so gateway processes sharing the file wait
+for each other (up to the busy timeout) instead of failing. Reads use pooled read-only
+connections and never wait for the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.audit.migrations import MIGRATIONS_TABLE, SQLITE, check_known
+from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
+from gateway.audit.store import (
+    CHECKPOINT_COLUMN_LIST,
+    COLUMN_LIST,
+    COLUMNS,
+    PRUNE_CHUNK,
+    STREAM_BATCH,
+    ChainConflictError,
+    Query,
+    check_batch,
+    check_page,
+    checkpoint_from_row,
+    checkpoint_row,
+    from_row,
+    page_of,
+    query_sql,
+    replay_error,
+    subject_rows,
+    to_row,
+)
+
+BUSY_TIMEOUT_MS = 10_000
+
+# A replayed (requester, jti, part) is skipped (rowcount 0) rather than raised, so the
+# offending record is known without parsing an error message.
+_INSERT = f"""INSERT INTO audit_record ({COLUMN_LIST}) VALUES ({", ".join("?" for _ in COLUMNS)})
+    ON CONFLICT (requester, jti, part) WHERE jti <> '' DO NOTHING"""
+_INSERT_SUBJECT = "INSERT INTO audit_subject (subject, node, seq) VALUES (?, ?, ?)"
+_INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
+    VALUES ({", ".join("?" for _ in range(8))})"""
+_HASH_AT = "SELECT hash FROM audit_record WHERE node = ? AND seq = ?"
+_HEAD = "SELECT seq, hash FROM audit_record WHERE node = ? ORDER BY seq DESC LIMIT 1"
+_STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = ? AND seq > ?
+    ORDER BY seq LIMIT ?"""
+# Distinct values by skipping through an index (one probe per node, not a full scan).
+_NODES = """WITH RECURSIVE
+    r(node) AS (SELECT min(node) FROM audit_record
+        UNION ALL SELECT (SELECT min(node) FROM audit_record WHERE node > r.node)
+        FROM r WHERE r.node IS NOT NULL),
+    c(node) AS (SELECT min(node) FROM audit_checkpoint
+        UNION ALL SELECT (SELECT min(node) FROM audit_checkpoint WHERE node > c.node)
+        FROM c WHERE c.node IS NOT NULL)
+    SELECT node FROM r WHERE node IS NOT NULL
+    UNION SELECT node FROM c WHERE node IS NOT NULL
+    ORDER BY node"""
+_NODE_RECORDS = """WITH RECURSIVE
+    r(node) AS (SELECT min(node) FROM audit_record
+        UNION ALL SELECT (SELECT min(node) FROM audit_record WHERE node > r.node)
+        FROM r WHERE r.node IS NOT NULL)
+    SELECT node FROM r WHERE node IS NOT NULL"""
+_CHECKPOINTS = f"SELECT {CHECKPOINT_COLUMN_LIST} FROM audit_checkpoint"
+_FIRST = "SELECT seq, prev_hash FROM audit_record WHERE node = ? ORDER BY seq LIMIT 1"
+# The first record at or after the cutoff; the head when every record is older.
+_KEEP_FROM = """SELECT coalesce(
+    (SELECT min(seq) FROM audit_record WHERE node = ? AND at_us >= ?),
+    (SELECT max(seq) FROM audit_record WHERE node = ?))"""
+_DELETE_SUBJECTS = "DELETE FROM audit_subject WHERE node = ? AND seq >= ? AND seq < ?"
+_DELETE_RECORDS = "DELETE FROM audit_record WHERE node = ? AND seq >= ? AND seq < ?"
+
+
+class SQLiteAuditStore:
+    """AuditStore over state_dir/audit.sqlite (see the module docstring for why)."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._lock = threading.Lock()  # serialises this process's writes
+        self._pool_lock = threading.Lock()  # guards the list of connections
+        self._connections: list[sqlite3.Connection] = []
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._closed = False
+        try:
+            self._writer = self._connect(write=True)
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, *, write: bool) -> sqlite3.Connection:
+        """A connection in autocommit mode (transactions are explicit)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        with self._pool_lock:
+            self._connections.append(conn)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        if write:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        else:
+            conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking the file's write lock up front (BEGIN IMMEDIATE)."""
+        with self._lock:
+            self._check_open()
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A reader connection for this thread's statements, reused by later readers."""
+        self._check_open()
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect(write=False)
+        try:
+            yield conn
+        finally:
+            self._idle.put(conn)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("audit store is closed")
+
+    def _migrate(self) -> None:
+        """Apply missing migrations, one transaction each; refuse a newer schema."""
+        while True:
+            with self._write() as conn:
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+                    "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+                )
+                (current,) = conn.execute(
+                    f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
+                ).fetchone()
+                check_known(current, SQLITE, str(self.path))
+                pending = [m for m in SQLITE if m.version > current]
+                if not pending:
+                    return
+                for statement in pending[0].statements:
+                    conn.execute(statement)
+                conn.execute(
+                    f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at) VALUES (?, ?)",
+                    (pending[0].version, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                )
+
+    def append_batch(self, records: Sequence[AuditRecord]) -> None:
+        check_batch(records)
+        if not records:
+            return
+        rows = [to_row(r) for r in records]
+        subjects = subject_rows(records)
+        first = records[0]
+        with self._write() as conn:
+            if first.seq > 1:
+                found = conn.execute(_HASH_AT, (first.node, first.seq - 1)).fetchone()
+                follows = found is not None and found[0] == first.prev_hash
+            else:
+                follows = first.prev_hash == GENESIS
+            if not follows:
+                raise ChainConflictError(
+                    f"audit batch {first.record_id}: does not follow the stored head of "
+                    f"node {first.node!r}"
+                )
+            for i, row in enumerate(rows):
+                try:
+                    inserted = conn.execute(_INSERT, row).rowcount
+                except sqlite3.IntegrityError as exc:  # (node, seq) taken: not a replay
+                    raise ChainConflictError(
+                        f"audit record {records[i].record_id} is stored already"
+                    ) from exc
+                if inserted != 1:
+                    raise replay_error(records, i)  # rolls the whole batch back
+            if subjects:
+                conn.executemany(_INSERT_SUBJECT, subjects)
+
+    def append_checkpoint(self, cp: Checkpoint) -> None:
+        with self._write() as conn:
+            conn.execute(_INSERT_CHECKPOINT, checkpoint_row(cp))
+
+    def head(self, node: str) -> tuple[int, str]:
+        with self._read() as conn:
+            row = conn.execute(_HEAD, (node,)).fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def records(
+        self, node: str | None = None, after_seq: int = 0, batch: int = STREAM_BATCH
+    ) -> Iterator[AuditRecord]:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        names = [node] if node is not None else self._record_nodes()
+        for name in names:
+            last = after_seq
+            while True:
+                with self._read() as conn:
+                    rows = conn.execute(_STREAM, (name, last, batch)).fetchall()
+                for row in rows:
+                    yield from_row(row)
+                if len(rows) < batch:
+                    break
+                last = rows[-1][1]
+
+    def _record_nodes(self) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(_NODE_RECORDS).fetchall()]
+
+    def checkpoints(self, node: str | None = None) -> list[Checkpoint]:
+        with self._read() as conn:
+            if node is None:
+                rows = conn.execute(_CHECKPOINTS + " ORDER BY node, id").fetchall()
+            else:
+                rows = conn.execute(
+                    _CHECKPOINTS + " WHERE node = ? ORDER BY id", (node,)
+                ).fetchall()
+        return [checkpoint_from_row(r) for r in rows]
+
+    def nodes(self) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(_NODES).fetchall()]
+
+    def query(
+        self, q: Query, page_size: int, page_token: str = ""
+    ) -> tuple[list[AuditRecord], str]:
+        after = check_page(page_size, page_token)
+        if q.nodes is not None and not q.nodes:
+            return [], ""
+        sql, params = query_sql(q, after, page_size + 1)
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return page_of([from_row(r) for r in rows], page_size)
+
+    def prune_before(self, at_us: int, node: str) -> tuple[int, int, str]:
+        with self._read() as conn:
+            (keep,) = conn.execute(_KEEP_FROM, (node, at_us, node)).fetchone()
+        if keep is None:
+            return 0, 0, GENESIS
+        deleted = 0
+        while True:  # oldest first, a chunk per transaction: the chain stays contiguous
+            with self._write() as conn:
+                start, prev_hash = conn.execute(_FIRST, (node,)).fetchone()
+                if start >= keep:
+                    return deleted, int(start), str(prev_hash)
+                end = min(keep, start + PRUNE_CHUNK)
+                conn.execute("INSERT INTO audit_pruning (active) VALUES (1)")
+                conn.execute(_DELETE_SUBJECTS, (node, start, end))
+                deleted += conn.execute(_DELETE_RECORDS, (node, start, end)).rowcount
+                conn.execute("DELETE FROM audit_pruning")
+
+    def close(self) -> None:
+        """Close every connection (a WAL checkpoint runs when the last one closes)."""
+        with self._lock, self._pool_lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()

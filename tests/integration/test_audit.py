@@ -1,0 +1,344 @@
+"""The audit trail as a DPO relies on it: every exchange recorded before its reply, no raw
+identifier stored, and `jisr audit verify` naming the record for each kind of tampering.
+Runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.audit.store import open_audit_store
+from gateway.client import Credentials, JisrClient, JisrError
+from gateway.pb.jisr.v1 import audit_pb2 as apb
+from gateway.pb.jisr.v1 import registry_pb2 as pb
+from tests.support import databases, identities, processes, registry_rows
+
+PURPOSE = "ASD_ELIGIBILITY"
+
+
+@dataclass
+class Trail:
+    """A finished trail (gateway stopped, final checkpoint written) and SQL on it."""
+
+    backend: str
+    state_dir: Path
+    url: str | None
+    pki_dir: Path
+    subjects: list[str]
+
+    def env(self) -> dict[str, str]:
+        env = {"JISR_STATE_DIR": str(self.state_dir), "JISR_PKI_DIR": str(self.pki_dir)}
+        if self.url:
+            env["JISR_DATABASE_URL"] = self.url
+        return env
+
+    def sql(self, *statements: str) -> list[tuple[object, ...]]:
+        """Run statements as an attacker with database access would (triggers off)."""
+        rows: list[tuple[object, ...]] = []
+        if self.url is None:
+            db = sqlite3.connect(self.state_dir / "audit.sqlite", isolation_level=None)
+            try:
+                db.execute("DROP TRIGGER IF EXISTS audit_record_no_update")
+                db.execute("DROP TRIGGER IF EXISTS audit_record_no_delete")
+                for statement in statements:
+                    rows = db.execute(statement).fetchall()
+            finally:
+                db.close()
+            return rows
+        with psycopg.connect(self.url, autocommit=True) as pg:
+            pg.execute("ALTER TABLE audit_record DISABLE TRIGGER USER")
+            for statement in statements:
+                cur = pg.execute(statement.encode())
+                rows = cur.fetchall() if cur.description else []
+        return rows
+
+    def verify(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "audit", "verify"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env={**os.environ, **self.env()},
+        )
+
+    def node(self) -> str:
+        return str(self.sql("SELECT node FROM audit_record ORDER BY at_us LIMIT 1")[0][0])
+
+
+def _serve(
+    registry_dir: Path, pki_dir: Path, folder: Path, url: str | None, log: str
+) -> processes.Proc:
+    env = {"JISR_STATE_DIR": str(folder / "state"), "JISR_AUDIT_CHECKPOINT_EVERY": "10"}
+    if url:
+        env["JISR_DATABASE_URL"] = url
+    args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
+    return processes.start([*args, "--pki-dir", str(pki_dir)], folder / log, env=env)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def trail(
+    request: pytest.FixtureRequest, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> Iterator[Trail]:
+    """35 exchanges (5 denied) through a fresh gateway, then a clean stop."""
+    (tmp_path / "state").mkdir()
+    hids = [h.household_id for h in registry_rows.households(registry_dir, 30)]
+    database = databases.postgres_schema() if request.param == "postgresql" else nullcontext()
+    with database as url:
+        proc = _serve(registry_dir, pki_dir, tmp_path, url, "gateway.log")
+        try:
+            creds = Credentials.from_pki(pki_dir, "DEMO")
+            with JisrClient(proc.target, creds) as client:
+                for hid in hids:
+                    client.verify(PURPOSE, hid, "ASD")
+                for hid in hids[:5]:
+                    with pytest.raises(JisrError):
+                        client.verify("SCHOOL_SUPPORT", hid, "ASD")
+        finally:
+            assert proc.stop() == 0
+        yield Trail(request.param, tmp_path / "state", url, pki_dir, hids)
+
+
+def test_untouched_trail_verifies(trail: Trail) -> None:
+    result = trail.verify()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "VALID" in result.stdout
+
+
+def test_denied_request_leaves_a_record_with_its_reason(trail: Trail) -> None:
+    rows = trail.sql("SELECT reason FROM audit_record WHERE decision = 'deny'")
+    assert [r[0] for r in rows] == ["PURPOSE_NOT_ALLOWED"] * 5
+
+
+def test_no_raw_identifier_is_stored(trail: Trail) -> None:
+    tables = ["audit_record", "audit_subject", "audit_checkpoint"]
+    dump = " ".join(str(trail.sql(f"SELECT * FROM {t}")) for t in tables)
+    assert not [s for s in trail.subjects if s in dump]
+
+
+def _names(result: subprocess.CompletedProcess[str], node: str, seq: int, kind: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{kind}: record {node}:{seq}" in result.stdout, result.stdout
+
+
+def test_modified_record_is_named(trail: Trail) -> None:
+    node = trail.node()
+    trail.sql(f"UPDATE audit_record SET purpose = 'FORGED' WHERE node = '{node}' AND seq = 7")
+    _names(trail.verify(), node, 7, "modified")
+
+
+def test_deleted_record_is_named(trail: Trail) -> None:
+    node = trail.node()
+    trail.sql(f"DELETE FROM audit_record WHERE node = '{node}' AND seq = 12")
+    _names(trail.verify(), node, 12, "missing")
+
+
+def test_inserted_record_is_named(trail: Trail) -> None:
+    node = trail.node()
+    where = f"node = '{node}'"
+    trail.sql(
+        f"UPDATE audit_record SET seq = seq + 1000 WHERE {where} AND seq >= 8",
+        f"UPDATE audit_record SET seq = seq - 999 WHERE {where} AND seq >= 1000",
+        f"CREATE TEMP TABLE forged AS SELECT * FROM audit_record WHERE {where} AND seq = 3",
+        "UPDATE forged SET seq = 8, jti = ''",
+        "INSERT INTO audit_record SELECT * FROM forged",
+    )
+    result = trail.verify()
+    assert result.returncode == 1
+    assert f"record {node}:8" in result.stdout or f"record {node}:9" in result.stdout
+
+
+def test_reordered_records_are_named(trail: Trail) -> None:
+    node = trail.node()
+    where = f"node = '{node}'"
+    trail.sql(
+        f"UPDATE audit_record SET seq = 999999 WHERE {where} AND seq = 10",
+        f"UPDATE audit_record SET seq = 10 WHERE {where} AND seq = 11",
+        f"UPDATE audit_record SET seq = 11 WHERE {where} AND seq = 999999",
+    )
+    result = trail.verify()
+    assert result.returncode == 1
+    assert f"record {node}:10" in result.stdout
+
+
+def test_truncation_after_a_checkpoint_is_named(trail: Trail) -> None:
+    node = trail.node()
+    trail.sql(f"DELETE FROM audit_record WHERE node = '{node}' AND seq > 15")
+    result = trail.verify()
+    assert result.returncode == 1
+    assert "truncated" in result.stdout
+    assert f"record {node}:" in result.stdout
+
+
+def test_every_receipt_has_its_record_after_a_sigkill_under_load(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "state").mkdir()
+    proc = _serve(registry_dir, pki_dir, tmp_path, None, "first.log")
+    hids = [h.household_id for h in registry_rows.households(registry_dir, 200)]
+    creds = Credentials.from_pki(pki_dir, "DEMO")
+    received: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with JisrClient(proc.target, creds, timeout=5) as client:
+            for hid in hids * 50:  # bounded in count; the kill ends it sooner
+                if stop.is_set():
+                    return
+                try:
+                    received.append(client.verify(PURPOSE, hid, "ASD").receipt["audit"])
+                except JisrError:
+                    return
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(received) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.stop(signal.SIGKILL)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(received) >= 200
+
+    restarted = _serve(registry_dir, pki_dir, tmp_path, None, "second.log")
+    restarted.stop()
+    store = open_audit_store(None, tmp_path / "state")
+    try:
+        stored = {r.record_id for r in store.records()}
+    finally:
+        store.close()
+    assert set(received) <= stored
+    result = Trail("sqlite", tmp_path / "state", None, pki_dir, []).verify()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _jisr(trail: Trail, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **trail.env()},
+    )
+
+
+def test_an_exported_bundle_verifies_offline_and_a_forged_line_is_named(
+    trail: Trail, tmp_path: Path
+) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    out = tmp_path / "evidence"
+    exported = _jisr(trail, "audit", "export", "--from", today, "--to", today, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(_jisr(trail, "keys", "--dir", str(trail.pki_dir), "export").stdout)
+    verified = _jisr(trail, "audit", "verify", str(out), "--jwks", str(jwks))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    lines = (out / "records.jsonl").read_text().splitlines()
+    lines[4] = lines[4].replace("ASD_ELIGIBILITY", "FORGED_PURPOSE")
+    (out / "records.jsonl").write_text("\n".join(lines) + "\n")
+    forged = _jisr(trail, "audit", "verify", str(out), "--jwks", str(jwks))
+    assert forged.returncode == 1
+    assert "records.jsonl" in forged.stdout
+
+
+PORTAL_PURPOSE = "CITIZEN_ACCESS_REQUEST"
+AUDIT_PURPOSE = "DATA_PROTECTION_AUDIT"
+
+
+def _query(client: JisrClient, **filters: object) -> list[apb.AccessRecord]:
+    request = apb.QueryAccessRequest(purpose=AUDIT_PURPOSE, **filters)  # type: ignore[arg-type]
+    method = "/jisr.v1.AuditTrail/QueryAccess"
+    body = request.SerializeToString()
+    token = client.credentials.signer.request_token(method, AUDIT_PURPOSE, body)
+    channel = identities.channel(client.target, client.credentials)
+    with channel:
+        stream = channel.unary_stream(method)(
+            body, timeout=30, metadata=(("x-jisr-signature", token),)
+        )
+        pages = [apb.QueryAccessResponse.FromString(raw) for raw in stream]
+    return [record for page in pages for record in page.records]
+
+
+def test_a_dpo_sees_its_own_institutions_requests_and_the_regulator_sees_all(
+    gateway: processes.Proc, pki_dir: Path, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1 OFFSET 77")
+    with (
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "ANSS")) as anss,
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as demo,
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp,
+    ):
+        anss.verify("ASD_ELIGIBILITY", hid, "ASD")
+        demo.verify("ASD_ELIGIBILITY", hid, "ASD")
+        own = _query(anss, subject=pb.Subject(household_id=hid))
+        everyone = _query(cndp, subject=pb.Subject(household_id=hid))
+    assert {r.requester for r in own} == {"ANSS"}
+    assert {"ANSS", "DEMO"} <= {r.requester for r in everyone}
+    assert hid not in str(everyone)
+
+
+def test_a_citizen_portal_gets_the_access_report_of_a_household(
+    gateway: processes.Proc, pki_dir: Path, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1 OFFSET 78")
+    with (
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "ANSS")) as anss,
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "ANR")) as portal,
+    ):
+        anss.verify("ASD_ELIGIBILITY", hid, "ASD")
+        report = portal.call(
+            "AccessReport",
+            apb.AccessReportRequest(purpose=PORTAL_PURPOSE, subject=pb.Subject(household_id=hid)),
+            apb.AccessReportResponse,
+            PORTAL_PURPOSE,
+            service="jisr.v1.AuditTrail",
+        ).message
+    assert [(e.institution, e.purpose, e.decision) for e in report.entries] == [
+        ("ANSS", "ASD_ELIGIBILITY", "permit")
+    ]
+    assert "eligible" in report.entries[0].fields
+
+
+def test_an_institution_without_an_audit_grant_cannot_read_the_trail(
+    gateway: processes.Proc, pki_dir: Path
+) -> None:
+    creds = Credentials.from_pki(pki_dir, "ANR")
+    with JisrClient(gateway.target, creds) as portal, pytest.raises(JisrError) as err:
+        portal.call(
+            "VerifyIntegrity",
+            apb.VerifyIntegrityRequest(purpose=AUDIT_PURPOSE),
+            apb.VerifyIntegrityResponse,
+            AUDIT_PURPOSE,
+            service="jisr.v1.AuditTrail",
+        )
+    assert err.value.reason == "PURPOSE_NOT_ALLOWED"
+
+
+def test_verify_integrity_over_grpc_reports_a_sound_trail(
+    gateway: processes.Proc, pki_dir: Path
+) -> None:
+    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
+        answer = cndp.call(
+            "VerifyIntegrity",
+            apb.VerifyIntegrityRequest(purpose=AUDIT_PURPOSE),
+            apb.VerifyIntegrityResponse,
+            AUDIT_PURPOSE,
+            service="jisr.v1.AuditTrail",
+        ).message
+    assert answer.ok
+    assert answer.records > 0

@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from typing import NoReturn
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
 from adapters.embedded import EmbeddedAdapter
+from gateway import telemetry
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc, records_pb2
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
@@ -50,6 +52,25 @@ class MinistryBackendServicer(backend_pb2_grpc.MinistryBackendServicer):
         self._clients = clients
 
     def FetchRecords(  # noqa: N802 (gRPC method name)
+        self, request: backend_pb2.FetchRecordsRequest, context: grpc.ServicerContext
+    ) -> backend_pb2.FetchRecordsResponse:
+        """Continues the gateway's trace: one server span per call."""
+        with telemetry.tracer.start_as_current_span(
+            "jisr.v1.MinistryBackend/FetchRecords",
+            context=telemetry.incoming(context.invocation_metadata()),
+            kind=SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": "jisr.v1.MinistryBackend",
+                "rpc.method": "FetchRecords",
+                "jisr.record_kind": RecordKind.Name(request.kind),
+                "jisr.keys": len(request.keys),
+            },
+            record_exception=False,
+        ):
+            return self._fetch(request, context)
+
+    def _fetch(
         self, request: backend_pb2.FetchRecordsRequest, context: grpc.ServicerContext
     ) -> backend_pb2.FetchRecordsResponse:
         if self._clients is not None:

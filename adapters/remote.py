@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
+from gateway import telemetry
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
+BACKEND = backend_pb2.DESCRIPTOR.services_by_name["MinistryBackend"].full_name
 _FIELD_OF_KIND = {
     RecordKind.RECORD_KIND_PERSON: ("person", "idcs"),
     RecordKind.RECORD_KIND_MEMBERSHIP: ("membership", "idcs"),
@@ -60,7 +63,19 @@ class RemoteAdapter:
                 kind=kind, keys=keys[start : start + MAX_KEYS_PER_FETCH], purpose=ctx.purpose
             )
             try:
-                response = self._stub.FetchRecords(request, timeout=timeout)
+                with telemetry.tracer.start_as_current_span(
+                    f"{BACKEND}/FetchRecords",
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "rpc.system": "grpc",
+                        "rpc.service": BACKEND,
+                        "rpc.method": "FetchRecords",
+                        "jisr.institution": self._institution,
+                    },
+                ):
+                    response = self._stub.FetchRecords(
+                        request, timeout=timeout, metadata=telemetry.outgoing()
+                    )
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
                 raise AdapterError(

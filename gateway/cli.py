@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.registry_db import REGISTRY_FILE, Registry, RegistryError
-from gateway import audit_cli, pki, policy, programmes, receipts, trust
+from gateway import audit_cli, pki, policy, programmes, receipts, telemetry, trust
 from gateway import config as config_mod
 from gateway.cli_support import SAMPLES, call, consent, demo_data, samples
 from gateway.registries import MissingInstitutionError
@@ -30,7 +30,12 @@ def _serve(args: argparse.Namespace) -> int:
         env_or_flags["JISR_PKI_DIR"] = str(args.pki_dir)
     if args.insecure_plaintext:
         env_or_flags["JISR_INSECURE_PLAINTEXT"] = "1"
+    if args.metrics_listen:
+        env_or_flags["JISR_METRICS_LISTEN"] = args.metrics_listen
     config = config_mod.load(args.config, env_or_flags)
+    telemetry.setup_logging()
+    provider = telemetry.setup_tracing("jisr-gateway", console=args.trace_console)
+    telemetry.setup_metrics(config.metrics_listen, "jisr-gateway")
     running = start_gateway(config)
     host = config.listen.rsplit(":", 1)[0]
     transports = ", ".join(f"{k}={v.kind}" for k, v in config.institutions.items())
@@ -39,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
         config.grace_s,
         f"jisr: serving jisr.v1 on {host}:{running.port} ({_transport(config)}; {transports})",
     )
+    if provider is not None:
+        provider.shutdown()  # export the last spans
     return 0
 
 
@@ -67,6 +74,7 @@ def _backend(args: argparse.Namespace) -> int:
     if args.insecure_plaintext:
         env["JISR_INSECURE_PLAINTEXT"] = "1"
     config = config_mod.load(None, env)
+    provider = telemetry.setup_tracing("jisr-ministry-backend")
     running = start_backend(names, Registry(args.data_dir / REGISTRY_FILE), args.listen, config)
     host = args.listen.rsplit(":", 1)[0]
     run_until_signalled(
@@ -75,6 +83,8 @@ def _backend(args: argparse.Namespace) -> int:
         f"jisr: MinistryBackend for {','.join(names)} on {host}:{running.port}"
         f" ({_transport(config)})",
     )
+    if provider is not None:
+        provider.shutdown()
     return 0
 
 
@@ -135,6 +145,10 @@ def _serve_parser(sub: Any) -> None:
     serve.add_argument("--listen", help="host:port (overrides config and JISR_LISTEN)")
     serve.add_argument("--data-dir", type=Path, help="registry directory")
     serve.add_argument("--pki-dir", type=Path, help="PKI directory (jisr pki init)")
+    serve.add_argument(
+        "--trace-console", action="store_true", help="print spans (else OTEL_* decides)"
+    )
+    serve.add_argument("--metrics-listen", help="host:port for Prometheus /metrics")
     serve.add_argument(
         "--insecure-plaintext",
         action="store_true",

@@ -47,6 +47,8 @@ class Config:
     # A signed audit checkpoint every N records or T seconds, whichever comes first.
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: float = 10.0
+    # host:port for Prometheus /metrics; None: no metrics endpoint.
+    metrics_listen: str | None = None
     # PostgreSQL URL for consents (and, later, the audit); None: SQLite in data_dir.
     database_url: str | None = None
     institutions: Mapping[str, Transport] = field(
@@ -153,6 +155,7 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_DATABASE_URL": ("database_url", _text),
     "JISR_INSECURE_PLAINTEXT": ("insecure_plaintext", _flag),
     "JISR_AUDIT_CHECKPOINT_EVERY": ("audit_checkpoint_every", _whole),
+    "JISR_METRICS_LISTEN": ("metrics_listen", _text),
 }
 
 

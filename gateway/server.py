@@ -30,7 +30,7 @@ from adapters.base import Adapter
 from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
 from consent.store import open_store
-from gateway import pki, policy, programmes, trust
+from gateway import pki, policy, programmes, telemetry, trust
 from gateway.audit import chain
 from gateway.audit.record import Checkpoint
 from gateway.audit.recorder import AuditRecorder, load_or_create_key
@@ -186,6 +186,7 @@ def start_gateway(config: Config) -> Running:
         checkpoint_seconds=config.audit_checkpoint_seconds,
     )
     security.audit = AuditRecorder(writer, load_or_create_key(config.pki_dir))
+    telemetry.observe_queue(lambda: writer.queue_depth)
     server = _grpc_server(config.workers)
     exchange = ExchangeService(Exchange(registries, catalogue), security)
     consents = ConsentRegistryService(store, registries, security.policy, security.trust)

@@ -15,16 +15,17 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
 from adapters.base import FetchContext
-from gateway import projection, validation
+from gateway import projection, telemetry, validation
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
 from gateway.audit.writer import AuditUnavailable
@@ -143,6 +144,16 @@ class ExchangeService:
     def _authenticate(
         self, call: _Call, context: grpc.ServicerContext, body: bytes | None
     ) -> RequestClaims:
+        with telemetry.tracer.start_as_current_span("jisr.authenticate"):
+            claims = self._check_token(call, context, body)
+        span = trace.get_current_span()
+        span.set_attribute("jisr.requester", claims.iss)
+        span.set_attribute("jisr.purpose", claims.purpose)
+        return claims
+
+    def _check_token(
+        self, call: _Call, context: grpc.ServicerContext, body: bytes | None
+    ) -> RequestClaims:
         tokens = [v for k, v in context.invocation_metadata() if k == SIGNATURE_METADATA]
         if not self.security.insecure_plaintext:
             call.requester = self._certificate_institution(context)
@@ -172,6 +183,10 @@ class ExchangeService:
         return claims
 
     def _authorize(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
+        with telemetry.tracer.start_as_current_span("jisr.authorize"):
+            return self._grant(call, claims, purpose)
+
+    def _grant(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
         if purpose != claims.purpose:
             raise invalid(
                 Reason.PURPOSE_MISMATCH, "purpose differs from the token's purpose", "purpose"
@@ -202,6 +217,31 @@ class ExchangeService:
         audit: str = "",
     ) -> str:
         assert call.claims is not None
+        with telemetry.tracer.start_as_current_span("jisr.receipt"):
+            return self._sign(
+                call=call,
+                decision=decision,
+                rh=rh,
+                sh=sh,
+                reason=reason,
+                batches=batches,
+                seq=seq,
+                audit=audit,
+            )
+
+    def _sign(
+        self,
+        *,
+        call: _Call,
+        decision: str,
+        rh: str,
+        sh: str,
+        reason: str,
+        batches: int | None,
+        seq: int | None,
+        audit: str,
+    ) -> str:
+        assert call.claims is not None
         return self.security.receipts.sign(
             Exchanged(
                 jti=call.claims.jti,
@@ -217,6 +257,7 @@ class ExchangeService:
                 seq=seq,
                 consents=tuple(sorted(call.consents)),
                 audit=audit,
+                trace=telemetry.trace_id(),
             )
         )
 
@@ -238,22 +279,26 @@ class ExchangeService:
             return ""
         claims = call.claims
         try:
-            return recorder.record(
-                requester=call.requester,
-                sub=claims.sub if claims is not None else "",
-                method=call.method,
-                purpose=claims.purpose if claims is not None else "",
-                basis=call.basis(),
-                subjects=call.subjects if subjects is None else subjects,
-                fields=call.fields() if decision == PERMIT else (),
-                decision=decision,
-                reason=reason,
-                rh=rh,
-                sh=sh,
-                jti=claims.jti if claims is not None and replay_checked else "",
-                part=part,
-                started=call.started,
-            )
+            with telemetry.tracer.start_as_current_span("jisr.audit") as span:
+                record_id = recorder.record(
+                    requester=call.requester,
+                    sub=claims.sub if claims is not None else "",
+                    method=call.method,
+                    purpose=claims.purpose if claims is not None else "",
+                    basis=call.basis(),
+                    subjects=call.subjects if subjects is None else subjects,
+                    fields=call.fields() if decision == PERMIT else (),
+                    decision=decision,
+                    reason=reason,
+                    rh=rh,
+                    sh=sh,
+                    jti=claims.jti if claims is not None and replay_checked else "",
+                    part=part,
+                    started=call.started,
+                    trace_id=telemetry.trace_id(),
+                )
+                span.set_attribute("jisr.audit_id", record_id)
+                return record_id
         except ReplayError:
             raise ExchangeError(
                 grpc.StatusCode.UNAUTHENTICATED, Reason.REPLAYED, "this jti was already used"
@@ -264,6 +309,14 @@ class ExchangeService:
                 Reason.AUDIT_UNAVAILABLE,
                 "the access could not be recorded; nothing was disclosed, retry later",
             ) from None
+
+    def _done(self, call: _Call, decision: str, audit: str) -> None:
+        """Close the books on a permitted call: span attributes and metrics."""
+        span = trace.get_current_span()
+        span.set_attribute("jisr.decision", decision)
+        span.set_attribute("jisr.audit_id", audit)
+        span.set_attribute("rpc.grpc.status_code", 0)
+        _measure(call, decision, "")
 
     def _fail(self, context: grpc.ServicerContext, call: _Call, exc: ExchangeError) -> None:
         log.info(
@@ -286,6 +339,12 @@ class ExchangeService:
                 )
             except ExchangeError as unrecorded:
                 exc = unrecorded
+        span = trace.get_current_span()
+        span.set_attribute("jisr.decision", DENY)
+        if audit:
+            span.set_attribute("jisr.audit_id", audit)
+        telemetry.fail(span, exc.reason.value, exc.code.value[0])
+        _measure(call, DENY, exc.reason.value)
         status = rpc_status.to_status(exc.to_status())
         trailers: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata)
         if call.claims is not None and exc.reason != Reason.AUDIT_UNAVAILABLE:
@@ -325,29 +384,32 @@ class ExchangeService:
 
         def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
             call = _Call(method)
-            try:
-                claims = self._authenticate(call, context, raw)
-                request = _parse(message_type, raw)
-                purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
-                grant = self._authorize(call, claims, purpose)
-                ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
-                call.subjects = self._subjects(subject_of, request)
-                fields = grant.fields
-                if grant.consent_based:
-                    call.permit = self._consent(grant, subject_of, request, ctx)
-                    fields = call.permit.fields
-                response = run(request, ctx)
-                _disclose(response, disclosed, fields)
-                body = response.SerializeToString()
-                sh = body_hash(body)
-                audit = self._audit(call, PERMIT, rh=claims.rh, sh=sh)
-                receipt = self._receipt(call, PERMIT, rh=claims.rh, sh=sh, audit=audit)
-                context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
-                return body
-            except ExchangeError as exc:
-                self._fail(context, call, exc)
-            except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
-                self._bug(context, call, exc)
+            with _server_span(method, context):
+                try:
+                    claims = self._authenticate(call, context, raw)
+                    request = _parse(message_type, raw)
+                    purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
+                    grant = self._authorize(call, claims, purpose)
+                    ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
+                    call.subjects = self._subjects(subject_of, request)
+                    fields = grant.fields
+                    if grant.consent_based:
+                        with telemetry.tracer.start_as_current_span("jisr.consent"):
+                            call.permit = self._consent(grant, subject_of, request, ctx)
+                        fields = call.permit.fields
+                    response = run(request, ctx)
+                    _disclose(response, disclosed, fields)
+                    body = response.SerializeToString()
+                    sh = body_hash(body)
+                    audit = self._audit(call, PERMIT, rh=claims.rh, sh=sh)
+                    receipt = self._receipt(call, PERMIT, rh=claims.rh, sh=sh, audit=audit)
+                    context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
+                    self._done(call, PERMIT, audit)
+                    return body
+                except ExchangeError as exc:
+                    self._fail(context, call, exc)
+                except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+                    self._bug(context, call, exc)
             raise AssertionError("unreachable: abort raises")
 
         return grpc.unary_unary_rpc_method_handler(handle)
@@ -363,27 +425,29 @@ class ExchangeService:
 
         def handle(raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
             call = _Call(method)
-            try:
-                claims = self._authenticate(call, context, raw)
-                request = _parse(message_type, raw)
-                purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
-                grant = self._authorize(call, claims, purpose)
-                ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
-                messages = run(request, ctx)
-                audit = self._audit(call, PERMIT, rh=claims.rh, sh="")
-                for message in messages:
-                    _disclose(message, None, grant.fields)
-                    body = message.SerializeToString()
-                    call.shs.append(body_hash(body))
-                    yield body
-                receipt = self._receipt(
-                    call, PERMIT, rh=claims.rh, sh=_chain(call.shs), audit=audit
-                )
-                context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
-            except ExchangeError as exc:
-                self._fail(context, call, exc)
-            except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
-                self._bug(context, call, exc)
+            with _server_span(method, context):
+                try:
+                    claims = self._authenticate(call, context, raw)
+                    request = _parse(message_type, raw)
+                    purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
+                    grant = self._authorize(call, claims, purpose)
+                    ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
+                    messages = run(request, ctx)
+                    audit = self._audit(call, PERMIT, rh=claims.rh, sh="")
+                    for message in messages:
+                        _disclose(message, None, grant.fields)
+                        body = message.SerializeToString()
+                        call.shs.append(body_hash(body))
+                        yield body
+                    receipt = self._receipt(
+                        call, PERMIT, rh=claims.rh, sh=_chain(call.shs), audit=audit
+                    )
+                    context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
+                    self._done(call, PERMIT, audit)
+                except ExchangeError as exc:
+                    self._fail(context, call, exc)
+                except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+                    self._bug(context, call, exc)
 
         return grpc.unary_stream_rpc_method_handler(handle)
 
@@ -418,23 +482,33 @@ class ExchangeService:
 
         def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
             call = _Call(method)
-            try:
-                claims = self._authenticate(call, context, None)
-                grant = self._authorize(call, claims, claims.purpose)
-                for seq, raw in enumerate(requests):
-                    yield self._one_batch(
-                        call=call, claims=claims, grant=grant, seq=seq, raw=raw, context=context
+            with _server_span(method, context):
+                try:
+                    claims = self._authenticate(call, context, None)
+                    grant = self._authorize(call, claims, claims.purpose)
+                    for seq, raw in enumerate(requests):
+                        with telemetry.tracer.start_as_current_span(
+                            "jisr.batch", attributes={"jisr.batch_index": seq}
+                        ):
+                            yield self._one_batch(
+                                call=call,
+                                claims=claims,
+                                grant=grant,
+                                seq=seq,
+                                raw=raw,
+                                context=context,
+                            )
+                    rh, sh = _chain(call.rhs), _chain(call.shs)
+                    audit = self._audit(call, PERMIT, rh=rh, sh=sh, subjects=())
+                    receipt = self._receipt(
+                        call, PERMIT, rh=rh, sh=sh, batches=len(call.shs), audit=audit
                     )
-                rh, sh = _chain(call.rhs), _chain(call.shs)
-                audit = self._audit(call, PERMIT, rh=rh, sh=sh, subjects=())
-                receipt = self._receipt(
-                    call, PERMIT, rh=rh, sh=sh, batches=len(call.shs), audit=audit
-                )
-                context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
-            except ExchangeError as exc:
-                self._fail(context, call, exc)
-            except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
-                self._bug(context, call, exc)
+                    context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
+                    self._done(call, PERMIT, audit)
+                except ExchangeError as exc:
+                    self._fail(context, call, exc)
+                except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+                    self._bug(context, call, exc)
 
         return grpc.stream_stream_rpc_method_handler(handle)
 
@@ -556,6 +630,34 @@ class ExchangeService:
                 "VerifyEligibilityBatch": self._batch_stream(),
             },
         )
+
+
+def _server_span(method: str, context: grpc.ServicerContext) -> Any:
+    """The RPC's server span, continuing the caller's traceparent; exceptions are not
+    recorded on it (their text may quote request data), only the stable reason."""
+    parent = telemetry.incoming(context.invocation_metadata())
+    service, name = method.strip("/").split("/", 1)
+    return telemetry.tracer.start_as_current_span(
+        f"{service}/{name}",
+        context=parent,
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+def _measure(call: _Call, decision: str, reason: str) -> None:
+    ins = telemetry.instruments()
+    attributes = {
+        "rpc.method": call.method,
+        "jisr.requester": call.requester,
+        "jisr.decision": decision,
+    }
+    ins.requests.add(1, attributes)
+    ins.latency.record((time.time() - call.started) * 1000.0, attributes)
+    if reason.startswith("CONSENT_"):
+        ins.consent_denials.add(1, {"jisr.requester": call.requester, "jisr.reason": reason})
 
 
 def _disclose(response: Message, field_name: str | None, fields: FieldTree) -> None:

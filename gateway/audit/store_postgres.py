@@ -75,7 +75,8 @@ _TYPES = (
     "text",
     "text",
 )
-_ARRAYS = ", ".join(f"%s::{t}[]" for t in _TYPES)
+# Sent in binary (%b): half the cost of text array literals, client and server side.
+_ARRAYS = ", ".join(f"%b::{t}[]" for t in _TYPES)
 # Inserted only when the batch follows the stored head: the first record is seq 1 with the
 # genesis prev_hash, or its predecessor is stored with hash = its prev_hash.
 _APPEND = f"""WITH ins AS (
@@ -86,7 +87,7 @@ _APPEND = f"""WITH ins AS (
         RETURNING seq),
     sub AS (
         INSERT INTO audit_subject (subject, node, seq)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])
+        SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[])
         WHERE EXISTS (SELECT 1 FROM ins))
     SELECT count(*) FROM ins"""
 _TAKEN = """SELECT requester, jti, part FROM audit_record

@@ -609,6 +609,7 @@ def test_writer_commits_8_threads_x_200_appends_as_one_contiguous_chain(
 
         results = run_together(8, two_hundred)
     finally:
+        counting.gate.set()
         writer.close()
     returned = [r for out in results if isinstance(out, list) for r in out]
     assert len(returned) == 1_600, [o for o in results if not isinstance(o, list)]
@@ -642,7 +643,10 @@ def test_a_failing_store_fails_every_waiting_caller_and_the_chain_resumes_withou
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(writer.append, draft(100 + t)) for t in range(8)]
             flaky.entered.wait(5)
-            wait_for(lambda: writer.queue_depth == 7, "7 callers queued behind the first batch")
+            wait_for(
+                lambda: writer.queue_depth + flaky.batches[-1] == 8,
+                "the 8 callers in the stalled batch or queued behind it",
+            )
             flaky.gate.set()
             outcomes = [f.exception(timeout=10) for f in futures]
         assert all(isinstance(o, AuditUnavailable) for o in outcomes), outcomes
@@ -653,6 +657,7 @@ def test_a_failing_store_fails_every_waiting_caller_and_the_chain_resumes_withou
         flaky.fail = flaky.fail_head = False
         after = [writer.append(draft(300 + i)) for i in range(5)]
     finally:
+        flaky.gate.set()
         writer.close()
     assert [r.seq for r in after] == [6, 7, 8, 9, 10]
     assert_contiguous(list(store.records()))
@@ -672,6 +677,7 @@ def test_after_a_lost_acknowledgement_the_chain_goes_on_from_what_was_stored(
         flaky.commit_then_fail = False
         assert writer.append(draft(2)).seq == 3
     finally:
+        flaky.gate.set()
         writer.close()
     stored = list(store.records())
     assert [r.rh for r in stored] == ["rh-0", "rh-1", "rh-2"]
@@ -696,6 +702,7 @@ def test_a_replay_fails_only_its_caller_and_the_rest_of_the_batch_is_relinked(
             flaky.gate.set()
             outcomes = [f.exception(timeout=10) or f.result() for f in futures]
     finally:
+        flaky.gate.set()
         writer.close()
     assert [type(o).__name__ for o in outcomes] == [
         "AuditRecord",
@@ -732,6 +739,7 @@ def test_a_stalled_store_times_callers_out_as_unavailable(store: AuditStore) -> 
         flaky.gate.set()
         assert writer.append(draft(2)).seq == 2  # the stalled one committed late
     finally:
+        flaky.gate.set()
         writer.close()
     assert [r.rh for r in store.records()] == ["rh-0", "rh-2"]
 

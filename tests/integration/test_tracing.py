@@ -1,0 +1,222 @@
+"""Tracing across institutions and telemetry without personal data, seen by a real OTLP
+receiver from a real gateway and a real ministry backend, each in its own process."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextvars import Token
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from gateway.client import Credentials, JisrClient, JisrError
+from gateway.pb.jisr.v1 import audit_pb2 as apb
+from tests.support import identities, otlp, processes, registry_rows
+
+SERVER = "jisr.v1.RegistryExchange/VerifyEligibility"
+
+
+@dataclass
+class Traced:
+    receiver: otlp.Receiver
+    gateway: processes.Proc
+    backend: processes.Proc
+    metrics_port: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def traced(
+    registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Traced]:
+    folder = tmp_path_factory.mktemp("tracing")
+    (folder / "state").mkdir()
+    receiver = otlp.Receiver()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+    }
+    backend = processes.start(
+        [
+            "backend",
+            "serve",
+            "--institutions",
+            "CNSS",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(registry_dir),
+            "--pki-dir",
+            str(pki_dir),
+        ],
+        folder / "backend.log",
+        env=env,
+    )
+    port = _free_port()
+    gateway = processes.start(
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(registry_dir),
+            "--pki-dir",
+            str(pki_dir),
+            "--metrics-listen",
+            f"127.0.0.1:{port}",
+        ],
+        folder / "gateway.log",
+        env={**env, "JISR_REMOTE_CNSS": backend.target, "JISR_STATE_DIR": str(folder / "state")},
+    )
+    yield Traced(receiver, gateway, backend, port)
+    gateway.stop()
+    backend.stop()
+    receiver.stop()
+
+
+def _partner_span() -> tuple[Token[Context], SpanContext]:
+    """A partner's own span, as its tracing would have started it."""
+    parent = SpanContext(
+        trace_id=random.getrandbits(128),
+        span_id=random.getrandbits(64),
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    return token, parent
+
+
+def test_one_trace_runs_from_the_partner_through_the_gateway_into_the_backend(
+    traced: Traced, pki_dir: Path, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(
+        registry_dir,
+        "SELECT DISTINCT m.household_id FROM membership m JOIN coverage c USING (idcs) LIMIT 1",
+    )
+    token, parent = _partner_span()
+    try:
+        with JisrClient(traced.gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
+            answer = client.verify("AMO_ENROLMENT", hid, "AMOT")
+    finally:
+        otel_context.detach(token)
+    trace_id = parent.trace_id
+
+    def spans_of(service: str) -> list[Span]:
+        return [
+            s
+            for svc, s in traced.receiver.spans
+            if svc == service and int.from_bytes(s.trace_id, "big") == trace_id
+        ]
+
+    def arrived() -> bool:
+        names = {s.name for s in spans_of("jisr-gateway")}
+        return bool(spans_of("jisr-ministry-backend")) and SERVER in names
+
+    assert traced.receiver.wait_for(arrived)
+    gateway_spans = spans_of("jisr-gateway")
+    server = next(
+        s for s in gateway_spans if s.name == "jisr.v1.RegistryExchange/VerifyEligibility"
+    )
+    assert int.from_bytes(server.parent_span_id, "big") == parent.span_id
+    client_span = next(s for s in gateway_spans if s.name == "jisr.v1.MinistryBackend/FetchRecords")
+    backend_span = spans_of("jisr-ministry-backend")[0]
+    assert backend_span.parent_span_id == client_span.span_id
+    names = {s.name for s in gateway_spans}
+    assert {
+        "jisr.authenticate",
+        "jisr.authorize",
+        "jisr.adapter",
+        "jisr.receipt",
+        "jisr.audit",
+    } <= names
+    assert answer.receipt["trace"] == format(trace_id, "032x")
+
+
+def test_the_audit_record_names_the_trace(
+    traced: Traced, pki_dir: Path, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1 OFFSET 5")
+    creds = Credentials.from_pki(pki_dir, "DEMO")
+    with JisrClient(traced.gateway.target, creds) as client:
+        trace_hex = client.verify("ASD_ELIGIBILITY", hid, "ASD").receipt["trace"]
+        assert trace_hex
+        request = apb.QueryAccessRequest(purpose="DATA_PROTECTION_AUDIT", trace_id=trace_hex)
+        method = "/jisr.v1.AuditTrail/QueryAccess"
+        body = request.SerializeToString()
+        signed = creds.signer.request_token(method, "DATA_PROTECTION_AUDIT", body)
+        with identities.channel(traced.gateway.target, creds) as channel:
+            pages = list(
+                channel.unary_stream(method)(
+                    body, timeout=30, metadata=(("x-jisr-signature", signed),)
+                )
+            )
+    records = [r for raw in pages for r in apb.QueryAccessResponse.FromString(raw).records]
+    assert [r.trace_id for r in records] == [trace_hex]
+
+
+def test_no_subject_identifier_appears_in_any_span(
+    traced: Traced, pki_dir: Path, registry_dir: Path
+) -> None:
+    rows = registry_rows.households(registry_dir, 5)
+    hids = [h.household_id for h in rows]
+    idcs = [m for h in rows for m in h.members]
+    unknown = "1234567897"
+    with JisrClient(traced.gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
+        for hid, person in zip(hids, idcs, strict=False):
+            client.person_status("AMO_ENROLMENT", person)
+            client.household_status("RECERTIFICATION", hid)
+            client.verify("AMO_ENROLMENT", person, "AMOT")
+        list(client.verify_batches("RECERTIFICATION", "ASD", [hids + idcs + ["12"]]))
+        with pytest.raises(JisrError):
+            client.person_status("AMO_ENROLMENT", unknown)
+        with pytest.raises(JisrError):
+            client.person_status("SCHOOL_SUPPORT", idcs[0])
+        with pytest.raises(JisrError):
+            client.household_status("AMO_ENROLMENT", "H12")
+    expected = len(traced.receiver.spans) + 30
+    traced.receiver.wait_for(lambda: len(traced.receiver.spans) >= expected, 10)
+    time.sleep(1.0)  # the last batches of the span processors
+    secrets_ = {*hids, *idcs, unknown}
+    leaks = []
+    for service, span in list(traced.receiver.spans):
+        texts = [span.name, span.status.message]
+        texts += [str(a.value) for a in span.attributes]
+        texts += [str(a.value) for e in span.events for a in e.attributes] + [
+            e.name for e in span.events
+        ]
+        leaks += [(service, span.name, s) for s in secrets_ for t in texts if s in t]
+        assert not [a.key for a in span.attributes if "score" in a.key]
+    assert leaks == []
+
+
+def test_metrics_reach_otlp_and_prometheus(
+    traced: Traced, pki_dir: Path, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    with JisrClient(traced.gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
+        client.verify("ASD_ELIGIBILITY", hid, "ASD")
+    assert traced.receiver.wait_for(
+        lambda: {"jisr.exchange.requests", "jisr.adapter.duration"} <= traced.receiver.metric_names
+    )
+    url = f"http://127.0.0.1:{traced.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    assert "jisr_exchange_requests" in text
+    assert hid not in text

@@ -25,6 +25,7 @@ from typing import Any
 
 from consent.migrations import MIGRATIONS_TABLE, SQLITE, check_known
 from consent.model import ConsentRecord, SubjectKind
+from consent.sqlite_wal import use_wal
 from consent.store import (
     CHANGES_PER_CALL,
     COLUMN_LIST,
@@ -104,7 +105,7 @@ class SQLiteConsentStore:
         if synchronous is None:
             conn.execute("PRAGMA query_only = ON")
         else:
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn, self._busy_timeout_ms)
             conn.execute(f"PRAGMA synchronous = {synchronous}")
         return conn
 

@@ -11,7 +11,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.type.date_pb2 import Date
 
 from adapters.identifiers import is_valid_household_id, is_valid_idcs
-from gateway.errors import ExchangeError, Reason, invalid
+from gateway.errors import Reason, invalid
 from gateway.pb.jisr.v1.registry_pb2 import Subject
 
 _PURPOSE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
@@ -82,9 +82,3 @@ def read_mask(mask: FieldMask, descriptor: Descriptor, field: str = "read_mask")
     canonical = FieldMask()
     canonical.CanonicalFormFromMask(mask)
     return canonical
-
-
-def check(condition: bool, error: ExchangeError) -> None:
-    """Raise `error` unless `condition` holds."""
-    if not condition:
-        raise error

@@ -15,6 +15,7 @@ import base64
 import binascii
 import dataclasses
 import functools
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,8 +89,9 @@ class ReplayError(Exception):
 
 class ChainConflictError(Exception):
     """The batch does not follow the node's stored head (its first record's seq - 1 is not
-    stored with hash == its prev_hash): another writer uses the node's name, or the caller
-    holds a stale head. Nothing was written; re-read `head` and link again."""
+    stored with hash == its prev_hash, or its seqs are taken): another writer uses the
+    node's name, or the caller holds a stale head. Nothing was written; re-read `head` and
+    link again. (The store checks linkage, not hashes: the chain verifier does that.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,9 +322,18 @@ def from_row(row: Sequence[Any]) -> AuditRecord:
     return r
 
 
-def subject_rows(records: Sequence[AuditRecord]) -> list[tuple[str, str, int]]:
-    """(subject, node, seq) rows of the subject index, each subject once per record."""
-    return [(s, r.node, r.seq) for r in records for s in dict.fromkeys(r.subjects)]
+def subject_key(subject: str) -> int:
+    """The subject index's key: the first 8 bytes of SHA-256(subject), a signed 64-bit
+    integer (PostgreSQL's audit_subject_key(text) computes the same). Two subjects may
+    share a key (odds 2^-64 per pair): queries also match the record's subjects text."""
+    return int.from_bytes(hashlib.sha256(subject.encode()).digest()[:8], "big", signed=True)
+
+
+def subject_rows(records: Sequence[AuditRecord]) -> list[tuple[int, str, int]]:
+    """(subject_key, node, seq) rows of the subject index, each key once per record."""
+    return [
+        (k, r.node, r.seq) for r in records for k in dict.fromkeys(map(subject_key, r.subjects))
+    ]
 
 
 def checkpoint_row(cp: Checkpoint) -> tuple[Any, ...]:
@@ -369,7 +380,16 @@ def page_of(records: list[AuditRecord], page_size: int) -> tuple[list[AuditRecor
     return page, base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def query_sql(q: Query, after: tuple[int, str, int] | None, limit: int) -> tuple[str, list[Any]]:
+# "The record's subjects hold ?": exact, run only on the rows the subject key found.
+SQLITE_HAS_SUBJECT = "EXISTS (SELECT 1 FROM json_each(r.subjects) AS j WHERE j.value = ?)"
+POSTGRES_HAS_SUBJECT = (
+    "EXISTS (SELECT 1 FROM json_array_elements_text(r.subjects::json) AS j(v) WHERE j.v = ?)"
+)
+
+
+def query_sql(
+    q: Query, after: tuple[int, str, int] | None, limit: int, has_subject: str
+) -> tuple[str, list[Any]]:
     """The page's SELECT with `?` placeholders (PostgreSQL swaps them for %s).
 
     With a subject, the subject index drives (a household is looked at a few hundred times
@@ -381,8 +401,8 @@ def query_sql(q: Query, after: tuple[int, str, int] | None, limit: int) -> tuple
     if q.subject:
         # CROSS JOIN: SQLite must loop over the subject's index rows, not over records.
         source = "audit_subject AS s CROSS JOIN audit_record AS r"
-        where.append("s.subject = ? AND r.node = s.node AND r.seq = s.seq")
-        params.append(q.subject)
+        where.append(f"s.subject_key = ? AND r.node = s.node AND r.seq = s.seq AND {has_subject}")
+        params.extend((subject_key(q.subject), q.subject))
     else:
         source = "audit_record AS r"
     for column, value in (

@@ -30,6 +30,7 @@ from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
 from gateway.audit.store import (
     CHECKPOINT_COLUMN_LIST,
     COLUMN_LIST,
+    POSTGRES_HAS_SUBJECT,
     PRUNE_CHUNK,
     STREAM_BATCH,
     ChainConflictError,
@@ -86,8 +87,8 @@ _APPEND = f"""WITH ins AS (
             WHERE node = %s AND seq = %s AND hash = %s)
         RETURNING seq),
     sub AS (
-        INSERT INTO audit_subject (subject, node, seq)
-        SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[])
+        INSERT INTO audit_subject (subject_key, node, seq)
+        SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[])
         WHERE EXISTS (SELECT 1 FROM ins))
     SELECT count(*) FROM ins"""
 _TAKEN = """SELECT requester, jti, part FROM audit_record
@@ -119,7 +120,11 @@ _FIRST = "SELECT seq, prev_hash FROM audit_record WHERE node = %s ORDER BY seq L
 _KEEP_FROM = """SELECT coalesce(
     (SELECT min(seq) FROM audit_record WHERE node = %s AND at_us >= %s),
     (SELECT max(seq) FROM audit_record WHERE node = %s))"""
-_DELETE_SUBJECTS = "DELETE FROM audit_subject WHERE node = %s AND seq >= %s AND seq < %s"
+# The index rows of the records about to be pruned, found from their subjects.
+_DELETE_SUBJECTS = """DELETE FROM audit_subject AS s
+    USING audit_record AS r, json_array_elements_text(r.subjects::json) AS j(v)
+    WHERE r.node = %s AND r.seq >= %s AND r.seq < %s
+      AND s.subject_key = audit_subject_key(j.v) AND s.node = r.node AND s.seq = r.seq"""
 _DELETE_RECORDS = "DELETE FROM audit_record WHERE node = %s AND seq >= %s AND seq < %s"
 
 
@@ -294,7 +299,7 @@ class PostgresAuditStore:
         after = check_page(page_size, page_token)
         if q.nodes is not None and not q.nodes:
             return [], ""
-        sql, params = query_sql(q, after, page_size + 1)
+        sql, params = query_sql(q, after, page_size + 1, POSTGRES_HAS_SUBJECT)
         with self._pool.connection() as conn:
             rows = conn.execute(sql.replace("?", "%s"), params).fetchall()
         return page_of([from_row(r) for r in rows], page_size)

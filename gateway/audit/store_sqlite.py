@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from consent.sqlite_wal import use_wal
 from gateway.audit.migrations import MIGRATIONS_TABLE, SQLITE, check_known
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
 from gateway.audit.store import (
@@ -25,6 +26,7 @@ from gateway.audit.store import (
     COLUMN_LIST,
     COLUMNS,
     PRUNE_CHUNK,
+    SQLITE_HAS_SUBJECT,
     STREAM_BATCH,
     ChainConflictError,
     Query,
@@ -36,6 +38,7 @@ from gateway.audit.store import (
     page_of,
     query_sql,
     replay_error,
+    subject_key,
     subject_rows,
     to_row,
 )
@@ -46,7 +49,7 @@ BUSY_TIMEOUT_MS = 10_000
 # offending record is known without parsing an error message.
 _INSERT = f"""INSERT INTO audit_record ({COLUMN_LIST}) VALUES ({", ".join("?" for _ in COLUMNS)})
     ON CONFLICT (requester, jti, part) WHERE jti <> '' DO NOTHING"""
-_INSERT_SUBJECT = "INSERT INTO audit_subject (subject, node, seq) VALUES (?, ?, ?)"
+_INSERT_SUBJECT = "INSERT INTO audit_subject (subject_key, node, seq) VALUES (?, ?, ?)"
 _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
     VALUES ({", ".join("?" for _ in range(8))})"""
 _HASH_AT = "SELECT hash FROM audit_record WHERE node = ? AND seq = ?"
@@ -75,7 +78,12 @@ _FIRST = "SELECT seq, prev_hash FROM audit_record WHERE node = ? ORDER BY seq LI
 _KEEP_FROM = """SELECT coalesce(
     (SELECT min(seq) FROM audit_record WHERE node = ? AND at_us >= ?),
     (SELECT max(seq) FROM audit_record WHERE node = ?))"""
-_DELETE_SUBJECTS = "DELETE FROM audit_subject WHERE node = ? AND seq >= ? AND seq < ?"
+# The index rows of the records about to be pruned, found from their subjects (a PRIMARY
+# KEY probe each; the key function is registered on the writer connection).
+_DELETE_SUBJECTS = """DELETE FROM audit_subject WHERE (subject_key, node, seq) IN (
+    SELECT audit_subject_key(j.value), r.node, r.seq
+    FROM audit_record AS r, json_each(r.subjects) AS j
+    WHERE r.node = ? AND r.seq >= ? AND r.seq < ?)"""
 _DELETE_RECORDS = "DELETE FROM audit_record WHERE node = ? AND seq >= ? AND seq < ?"
 
 
@@ -105,8 +113,9 @@ class SQLiteAuditStore:
             self._connections.append(conn)
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         if write:
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn, self._busy_timeout_ms)
             conn.execute("PRAGMA synchronous = FULL")
+            conn.create_function("audit_subject_key", 1, subject_key, deterministic=True)
         else:
             conn.execute("PRAGMA query_only = ON")
         return conn
@@ -245,7 +254,7 @@ class SQLiteAuditStore:
         after = check_page(page_size, page_token)
         if q.nodes is not None and not q.nodes:
             return [], ""
-        sql, params = query_sql(q, after, page_size + 1)
+        sql, params = query_sql(q, after, page_size + 1, SQLITE_HAS_SUBJECT)
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return page_of([from_row(r) for r in rows], page_size)

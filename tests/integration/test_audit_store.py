@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from consent.store import open_store
+from gateway.audit import store as audit_store
 from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE, SchemaTooNewError
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
 from gateway.audit.store import (
@@ -400,6 +401,20 @@ def test_a_query_matching_nothing_is_one_empty_page(
 ) -> None:
     for q in (Query(subject="nobody"), Query(nodes=frozenset()), Query(requester="h2")):
         assert store.query(q, 10) == ([], "")
+
+
+def test_records_of_subjects_sharing_a_subject_key_never_leak(
+    store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index holds 64-bit keys of subjects; a query re-checks the subject's text."""
+    monkeypatch.setattr(audit_store, "subject_key", lambda subject: 7)  # every key collides
+    records = append(store, [draft(i, subjects=(f"h{i % 3}", "shared")) for i in range(9)])
+    assert store.query(Query(subject="h1"), 100) == (
+        newest_first([r for r in records if "h1" in r.subjects]),
+        "",
+    )
+    assert store.query(Query(subject="shared"), 100) == (newest_first(records), "")
+    assert store.query(Query(subject="h9"), 100) == ([], "")
 
 
 def test_query_pages_without_gap_or_repeat(store: AuditStore, varied: list[AuditRecord]) -> None:

@@ -55,7 +55,7 @@ class MinistryBackendServicer(backend_pb2_grpc.MinistryBackendServicer):
         self, request: backend_pb2.FetchRecordsRequest, context: grpc.ServicerContext
     ) -> backend_pb2.FetchRecordsResponse:
         """Continues the gateway's trace: one server span per call."""
-        with telemetry.tracer.start_as_current_span(
+        with telemetry.span(
             "jisr.v1.MinistryBackend/FetchRecords",
             context=telemetry.incoming(context.invocation_metadata()),
             kind=SpanKind.SERVER,
@@ -66,7 +66,6 @@ class MinistryBackendServicer(backend_pb2_grpc.MinistryBackendServicer):
                 "jisr.record_kind": RecordKind.Name(request.kind),
                 "jisr.keys": len(request.keys),
             },
-            record_exception=False,
         ):
             return self._fetch(request, context)
 

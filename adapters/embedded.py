@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from adapters.base import AdapterError, FetchContext, Reader, RecordMessage
-from adapters.registry_db import Registry
+from adapters.registry_db import Registry, RegistryError
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
 
@@ -37,7 +37,7 @@ class EmbeddedAdapter:
             return {}
         try:
             return reader(self._registry.connection(), keys)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, RegistryError) as exc:
             raise AdapterError(self._institution, f"registry read failed: {exc}") from exc
 
     def close(self) -> None:

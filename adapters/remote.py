@@ -63,7 +63,7 @@ class RemoteAdapter:
                 kind=kind, keys=keys[start : start + MAX_KEYS_PER_FETCH], purpose=ctx.purpose
             )
             try:
-                with telemetry.tracer.start_as_current_span(
+                with telemetry.span(
                     f"{BACKEND}/FetchRecords",
                     kind=SpanKind.CLIENT,
                     attributes={

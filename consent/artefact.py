@@ -21,6 +21,8 @@ from gateway.trust import TrustStore
 
 ARTEFACT_TYP = "jisr-consent+jwt"
 ACTIONS = frozenset({"grant", "revoke"})
+UINT32_MAX = 2**32 - 1
+MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the Timestamp range
 
 
 class ArtefactError(Exception):
@@ -102,6 +104,8 @@ def verify(token: str, *, caller: str, collectors: Sequence[str], trust: TrustSt
     if kind not in (SubjectKind.HOUSEHOLD, SubjectKind.PERSON):
         raise ArtefactError(Reason.CONSENT_ARTEFACT_INVALID, "sub_kind must be household or person")
     valid_from, valid_until = _int(claims, "nbf"), _int(claims, "exp")
+    if not (0 <= valid_from <= MAX_SECONDS and 0 <= valid_until <= MAX_SECONDS):
+        raise ArtefactError(Reason.CONSENT_ARTEFACT_INVALID, "nbf and exp must be valid times")
     if valid_until <= valid_from:
         raise ArtefactError(Reason.CONSENT_ARTEFACT_INVALID, "exp must be after nbf")
     return Artefact(
@@ -159,4 +163,5 @@ def _use_cap(value: Any) -> UseCap | None:
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    """A whole number that fits the uint32 fields of the wire form."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= UINT32_MAX

@@ -43,6 +43,14 @@ def _denied(reason: Reason) -> ExchangeError:
     )
 
 
+def _store_down() -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.CONSENT_STORE_UNAVAILABLE,
+        "the consent registry did not answer; nothing was disclosed, retry later",
+    )
+
+
 class ConsentGate:
     """Checks consents for many subjects with one store query and one membership lookup."""
 
@@ -69,7 +77,10 @@ class ConsentGate:
         """One outcome per key: a Permit, or the error that key already was or now gets."""
         candidates = self._candidates(keys, ctx)
         wanted = sorted({s for c in candidates if c is not None for s in c})
-        records = self.store.for_subjects(wanted, grant.institution) if wanted else []
+        try:
+            records = self.store.for_subjects(wanted, grant.institution) if wanted else []
+        except Exception as exc:  # a store outage is the caller's retry, not a gateway bug
+            raise _store_down() from exc
         by_subject: dict[tuple[SubjectKind, str], list[ConsentRecord]] = {}
         for record in records:
             by_subject.setdefault((record.subject_kind, record.subject), []).append(record)
@@ -93,12 +104,13 @@ class ConsentGate:
         record = verdict.consent
         start = window_start(record, need.now)
         cap = record.use_cap
-        if (
-            start is not None
-            and cap is not None
-            and self.store.count_use(record.consent_id, start) > cap.max_uses
-        ):
-            return _denied(Reason.CONSENT_USE_EXCEEDED)
+        if start is not None and cap is not None:
+            try:
+                used = self.store.count_use(record.consent_id, start)
+            except Exception:  # fail closed: an uncounted use is refused
+                return _store_down()
+            if used > cap.max_uses:
+                return _denied(Reason.CONSENT_USE_EXCEEDED)
         tree, paths = consented(grant, verdict.covered)
         return Permit(record.consent_id, tree, paths)
 

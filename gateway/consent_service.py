@@ -245,7 +245,12 @@ class ConsentRegistryService:
         if not 1 <= size <= 500:
             raise invalid(Reason.INVALID_PAGE, "page_size is 1 to 500", "page_size")
         subject_kind = SubjectKind.PERSON if kind == "idcs" else SubjectKind.HOUSEHOLD
-        records, token = self.store.list_by_subject(subject_kind, key, size, request.page_token)
+        try:
+            records, token = self.store.list_by_subject(subject_kind, key, size, request.page_token)
+        except ValueError:
+            raise invalid(
+                Reason.INVALID_PAGE, "page_token is not one we gave", "page_token"
+            ) from None
         now = int(self.clock())
         return cpb.ListConsentsResponse(
             consents=[to_message(r, now) for r in records if self._visible(r, ctx.requester)],
@@ -303,10 +308,18 @@ class ConsentRegistryService:
                     path("GetConsent"), cpb.GetConsentRequest, self.get, None
                 ),
                 "ListConsents": secure.unary(
-                    path("ListConsents"), cpb.ListConsentsRequest, self.list, None
+                    path("ListConsents"),
+                    cpb.ListConsentsRequest,
+                    self.list,
+                    None,
+                    lambda r: validation.subject(r.subject),
                 ),
                 "CheckConsent": secure.unary(
-                    path("CheckConsent"), cpb.CheckConsentRequest, self.check, None
+                    path("CheckConsent"),
+                    cpb.CheckConsentRequest,
+                    self.check,
+                    None,
+                    lambda r: validation.subject(r.subject),
                 ),
             },
         )

@@ -67,9 +67,7 @@ class Registries:
             "jisr.record_kind": RecordKind.Name(kind),
         }
         clock = telemetry.Clock.now()
-        with telemetry.tracer.start_as_current_span(
-            "jisr.adapter", attributes={**attributes, "jisr.keys": len(keys)}
-        ):
+        with telemetry.span("jisr.adapter", attributes={**attributes, "jisr.keys": len(keys)}):
             try:
                 return adapter.fetch(kind, keys, ctx)
             except AdapterError:

@@ -10,6 +10,7 @@ denial carries a receipt too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import traceback
@@ -101,6 +102,7 @@ class _Call:
     started: float = field(default_factory=time.time)
     requester: str = ""  # from the certificate, known before the token is checked
     subjects: tuple[str, ...] = ()  # keyed hashes, for the audit record
+    audited: bool = False  # a record with this call's jti exists already
     claims: RequestClaims | None = None
     grant: Grant | None = None
     permit: Permit | None = None
@@ -144,7 +146,7 @@ class ExchangeService:
     def _authenticate(
         self, call: _Call, context: grpc.ServicerContext, body: bytes | None
     ) -> RequestClaims:
-        with telemetry.tracer.start_as_current_span("jisr.authenticate"):
+        with telemetry.span("jisr.authenticate"):
             claims = self._check_token(call, context, body)
         span = trace.get_current_span()
         span.set_attribute("jisr.requester", claims.iss)
@@ -183,7 +185,7 @@ class ExchangeService:
         return claims
 
     def _authorize(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
-        with telemetry.tracer.start_as_current_span("jisr.authorize"):
+        with telemetry.span("jisr.authorize"):
             return self._grant(call, claims, purpose)
 
     def _grant(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
@@ -217,7 +219,7 @@ class ExchangeService:
         audit: str = "",
     ) -> str:
         assert call.claims is not None
-        with telemetry.tracer.start_as_current_span("jisr.receipt"):
+        with telemetry.span("jisr.receipt"):
             return self._sign(
                 call=call,
                 decision=decision,
@@ -279,7 +281,7 @@ class ExchangeService:
             return ""
         claims = call.claims
         try:
-            with telemetry.tracer.start_as_current_span("jisr.audit") as span:
+            with telemetry.span("jisr.audit") as span:
                 record_id = recorder.record(
                     requester=call.requester,
                     sub=claims.sub if claims is not None else "",
@@ -298,6 +300,7 @@ class ExchangeService:
                     trace_id=telemetry.trace_id(),
                 )
                 span.set_attribute("jisr.audit_id", record_id)
+                call.audited = call.audited or part == 0
                 return record_id
         except ReplayError:
             raise ExchangeError(
@@ -335,7 +338,7 @@ class ExchangeService:
                     rh=rh,
                     sh=sh,
                     reason=exc.reason.value,
-                    replay_checked=exc.reason != Reason.REPLAYED,
+                    replay_checked=exc.reason != Reason.REPLAYED and not call.audited,
                 )
             except ExchangeError as unrecorded:
                 exc = unrecorded
@@ -394,7 +397,7 @@ class ExchangeService:
                     call.subjects = self._subjects(subject_of, request)
                     fields = grant.fields
                     if grant.consent_based:
-                        with telemetry.tracer.start_as_current_span("jisr.consent"):
+                        with telemetry.span("jisr.consent"):
                             call.permit = self._consent(grant, subject_of, request, ctx)
                         fields = call.permit.fields
                     response = run(request, ctx)
@@ -432,9 +435,10 @@ class ExchangeService:
                     purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
                     grant = self._authorize(call, claims, purpose)
                     ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
-                    messages = run(request, ctx)
+                    messages = iter(run(request, ctx))
+                    first = next(messages, None)  # bad filters fail here, before the record
                     audit = self._audit(call, PERMIT, rh=claims.rh, sh="")
-                    for message in messages:
+                    for message in itertools.chain([first] if first else [], messages):
                         _disclose(message, None, grant.fields)
                         body = message.SerializeToString()
                         call.shs.append(body_hash(body))
@@ -487,9 +491,7 @@ class ExchangeService:
                     claims = self._authenticate(call, context, None)
                     grant = self._authorize(call, claims, claims.purpose)
                     for seq, raw in enumerate(requests):
-                        with telemetry.tracer.start_as_current_span(
-                            "jisr.batch", attributes={"jisr.batch_index": seq}
-                        ):
+                        with telemetry.span("jisr.batch", attributes={"jisr.batch_index": seq}):
                             yield self._one_batch(
                                 call=call,
                                 claims=claims,
@@ -637,13 +639,11 @@ def _server_span(method: str, context: grpc.ServicerContext) -> Any:
     recorded on it (their text may quote request data), only the stable reason."""
     parent = telemetry.incoming(context.invocation_metadata())
     service, name = method.strip("/").split("/", 1)
-    return telemetry.tracer.start_as_current_span(
+    return telemetry.span(
         f"{service}/{name}",
         context=parent,
         kind=trace.SpanKind.SERVER,
         attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        record_exception=False,
-        set_status_on_exception=False,
     )
 
 

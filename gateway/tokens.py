@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +69,12 @@ def body_hash(data: bytes) -> str:
 
 def _segment(text: str) -> bytes:
     """Strict base64url (RFC 7515: no padding, URL-safe alphabet only)."""
-    if not _B64URL.fullmatch(text):
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise TokenError(Reason.MALFORMED_TOKEN, "the signature is not a compact JWS")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise TokenError(Reason.MALFORMED_TOKEN, "the signature is not a compact JWS") from None
 
 
 def _json_object(data: bytes) -> dict[str, Any]:
@@ -235,24 +239,30 @@ class ReplayGuard:
     """Remembers (iss, jti) until well after the token expires; a second use is refused.
 
     In-process. Across replicas the durable audit record's unique (iss, jti) index is the
-    shared check (docs/security.md); this guard answers first and cheaply.
+    shared check (docs/security.md); this guard answers first and cheaply. Expired entries
+    leave a few at a time, oldest first, so no request ever waits for a full sweep.
     """
 
     def __init__(self, clock: Any = time.time) -> None:
         self._seen: dict[tuple[str, str], float] = {}
+        self._order: deque[tuple[float, tuple[str, str]]] = deque()
         self._lock = threading.Lock()
         self._clock = clock
-        self._next_purge = 0.0
 
     def first_use(self, iss: str, jti: str, exp: int) -> bool:
         """True the first time (iss, jti) is seen within its retention, False after."""
         now = self._clock()
-        keep_until = exp + 2 * SKEW_S
+        key = (iss, jti)
         with self._lock:
-            if now >= self._next_purge:
-                self._seen = {k: v for k, v in self._seen.items() if v > now}
-                self._next_purge = now + 10
-            if (iss, jti) in self._seen:
+            for _ in range(8):
+                if not self._order or self._order[0][0] > now:
+                    break
+                _, old = self._order.popleft()
+                if self._seen.get(old, now + 1) <= now:
+                    del self._seen[old]
+            if key in self._seen:
                 return False
-            self._seen[(iss, jti)] = keep_until
+            keep_until = exp + 2 * SKEW_S
+            self._seen[key] = keep_until
+            self._order.append((keep_until, key))
             return True

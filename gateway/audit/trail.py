@@ -33,8 +33,15 @@ def _ts(at_us: int) -> Timestamp:
     return Timestamp(seconds=at_us // 1_000_000, nanos=(at_us % 1_000_000) * 1000)
 
 
-def _us(stamp: Timestamp, present: bool) -> int:
-    return stamp.seconds * 1_000_000 + stamp.nanos // 1000 if present else 0
+MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the Timestamp range
+
+
+def _us(stamp: Timestamp, present: bool, field: str) -> int:
+    if not present:
+        return 0
+    if not (0 <= stamp.seconds <= MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
+        raise invalid(Reason.INVALID_DATE, f"{field} is outside the Timestamp range", field)
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
 
 
 def to_message(record: AuditRecord) -> apb.AccessRecord:
@@ -122,17 +129,24 @@ class AuditTrailService:
             purpose=request.access_purpose,
             method=request.method,
             decision=request.decision,
-            since_us=_us(request.since, request.HasField("since")),
-            until_us=_us(request.until, request.HasField("until")),
+            since_us=_us(request.since, request.HasField("since"), "since"),
+            until_us=_us(request.until, request.HasField("until"), "until"),
             trace_id=request.trace_id,
         )
+        if query.until_us and query.since_us >= query.until_us:
+            raise invalid(Reason.INVALID_DATE, "since must be before until", "since")
         return self._pages(query, size, request.page_token, request.max_pages or 10)
 
     def _pages(
         self, query: Query, size: int, token: str, pages: int
     ) -> Iterator[apb.QueryAccessResponse]:
         for _ in range(pages):
-            records, token = self.store.query(query, size, token)
+            try:
+                records, token = self.store.query(query, size, token)
+            except ValueError:
+                raise invalid(
+                    Reason.INVALID_PAGE, "page_token is not one we gave", "page_token"
+                ) from None
             yield apb.QueryAccessResponse(
                 records=[to_message(r) for r in records], next_page_token=token
             )
@@ -180,7 +194,7 @@ class AuditTrailService:
             raise invalid(Reason.MISSING_SUBJECT, "subject is required", "subject")
         query = Query(
             subject=self._subject(request),
-            since_us=_us(request.since, request.HasField("since")),
+            since_us=_us(request.since, request.HasField("since"), "since"),
         )
         entries: list[apb.AccessEntry] = []
         token = ""

@@ -16,11 +16,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import psycopg
 import pytest
 
 from gateway.audit.store import open_audit_store
-from gateway.client import Credentials, JisrClient, JisrError
+from gateway.client import Credentials, JisrClient, JisrError, error_from
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from tests.support import databases, identities, processes, registry_rows
@@ -373,3 +374,21 @@ def test_an_unwritable_trail_fails_closed(
             proc.stop()
     assert (err.value.code.name, err.value.reason) == ("UNAVAILABLE", "AUDIT_UNAVAILABLE")
     assert err.value.receipt is None
+
+
+def test_a_bad_page_token_is_invalid_and_the_failure_is_recorded(
+    gateway: processes.Proc, pki_dir: Path
+) -> None:
+    creds = Credentials.from_pki(pki_dir, "CNDP")
+    request = apb.QueryAccessRequest(purpose=AUDIT_PURPOSE, page_token="A")
+    method = "/jisr.v1.AuditTrail/QueryAccess"
+    body = request.SerializeToString()
+    token = creds.signer.request_token(method, AUDIT_PURPOSE, body)
+    with identities.channel(gateway.target, creds) as channel:
+        stream = channel.unary_stream(method)(
+            body, timeout=30, metadata=(("x-jisr-signature", token),)
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            list(stream)
+    error = error_from(err.value)
+    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "INVALID_PAGE")

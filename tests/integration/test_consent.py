@@ -18,6 +18,7 @@ import pytest
 
 from gateway.client import Credentials, JisrClient, JisrError
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
+from gateway.pb.jisr.v1.registry_pb2 import Subject
 from gateway.policy import load_default
 from tests.support import databases, processes, registry_rows
 
@@ -336,3 +337,33 @@ def _refusal_reason(client: JisrClient, hid: str) -> str:
     except JisrError as err:
         return err.reason
     return ""
+
+
+def test_a_use_cap_beyond_the_wire_range_is_refused_before_anything_is_stored(
+    deployment: Deployment, registry_dir: Path
+) -> None:
+    hid, declarant = household(registry_dir)
+    with deployment.client("ANSS") as anss:
+        code, reason = refusal(
+            lambda: grant(anss, hid, declarant, FULL, use_cap={"max_uses": 2**40, "period_s": 60})
+        )
+        listed = anss.consent(
+            "ListConsents", _list_request(hid), cpb.ListConsentsResponse, MANAGE
+        ).message
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CONSENT_ARTEFACT_INVALID")
+    assert list(listed.consents) == []
+
+
+def test_a_bad_page_token_is_invalid_argument(deployment: Deployment, registry_dir: Path) -> None:
+    hid, _ = household(registry_dir)
+    request = _list_request(hid)
+    request.page_token = "not-a-token"
+    with deployment.client("ANSS") as anss:
+        code, reason = refusal(
+            lambda: anss.consent("ListConsents", request, cpb.ListConsentsResponse, MANAGE)
+        )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE")
+
+
+def _list_request(hid: str) -> cpb.ListConsentsRequest:
+    return cpb.ListConsentsRequest(purpose=MANAGE, subject=Subject(household_id=hid))

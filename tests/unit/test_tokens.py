@@ -224,3 +224,8 @@ def test_replay_memory_outlives_the_token() -> None:
 
 def test_body_hash_is_unpadded_base64url_sha256() -> None:
     assert body_hash(b"") == "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+
+
+@pytest.mark.parametrize("token", ["A.B.C", "a.b", "é.b.c", "eyJ.eyJ.", "...."])
+def test_any_malformed_compact_form_is_malformed_not_a_crash(token: str) -> None:
+    assert refused(lambda: check(token)) == Reason.MALFORMED_TOKEN

@@ -26,6 +26,11 @@ GATEWAY_WORKERS = Config().workers
 INSTITUTION = "DEMO"
 UNARY_PURPOSE = "ASD_ELIGIBILITY"  # a counter checking one household
 BATCH_PURPOSE = "RECERTIFICATION"  # the monthly bulk run
+# A consent-based grant of the shipped policy: MEN's GetHouseholdStatus for SCHOOL_SUPPORT
+# holds only under the family's consent (scopes composition and situation).
+CONSENT_INSTITUTION = "MEN"
+CONSENT_PURPOSE = "SCHOOL_SUPPORT"
+CONSENT_METHOD = f"/{SERVICE}/GetHouseholdStatus"
 
 _LENGTH = struct.Struct(">I")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.common import BATCH_METHOD, INSTITUTION
+from bench.common import BATCH_METHOD, CONSENT_INSTITUTION, INSTITUTION
 from gateway import pki
 from gateway.client import Credentials
 from gateway.pb.jisr.v1 import registry_pb2 as pb
@@ -32,9 +32,10 @@ MAX_LOOP_S = MAX_LIFETIME_S - LIFETIME_MARGIN_S - SKEW_S
 
 
 def make_pki(root: Path) -> Path:
-    """CA, server certificate, receipt key, JISR's client identity, the caller's."""
+    """CA, server certificate, receipt key, JISR's client identity, the caller's, and
+    CONSENT_INSTITUTION's (for the consent-based exchange measured in-process)."""
     pki.init(root)
-    for name in (GATEWAY_CLIENT, INSTITUTION):
+    for name in (GATEWAY_CLIENT, INSTITUTION, CONSENT_INSTITUTION):
         pki.issue(root, name)
     return root
 

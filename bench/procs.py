@@ -117,10 +117,11 @@ def other_load(seconds: float = 1.0) -> float:
     return (machine_busy_seconds() - before) / seconds
 
 
-def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
-    """Wait (at most `max_wait` s) until other processes use < `threshold` cores."""
+def wait_for_quiet(max_wait: float, threshold: float = 0.3, sample: float = 1.0) -> float:
+    """Wait (at most `max_wait` s) until other processes use < `threshold` cores, each
+    look at the machine lasting `sample` s."""
     deadline = time.monotonic() + max_wait
-    busy = other_load()
+    busy = other_load(sample)
     warned = False
     while busy >= threshold and time.monotonic() < deadline:
         if not warned:
@@ -131,7 +132,7 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
                 flush=True,
             )
             warned = True
-        busy = other_load()
+        busy = other_load(sample)
     if busy >= threshold:
         print(f"    still {busy:.2f} cores busy elsewhere: figures will be low", file=sys.stderr)
     return busy

@@ -4,10 +4,14 @@ of where the handler's time goes.
 
 Everything is the gateway's own code, built as `jisr serve` builds it
 (gateway.server.build_security over a real PKI and trust store, the shipped policy, the
-embedded adapters over the registry): request-token verification, the replay check, the
-policy decision, the exchange pipeline, field projection, receipt signing, and the very
-handler `jisr serve` registers, called with the bench's requests and a fresh token each.
-Tokens and every other input are made before the timing starts.
+embedded adapters over the registry, an AuditWriter over a SQLite audit store in a
+state directory of the bench's): request-token verification, the replay check, the
+policy decision, the exchange pipeline, field projection, the durable audit record
+(`AuditRecorder.record`: through the writer, one SQLite commit with synchronous=FULL per
+call, since one thread has no one to share a group commit with), receipt signing, and
+the very handler `jisr serve` registers, audit on (and, for comparison with earlier runs,
+off), called with the bench's requests and a fresh token each. Tokens and every other
+input are made before the timing starts.
 """
 
 from __future__ import annotations
@@ -41,21 +45,27 @@ from adapters.registry_db import REGISTRY_FILE, Registry
 from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE
 from bench.identity import credentials, make_pki
 from bench.workload import load_subjects, unary_requests
-from gateway import pki, programmes, projection
+from gateway import pki, programmes, projection, validation
+from gateway.audit.recorder import AuditRecorder, load_or_create_key
+from gateway.audit.store import open_audit_store
+from gateway.audit.writer import AuditWriter
 from gateway.config import Config
+from gateway.consent_gate import ConsentGate
 from gateway.errors import ExchangeError
 from gateway.exchange import Exchange
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.policy import Grant
 from gateway.receipts import PERMIT, Exchanged
 from gateway.registries import Registries
-from gateway.server import build_adapters, build_security
+from gateway.server import build_adapters, build_security, checkpoint_signer
 from gateway.service import SIGNATURE_METADATA, ExchangeService, Security
 from gateway.signing import Signer
 from gateway.tokens import ReplayGuard, body_hash, verify_request
 
 WARMUP = 200
 ROUNDS = 5
+MAX_STEP_S = 60.0  # a cap on each timed loop, whatever its call count
+AUDIT_NODE = "bench-profile"
 METHOD_NAME = UNARY_METHOD.rsplit("/", 1)[1]
 # A grant that withholds a field (score_band) of EligibilityDecision, for projection's
 # cost when it has something to clear (DEMO's grant discloses every field).
@@ -106,15 +116,28 @@ class Pipeline:
     pki_dir: Path
     registries: Registries
     registry: Registry
+    audit: AuditRecorder
 
-    def handler(self) -> Callable[[bytes, _Context], bytes]:
-        """The VerifyEligibility behaviour `jisr serve` registers, with its own replay
-        guard (so tokens used by the step measurements are not refused)."""
-        security = dataclasses.replace(self.security, replay=ReplayGuard())
+    def handler(
+        self,
+        *,
+        audit: bool = True,
+        consent: ConsentGate | None = None,
+        method: str = UNARY_METHOD,
+    ) -> Callable[[bytes, _Context], bytes]:
+        """The behaviour `jisr serve` registers for `method` (VerifyEligibility), with its
+        own replay guard (so tokens used by the step measurements are not refused); audit
+        on, as `jisr serve` always runs, unless `audit=False`."""
+        security = dataclasses.replace(
+            self.security,
+            replay=ReplayGuard(),
+            audit=self.audit if audit else None,
+            consent=consent,
+        )
         generic = ExchangeService(self.exchange, security).handler()
-        handler = generic.service(_Details(UNARY_METHOD))
+        handler = generic.service(_Details(method))
         if handler is None or handler.unary_unary is None:
-            raise RuntimeError(f"the gateway serves no {UNARY_METHOD}")
+            raise RuntimeError(f"the gateway serves no {method}")
         behaviour: Callable[[bytes, _Context], bytes] = handler.unary_unary
         return behaviour
 
@@ -134,11 +157,20 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline(data_dir: Path, pki_dir: Path) -> Iterator[Pipeline]:
-    """The gateway's security and exchange as `jisr serve` builds them; closed after."""
+def pipeline(data_dir: Path, pki_dir: Path, state_dir: Path) -> Iterator[Pipeline]:
+    """The gateway's security, exchange and audit writer as `jisr serve` builds them (the
+    audit store: SQLite in `state_dir`); closed after."""
     config = Config(data_dir=data_dir, pki_dir=pki_dir)
     registry = Registry(data_dir / REGISTRY_FILE)
     registries = Registries(build_adapters(config, registry))
+    store = open_audit_store(None, state_dir)
+    writer = AuditWriter(
+        store,
+        AUDIT_NODE,
+        checkpoint_signer(pki_dir),
+        checkpoint_every=config.audit_checkpoint_every,
+        checkpoint_seconds=config.audit_checkpoint_seconds,
+    )
     try:
         yield Pipeline(
             security=build_security(config),
@@ -148,23 +180,39 @@ def pipeline(data_dir: Path, pki_dir: Path) -> Iterator[Pipeline]:
             pki_dir=pki_dir,
             registries=registries,
             registry=registry,
+            audit=AuditRecorder(writer, load_or_create_key(pki_dir)),
         )
     finally:
+        writer.close()
+        store.close()
         registries.close()
         registry.close()
 
 
-def _timed(step: Callable[[int], object], calls: int, rounds: int = ROUNDS) -> float:
-    """Median over `rounds` rounds of µs per call of step(0), step(1), ... (calls in all)."""
+def _timed(
+    step: Callable[[int], object],
+    calls: int,
+    rounds: int = ROUNDS,
+    seconds: float = MAX_STEP_S,
+) -> float:
+    """Median over `rounds` rounds of µs per call of step(0), step(1), ... (calls in all);
+    a round that passes the `seconds` deadline ends there, and later rounds are skipped."""
     per_round = max(1, calls // rounds)
     samples: list[float] = []
+    deadline = time.monotonic() + seconds
     i = 0
     for _ in range(rounds):
         started = time.perf_counter()
-        for _ in range(per_round):
+        done = 0
+        while done < per_round:
             step(i)
             i += 1
-        samples.append((time.perf_counter() - started) / per_round)
+            done += 1
+            if not done % 64 and time.monotonic() > deadline:
+                break
+        samples.append((time.perf_counter() - started) / done)
+        if time.monotonic() > deadline:
+            break
     return statistics.median(samples) * 1e6
 
 
@@ -186,6 +234,7 @@ IN_SEQUENCE = (
     "exchange_verify",
     "projection",
     "response_serialize_hash",
+    "audit_record",
     "receipt_sign",
 )
 
@@ -196,16 +245,20 @@ def in_sequence(
     """The handler's steps called in its order, one call after the other, each step timed
     where it runs: µs per call of each (median of ROUNDS rounds). Unlike a step in a
     tight loop of its own, each one here pays for the caches the others evicted, so these
-    add up to (nearly) the handler's total."""
+    add up to (nearly) the handler's total. Capped at MAX_STEP_S like `_timed`."""
     n, institution, purpose = len(requests), INSTITUTION, UNARY_PURPOSE
-    guard, policy, trust = ReplayGuard(), p.security.policy, p.security.trust
+    guard, policy, trust, audit = ReplayGuard(), p.security.policy, p.security.trust, p.audit
     per_round = max(1, calls // ROUNDS)
     rounds: list[list[float]] = []
     clock = time.perf_counter
+    deadline = time.monotonic() + MAX_STEP_S
     for r in range(ROUNDS):
+        if rounds and time.monotonic() > deadline:
+            break
         spent = [0.0] * len(IN_SEQUENCE)
         for i in range(r * per_round, (r + 1) * per_round):
             raw = requests[i % n]
+            began = time.time()
             t0 = clock()
             claims = verify_request(
                 tokens[i],
@@ -232,6 +285,23 @@ def in_sequence(
             t6 = clock()
             sh = body_hash(response.SerializeToString())
             t7 = clock()
+            record_id = audit.record(
+                requester=institution,
+                sub=claims.sub,
+                method=UNARY_METHOD,
+                purpose=claims.purpose,
+                basis=grant.basis,
+                subjects=audit.subjects([validation.subject(request.subject)]),
+                fields=grant.paths,
+                decision=PERMIT,
+                reason="",
+                rh=claims.rh,
+                sh=sh,
+                jti=claims.jti,
+                part=0,
+                started=began,
+            )
+            t8 = clock()
             p.security.receipts.sign(
                 Exchanged(
                     jti=claims.jti,
@@ -242,16 +312,62 @@ def in_sequence(
                     decision=PERMIT,
                     fields=grant.paths,
                     basis=grant.basis,
+                    audit=record_id,
                 )
             )
-            t8 = clock()
-            for k, (a, b) in enumerate(itertools.pairwise((t0, t1, t2, t3, t4, t5, t6, t7, t8))):
+            t9 = clock()
+            stamps = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9)
+            for k, (a, b) in enumerate(itertools.pairwise(stamps)):
                 spent[k] += b - a
         rounds.append([x / per_round * 1e6 for x in spent])
     return {
         name: round(statistics.median(r[k] for r in rounds), 1)
         for k, name in enumerate(IN_SEQUENCE)
     }
+
+
+def _audit_step(
+    p: Pipeline,
+    parsed: Sequence[pb.VerifyEligibilityRequest],
+    receipts: Sequence[Exchanged],
+    grant: Grant,
+) -> Callable[[int], object]:
+    """Call i records exchange i durably through the pipeline's AuditRecorder (its own
+    fresh jti: the store's replay index refuses one it holds)."""
+    audit, n = p.audit, len(parsed)
+    subjects = [audit.subjects([validation.subject(r.subject)]) for r in parsed]
+    jtis = [secrets.token_urlsafe(18) for _ in receipts]
+    started = time.time()
+
+    def record(i: int) -> object:
+        receipt = receipts[i]
+        return audit.record(
+            requester=INSTITUTION,
+            sub="jisr-bench",
+            method=UNARY_METHOD,
+            purpose=UNARY_PURPOSE,
+            basis=grant.basis,
+            subjects=subjects[i % n],
+            fields=grant.paths,
+            decision=PERMIT,
+            reason="",
+            rh=receipt.rh,
+            sh=receipt.sh,
+            jti=jtis[i],
+            part=0,
+            started=started,
+        )
+
+    return record
+
+
+def _cpu_us(step: Callable[[int], object], calls: int) -> float:
+    """CPU µs per call of step(0), step(1), ... of every thread of this process."""
+    cpu0, wall0, done = time.process_time(), time.perf_counter(), 0
+    while done < calls and time.perf_counter() - wall0 < MAX_STEP_S:
+        step(done)
+        done += 1
+    return (time.process_time() - cpu0) / max(1, done) * 1e6
 
 
 def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
@@ -316,7 +432,9 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
 
     for i in range(WARMUP):
         whole(i, warm)
-    in_sequence(p, requests, warm, WARMUP)
+    # Fresh tokens: the audit store refuses a jti it has recorded (the replay index).
+    in_sequence(p, requests, p.tokens(requests, WARMUP), WARMUP)
+    record = _audit_step(p, parsed, receipts_in, grant)
     # The options gateway.tokens passes: the signature only, claims checked by the gateway.
     decode_options: Options = {
         "verify_signature": True,
@@ -345,8 +463,12 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         "response_serialize_hash": _timed(
             lambda i: body_hash(answers[i % len(answers)].SerializeToString()), calls
         ),
+        "audit_record": _timed(record, calls),
         "receipt_sign": _timed(lambda i: signer.sign(receipts_in[i]), calls),
     }
+    # The audit record's CPU (every thread of the process: the caller's and the writer's),
+    # beside its wall time above, most of which is the caller waiting for the fsync.
+    audit_cpu = _cpu_us(_audit_step(p, parsed, receipts_in, grant), calls)
     references = {
         "es256_verify_raw": _timed(_raw_es256(measured[0], public_key), calls),
         "es256_sign_raw": _timed(lambda _: gateway_key.sign(to_sign, ecdsa), calls),
@@ -359,6 +481,13 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         "pyjwt_unverified_header": _timed(lambda i: jwt.get_unverified_header(measured[i]), calls),
     }
     total = _timed(lambda i: whole(i, measured), calls)
+    unaudited = p.handler(audit=False)
+
+    def whole_unaudited(i: int) -> object:
+        context.metadata = ((SIGNATURE_METADATA, measured[i]),)
+        return unaudited(requests[i % n], context)
+
+    total_unaudited = _timed(whole_unaudited, calls)
     sequence = in_sequence(p, requests, p.tokens(requests, calls), calls)
     return {
         "calls": calls,
@@ -366,13 +495,18 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         "in_sequence": sequence,
         "in_sequence_sum": round(sum(sequence.values()), 1),
         "handler_total": round(total, 1),
+        "handler_total_no_audit": round(total_unaudited, 1),
+        "audit_record_cpu_us": round(audit_cpu, 1),
         "references": {k: round(v, 1) for k, v in references.items()},
     }
 
 
-def measure(data_dir: Path, pki_dir: Path, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
-    """Every step's µs per call (see `steps`), the gateway built over `data_dir`/`pki_dir`."""
-    with pipeline(data_dir, pki_dir) as p:
+def measure(
+    data_dir: Path, pki_dir: Path, state_dir: Path, requests: Sequence[bytes], calls: int
+) -> dict[str, Any]:
+    """Every step's µs per call (see `steps`), the gateway built over `data_dir`/`pki_dir`
+    with its audit store in `state_dir`."""
+    with pipeline(data_dir, pki_dir, state_dir) as p:
         return steps(p, requests, calls)
 
 
@@ -405,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     requests = unary_requests(load_subjects(args.data_dir), 10_000, seed=11)
     with tempfile.TemporaryDirectory(prefix="jisr-profile-") as tmp:
         pki_dir = args.pki_dir or make_pki(Path(tmp) / "pki")
-        with pipeline(args.data_dir, pki_dir) as p:
+        with pipeline(args.data_dir, pki_dir, Path(tmp) / "state") as p:
             print(json.dumps(steps(p, requests, args.calls), indent=2))
             print(profile(p, requests, args.calls, args.top))
     return 0

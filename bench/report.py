@@ -24,6 +24,7 @@ STEP_LABELS = {
     "projection": "projection (DEMO: every field)",
     "projection_minimising": "projection (CNSS: score_band withheld)",
     "response_serialize_hash": "serialize response + sha256",
+    "audit_record": "audit record (AuditRecorder.record, SQLite)",
     "receipt_sign": "receipt sign (ReceiptSigner.sign)",
 }
 REFERENCE_LABELS = {
@@ -46,16 +47,26 @@ def _unary_rows(results: dict[str, Any]) -> list[str]:
         ("echo_sync_mtls", f"echo, sync grpc.server ({workers} w), mTLS"),
         ("echo_aio_plain", "echo, grpc.aio, plaintext"),
         ("echo_aio_mtls", "echo, grpc.aio, mTLS"),
-        ("gateway", f"gateway, jisr serve ({workers} w), full"),
+        ("gateway", f"gateway ({workers} w), full, audit SQLite"),
+        ("gateway_postgresql", f"gateway ({workers} w), full, PostgreSQL"),
     )
     for key, label in rows:
-        row = unary[key]
+        row = unary.get(key)
+        if row is None:
+            continue
+
         lines.append(
             f"  {label:<40} {row['rps']:>8,.0f} {row['p50_ms']:>7.1f} {row['p99_ms']:>7.1f}"
             f" {row['errors']:>6}"
             f" {_number(row['server_cpu_us_per_call']):>11}"
             f" {_number(row['server_cpu_cores'], 2):>9}"
             f" {row['other_cpu_cores']:>5.2f}"
+        )
+    pg_row = unary.get("gateway_postgresql")
+    if pg_row is not None:
+        lines.append(
+            f"  (PostgreSQL's own processes in its run: {pg_row['postgres_cpu_us_per_call']:,}"
+            f" µs CPU per call, ~{pg_row['postgres_cores']:.2f} cores, inside its 'other')"
         )
     return lines
 
@@ -71,12 +82,99 @@ def _step_rows(steps: dict[str, Any]) -> list[str]:
     lines += [
         f"  {'sum of the steps':<46} {sum(alone[k] for k in IN_SEQUENCE):>7.1f}"
         f" {steps['in_sequence_sum']:>8.1f}",
-        f"  {'the whole handler (gateway.service)':<46} {'':>7} {steps['handler_total']:>8.1f}",
+        f"  {'the whole handler, audit on (as jisr serve)':<46} {'':>7}"
+        f" {steps['handler_total']:>8.1f}",
+        f"  {'the whole handler, audit off':<46} {'':>7} {steps['handler_total_no_audit']:>8.1f}",
+        f"  {'audit record: CPU, every thread':<46} {steps['audit_record_cpu_us']:>7.1f}",
         "",
         f"{'reference, same process':<48} {'µs':>7} {'DESIGN':>8}",
     ]
     for key, (label, design) in REFERENCE_LABELS.items():
         lines.append(f"  {label:<46} {steps['references'][key]:>7.1f} {design:>8}")
+    return lines
+
+
+def _consent_rows(results: dict[str, Any]) -> list[str]:
+    c = results["consent"]
+    lines = [
+        f"consent, in-process, {c['consents']:,} consents, MEN GetHouseholdStatus"
+        f" SCHOOL_SUPPORT, µs/call {'sqlite':>10} {'postgresql':>11}",
+    ]
+    backends = [c.get("sqlite"), c.get("postgresql")]
+
+    def row(label: str, pick: Any, digits: int = 1, pct: bool = False) -> str:
+        cells = []
+        for b in backends:
+            value = None if b is None else pick(b)
+            cells.append(
+                "-" if value is None else f"{value:.0%}" if pct else f"{value:,.{digits}f}"
+            )
+        return f"  {label:<72} {cells[0]:>10} {cells[1]:>11}"
+
+    lines += [
+        row(
+            "ConsentGate.check, household, one matching consent",
+            lambda b: b["check_us"]["household"],
+        ),
+        row(
+            "  ... of which CPU in this process (the rest: waiting for the store)",
+            lambda b: b["check_us"]["household_cpu"],
+        ),
+        row(
+            "  ... CPU of the PostgreSQL server's processes per check",
+            lambda b: b["check_us"].get("household_server_cpu"),
+        ),
+        row(
+            "ConsentGate.check, household, consent with a use cap (+ counter write)",
+            lambda b: b["check_us"]["household_capped"],
+        ),
+        row(
+            "ConsentGate.check, by IDCS (membership lookup + person and household)",
+            lambda b: b["check_us"]["person"],
+        ),
+        row("whole MEN handler, consent on, audit off", lambda b: b["handler_us"]),
+        row(
+            "whole MEN handler, consent on, audit on (SQLite)",
+            lambda b: b.get("handler_audited_us"),
+        ),
+        row("check / handler, audit off (target < 10%)", lambda b: b["share_of_handler"], pct=True),
+        row("check / handler, audit on", lambda b: b.get("share_of_handler_audited"), pct=True),
+    ]
+    return lines
+
+
+def _audit_rows(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    a = results["audit"]
+    lines = [
+        f"audit appends, in-process, {a['count']:,} records {'records/s':>10} {'commits':>8}"
+        f" {'mean batch':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/rec':>10}",
+    ]
+    for row in a["appends"]:
+        w, r = row["writer"], row["raw"]
+        lines.append(
+            f"  {row['backend'] + ', AuditWriter, ' + str(w['threads']) + ' threads':<36}"
+            f" {w['records_per_s']:>10,} {w['commits']:>8,} {w['mean_batch']:>10.1f}"
+            f" {w['append_p50_ms']:>7.2f} {w['append_p99_ms']:>7.2f}"
+            f" {w['cpu_us_per_record']:>10.1f}"
+        )
+        lines.append(
+            f"  {row['backend'] + ', append_batch(' + str(r['batch']) + '), 1 thread':<36}"
+            f" {r['records_per_s']:>10,} {'':>8} {'':>10} {r['ms_per_batch']:>7.2f}"
+        )
+    b, v = a["build"], a["verify"]
+    lines += [
+        "",
+        f"audit verify, SQLite: {v['records']:,} records, {v['checkpoints']:,} signed checkpoints,"
+        f" {v['nodes']} nodes (built in {b['seconds']:.0f} s, {b['file_mb']:.0f} MiB, not timed)",
+        f"  chain.verify(store.records(), store.checkpoints(), jwks)  {v['seconds']:.2f} s"
+        f" = {v['records_per_s']:,} records/s -> 1,000,000 in {v['million_s']:.2f} s"
+        f" (<= 10 s: {_met(summary['target_verify_10s_met'])};"
+        f" <= 3 s: {_met(summary['target_verify_3s_met'])})",
+        f"  reading the records alone (store.records())              {v['read_records_s']:.2f} s",
+        f"  fetching the raw rows alone (sqlite3 tuples)             {v['fetch_rows_s']:.2f} s",
+        f"  bare reference: raw rows, sha256 each, prev links       {v['bare_chain_s']:.2f} s"
+        f" -> 1,000,000 in {v['bare_million_s']:.2f} s",
+    ]
     return lines
 
 
@@ -118,6 +216,10 @@ def table(results: dict[str, Any]) -> str:
         + f"; measured with {results['client']}",
         "",
         *_step_rows(results["steps_us"]),
+        "",
+        *_consent_rows(results),
+        "",
+        *_audit_rows(results, summary),
         "",
         "srv us/call: server CPU per call (all its threads); other: cores used meanwhile by"
         " processes outside the bench; alone: the step in a tight loop of its own; in seq.:"

@@ -7,13 +7,23 @@ Steps, every one on 127.0.0.1 and every load loop bounded in calls and in second
    worker count, generic handler on raw bytes, the gateway's method path), each in its
    own process: over mTLS with the gateway's certificates (first a short probe of the load
    generator's client kinds), then plaintext; 3. the same echo on grpc.aio, for reference;
-4. `jisr serve` over mTLS: one call through the partner SDK (receipt verified), the same
-   unary run, then a VerifyEligibilityBatch stream of signed envelopes;
-5. the handler's steps called in-process without gRPC, one thread, µs per call.
+4. `jisr serve` over mTLS (consents and the audit trail on SQLite in its data dir, as it
+   always runs: every reply waits for its durable audit record): one call through the
+   partner SDK (receipt verified), the same unary run; then, when PostgreSQL answers,
+   the same run with JISR_DATABASE_URL (consents and audit on PostgreSQL, a schema of
+   the bench's own);
+5. a VerifyEligibilityBatch stream of signed envelopes (SQLite gateway);
+6. the handler's steps called in-process without gRPC, one thread, µs per call, the
+   audit record among them;
+7. the consent check's cost per exchange, in-process (bench.consent);
+8. the audit trail in-process (bench.audit): appends per second through the group-commit
+   writer (8 threads) and raw `append_batch`, on SQLite and PostgreSQL; verification of
+   a 1,000,000-record trail read from SQLite.
 Every server gets the same bytes: the request and one `x-jisr-signature` token per call,
 signed before each loop (the echo servers ignore it). The load generator is its own
 process (bench.load), the same for every server. Prints a table; writes
-bench/results/latest.json. Servers are stopped even on error.
+bench/results/latest.json. Servers are stopped, and PostgreSQL schemas dropped, even on
+error.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import google.protobuf
 import grpc
 
 from adapters.registry_db import REGISTRY_FILE
-from bench import profile, workload
+from bench import audit, consent, pg, profile, workload
 from bench.common import (
     GATEWAY_WORKERS,
     INSTITUTION,
@@ -50,6 +60,7 @@ from bench.identity import MAX_LOOP_S, credentials, make_pki
 from bench.load import CLIENTS
 from bench.procs import BenchError, Server, run_json, run_quiet, start_server, wait_for_quiet
 from bench.report import table
+from consent.store_postgres import describe
 from gateway.client import JisrClient, JisrError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,6 +83,14 @@ class Settings:
     probe_seconds: float
     quiet_wait: float
     pipeline_calls: int
+    step_seconds: float
+    audit_records: int
+    audit_threads: int
+    verify_records: int
+    build_seconds: float
+    consents: int
+    postgres: str | None
+    postgres_gateway: bool
     pin: bool
     gateway_workers: int | None
     data_dir: Path | None
@@ -86,6 +105,10 @@ class Settings:
     def client_argv(self, argv: Sequence[str]) -> list[str]:
         """The load generator's command, on CPU 0 when pinning."""
         return _pinned(CLIENT_CPU, argv) if self.pin else list(argv)
+
+    def quiet(self) -> float:
+        """Wait for a quiet machine before a measured loop; the other load seen."""
+        return wait_for_quiet(self.quiet_wait, sample=0.2 if self.quick else 1.0)
 
     @property
     def workers(self) -> int:
@@ -129,9 +152,9 @@ def _jisr() -> list[str]:
 def _registry(settings: Settings, work: Path) -> Path:
     data_dir = settings.data_dir or work / "data"
     if (data_dir / REGISTRY_FILE).is_file():
-        say(f"[1/5] registry: reusing {data_dir / REGISTRY_FILE}")
+        say(f"[1/8] registry: reusing {data_dir / REGISTRY_FILE}")
         return data_dir
-    say(f"[1/5] registry: {settings.households:,} households, seed {settings.seed} -> {data_dir}")
+    say(f"[1/8] registry: {settings.households:,} households, seed {settings.seed} -> {data_dir}")
     run_quiet(
         "jisr demo-data",
         [
@@ -179,7 +202,7 @@ def _unary(
         if probe
         else (settings.calls, settings.seconds)
     )
-    other = wait_for_quiet(settings.quiet_wait)
+    other = settings.quiet()
     argv = [
         *_load_argv(settings, "unary", server, requests),
         "--client",
@@ -210,7 +233,7 @@ def _unary(
 
 
 def _batch(settings: Settings, server: Server, batches: Path) -> dict[str, Any]:
-    other = wait_for_quiet(settings.quiet_wait)
+    other = settings.quiet()
     label = "gateway batch"
     argv = [
         *_load_argv(settings, "batch", server, batches),
@@ -280,6 +303,41 @@ ECHOES = (
 )
 
 
+def _echoes(
+    settings: Settings, stack: ExitStack, requests: Path, results: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """Step 2: each echo server in turn (the client probe on the first); their unary rows
+    and the load generator's client kind."""
+    logs = settings.output.parent / "logs"
+    unary: dict[str, Any] = {}
+    client = settings.client
+    say(f"[2/8] echo servers ({settings.workers} workers for sync), mTLS and plaintext")
+    for key, label, api, tls in ECHOES:
+        argv = [sys.executable, "-m", "bench.echo", "--port", "0", "--api", api]
+        argv += ["--workers", str(settings.workers)]
+        if tls:
+            argv += ["--pki-dir", str(settings.pki_dir)]
+        server = _serve(
+            settings, stack, label, argv, logs / f"{key.replace('_', '-')}.log", tls=tls
+        )
+        if key == "echo_sync_mtls":
+            # --quick probes only the client it uses, unless asked to choose (auto).
+            kinds = CLIENTS if client == "auto" or not settings.quick else (client,)
+            probe = {
+                kind: _unary(settings, server, requests, kind, f"probe {kind}", probe=True)
+                for kind in kinds
+            }
+            results["client_probe"] = probe
+            if client == "auto":
+                client = max(probe, key=lambda kind: float(probe[kind]["rps"]))
+            results["client"] = client
+            say(f"    load generator client: {client}")
+        unary[key] = _unary(settings, server, requests, client, label, probe=False)
+        server.stop()
+
+    return unary, client
+
+
 def measure(settings: Settings) -> dict[str, Any]:
     """Run every step; servers are stopped on the way out, whatever happens."""
     logs = settings.output.parent / "logs"
@@ -296,6 +354,8 @@ def measure(settings: Settings) -> dict[str, Any]:
         results["settings"] = {
             k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()
         }
+        if settings.postgres:  # where, never the URL (it may hold a password)
+            results["settings"]["postgres"] = describe(settings.postgres)
         started = time.monotonic()
         data_dir = _registry(settings, work)
         subjects = workload.load_subjects(data_dir)
@@ -310,64 +370,173 @@ def measure(settings: Settings) -> dict[str, Any]:
             "members": len(subjects.member_idcs),
             "seconds": round(time.monotonic() - started, 1),
         }
-        unary: dict[str, Any] = {}
-        client = settings.client
-        say(f"[2/5] echo servers ({settings.workers} workers for sync), mTLS and plaintext")
-        for key, label, api, tls in ECHOES:
-            argv = [sys.executable, "-m", "bench.echo", "--port", "0", "--api", api]
-            argv += ["--workers", str(settings.workers)]
-            if tls:
-                argv += ["--pki-dir", str(settings.pki_dir)]
-            server = _serve(
-                settings, stack, label, argv, logs / f"{key.replace('_', '-')}.log", tls=tls
-            )
-            if key == "echo_sync_mtls":
-                probe = {
-                    kind: _unary(settings, server, requests, kind, f"probe {kind}", probe=True)
-                    for kind in CLIENTS
-                }
-                results["client_probe"] = probe
-                if client == "auto":
-                    client = max(probe, key=lambda kind: float(probe[kind]["rps"]))
-                results["client"] = client
-                say(f"    load generator client: {client}")
-            unary[key] = _unary(settings, server, requests, client, label, probe=False)
-            server.stop()
+        unary, client = _echoes(settings, stack, requests, results)
 
-        say(f"[3/5] gateway, jisr serve, mTLS ({settings.workers} workers)")
+        url, results["postgres"] = _postgres(settings)
+        say(
+            f"[3/8] gateway, jisr serve, mTLS ({settings.workers} workers), consents and audit"
+            " on SQLite (every reply after its durable audit record)"
+        )
         gateway_argv = [*_jisr(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+        gateway_argv += ["--pki-dir", str(settings.pki_dir)]
+        workers_env = (
+            {"JISR_WORKERS": str(settings.gateway_workers)} if settings.gateway_workers else {}
+        )
         server = _serve(
             settings,
             stack,
             "gateway",
-            [*gateway_argv, "--pki-dir", str(settings.pki_dir)],
+            gateway_argv,
             logs / "gateway.log",
             tls=True,
-            env={"JISR_WORKERS": str(settings.gateway_workers)}
-            if settings.gateway_workers
-            else None,
+            env=workers_env,
         )
         results["sdk_call"] = _sanity(settings, server, subjects)
         unary["gateway"] = _unary(settings, server, requests, client, "gateway", probe=False)
         results["unary"] = unary
-        say("[4/5] gateway, VerifyEligibilityBatch, signed envelopes")
+        say("[4/8] gateway, VerifyEligibilityBatch, signed envelopes")
         results["batch"] = _batch(settings, server, batches)
         server.stop()
         if results["batch"]["receipt_failures"]:
             raise BenchError("a batch receipt did not verify or did not cover its batch")
 
-        say("[5/5] gateway handler in-process, no gRPC, one thread: each step's cost")
+        if url is not None and settings.postgres_gateway:
+            say("[5/8] gateway with JISR_DATABASE_URL: consents and audit on PostgreSQL")
+            unary["gateway_postgresql"] = _gateway_postgresql(
+                settings,
+                stack,
+                url,
+                argv=gateway_argv,
+                env=workers_env,
+                subjects=subjects,
+                requests=requests,
+                client=client,
+            )
+        else:
+            why = results["postgres"]["reason"] or "--quick, or --no-postgres-gateway"
+            say(f"[5/8] gateway on PostgreSQL: skipped ({why})")
+
         pool = read_messages(requests)
-        steps = profile.measure(data_dir, settings.pki_dir, pool, settings.pipeline_calls)
-        results["steps_us"] = steps
-        say(
-            f"    handler {steps['handler_total']:.0f} us/call; token verify"
-            f" {steps['alone']['token_verify']:.0f}, exchange"
-            f" {steps['alone']['exchange_verify']:.0f}, receipt"
-            f" {steps['alone']['receipt_sign']:.0f} (alone)"
-        )
+        _in_process(settings, work=work, data_dir=data_dir, pool=pool, url=url, results=results)
     results["summary"] = summarize(results)
     return results
+
+
+def _gateway_postgresql(
+    settings: Settings,
+    stack: ExitStack,
+    url: str,
+    *,
+    argv: Sequence[str],
+    env: dict[str, str],
+    subjects: workload.Subjects,
+    requests: Path,
+    client: str,
+) -> dict[str, Any]:
+    """The gateway's unary run with JISR_DATABASE_URL: consents and audit on PostgreSQL, in
+    a schema made for it and dropped after the server has stopped."""
+    log = settings.output.parent / "logs" / "gateway-postgresql.log"
+    with pg.schema(url, "gateway") as schema_url:
+        env = {**env, "JISR_DATABASE_URL": schema_url}
+        server = _serve(settings, stack, "gateway postgresql", argv, log, tls=True, env=env)
+        try:
+            _sanity(settings, server, subjects)
+            label = "gateway postgresql"
+            pg_before = pg.server_cpu_s()
+            result = _unary(settings, server, requests, client, label, probe=False)
+            pg_cpu = pg.server_cpu_s() - pg_before
+        finally:
+            server.stop()
+    # PostgreSQL's CPU over warm-up and measured calls (its processes are "other" to the
+    # load generator): per call, and in cores over the measured loop's length.
+    result["postgres_cpu_us_per_call"] = round(
+        pg_cpu / (result["calls"] + settings.warmup_calls) * 1e6
+    )
+    result["postgres_cores"] = round(result["postgres_cpu_us_per_call"] * result["rps"] / 1e6, 2)
+    say(
+        f"    PostgreSQL's own processes: {result['postgres_cpu_us_per_call']:,} µs CPU per call"
+        f" (~{result['postgres_cores']:.2f} cores, part of the 'other' column)"
+    )
+    return result
+
+
+def _in_process(
+    settings: Settings,
+    *,
+    work: Path,
+    data_dir: Path,
+    pool: Sequence[bytes],
+    url: str | None,
+    results: dict[str, Any],
+) -> None:
+    """Steps 6 to 8: the handler's steps, the consent check, the audit trail; each one
+    after waiting for a quiet machine. PostgreSQL rows (`url`) in schemas of their own."""
+    say("[6/8] gateway handler in-process, no gRPC, one thread: each step's cost")
+    other = settings.quiet()
+    with profile.pipeline(data_dir, settings.pki_dir, work / "profile-state") as pipe:
+        steps = profile.steps(pipe, pool, settings.pipeline_calls)
+        steps["other_load_before"] = round(other, 2)
+        results["steps_us"] = steps
+        say(
+            f"    handler {steps['handler_total']:.0f} us/call audit on"
+            f" ({steps['handler_total_no_audit']:.0f} off); token verify"
+            f" {steps['alone']['token_verify']:.0f}, exchange"
+            f" {steps['alone']['exchange_verify']:.0f}, audit record"
+            f" {steps['alone']['audit_record']:.0f} ({steps['audit_record_cpu_us']:.0f} CPU),"
+            f" receipt {steps['alone']['receipt_sign']:.0f} (alone)"
+        )
+        say(
+            f"[7/8] consent check per exchange, in-process: {settings.consents:,} consents,"
+            " MEN GetHouseholdStatus SCHOOL_SUPPORT"
+        )
+        other = settings.quiet()
+        with ExitStack() as schemas:
+            consent_url = schemas.enter_context(pg.schema(url, "consent")) if url else None
+            results["consent"] = consent.measure(
+                pipe,
+                work,
+                data_dir,
+                count=settings.consents,
+                calls=settings.pipeline_calls,
+                seconds=settings.step_seconds,
+                postgres_url=consent_url,
+                say=say,
+            )
+        results["consent"]["other_load_before"] = round(other, 2)
+
+    say(
+        f"[8/8] audit trail in-process: {settings.audit_records:,} appends"
+        f" ({settings.audit_threads} threads), verify {settings.verify_records:,} records"
+    )
+    other = settings.quiet()
+    with ExitStack() as schemas:
+        audit_url = schemas.enter_context(pg.schema(url, "audit")) if url else None
+        results["audit"] = audit.measure(
+            work,
+            settings.pki_dir,
+            count=settings.audit_records,
+            threads=settings.audit_threads,
+            verify_records=settings.verify_records,
+            seconds=settings.step_seconds,
+            build_seconds=settings.build_seconds,
+            postgres_url=audit_url,
+            say=say,
+        )
+    results["audit"]["other_load_before"] = round(other, 2)
+
+
+def _postgres(settings: Settings) -> tuple[str | None, dict[str, Any]]:
+    """The URL if PostgreSQL answers at --postgres (probed once, a few seconds at most),
+    and what the results record of it (never the URL itself: it may hold a password)."""
+    if settings.postgres is None:
+        return None, {"available": False, "reason": "--no-postgres"}
+    reason = pg.probe(settings.postgres)
+    where = describe(settings.postgres)
+    if reason is None:
+        say(f"    PostgreSQL answers at {where}: its rows are measured too")
+        return settings.postgres, {"where": where, "available": True, "reason": ""}
+    say(f"    no PostgreSQL at {where} ({reason}): its rows are skipped")
+    return None, {"where": where, "available": False, "reason": reason}
 
 
 def _ratio(a: float, b: float) -> float:
@@ -382,6 +551,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     ratio = _ratio(rps["gateway"], rps["echo_sync_mtls"])
     batch_rate = float(results["batch"]["subjects_per_s"])
     million_s = 1_000_000 / batch_rate if batch_rate else float("inf")
+    verify = results["audit"]["verify"]
+    million_verify = float(verify["million_s"])
+    share = float(results["consent"]["sqlite"]["share_of_handler"])
+    pg_rps = float(unary["gateway_postgresql"]["rps"]) if "gateway_postgresql" in unary else None
     return {
         "gateway_over_echo_sync_mtls": ratio,
         "gateway_over_echo_sync_plain": _ratio(rps["gateway"], rps["echo_sync_plain"]),
@@ -394,6 +567,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "batch_households_per_s": batch_rate,
         "batch_million_households_s": round(million_s, 1),
         "target_million_in_30s_met": million_s <= 30.0,
+        "gateway_postgresql_rps": pg_rps,
+        "gateway_postgresql_over_sqlite": _ratio(pg_rps, rps["gateway"]) if pg_rps else None,
+        "audit_verify_million_s": million_verify,
+        "target_verify_10s_met": million_verify <= 10.0,
+        "target_verify_3s_met": million_verify <= 3.0,
+        "consent_share_of_handler": share,
+        "target_consent_10pct_met": share < 0.10,
     }
 
 
@@ -427,6 +607,33 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         "--gateway-workers", type=int, help="JISR_WORKERS for the gateway (default: its own)"
     )
     parser.add_argument("--data-dir", type=Path, help="reuse (or build) the registry here")
+    parser.add_argument(
+        "--audit-records",
+        type=int,
+        help="records appended per audit store through the writer (20,000; quick 2,000)",
+    )
+    parser.add_argument("--audit-threads", type=int, default=8, help="threads appending")
+    parser.add_argument(
+        "--verify-records",
+        type=int,
+        help="records of the trail verified (1,000,000; quick 100,000)",
+    )
+    parser.add_argument(
+        "--consents", type=int, help="consents in the consent store (10,000; quick 1,000)"
+    )
+    parser.add_argument(
+        "--postgres",
+        default=pg.DEFAULT_URL,
+        help="PostgreSQL for the PostgreSQL rows, when it answers (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="skip every PostgreSQL measurement"
+    )
+    parser.add_argument(
+        "--no-postgres-gateway",
+        action="store_true",
+        help="skip the gateway run on PostgreSQL (always skipped with --quick)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
     if max(args.seconds, args.batch_seconds) > MAX_LOOP_S:
@@ -447,6 +654,14 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         probe_seconds=3.0 if quick else 5.0,
         quiet_wait=0.0 if quick else 30.0,
         pipeline_calls=500 if quick else 5_000,
+        step_seconds=5.0 if quick else 60.0,
+        audit_records=args.audit_records or (2_000 if quick else 20_000),
+        audit_threads=args.audit_threads,
+        verify_records=args.verify_records or (100_000 if quick else 1_000_000),
+        build_seconds=60.0 if quick else 600.0,
+        consents=args.consents or (1_000 if quick else 10_000),
+        postgres=None if args.no_postgres else args.postgres,
+        postgres_gateway=not (quick or args.no_postgres_gateway),
         pin=bool(args.pin),
         gateway_workers=args.gateway_workers,
         data_dir=args.data_dir,

@@ -1,0 +1,410 @@
+"""The audit trail's own costs, in-process: durable appends and whole-trail verification.
+
+Appends (per backend: SQLite with synchronous=FULL as the gateway opens it, and PostgreSQL
+when one answers): `threads` threads each appending its share of `count` records through
+one `AuditWriter` (the gateway's group commit, its default settings: batches of at most
+512, a signed checkpoint every 1,000 records), each append blocking until durable, as an
+exchange does before it replies; then, for comparison, one thread calling the store's
+`append_batch` with 512-record batches linked beforehand (no writer, no waiting callers).
+
+Verification: a SQLite trail of `records` records (2 nodes, a signed checkpoint every
+1,000 records, as the writer leaves it) is built once in the run's temporary directory
+(the build is timed and reported, never counted as verification), then
+`chain.verify(store.records(), store.checkpoints(), jwks)` is timed, which includes
+reading and decoding every row. Three more passes over the same file split that time:
+reading the records alone (`store.records()`), fetching the raw rows alone (tuples, no
+records), and a bare reference (raw rows, one SHA-256 each, prev-hash links) in the
+spirit of DESIGN.md's "bare SQLite hash chain".
+
+Records look like the gateway's unary ones (one subject hash, DEMO's seven fields, real
+lengths of hashes, jti and method). Every loop is bounded in records and in seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE, percentile
+from gateway import pki
+from gateway.audit import chain
+from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
+from gateway.audit.store import COLUMN_LIST, AuditStore, open_audit_store
+from gateway.audit.writer import AuditWriter
+from gateway.server import checkpoint_signer
+
+Sign = Callable[[Checkpoint], Checkpoint]
+
+FIELDS = ("programme", "eligible", "reasons", "threshold_version", "legal_reference", "as_of")
+FIELDS_ALL = (*FIELDS, "score_band")
+BASIS = "illustrative: demonstration institution, synthetic data only"
+CHECKPOINT_EVERY = 1_000  # the gateway's default (gateway.config)
+RAW_BATCH = 512  # the writer's max_batch
+VERIFY_NODES = 2
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def draft(node: str, i: int, at_us: int) -> AuditRecord:
+    """Record i of `node`, unlinked: a permitted VerifyEligibility by DEMO, with a unique
+    jti (the store's replay index would refuse a repeat) derived from (node, i)."""
+    digest = hashlib.sha256(f"{node}/{i}".encode()).digest()
+    return AuditRecord(
+        node=node,
+        seq=0,
+        at_us=at_us,
+        trace_id="",
+        requester=INSTITUTION,
+        requester_sub="jisr-bench",
+        method=UNARY_METHOD,
+        purpose=UNARY_PURPOSE,
+        basis=BASIS,
+        subjects=(hashlib.sha256(digest).hexdigest(),),
+        fields=FIELDS_ALL,
+        decision="permit",
+        reason="",
+        rh=_b64(digest),
+        sh=_b64(hashlib.sha256(digest[::-1]).digest()),
+        jti=_b64(digest[:18]),
+        part=0,
+        latency_us=250 + i % 200,
+    )
+
+
+def linked(node: str, count: int, start_us: int) -> list[AuditRecord]:
+    """`count` records of a new chain of `node`, linked and sealed (1 ms apart)."""
+    out: list[AuditRecord] = []
+    seq, prev = 0, GENESIS
+    for i in range(count):
+        record = link(seq, prev, draft(node, i, start_us + i * 1_000))
+        out.append(record)
+        seq, prev = record.seq, record.hash
+    return out
+
+
+def _now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+@dataclass
+class _Commits:
+    """What the writer handed the store: one append_batch call per group commit."""
+
+    batches: int = 0
+    records: int = 0
+
+
+def through_writer(
+    store: AuditStore, node: str, sign: Sign, *, count: int, threads: int, seconds: float
+) -> dict[str, Any]:
+    """`threads` threads appending `count` records in all through one AuditWriter."""
+    per_thread = max(1, count // threads)
+    start = _now_us()
+    drafts = [
+        [draft(node, t * per_thread + i, start + i) for i in range(per_thread)]
+        for t in range(threads)
+    ]
+    commits = _Commits()
+    append_batch = store.append_batch
+
+    def counted(records: Sequence[AuditRecord]) -> None:
+        append_batch(records)
+        commits.batches += 1
+        commits.records += len(records)
+
+    # Counts the writer's commits on this store object only (removed below).
+    setattr(store, "append_batch", counted)  # noqa: B010
+    writer = AuditWriter(store, node, sign, checkpoint_every=CHECKPOINT_EVERY)
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    deadline = time.monotonic() + seconds
+    barrier = threading.Barrier(threads + 1)
+
+    def run(t: int) -> None:
+        clock, mine = time.perf_counter, latencies[t]
+        barrier.wait()
+        for d in drafts[t]:
+            if time.monotonic() > deadline:
+                break
+            began = clock()
+            writer.append(d)
+            mine.append(clock() - began)
+
+    workers = [threading.Thread(target=run, args=(t,), daemon=True) for t in range(threads)]
+    try:
+        for w in workers:
+            w.start()
+        barrier.wait()
+        cpu0, began = time.process_time(), time.perf_counter()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu0
+    finally:
+        writer.close()
+        delattr(store, "append_batch")
+    done = sorted(x for mine in latencies for x in mine)
+    n = len(done)
+    return {
+        "threads": threads,
+        "records": n,
+        "seconds": round(elapsed, 3),
+        "records_per_s": round(n / elapsed) if elapsed else 0,
+        "commits": commits.batches,
+        "mean_batch": round(commits.records / commits.batches, 1) if commits.batches else 0.0,
+        "append_p50_ms": round(percentile(done, 0.50) * 1e3, 2),
+        "append_p99_ms": round(percentile(done, 0.99) * 1e3, 2),
+        "cpu_us_per_record": round(cpu / n * 1e6, 1) if n else 0.0,
+    }
+
+
+def raw_batches(
+    store: AuditStore, node: str, count: int, batch: int, seconds: float
+) -> dict[str, Any]:
+    """One thread, the store's `append_batch` with `batch`-record slices of a chain
+    linked beforehand (linking is not timed)."""
+    records = linked(node, count, _now_us())
+    deadline = time.monotonic() + seconds
+    done = 0
+    spent = 0.0
+    for i in range(0, len(records), batch):
+        if time.monotonic() > deadline:
+            break
+        part = records[i : i + batch]
+        began = time.perf_counter()
+        store.append_batch(part)
+        spent += time.perf_counter() - began
+        done += len(part)
+    return {
+        "batch": batch,
+        "records": done,
+        "seconds": round(spent, 3),
+        "records_per_s": round(done / spent) if spent else 0,
+        "ms_per_batch": round(spent / max(1, -(-done // batch)) * 1e3, 2),
+    }
+
+
+def appends(
+    backend: str,
+    url: str | None,
+    state_dir: Path,
+    sign: Sign,
+    *,
+    count: int,
+    threads: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Both append figures on one fresh store (`url`: PostgreSQL; None: SQLite)."""
+    store = open_audit_store(url, state_dir)
+    try:
+        writer = through_writer(
+            store, f"bench-writer-{backend}", sign, count=count, threads=threads, seconds=seconds
+        )
+        raw = raw_batches(store, f"bench-raw-{backend}", count, RAW_BATCH, seconds)
+    finally:
+        store.close()
+    return {"backend": backend, "writer": writer, "raw": raw}
+
+
+# --- verification --------------------------------------------------------------------
+
+
+def build_trail(path_dir: Path, records: int, sign: Sign, seconds: float) -> dict[str, Any]:
+    """A SQLite trail of `records` records over VERIFY_NODES nodes, a signed checkpoint
+    every CHECKPOINT_EVERY records of a node; chunks go to the nodes in turn, so a build
+    cut short by `seconds` still leaves every node a whole number of chunks."""
+    store = open_audit_store(None, path_dir)
+    nodes = [f"bench-verify-{k}" for k in range(VERIFY_NODES)]
+    heads = {node: (0, GENESIS) for node in nodes}
+    per_node = records // VERIFY_NODES
+    start = _now_us() - records * 1_000
+    began = time.perf_counter()
+    deadline = time.monotonic() + seconds
+    built = checkpoints = 0
+    complete = True
+    try:
+        for first in range(0, per_node, CHECKPOINT_EVERY):
+            if time.monotonic() > deadline:
+                complete = False
+                break
+            for k, node in enumerate(nodes):
+                seq, prev = heads[node]
+                chunk: list[AuditRecord] = []
+                for i in range(first, min(first + CHECKPOINT_EVERY, per_node)):
+                    at_us = start + (i * VERIFY_NODES + k) * 1_000
+                    record = link(seq, prev, draft(node, i, at_us))
+                    chunk.append(record)
+                    seq, prev = record.seq, record.hash
+                store.append_batch(chunk)
+                store.append_checkpoint(sign(Checkpoint(node, seq, prev, chunk[-1].at_us)))
+                heads[node] = (seq, prev)
+                built += len(chunk)
+                checkpoints += 1
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - began
+    return {
+        "records": built,
+        "nodes": VERIFY_NODES,
+        "checkpoints": checkpoints,
+        "complete": complete,
+        "seconds": round(elapsed, 1),
+        "file_mb": round((path_dir / "audit.sqlite").stat().st_size / 2**20, 1),
+    }
+
+
+def _fetch_rows(path: Path) -> tuple[int, float]:
+    """Reference: every row of audit_record, all its columns, in (node, seq) order, as
+    Python tuples and nothing more: what any verifier in Python pays to read the trail."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    began = time.perf_counter()
+    try:
+        n = 0
+        for _ in conn.execute(f"SELECT {COLUMN_LIST} FROM audit_record ORDER BY node, seq"):
+            n += 1
+    finally:
+        conn.close()
+    return n, time.perf_counter() - began
+
+
+def _bare_chain(path: Path) -> tuple[int, float]:
+    """Reference: raw rows in (node, seq) order, SHA-256 of each row's fields joined,
+    each prev_hash checked against the previous row's hash. Not the canonical encoding
+    (no record objects, no JSON): the floor under any verifier reading this file."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    began = time.perf_counter()
+    try:
+        sha256 = hashlib.sha256
+        prev_node, prev_hash, n = None, GENESIS, 0
+        for row in conn.execute(f"SELECT {COLUMN_LIST} FROM audit_record ORDER BY node, seq"):
+            if row[0] != prev_node:
+                prev_node, prev_hash = row[0], GENESIS
+            sha256("\0".join(map(str, row[:19])).encode()).hexdigest()
+            if row[18] != prev_hash:
+                raise RuntimeError(f"bench trail broken at {row[0]}:{row[1]}")
+            prev_hash = row[19]
+            n += 1
+    finally:
+        conn.close()
+    return n, time.perf_counter() - began
+
+
+def verify_trail(path_dir: Path, jwks: dict[str, Any], expected: int) -> dict[str, Any]:
+    """Time `chain.verify` over the store (the figure), then reading alone and the bare
+    reference over the same file (in the page cache: it was just written)."""
+    store = open_audit_store(None, path_dir)
+    try:
+        began = time.perf_counter()
+        report = chain.verify(store.records(), store.checkpoints(), jwks)
+        verify_s = time.perf_counter() - began
+        if not report.ok or report.records != expected:
+            raise RuntimeError(
+                f"bench trail did not verify: {report.records} records, {report.findings[:3]}"
+            )
+        began = time.perf_counter()
+        read = sum(1 for _ in store.records())
+        read_s = time.perf_counter() - began
+        began = time.perf_counter()
+        checkpoints = store.checkpoints()
+        listed_s = time.perf_counter() - began
+        began = time.perf_counter()
+        for cp in checkpoints:
+            chain.verify_checkpoint(cp, jwks)
+        checkpoints_s = time.perf_counter() - began
+    finally:
+        store.close()
+    fetched, fetch_s = _fetch_rows(path_dir / "audit.sqlite")
+    bare, bare_s = _bare_chain(path_dir / "audit.sqlite")
+    million = 1_000_000 / expected if expected else 0.0
+    return {
+        "records": report.records,
+        "checkpoints": report.checkpoints,
+        "nodes": report.nodes,
+        "seconds": round(verify_s, 2),
+        "records_per_s": round(expected / verify_s) if verify_s else 0,
+        "million_s": round(verify_s * million, 2),
+        "read_records_s": round(read_s, 2),
+        "read_records": read,
+        "checkpoints_s": round(listed_s + checkpoints_s, 2),
+        "fetch_rows_s": round(fetch_s, 2),
+        "fetch_rows": fetched,
+        "bare_chain_s": round(bare_s, 2),
+        "bare_chain_records": bare,
+        "bare_million_s": round(bare_s * million, 2),
+    }
+
+
+def measure(
+    work: Path,
+    pki_dir: Path,
+    *,
+    count: int,
+    threads: int,
+    verify_records: int,
+    seconds: float,
+    build_seconds: float,
+    postgres_url: str | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Appends on SQLite (and PostgreSQL when `postgres_url`), then the verification."""
+    sign = checkpoint_signer(pki_dir)
+    out: dict[str, Any] = {"count": count, "threads": threads}
+    rows = [
+        appends(
+            "sqlite",
+            None,
+            work / "audit-appends",
+            sign,
+            count=count,
+            threads=threads,
+            seconds=seconds,
+        )
+    ]
+    if postgres_url is not None:
+        rows.append(
+            appends(
+                "postgresql",
+                postgres_url,
+                work,
+                sign,
+                count=count,
+                threads=threads,
+                seconds=seconds,
+            )
+        )
+    for row in rows:
+        w, r = row["writer"], row["raw"]
+        say(
+            f"    {row['backend']}: writer, {w['threads']} threads {w['records_per_s']:,} records/s"
+            f" ({w['records']:,} in {w['seconds']:.1f} s, {w['commits']:,} commits of"
+            f" {w['mean_batch']:.1f}, append p50 {w['append_p50_ms']:.2f} ms p99"
+            f" {w['append_p99_ms']:.2f} ms, {w['cpu_us_per_record']:.0f} µs CPU/record);"
+            f" raw append_batch({r['batch']}) {r['records_per_s']:,} records/s"
+        )
+    out["appends"] = rows
+    trail = work / "audit-verify"
+    build = build_trail(trail, verify_records, sign, build_seconds)
+    say(
+        f"    verify: built {build['records']:,} records, {build['checkpoints']:,} signed"
+        f" checkpoints, {build['nodes']} nodes in {build['seconds']:.1f} s"
+        f" ({build['file_mb']:.0f} MiB; not part of the figure)"
+    )
+    out["build"] = build
+    check = verify_trail(trail, pki.gateway_jwks(pki_dir), build["records"])
+    say(
+        f"    verify: {check['records']:,} records in {check['seconds']:.2f} s"
+        f" = {check['records_per_s']:,}/s -> 1,000,000 in {check['million_s']:.2f} s"
+        f" (reading the records alone {check['read_records_s']:.2f} s, raw rows"
+        f" {check['fetch_rows_s']:.2f} s; bare SQLite chain"
+        f" {check['bare_chain_s']:.2f} s)"
+    )
+    out["verify"] = check
+    return out

@@ -1,0 +1,720 @@
+"""What tracing costs the gateway: `python -m bench.tracing [--quick] [--calls N]`.
+
+The same VerifyEligibility workload as `make bench`'s gateway row (`jisr serve` over mTLS
+in its own process, consents and audit on SQLite, requests signed before each loop, the
+load generator bench.load in its own process with 64 calls in flight, every loop bounded
+in calls and in seconds), measured with tracing off and on, on 127.0.0.1 only:
+
+- off: no OTEL_EXPORTER_OTLP_* endpoint, so the gateway's spans are the API's
+  non-recording ones and its metric instruments are no-ops;
+- on: OTEL_EXPORTER_OTLP_ENDPOINT points at bench.otlp_sink, an OTLP/gRPC receiver in
+  its own process that parses and counts every export; spans go through the SDK's batch
+  span processor (OTEL_BSP_SCHEDULE_DELAY=200 ms), metrics are exported every 5 s.
+  Sampling is parent-based always-on (the load generator sends no traceparent), so
+  every call is traced; the sink's count of server spans against the calls sent proves it.
+
+Rounds alternate off, on, off, on (`--rounds` pairs), each gateway with a fresh state
+directory and after waiting for a quiet machine; the figures are the rounds' medians and
+the cost is 1 - rps_on / rps_off (the issue's target: under 15 %). Then, in-process, the
+price of one traced call's spans with the no-op API, with the SDK unsampled and with
+its batch span processor, of encoding them to OTLP, and of the per-call metric updates,
+to tell which part dominates. `measure()` is the whole comparison, for bench.run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
+
+from adapters.registry_db import REGISTRY_FILE
+from bench import workload
+from bench.common import INSTITUTION, UNARY_METHOD, process_clock, write_messages
+from bench.identity import MAX_LOOP_S, make_pki
+from bench.procs import BenchError, Server, run_json, run_quiet, start_server, wait_for_quiet
+
+UNARY_POOL = 10_000  # distinct serialized requests, cycled (as bench.run)
+TARGET_COST = 0.15  # the issue's target: tracing costs under 15 % of throughput
+BSP_SCHEDULE_DELAY_MS = 200
+METRIC_EXPORT_INTERVAL_MS = 5000
+SERVER_SPAN = "jisr.v1.RegistryExchange/VerifyEligibility"
+MODES = ("off", "on")
+# --breakdown adds runs with only one of the two OTLP exports switched on.
+BREAKDOWN = ("traces", "metrics")
+MODE_NAMES = {
+    "off": "off",
+    "on": "on (OTLP)",
+    "traces": "traces only",
+    "metrics": "metrics only",
+}
+
+Say = Callable[[str], None]
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _jisr() -> list[str]:
+    script = Path(sys.executable).with_name("jisr")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+def otel_env(endpoint: str | None, mode: str = "on") -> dict[str, str]:
+    """The gateway's OTEL_* variables: off (`endpoint` None), or OTLP towards `endpoint`
+    for traces and metrics ("on"), traces only ("traces") or metrics only ("metrics").
+    Every variable that could be inherited and matter is set (empty: not set)."""
+    off = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "",
+    }
+    if endpoint is None or mode == "off":
+        return off
+    if mode not in MODE_NAMES:
+        raise ValueError(f"unknown mode {mode!r}")
+    traces_to = endpoint if mode in ("on", "traces") else ""
+    metrics_to = endpoint if mode in ("on", "metrics") else ""
+    return {
+        "OTEL_SDK_DISABLED": "false",
+        # The gateway turns each export on when this or the signal's own variable is set.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint if mode == "on" else "",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traces_to,
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": metrics_to,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": str(BSP_SCHEDULE_DELAY_MS),
+        "OTEL_BSP_MAX_QUEUE_SIZE": "2048",  # the SDK's defaults, stated
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512",
+        "OTEL_METRIC_EXPORT_INTERVAL": str(METRIC_EXPORT_INTERVAL_MS),
+        "OTEL_SERVICE_NAME": "jisr-gateway",
+    }
+
+
+def _start(
+    stack: ExitStack,
+    label: str,
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str],
+    *,
+    tls: bool,
+) -> Server:
+    server = start_server(label, argv, log, env, tls=tls)
+    stack.callback(server.stop)
+    return server
+
+
+def _sink_counts(sink: Server) -> dict[str, Any]:
+    """Stop the sink; what it printed last: the JSON summary of what it received."""
+    sink.stop()
+    lines = sink.log.read_text(errors="replace").strip().splitlines()
+    try:
+        counts: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise BenchError(f"the OTLP sink printed no summary; see {sink.log}") from None
+    return counts
+
+
+def _load(
+    gateway: Server,
+    requests: Path,
+    pki_dir: Path,
+    *,
+    calls: int,
+    inflight: int,
+    warmup_calls: int,
+    seconds: float,
+    client: str,
+    label: str,
+) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "unary",
+        "--target",
+        gateway.target,
+        "--requests",
+        str(requests),
+        "--server-pid",
+        str(gateway.pid),
+        "--pki-dir",
+        str(pki_dir),
+        "--institution",
+        INSTITUTION,
+        "--tls",
+        "--client",
+        client,
+        "--calls",
+        str(calls),
+        "--inflight",
+        str(inflight),
+        "--warmup-calls",
+        str(warmup_calls),
+        "--seconds",
+        str(seconds),
+        "--label",
+        label,
+    ]
+    # Signing the tokens of the warm-up and of the loop takes a few seconds at most.
+    return run_json(label, argv, timeout=2 * seconds + 90)
+
+
+def _one_run(
+    *,
+    mode: str,
+    round_no: int,
+    data_dir: Path,
+    pki_dir: Path,
+    requests: Path,
+    work: Path,
+    logs: Path,
+    calls: int,
+    inflight: int,
+    warmup_calls: int,
+    seconds: float,
+    client: str,
+    quiet: Callable[[], float],
+    say: Say,
+) -> dict[str, Any]:
+    """One gateway (fresh state directory), one bounded load run; unless `mode` is "off",
+    an OTLP sink in its own process receiving what the gateway exports. Every child is
+    stopped on return."""
+    label = f"tracing {mode} #{round_no}"
+    state = work / f"state-{mode}-{round_no}"
+    state.mkdir()
+    with ExitStack() as stack:
+        sink: Server | None = None
+        endpoint = None
+        if mode != "off":
+            sink = _start(
+                stack,
+                "otlp sink",
+                [sys.executable, "-m", "bench.otlp_sink", "--port", "0"],
+                logs / f"otlp-sink-{round_no}.log",
+                {},
+                tls=False,
+            )
+            endpoint = f"http://{sink.target}"
+        argv = [*_jisr(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+        argv += ["--pki-dir", str(pki_dir)]
+        env = {"JISR_STATE_DIR": str(state), **otel_env(endpoint, mode)}
+        gateway = _start(
+            stack, "gateway", argv, logs / f"gateway-tracing-{mode}-{round_no}.log", env, tls=True
+        )
+        other = quiet()
+        sink_before = process_clock(sink.pid) if sink else None
+        result = _load(
+            gateway,
+            requests,
+            pki_dir,
+            calls=calls,
+            inflight=inflight,
+            warmup_calls=warmup_calls,
+            seconds=seconds,
+            client=client,
+            label=label,
+        )
+        result.update(mode=mode, round=round_no, other_load_before=round(other, 2))
+        gateway.stop()  # the gateway exports its last spans as it stops
+        if sink is not None:
+            sink_after = process_clock(sink.pid)
+            counts = _sink_counts(sink)
+            by_name = counts.get("spans_by_name", {})
+            sent = warmup_calls + int(result["calls"])
+            result["sink"] = {
+                **counts,
+                "calls_sent": sent,
+                "server_spans": int(by_name.get(SERVER_SPAN, 0)),
+                "spans_per_call": round(int(counts["spans"]) / max(sent, 1), 2),
+            }
+            if sink_before is not None and sink_after is not None:
+                cpu = (sink_after - sink_before).cpu_s
+                result["sink"]["cpu_s"] = round(cpu, 2)
+                spans = max(int(counts["spans"]), 1)
+                result["sink"]["cpu_us_per_span"] = round(cpu / spans * 1e6, 1)
+    say(
+        f"    {label}: {result['rps']:,.0f} rps, p50 {result['p50_ms']:.1f} ms,"
+        f" p99 {result['p99_ms']:.1f} ms, {result['errors']} errors,"
+        f" gateway {result.get('server_cpu_us_per_call') or 0:,.0f} µs CPU/call"
+        f" ({result['calls']:,} calls in {result['seconds']:.1f} s; other load before"
+        f" {other:.2f} cores)"
+        + (
+            f"; sink: {result['sink']['spans']:,} spans"
+            f" ({result['sink']['server_spans']:,} server spans for"
+            f" {result['sink']['calls_sent']:,} calls sent)"
+            if "sink" in result
+            else ""
+        )
+    )
+    if result["error_codes"]:
+        say(f"    {label}: errors {result['error_codes']}")
+    return result
+
+
+def _median(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    values = [float(row[key]) for row in rows if row.get(key) is not None]
+    return round(statistics.median(values), 1) if values else 0.0
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Medians per mode, the cost of each mode against "off", and what the sink received
+    over the "on" runs."""
+    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_call", "server_cpu_cores")
+    present = [mode for mode in MODE_NAMES if any(r["mode"] == mode for r in runs)]
+    by_mode = {mode: [r for r in runs if r["mode"] == mode] for mode in present}
+    medians = {mode: {k: _median(rows, k) for k in keys} for mode, rows in by_mode.items()}
+    rps_off = medians["off"]["rps"]
+    for mode in present:
+        cost_of = 1.0 - medians[mode]["rps"] / rps_off if rps_off else 0.0
+        medians[mode]["cost"] = round(cost_of, 3)
+        medians[mode]["cpu_us_per_call_added"] = round(
+            medians[mode]["server_cpu_us_per_call"] - medians["off"]["server_cpu_us_per_call"], 1
+        )
+    cost = medians["on"]["cost"]
+    sinks = [r["sink"] for r in by_mode["on"]]
+    spans = sum(int(s["spans"]) for s in sinks)
+    sent = sum(int(s["calls_sent"]) for s in sinks)
+    server_spans = sum(int(s["server_spans"]) for s in sinks)
+    return {
+        **medians,
+        "cost": cost,
+        "cost_per_round": [
+            round(1.0 - float(on["rps"]) / float(off["rps"]), 3)
+            for off, on in zip(by_mode["off"], by_mode["on"], strict=False)
+            if float(off["rps"])
+        ],
+        "target_cost": TARGET_COST,
+        "target_met": cost < TARGET_COST,
+        "gateway_cpu_us_per_call_added": medians["on"]["cpu_us_per_call_added"],
+        "spans_received": spans,
+        "server_spans_received": server_spans,
+        "calls_sent_traced": sent,
+        "spans_per_call": round(spans / sent, 2) if sent else 0.0,
+        "errors": sum(int(r["errors"]) for r in runs),
+    }
+
+
+def measure(
+    data_dir: Path,
+    pki_dir: Path,
+    calls: int,
+    inflight: int,
+    seconds: float,
+    *,
+    rounds: int = 2,
+    warmup_calls: int = 2_000,
+    client: str = "aio",
+    seed: int = 11,
+    quiet_wait: float = 30.0,
+    quiet_sample: float = 1.0,
+    logs: Path | None = None,
+    span_calls: int = 2_000,
+    breakdown: bool = False,
+    say: Say = say,
+) -> dict[str, Any]:
+    """Tracing off and on, `rounds` times each in the order off, on, off, on, over the
+    registry in `data_dir` and the PKI in `pki_dir` (bench.identity.make_pki's: the
+    gateway's certificates and INSTITUTION's). Each run: at most `calls` measured calls
+    (after `warmup_calls`) and `seconds` seconds, `inflight` in flight. Then the in-process
+    span costs (`span_calls` traced calls' worth of spans; 0 skips them). `breakdown`:
+    each round also runs the gateway with only traces, then only metrics, exported.
+    Servers and sinks are stopped on the way out, whatever happens."""
+    if seconds > MAX_LOOP_S:
+        raise ValueError(f"seconds: at most {MAX_LOOP_S} (signed tokens live 300 s at most)")
+    if rounds < 1:
+        raise ValueError("rounds: at least 1")
+    if not (data_dir / REGISTRY_FILE).is_file():
+        raise BenchError(f"no registry in {data_dir}")
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="jisr-bench-tracing-") as tmp:
+        work = Path(tmp)
+        logs = logs or work / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        subjects = workload.load_subjects(data_dir)
+        requests = work / "unary.bin"
+        write_messages(requests, workload.unary_requests(subjects, UNARY_POOL, seed))
+        for round_no in range(1, rounds + 1):
+            for mode in (*MODES, *BREAKDOWN) if breakdown else MODES:
+                say(f"[tracing] round {round_no}/{rounds}, tracing {mode}")
+                runs.append(
+                    _one_run(
+                        mode=mode,
+                        round_no=round_no,
+                        data_dir=data_dir,
+                        pki_dir=pki_dir,
+                        requests=requests,
+                        work=work,
+                        logs=logs,
+                        calls=calls,
+                        inflight=inflight,
+                        warmup_calls=warmup_calls,
+                        seconds=seconds,
+                        client=client,
+                        quiet=lambda: wait_for_quiet(quiet_wait, sample=quiet_sample),
+                        say=say,
+                    )
+                )
+    summary = summarize(runs)
+    result: dict[str, Any] = {
+        "started_at": started_at,
+        "settings": {
+            "calls": calls,
+            "inflight": inflight,
+            "seconds": seconds,
+            "rounds": rounds,
+            "warmup_calls": warmup_calls,
+            "client": client,
+            "households": len(subjects.household_ids),
+            "breakdown": breakdown,
+        },
+        "otel_env_on": otel_env("http://127.0.0.1:PORT"),
+        "runs": runs,
+        "summary": summary,
+    }
+    if span_calls > 0:
+        say(f"[tracing] in-process: {span_calls:,} calls' spans, no-op API and SDK")
+        result["span_cost_us"] = span_costs(span_calls, spans_per_call=summary["spans_per_call"])
+    return result
+
+
+# -- in-process: what one traced call's spans and metric updates cost --------------------
+
+CHILD_SPANS = ("jisr.authenticate", "jisr.authorize", "jisr.adapter", "jisr.audit", "jisr.receipt")
+CHUNK_CALLS = 64  # 64 calls' spans (< the BSP's 512-span batch) between untimed flushes
+REPEATS = 5
+
+
+class _Drop(SpanExporter):
+    """An exporter that drops what it is given: the span processor's cost alone."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _call_spans(tracer: trace.Tracer) -> None:
+    """One VerifyEligibility's spans as the gateway makes them: the SERVER span with its
+    attributes, and its children (exceptions never recorded)."""
+    with tracer.start_as_current_span(
+        SERVER_SPAN,
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": "jisr.v1.RegistryExchange",
+            "rpc.method": "VerifyEligibility",
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as server:
+        for name in CHILD_SPANS:
+            with tracer.start_as_current_span(
+                name,
+                attributes={"jisr.institution": "RSU", "jisr.keys": 1},
+                record_exception=False,
+                set_status_on_exception=False,
+            ):
+                pass
+        server.set_attribute("jisr.requester", INSTITUTION)
+        server.set_attribute("jisr.purpose", "ASD_ELIGIBILITY")
+        server.set_attribute("jisr.decision", "permit")
+        server.set_attribute("jisr.audit_id", "bench-0000:1")
+        server.set_attribute("rpc.grpc.status_code", 0)
+
+
+SPANS_PER_TREE = 1 + len(CHILD_SPANS)
+
+
+def _best_us_per_call(
+    calls: int, body: Callable[[], None], between: Callable[[], object] | None = None
+) -> float:
+    """Best of REPEATS timings of `calls` bodies, in chunks of CHUNK_CALLS; `between`
+    runs untimed after each chunk. µs per body."""
+    best = float("inf")
+    chunks = max(1, calls // CHUNK_CALLS)
+    for _ in range(REPEATS):
+        total = 0.0
+        for _ in range(chunks):
+            started = time.perf_counter()
+            for _ in range(CHUNK_CALLS):
+                body()
+            total += time.perf_counter() - started
+            if between is not None:
+                between()
+        best = min(best, total / (chunks * CHUNK_CALLS))
+    return best * 1e6
+
+
+@contextmanager
+def _provider(*processors: Any, sampler: Sampler | None = None) -> Iterator[TracerProvider]:
+    resource = Resource.create({"service.name": "jisr-bench"})
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    for processor in processors:
+        provider.add_span_processor(processor)
+    try:
+        yield provider
+    finally:
+        provider.shutdown()
+
+
+def _metric_updates(meter: metrics.Meter) -> Callable[[], None]:
+    """The gateway's per-call metric updates: the exchange counter and histogram, one
+    adapter histogram."""
+    requests = meter.create_counter("jisr.exchange.requests")
+    latency = meter.create_histogram("jisr.exchange.duration", unit="ms")
+    adapter = meter.create_histogram("jisr.adapter.duration", unit="ms")
+    attributes = {
+        "rpc.method": UNARY_METHOD,
+        "jisr.requester": INSTITUTION,
+        "jisr.decision": "permit",
+    }
+    adapter_attributes = {"jisr.institution": "RSU", "jisr.record_kind": "HOUSEHOLD"}
+
+    def update() -> None:
+        requests.add(1, attributes)
+        latency.record(1.5, attributes)
+        adapter.record(0.2, adapter_attributes)
+
+    return update
+
+
+def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, Any]:
+    """µs of one thread, per traced call of SPANS_PER_TREE spans (best of REPEATS):
+    - `noop`: the API without an SDK (its no-op tracer), as the gateway runs with
+      tracing off;
+    - `sdk_bsp`: the SDK's TracerProvider and BatchSpanProcessor (schedule delay 200 ms),
+      its exporter dropping the spans: creating, recording and queueing them;
+    - `sdk_unsampled`: the same SDK when its sampler says no (non-recording spans);
+    - `otlp_encode`: encoding those spans into an OTLP export request and serializing it,
+      as the BSP's worker thread does before each gRPC export (it holds the GIL);
+    - `metrics_noop` / `metrics_sdk`: the per-call metric updates, API vs SDK.
+    Scaled per span, and to `spans_per_call` (the gateway's, from the sink) if given."""
+    noop_tracer = trace.NoOpTracer()  # what the API's proxy hands to, without an SDK
+    noop = _best_us_per_call(calls, lambda: _call_spans(noop_tracer))
+    processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
+    with _provider(processor) as provider:
+        sdk_tracer = provider.get_tracer("jisr-bench")
+        sdk = _best_us_per_call(calls, lambda: _call_spans(sdk_tracer), provider.force_flush)
+    processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
+    with _provider(processor, sampler=ALWAYS_OFF) as provider:
+        off_tracer = provider.get_tracer("jisr-bench")
+        unsampled = _best_us_per_call(calls, lambda: _call_spans(off_tracer))
+    memory = InMemorySpanExporter()
+    with _provider(SimpleSpanProcessor(memory)) as provider:
+        tracer = provider.get_tracer("jisr-bench")
+        for _ in range(max(1, 512 // SPANS_PER_TREE) + 1):
+            _call_spans(tracer)
+        batch = list(memory.get_finished_spans())[:512]
+    encode = float("inf")
+    encode_rounds = max(1, calls * SPANS_PER_TREE // len(batch))
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for _ in range(encode_rounds):
+            encode_spans(batch).SerializeToString()
+        encode = min(encode, (time.perf_counter() - started) / (encode_rounds * len(batch)))
+    encode_per_call = encode * 1e6 * SPANS_PER_TREE
+    metrics_noop = _best_us_per_call(calls, _metric_updates(metrics.NoOpMeter("jisr-bench")))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    try:
+        metrics_sdk = _best_us_per_call(
+            calls, _metric_updates(meter_provider.get_meter("jisr-bench"))
+        )
+    finally:
+        meter_provider.shutdown()
+    per_call = {
+        "noop": round(noop, 1),
+        "sdk_bsp": round(sdk, 1),
+        "sdk_unsampled": round(unsampled, 1),
+        "otlp_encode": round(encode_per_call, 1),
+        "metrics_noop": round(metrics_noop, 1),
+        "metrics_sdk": round(metrics_sdk, 1),
+    }
+    per_span = {
+        key: round(per_call[key] / SPANS_PER_TREE, 2)
+        for key in ("noop", "sdk_unsampled", "sdk_bsp", "otlp_encode")
+    }
+    result: dict[str, Any] = {
+        "spans_per_tree": SPANS_PER_TREE,
+        "per_tree_us": per_call,
+        "per_span_us": per_span,
+    }
+    if spans_per_call:
+        extra = (per_span["sdk_bsp"] - per_span["noop"] + per_span["otlp_encode"]) * spans_per_call
+        result["gateway_call_added_us"] = round(extra + metrics_sdk - metrics_noop, 1)
+    return result
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def table(result: Mapping[str, Any]) -> str:
+    summary = result["summary"]
+    runs = result["runs"]
+    lines = [
+        f"{'tracing':<14}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'gateway µs CPU/call':>21}"
+        f"{'cost':>8}   rps per round",
+    ]
+    for mode, name in MODE_NAMES.items():
+        if mode not in summary:
+            continue
+        row = summary[mode]
+        per_round = " / ".join(f"{float(r['rps']):,.0f}" for r in runs if r["mode"] == mode)
+        lines.append(
+            f"{name:<14}{row['rps']:>8,.0f}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
+            f"{row['server_cpu_us_per_call']:>21,.0f}"
+            f"{'' if mode == 'off' else format(row['cost'], '.1%'):>8}   {per_round}"
+        )
+    verdict = "met" if summary["target_met"] else "NOT met"
+    lines.append(
+        f"cost: {summary['cost']:.1%} of throughput (rounds:"
+        f" {', '.join(f'{c:.1%}' for c in summary['cost_per_round'])});"
+        f" target < {summary['target_cost']:.0%}: {verdict}"
+    )
+    lines.append(
+        f"spans received by the OTLP sink: {summary['spans_received']:,}"
+        f" ({summary['spans_per_call']} per call; {summary['server_spans_received']:,} server"
+        f" spans for {summary['calls_sent_traced']:,} calls sent while tracing);"
+        f" errors {summary['errors']}"
+    )
+    costs = result.get("span_cost_us")
+    if costs:
+        tree, span = costs["per_tree_us"], costs["per_span_us"]
+        lines.append(
+            f"in-process, per span: no-op API {span['noop']:.2f} µs, SDK unsampled"
+            f" {span['sdk_unsampled']:.2f} µs, SDK + BSP {span['sdk_bsp']:.2f} µs, OTLP"
+            f" encoding {span['otlp_encode']:.2f} µs;"
+            f" per call's metric updates: no-op {tree['metrics_noop']:.1f} µs,"
+            f" SDK {tree['metrics_sdk']:.1f} µs"
+        )
+        if "gateway_call_added_us" in costs:
+            lines.append(
+                f"  -> about {costs['gateway_call_added_us']:.0f} µs of CPU per call at"
+                f" {summary['spans_per_call']} spans per call (measured in the gateway:"
+                f" {summary['gateway_cpu_us_per_call_added']:+.0f} µs CPU/call)"
+            )
+    return "\n".join(lines)
+
+
+def _registry(data_dir: Path | None, work: Path, households: int, seed: int) -> Path:
+    data_dir = data_dir or work / "data"
+    if (data_dir / REGISTRY_FILE).is_file():
+        say(f"[tracing] registry: reusing {data_dir / REGISTRY_FILE}")
+        return data_dir
+    say(f"[tracing] registry: {households:,} households, seed {seed} -> {data_dir}")
+    argv = [*_jisr(), "demo-data", "--households", str(households), "--seed", str(seed)]
+    run_quiet("jisr demo-data", [*argv, "--data-dir", str(data_dir), "--force"], timeout=600)
+    return data_dir
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every child process is stopped."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test")
+    parser.add_argument("--calls", type=int, help="measured calls per run (20,000; quick 2,000)")
+    parser.add_argument("--inflight", type=int, default=64, help="unary calls in flight")
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help=f"cap of each run (<= {MAX_LOOP_S})"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs (median taken)")
+    parser.add_argument("--households", type=int, help="registry size (20,000; quick 2,000)")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--client", choices=("aio", "threads", "futures"), default="aio")
+    parser.add_argument("--data-dir", type=Path, help="reuse (or build) the registry here")
+    parser.add_argument(
+        "--quiet-wait", type=float, help="wait up to this for a quiet machine (30; quick 0)"
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "jisr-bench-tracing-logs",
+        help="servers' logs (default %(default)s)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="each round also runs traces only and metrics only (OTLP) against off",
+    )
+    parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.seconds > MAX_LOOP_S:
+        parser.error(f"--seconds: at most {MAX_LOOP_S} (signed tokens live 300 s at most)")
+    if args.rounds < 1 or args.inflight < 1:
+        parser.error("--rounds and --inflight: at least 1")
+    quick = bool(args.quick)
+    calls = args.calls or (2_000 if quick else 20_000)
+    signal.signal(signal.SIGTERM, _terminate)
+    say(
+        f"bench.tracing: {len(os.sched_getaffinity(0))} cores; everything on 127.0.0.1;"
+        f" {args.rounds} rounds of tracing off then on, {calls:,} calls each,"
+        f" {args.inflight} in flight"
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="jisr-bench-tracing-") as tmp:
+            work = Path(tmp)
+            households = args.households or (2_000 if quick else 20_000)
+            data_dir = _registry(args.data_dir, work, households, args.seed)
+            result = measure(
+                data_dir,
+                make_pki(work / "pki"),
+                calls,
+                args.inflight,
+                min(args.seconds, 10.0) if quick else args.seconds,
+                rounds=args.rounds,
+                warmup_calls=min(300 if quick else 2_000, calls),
+                client=args.client,
+                seed=args.seed,
+                quiet_wait=args.quiet_wait if args.quiet_wait is not None else (0 if quick else 30),
+                quiet_sample=0.2 if quick else 1.0,
+                logs=args.logs,
+                span_calls=500 if quick else 2_000,
+                breakdown=bool(args.breakdown),
+            )
+    except BenchError as exc:
+        say(f"bench.tracing: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("bench.tracing: interrupted; servers stopped")
+        return 130
+    result["command"] = "python -m bench.tracing " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(table(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -47,8 +47,10 @@ proto-lint: $(STAMP)
 	$(BIN)/python proto/buf_deps.py build/googleapis
 	$(BIN)/buf lint
 
+## Throughput against echo baselines, batch, audit, consent; then tracing off vs on.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.tracing
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

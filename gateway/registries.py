@@ -53,10 +53,6 @@ class Registries:
             raise MissingInstitutionError(f"no institution configured for {', '.join(missing)}")
         self._by_kind = by_kind
 
-    def institution_of(self, kind: RecordKind.ValueType) -> str:
-        """Which institution answers for a kind (for errors and, later, tracing)."""
-        return self._by_kind[kind].institution
-
     def _fetch(
         self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
     ) -> Mapping[str, RecordMessage]:

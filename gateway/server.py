@@ -140,7 +140,7 @@ def server_credentials(pki_dir: Path) -> grpc.ServerCredentials:
     )
 
 
-def build_security(config: Config, gate: ConsentGate | None = None) -> Security:
+def build_security(config: Config) -> Security:
     """Trust store, policy and receipt key, each validated once."""
     key, kid = pki.load_gateway_signing_key(config.pki_dir)
     gateway_id = pki.gateway_id(config.pki_dir)
@@ -150,7 +150,6 @@ def build_security(config: Config, gate: ConsentGate | None = None) -> Security:
         receipts=ReceiptSigner(key, kid, gateway_id),
         audience=gateway_id,
         insecure_plaintext=config.insecure_plaintext,
-        consent=gate,
     )
 
 

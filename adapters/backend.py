@@ -10,11 +10,10 @@ from collections.abc import Mapping
 from typing import NoReturn
 
 import grpc
-from opentelemetry.trace import SpanKind
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
 from adapters.embedded import EmbeddedAdapter
-from gateway import telemetry
+from gateway import tracing
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc, records_pb2
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
@@ -55,11 +54,10 @@ class MinistryBackendServicer(backend_pb2_grpc.MinistryBackendServicer):
         self, request: backend_pb2.FetchRecordsRequest, context: grpc.ServicerContext
     ) -> backend_pb2.FetchRecordsResponse:
         """Continues the gateway's trace: one server span per call."""
-        with telemetry.span(
+        with tracing.server_span(
             "jisr.v1.MinistryBackend/FetchRecords",
-            context=telemetry.incoming(context.invocation_metadata()),
-            kind=SpanKind.SERVER,
-            attributes={
+            context.invocation_metadata(),
+            {
                 "rpc.system": "grpc",
                 "rpc.service": "jisr.v1.MinistryBackend",
                 "rpc.method": "FetchRecords",

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import grpc
-from opentelemetry.trace import SpanKind
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
-from gateway import telemetry
+from gateway import tracing
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
@@ -63,9 +62,9 @@ class RemoteAdapter:
                 kind=kind, keys=keys[start : start + MAX_KEYS_PER_FETCH], purpose=ctx.purpose
             )
             try:
-                with telemetry.span(
+                with tracing.span(
                     f"{BACKEND}/FetchRecords",
-                    kind=SpanKind.CLIENT,
+                    kind=tracing.CLIENT,
                     attributes={
                         "rpc.system": "grpc",
                         "rpc.service": BACKEND,
@@ -74,7 +73,7 @@ class RemoteAdapter:
                     },
                 ):
                     response = self._stub.FetchRecords(
-                        request, timeout=timeout, metadata=telemetry.outgoing()
+                        request, timeout=timeout, metadata=tracing.outgoing()
                     )
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

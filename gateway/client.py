@@ -29,7 +29,7 @@ from google.type.date_pb2 import Date
 from grpc_status import rpc_status
 
 from consent import artefact as artefacts
-from gateway import pki, receipts, telemetry
+from gateway import pki, receipts, tracing
 from gateway.pb.jisr.v1 import consent_pb2
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.receipts import RECEIPT_METADATA, ReceiptError
@@ -190,7 +190,7 @@ class JisrClient:
             raw, call = stub.with_call(
                 body,
                 timeout=self.timeout,
-                metadata=((SIGNATURE_METADATA, token), *telemetry.outgoing()),
+                metadata=((SIGNATURE_METADATA, token), *tracing.outgoing()),
             )
         except grpc.RpcError as exc:
             raise error_from(exc, self.credentials.gateway_jwks) from None
@@ -281,7 +281,7 @@ class JisrClient:
         call = self._channel.stream_stream(method)(
             itertools.chain([first], stream),
             timeout=timeout,
-            metadata=((SIGNATURE_METADATA, token), *telemetry.outgoing()),
+            metadata=((SIGNATURE_METADATA, token), *tracing.outgoing()),
         )
         received: list[str] = []
         try:

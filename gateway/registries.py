@@ -20,7 +20,7 @@ from adapters.base import (
     FetchContext,
     RecordMessage,
 )
-from gateway import telemetry
+from gateway import telemetry, tracing
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 from gateway.pb.jisr.v1.records_pb2 import (
     CoverageRecord,
@@ -63,7 +63,7 @@ class Registries:
             "jisr.record_kind": RecordKind.Name(kind),
         }
         clock = telemetry.Clock.now()
-        with telemetry.span("jisr.adapter", attributes={**attributes, "jisr.keys": len(keys)}):
+        with tracing.span("jisr.adapter", {**attributes, "jisr.keys": len(keys)}):
             try:
                 return adapter.fetch(kind, keys, ctx)
             except AdapterError:

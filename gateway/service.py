@@ -16,17 +16,16 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry import trace
 
 from adapters.base import FetchContext
-from gateway import projection, telemetry, validation
+from gateway import projection, telemetry, tracing, validation
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
 from gateway.audit.writer import AuditUnavailable
@@ -146,9 +145,9 @@ class ExchangeService:
     def _authenticate(
         self, call: _Call, context: grpc.ServicerContext, body: bytes | None
     ) -> RequestClaims:
-        with telemetry.span("jisr.authenticate"):
+        with tracing.span("jisr.authenticate"):
             claims = self._check_token(call, context, body)
-        span = trace.get_current_span()
+        span = tracing.current()
         span.set_attribute("jisr.requester", claims.iss)
         span.set_attribute("jisr.purpose", claims.purpose)
         return claims
@@ -185,7 +184,7 @@ class ExchangeService:
         return claims
 
     def _authorize(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
-        with telemetry.span("jisr.authorize"):
+        with tracing.span("jisr.authorize"):
             return self._grant(call, claims, purpose)
 
     def _grant(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
@@ -219,7 +218,7 @@ class ExchangeService:
         audit: str = "",
     ) -> str:
         assert call.claims is not None
-        with telemetry.span("jisr.receipt"):
+        with tracing.span("jisr.receipt"):
             return self._sign(
                 call=call,
                 decision=decision,
@@ -259,7 +258,7 @@ class ExchangeService:
                 seq=seq,
                 consents=tuple(sorted(call.consents)),
                 audit=audit,
-                trace=telemetry.trace_id(),
+                trace=tracing.trace_id(),
             )
         )
 
@@ -281,7 +280,7 @@ class ExchangeService:
             return ""
         claims = call.claims
         try:
-            with telemetry.span("jisr.audit") as span:
+            with tracing.span("jisr.audit") as span:
                 record_id = recorder.record(
                     requester=call.requester,
                     sub=claims.sub if claims is not None else "",
@@ -297,7 +296,7 @@ class ExchangeService:
                     jti=claims.jti if claims is not None and replay_checked else "",
                     part=part,
                     started=call.started,
-                    trace_id=telemetry.trace_id(),
+                    trace_id=tracing.trace_id(),
                 )
                 span.set_attribute("jisr.audit_id", record_id)
                 call.audited = call.audited or part == 0
@@ -315,7 +314,7 @@ class ExchangeService:
 
     def _done(self, call: _Call, decision: str, audit: str) -> None:
         """Close the books on a permitted call: span attributes and metrics."""
-        span = trace.get_current_span()
+        span = tracing.current()
         span.set_attribute("jisr.decision", decision)
         span.set_attribute("jisr.audit_id", audit)
         span.set_attribute("rpc.grpc.status_code", 0)
@@ -342,11 +341,12 @@ class ExchangeService:
                 )
             except ExchangeError as unrecorded:
                 exc = unrecorded
-        span = trace.get_current_span()
+        span = tracing.current()
         span.set_attribute("jisr.decision", DENY)
         if audit:
             span.set_attribute("jisr.audit_id", audit)
-        telemetry.fail(span, exc.reason.value, exc.code.value[0])
+        span.set_attribute("rpc.grpc.status_code", exc.code.value[0])
+        span.fail(exc.reason.value)
         _measure(call, DENY, exc.reason.value)
         status = rpc_status.to_status(exc.to_status())
         trailers: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata)
@@ -397,7 +397,7 @@ class ExchangeService:
                     call.subjects = self._subjects(subject_of, request)
                     fields = grant.fields
                     if grant.consent_based:
-                        with telemetry.span("jisr.consent"):
+                        with tracing.span("jisr.consent"):
                             call.permit = self._consent(grant, subject_of, request, ctx)
                         fields = call.permit.fields
                     response = run(request, ctx)
@@ -491,7 +491,7 @@ class ExchangeService:
                     claims = self._authenticate(call, context, None)
                     grant = self._authorize(call, claims, claims.purpose)
                     for seq, raw in enumerate(requests):
-                        with telemetry.span("jisr.batch", attributes={"jisr.batch_index": seq}):
+                        with tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}):
                             yield self._one_batch(
                                 call=call,
                                 claims=claims,
@@ -634,16 +634,13 @@ class ExchangeService:
         )
 
 
-def _server_span(method: str, context: grpc.ServicerContext) -> Any:
-    """The RPC's server span, continuing the caller's traceparent; exceptions are not
-    recorded on it (their text may quote request data), only the stable reason."""
-    parent = telemetry.incoming(context.invocation_metadata())
+def _server_span(method: str, context: grpc.ServicerContext) -> tracing.ServerSpan:
+    """The RPC's server span, continuing the caller's traceparent."""
     service, name = method.strip("/").split("/", 1)
-    return telemetry.span(
+    return tracing.server_span(
         f"{service}/{name}",
-        context=parent,
-        kind=trace.SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        context.invocation_metadata(),
+        {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
     )
 
 

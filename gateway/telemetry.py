@@ -3,26 +3,25 @@
 Spans and metrics carry institutions, methods, purposes, decisions, reasons and record ids
 — never an IDCS, a household id, a name or a score. Export follows the standard OTEL_*
 variables: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, the console
-when asked, nothing otherwise (the API then hands out non-recording spans, almost free).
+when asked, nothing otherwise. Spans themselves are recorded by gateway.tracing.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -32,12 +31,13 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import start_http_server
 
+from gateway import tracing
+from gateway.span_relay import RelaySpanExporter
+
 TRACER_NAME = "jisr"
-tracer = trace.get_tracer(TRACER_NAME)
-meter = metrics.get_meter(TRACER_NAME)
 
 
 def _otlp_endpoint(env: Mapping[str, str]) -> bool:
@@ -49,25 +49,45 @@ def _otlp_endpoint(env: Mapping[str, str]) -> bool:
 def setup_tracing(
     service_name: str, *, console: bool = False, exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
-    """Install a tracer provider if any exporter is wanted; None when tracing is off."""
+    """Install a tracer provider and the span pipeline if any exporter is wanted; None
+    when tracing is off. OTLP goes through the relay process unless JISR_OTLP_RELAY=0."""
     env = os.environ
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
     exporters: list[SpanExporter] = []
     if exporter is not None:
         exporters.append(exporter)
     if _otlp_endpoint(env):
-        exporters.append(OTLPSpanExporter())
+        relayed = env.get("JISR_OTLP_RELAY", "1").strip() not in ("0", "false", "no")
+        exporters.append(RelaySpanExporter(resource) if relayed else OTLPSpanExporter())
     if console:
         exporters.append(ConsoleSpanExporter())
     if not exporters:
+        tracing.install(None)
         return None
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
     provider = TracerProvider(resource=resource)
-    for each in exporters:
-        provider.add_span_processor(BatchSpanProcessor(each))
+    processors = tuple(BatchSpanProcessor(each) for each in exporters)
+    for processor in processors:
+        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    tracing.install(
+        tracing.Pipeline(
+            processors=processors,
+            sampler=provider.sampler,
+            ids=provider.id_generator,
+            resource=resource,
+            scope=InstrumentationScope(TRACER_NAME, _version()),
+        )
+    )
     return provider
+
+
+def _version() -> str | None:
+    try:
+        return importlib.metadata.version("jisr")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def setup_metrics(listen: str | None, service_name: str) -> None:
@@ -132,42 +152,6 @@ def observe_queue(depth: Any) -> None:
     )
 
 
-# -- spans ----------------------------------------------------------------------------
-
-
-def incoming(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
-    """The caller's W3C trace context from gRPC invocation metadata."""
-    carrier = {k: v for k, v in metadata if isinstance(v, str)}
-    return extract(carrier)
-
-
-def outgoing() -> list[tuple[str, str]]:
-    """Metadata entries carrying the current trace context to a backend."""
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return list(carrier.items())
-
-
-def span(name: str, **options: Any) -> Any:
-    """A child span that never records exception text (it may quote request data)."""
-    return tracer.start_as_current_span(
-        name, record_exception=False, set_status_on_exception=False, **options
-    )
-
-
-def trace_id(span: Span | None = None) -> str:
-    """The current (or given) span's trace id in hex, "" when not tracing."""
-    ctx = (span or trace.get_current_span()).get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
-
-
-def fail(span: Span, reason: str, grpc_code: int) -> None:
-    """Mark a span failed with the stable reason only (never the message text)."""
-    span.set_attribute("jisr.reason", reason)
-    span.set_attribute("rpc.grpc.status_code", grpc_code)
-    span.set_status(Status(StatusCode.ERROR, reason))
-
-
 @dataclass
 class Clock:
     """Milliseconds since a start, for latency metrics."""
@@ -197,8 +181,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        span_ctx = trace.get_current_span().get_span_context()
-        if span_ctx.is_valid:
+        span_ctx = tracing.current_context()
+        if span_ctx is not None:
             data["trace_id"] = format(span_ctx.trace_id, "032x")
             data["span_id"] = format(span_ctx.span_id, "016x")
         data.update({k: v for k, v in record.__dict__.items() if k not in self._SKIP})

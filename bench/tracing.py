@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import marshal
 import os
 import signal
 import statistics
@@ -52,12 +53,15 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.util.types import AttributeValue
 
 from adapters.registry_db import REGISTRY_FILE
 from bench import workload
 from bench.common import INSTITUTION, UNARY_METHOD, process_clock, write_messages
 from bench.identity import MAX_LOOP_S, make_pki
 from bench.procs import BenchError, Server, run_json, run_quiet, start_server, wait_for_quiet
+from gateway import span_relay, tracing
 
 UNARY_POOL = 10_000  # distinct serialized requests, cycled (as bench.run)
 TARGET_COST = 0.15  # the issue's target: tracing costs under 15 % of throughput
@@ -420,9 +424,9 @@ class _Drop(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _call_spans(tracer: trace.Tracer) -> None:
-    """One VerifyEligibility's spans as the gateway makes them: the SERVER span with its
-    attributes, and its children (exceptions never recorded)."""
+def _sdk_call_spans(tracer: trace.Tracer) -> None:
+    """One VerifyEligibility's spans made with the SDK's own tracer, as the gateway made
+    them before gateway.tracing: the SERVER span with its attributes, and its children."""
     with tracer.start_as_current_span(
         SERVER_SPAN,
         kind=trace.SpanKind.SERVER,
@@ -442,6 +446,28 @@ def _call_spans(tracer: trace.Tracer) -> None:
                 set_status_on_exception=False,
             ):
                 pass
+        server.set_attribute("jisr.requester", INSTITUTION)
+        server.set_attribute("jisr.purpose", "ASD_ELIGIBILITY")
+        server.set_attribute("jisr.decision", "permit")
+        server.set_attribute("jisr.audit_id", "bench-0000:1")
+        server.set_attribute("rpc.grpc.status_code", 0)
+
+
+_SERVER_ATTRIBUTES: dict[str, AttributeValue] = {
+    "rpc.system": "grpc",
+    "rpc.service": "jisr.v1.RegistryExchange",
+    "rpc.method": "VerifyEligibility",
+}
+_METADATA = (("x-jisr-signature", "token"), ("user-agent", "grpc-python"))
+
+
+def _gateway_call_spans() -> None:
+    """The same spans as the gateway makes them now, with gateway.tracing."""
+    with tracing.server_span(SERVER_SPAN, _METADATA, _SERVER_ATTRIBUTES):
+        for name in CHILD_SPANS:
+            with tracing.span(name, {"jisr.institution": "RSU", "jisr.keys": 1}):
+                pass
+        server = tracing.current()
         server.set_attribute("jisr.requester", INSTITUTION)
         server.set_attribute("jisr.purpose", "ASD_ELIGIBILITY")
         server.set_attribute("jisr.decision", "permit")
@@ -505,33 +531,66 @@ def _metric_updates(meter: metrics.Meter) -> Callable[[], None]:
     return update
 
 
+@contextmanager
+def _gateway_pipeline(*processors: Any, sampler: Sampler | None = None) -> Iterator[None]:
+    """gateway.tracing sending spans to `processors`, as telemetry.setup_tracing does."""
+    with _provider(*processors, sampler=sampler) as provider:
+        tracing.install(
+            tracing.Pipeline(
+                processors=tuple(processors),
+                sampler=provider.sampler,
+                ids=provider.id_generator,
+                resource=provider.resource,
+                scope=InstrumentationScope("jisr"),
+            )
+        )
+        try:
+            yield
+        finally:
+            tracing.install(None)
+
+
+def _relay_frame_us(batch: Sequence[ReadableSpan]) -> float:
+    """µs per span of what the relay exporter does in the gateway: flatten, marshal."""
+    best = float("inf")
+    rounds = max(1, 20_000 // len(batch))
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            marshal.dumps([span_relay.flatten(span) for span in batch])
+        best = min(best, (time.perf_counter() - started) / (rounds * len(batch)))
+    return best * 1e6
+
+
 def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, Any]:
     """µs of one thread, per traced call of SPANS_PER_TREE spans (best of REPEATS):
-    - `noop`: the API without an SDK (its no-op tracer), as the gateway runs with
-      tracing off;
-    - `sdk_bsp`: the SDK's TracerProvider and BatchSpanProcessor (schedule delay 200 ms),
-      its exporter dropping the spans: creating, recording and queueing them;
-    - `sdk_unsampled`: the same SDK when its sampler says no (non-recording spans);
-    - `otlp_encode`: encoding those spans into an OTLP export request and serializing it,
-      as the BSP's worker thread does before each gRPC export (it holds the GIL);
+    - `off`: gateway.tracing with no pipeline, as the gateway runs with tracing off;
+    - `gateway`: gateway.tracing with the SDK's BatchSpanProcessor (schedule delay
+      200 ms), its exporter dropping the spans: recording, converting, queueing;
+    - `gateway_unsampled`: the same when the sampler says no;
+    - `relay`: flattening and marshalling the spans, which the relay exporter does in
+      the gateway's batch-processor thread (OTLP encoding happens in the relay child);
+    - `sdk_bsp` / `otlp_encode`: the SDK's own tracer with the same processor, and OTLP
+      encoding in-process: what the gateway paid before gateway.tracing and the relay;
     - `metrics_noop` / `metrics_sdk`: the per-call metric updates, API vs SDK.
     Scaled per span, and to `spans_per_call` (the gateway's, from the sink) if given."""
-    noop_tracer = trace.NoOpTracer()  # what the API's proxy hands to, without an SDK
-    noop = _best_us_per_call(calls, lambda: _call_spans(noop_tracer))
+    tracing.install(None)
+    off = _best_us_per_call(calls, _gateway_call_spans)
+    processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
+    with _gateway_pipeline(processor):
+        lean = _best_us_per_call(calls, _gateway_call_spans, processor.force_flush)
+    processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
+    with _gateway_pipeline(processor, sampler=ALWAYS_OFF):
+        unsampled = _best_us_per_call(calls, _gateway_call_spans)
     processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
     with _provider(processor) as provider:
         sdk_tracer = provider.get_tracer("jisr-bench")
-        sdk = _best_us_per_call(calls, lambda: _call_spans(sdk_tracer), provider.force_flush)
-    processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
-    with _provider(processor, sampler=ALWAYS_OFF) as provider:
-        off_tracer = provider.get_tracer("jisr-bench")
-        unsampled = _best_us_per_call(calls, lambda: _call_spans(off_tracer))
+        sdk = _best_us_per_call(calls, lambda: _sdk_call_spans(sdk_tracer), provider.force_flush)
     memory = InMemorySpanExporter()
-    with _provider(SimpleSpanProcessor(memory)) as provider:
-        tracer = provider.get_tracer("jisr-bench")
+    with _gateway_pipeline(SimpleSpanProcessor(memory)):
         for _ in range(max(1, 512 // SPANS_PER_TREE) + 1):
-            _call_spans(tracer)
-        batch = list(memory.get_finished_spans())[:512]
+            _gateway_call_spans()
+    batch = list(memory.get_finished_spans())[:512]
     encode = float("inf")
     encode_rounds = max(1, calls * SPANS_PER_TREE // len(batch))
     for _ in range(REPEATS):
@@ -539,7 +598,7 @@ def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, 
         for _ in range(encode_rounds):
             encode_spans(batch).SerializeToString()
         encode = min(encode, (time.perf_counter() - started) / (encode_rounds * len(batch)))
-    encode_per_call = encode * 1e6 * SPANS_PER_TREE
+    relay = _relay_frame_us(batch) * SPANS_PER_TREE
     metrics_noop = _best_us_per_call(calls, _metric_updates(metrics.NoOpMeter("jisr-bench")))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     try:
@@ -549,16 +608,18 @@ def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, 
     finally:
         meter_provider.shutdown()
     per_call = {
-        "noop": round(noop, 1),
+        "off": round(off, 1),
+        "gateway": round(lean, 1),
+        "gateway_unsampled": round(unsampled, 1),
+        "relay": round(relay, 1),
         "sdk_bsp": round(sdk, 1),
-        "sdk_unsampled": round(unsampled, 1),
-        "otlp_encode": round(encode_per_call, 1),
+        "otlp_encode": round(encode * 1e6 * SPANS_PER_TREE, 1),
         "metrics_noop": round(metrics_noop, 1),
         "metrics_sdk": round(metrics_sdk, 1),
     }
     per_span = {
         key: round(per_call[key] / SPANS_PER_TREE, 2)
-        for key in ("noop", "sdk_unsampled", "sdk_bsp", "otlp_encode")
+        for key in ("off", "gateway", "gateway_unsampled", "relay", "sdk_bsp", "otlp_encode")
     }
     result: dict[str, Any] = {
         "spans_per_tree": SPANS_PER_TREE,
@@ -566,7 +627,7 @@ def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, 
         "per_span_us": per_span,
     }
     if spans_per_call:
-        extra = (per_span["sdk_bsp"] - per_span["noop"] + per_span["otlp_encode"]) * spans_per_call
+        extra = (per_span["gateway"] - per_span["off"] + per_span["relay"]) * spans_per_call
         result["gateway_call_added_us"] = round(extra + metrics_sdk - metrics_noop, 1)
     return result
 
@@ -607,11 +668,11 @@ def table(result: Mapping[str, Any]) -> str:
     if costs:
         tree, span = costs["per_tree_us"], costs["per_span_us"]
         lines.append(
-            f"in-process, per span: no-op API {span['noop']:.2f} µs, SDK unsampled"
-            f" {span['sdk_unsampled']:.2f} µs, SDK + BSP {span['sdk_bsp']:.2f} µs, OTLP"
-            f" encoding {span['otlp_encode']:.2f} µs;"
-            f" per call's metric updates: no-op {tree['metrics_noop']:.1f} µs,"
-            f" SDK {tree['metrics_sdk']:.1f} µs"
+            f"in-process, per span: tracing off {span['off']:.2f} µs, gateway.tracing"
+            f" {span['gateway']:.2f} µs (unsampled {span['gateway_unsampled']:.2f}), relay"
+            f" frame {span['relay']:.2f} µs; before: SDK tracer {span['sdk_bsp']:.2f} µs +"
+            f" OTLP encoding {span['otlp_encode']:.2f} µs; per call's metric updates:"
+            f" no-op {tree['metrics_noop']:.1f} µs, SDK {tree['metrics_sdk']:.1f} µs"
         )
         if "gateway_call_added_us" in costs:
             lines.append(

@@ -234,7 +234,10 @@ def run_until_signalled(running: Running, grace: float, banner: str) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(banner, flush=True)
-    stop.wait()
+    # A signal the kernel hands to another thread only flags the main thread, which sees
+    # it when it next runs Python: an untimed wait could sleep through it.
+    while not stop.wait(0.5):
+        pass
     print(f"jisr: draining in-flight calls (up to {grace:g} s)", flush=True)
     running.stop(grace)
     print("jisr: stopped", flush=True)

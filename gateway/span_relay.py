@@ -76,7 +76,14 @@ def flatten(span: ReadableSpan) -> Flat:
         if span.events
         else (),
         tuple(
-            (ln.context.trace_id, ln.context.span_id, tuple((ln.attributes or {}).items()))
+            (
+                ln.context.trace_id,
+                ln.context.span_id,
+                int(ln.context.trace_flags),
+                ln.context.is_remote,
+                _trace_state(ln.context.trace_state),
+                tuple((ln.attributes or {}).items()),
+            )
             for ln in span.links
         )
         if span.links
@@ -100,7 +107,7 @@ def rebuild(flat: Flat, resource: Resource) -> ReadableSpan:
         resource=resource,
         attributes=dict(attributes),
         events=[Event(n, dict(a), t) for n, t, a in events],
-        links=[Link(SpanContext(t, s, False, flags_), dict(a)) for t, s, a in links],
+        links=[_link(*flat_link) for flat_link in links],
         kind=SpanKind(kind),
         status=Status(status_code, description or None)
         if status_code is not StatusCode.UNSET
@@ -110,6 +117,20 @@ def rebuild(flat: Flat, resource: Resource) -> ReadableSpan:
         instrumentation_scope=InstrumentationScope(scope[0], scope[1] or None, scope[2] or None)
         if scope[0]
         else None,
+    )
+
+
+def _link(
+    trace_id: int,
+    span_id: int,
+    flags: int,
+    remote: bool,
+    state: str,
+    attributes: tuple[tuple[str, Any], ...],
+) -> Link:
+    trace_state = TraceState.from_header([state]) if state else None
+    return Link(
+        SpanContext(trace_id, span_id, remote, TraceFlags(flags), trace_state), dict(attributes)
     )
 
 
@@ -139,8 +160,15 @@ def read_frames(pipe: IO[bytes]) -> Iterator[Any]:
 class RelaySpanExporter(SpanExporter):
     """Hands batches of spans to the relay child, starting it (again) when needed."""
 
-    def __init__(self, resource: Resource, argv: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        argv: Sequence[str] | None = None,
+        *,
+        restart_s: float = RESTART_S,
+    ) -> None:
         self._resource = resource
+        self._restart_s = restart_s
         self._argv = list(argv or [sys.executable, "-m", "gateway.span_relay"])
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
@@ -166,6 +194,12 @@ class RelaySpanExporter(SpanExporter):
             _write_frame(child.stdin, header)
         self._child = child
 
+    @property
+    def pid(self) -> int | None:
+        """The relay child's process id (None once shut down)."""
+        child = self._child
+        return child.pid if child is not None else None
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
@@ -173,7 +207,7 @@ class RelaySpanExporter(SpanExporter):
         with self._lock:
             child = self._child
             if child is None or child.poll() is not None:
-                if time.monotonic() - self._started < RESTART_S:
+                if time.monotonic() - self._started < self._restart_s:
                     return self._drop(len(frame))
                 log.warning("span relay: child process gone; starting it again")
                 self._start()

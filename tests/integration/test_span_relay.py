@@ -1,0 +1,176 @@
+"""The span relay as an operator meets it: a real child process exporting OTLP to a real
+receiver, started again when it dies, ending with its gateway however the gateway ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from gateway.client import Credentials, JisrClient
+from gateway.span_relay import RelaySpanExporter
+from tests.support import otlp, processes, registry_rows
+
+SERVER = "jisr.v1.RegistryExchange/VerifyEligibility"
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[otlp.Receiver]:
+    """A collector; the relay children started by a test export to it."""
+    collector = otlp.Receiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    yield collector
+    collector.stop()
+
+
+def _spans(*names: str) -> Sequence[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "jisr-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("jisr")
+    for name in names:
+        with tracer.start_as_current_span(name):
+            pass
+    return memory.get_finished_spans()
+
+
+def _names(receiver: otlp.Receiver) -> list[str]:
+    return [span.name for _, span in receiver.spans]
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie its new parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _wait_exited(pid: int, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _exited(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_spans_handed_to_the_relay_reach_the_collector_with_their_resource(
+    receiver: otlp.Receiver,
+) -> None:
+    exporter = RelaySpanExporter(Resource.create({"service.name": "jisr-gateway-casa"}))
+    assert exporter.export(_spans("first", "second")) is SpanExportResult.SUCCESS
+    exporter.shutdown()  # the child exports what it holds, then exits
+    assert receiver.wait_for(lambda: len(receiver.spans) == 2)
+    assert {service for service, _ in receiver.spans} == {"jisr-gateway-casa"}
+    assert sorted(_names(receiver)) == ["first", "second"]
+
+
+def test_a_dead_relay_is_started_again_and_spans_flow_once_more(
+    receiver: otlp.Receiver,
+) -> None:
+    exporter = RelaySpanExporter(Resource.create({"service.name": "jisr-gateway"}), restart_s=0)
+    try:
+        first = exporter.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        assert _wait_exited(first)
+        assert exporter.export(_spans("after-restart")) is SpanExportResult.SUCCESS
+        assert exporter.pid not in (None, first)
+    finally:
+        exporter.shutdown()
+    assert receiver.wait_for(lambda: "after-restart" in _names(receiver))
+
+
+def test_while_the_relay_is_down_spans_are_dropped_not_queued_without_bound(
+    receiver: otlp.Receiver,
+) -> None:
+    exporter = RelaySpanExporter(Resource.create({"service.name": "jisr-gateway"}), restart_s=3600)
+    try:
+        pid = exporter.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        assert _wait_exited(pid)
+        assert exporter.export(_spans("lost")) is SpanExportResult.FAILURE
+    finally:
+        exporter.shutdown()
+
+
+def _relay_children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [
+        c
+        for c in children
+        if b"gateway.span_relay" in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")
+    ]
+
+
+def _gateway(
+    registry_dir: Path, pki_dir: Path, folder: Path, receiver: otlp.Receiver, delay_ms: int
+) -> processes.Proc:
+    (folder / "state").mkdir()
+    return processes.start(
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(registry_dir),
+            "--pki-dir",
+            str(pki_dir),
+        ],
+        folder / "gateway.log",
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": str(delay_ms),
+            "JISR_STATE_DIR": str(folder / "state"),
+        },
+    )
+
+
+def _one_call(gateway: processes.Proc, pki_dir: Path, registry_dir: Path) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
+        client.verify("ASD_ELIGIBILITY", hid, "ASD")
+
+
+def test_a_gateway_stopped_by_sigterm_hands_its_last_spans_to_the_collector(
+    receiver: otlp.Receiver, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    # Spans wait a minute in the gateway's batch: only the stop can send them.
+    gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=60_000)
+    try:
+        (relay,) = _relay_children(gateway.popen.pid)
+        _one_call(gateway, pki_dir, registry_dir)
+        assert SERVER not in _names(receiver)
+    finally:
+        assert gateway.stop(signal.SIGTERM) == 0
+    assert receiver.wait_for(lambda: SERVER in _names(receiver))
+    assert _wait_exited(relay)
+
+
+def test_the_relay_ends_when_its_gateway_is_killed(
+    receiver: otlp.Receiver, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=100)
+    try:
+        (relay,) = _relay_children(gateway.popen.pid)
+        _one_call(gateway, pki_dir, registry_dir)
+        assert receiver.wait_for(lambda: SERVER in _names(receiver))
+    finally:
+        gateway.stop(signal.SIGKILL)
+    assert _wait_exited(relay)

@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -531,9 +532,22 @@ def _metric_updates(meter: metrics.Meter) -> Callable[[], None]:
     return update
 
 
+class _Queue:
+    """What gateway.span_relay.RelaySink does on the request path: one tuple, queued."""
+
+    def __init__(self) -> None:
+        self.queue: deque[span_relay.Flat] = deque()
+
+    def put(self, span: tracing.Span) -> None:
+        self.queue.append(span_relay.flat(span))
+
+
 @contextmanager
-def _gateway_pipeline(*processors: Any, sampler: Sampler | None = None) -> Iterator[None]:
-    """gateway.tracing sending spans to `processors`, as telemetry.setup_tracing does."""
+def _gateway_pipeline(
+    *processors: Any, sampler: Sampler | None = None, sinks: tuple[tracing.SpanSink, ...] = ()
+) -> Iterator[None]:
+    """gateway.tracing sending spans to `processors` and `sinks`, as telemetry.setup_tracing
+    does."""
     with _provider(*processors, sampler=sampler) as provider:
         tracing.install(
             tracing.Pipeline(
@@ -542,6 +556,7 @@ def _gateway_pipeline(*processors: Any, sampler: Sampler | None = None) -> Itera
                 ids=provider.id_generator,
                 resource=provider.resource,
                 scope=InstrumentationScope("jisr"),
+                sinks=sinks,
             )
         )
         try:
@@ -550,37 +565,39 @@ def _gateway_pipeline(*processors: Any, sampler: Sampler | None = None) -> Itera
             tracing.install(None)
 
 
-def _relay_frame_us(batch: Sequence[ReadableSpan]) -> float:
-    """µs per span of what the relay exporter does in the gateway: flatten, marshal."""
+def _marshal_us(flats: list[span_relay.Flat]) -> float:
+    """µs per span of what the relay's thread does in the gateway: marshal a frame."""
     best = float("inf")
-    rounds = max(1, 20_000 // len(batch))
+    rounds = max(1, 20_000 // len(flats))
     for _ in range(REPEATS):
         started = time.perf_counter()
         for _ in range(rounds):
-            marshal.dumps([span_relay.flatten(span) for span in batch])
-        best = min(best, (time.perf_counter() - started) / (rounds * len(batch)))
+            marshal.dumps(flats)
+        best = min(best, (time.perf_counter() - started) / (rounds * len(flats)))
     return best * 1e6
 
 
 def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, Any]:
     """µs of one thread, per traced call of SPANS_PER_TREE spans (best of REPEATS):
     - `off`: gateway.tracing with no pipeline, as the gateway runs with tracing off;
-    - `gateway`: gateway.tracing with the SDK's BatchSpanProcessor (schedule delay
-      200 ms), its exporter dropping the spans: recording, converting, queueing;
+    - `gateway`: gateway.tracing queueing each span as a tuple for the relay, as the
+      gateway does with OTLP export on;
     - `gateway_unsampled`: the same when the sampler says no;
-    - `relay`: flattening and marshalling the spans, which the relay exporter does in
-      the gateway's batch-processor thread (OTLP encoding happens in the relay child);
+    - `relay`: marshalling the queued tuples, which the relay's thread does in the gateway
+      (OTLP encoding happens in the relay child);
     - `sdk_bsp` / `otlp_encode`: the SDK's own tracer with the same processor, and OTLP
       encoding in-process: what the gateway paid before gateway.tracing and the relay;
     - `metrics_noop` / `metrics_sdk`: the per-call metric updates, API vs SDK.
     Scaled per span, and to `spans_per_call` (the gateway's, from the sink) if given."""
     tracing.install(None)
     off = _best_us_per_call(calls, _gateway_call_spans)
-    processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
-    with _gateway_pipeline(processor):
-        lean = _best_us_per_call(calls, _gateway_call_spans, processor.force_flush)
-    processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
-    with _gateway_pipeline(processor, sampler=ALWAYS_OFF):
+    queued = _Queue()
+    with _gateway_pipeline(sinks=(queued,)):
+        lean = _best_us_per_call(calls, _gateway_call_spans, queued.queue.clear)
+        for _ in range(max(1, 512 // SPANS_PER_TREE) + 1):
+            _gateway_call_spans()
+    flats = list(queued.queue)[:512]
+    with _gateway_pipeline(sampler=ALWAYS_OFF, sinks=(_Queue(),)):
         unsampled = _best_us_per_call(calls, _gateway_call_spans)
     processor = BatchSpanProcessor(_Drop(), schedule_delay_millis=BSP_SCHEDULE_DELAY_MS)
     with _provider(processor) as provider:
@@ -598,7 +615,7 @@ def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, 
         for _ in range(encode_rounds):
             encode_spans(batch).SerializeToString()
         encode = min(encode, (time.perf_counter() - started) / (encode_rounds * len(batch)))
-    relay = _relay_frame_us(batch) * SPANS_PER_TREE
+    relay = _marshal_us(flats) * SPANS_PER_TREE
     metrics_noop = _best_us_per_call(calls, _metric_updates(metrics.NoOpMeter("jisr-bench")))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     try:

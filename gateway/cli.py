@@ -34,7 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         env_or_flags["JISR_METRICS_LISTEN"] = args.metrics_listen
     config = config_mod.load(args.config, env_or_flags)
     telemetry.setup_logging()
-    provider = telemetry.setup_tracing("jisr-gateway", console=args.trace_console)
+    traces = telemetry.setup_tracing("jisr-gateway", console=args.trace_console)
     telemetry.setup_metrics(config.metrics_listen, "jisr-gateway")
     running = start_gateway(config)
     host = config.listen.rsplit(":", 1)[0]
@@ -44,8 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
         config.grace_s,
         f"jisr: serving jisr.v1 on {host}:{running.port} ({_transport(config)}; {transports})",
     )
-    if provider is not None:
-        provider.shutdown()  # export the last spans
+    if traces is not None:
+        traces.shutdown()  # export the last spans
     return 0
 
 
@@ -74,7 +74,7 @@ def _backend(args: argparse.Namespace) -> int:
     if args.insecure_plaintext:
         env["JISR_INSECURE_PLAINTEXT"] = "1"
     config = config_mod.load(None, env)
-    provider = telemetry.setup_tracing("jisr-ministry-backend")
+    traces = telemetry.setup_tracing("jisr-ministry-backend")
     running = start_backend(names, Registry(args.data_dir / REGISTRY_FILE), args.listen, config)
     host = args.listen.rsplit(":", 1)[0]
     run_until_signalled(
@@ -83,8 +83,8 @@ def _backend(args: argparse.Namespace) -> int:
         f"jisr: MinistryBackend for {','.join(names)} on {host}:{running.port}"
         f" ({_transport(config)})",
     )
-    if provider is not None:
-        provider.shutdown()
+    if traces is not None:
+        traces.shutdown()
     return 0
 
 

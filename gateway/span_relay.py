@@ -1,16 +1,19 @@
 """OTLP export of the gateway's spans from a child process, off the gateway's GIL.
 
-Why: encoding a span into OTLP costs ~20 µs of Python holding the GIL, about 150 µs per
-VerifyEligibility, in the process that serves the exchanges. The relay's exporter, inside
-the gateway's batch span processor, only flattens each span into plain values (~2 µs)
-and writes batches as length-prefixed `marshal` frames on a pipe. The child,
-`python -m gateway.span_relay`, rebuilds the spans and hands them to the SDK's own batch
-span processor and OTLP exporter, configured by the same OTEL_* variables. The child reads
-the pipe until it closes, so it ends with its gateway, even one that was killed.
+Why: building the SDK's ReadableSpan, queueing it in a batch span processor and encoding
+it into OTLP cost ~30 µs of Python per span, holding the GIL of the process that serves
+the exchanges: a fifth of the gateway's throughput at 7 or 8 spans per exchange
+(docs/performance-tracing.md). Here each finished span becomes one tuple of plain values
+(~1 µs); a thread writes the queued tuples, every OTEL_BSP_SCHEDULE_DELAY ms or as soon as
+OTEL_BSP_MAX_EXPORT_BATCH_SIZE are waiting, as one length-prefixed `marshal` frame on a
+pipe. The child, `python -m gateway.span_relay`, rebuilds the spans and hands them to the
+SDK's own batch span processor and OTLP exporter, configured by the same OTEL_* variables.
+It reads the pipe until it closes, so it ends with its gateway, even one that was killed.
 
-If the child is gone, its batches are dropped (a warning names the count) and it is
-started again, at most every RESTART_S seconds. `JISR_OTLP_RELAY=0` exports in the
-gateway's own process instead (docs/observability.md).
+At most OTEL_BSP_MAX_QUEUE_SIZE spans wait in the gateway; beyond that, and while the
+child is gone, spans are dropped and counted in a warning. A dead child is started again,
+at most every RESTART_S seconds. `JISR_OTLP_RELAY=0` exports in the gateway's own process
+instead (docs/observability.md).
 """
 
 from __future__ import annotations
@@ -18,28 +21,39 @@ from __future__ import annotations
 import contextlib
 import logging
 import marshal
+import os
 import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any, Final
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
+
+from gateway import tracing
 
 log = logging.getLogger("jisr.span_relay")
 
 RESTART_S: Final = 5.0
 STOP_S: Final = 10.0  # how long shutdown waits for the child to export what it holds
+WARN_EVERY_S: Final = 10.0
 _LENGTH: Final = struct.Struct(">I")
-_FRAME_VERSION: Final = 1
+_FRAME_VERSION: Final = 2
+# The SDK's batch span processor defaults, read from the same variables.
+_DEFAULTS: Final = {
+    "OTEL_BSP_SCHEDULE_DELAY": 5000,
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 512,
+    "OTEL_BSP_MAX_QUEUE_SIZE": 2048,
+}
 
 Flat = tuple[Any, ...]
 
@@ -47,94 +61,69 @@ Flat = tuple[Any, ...]
 # -- the wire between gateway and child: marshal frames of plain values ------------------
 
 
-def _trace_state(state: TraceState | None) -> str:
-    return state.to_header() if state else ""
-
-
-def flatten(span: ReadableSpan) -> Flat:
-    """A span as plain values marshal can carry (same interpreter on both ends)."""
-    ctx = span.context
-    assert ctx is not None
-    parent = span.parent
-    scope = span.instrumentation_scope
+def flat(span: tracing.Span) -> Flat:
+    """A finished span as plain values marshal can carry (same interpreter on both ends)."""
+    ctx, parent, status = span.context, span.parent, span.status
+    state = ctx.trace_state
     return (
         span.name,
         ctx.trace_id,
         ctx.span_id,
         int(ctx.trace_flags),
-        _trace_state(ctx.trace_state),
-        parent.span_id if parent else 0,
-        bool(parent and parent.is_remote),
+        state.to_header() if state else "",
+        parent.span_id if parent is not None else 0,
+        parent is not None and parent.is_remote,
         span.kind.value,
-        span.start_time,
-        span.end_time,
-        span.status.status_code.value,
-        span.status.description or "",
-        tuple(span.attributes.items()) if span.attributes else (),
-        (scope.name, scope.version or "", scope.schema_url or "") if scope else ("", "", ""),
-        tuple((e.name, e.timestamp, tuple((e.attributes or {}).items())) for e in span.events)
-        if span.events
-        else (),
-        tuple(
-            (
-                ln.context.trace_id,
-                ln.context.span_id,
-                int(ln.context.trace_flags),
-                ln.context.is_remote,
-                _trace_state(ln.context.trace_state),
-                tuple((ln.attributes or {}).items()),
-            )
-            for ln in span.links
+        span.start,
+        span.end,
+        status.status_code.value,
+        status.description or "",
+        tuple(span.attributes.items()),
+    )
+
+
+def header(resource: Resource, scope: InstrumentationScope) -> dict[str, Any]:
+    """The first frame: what every span of this gateway shares."""
+    return {
+        "version": _FRAME_VERSION,
+        "resource": dict(resource.attributes),
+        "schema_url": resource.schema_url,
+        "scope": (scope.name, scope.version or "", scope.schema_url or ""),
+    }
+
+
+class Rebuilder:
+    """Turns flat spans back into the ReadableSpans the gateway's processors would get."""
+
+    def __init__(self, head: Mapping[str, Any]) -> None:
+        if head.get("version") != _FRAME_VERSION:
+            raise ValueError(f"span relay: expected a header of version {_FRAME_VERSION}")
+        self.resource = Resource(head["resource"], head.get("schema_url") or None)
+        name, version, schema_url = head["scope"]
+        self.scope = InstrumentationScope(name, version or None, schema_url or None)
+        self._unset = Status(StatusCode.UNSET)
+
+    def __call__(self, flat: Flat) -> ReadableSpan:
+        (name, trace_id, span_id, flags, state, parent_id, parent_remote, kind) = flat[:8]
+        (start, end, code, description, attributes) = flat[8:]
+        trace_flags = TraceFlags(flags)
+        trace_state = TraceState.from_header([state]) if state else None
+        parent = SpanContext(trace_id, parent_id, parent_remote, trace_flags) if parent_id else None
+        return ReadableSpan(
+            name,
+            context=SpanContext(trace_id, span_id, False, trace_flags, trace_state),
+            parent=parent,
+            resource=self.resource,
+            attributes=dict(attributes),
+            kind=SpanKind(kind),
+            status=Status(StatusCode(code), description) if code else self._unset,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self.scope,
         )
-        if span.links
-        else (),
-    )
 
 
-def rebuild(flat: Flat, resource: Resource) -> ReadableSpan:
-    """The span `flatten` was given, as the SDK's exporters expect it."""
-    (name, trace_id, span_id, flags, state, parent_id, parent_remote, kind) = flat[:8]
-    (start, end, code, description, attributes, scope, events, links) = flat[8:]
-    trace_state = TraceState.from_header([state]) if state else None
-    flags_ = TraceFlags(flags)
-    context = SpanContext(trace_id, span_id, False, flags_, trace_state)
-    parent = SpanContext(trace_id, parent_id, parent_remote, flags_) if parent_id else None
-    status_code = StatusCode(code)
-    return ReadableSpan(
-        name,
-        context=context,
-        parent=parent,
-        resource=resource,
-        attributes=dict(attributes),
-        events=[Event(n, dict(a), t) for n, t, a in events],
-        links=[_link(*flat_link) for flat_link in links],
-        kind=SpanKind(kind),
-        status=Status(status_code, description or None)
-        if status_code is not StatusCode.UNSET
-        else Status(StatusCode.UNSET),
-        start_time=start,
-        end_time=end,
-        instrumentation_scope=InstrumentationScope(scope[0], scope[1] or None, scope[2] or None)
-        if scope[0]
-        else None,
-    )
-
-
-def _link(
-    trace_id: int,
-    span_id: int,
-    flags: int,
-    remote: bool,
-    state: str,
-    attributes: tuple[tuple[str, Any], ...],
-) -> Link:
-    trace_state = TraceState.from_header([state]) if state else None
-    return Link(
-        SpanContext(trace_id, span_id, remote, TraceFlags(flags), trace_state), dict(attributes)
-    )
-
-
-def _write_frame(pipe: IO[bytes], payload: Any) -> None:
+def write_frame(pipe: IO[bytes], payload: Any) -> None:
     data = marshal.dumps(payload)
     pipe.write(_LENGTH.pack(len(data)))
     pipe.write(data)
@@ -157,42 +146,43 @@ def read_frames(pipe: IO[bytes]) -> Iterator[Any]:
 # -- the gateway's side ------------------------------------------------------------------
 
 
-class RelaySpanExporter(SpanExporter):
-    """Hands batches of spans to the relay child, starting it (again) when needed."""
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return max(1, int(env.get(name, "") or _DEFAULTS[name]))
+    except ValueError:
+        return _DEFAULTS[name]
+
+
+class RelaySink:
+    """A tracing.SpanSink: queues spans as tuples, a thread ships them to the relay child."""
 
     def __init__(
         self,
         resource: Resource,
-        argv: Sequence[str] | None = None,
+        scope: InstrumentationScope,
         *,
+        argv: Sequence[str] | None = None,
         restart_s: float = RESTART_S,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        self._resource = resource
-        self._restart_s = restart_s
+        env = os.environ if env is None else env
+        self._delay_s = _env_int(env, "OTEL_BSP_SCHEDULE_DELAY") / 1000.0
+        self._max_queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE")
+        self._batch = min(self._max_queue, _env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"))
+        self._header = header(resource, scope)
         self._argv = list(argv or [sys.executable, "-m", "gateway.span_relay"])
-        self._lock = threading.Lock()
+        self._restart_s = restart_s
+        self._queue: deque[Flat] = deque()
+        self._wake = threading.Event()
+        self._ship_lock = threading.Lock()
+        self._stopping = False
+        self._dropped = 0
+        self._warned = 0.0
         self._child: subprocess.Popen[bytes] | None = None
         self._started = 0.0
-        self._dropped = 0
-        self._shutdown = False
-        self._start()
-
-    def _start(self) -> None:
-        self._started = time.monotonic()
-        # Its own session: a Ctrl-C or SIGTERM sent to the gateway's process group does not
-        # cut it short; it exports what the gateway flushed, then sees the pipe close.
-        child = subprocess.Popen(
-            self._argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
-        )
-        assert child.stdin is not None
-        header = {
-            "version": _FRAME_VERSION,
-            "resource": dict(self._resource.attributes),
-            "schema_url": self._resource.schema_url,
-        }
-        with contextlib.suppress(OSError):  # a dead child is found on the first export
-            _write_frame(child.stdin, header)
-        self._child = child
+        self._start_child()
+        self._thread = threading.Thread(target=self._run, name="jisr-span-relay", daemon=True)
+        self._thread.start()
 
     @property
     def pid(self) -> int | None:
@@ -200,35 +190,32 @@ class RelaySpanExporter(SpanExporter):
         child = self._child
         return child.pid if child is not None else None
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            return SpanExportResult.FAILURE
-        frame = [flatten(span) for span in spans]
-        with self._lock:
-            child = self._child
-            if child is None or child.poll() is not None:
-                if time.monotonic() - self._started < self._restart_s:
-                    return self._drop(len(frame))
-                log.warning("span relay: child process gone; starting it again")
-                self._start()
-                child = self._child
-            assert child is not None
-            assert child.stdin is not None
-            try:
-                _write_frame(child.stdin, frame)
-            except (OSError, ValueError):
-                return self._drop(len(frame))
-        return SpanExportResult.SUCCESS
+    @property
+    def dropped(self) -> int:
+        return self._dropped
 
-    def _drop(self, count: int) -> SpanExportResult:
-        self._dropped += count
-        log.warning("span relay: %d spans dropped so far (no relay process)", self._dropped)
-        return SpanExportResult.FAILURE
+    def put(self, span: tracing.Span) -> None:
+        """Called on the request path: one tuple, one append."""
+        queue = self._queue
+        if len(queue) >= self._max_queue or self._stopping:
+            self._dropped += 1
+            return
+        queue.append(flat(span))
+        if len(queue) >= self._batch and not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Ship what is queued now (tests, shutdown)."""
+        self._ship()
 
     def shutdown(self) -> None:
-        """Close the pipe; the child exports what it holds and exits (or is killed)."""
-        with self._lock:
-            self._shutdown = True
+        """Ship what is queued, close the pipe; the child exports what it holds and exits
+        (or is killed after STOP_S)."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(STOP_S)
+        self._ship()
+        with self._ship_lock:
             child, self._child = self._child, None
         if child is None:
             return
@@ -239,10 +226,55 @@ class RelaySpanExporter(SpanExporter):
             child.wait(STOP_S)
         except subprocess.TimeoutExpired:
             child.kill()
-            child.wait()
+            child.wait(STOP_S)
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._delay_s)
+            self._wake.clear()
+            self._ship()
+
+    def _ship(self) -> None:
+        with self._ship_lock:
+            queue = self._queue
+            spans = [queue.popleft() for _ in range(len(queue))]
+            if spans:
+                self._write(spans)
+
+    def _start_child(self) -> None:
+        self._started = time.monotonic()
+        # Its own session: a Ctrl-C or SIGTERM sent to the gateway's process group does not
+        # cut it short; it exports what the gateway flushed, then sees the pipe close.
+        child = subprocess.Popen(
+            self._argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        assert child.stdin is not None
+        with contextlib.suppress(OSError):  # a dead child is found on the next write
+            write_frame(child.stdin, self._header)
+        self._child = child
+
+    def _write(self, spans: list[Flat]) -> None:
+        child = self._child
+        if child is None or child.poll() is not None:
+            if child is None or time.monotonic() - self._started < self._restart_s:
+                self._drop(len(spans))
+                return
+            log.warning("span relay: the relay process is gone; starting it again")
+            self._start_child()
+            child = self._child
+        assert child is not None
+        assert child.stdin is not None
+        try:
+            write_frame(child.stdin, spans)
+        except (OSError, ValueError):
+            self._drop(len(spans))
+
+    def _drop(self, count: int) -> None:
+        self._dropped += count
+        now = time.monotonic()
+        if now - self._warned >= WARN_EVERY_S:
+            self._warned = now
+            log.warning("span relay: %d spans dropped so far (relay process down)", self._dropped)
 
 
 # -- the child's side --------------------------------------------------------------------
@@ -252,16 +284,19 @@ def relay(pipe: IO[bytes], exporter: SpanExporter) -> int:
     """Feed the spans read from `pipe` to a batch span processor over `exporter`; the
     number of spans relayed when the pipe closes."""
     frames = read_frames(pipe)
-    header = next(frames, None)
-    if not isinstance(header, dict) or header.get("version") != _FRAME_VERSION:
-        raise SystemExit("span relay: the first frame must be the header of version 1")
-    resource = Resource(header["resource"], header.get("schema_url") or None)
+    head = next(frames, None)
+    if not isinstance(head, dict):
+        raise SystemExit("span relay: the first frame must be the header")
+    try:
+        rebuild = Rebuilder(head)
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"span relay: bad header: {exc}") from None
     processor = BatchSpanProcessor(exporter)
     count = 0
     try:
         for frame in frames:
-            for flat in frame:
-                processor.on_end(rebuild(flat, resource))
+            for span in frame:
+                processor.on_end(rebuild(span))
             count += len(frame)
     finally:
         processor.shutdown()  # type: ignore[no-untyped-call]  # (untyped in the SDK)

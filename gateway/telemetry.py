@@ -35,7 +35,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import start_http_server
 
 from gateway import tracing
-from gateway.span_relay import RelaySpanExporter
+from gateway.span_relay import RelaySink
 
 TRACER_NAME = "jisr"
 
@@ -46,24 +46,43 @@ def _otlp_endpoint(env: Mapping[str, str]) -> bool:
     )
 
 
+class Tracing:
+    """What setup_tracing started; `shutdown` exports the last spans."""
+
+    def __init__(self, provider: TracerProvider, sinks: tuple[RelaySink, ...]) -> None:
+        self.provider = provider
+        self.sinks = sinks
+
+    def shutdown(self) -> None:
+        tracing.install(None)
+        for sink in self.sinks:
+            sink.shutdown()
+        self.provider.shutdown()
+
+
 def setup_tracing(
     service_name: str, *, console: bool = False, exporter: SpanExporter | None = None
-) -> TracerProvider | None:
-    """Install a tracer provider and the span pipeline if any exporter is wanted; None
-    when tracing is off. OTLP goes through the relay process unless JISR_OTLP_RELAY=0."""
+) -> Tracing | None:
+    """Install the span pipeline if any export is wanted; None when tracing is off. OTLP
+    goes through the relay process (gateway.span_relay) unless JISR_OTLP_RELAY=0."""
     env = os.environ
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        tracing.install(None)
         return None
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
+    scope = InstrumentationScope(TRACER_NAME, _version())
     exporters: list[SpanExporter] = []
+    sinks: tuple[RelaySink, ...] = ()
     if exporter is not None:
         exporters.append(exporter)
     if _otlp_endpoint(env):
-        relayed = env.get("JISR_OTLP_RELAY", "1").strip() not in ("0", "false", "no")
-        exporters.append(RelaySpanExporter(resource) if relayed else OTLPSpanExporter())
+        if env.get("JISR_OTLP_RELAY", "1").strip().lower() in ("0", "false", "no"):
+            exporters.append(OTLPSpanExporter())
+        else:
+            sinks = (RelaySink(resource, scope),)
     if console:
         exporters.append(ConsoleSpanExporter())
-    if not exporters:
+    if not exporters and not sinks:
         tracing.install(None)
         return None
     provider = TracerProvider(resource=resource)
@@ -77,10 +96,11 @@ def setup_tracing(
             sampler=provider.sampler,
             ids=provider.id_generator,
             resource=resource,
-            scope=InstrumentationScope(TRACER_NAME, _version()),
+            scope=scope,
+            sinks=sinks,
         )
     )
-    return provider
+    return Tracing(provider, sinks)
 
 
 def _version() -> str | None:

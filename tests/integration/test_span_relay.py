@@ -6,17 +6,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from gateway import span_relay, tracing
 from gateway.client import Credentials, JisrClient
-from gateway.span_relay import RelaySpanExporter
 from tests.support import otlp, processes, registry_rows
 
 SERVER = "jisr.v1.RegistryExchange/VerifyEligibility"
@@ -33,15 +34,32 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[otlp.Receiver]:
     collector.stop()
 
 
-def _spans(*names: str) -> Sequence[ReadableSpan]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "jisr-test"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("jisr")
-    for name in names:
-        with tracer.start_as_current_span(name):
-            pass
-    return memory.get_finished_spans()
+def _sink(**options: Any) -> span_relay.RelaySink:
+    return span_relay.RelaySink(
+        Resource.create({"service.name": "jisr-gateway-casa"}),
+        InstrumentationScope("jisr"),
+        **options,
+    )
+
+
+def _record(sink: span_relay.RelaySink, *names: str) -> None:
+    """Spans named `names`, one trace each, handed to `sink` as the gateway would."""
+    tracing.install(
+        tracing.Pipeline(
+            processors=(),
+            sampler=ParentBased(ALWAYS_ON),
+            ids=RandomIdGenerator(),
+            resource=Resource.create({}),
+            scope=InstrumentationScope("jisr"),
+            sinks=(sink,),
+        )
+    )
+    try:
+        for name in names:
+            with tracing.server_span(name, []):
+                pass
+    finally:
+        tracing.install(None)
 
 
 def _names(receiver: otlp.Receiver) -> list[str]:
@@ -69,9 +87,9 @@ def _wait_exited(pid: int, seconds: float = 30.0) -> bool:
 def test_spans_handed_to_the_relay_reach_the_collector_with_their_resource(
     receiver: otlp.Receiver,
 ) -> None:
-    exporter = RelaySpanExporter(Resource.create({"service.name": "jisr-gateway-casa"}))
-    assert exporter.export(_spans("first", "second")) is SpanExportResult.SUCCESS
-    exporter.shutdown()  # the child exports what it holds, then exits
+    sink = _sink()
+    _record(sink, "first", "second")
+    sink.shutdown()  # ships the queue; the child exports what it holds, then exits
     assert receiver.wait_for(lambda: len(receiver.spans) == 2)
     assert {service for service, _ in receiver.spans} == {"jisr-gateway-casa"}
     assert sorted(_names(receiver)) == ["first", "second"]
@@ -80,31 +98,36 @@ def test_spans_handed_to_the_relay_reach_the_collector_with_their_resource(
 def test_a_dead_relay_is_started_again_and_spans_flow_once_more(
     receiver: otlp.Receiver,
 ) -> None:
-    exporter = RelaySpanExporter(Resource.create({"service.name": "jisr-gateway"}), restart_s=0)
+    sink = _sink(restart_s=0)
     try:
-        first = exporter.pid
+        first = sink.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
         assert _wait_exited(first)
-        assert exporter.export(_spans("after-restart")) is SpanExportResult.SUCCESS
-        assert exporter.pid not in (None, first)
+        _record(sink, "after-restart")
+        sink.flush()
+        assert sink.pid not in (None, first)
+        assert sink.dropped == 0
     finally:
-        exporter.shutdown()
+        sink.shutdown()
     assert receiver.wait_for(lambda: "after-restart" in _names(receiver))
 
 
-def test_while_the_relay_is_down_spans_are_dropped_not_queued_without_bound(
+def test_while_the_relay_is_down_spans_are_dropped_and_counted(
     receiver: otlp.Receiver,
 ) -> None:
-    exporter = RelaySpanExporter(Resource.create({"service.name": "jisr-gateway"}), restart_s=3600)
+    sink = _sink(restart_s=3600)
     try:
-        pid = exporter.pid
+        pid = sink.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         assert _wait_exited(pid)
-        assert exporter.export(_spans("lost")) is SpanExportResult.FAILURE
+        _record(sink, "lost", "lost too")
+        sink.flush()
+        assert sink.dropped == 2
     finally:
-        exporter.shutdown()
+        sink.shutdown()
+    assert "lost" not in _names(receiver)
 
 
 def _relay_children(pid: int) -> list[int]:

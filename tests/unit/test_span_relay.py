@@ -5,64 +5,79 @@ from __future__ import annotations
 import io
 import marshal
 import struct
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from gateway import span_relay
+from gateway import span_relay, tracing
 
 RESOURCE = Resource.create({"service.name": "jisr-gateway", "host.name": "gw-1"})
+SCOPE = InstrumentationScope("jisr", "1.2.3")
+# A caller's context with a trace state, so that every part of a span is carried.
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def _sdk_spans() -> Sequence[ReadableSpan]:
-    """Spans with every part a span can have: remote parent, trace state, attributes of
-    each type, an event, a link, an error status."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=RESOURCE)
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("jisr", "1.2.3")
-    remote = SpanContext(
-        0x0AF7651916CD43DD8448EB211C80319C,
-        0xB7AD6B7169203331,
-        True,
-        TraceFlags(TraceFlags.SAMPLED),
-        TraceState([("ministry", "cnss")]),
+@dataclass
+class Captured:
+    """A sink that keeps what the relay would queue."""
+
+    flats: list[span_relay.Flat] = field(default_factory=list)
+
+    def put(self, span: tracing.Span) -> None:
+        self.flats.append(span_relay.flat(span))
+
+
+@dataclass
+class Recorded:
+    memory: InMemorySpanExporter
+    captured: Captured
+
+
+@pytest.fixture
+def recorded() -> Recorded:
+    """Spans of one exchange, as an SDK processor gets them and as the relay queues them."""
+    memory, captured = InMemorySpanExporter(), Captured()
+    tracing.install(
+        tracing.Pipeline(
+            processors=(SimpleSpanProcessor(memory),),
+            sampler=ParentBased(ALWAYS_ON),
+            ids=RandomIdGenerator(),
+            resource=RESOURCE,
+            scope=SCOPE,
+            sinks=(captured,),
+        )
     )
-    parent = trace.set_span_in_context(trace.NonRecordingSpan(remote))
-    with tracer.start_as_current_span(
-        "jisr.v1.RegistryExchange/VerifyEligibility",
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "jisr.keys": 3, "ratio": 0.5, "ok": True},
-        links=[Link(remote, {"why": "batch"})],
-    ) as server:
-        server.add_event("checkpoint", {"jisr.audit_id": "gw-1:42"})
-        with tracer.start_as_current_span("jisr.adapter", attributes={"tags": ("a", "b")}):
-            pass
-        server.set_status(Status(StatusCode.ERROR, "CONSENT_MISSING"))
-    provider.shutdown()
-    return memory.get_finished_spans()
+    metadata = [("traceparent", TRACEPARENT), ("tracestate", "ministry=cnss")]
+    try:
+        with tracing.server_span("jisr.v1.RegistryExchange/VerifyEligibility", metadata):
+            with tracing.span("jisr.adapter", {"jisr.keys": 3, "ratio": 0.5, "ok": True}):
+                pass
+            with tracing.span("jisr.tags", {"tags": ("a", "b")}, kind=tracing.CLIENT):
+                pass
+            tracing.current().fail("CONSENT_MISSING")
+    finally:
+        tracing.install(None)
+    return Recorded(memory, captured)
 
 
-def _carried(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
-    frame = marshal.loads(marshal.dumps([span_relay.flatten(s) for s in spans]))
-    return [span_relay.rebuild(flat, RESOURCE) for flat in frame]
+def _carried(flats: list[span_relay.Flat]) -> list[Any]:
+    rebuild = span_relay.Rebuilder(marshal.loads(marshal.dumps(span_relay.header(RESOURCE, SCOPE))))
+    return [rebuild(each) for each in marshal.loads(marshal.dumps(flats))]
 
 
-def test_a_relayed_span_encodes_to_the_same_otlp_bytes() -> None:
-    spans = _sdk_spans()
-    assert (
-        encode_spans(_carried(spans)).SerializeToString() == encode_spans(spans).SerializeToString()
-    )
+def test_a_relayed_span_encodes_to_the_same_otlp_bytes(recorded: Recorded) -> None:
+    direct = recorded.memory.get_finished_spans()
+    relayed = _carried(recorded.captured.flats)
+    assert len(direct) == len(relayed) == 3
+    assert encode_spans(relayed).SerializeToString() == encode_spans(direct).SerializeToString()
 
 
 def _frames(*payloads: Any) -> io.BytesIO:
@@ -73,29 +88,32 @@ def _frames(*payloads: Any) -> io.BytesIO:
     return io.BytesIO(data)
 
 
-def _header() -> dict[str, object]:
-    return {"version": 1, "resource": dict(RESOURCE.attributes), "schema_url": ""}
-
-
-def test_the_relay_exports_every_span_it_reads_with_the_gateways_resource() -> None:
-    spans = _sdk_spans()
-    flat = [span_relay.flatten(s) for s in spans]
+def test_the_relay_exports_every_span_it_reads_with_the_gateways_resource(
+    recorded: Recorded,
+) -> None:
+    flats = recorded.captured.flats
     memory = InMemorySpanExporter()
-    count = span_relay.relay(_frames(_header(), flat[:1], flat[1:]), memory)
+    head = span_relay.header(RESOURCE, SCOPE)
+    count = span_relay.relay(_frames(head, flats[:1], flats[1:]), memory)
     received = memory.get_finished_spans()
-    assert count == len(spans) == len(received)
-    assert [s.name for s in received] == [s.name for s in spans]
+    assert count == len(flats) == len(received)
+    assert [s.name for s in received] == [f[0] for f in flats]
     assert {s.resource.attributes["host.name"] for s in received} == {"gw-1"}
 
 
-def test_a_truncated_last_frame_is_dropped_not_misread() -> None:
-    flat = [span_relay.flatten(s) for s in _sdk_spans()]
-    pipe = _frames(_header(), flat)
+def test_a_truncated_last_frame_is_dropped_not_misread(recorded: Recorded) -> None:
+    flats = recorded.captured.flats
+    pipe = _frames(span_relay.header(RESOURCE, SCOPE), flats)
     cut = io.BytesIO(pipe.getvalue() + struct.pack(">I", 1000) + b"partial")
-    memory = InMemorySpanExporter()
-    assert span_relay.relay(cut, memory) == len(flat)
+    assert span_relay.relay(cut, InMemorySpanExporter()) == len(flats)
 
 
 def test_a_pipe_that_does_not_start_with_the_header_is_refused() -> None:
     with pytest.raises(SystemExit, match="header"):
         span_relay.relay(_frames([("not", "a", "header")]), InMemorySpanExporter())
+
+
+def test_a_header_of_another_version_is_refused() -> None:
+    head = {**span_relay.header(RESOURCE, SCOPE), "version": 1}
+    with pytest.raises(SystemExit, match="version"):
+        span_relay.relay(_frames(head), InMemorySpanExporter())

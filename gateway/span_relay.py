@@ -6,9 +6,9 @@ the exchanges: a fifth of the gateway's throughput at 7 or 8 spans per exchange
 (docs/performance-tracing.md). Here each finished span becomes one tuple of plain values
 (~1 µs); a thread writes the queued tuples, every OTEL_BSP_SCHEDULE_DELAY ms or as soon as
 OTEL_BSP_MAX_EXPORT_BATCH_SIZE are waiting, as one length-prefixed `marshal` frame on a
-pipe. The child, `python -m gateway.span_relay`, rebuilds the spans and hands them to the
-SDK's own batch span processor and OTLP exporter, configured by the same OTEL_* variables.
-It reads the pipe until it closes, so it ends with its gateway, even one that was killed.
+pipe. The child, `python -m gateway.span_export`, encodes them into OTLP and sends them
+with the SDK's OTLP exporter, configured by the same OTEL_* variables. It reads the pipe
+until it closes, so it ends with its gateway, even one that was killed.
 
 At most OTEL_BSP_MAX_QUEUE_SIZE spans wait in the gateway; beyond that, and while the
 child is gone, spans are dropped and counted in a warning. A dead child is started again,
@@ -31,13 +31,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any, Final
 
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
 
 from gateway import tracing
 
@@ -47,7 +42,7 @@ RESTART_S: Final = 5.0
 STOP_S: Final = 10.0  # how long shutdown waits for the child to export what it holds
 WARN_EVERY_S: Final = 10.0
 _LENGTH: Final = struct.Struct(">I")
-_FRAME_VERSION: Final = 2
+FRAME_VERSION: Final = 2
 # The SDK's batch span processor defaults, read from the same variables.
 _DEFAULTS: Final = {
     "OTEL_BSP_SCHEDULE_DELAY": 5000,
@@ -85,42 +80,11 @@ def flat(span: tracing.Span) -> Flat:
 def header(resource: Resource, scope: InstrumentationScope) -> dict[str, Any]:
     """The first frame: what every span of this gateway shares."""
     return {
-        "version": _FRAME_VERSION,
+        "version": FRAME_VERSION,
         "resource": dict(resource.attributes),
         "schema_url": resource.schema_url,
         "scope": (scope.name, scope.version or "", scope.schema_url or ""),
     }
-
-
-class Rebuilder:
-    """Turns flat spans back into the ReadableSpans the gateway's processors would get."""
-
-    def __init__(self, head: Mapping[str, Any]) -> None:
-        if head.get("version") != _FRAME_VERSION:
-            raise ValueError(f"span relay: expected a header of version {_FRAME_VERSION}")
-        self.resource = Resource(head["resource"], head.get("schema_url") or None)
-        name, version, schema_url = head["scope"]
-        self.scope = InstrumentationScope(name, version or None, schema_url or None)
-        self._unset = Status(StatusCode.UNSET)
-
-    def __call__(self, flat: Flat) -> ReadableSpan:
-        (name, trace_id, span_id, flags, state, parent_id, parent_remote, kind) = flat[:8]
-        (start, end, code, description, attributes) = flat[8:]
-        trace_flags = TraceFlags(flags)
-        trace_state = TraceState.from_header([state]) if state else None
-        parent = SpanContext(trace_id, parent_id, parent_remote, trace_flags) if parent_id else None
-        return ReadableSpan(
-            name,
-            context=SpanContext(trace_id, span_id, False, trace_flags, trace_state),
-            parent=parent,
-            resource=self.resource,
-            attributes=dict(attributes),
-            kind=SpanKind(kind),
-            status=Status(StatusCode(code), description) if code else self._unset,
-            start_time=start,
-            end_time=end,
-            instrumentation_scope=self.scope,
-        )
 
 
 def write_frame(pipe: IO[bytes], payload: Any) -> None:
@@ -170,7 +134,7 @@ class RelaySink:
         self._max_queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE")
         self._batch = min(self._max_queue, _env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"))
         self._header = header(resource, scope)
-        self._argv = list(argv or [sys.executable, "-m", "gateway.span_relay"])
+        self._argv = list(argv or [sys.executable, "-m", "gateway.span_export"])
         self._restart_s = restart_s
         self._queue: deque[Flat] = deque()
         self._wake = threading.Event()
@@ -275,39 +239,3 @@ class RelaySink:
         if now - self._warned >= WARN_EVERY_S:
             self._warned = now
             log.warning("span relay: %d spans dropped so far (relay process down)", self._dropped)
-
-
-# -- the child's side --------------------------------------------------------------------
-
-
-def relay(pipe: IO[bytes], exporter: SpanExporter) -> int:
-    """Feed the spans read from `pipe` to a batch span processor over `exporter`; the
-    number of spans relayed when the pipe closes."""
-    frames = read_frames(pipe)
-    head = next(frames, None)
-    if not isinstance(head, dict):
-        raise SystemExit("span relay: the first frame must be the header")
-    try:
-        rebuild = Rebuilder(head)
-    except (KeyError, ValueError) as exc:
-        raise SystemExit(f"span relay: bad header: {exc}") from None
-    processor = BatchSpanProcessor(exporter)
-    count = 0
-    try:
-        for frame in frames:
-            for span in frame:
-                processor.on_end(rebuild(span))
-            count += len(frame)
-    finally:
-        processor.shutdown()  # type: ignore[no-untyped-call]  # (untyped in the SDK)
-    return count
-
-
-def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    relay(sys.stdin.buffer, OTLPSpanExporter())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -137,7 +137,7 @@ def _relay_children(pid: int) -> list[int]:
     return [
         c
         for c in children
-        if b"gateway.span_relay" in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"gateway.span_export" in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")
     ]
 
 

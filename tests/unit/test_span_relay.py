@@ -5,19 +5,20 @@ from __future__ import annotations
 import io
 import marshal
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from gateway import span_relay, tracing
+from gateway import span_export, span_relay, tracing
 
 RESOURCE = Resource.create({"service.name": "jisr-gateway", "host.name": "gw-1"})
 SCOPE = InstrumentationScope("jisr", "1.2.3")
@@ -68,16 +69,40 @@ def recorded() -> Recorded:
     return Recorded(memory, captured)
 
 
-def _carried(flats: list[span_relay.Flat]) -> list[Any]:
-    rebuild = span_relay.Rebuilder(marshal.loads(marshal.dumps(span_relay.header(RESOURCE, SCOPE))))
-    return [rebuild(each) for each in marshal.loads(marshal.dumps(flats))]
+def _encoded(flats: list[span_relay.Flat]) -> bytes:
+    """What the relay process sends for `flats`, after both trips through marshal."""
+    head = marshal.loads(marshal.dumps(span_relay.header(RESOURCE, SCOPE)))
+    request = span_export.Encoder(head).request(marshal.loads(marshal.dumps(flats)))
+    return request.SerializeToString()
 
 
-def test_a_relayed_span_encodes_to_the_same_otlp_bytes(recorded: Recorded) -> None:
+def test_a_relayed_span_encodes_to_the_same_otlp_bytes_as_the_sdks(recorded: Recorded) -> None:
     direct = recorded.memory.get_finished_spans()
-    relayed = _carried(recorded.captured.flats)
-    assert len(direct) == len(relayed) == 3
-    assert encode_spans(relayed).SerializeToString() == encode_spans(direct).SerializeToString()
+    assert len(direct) == len(recorded.captured.flats) == 3
+    assert _encoded(recorded.captured.flats) == encode_spans(direct).SerializeToString()
+
+
+def test_an_attribute_seen_again_is_encoded_the_same(recorded: Recorded) -> None:
+    flats = recorded.captured.flats
+    head = span_relay.header(RESOURCE, SCOPE)
+    encoder = span_export.Encoder(head)
+    first = encoder.request(flats).SerializeToString()
+    assert encoder.request(flats).SerializeToString() == first == _encoded(flats)
+
+
+@dataclass
+class Exported:
+    """An exporter that keeps the batches it is given (the collector is not ours)."""
+
+    batches: list[list[span_relay.Flat]] = field(default_factory=list)
+    shut: bool = False
+
+    def export_flat(self, flats: Sequence[span_relay.Flat]) -> SpanExportResult:
+        self.batches.append(list(flats))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.shut = True
 
 
 def _frames(*payloads: Any) -> io.BytesIO:
@@ -88,32 +113,42 @@ def _frames(*payloads: Any) -> io.BytesIO:
     return io.BytesIO(data)
 
 
-def test_the_relay_exports_every_span_it_reads_with_the_gateways_resource(
+def _relay(pipe: io.BytesIO) -> tuple[int, Exported]:
+    exported = Exported()
+    return span_export.relay(pipe, lambda encoder: exported), exported
+
+
+def test_the_relay_exports_every_span_it_reads_then_shuts_the_exporter(
     recorded: Recorded,
 ) -> None:
     flats = recorded.captured.flats
-    memory = InMemorySpanExporter()
-    head = span_relay.header(RESOURCE, SCOPE)
-    count = span_relay.relay(_frames(head, flats[:1], flats[1:]), memory)
-    received = memory.get_finished_spans()
-    assert count == len(flats) == len(received)
-    assert [s.name for s in received] == [f[0] for f in flats]
-    assert {s.resource.attributes["host.name"] for s in received} == {"gw-1"}
+    count, exported = _relay(_frames(span_relay.header(RESOURCE, SCOPE), flats[:1], flats[1:]))
+    assert count == len(flats)
+    assert [f for batch in exported.batches for f in batch] == flats
+    assert exported.shut
+
+
+def test_a_big_frame_is_exported_in_batches_of_512(recorded: Recorded) -> None:
+    flats = recorded.captured.flats * 400  # 1,200 spans
+    _, exported = _relay(_frames(span_relay.header(RESOURCE, SCOPE), flats))
+    assert [len(batch) for batch in exported.batches] == [512, 512, 176]
 
 
 def test_a_truncated_last_frame_is_dropped_not_misread(recorded: Recorded) -> None:
     flats = recorded.captured.flats
     pipe = _frames(span_relay.header(RESOURCE, SCOPE), flats)
     cut = io.BytesIO(pipe.getvalue() + struct.pack(">I", 1000) + b"partial")
-    assert span_relay.relay(cut, InMemorySpanExporter()) == len(flats)
+    count, exported = _relay(cut)
+    assert count == len(flats)
+    assert sum(len(batch) for batch in exported.batches) == len(flats)
 
 
 def test_a_pipe_that_does_not_start_with_the_header_is_refused() -> None:
     with pytest.raises(SystemExit, match="header"):
-        span_relay.relay(_frames([("not", "a", "header")]), InMemorySpanExporter())
+        _relay(_frames([("not", "a", "header")]))
 
 
 def test_a_header_of_another_version_is_refused() -> None:
     head = {**span_relay.header(RESOURCE, SCOPE), "version": 1}
     with pytest.raises(SystemExit, match="version"):
-        span_relay.relay(_frames(head), InMemorySpanExporter())
+        _relay(_frames(head))

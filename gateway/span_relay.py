@@ -58,16 +58,15 @@ Flat = tuple[Any, ...]
 
 def flat(span: tracing.Span) -> Flat:
     """A finished span as plain values marshal can carry (same interpreter on both ends)."""
-    ctx, parent, status = span.context, span.parent, span.status
-    state = ctx.trace_state
+    trace_, status = span.trace, span.status
     return (
         span.name,
-        ctx.trace_id,
-        ctx.span_id,
-        int(ctx.trace_flags),
-        state.to_header() if state else "",
-        parent.span_id if parent is not None else 0,
-        parent is not None and parent.is_remote,
+        trace_.trace_id,
+        span.span_id,
+        trace_.flags,
+        trace_.state_header,
+        span.parent_id,
+        span.parent_remote,
         span.kind.value,
         span.start,
         span.end,

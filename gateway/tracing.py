@@ -1,11 +1,12 @@
 """Spans of every exchange, recorded cheaply on the request path, exported by the SDK.
 
 Why not the SDK's tracer: its Span costs 20-30 µs to open and close (locks, attribute
-validation, context attach), a VerifyEligibility has 7 or 8 spans, and tracing must cost the
-gateway under 15 % of its throughput (docs/performance-tracing.md). Here a span is a few
-plain values while it is open; when it ends it becomes the SDK's `ReadableSpan`, which the
-configured span processors take exactly as from the SDK's own tracer. Sampling, ids,
-resource, propagation (OTEL_PROPAGATORS) and export stay the SDK's.
+validation, context attach), a VerifyEligibility has 7 or 8 spans, and tracing must cost
+the gateway under 15 % of its throughput (docs/performance-tracing.md). Here a span is a
+few plain values (ids as integers) while it is open; when it ends it goes to the pipeline's
+sinks as it is (gateway.span_relay) and, for the SDK's span processors (console, tests),
+as the SDK's `ReadableSpan`, exactly as the SDK's own tracer would hand it over. Sampling,
+ids, resource, propagation (OTEL_PROPAGATORS) and export stay the SDK's.
 
 Spans name institutions, methods, purposes, decisions, reasons and record ids; never an
 IDCS, a household id, a name or a score. Exceptions are never recorded (their text may
@@ -95,41 +96,80 @@ class _NoSpan:
 NO_SPAN: Final = _NoSpan()
 
 
+class Trace:
+    """The spans of one RPC in this process: the trace's ids and the stack of open spans."""
+
+    __slots__ = ("flags", "pipeline", "root", "stack", "state", "state_header", "trace_id")
+
+    def __init__(self, pipeline: Pipeline | None, root: SpanContext) -> None:
+        self.pipeline = pipeline  # None: not recording, only propagating `root`
+        self.root = root
+        self.trace_id: int = root.trace_id
+        self.flags: int = int(root.trace_flags)
+        self.state = root.trace_state
+        self.state_header = root.trace_state.to_header() if root.trace_state else ""
+        self.stack: list[Span] = []
+
+    def context_of(self, span_id: int, remote: bool = False) -> SpanContext:
+        return SpanContext(self.trace_id, span_id, remote, trace.TraceFlags(self.flags), self.state)
+
+    def current_context(self) -> SpanContext:
+        stack = self.stack
+        return self.context_of(stack[-1].span_id) if stack else self.root
+
+    def emit(self, span: Span) -> None:
+        pipeline = self.pipeline
+        assert pipeline is not None
+        for sink in pipeline.sinks:
+            sink.put(span)
+        if pipeline.processors:
+            readable = span.readable(pipeline)
+            for processor in pipeline.processors:
+                processor.on_end(readable)
+
+
 class Span:
     """One recorded span of a trace; a context manager that makes it the current span."""
 
     __slots__ = (
-        "_trace",
         "attributes",
-        "context",
         "end",
         "kind",
         "name",
-        "parent",
+        "parent_id",
+        "parent_remote",
+        "span_id",
         "start",
         "status",
+        "trace",
     )
     recording: Final = True
 
     def __init__(
         self,
-        trace_: _Trace,
+        trace_: Trace,
         name: str,
         kind: SpanKind,
         attributes: dict[str, AttributeValue],
-        parent: SpanContext | None,
         *,
-        context: SpanContext | None = None,
+        span_id: int,
+        parent_id: int,
+        parent_remote: bool = False,
     ) -> None:
-        self._trace = trace_
+        self.trace = trace_
         self.name = name
         self.kind = kind
         self.attributes = attributes
-        self.parent = parent
-        self.context = context or trace_.child_context()
+        self.span_id = span_id
+        self.parent_id = parent_id  # 0: a root span
+        self.parent_remote = parent_remote
         self.status = _UNSET
         self.start = 0
         self.end = 0
+
+    @property
+    def context(self) -> SpanContext:
+        return self.trace.context_of(self.span_id)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         self.attributes[key] = value
@@ -139,8 +179,24 @@ class Span:
         self.attributes["jisr.reason"] = reason
         self.status = Status(StatusCode.ERROR, reason)
 
+    def readable(self, pipeline: Pipeline) -> ReadableSpan:
+        """This span as the SDK's processors and exporters take it."""
+        parent = self.parent_id
+        return ReadableSpan(
+            self.name,
+            context=self.context,
+            parent=self.trace.context_of(parent, self.parent_remote) if parent else None,
+            resource=pipeline.resource,
+            attributes=self.attributes,
+            kind=self.kind,
+            status=self.status,
+            start_time=self.start,
+            end_time=self.end,
+            instrumentation_scope=pipeline.scope,
+        )
+
     def __enter__(self) -> Span:
-        self._trace.stack.append(self)
+        self.trace.stack.append(self)
         self.start = time.time_ns()
         return self
 
@@ -148,57 +204,13 @@ class Span:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.end = time.time_ns()
-        stack = self._trace.stack
+        stack = self.trace.stack
         if stack and stack[-1] is self:
             stack.pop()
-        self._trace.emit(self)
+        self.trace.emit(self)
 
 
-class _Trace:
-    """The spans of one RPC in this process: its context and the stack of open spans."""
-
-    __slots__ = ("flags", "pipeline", "root", "stack", "state", "trace_id")
-
-    def __init__(self, pipeline: Pipeline | None, root: SpanContext) -> None:
-        self.pipeline = pipeline  # None: not recording, only propagating `root`
-        self.root = root
-        self.trace_id = root.trace_id
-        self.flags = root.trace_flags
-        self.state = root.trace_state
-        self.stack: list[Span] = []
-
-    def child_context(self) -> SpanContext:
-        assert self.pipeline is not None
-        span_id = self.pipeline.ids.generate_span_id()
-        return SpanContext(self.trace_id, span_id, False, self.flags, self.state)
-
-    def current_context(self) -> SpanContext:
-        return self.stack[-1].context if self.stack else self.root
-
-    def emit(self, span: Span) -> None:
-        pipeline = self.pipeline
-        assert pipeline is not None
-        for sink in pipeline.sinks:
-            sink.put(span)
-        if not pipeline.processors:
-            return
-        readable = ReadableSpan(
-            span.name,
-            context=span.context,
-            parent=span.parent,
-            resource=pipeline.resource,
-            attributes=span.attributes,
-            kind=span.kind,
-            status=span.status,
-            start_time=span.start,
-            end_time=span.end,
-            instrumentation_scope=pipeline.scope,
-        )
-        for processor in pipeline.processors:
-            processor.on_end(readable)
-
-
-_active: ContextVar[_Trace | None] = ContextVar("jisr_trace", default=None)
+_active: ContextVar[Trace | None] = ContextVar("jisr_trace", default=None)
 
 
 class ServerSpan:
@@ -214,31 +226,41 @@ class ServerSpan:
         attributes: dict[str, AttributeValue],
     ) -> None:
         parent = _incoming(metadata)
-        self._trace: _Trace | None = None
+        self._trace: Trace | None = None
         self.span: Span | _NoSpan = NO_SPAN
         pipeline = _pipeline
         if pipeline is None:
             if parent is not None:  # pass the caller's context on, record nothing
-                self._trace = _Trace(None, parent)
+                self._trace = Trace(None, parent)
             return
-        trace_id = parent.trace_id if parent else pipeline.ids.generate_trace_id()
+        ids = pipeline.ids
+        trace_id = parent.trace_id if parent else ids.generate_trace_id()
         parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
         sampled = pipeline.sampler.should_sample(
             parent_ctx, trace_id, name, SERVER, attributes, None
         )
         decision = sampled.decision
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
-        span_id = pipeline.ids.generate_span_id()
+        span_id = ids.generate_span_id()
         own = SpanContext(trace_id, span_id, False, flags, sampled.trace_state)
         if decision is Decision.DROP:
-            self._trace = _Trace(None, own)
+            self._trace = Trace(None, own)
             return
-        self._trace = _Trace(pipeline, own)
-        attributes.update(sampled.attributes or {})
-        self.span = Span(self._trace, name, SERVER, attributes, parent, context=own)
+        self._trace = Trace(pipeline, own)
+        if sampled.attributes:
+            attributes.update(sampled.attributes)
+        self.span = Span(
+            self._trace,
+            name,
+            SERVER,
+            attributes,
+            span_id=span_id,
+            parent_id=parent.span_id if parent else 0,
+            parent_remote=parent is not None,
+        )
 
     def __enter__(self) -> Span | _NoSpan:
-        self._token: Token[_Trace | None] = _active.set(self._trace)
+        self._token: Token[Trace | None] = _active.set(self._trace)
         self.span.__enter__()
         return self.span
 
@@ -262,14 +284,22 @@ def server_span(
 
 def span(
     name: str,
-    attributes: Mapping[str, AttributeValue] | None = None,
+    attributes: dict[str, AttributeValue] | None = None,
     kind: SpanKind = INTERNAL,
 ) -> Span | _NoSpan:
-    """A child of the current span, to use in a `with`; a no-op outside a recorded trace."""
+    """A child of the current span, to use in a `with`; a no-op outside a recorded trace.
+    The span keeps `attributes` (and adds to it): pass a dict of its own."""
     active = _active.get()
-    if active is None or active.pipeline is None:
+    if active is None or active.pipeline is None or not active.stack:
         return NO_SPAN
-    return Span(active, name, kind, dict(attributes or {}), active.current_context())
+    return Span(
+        active,
+        name,
+        kind,
+        {} if attributes is None else attributes,
+        span_id=active.pipeline.ids.generate_span_id(),
+        parent_id=active.stack[-1].span_id,
+    )
 
 
 def current() -> Span | _NoSpan:
@@ -292,6 +322,9 @@ def current_context() -> SpanContext | None:
 
 def trace_id() -> str:
     """The current trace id in hex, "" when there is no trace."""
+    active = _active.get()
+    if active is not None:
+        return format(active.trace_id, "032x")
     ctx = current_context()
     return format(ctx.trace_id, "032x") if ctx is not None else ""
 

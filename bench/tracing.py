@@ -198,15 +198,39 @@ def _load(
     return run_json(label, argv, timeout=2 * seconds + 90)
 
 
-def _one_run(
+def _start_gateways(
+    stack: ExitStack, modes: Sequence[str], *, data_dir: Path, pki_dir: Path, work: Path, logs: Path
+) -> tuple[dict[str, Server], Server]:
+    """One gateway per mode, all started once (each with its own state directory), and the
+    OTLP sink the traced ones export to; stopped when `stack` closes."""
+    sink = _start(
+        stack,
+        "otlp sink",
+        [sys.executable, "-m", "bench.otlp_sink", "--port", "0"],
+        logs / "otlp-sink.log",
+        {},
+        tls=False,
+    )
+    endpoint = f"http://{sink.target}"
+    gateways: dict[str, Server] = {}
+    for mode in modes:
+        state = work / f"state-{mode}"
+        state.mkdir()
+        argv = [*_jisr(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+        argv += ["--pki-dir", str(pki_dir)]
+        env = {"JISR_STATE_DIR": str(state), **otel_env(endpoint, mode)}
+        log = logs / f"gateway-tracing-{mode}.log"
+        gateways[mode] = _start(stack, f"gateway ({mode})", argv, log, env, tls=True)
+    return gateways, sink
+
+
+def _slice(
     *,
+    gateway: Server,
     mode: str,
     round_no: int,
-    data_dir: Path,
-    pki_dir: Path,
     requests: Path,
-    work: Path,
-    logs: Path,
+    pki_dir: Path,
     calls: int,
     inflight: int,
     warmup_calls: int,
@@ -215,79 +239,52 @@ def _one_run(
     quiet: Callable[[], float],
     say: Say,
 ) -> dict[str, Any]:
-    """One gateway (fresh state directory), one bounded load run; unless `mode` is "off",
-    an OTLP sink in its own process receiving what the gateway exports. Every child is
-    stopped on return."""
+    """One bounded load run against the (already running) gateway of `mode`."""
     label = f"tracing {mode} #{round_no}"
-    state = work / f"state-{mode}-{round_no}"
-    state.mkdir()
-    with ExitStack() as stack:
-        sink: Server | None = None
-        endpoint = None
-        if mode != "off":
-            sink = _start(
-                stack,
-                "otlp sink",
-                [sys.executable, "-m", "bench.otlp_sink", "--port", "0"],
-                logs / f"otlp-sink-{round_no}.log",
-                {},
-                tls=False,
-            )
-            endpoint = f"http://{sink.target}"
-        argv = [*_jisr(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
-        argv += ["--pki-dir", str(pki_dir)]
-        env = {"JISR_STATE_DIR": str(state), **otel_env(endpoint, mode)}
-        gateway = _start(
-            stack, "gateway", argv, logs / f"gateway-tracing-{mode}-{round_no}.log", env, tls=True
-        )
-        other = quiet()
-        sink_before = process_clock(sink.pid) if sink else None
-        result = _load(
-            gateway,
-            requests,
-            pki_dir,
-            calls=calls,
-            inflight=inflight,
-            warmup_calls=warmup_calls,
-            seconds=seconds,
-            client=client,
-            label=label,
-        )
-        result.update(mode=mode, round=round_no, other_load_before=round(other, 2))
-        gateway.stop()  # the gateway exports its last spans as it stops
-        if sink is not None:
-            sink_after = process_clock(sink.pid)
-            counts = _sink_counts(sink)
-            by_name = counts.get("spans_by_name", {})
-            sent = warmup_calls + int(result["calls"])
-            result["sink"] = {
-                **counts,
-                "calls_sent": sent,
-                "server_spans": int(by_name.get(SERVER_SPAN, 0)),
-                "spans_per_call": round(int(counts["spans"]) / max(sent, 1), 2),
-            }
-            if sink_before is not None and sink_after is not None:
-                cpu = (sink_after - sink_before).cpu_s
-                result["sink"]["cpu_s"] = round(cpu, 2)
-                spans = max(int(counts["spans"]), 1)
-                result["sink"]["cpu_us_per_span"] = round(cpu / spans * 1e6, 1)
+    other = quiet()
+    result = _load(
+        gateway,
+        requests,
+        pki_dir,
+        calls=calls,
+        inflight=inflight,
+        warmup_calls=warmup_calls,
+        seconds=seconds,
+        client=client,
+        label=label,
+    )
+    result.update(mode=mode, round=round_no, other_load_before=round(other, 2))
+    result["calls_sent"] = warmup_calls + int(result["calls"])
     say(
         f"    {label}: {result['rps']:,.0f} rps, p50 {result['p50_ms']:.1f} ms,"
         f" p99 {result['p99_ms']:.1f} ms, {result['errors']} errors,"
         f" gateway {result.get('server_cpu_us_per_call') or 0:,.0f} µs CPU/call"
         f" ({result['calls']:,} calls in {result['seconds']:.1f} s; other load before"
         f" {other:.2f} cores)"
-        + (
-            f"; sink: {result['sink']['spans']:,} spans"
-            f" ({result['sink']['server_spans']:,} server spans for"
-            f" {result['sink']['calls_sent']:,} calls sent)"
-            if "sink" in result
-            else ""
-        )
     )
     if result["error_codes"]:
         say(f"    {label}: errors {result['error_codes']}")
     return result
+
+
+def _received(
+    sink: Server, sink_cpu_s: float | None, runs: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """What the sink got from the traced gateways (read once they have all stopped)."""
+    counts = _sink_counts(sink)
+    by_name = counts.get("spans_by_name", {})
+    sent = sum(int(r["calls_sent"]) for r in runs if r["mode"] in ("traces", "on"))
+    spans = int(counts["spans"])
+    received = {
+        **counts,
+        "calls_sent": sent,
+        "server_spans": int(by_name.get(SERVER_SPAN, 0)),
+        "spans_per_call": round(spans / max(sent, 1), 2),
+    }
+    if sink_cpu_s is not None:
+        received["cpu_s"] = round(sink_cpu_s, 2)
+        received["cpu_us_per_span"] = round(sink_cpu_s / max(spans, 1) * 1e6, 1)
+    return received
 
 
 def _median(rows: Sequence[Mapping[str, Any]], key: str) -> float:
@@ -306,7 +303,7 @@ def _paired_costs(by_mode: Mapping[str, Sequence[Mapping[str, Any]]], mode: str)
     ]
 
 
-def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(runs: Sequence[Mapping[str, Any]], received: Mapping[str, Any]) -> dict[str, Any]:
     """Medians per mode; each mode's cost against "off" (the median of the rounds' paired
     costs); what the sink received over the traced runs."""
     keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_call", "server_cpu_cores")
@@ -322,10 +319,9 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             medians[mode]["server_cpu_us_per_call"] - medians["off"]["server_cpu_us_per_call"], 1
         )
     cost = medians["traces"]["cost"]
-    sinks = [r["sink"] for mode in ("traces", "on") for r in by_mode.get(mode, [])]
-    spans = sum(int(s["spans"]) for s in sinks)
-    sent = sum(int(s["calls_sent"]) for s in sinks)
-    server_spans = sum(int(s["server_spans"]) for s in sinks)
+    spans = int(received["spans"])
+    sent = int(received["calls_sent"])
+    server_spans = int(received["server_spans"])
     return {
         **medians,
         "cost": cost,
@@ -340,6 +336,7 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "calls_sent_traced": sent,
         "spans_per_call": round(spans / sent, 2) if sent else 0.0,
         "errors": sum(int(r["errors"]) for r in runs),
+        "sink": dict(received),
     }
 
 
@@ -350,7 +347,7 @@ def measure(
     inflight: int,
     seconds: float,
     *,
-    rounds: int = 4,
+    rounds: int = 6,
     warmup_calls: int = 2_000,
     client: str = "aio",
     seed: int = 11,
@@ -383,28 +380,58 @@ def measure(
         subjects = workload.load_subjects(data_dir)
         requests = work / "unary.bin"
         write_messages(requests, workload.unary_requests(subjects, UNARY_POOL, seed))
-        for round_no in range(1, rounds + 1):
-            for mode in (*MODES, *BREAKDOWN) if breakdown else MODES:
-                say(f"[tracing] round {round_no}/{rounds}, tracing {mode}")
+        modes = (*MODES, *BREAKDOWN) if breakdown else MODES
+        with ExitStack() as stack:
+            gateways, sink = _start_gateways(
+                stack, modes, data_dir=data_dir, pki_dir=pki_dir, work=work, logs=logs
+            )
+            sink_before = process_clock(sink.pid)
+            for mode in modes:
+                say(f"[tracing] warming up the gateway with tracing {mode}")
                 runs.append(
-                    _one_run(
-                        mode=mode,
-                        round_no=round_no,
-                        data_dir=data_dir,
-                        pki_dir=pki_dir,
-                        requests=requests,
-                        work=work,
-                        logs=logs,
-                        calls=calls,
-                        inflight=inflight,
-                        warmup_calls=warmup_calls,
-                        seconds=seconds,
-                        client=client,
-                        quiet=lambda: wait_for_quiet(quiet_wait, sample=quiet_sample),
-                        say=say,
-                    )
+                    {
+                        "mode": mode,
+                        "round": 0,
+                        "calls_sent": warmup_calls,
+                        **_load(
+                            gateways[mode],
+                            requests,
+                            pki_dir,
+                            calls=warmup_calls,
+                            inflight=inflight,
+                            warmup_calls=0,
+                            seconds=seconds,
+                            client=client,
+                            label=f"warm-up {mode}",
+                        ),
+                    }
                 )
-    summary = summarize(runs)
+            for round_no in range(1, rounds + 1):
+                say(f"[tracing] round {round_no}/{rounds}: {', '.join(modes)}")
+                for mode in modes:
+                    runs.append(
+                        _slice(
+                            gateway=gateways[mode],
+                            mode=mode,
+                            round_no=round_no,
+                            requests=requests,
+                            pki_dir=pki_dir,
+                            calls=calls,
+                            inflight=inflight,
+                            warmup_calls=0,
+                            seconds=seconds,
+                            client=client,
+                            quiet=lambda: wait_for_quiet(quiet_wait, sample=quiet_sample),
+                            say=say,
+                        )
+                    )
+            sink_after = process_clock(sink.pid)
+            for gateway in gateways.values():
+                gateway.stop()  # each exports its last spans as it stops
+            sink_cpu = (sink_after - sink_before).cpu_s if sink_before and sink_after else None
+            received = _received(sink, sink_cpu, runs)
+        runs = [r for r in runs if r["round"] > 0]
+    summary = summarize(runs, received)
     result: dict[str, Any] = {
         "started_at": started_at,
         "settings": {
@@ -742,10 +769,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, help="measured calls per run (20,000; quick 2,000)")
     parser.add_argument("--inflight", type=int, default=64, help="unary calls in flight")
     parser.add_argument(
-        "--seconds", type=float, default=15.0, help=f"cap of each run (<= {MAX_LOOP_S})"
+        "--seconds", type=float, default=10.0, help=f"cap of each run (<= {MAX_LOOP_S})"
     )
     parser.add_argument(
-        "--rounds", type=int, default=4, help="rounds of off, tracing, tracing+metrics"
+        "--rounds", type=int, default=6, help="rounds of off, tracing, tracing+metrics"
     )
     parser.add_argument("--households", type=int, help="registry size (20,000; quick 2,000)")
     parser.add_argument("--seed", type=int, default=11)

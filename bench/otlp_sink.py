@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 import time
@@ -138,7 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--max-life", type=float, default=MAX_LIFE_S, help="exit after (s)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="lower this process's priority by this much (default %(default)s): the sink"
+        " stands for a collector on another machine, whose CPU is not the gateway's",
+    )
     args = parser.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -13,7 +13,9 @@ for the same spans (tests/unit/test_span_relay.py holds it to that).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import sys
 import threading
@@ -36,6 +38,7 @@ from gateway.span_relay import FRAME_VERSION, Flat, read_frames
 
 log = logging.getLogger("jisr.span_export")
 
+NICENESS: Final = 10  # how much lower than the gateway's the relay's CPU priority is
 MAX_FRAMES: Final = 64  # frames waiting for the exporter; beyond, frames are dropped
 MAX_BATCH: Final = 512  # spans per export request
 _CACHE_SIZE: Final = 4096
@@ -201,6 +204,10 @@ def relay(
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # Exports can wait; exchanges cannot. Below the gateway's priority, the relay uses the
+    # cores the gateway leaves idle (waiting on disk or the network) rather than its own.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     relay(sys.stdin.buffer)
     return 0
 

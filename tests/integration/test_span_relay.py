@@ -142,7 +142,13 @@ def _relay_children(pid: int) -> list[int]:
 
 
 def _gateway(
-    registry_dir: Path, pki_dir: Path, folder: Path, receiver: otlp.Receiver, delay_ms: int
+    registry_dir: Path,
+    pki_dir: Path,
+    folder: Path,
+    receiver: otlp.Receiver,
+    *,
+    delay_ms: int,
+    relay: str = "1",
 ) -> processes.Proc:
     (folder / "state").mkdir()
     return processes.start(
@@ -161,6 +167,7 @@ def _gateway(
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": str(delay_ms),
             "JISR_STATE_DIR": str(folder / "state"),
+            "JISR_OTLP_RELAY": relay,
         },
     )
 
@@ -197,3 +204,16 @@ def test_the_relay_ends_when_its_gateway_is_killed(
     finally:
         gateway.stop(signal.SIGKILL)
     assert _wait_exited(relay)
+
+
+def test_with_the_relay_off_the_gateway_exports_from_its_own_process(
+    receiver: otlp.Receiver, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=100, relay="0")
+    try:
+        assert _relay_children(gateway.popen.pid) == []
+        _one_call(gateway, pki_dir, registry_dir)
+        assert receiver.wait_for(lambda: SERVER in _names(receiver))
+    finally:
+        gateway.stop()
+    assert {"jisr.authenticate", "jisr.audit", "jisr.receipt"} <= set(_names(receiver))

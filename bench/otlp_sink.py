@@ -11,6 +11,7 @@ prints what it received as one JSON object, its last line on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -149,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nice:
         os.nice(args.nice)
+        # SCHED_IDLE as well: the sink takes only CPU that nothing else wants.
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -208,6 +208,9 @@ def main() -> int:
     # cores the gateway leaves idle (waiting on disk or the network) rather than its own.
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
+    # SCHED_BATCH: its wake-ups do not preempt the gateway's threads.
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     relay(sys.stdin.buffer)
     return 0
 

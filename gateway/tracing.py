@@ -68,10 +68,6 @@ def install(pipeline: Pipeline | None) -> None:
     _pipeline = pipeline
 
 
-def installed() -> Pipeline | None:
-    return _pipeline
-
-
 class _NoSpan:
     """What a span is when nothing is recorded: every method does nothing."""
 

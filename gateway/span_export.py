@@ -19,6 +19,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, Final, Protocol
 
@@ -34,7 +35,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from gateway.span_relay import FRAME_VERSION, Flat, read_frames
+from gateway.span_relay import FRAME_VERSION, WARN_EVERY_S, Flat, read_frames
 
 log = logging.getLogger("jisr.span_export")
 
@@ -158,6 +159,7 @@ class _Exporting:
         self._exporter = exporter
         self._frames: queue.Queue[list[Flat] | None] = queue.Queue(MAX_FRAMES)
         self.dropped = 0
+        self._warned = -WARN_EVERY_S
         self._thread = threading.Thread(target=self._run, name="jisr-span-export")
         self._thread.start()
 
@@ -166,7 +168,10 @@ class _Exporting:
             self._frames.put_nowait(frame)
         except queue.Full:
             self.dropped += len(frame)
-            log.warning("span export: collector too slow, %d spans dropped", self.dropped)
+            now = time.monotonic()
+            if now - self._warned >= WARN_EVERY_S:  # a collector outage must not flood logs
+                self._warned = now
+                log.warning("span export: collector too slow, %d spans dropped", self.dropped)
 
     def close(self) -> None:
         self._frames.put(None)

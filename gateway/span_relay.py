@@ -140,7 +140,7 @@ class RelaySink:
         self._ship_lock = threading.Lock()
         self._stopping = False
         self._dropped = 0
-        self._warned = 0.0
+        self._warned = -WARN_EVERY_S
         self._child: subprocess.Popen[bytes] | None = None
         self._started = 0.0
         self._start_child()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import marshal
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,3 +153,45 @@ def test_a_header_of_another_version_is_refused() -> None:
     head = {**span_relay.header(RESOURCE, SCOPE), "version": 1}
     with pytest.raises(SystemExit, match="version"):
         _relay(_frames(head))
+
+
+class _PipeThatSignalsItsEnd(io.BytesIO):
+    """A pipe whose end sets `ended`: the relay has read everything there is."""
+
+    def __init__(self, data: bytes, ended: threading.Event) -> None:
+        super().__init__(data)
+        self._ended = ended
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if not chunk:
+            self._ended.set()
+        return chunk
+
+
+def test_a_collector_too_slow_costs_spans_not_an_unbounded_queue(
+    recorded: Recorded, caplog: pytest.LogCaptureFixture
+) -> None:
+    one_span = recorded.captured.flats[:1]
+    frames = 200
+    ended = threading.Event()
+    exported = Exported()
+
+    class Stalled(Exported):
+        """Holds the first export until the whole pipe has been read."""
+
+        def export_flat(self, flats: Sequence[span_relay.Flat]) -> SpanExportResult:
+            ended.wait(30)
+            return exported.export_flat(flats)
+
+    pipe = _PipeThatSignalsItsEnd(
+        _frames(span_relay.header(RESOURCE, SCOPE), *([one_span] * frames)).getvalue(), ended
+    )
+    with caplog.at_level("WARNING", logger="jisr.span_export"):
+        read = span_export.relay(pipe, lambda encoder: Stalled())
+    sent = sum(len(batch) for batch in exported.batches)
+    assert read == frames
+    # The exporter holds one frame, the queue MAX_FRAMES more; the rest are dropped.
+    assert span_export.MAX_FRAMES <= sent <= span_export.MAX_FRAMES + 1
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1  # one warning, not one per frame

@@ -104,6 +104,24 @@ def process_clock(pid: int) -> ProcessClock | None:
     return ProcessClock(int(fields[11]) / tick, int(fields[12]) / tick, voluntary, involuntary)
 
 
+def child_pids(pid: int, module: str) -> list[int]:
+    """Children of process `pid` running `python -m module` (e.g. a gateway's span relay)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = task.read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if module.encode() in argv:
+                found.append(int(child))
+    return found
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values (0 for none)."""
     if not sorted_values:

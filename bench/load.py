@@ -238,6 +238,7 @@ def run_aio(target: str, caller: Caller, loops: Loops, label: str, server_pid: i
             call = channel.unary_unary(UNARY_METHOD)
             await _aio_loop(call, loops.warmup(caller), Phase())
             plan = loops.measured(caller)
+            await asyncio.sleep(loops.wait_s())
             with measuring(label, server_pid, Phase()) as phase:
                 await _aio_loop(call, plan, phase)
             return phase
@@ -322,6 +323,7 @@ def run_sync(
         call = channel.unary_unary(UNARY_METHOD)
         loop(call, loops.warmup(caller), Phase())
         plan = loops.measured(caller)
+        time.sleep(loops.wait_s())
         with measuring(label, server_pid, Phase()) as phase:
             loop(call, plan, phase)
         return phase
@@ -339,7 +341,9 @@ class Loops:
     calls: int
     inflight: int
     seconds: float
+    start_at: float = 0.0  # epoch seconds: the measured loop starts then, not before
     signing_s: list[float] = field(default_factory=list)
+    late_s: list[float] = field(default_factory=list)
 
     def _signed(self, caller: Caller, calls: int, seconds: float) -> Plan:
         started = time.perf_counter()
@@ -352,6 +356,16 @@ class Loops:
 
     def measured(self, caller: Caller) -> Plan:
         return self._signed(caller, self.calls, self.seconds)
+
+    def wait_s(self) -> float:
+        """How long to wait for `start_at` (several load generators starting together);
+        a late start is recorded, so that the harness can tell the loops did not overlap."""
+        if not self.start_at:
+            return 0.0
+        wait = self.start_at - time.time()
+        if wait < 0:
+            self.late_s.append(-wait)
+        return max(0.0, wait)
 
 
 # -- batch stream -----------------------------------------------------------------------
@@ -486,6 +500,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     unary.add_argument("--inflight", type=int, default=64)
     unary.add_argument("--warmup-calls", type=int, default=2_000)
     unary.add_argument("--purpose", default=UNARY_PURPOSE)
+    unary.add_argument(
+        "--start-at",
+        type=float,
+        default=0.0,
+        help="epoch seconds: start the measured loop then (after warm-up and signing), so"
+        " that several load generators measure over the same seconds",
+    )
     batch = sub.add_parser("batch", help="VerifyEligibilityBatch, one stream")
     batch.add_argument("--purpose", default=BATCH_PURPOSE)
     for each in (unary, batch):
@@ -505,7 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode == "batch":
         result = run_batch(args.target, caller, requests, args.seconds, args.server_pid)
     else:
-        loops = Loops(requests, args.warmup_calls, args.calls, args.inflight, args.seconds)
+        loops = Loops(
+            requests, args.warmup_calls, args.calls, args.inflight, args.seconds, args.start_at
+        )
         if args.client == "aio":
             phase = run_aio(args.target, caller, loops, args.label, args.server_pid)
         else:
@@ -522,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "inflight": args.inflight,
             "tls": args.tls,
             "signing_s": [round(s, 3) for s in loops.signing_s],
+            "start_late_s": round(sum(loops.late_s), 3),
             **phase.summary(),
         }
     print(json.dumps(result), flush=True)

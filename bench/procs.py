@@ -98,6 +98,36 @@ def run_json(label: str, argv: Sequence[str], timeout: float) -> dict[str, Any]:
     return result
 
 
+def run_json_together(
+    jobs: Sequence[tuple[str, Sequence[str]]], timeout: float
+) -> list[dict[str, Any]]:
+    """Run several children of the kind run_json runs at the same time; their JSON objects,
+    in order. Every child is killed if one fails or the timeout passes."""
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        for label, argv in jobs:
+            procs.append(
+                (label, subprocess.Popen(list(argv), stdout=subprocess.PIPE, env=child_env()))
+            )
+        deadline = time.monotonic() + timeout
+        results: list[dict[str, Any]] = []
+        for label, process in procs:
+            try:
+                out, _ = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"{label} did not finish within {timeout:g} s") from None
+            lines = out.decode(errors="replace").strip().splitlines()
+            if process.returncode != 0 or not lines:
+                raise BenchError(f"{label} failed with exit code {process.returncode}")
+            results.append(json.loads(lines[-1]))
+        return results
+    finally:
+        for _, process in procs:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 def run_quiet(label: str, argv: Sequence[str], timeout: float) -> None:
     """Run a child to completion (its stderr passes through), or raise BenchError."""
     try:

@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, Final, Protocol
 
+import grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
     ArrayValue,
@@ -68,75 +68,185 @@ def _attributes(items: Iterable[tuple[str, Any]]) -> list[KeyValue]:
     return [KeyValue(key=key, value=_value(value)) for key, value in items]
 
 
+# -- protobuf wire format, for the few messages written here field by field --------------
+
+_VARINTS: Final = tuple(bytes((n,)) for n in range(0x80))
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _VARINTS[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    """A span's attribute field, as the SDK encodes it."""
+    return _field(_SPAN_ATTRIBUTE, KeyValue(key=key, value=_value(value)).SerializeToString())
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag, the payload's length, the payload."""
+    return tag + _varint(len(payload)) + payload
+
+
+# Field tags (number << 3 | wire type) of ExportTraceServiceRequest, ResourceSpans,
+# ScopeSpans (1: resource/scope, 2: spans, 3: schema_url), Span and Status.
+_TAG_1: Final = b"\x0a"
+_TAG_2: Final = b"\x12"
+_TAG_3: Final = b"\x1a"
+_SPAN_IDS: Final = b"\x0a\x10"  # trace_id (16 bytes)
+_SPAN_ID: Final = b"\x12\x08"  # span_id (8 bytes)
+_SPAN_STATE: Final = b"\x1a"  # trace_state
+_SPAN_PARENT: Final = b"\x22\x08"  # parent_span_id (8 bytes)
+_SPAN_NAME: Final = b"\x2a"
+_SPAN_KIND: Final = b"\x30"
+_SPAN_START: Final = b"\x39"  # fixed64
+_SPAN_END: Final = b"\x41"  # fixed64
+_SPAN_ATTRIBUTE: Final = b"\x4a"
+_SPAN_STATUS: Final = b"\x7a"
+_SPAN_FLAGS: Final = b"\x85\x01"  # field 16, fixed32, the last field
+_STATUS_MESSAGE: Final = b"\x12"
+_STATUS_CODE: Final = b"\x18"
+_FLAGS_LOCAL: Final = _SPAN_FLAGS + _HAS_IS_REMOTE.to_bytes(4, "little")
+_FLAGS_REMOTE: Final = _SPAN_FLAGS + (_HAS_IS_REMOTE | _IS_REMOTE).to_bytes(4, "little")
+
+
 class Encoder:
-    """Flat spans (gateway.span_relay.flat) to OTLP, for one gateway's resource and scope."""
+    """Flat spans (gateway.span_relay.flat) to the bytes of an OTLP ExportTraceServiceRequest,
+    for one gateway's resource and scope: the same bytes as the SDK's encoder gives for the
+    same spans. Spans are written field by field; whatever repeats (span names, attributes
+    such as method or institution names, status) is encoded once and reused."""
 
     def __init__(self, head: Mapping[str, Any]) -> None:
         if head.get("version") != FRAME_VERSION:
             raise ValueError(f"expected a header of version {FRAME_VERSION}")
-        self._resource = Resource(attributes=_attributes(head["resource"].items()))
-        self._resource_schema = head.get("schema_url") or ""
+        resource = Resource(attributes=_attributes(head["resource"].items()))
         name, version, schema_url = head["scope"]
-        self._scope = InstrumentationScope(name=name, version=version)
-        self._scope_schema = schema_url
-        self._cache: dict[tuple[str, Any, type], KeyValue] = {}
+        scope = InstrumentationScope(name=name, version=version)
+        self._resource = _field(_TAG_1, resource.SerializeToString())
+        self._resource_schema = self._string(_TAG_3, head.get("schema_url") or "")
+        self._scope = _field(_TAG_1, scope.SerializeToString())
+        self._scope_schema = self._string(_TAG_3, schema_url or "")
+        self._attributes: dict[tuple[str, Any, type], bytes] = {}
+        self._heads: dict[tuple[str, int], bytes] = {}
+        self._statuses: dict[tuple[int, str], bytes] = {}
 
-    def _key_value(self, key: str, value: Any) -> KeyValue:
-        """Encoded once while it repeats; the cache is emptied when full (unique values,
-        such as audit record ids, would otherwise fill it)."""
+    @staticmethod
+    def _string(tag: bytes, text: str) -> bytes:
+        return _field(tag, text.encode()) if text else b""
+
+    def _attribute(self, key: str, value: Any) -> bytes:
+        """One encoded attribute field; kept while it repeats (the cache is emptied when
+        full: unique values, such as audit record ids, would otherwise fill it)."""
         slot = (key, value, type(value))
         try:
-            return self._cache[slot]
+            return self._attributes[slot]
         except KeyError:
             pass
         except TypeError:  # an unhashable value
-            return KeyValue(key=key, value=_value(value))
-        if len(self._cache) >= _CACHE_SIZE:
-            self._cache.clear()
-        encoded = self._cache[slot] = KeyValue(key=key, value=_value(value))
+            return _field(
+                _SPAN_ATTRIBUTE, KeyValue(key=key, value=_value(value)).SerializeToString()
+            )
+        if len(self._attributes) >= _CACHE_SIZE:
+            self._attributes.clear()
+        encoded = _field(
+            _SPAN_ATTRIBUTE, KeyValue(key=key, value=_value(value)).SerializeToString()
+        )
+        self._attributes[slot] = encoded
         return encoded
 
-    def request(self, flats: Sequence[Flat]) -> ExportTraceServiceRequest:
-        request = ExportTraceServiceRequest()
-        resource_spans = request.resource_spans.add(schema_url=self._resource_schema)
-        resource_spans.resource.CopyFrom(self._resource)
-        scope_spans = resource_spans.scope_spans.add(schema_url=self._scope_schema)
-        scope_spans.scope.CopyFrom(self._scope)
-        spans = scope_spans.spans
-        key_value = self._key_value
-        for flat in flats:
-            (name, trace_id, span_id, _, state, parent_id, parent_remote, kind) = flat[:8]
-            (start, end, code, description, attributes) = flat[8:]
-            span = spans.add(
-                trace_id=trace_id.to_bytes(16, "big"),
-                span_id=span_id.to_bytes(8, "big"),
-                trace_state=state,
-                parent_span_id=parent_id.to_bytes(8, "big") if parent_id else b"",
-                name=name,
-                kind=kind + 1,  # OTLP counts from SPAN_KIND_UNSPECIFIED
-                start_time_unix_nano=start,
-                end_time_unix_nano=end,
-                flags=_HAS_IS_REMOTE | _IS_REMOTE if parent_remote else _HAS_IS_REMOTE,
-            )
-            span.attributes.extend([key_value(k, v) for k, v in attributes])
-            status = span.status
-            status.SetInParent()
+    def _status(self, code: int, description: str) -> bytes:
+        """Always present, as the SDK sets it (an empty message when unset)."""
+        slot = (code, description)
+        encoded = self._statuses.get(slot)
+        if encoded is None:
+            if len(self._statuses) >= _CACHE_SIZE:
+                self._statuses.clear()
+            body = self._string(_STATUS_MESSAGE, description)
             if code:
-                status.code = code
-            if description:
-                status.message = description
-        return request
+                body += _STATUS_CODE + _varint(code)
+            encoded = self._statuses[slot] = _field(_SPAN_STATUS, body)
+        return encoded
+
+    def _head(self, name: str, kind: int) -> bytes:
+        """Name and kind, which repeat from span to span."""
+        slot = (name, kind)
+        encoded = self._heads.get(slot)
+        if encoded is None:
+            if len(self._heads) >= _CACHE_SIZE:
+                self._heads.clear()
+            encoded = self._string(_SPAN_NAME, name) + _SPAN_KIND + _varint(kind + 1)
+            self._heads[slot] = encoded  # OTLP's kinds count from 1 (UNSPECIFIED is 0)
+        return encoded
+
+    def span(self, flat: Flat) -> bytes:
+        """One span's message (without its own field tag)."""
+        (name, trace_id, span_id, _, state, parent_id, parent_remote, kind) = flat[:8]
+        (start, end, code, description, attributes) = flat[8:]
+        ids = _SPAN_IDS + trace_id.to_bytes(16, "big") + _SPAN_ID + span_id.to_bytes(8, "big")
+        if state:
+            ids += self._string(_SPAN_STATE, state)
+        if parent_id:
+            ids += _SPAN_PARENT + parent_id.to_bytes(8, "big")
+        parts = [ids, self._head(name, kind)]
+        if start:
+            parts.append(_SPAN_START + start.to_bytes(8, "little"))
+        if end:
+            parts.append(_SPAN_END + end.to_bytes(8, "little"))
+        cached, attribute = self._attributes, self._attribute
+        for key, value in attributes:
+            try:
+                parts.append(cached[key, value, type(value)])
+            except (KeyError, TypeError):
+                parts.append(attribute(key, value))
+        parts.append(self._status(code, description))
+        parts.append(_FLAGS_REMOTE if parent_remote else _FLAGS_LOCAL)
+        return b"".join(parts)
+
+    def encode(self, flats: Sequence[Flat]) -> bytes:
+        """The serialized ExportTraceServiceRequest of `flats`."""
+        span = self.span
+        parts = [self._scope]
+        for flat in flats:
+            encoded = span(flat)
+            parts += (_TAG_2, _varint(len(encoded)), encoded)
+        parts.append(self._scope_schema)
+        scope_spans = b"".join(parts)
+        resource_spans = b"".join(
+            [self._resource, _field(_TAG_2, scope_spans), self._resource_schema]
+        )
+        return _field(_TAG_1, resource_spans)
+
+
+TRACE_EXPORT: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+class _EncodedTraceStub:
+    """TraceService's stub for requests already encoded: bytes in, bytes out."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.Export = channel.unary_unary(TRACE_EXPORT)
 
 
 class FlatSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter, given flat spans and our encoder."""
+    """The SDK's OTLP/gRPC span exporter (endpoint, TLS, headers, compression, timeout,
+    retries and reconnection from the OTEL_* variables), given flat spans that our encoder
+    turns into request bytes, sent as they are."""
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         self._encoder = encoder
+        # The SDK builds its client as `self._stub(self._channel)`, again on reconnection.
+        self._stub = _EncodedTraceStub
+        self._client = _EncodedTraceStub(self._channel)  # type: ignore[assignment]
 
-    def _translate_data(self, data: Sequence[Flat]) -> ExportTraceServiceRequest:  # type: ignore[override]
-        return self._encoder.request(data)
+    def _translate_data(self, data: Sequence[Flat]) -> bytes:  # type: ignore[override]
+        return self._encoder.encode(data)
 
     def _count_data(self, data: Sequence[Flat]) -> int:  # type: ignore[override]
         return len(data)

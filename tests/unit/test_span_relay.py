@@ -73,8 +73,7 @@ def recorded() -> Recorded:
 def _encoded(flats: list[span_relay.Flat]) -> bytes:
     """What the relay process sends for `flats`, after both trips through marshal."""
     head = marshal.loads(marshal.dumps(span_relay.header(RESOURCE, SCOPE)))
-    request = span_export.Encoder(head).request(marshal.loads(marshal.dumps(flats)))
-    return request.SerializeToString()
+    return span_export.Encoder(head).encode(marshal.loads(marshal.dumps(flats)))
 
 
 def test_a_relayed_span_encodes_to_the_same_otlp_bytes_as_the_sdks(recorded: Recorded) -> None:
@@ -87,8 +86,32 @@ def test_an_attribute_seen_again_is_encoded_the_same(recorded: Recorded) -> None
     flats = recorded.captured.flats
     head = span_relay.header(RESOURCE, SCOPE)
     encoder = span_export.Encoder(head)
-    first = encoder.request(flats).SerializeToString()
-    assert encoder.request(flats).SerializeToString() == first == _encoded(flats)
+    first = encoder.encode(flats)
+    assert encoder.encode(flats) == first == _encoded(flats)
+
+
+def test_long_values_and_unhashable_attributes_encode_as_the_sdk_does() -> None:
+    memory, captured = InMemorySpanExporter(), Captured()
+    tracing.install(
+        tracing.Pipeline(
+            processors=(SimpleSpanProcessor(memory),),
+            sampler=ParentBased(ALWAYS_ON),
+            ids=RandomIdGenerator(),
+            resource=RESOURCE,
+            scope=SCOPE,
+            sinks=(captured,),
+        )
+    )
+    try:
+        with tracing.server_span("jisr.v1.AuditTrail/QueryAccess", [], {"long": "x" * 300}):
+            for n in range(200):  # lengths past one varint byte, and a long request
+                with tracing.span("jisr.adapter", {"list": [n, n + 1], "n": -n, "big": 2**40}):
+                    pass
+    finally:
+        tracing.install(None)
+    direct = memory.get_finished_spans()
+    assert len(captured.flats) == len(direct) == 201
+    assert _encoded(captured.flats) == encode_spans(direct).SerializeToString()
 
 
 @dataclass

@@ -58,7 +58,7 @@ Flat = tuple[Any, ...]
 
 def flat(span: tracing.Span) -> Flat:
     """A finished span as plain values marshal can carry (same interpreter on both ends)."""
-    trace_, status = span.trace, span.status
+    trace_ = span.trace
     return (
         span.name,
         trace_.trace_id,
@@ -67,11 +67,11 @@ def flat(span: tracing.Span) -> Flat:
         trace_.state_header,
         span.parent_id,
         span.parent_remote,
-        span.kind.value,
+        span.kind,
         span.start,
         span.end,
-        status.status_code.value,
-        status.description or "",
+        span.code,
+        span.message,
         tuple(span.attributes.items()),
     )
 

@@ -15,10 +15,11 @@ quote request data): a failed span carries the stable reason only.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from random import getrandbits
+from time import time_ns
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -26,16 +27,19 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-SERVER: Final = SpanKind.SERVER
-CLIENT: Final = SpanKind.CLIENT
-INTERNAL: Final = SpanKind.INTERNAL
-_UNSET: Final = Status(StatusCode.UNSET)
+# Kinds and status codes are kept as the SDK enums' integer values while a span is open:
+# reading an enum member's value costs a Python-level descriptor call, several per span.
+INTERNAL: Final = SpanKind.INTERNAL.value
+SERVER: Final = SpanKind.SERVER.value
+CLIENT: Final = SpanKind.CLIENT.value
+_UNSET: Final = StatusCode.UNSET.value
+_ERROR: Final = StatusCode.ERROR.value
 _SAMPLED: Final = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED: Final = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 
@@ -57,6 +61,20 @@ class Pipeline:
     resource: Resource
     scope: InstrumentationScope
     sinks: tuple[SpanSink, ...] = ()
+
+    def __post_init__(self) -> None:
+        # The SDK's default generator, without its method call; any other one as it is.
+        new_span_id = self.ids.generate_span_id
+        if type(self.ids) is RandomIdGenerator:
+            new_span_id = _random_span_id
+        object.__setattr__(self, "new_span_id", new_span_id)
+
+    new_span_id: Callable[[], int] = field(init=False, repr=False, compare=False)
+
+
+def _random_span_id() -> int:
+    """As RandomIdGenerator.generate_span_id: 64 random bits, never the invalid 0."""
+    return getrandbits(64) or _random_span_id()
 
 
 _pipeline: Pipeline | None = None
@@ -129,37 +147,38 @@ class Span:
 
     __slots__ = (
         "attributes",
+        "code",
         "end",
         "kind",
+        "message",
         "name",
         "parent_id",
         "parent_remote",
         "span_id",
         "start",
-        "status",
         "trace",
     )
     recording: Final = True
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (positional: one per span, on the request path)
         self,
         trace_: Trace,
         name: str,
-        kind: SpanKind,
+        kind: int,
         attributes: dict[str, AttributeValue],
-        *,
         span_id: int,
         parent_id: int,
         parent_remote: bool = False,
     ) -> None:
         self.trace = trace_
         self.name = name
-        self.kind = kind
+        self.kind = kind  # a SpanKind's value
         self.attributes = attributes
         self.span_id = span_id
         self.parent_id = parent_id  # 0: a root span
         self.parent_remote = parent_remote
-        self.status = _UNSET
+        self.code = _UNSET  # a StatusCode's value
+        self.message = ""
         self.start = 0
         self.end = 0
 
@@ -173,7 +192,8 @@ class Span:
     def fail(self, reason: str) -> None:
         """Status ERROR with the stable reason as the only message."""
         self.attributes["jisr.reason"] = reason
-        self.status = Status(StatusCode.ERROR, reason)
+        self.code = _ERROR
+        self.message = reason
 
     def readable(self, pipeline: Pipeline) -> ReadableSpan:
         """This span as the SDK's processors and exporters take it."""
@@ -184,8 +204,8 @@ class Span:
             parent=self.trace.context_of(parent, self.parent_remote) if parent else None,
             resource=pipeline.resource,
             attributes=self.attributes,
-            kind=self.kind,
-            status=self.status,
+            kind=SpanKind(self.kind),
+            status=Status(StatusCode(self.code), self.message or None),
             start_time=self.start,
             end_time=self.end,
             instrumentation_scope=pipeline.scope,
@@ -193,17 +213,18 @@ class Span:
 
     def __enter__(self) -> Span:
         self.trace.stack.append(self)
-        self.start = time.time_ns()
+        self.start = time_ns()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.end = time.time_ns()
-        stack = self.trace.stack
+        self.end = time_ns()
+        trace_ = self.trace
+        stack = trace_.stack
         if stack and stack[-1] is self:
             stack.pop()
-        self.trace.emit(self)
+        trace_.emit(self)
 
 
 _active: ContextVar[Trace | None] = ContextVar("jisr_trace", default=None)
@@ -233,7 +254,7 @@ class ServerSpan:
         trace_id = parent.trace_id if parent else ids.generate_trace_id()
         parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
         sampled = pipeline.sampler.should_sample(
-            parent_ctx, trace_id, name, SERVER, attributes, None
+            parent_ctx, trace_id, name, SpanKind.SERVER, attributes, None
         )
         decision = sampled.decision
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
@@ -250,9 +271,9 @@ class ServerSpan:
             name,
             SERVER,
             attributes,
-            span_id=span_id,
-            parent_id=parent.span_id if parent else 0,
-            parent_remote=parent is not None,
+            span_id,
+            parent.span_id if parent else 0,
+            parent is not None,
         )
 
     def __enter__(self) -> Span | _NoSpan:
@@ -281,20 +302,24 @@ def server_span(
 def span(
     name: str,
     attributes: dict[str, AttributeValue] | None = None,
-    kind: SpanKind = INTERNAL,
+    kind: int = INTERNAL,
 ) -> Span | _NoSpan:
     """A child of the current span, to use in a `with`; a no-op outside a recorded trace.
-    The span keeps `attributes` (and adds to it): pass a dict of its own."""
+    The span keeps `attributes` (and adds to it): pass a dict of its own. `kind`: INTERNAL,
+    SERVER or CLIENT of this module."""
     active = _active.get()
-    if active is None or active.pipeline is None or not active.stack:
+    if active is None:
+        return NO_SPAN
+    pipeline, stack = active.pipeline, active.stack
+    if pipeline is None or not stack:
         return NO_SPAN
     return Span(
         active,
         name,
         kind,
         {} if attributes is None else attributes,
-        span_id=active.pipeline.ids.generate_span_id(),
-        parent_id=active.stack[-1].span_id,
+        pipeline.new_span_id(),
+        stack[-1].span_id,
     )
 
 

@@ -199,7 +199,7 @@ class Encoder:
         if end:
             parts.append(_SPAN_END + end.to_bytes(8, "little"))
         cached, attribute = self._attributes, self._attribute
-        for key, value in attributes:
+        for key, value in attributes.items():
             try:
                 parts.append(cached[key, value, type(value)])
             except (KeyError, TypeError):

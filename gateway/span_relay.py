@@ -19,6 +19,7 @@ instead (docs/observability.md).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import marshal
 import os
@@ -39,10 +40,11 @@ from gateway import tracing
 log = logging.getLogger("jisr.span_relay")
 
 RESTART_S: Final = 5.0
+PIPE_BYTES: Final = 1 << 20  # Linux's default ceiling for an unprivileged process
 STOP_S: Final = 10.0  # how long shutdown waits for the child to export what it holds
 WARN_EVERY_S: Final = 10.0
 _LENGTH: Final = struct.Struct(">I")
-FRAME_VERSION: Final = 2
+FRAME_VERSION: Final = 3
 # The SDK's batch span processor defaults, read from the same variables.
 _DEFAULTS: Final = {
     "OTEL_BSP_SCHEDULE_DELAY": 5000,
@@ -57,7 +59,8 @@ Flat = tuple[Any, ...]
 
 
 def flat(span: tracing.Span) -> Flat:
-    """A finished span as plain values marshal can carry (same interpreter on both ends)."""
+    """A finished span as plain values marshal can carry (same interpreter on both ends).
+    The attributes are the span's own dict, which nothing changes once the span ended."""
     trace_ = span.trace
     return (
         span.name,
@@ -72,7 +75,7 @@ def flat(span: tracing.Span) -> Flat:
         span.end,
         span.code,
         span.message,
-        tuple(span.attributes.items()),
+        span.attributes,
     )
 
 
@@ -212,6 +215,10 @@ class RelaySink:
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
         )
         assert child.stdin is not None
+        # A pipe that holds a few frames: the relay thread writes one without waiting for
+        # the child (at a lower priority) to be scheduled and read the first 64 KiB.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(child.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         with contextlib.suppress(OSError):  # a dead child is found on the next write
             write_frame(child.stdin, self._header)
         self._child = child

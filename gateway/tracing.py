@@ -28,9 +28,16 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceState,
+)
 from opentelemetry.util.types import AttributeValue
 
 # Kinds and status codes are kept as the SDK enums' integer values while a span is open:
@@ -40,8 +47,8 @@ SERVER: Final = SpanKind.SERVER.value
 CLIENT: Final = SpanKind.CLIENT.value
 _UNSET: Final = StatusCode.UNSET.value
 _ERROR: Final = StatusCode.ERROR.value
-_SAMPLED: Final = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-_NOT_SAMPLED: Final = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_SAMPLED: Final = int(trace.TraceFlags.SAMPLED)  # plain ints: they cross to the relay
+_NOT_SAMPLED: Final = int(trace.TraceFlags.DEFAULT)
 
 
 class SpanSink(Protocol):
@@ -111,25 +118,58 @@ NO_SPAN: Final = _NoSpan()
 
 
 class Trace:
-    """The spans of one RPC in this process: the trace's ids and the stack of open spans."""
+    """The spans of one RPC in this process: the trace's ids and the stack of open spans.
+    Contexts (the SDK's SpanContext) are built only when asked for: logs, propagation."""
 
-    __slots__ = ("flags", "pipeline", "root", "stack", "state", "state_header", "trace_id")
+    __slots__ = (
+        "flags",
+        "pipeline",
+        "root_id",
+        "root_remote",
+        "stack",
+        "state",
+        "state_header",
+        "trace_id",
+    )
 
-    def __init__(self, pipeline: Pipeline | None, root: SpanContext) -> None:
-        self.pipeline = pipeline  # None: not recording, only propagating `root`
-        self.root = root
-        self.trace_id: int = root.trace_id
-        self.flags: int = int(root.trace_flags)
-        self.state = root.trace_state
-        self.state_header = root.trace_state.to_header() if root.trace_state else ""
+    def __init__(
+        self,
+        pipeline: Pipeline | None,
+        trace_id: int,
+        root_id: int,
+        flags: int,
+        state: TraceState | None,
+        *,
+        root_remote: bool = False,
+    ) -> None:
+        self.pipeline = pipeline  # None: not recording, only propagating the root's context
+        self.trace_id = trace_id
+        self.root_id = root_id  # the server span's id, or the caller's when not recording
+        self.root_remote = root_remote
+        self.flags = flags
+        self.state = state
+        self.state_header = state.to_header() if state else ""
         self.stack: list[Span] = []
+
+    @classmethod
+    def of(cls, pipeline: Pipeline | None, root: SpanContext, *, remote: bool = False) -> Trace:
+        return cls(
+            pipeline,
+            root.trace_id,
+            root.span_id,
+            int(root.trace_flags),
+            root.trace_state,
+            root_remote=remote,
+        )
 
     def context_of(self, span_id: int, remote: bool = False) -> SpanContext:
         return SpanContext(self.trace_id, span_id, remote, trace.TraceFlags(self.flags), self.state)
 
     def current_context(self) -> SpanContext:
         stack = self.stack
-        return self.context_of(stack[-1].span_id) if stack else self.root
+        if stack:
+            return self.context_of(stack[-1].span_id)
+        return self.context_of(self.root_id, self.root_remote)
 
     def emit(self, span: Span) -> None:
         pipeline = self.pipeline
@@ -248,24 +288,18 @@ class ServerSpan:
         pipeline = _pipeline
         if pipeline is None:
             if parent is not None:  # pass the caller's context on, record nothing
-                self._trace = Trace(None, parent)
+                self._trace = Trace.of(None, parent, remote=True)
             return
-        ids = pipeline.ids
-        trace_id = parent.trace_id if parent else ids.generate_trace_id()
-        parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
-        sampled = pipeline.sampler.should_sample(
-            parent_ctx, trace_id, name, SpanKind.SERVER, attributes, None
-        )
-        decision = sampled.decision
+        trace_id = parent.trace_id if parent else pipeline.ids.generate_trace_id()
+        decision, extra, state = _sample(pipeline.sampler, parent, trace_id, name, attributes)
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
-        span_id = ids.generate_span_id()
-        own = SpanContext(trace_id, span_id, False, flags, sampled.trace_state)
+        span_id = pipeline.new_span_id()
         if decision is Decision.DROP:
-            self._trace = Trace(None, own)
+            self._trace = Trace(None, trace_id, span_id, flags, state)
             return
-        self._trace = Trace(pipeline, own)
-        if sampled.attributes:
-            attributes.update(sampled.attributes)
+        self._trace = Trace(pipeline, trace_id, span_id, flags, state)
+        if extra:
+            attributes.update(extra)
         self.span = Span(
             self._trace,
             name,
@@ -288,6 +322,27 @@ class ServerSpan:
             self.span.__exit__(kind, exc, tb)
         finally:
             _active.reset(self._token)
+
+
+def _sample(
+    sampler: Sampler,
+    parent: SpanContext | None,
+    trace_id: int,
+    name: str,
+    attributes: Mapping[str, AttributeValue],
+) -> tuple[Decision, Mapping[str, AttributeValue] | None, TraceState | None]:
+    """The sampler's decision for a SERVER span, the attributes it adds and the trace state.
+    The SDK's default samplers (parent-based always-on, always-on) are answered here as the
+    SDK answers them, without its call (several µs a request); any other is asked."""
+    if sampler is DEFAULT_ON or sampler is ALWAYS_ON:
+        if parent is None:
+            return Decision.RECORD_AND_SAMPLE, None, None
+        if sampler is ALWAYS_ON or parent.trace_flags.sampled:
+            return Decision.RECORD_AND_SAMPLE, None, parent.trace_state
+        return Decision.DROP, None, parent.trace_state
+    parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+    result = sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attributes, None)
+    return result.decision, result.attributes, result.trace_state
 
 
 def server_span(

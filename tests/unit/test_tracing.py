@@ -12,7 +12,15 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
@@ -197,3 +205,41 @@ def test_outside_an_rpc_the_partners_own_span_is_sent_on() -> None:
         assert dict(tracing.outgoing())["traceparent"] == TRACEPARENT
     finally:
         otel_context.detach(token)
+
+
+def _what_a_call_makes(sampler: Sampler, metadata: list[tuple[str, str]]) -> tuple[object, ...]:
+    """What a sampler's decision shows: spans recorded, and the context sent on."""
+    exporter = InMemorySpanExporter()
+    tracing.install(_pipeline(exporter, sampler))
+    try:
+        with tracing.server_span(METHOD, metadata):
+            sent = dict(tracing.outgoing())
+            trace_id = tracing.trace_id()
+    finally:
+        tracing.install(None)
+    caller_trace = bool(metadata) and trace_id == f"{TRACE_ID:032x}"
+    flags = sent["traceparent"][-2:]
+    return len(exporter.get_finished_spans()), caller_trace, flags, sent.get("tracestate")
+
+
+@pytest.mark.parametrize(
+    ("default", "asked"),
+    [
+        (DEFAULT_ON, ParentBased(ALWAYS_ON)),  # an equal sampler the SDK is asked about
+        (ALWAYS_ON, StaticSampler(Decision.RECORD_AND_SAMPLE)),
+    ],
+    ids=["parentbased_always_on", "always_on"],
+)
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [],
+        [("traceparent", TRACEPARENT), ("tracestate", "cnss=1")],
+        [("traceparent", TRACEPARENT[:-2] + "00"), ("tracestate", "cnss=1")],
+    ],
+    ids=["no caller context", "sampled caller", "unsampled caller"],
+)
+def test_the_default_samplers_decide_as_the_sdk_does(
+    default: Sampler, asked: Sampler, metadata: list[tuple[str, str]]
+) -> None:
+    assert _what_a_call_makes(default, metadata) == _what_a_call_makes(asked, metadata)

@@ -444,6 +444,16 @@ def _charged_cost(traced: Mapping[str, Any], off: Mapping[str, Any]) -> float:
     return round(1.0 - ratio, 3)
 
 
+def _cpu_cost(traced: Mapping[str, Any], off: Mapping[str, Any]) -> float:
+    """1 - the ratio of CPU per call (gateway, plus its relay when traced) of two gateways
+    loaded side by side: what tracing costs a CPU-bound gateway, whichever of the two the
+    scheduler happened to favour."""
+    off_cpu = float(off.get("server_cpu_us_per_call") or 0.0)
+    traced_cpu = float(traced.get("server_cpu_us_per_call") or 0.0)
+    traced_cpu += float(traced.get("relay_cpu_us_per_call") or 0.0)
+    return round(1.0 - off_cpu / traced_cpu, 3) if traced_cpu > 0 else 0.0
+
+
 def _side_by_side(together: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per mode: median rps and CPU per call of the side-by-side loops, and its cost against
     "off" in the same loops (_charged_cost), per round and the median; rounds whose loops
@@ -465,13 +475,17 @@ def _side_by_side(together: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
         entry["relay_cpu_us_per_call"] = _median(rows, "relay_cpu_us_per_call")
         if mode != "off":
-            costs = [
-                _charged_cost(row[mode], row["off"])
+            pairs = [
+                (row[mode], row["off"])
                 for row in by_round.values()
                 if mode in row and "off" in row and float(row["off"]["rps"]) > 0
             ]
+            costs = [_charged_cost(traced, off) for traced, off in pairs]
+            cpu_costs = [_cpu_cost(traced, off) for traced, off in pairs]
             entry["cost_per_round"] = costs
             entry["cost"] = round(statistics.median(costs), 3) if costs else None
+            entry["cpu_cost_per_round"] = cpu_costs
+            entry["cpu_cost"] = round(statistics.median(cpu_costs), 3) if cpu_costs else None
         result[mode] = entry
     return result
 
@@ -531,7 +545,7 @@ def measure(
     inflight: int,
     seconds: float,
     *,
-    rounds: int = 6,
+    rounds: int = 8,
     warmup_calls: int = 2_000,
     client: str = "aio",
     seed: int = 11,
@@ -928,6 +942,12 @@ def table(result: Mapping[str, Any]) -> str:
                 f" (relay {row['relay_cpu_us_per_call']:,.0f}){cost:>8}"
                 + (f"   rounds: {rounds}" if rounds else "")
             )
+            if row.get("cpu_cost") is not None:
+                cpu_rounds = ", ".join(f"{c:.1%}" for c in row["cpu_cost_per_round"])
+                lines.append(
+                    f"  {'':<14}by CPU per call (gateway + relay): {row['cpu_cost']:.1%}"
+                    f"   rounds: {cpu_rounds}"
+                )
     verdict = "met" if summary["target_met"] else "NOT met"
     lines.append(
         f"tracing cost ({summary['cost_measured']}): {summary['cost']:.1%} of throughput;"
@@ -989,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seconds", type=float, default=10.0, help=f"cap of each run (<= {MAX_LOOP_S})"
     )
     parser.add_argument(
-        "--rounds", type=int, default=6, help="rounds of off, tracing, tracing+metrics"
+        "--rounds", type=int, default=8, help="rounds of off, tracing, tracing+metrics"
     )
     parser.add_argument("--households", type=int, help="registry size (20,000; quick 2,000)")
     parser.add_argument("--seed", type=int, default=11)

@@ -134,6 +134,7 @@ class Encoder:
         self._scope_schema = self._string(_TAG_3, schema_url or "")
         self._attributes: dict[tuple[str, Any, type], bytes] = {}
         self._heads: dict[tuple[str, int], bytes] = {}
+        self._last_trace: tuple[int, bytes] = (0, b"")
         self._statuses: dict[tuple[int, str], bytes] = {}
 
     @staticmethod
@@ -186,9 +187,24 @@ class Encoder:
 
     def span(self, flat: Flat) -> bytes:
         """One span's message (without its own field tag)."""
-        (name, trace_id, span_id, _, state, parent_id, parent_remote, kind) = flat[:8]
-        (start, end, code, description, attributes) = flat[8:]
-        ids = _SPAN_IDS + trace_id.to_bytes(16, "big") + _SPAN_ID + span_id.to_bytes(8, "big")
+        (
+            name,
+            trace_id,
+            span_id,
+            _,
+            state,
+            parent_id,
+            parent_remote,
+            kind,
+            start,
+            end,
+            code,
+            description,
+            attributes,
+        ) = flat
+        if trace_id != self._last_trace[0]:  # a trace's spans mostly come one after another
+            self._last_trace = (trace_id, _SPAN_IDS + trace_id.to_bytes(16, "big") + _SPAN_ID)
+        ids = self._last_trace[1] + span_id.to_bytes(8, "big")
         if state:
             ids += self._string(_SPAN_STATE, state)
         if parent_id:

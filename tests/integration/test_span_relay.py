@@ -130,6 +130,30 @@ def test_while_the_relay_is_down_spans_are_dropped_and_counted(
     assert "lost" not in _names(receiver)
 
 
+def test_spans_sent_while_the_collector_is_down_arrive_once_it_is_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Where a collector was: nothing listens there now.
+    gone = otlp.Receiver()
+    port = gone.port
+    gone.stop()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    sink = _sink()
+    try:
+        _record(sink, "during the outage")
+        sink.flush()
+        time.sleep(1.5)  # the exporter has failed at least once, and waits to retry
+        back = otlp.Receiver(port)
+        try:
+            # Retried on a new channel (the SDK reconnects on UNAVAILABLE), same bytes.
+            assert back.wait_for(lambda: _names(back) == ["during the outage"])
+        finally:
+            back.stop()
+    finally:
+        sink.shutdown()
+
+
 def _relay_children(pid: int) -> list[int]:
     children: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -22,7 +22,7 @@ class Receiver(
 ):
     """Collects every span (with its service name) and every metric name it is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.spans: list[tuple[str, Span]] = []
         self.metric_names: set[str] = set()
         self._lock = threading.Lock()
@@ -33,7 +33,7 @@ class Receiver(
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self, self._server
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
         self._server.start()
 
     @property

@@ -215,29 +215,8 @@ def _load_argv(
     return argv
 
 
-def _load(
-    gateway: Server,
-    requests: Path,
-    pki_dir: Path,
-    *,
-    calls: int,
-    inflight: int,
-    warmup_calls: int,
-    seconds: float,
-    client: str,
-    label: str,
-) -> dict[str, Any]:
-    argv = _load_argv(
-        gateway,
-        requests,
-        pki_dir,
-        calls=calls,
-        inflight=inflight,
-        warmup_calls=warmup_calls,
-        seconds=seconds,
-        client=client,
-        label=label,
-    )
+def _load(argv: Sequence[str], label: str, seconds: float) -> dict[str, Any]:
+    """One load generator run to its end (`argv`: _load_argv's); what it measured."""
     # Signing the tokens of the warm-up and of the loop takes a few seconds at most.
     return run_json(label, argv, timeout=2 * seconds + 90)
 
@@ -286,7 +265,7 @@ def _slice(
     """One bounded load run against the (already running) gateway of `mode`."""
     label = f"tracing {mode} #{round_no}"
     other = quiet()
-    result = _load(
+    argv = _load_argv(
         gateway,
         requests,
         pki_dir,
@@ -297,6 +276,7 @@ def _slice(
         client=client,
         label=label,
     )
+    result = _load(argv, label, seconds)
     result.update(mode=mode, round=round_no, other_load_before=round(other, 2))
     result["calls_sent"] = warmup_calls + int(result["calls"])
     say(
@@ -593,15 +573,19 @@ def measure(
                         "round": 0,
                         "calls_sent": warmup_calls,
                         **_load(
-                            gateways[mode],
-                            requests,
-                            pki_dir,
-                            calls=warmup_calls,
-                            inflight=inflight,
-                            warmup_calls=0,
-                            seconds=seconds,
-                            client=client,
-                            label=f"warm-up {mode}",
+                            _load_argv(
+                                gateways[mode],
+                                requests,
+                                pki_dir,
+                                calls=warmup_calls,
+                                inflight=inflight,
+                                warmup_calls=0,
+                                seconds=seconds,
+                                client=client,
+                                label=f"warm-up {mode}",
+                            ),
+                            f"warm-up {mode}",
+                            seconds,
                         ),
                     }
                 )

@@ -43,10 +43,8 @@ class Recorded:
     captured: Captured
 
 
-@pytest.fixture
-def recorded() -> Recorded:
-    """Spans of one exchange, as an SDK processor gets them and as the relay queues them."""
-    memory, captured = InMemorySpanExporter(), Captured()
+def _install(memory: InMemorySpanExporter, captured: Captured) -> None:
+    """Spans go both to an SDK processor (into `memory`) and to `captured`."""
     tracing.install(
         tracing.Pipeline(
             processors=(SimpleSpanProcessor(memory),),
@@ -57,6 +55,13 @@ def recorded() -> Recorded:
             sinks=(captured,),
         )
     )
+
+
+@pytest.fixture
+def recorded() -> Recorded:
+    """Spans of one exchange, as an SDK processor gets them and as the relay queues them."""
+    memory, captured = InMemorySpanExporter(), Captured()
+    _install(memory, captured)
     metadata = [("traceparent", TRACEPARENT), ("tracestate", "ministry=cnss")]
     try:
         with tracing.server_span("jisr.v1.RegistryExchange/VerifyEligibility", metadata):
@@ -92,16 +97,7 @@ def test_an_attribute_seen_again_is_encoded_the_same(recorded: Recorded) -> None
 
 def test_long_values_and_unhashable_attributes_encode_as_the_sdk_does() -> None:
     memory, captured = InMemorySpanExporter(), Captured()
-    tracing.install(
-        tracing.Pipeline(
-            processors=(SimpleSpanProcessor(memory),),
-            sampler=ParentBased(ALWAYS_ON),
-            ids=RandomIdGenerator(),
-            resource=RESOURCE,
-            scope=SCOPE,
-            sinks=(captured,),
-        )
-    )
+    _install(memory, captured)
     try:
         with tracing.server_span("jisr.v1.AuditTrail/QueryAccess", [], {"long": "x" * 300}):
             for n in range(200):  # lengths past one varint byte, and a long request

@@ -147,15 +147,24 @@ class Caller:
     tls: bool
     purpose: str
 
-    def plan(self, requests: Sequence[bytes], calls: int, inflight: int, seconds: float) -> Plan:
-        """A loop's plan with its `calls` tokens signed now (outside any timing)."""
+    def plan(
+        self,
+        requests: Sequence[bytes],
+        calls: int,
+        inflight: int,
+        seconds: float,
+        *,
+        wait_s: float = 0.0,
+    ) -> Plan:
+        """A loop's plan with its `calls` tokens signed now (outside any timing), to live
+        through `wait_s` before the loop and the loop itself."""
         metadata = signed_metadata(
             self.creds.signer,
             UNARY_METHOD,
             self.purpose,
             requests,
             calls=calls,
-            lifetime=lifetime_for(seconds),
+            lifetime=lifetime_for(seconds + wait_s),
         )
         return Plan(requests, metadata, calls, inflight, seconds)
 
@@ -345,9 +354,9 @@ class Loops:
     signing_s: list[float] = field(default_factory=list)
     late_s: list[float] = field(default_factory=list)
 
-    def _signed(self, caller: Caller, calls: int, seconds: float) -> Plan:
+    def _signed(self, caller: Caller, calls: int, seconds: float, wait_s: float = 0.0) -> Plan:
         started = time.perf_counter()
-        plan = caller.plan(self.requests, calls, self.inflight, seconds)
+        plan = caller.plan(self.requests, calls, self.inflight, seconds, wait_s=wait_s)
         self.signing_s.append(time.perf_counter() - started)
         return plan
 
@@ -355,7 +364,8 @@ class Loops:
         return self._signed(caller, self.warmup_calls, min(self.seconds, 10.0))
 
     def measured(self, caller: Caller) -> Plan:
-        return self._signed(caller, self.calls, self.seconds)
+        wait_s = max(0.0, self.start_at - time.time()) if self.start_at else 0.0
+        return self._signed(caller, self.calls, self.seconds, wait_s)
 
     def wait_s(self) -> float:
         """How long to wait for `start_at` (several load generators starting together);

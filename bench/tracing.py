@@ -296,6 +296,7 @@ def _slice(
 # that every loop is bound by time, not by its count, and all of them overlap to the end.
 TOGETHER_RPS_BOUND = 2_500
 TOGETHER_LEAD_S = 3.0  # process start and imports, before the signing
+TOGETHER_MAX_S = 60.0  # side-by-side loops are cut to this: 150,000 tokens each at most
 SIGNING_S_PER_TOKEN = 60e-6  # ES256 on one core (~45 µs), with margin
 
 
@@ -305,9 +306,10 @@ TOGETHER_MODES = ("off", "traces")
 RELAY_MODULE = "gateway.span_export"
 
 
-def _relay_clocks(gateway: Server) -> list[ProcessClock]:
-    clocks = (process_clock(pid) for pid in child_pids(gateway.pid, RELAY_MODULE))
-    return [clock for clock in clocks if clock is not None]
+def _relay_clocks(gateway: Server) -> dict[int, ProcessClock]:
+    """The gateway's relay processes by pid (one, unless it was being started again)."""
+    clocks = {pid: process_clock(pid) for pid in child_pids(gateway.pid, RELAY_MODULE)}
+    return {pid: clock for pid, clock in clocks.items() if clock is not None}
 
 
 def _together(
@@ -326,6 +328,7 @@ def _together(
     both meet the same machine, whatever its speed is doing. The relay process's CPU
     (which the two gateways share here) is measured, to charge it to tracing."""
     modes = TOGETHER_MODES
+    seconds = min(seconds, TOGETHER_MAX_S)
     calls = int(seconds * TOGETHER_RPS_BOUND)
     other = quiet()
     start_at = time.time() + TOGETHER_LEAD_S + SIGNING_S_PER_TOKEN * calls * len(modes)
@@ -357,13 +360,11 @@ def _together(
             float(result.get("start_late_s") or 0.0) < 0.5
             and float(result["seconds"]) >= 0.95 * seconds
         )
-        relay_s = sum(
-            (after - before).cpu_s
-            for before, after in zip(
-                relays_before[mode], _relay_clocks(gateways[mode]), strict=False
-            )
-        )
+        before, after = relays_before[mode], _relay_clocks(gateways[mode])
+        relay_s = sum((after[pid] - before[pid]).cpu_s for pid in before.keys() & after.keys())
         result["relay_cpu_us_per_call"] = round(relay_s / max(int(result["ok"]), 1) * 1e6, 1)
+        if before.keys() != after.keys() or (mode != "off" and not before):
+            result["overlapped"] = False  # a relay started again, or none: CPU not all here
     say(
         f"    side by side #{round_no}: "
         + ", ".join(
@@ -412,26 +413,28 @@ def _paired_costs(by_mode: Mapping[str, Sequence[Mapping[str, Any]]], mode: str)
     ]
 
 
-def _charged_cost(traced: Mapping[str, Any], off: Mapping[str, Any]) -> float:
+def _charged_cost(traced: Mapping[str, Any], off: Mapping[str, Any]) -> float | None:
     """1 - rps ratio of two gateways loaded side by side, with the traced one's relay CPU
     charged to it: both shared that CPU, and a CPU-bound gateway's throughput goes as the
-    inverse of its CPU per call."""
-    ratio = float(traced["rps"]) / float(off["rps"])
+    inverse of its CPU per call. None without the figures it needs."""
     gateway = float(traced.get("server_cpu_us_per_call") or 0.0)
     relay = float(traced.get("relay_cpu_us_per_call") or 0.0)
-    if gateway > 0:
-        ratio *= gateway / (gateway + relay)
+    if gateway <= 0 or float(off["rps"]) <= 0:
+        return None
+    ratio = float(traced["rps"]) / float(off["rps"]) * gateway / (gateway + relay)
     return round(1.0 - ratio, 3)
 
 
-def _cpu_cost(traced: Mapping[str, Any], off: Mapping[str, Any]) -> float:
+def _cpu_cost(traced: Mapping[str, Any], off: Mapping[str, Any]) -> float | None:
     """1 - the ratio of CPU per call (gateway, plus its relay when traced) of two gateways
     loaded side by side: what tracing costs a CPU-bound gateway, whichever of the two the
-    scheduler happened to favour."""
+    scheduler happened to favour. None without the figures it needs."""
     off_cpu = float(off.get("server_cpu_us_per_call") or 0.0)
     traced_cpu = float(traced.get("server_cpu_us_per_call") or 0.0)
+    if off_cpu <= 0 or traced_cpu <= 0:
+        return None
     traced_cpu += float(traced.get("relay_cpu_us_per_call") or 0.0)
-    return round(1.0 - off_cpu / traced_cpu, 3) if traced_cpu > 0 else 0.0
+    return round(1.0 - off_cpu / traced_cpu, 3)
 
 
 def _side_by_side(together: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -460,8 +463,8 @@ def _side_by_side(together: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 for row in by_round.values()
                 if mode in row and "off" in row and float(row["off"]["rps"]) > 0
             ]
-            costs = [_charged_cost(traced, off) for traced, off in pairs]
-            cpu_costs = [_cpu_cost(traced, off) for traced, off in pairs]
+            costs = [c for t, o in pairs if (c := _charged_cost(t, o)) is not None]
+            cpu_costs = [c for t, o in pairs if (c := _cpu_cost(t, o)) is not None]
             entry["cost_per_round"] = costs
             entry["cost"] = round(statistics.median(costs), 3) if costs else None
             entry["cpu_cost_per_round"] = cpu_costs

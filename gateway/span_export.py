@@ -30,6 +30,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
     ArrayValue,
     InstrumentationScope,
     KeyValue,
+    KeyValueList,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
@@ -48,7 +49,9 @@ _IS_REMOTE: Final = SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
 
 def _value(value: Any) -> AnyValue:
-    """As the SDK encodes an attribute value."""
+    """As the SDK encodes an attribute value (ValueError for a type it refuses)."""
+    if value is None:
+        return AnyValue()
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, str):
@@ -61,7 +64,13 @@ def _value(value: Any) -> AnyValue:
         return AnyValue(bytes_value=value)
     if isinstance(value, Sequence):
         return AnyValue(array_value=ArrayValue(values=[_value(v) for v in value]))
-    return AnyValue()
+    if isinstance(value, Mapping):
+        return AnyValue(
+            kvlist_value=KeyValueList(
+                values=[KeyValue(key=str(k), value=_value(v)) for k, v in value.items()]
+            )
+        )
+    raise ValueError(f"an attribute value of type {type(value).__name__}")
 
 
 def _attributes(items: Iterable[tuple[str, Any]]) -> list[KeyValue]:
@@ -85,8 +94,13 @@ def _varint(n: int) -> bytes:
 
 
 def _key_value(key: str, value: Any) -> bytes:
-    """A span's attribute field, as the SDK encodes it."""
-    return _field(_SPAN_ATTRIBUTE, KeyValue(key=key, value=_value(value)).SerializeToString())
+    """A span's attribute field, as the SDK encodes it; b"" (dropped, and said, without the
+    value) for one the SDK would drop, such as an int out of int64's range."""
+    try:
+        return _field(_SPAN_ATTRIBUTE, KeyValue(key=key, value=_value(value)).SerializeToString())
+    except (ValueError, TypeError, OverflowError) as exc:
+        log.warning("span export: attribute %r dropped (%s)", key, type(exc).__name__)
+        return b""
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -134,7 +148,7 @@ class Encoder:
         self._scope_schema = self._string(_TAG_3, schema_url or "")
         self._attributes: dict[tuple[str, Any, type], bytes] = {}
         self._heads: dict[tuple[str, int], bytes] = {}
-        self._last_trace: tuple[int, bytes] = (0, b"")
+        self._last_trace: tuple[int | None, bytes] = (None, b"")
         self._statuses: dict[tuple[int, str], bytes] = {}
 
     @staticmethod
@@ -142,23 +156,19 @@ class Encoder:
         return _field(tag, text.encode()) if text else b""
 
     def _attribute(self, key: str, value: Any) -> bytes:
-        """One encoded attribute field; kept while it repeats (the cache is emptied when
-        full: unique values, such as audit record ids, would otherwise fill it)."""
-        slot = (key, value, type(value))
-        try:
-            return self._attributes[slot]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable value
-            return _field(
-                _SPAN_ATTRIBUTE, KeyValue(key=key, value=_value(value)).SerializeToString()
-            )
-        if len(self._attributes) >= _CACHE_SIZE:
-            self._attributes.clear()
-        encoded = _field(
-            _SPAN_ATTRIBUTE, KeyValue(key=key, value=_value(value)).SerializeToString()
-        )
-        self._attributes[slot] = encoded
+        """One encoded attribute field. Strings, ints and bools are kept while they repeat
+        (the cache is emptied when full: unique values, such as audit record ids, would
+        fill it). Floats and sequences are not: values that compare equal, such as 0.0 and
+        -0.0, or (1,) and (1.0,), encode differently."""
+        kind = type(value)
+        if kind is not str and kind is not int and kind is not bool:
+            return _key_value(key, value)
+        slot = (key, value, kind)
+        encoded = self._attributes.get(slot)
+        if encoded is None:
+            if len(self._attributes) >= _CACHE_SIZE:
+                self._attributes.clear()
+            encoded = self._attributes[slot] = _key_value(key, value)
         return encoded
 
     def _status(self, code: int, description: str) -> bytes:
@@ -216,7 +226,7 @@ class Encoder:
             parts.append(_SPAN_END + end.to_bytes(8, "little"))
         cached, attribute = self._attributes, self._attribute
         for key, value in attributes.items():
-            try:
+            try:  # only strings, ints and bools are ever cached (_attribute)
                 parts.append(cached[key, value, type(value)])
             except (KeyError, TypeError):
                 parts.append(attribute(key, value))
@@ -307,7 +317,10 @@ class _Exporting:
     def _run(self) -> None:
         while (frame := self._frames.get()) is not None:
             for start in range(0, len(frame), MAX_BATCH):
-                self._exporter.export_flat(frame[start : start + MAX_BATCH])
+                try:
+                    self._exporter.export_flat(frame[start : start + MAX_BATCH])
+                except Exception as exc:
+                    log.warning("span export: a batch was lost (%s)", type(exc).__name__)
 
 
 def relay(

@@ -217,7 +217,7 @@ class RelaySink:
         assert child.stdin is not None
         # A pipe that holds a few frames: the relay thread writes one without waiting for
         # the child (at a lower priority) to be scheduled and read the first 64 KiB.
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only
             fcntl.fcntl(child.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         with contextlib.suppress(OSError):  # a dead child is found on the next write
             write_frame(child.stdin, self._header)

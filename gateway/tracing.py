@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Final, Protocol
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -174,8 +175,9 @@ class Trace:
     def emit(self, span: Span) -> None:
         pipeline = self.pipeline
         assert pipeline is not None
-        for sink in pipeline.sinks:
-            sink.put(span)
+        if self.flags & _SAMPLED:  # recorded but not sampled: not exported, as in the SDK
+            for sink in pipeline.sinks:
+                sink.put(span)
         if pipeline.processors:
             readable = span.readable(pipeline)
             for processor in pipeline.processors:
@@ -340,7 +342,11 @@ def _sample(
         if sampler is ALWAYS_ON or parent.trace_flags.sampled:
             return Decision.RECORD_AND_SAMPLE, None, parent.trace_state
         return Decision.DROP, None, parent.trace_state
-    parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+    # The caller's context only (an empty one without it): a server span never follows
+    # whatever OTel context the serving thread happens to hold.
+    parent_ctx = (
+        trace.set_span_in_context(NonRecordingSpan(parent), Context()) if parent else Context()
+    )
     result = sampler.should_sample(parent_ctx, trace_id, name, SpanKind.SERVER, attributes, None)
     return result.decision, result.attributes, result.trace_state
 

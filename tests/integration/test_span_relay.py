@@ -131,7 +131,7 @@ def test_while_the_relay_is_down_spans_are_dropped_and_counted(
 
 
 def test_spans_sent_while_the_collector_is_down_arrive_once_it_is_back(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Where a collector was: nothing listens there now.
     gone = otlp.Receiver()
@@ -143,7 +143,13 @@ def test_spans_sent_while_the_collector_is_down_arrive_once_it_is_back(
     try:
         _record(sink, "during the outage")
         sink.flush()
-        time.sleep(1.5)  # the exporter has failed at least once, and waits to retry
+        # The relay's exporter (its stderr is this test's) has failed once, and will retry.
+        said = ""
+        deadline = time.monotonic() + 30
+        while "retrying" not in said and time.monotonic() < deadline:
+            time.sleep(0.05)
+            said += capfd.readouterr().err
+        assert "retrying" in said
         back = otlp.Receiver(port)
         try:
             # Retried on a new channel (the SDK reconnects on UNAVAILABLE), same bytes.

@@ -214,3 +214,32 @@ def test_a_collector_too_slow_costs_spans_not_an_unbounded_queue(
     assert span_export.MAX_FRAMES <= sent <= span_export.MAX_FRAMES + 1
     dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 1  # one warning, not one per frame
+
+
+def test_values_that_compare_equal_but_encode_differently_are_not_confused() -> None:
+    memory, captured = InMemorySpanExporter(), Captured()
+    _install(memory, captured)
+    try:
+        with tracing.server_span("jisr.v1.RegistryExchange/GetHouseholdStatus", []):
+            for value in (0.0, -0.0, (1,), (1.0,), (True,), 1, True, 1.0):
+                with tracing.span("jisr.adapter", {"v": value}):
+                    pass
+    finally:
+        tracing.install(None)
+    direct = memory.get_finished_spans()
+    assert _encoded(captured.flats) == encode_spans(direct).SerializeToString()
+
+
+def test_an_attribute_the_sdk_cannot_encode_is_dropped_as_the_sdk_drops_it() -> None:
+    memory, captured = InMemorySpanExporter(), Captured()
+    _install(memory, captured)
+    try:
+        with (
+            tracing.server_span("jisr.v1.RegistryExchange/VerifyEligibility", []),
+            tracing.span("jisr.adapter", {"too big": 2**70, "kept": 1}),
+        ):
+            pass
+    finally:
+        tracing.install(None)
+    direct = memory.get_finished_spans()
+    assert _encoded(captured.flats) == encode_spans(direct).SerializeToString()

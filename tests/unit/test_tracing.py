@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -243,3 +244,37 @@ def test_the_default_samplers_decide_as_the_sdk_does(
     default: Sampler, asked: Sampler, metadata: list[tuple[str, str]]
 ) -> None:
     assert _what_a_call_makes(default, metadata) == _what_a_call_makes(asked, metadata)
+
+
+def test_a_server_span_never_follows_the_serving_threads_own_otel_context() -> None:
+    unsampled = SpanContext(TRACE_ID, CALLER_SPAN, is_remote=False, trace_flags=TraceFlags(0))
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
+    try:
+        asked = _what_a_call_makes(ParentBased(ALWAYS_ON), [])
+        default = _what_a_call_makes(DEFAULT_ON, [])
+    finally:
+        otel_context.detach(token)
+    assert asked == default
+    assert asked[0] == 1  # recorded, as a new trace, not dropped with the ambient one
+
+
+def test_spans_recorded_but_not_sampled_are_not_handed_to_the_sinks() -> None:
+    queued: list[tracing.Span] = []
+
+    class Sink:
+        def put(self, span: tracing.Span) -> None:
+            queued.append(span)
+
+    exporter = InMemorySpanExporter()
+    tracing.install(
+        dataclasses.replace(
+            _pipeline(exporter, StaticSampler(Decision.RECORD_ONLY)), sinks=(Sink(),)
+        )
+    )
+    try:
+        with tracing.server_span(METHOD, []) as server, tracing.span("jisr.audit"):
+            assert server.recording
+    finally:
+        tracing.install(None)
+    assert queued == []
+    assert exporter.get_finished_spans() == ()  # the SDK's processors export sampled only

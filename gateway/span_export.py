@@ -130,6 +130,38 @@ _FLAGS_LOCAL: Final = _SPAN_FLAGS + _HAS_IS_REMOTE.to_bytes(4, "little")
 _FLAGS_REMOTE: Final = _SPAN_FLAGS + (_HAS_IS_REMOTE | _IS_REMOTE).to_bytes(4, "little")
 
 
+def _string(tag: bytes, text: str) -> bytes:
+    return _field(tag, text.encode()) if text else b""
+
+
+def _head(name: str, kind: int) -> bytes:
+    """A span's name and kind (OTLP's kinds count from 1: UNSPECIFIED is 0)."""
+    return _string(_SPAN_NAME, name) + _SPAN_KIND + _varint(kind + 1)
+
+
+def _status(code: int, description: str) -> bytes:
+    """Always present, as the SDK sets it (an empty message when unset)."""
+    body = _string(_STATUS_MESSAGE, description)
+    if code:
+        body += _STATUS_CODE + _varint(code)
+    return _field(_SPAN_STATUS, body)
+
+
+class _Memo(dict[tuple[Any, ...], bytes]):
+    """Encoded pieces by what they encode, made on first use (`make(*key)`); emptied when
+    full, since unique values (audit record ids) would otherwise fill it."""
+
+    def __init__(self, make: Callable[..., bytes]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: tuple[Any, ...]) -> bytes:
+        if len(self) >= _CACHE_SIZE:
+            self.clear()
+        encoded = self[key] = self._make(*key)
+        return encoded
+
+
 class Encoder:
     """Flat spans (gateway.span_relay.flat) to the bytes of an OTLP ExportTraceServiceRequest,
     for one gateway's resource and scope: the same bytes as the SDK's encoder gives for the
@@ -143,57 +175,15 @@ class Encoder:
         name, version, schema_url = head["scope"]
         scope = InstrumentationScope(name=name, version=version)
         self._resource = _field(_TAG_1, resource.SerializeToString())
-        self._resource_schema = self._string(_TAG_3, head.get("schema_url") or "")
+        self._resource_schema = _string(_TAG_3, head.get("schema_url") or "")
         self._scope = _field(_TAG_1, scope.SerializeToString())
-        self._scope_schema = self._string(_TAG_3, schema_url or "")
-        self._attributes: dict[tuple[str, Any, type], bytes] = {}
-        self._heads: dict[tuple[str, int], bytes] = {}
+        self._scope_schema = _string(_TAG_3, schema_url or "")
+        # Only strings, ints and bools are looked up here: values that compare equal, such
+        # as 0.0 and -0.0, or (1,) and (1.0,), can encode differently.
+        self._attributes = _Memo(lambda key, value, kind: _key_value(key, value))
+        self._heads = _Memo(_head)
+        self._statuses = _Memo(_status)
         self._last_trace: tuple[int | None, bytes] = (None, b"")
-        self._statuses: dict[tuple[int, str], bytes] = {}
-
-    @staticmethod
-    def _string(tag: bytes, text: str) -> bytes:
-        return _field(tag, text.encode()) if text else b""
-
-    def _attribute(self, key: str, value: Any) -> bytes:
-        """One encoded attribute field. Strings, ints and bools are kept while they repeat
-        (the cache is emptied when full: unique values, such as audit record ids, would
-        fill it). Floats and sequences are not: values that compare equal, such as 0.0 and
-        -0.0, or (1,) and (1.0,), encode differently."""
-        kind = type(value)
-        if kind is not str and kind is not int and kind is not bool:
-            return _key_value(key, value)
-        slot = (key, value, kind)
-        encoded = self._attributes.get(slot)
-        if encoded is None:
-            if len(self._attributes) >= _CACHE_SIZE:
-                self._attributes.clear()
-            encoded = self._attributes[slot] = _key_value(key, value)
-        return encoded
-
-    def _status(self, code: int, description: str) -> bytes:
-        """Always present, as the SDK sets it (an empty message when unset)."""
-        slot = (code, description)
-        encoded = self._statuses.get(slot)
-        if encoded is None:
-            if len(self._statuses) >= _CACHE_SIZE:
-                self._statuses.clear()
-            body = self._string(_STATUS_MESSAGE, description)
-            if code:
-                body += _STATUS_CODE + _varint(code)
-            encoded = self._statuses[slot] = _field(_SPAN_STATUS, body)
-        return encoded
-
-    def _head(self, name: str, kind: int) -> bytes:
-        """Name and kind, which repeat from span to span."""
-        slot = (name, kind)
-        encoded = self._heads.get(slot)
-        if encoded is None:
-            if len(self._heads) >= _CACHE_SIZE:
-                self._heads.clear()
-            encoded = self._string(_SPAN_NAME, name) + _SPAN_KIND + _varint(kind + 1)
-            self._heads[slot] = encoded  # OTLP's kinds count from 1 (UNSPECIFIED is 0)
-        return encoded
 
     def span(self, flat: Flat) -> bytes:
         """One span's message (without its own field tag)."""
@@ -216,21 +206,22 @@ class Encoder:
             self._last_trace = (trace_id, _SPAN_IDS + trace_id.to_bytes(16, "big") + _SPAN_ID)
         ids = self._last_trace[1] + span_id.to_bytes(8, "big")
         if state:
-            ids += self._string(_SPAN_STATE, state)
+            ids += _string(_SPAN_STATE, state)
         if parent_id:
             ids += _SPAN_PARENT + parent_id.to_bytes(8, "big")
-        parts = [ids, self._head(name, kind)]
+        parts = [ids, self._heads[name, kind]]
         if start:
             parts.append(_SPAN_START + start.to_bytes(8, "little"))
         if end:
             parts.append(_SPAN_END + end.to_bytes(8, "little"))
-        cached, attribute = self._attributes, self._attribute
+        known = self._attributes
         for key, value in attributes.items():
-            try:  # only strings, ints and bools are ever cached (_attribute)
-                parts.append(cached[key, value, type(value)])
-            except (KeyError, TypeError):
-                parts.append(attribute(key, value))
-        parts.append(self._status(code, description))
+            kind_of = type(value)
+            if kind_of is str or kind_of is int or kind_of is bool:
+                parts.append(known[key, value, kind_of])
+            else:
+                parts.append(_key_value(key, value))
+        parts.append(self._statuses[code, description])
         parts.append(_FLAGS_REMOTE if parent_remote else _FLAGS_LOCAL)
         return b"".join(parts)
 

@@ -458,13 +458,11 @@ def _side_by_side(together: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "rps": _median(rows, "rps"),
             "p99_ms": _median(rows, "p99_ms"),
             "server_cpu_us_per_call": _median(rows, "server_cpu_us_per_call"),
+            "relay_cpu_us_per_call": _median(rows, "relay_cpu_us_per_call"),
         }
-        entry["relay_cpu_us_per_call"] = _median(rows, "relay_cpu_us_per_call")
         if mode != "off":
             pairs = [
-                (row[mode], row["off"])
-                for row in by_round.values()
-                if mode in row and "off" in row and float(row["off"]["rps"]) > 0
+                (row[mode], row["off"]) for row in by_round.values() if {mode, "off"} <= row.keys()
             ]
             costs = [c for t, o in pairs if (c := _charged_cost(t, o)) is not None]
             cpu_costs = [c for t, o in pairs if (c := _cpu_cost(t, o)) is not None]
@@ -1023,7 +1021,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seconds > MAX_LOOP_S:
         parser.error(f"--seconds: at most {MAX_LOOP_S} (signed tokens live 300 s at most)")
-    args.rounds = args.rounds or (2 if args.quick else 8)
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 8
     if args.rounds < 1 or args.inflight < 1:
         parser.error("--rounds and --inflight: at least 1")
     quick = bool(args.quick)

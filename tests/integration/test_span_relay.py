@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from bench.common import child_pids
 from gateway import span_relay, tracing
 from gateway.client import Credentials, JisrClient
 from tests.support import otlp, processes, registry_rows
@@ -160,17 +161,6 @@ def test_spans_sent_while_the_collector_is_down_arrive_once_it_is_back(
         sink.shutdown()
 
 
-def _relay_children(pid: int) -> list[int]:
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [
-        c
-        for c in children
-        if b"gateway.span_export" in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")
-    ]
-
-
 def _gateway(
     registry_dir: Path,
     pki_dir: Path,
@@ -214,7 +204,7 @@ def test_a_gateway_stopped_by_sigterm_hands_its_last_spans_to_the_collector(
     # Spans wait a minute in the gateway's batch: only the stop can send them.
     gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=60_000)
     try:
-        (relay,) = _relay_children(gateway.popen.pid)
+        (relay,) = child_pids(gateway.popen.pid, "gateway.span_export")
         _one_call(gateway, pki_dir, registry_dir)
         assert SERVER not in _names(receiver)
     finally:
@@ -228,7 +218,7 @@ def test_the_relay_ends_when_its_gateway_is_killed(
 ) -> None:
     gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=100)
     try:
-        (relay,) = _relay_children(gateway.popen.pid)
+        (relay,) = child_pids(gateway.popen.pid, "gateway.span_export")
         _one_call(gateway, pki_dir, registry_dir)
         assert receiver.wait_for(lambda: SERVER in _names(receiver))
     finally:
@@ -241,7 +231,7 @@ def test_with_the_relay_off_the_gateway_exports_from_its_own_process(
 ) -> None:
     gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=100, relay="0")
     try:
-        assert _relay_children(gateway.popen.pid) == []
+        assert child_pids(gateway.popen.pid, "gateway.span_export") == []
         _one_call(gateway, pki_dir, registry_dir)
         assert receiver.wait_for(lambda: SERVER in _names(receiver))
     finally:

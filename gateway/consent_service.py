@@ -20,7 +20,7 @@ from consent import artefact as artefacts
 from consent.checker import Need, choose
 from consent.model import ConsentRecord, Status, SubjectKind, verify_history
 from consent.store import ConsentConflictError, ConsentStore
-from gateway import validation
+from gateway import disclosure, validation
 from gateway.errors import ExchangeError, Reason, invalid
 from gateway.exchange import fetch_or_unavailable
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
@@ -75,6 +75,13 @@ def to_message(record: ConsentRecord, now: int) -> cpb.Consent:
     return message
 
 
+def _concerns(kind: SubjectKind, subject: str) -> None:
+    """Name a consent's subject in the call's audit record: a grant or revocation about a
+    household is in that household's access report (docs/audit.md)."""
+    which = disclosure.HOUSEHOLD if kind == SubjectKind.HOUSEHOLD else disclosure.IDCS
+    disclosure.note(which, [subject])
+
+
 def _failed(code: grpc.StatusCode, reason: Reason, message: str) -> ExchangeError:
     return ExchangeError(code, reason, message)
 
@@ -122,6 +129,7 @@ class ConsentRegistryService:
         if art.action != "grant":
             raise invalid(Reason.CONSENT_ARTEFACT_INVALID, "the artefact is not a grant")
         self._check_content(art)
+        _concerns(art.subject_kind, art.subject)
         self._check_grantor(art, ctx)
         now = int(self.clock())
         consent_id = "C" + hashlib.sha256(f"{art.collected_by}/{art.jti}".encode()).hexdigest()[:24]
@@ -203,6 +211,7 @@ class ConsentRegistryService:
             latest = self.store.latest(art.consent_id)
             if latest is None:
                 raise _failed(grpc.StatusCode.NOT_FOUND, Reason.CONSENT_NOT_FOUND, "no consent")
+            _concerns(latest.subject_kind, latest.subject)
             if latest.grantor != art.grantor:
                 raise _failed(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -231,6 +240,7 @@ class ConsentRegistryService:
         latest = self.store.latest(request.consent_id) if request.consent_id else None
         if latest is None or not self._visible(latest, ctx.requester):
             raise _failed(grpc.StatusCode.NOT_FOUND, Reason.CONSENT_NOT_FOUND, "no such consent")
+        _concerns(latest.subject_kind, latest.subject)
         now = int(self.clock())
         response = cpb.GetConsentResponse(consent=to_message(latest, now))
         if request.include_history:

@@ -20,7 +20,7 @@ from adapters.base import (
     FetchContext,
     RecordMessage,
 )
-from gateway import telemetry, tracing
+from gateway import disclosure, telemetry, tracing
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 from gateway.pb.jisr.v1.records_pb2 import (
     CoverageRecord,
@@ -65,12 +65,14 @@ class Registries:
         clock = telemetry.Clock.now()
         with tracing.span("jisr.adapter", {**attributes, "jisr.keys": len(keys)}):
             try:
-                return adapter.fetch(kind, keys, ctx)
+                found = adapter.fetch(kind, keys, ctx)
             except AdapterError:
                 telemetry.instruments().adapter_errors.add(1, attributes)
                 raise
             finally:
                 telemetry.instruments().adapter_latency.record(clock.ms(), attributes)
+        _note_households(kind, found)
+        return found
 
     def persons(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, PersonRecord]:
         return cast(Mapping[str, PersonRecord], self._fetch(PERSON, keys, ctx))
@@ -90,3 +92,14 @@ class Registries:
     def close(self) -> None:
         for adapter in self.adapters:
             adapter.close()
+
+
+def _note_households(kind: RecordKind.ValueType, found: Mapping[str, RecordMessage]) -> None:
+    """Tell the call's audit which households it read: a household's own record, or a
+    member's link to one (an answer about a member discloses the household too)."""
+    if kind == HOUSEHOLD:
+        disclosure.note(disclosure.HOUSEHOLD, found.keys())
+    elif kind == MEMBERSHIP:
+        disclosure.note(
+            disclosure.HOUSEHOLD, (cast(MembershipRecord, m).household_id for m in found.values())
+        )

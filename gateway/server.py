@@ -190,7 +190,11 @@ def start_gateway(config: Config) -> Running:
     exchange = ExchangeService(Exchange(registries, catalogue), security)
     consents = ConsentRegistryService(store, registries, security.policy, security.trust)
     trail = AuditTrailService(
-        audit_store, security.audit, security.policy, pki.gateway_jwks(config.pki_dir)
+        audit_store,
+        security.audit,
+        security.policy,
+        pki.gateway_jwks(config.pki_dir),
+        registries,
     )
     server.add_generic_rpc_handlers(
         (exchange.handler(), consents.handler(exchange), trail.handler(exchange))

@@ -25,7 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from adapters.base import FetchContext
-from gateway import projection, telemetry, tracing, validation
+from gateway import disclosure, projection, telemetry, tracing, validation
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
 from gateway.audit.writer import AuditUnavailable
@@ -84,6 +84,12 @@ def _unauthenticated(error: TokenError) -> ExchangeError:
     return ExchangeError(grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message)
 
 
+def _replayed() -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.UNAUTHENTICATED, Reason.REPLAYED, "this jti was already used"
+    )
+
+
 def _parse(message_type: type[Req], raw: bytes) -> Req:
     try:
         return message_type.FromString(raw)
@@ -93,6 +99,16 @@ def _parse(message_type: type[Req], raw: bytes) -> Req:
         ) from None
 
 
+def _try_parse(message_type: type[Req], raw: bytes) -> Req | None:
+    """The request, or None if the bytes are not one. Parsed before the token is checked
+    only to name its subjects in the audit record of whatever comes; a malformed request
+    is still refused after authentication, in the documented order."""
+    try:
+        return message_type.FromString(raw)
+    except DecodeError:
+        return None
+
+
 @dataclass
 class _Call:
     """What is known of a call as it goes: who, under which grant and consents."""
@@ -100,7 +116,8 @@ class _Call:
     method: str
     started: float = field(default_factory=time.time)
     requester: str = ""  # from the certificate, known before the token is checked
-    subjects: tuple[str, ...] = ()  # keyed hashes, for the audit record
+    named: list[disclosure.Named] = field(default_factory=list)  # in the request (or batch)
+    read: set[tuple[str, str]] = field(default_factory=set)  # households the answer read
     audited: bool = False  # a record with this call's jti exists already
     claims: RequestClaims | None = None
     grant: Grant | None = None
@@ -176,11 +193,12 @@ class ExchangeService:
             )
         except TokenError as exc:
             raise _unauthenticated(exc) from None
-        if not self.security.replay.first_use(claims.iss, claims.jti, claims.exp):
-            raise ExchangeError(
-                grpc.StatusCode.UNAUTHENTICATED, Reason.REPLAYED, "this jti was already used"
-            )
+        # Known before the replay check: a replay, wherever it is caught (this process's
+        # memory, or the durable store of another replica or of an earlier run), gets the
+        # same deny receipt naming its record (docs/security.md, "Replays").
         call.claims = claims
+        if not self.security.replay.first_use(claims.iss, claims.jti, claims.exp):
+            raise _replayed()
         return claims
 
     def _authorize(self, call: _Call, claims: RequestClaims, purpose: str) -> Grant:
@@ -287,7 +305,7 @@ class ExchangeService:
                     method=call.method,
                     purpose=claims.purpose if claims is not None else "",
                     basis=call.basis(),
-                    subjects=call.subjects if subjects is None else subjects,
+                    subjects=self._hashes(call) if subjects is None else subjects,
                     fields=call.fields() if decision == PERMIT else (),
                     decision=decision,
                     reason=reason,
@@ -302,9 +320,7 @@ class ExchangeService:
                 call.audited = call.audited or part == 0
                 return record_id
         except ReplayError:
-            raise ExchangeError(
-                grpc.StatusCode.UNAUTHENTICATED, Reason.REPLAYED, "this jti was already used"
-            ) from None
+            raise _replayed() from None
         except AuditUnavailable:
             raise ExchangeError(
                 grpc.StatusCode.UNAVAILABLE,
@@ -325,22 +341,12 @@ class ExchangeService:
             "refused", extra={"method": call.method, "code": exc.code.name, "reason": exc.reason}
         )
         rh, batches = (call.claims.rh if call.claims else ""), None
-        if call.method.endswith("Batch"):
+        if _is_stream(call.method):
             rh, batches = _chain(call.rhs), len(call.shs)
         sh = _chain(call.shs) if batches else ""
         audit = ""
         if call.requester and exc.reason != Reason.AUDIT_UNAVAILABLE:
-            try:
-                audit = self._audit(
-                    call,
-                    DENY,
-                    rh=rh,
-                    sh=sh,
-                    reason=exc.reason.value,
-                    replay_checked=exc.reason != Reason.REPLAYED and not call.audited,
-                )
-            except ExchangeError as unrecorded:
-                exc = unrecorded
+            exc, audit = self._record_denial(call, exc, rh=rh, sh=sh)
         span = tracing.current()
         span.set_attribute("jisr.decision", DENY)
         if audit:
@@ -357,7 +363,71 @@ class ExchangeService:
             trailers += ((RECEIPT_METADATA, receipt),)
         context.abort_with_status(_AbortStatus(status.code, status.details, trailers))
 
+    def _record_denial(
+        self, call: _Call, exc: ExchangeError, *, rh: str, sh: str
+    ) -> tuple[ExchangeError, str]:
+        """Exactly one record for a refusal: the refusal as answered, and its record id.
+
+        The first attempt carries the jti, so it is also the durable replay check. If the
+        store has that jti already (first used at another replica, or before a restart),
+        the refusal becomes REPLAYED and is recorded as such, without the jti, so a replay
+        leaves its own record whichever check caught it."""
+        checked = exc.reason != Reason.REPLAYED and not call.audited
+        try:
+            return exc, self._audit(
+                call, DENY, rh=rh, sh=sh, reason=exc.reason.value, replay_checked=checked
+            )
+        except ExchangeError as unrecorded:
+            if unrecorded.reason != Reason.REPLAYED:
+                return unrecorded, ""
+        replayed = _replayed()
+        try:
+            return replayed, self._audit(
+                call, DENY, rh=rh, sh=sh, reason=replayed.reason.value, replay_checked=False
+            )
+        except ExchangeError as unrecorded:
+            return unrecorded, ""
+
+    def _hashes(self, call: _Call) -> tuple[str, ...]:
+        """The audit record's subjects: every identifier the request named (a malformed one
+        by the hash of its text, marked) and every household whose records were read."""
+        recorder = self.security.audit
+        if recorder is None:
+            return ()
+        valid = [(n.kind, n.value) for n in call.named if n.well_formed]
+        malformed = {recorder.malformed(n.kind, n.value) for n in call.named if not n.well_formed}
+        return tuple(sorted({*recorder.subjects([*valid, *call.read]), *malformed}))
+
+    def _caller_ended(self, context: grpc.ServicerContext) -> ExchangeError:
+        """The caller cancelled, or its deadline passed: its doing, not a gateway fault."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return ExchangeError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                Reason.CALLER_DEADLINE_EXCEEDED,
+                "the caller's deadline passed",
+            )
+        return ExchangeError(
+            grpc.StatusCode.CANCELLED, Reason.CALLER_CANCELLED, "the caller cancelled the call"
+        )
+
+    def _abandoned(self, context: grpc.ServicerContext, call: _Call) -> None:
+        """A stream the caller left while the gateway was writing to it (its generator is
+        being closed): record the end; there is no one left to answer."""
+        exc = self._caller_ended(context)
+        log.info("ended by caller", extra={"method": call.method, "reason": exc.reason})
+        rh, batches = (call.claims.rh if call.claims else ""), None
+        if _is_stream(call.method):
+            rh, batches = _chain(call.rhs), len(call.shs)
+        if call.requester:
+            self._record_denial(call, exc, rh=rh, sh=_chain(call.shs) if batches else "")
+        _measure(call, DENY, exc.reason.value)
+
     def _bug(self, context: grpc.ServicerContext, call: _Call, exc: Exception) -> None:
+        if not context.is_active():
+            # The caller left (cancel, deadline) and reading or writing the call failed.
+            self._fail(context, call, self._caller_ended(context))
+            return
         # Type and place only: an exception's message may quote request data.
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         log.error(
@@ -387,14 +457,15 @@ class ExchangeService:
 
         def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
             call = _Call(method)
-            with _server_span(method, context):
+            with _server_span(method, context), disclosure.watching(call.read):
                 try:
+                    parsed = _try_parse(message_type, raw)
+                    call.named = disclosure.named(parsed)
                     claims = self._authenticate(call, context, raw)
-                    request = _parse(message_type, raw)
+                    request = parsed if parsed is not None else _parse(message_type, raw)
                     purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
                     grant = self._authorize(call, claims, purpose)
                     ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
-                    call.subjects = self._subjects(subject_of, request)
                     fields = grant.fields
                     if grant.consent_based:
                         with tracing.span("jisr.consent"):
@@ -430,8 +501,10 @@ class ExchangeService:
             call = _Call(method)
             with _server_span(method, context):
                 try:
+                    parsed = _try_parse(message_type, raw)
+                    call.named = disclosure.named(parsed)
                     claims = self._authenticate(call, context, raw)
-                    request = _parse(message_type, raw)
+                    request = parsed if parsed is not None else _parse(message_type, raw)
                     purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
                     grant = self._authorize(call, claims, purpose)
                     ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
@@ -450,20 +523,13 @@ class ExchangeService:
                     self._done(call, PERMIT, audit)
                 except ExchangeError as exc:
                     self._fail(context, call, exc)
+                except GeneratorExit:
+                    self._abandoned(context, call)
+                    raise
                 except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
                     self._bug(context, call, exc)
 
         return grpc.unary_stream_rpc_method_handler(handle)
-
-    def _subjects(self, subject_of: Callable[[Req], Key] | None, request: Req) -> tuple[str, ...]:
-        """The request's subject as a keyed hash (nothing if it is malformed or absent)."""
-        recorder = self.security.audit
-        if recorder is None or subject_of is None:
-            return ()
-        try:
-            return recorder.subjects([subject_of(request)])
-        except ExchangeError:
-            return ()
 
     def _consent(
         self,
@@ -500,6 +566,8 @@ class ExchangeService:
                                 raw=raw,
                                 context=context,
                             )
+                    call.named = []  # the close names no subject
+                    call.read.clear()
                     rh, sh = _chain(call.rhs), _chain(call.shs)
                     audit = self._audit(call, PERMIT, rh=rh, sh=sh, subjects=())
                     receipt = self._receipt(
@@ -509,6 +577,9 @@ class ExchangeService:
                     self._done(call, PERMIT, audit)
                 except ExchangeError as exc:
                     self._fail(context, call, exc)
+                except GeneratorExit:
+                    self._abandoned(context, call)
+                    raise
                 except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
                     self._bug(context, call, exc)
 
@@ -525,6 +596,23 @@ class ExchangeService:
         context: grpc.ServicerContext,
     ) -> bytes:
         """Check one envelope's signature, decide its subjects, sign its results."""
+        call.named = _batch_subjects(raw)
+        call.read.clear()
+        with disclosure.watching(call.read):
+            return self._decide_batch(
+                call=call, claims=claims, grant=grant, seq=seq, raw=raw, context=context
+            )
+
+    def _decide_batch(
+        self,
+        *,
+        call: _Call,
+        claims: RequestClaims,
+        grant: Grant,
+        seq: int,
+        raw: bytes,
+        context: grpc.ServicerContext,
+    ) -> bytes:
         try:
             if seq == 0:
                 check_body(claims.rh, raw)
@@ -547,11 +635,6 @@ class ExchangeService:
         screen = None
         if grant.consent_based:
             screen = self._screen(grant, ctx, permits)
-        recorder = self.security.audit
-        subjects: tuple[str, ...] = ()
-        if recorder is not None:
-            keys = [_subject_key(s) for s in batch.subjects]
-            subjects = recorder.subjects(k for k in keys if k is not None)
         results = self.exchange.verify_batch(batch, seq, ctx, screen)
         withheld: set[str] = set()
         for index, result in enumerate(results.results):
@@ -567,9 +650,7 @@ class ExchangeService:
         body = results.SerializeToString()
         sh = body_hash(body)
         failures = sorted({_reason_of(r.error) for r in results.results if r.HasField("error")})
-        audit = self._audit(
-            call, PERMIT, rh=rh, sh=sh, part=seq + 1, subjects=subjects, reason=",".join(failures)
-        )
+        audit = self._audit(call, PERMIT, rh=rh, sh=sh, part=seq + 1, reason=",".join(failures))
         call.rhs.append(rh)
         call.shs.append(sh)
         receipt = self._receipt(call, PERMIT, rh=rh, sh=sh, seq=seq, audit=audit)
@@ -670,11 +751,17 @@ def _disclose(response: Message, field_name: str | None, fields: FieldTree) -> N
     mask.paths.extend(withheld)
 
 
-def _subject_key(subject: pb.Subject) -> Key | None:
-    try:
-        return validation.subject(subject)
-    except ExchangeError:
-        return None
+def _batch_subjects(raw: bytes) -> list[disclosure.Named]:
+    """The identifiers of one batch envelope, read before its signature is checked (for
+    the record of whatever comes); nothing if the bytes are not a batch."""
+    envelope = _try_parse(pb.VerifyEligibilityBatchRequest, raw)
+    batch = _try_parse(pb.EligibilityBatch, envelope.batch) if envelope is not None else None
+    return disclosure.subjects(batch.subjects) if batch is not None else []
+
+
+def _is_stream(method: str) -> bool:
+    """Streams sign and record per batch (their receipts chain the batches' hashes)."""
+    return method == f"/{SERVICE}/VerifyEligibilityBatch"
 
 
 def _reason_of(status: status_pb2.Status) -> str:

@@ -16,6 +16,7 @@ from gateway.audit.record import AuditRecord, subject_hash
 from gateway.audit.writer import AuditWriter
 
 KEY_FILE = "audit.key"
+MALFORMED = "malformed:"  # prefix of the hash of an identifier that is not well formed
 
 
 def load_or_create_key(pki_dir: Path) -> bytes:
@@ -47,6 +48,14 @@ class AuditRecorder:
 
     def subject(self, kind: str, value: str) -> str:
         return subject_hash(self._key, kind, value)
+
+    def malformed(self, kind: str, text: str) -> str:
+        """The keyed hash of an identifier that is not well formed, marked as such.
+
+        A probe with a mistyped or made-up id is still a probe: the record names it, by
+        the hash of its raw text (under another label than a valid id's, so the two can
+        never be confused), prefixed `malformed:`."""
+        return MALFORMED + subject_hash(self._key, f"raw-{kind}", text)
 
     def record(
         self,

@@ -21,8 +21,10 @@ from gateway.audit.record import AuditRecord, Checkpoint
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import AuditStore, Query
 from gateway.errors import ExchangeError, Reason, invalid
+from gateway.exchange import fetch_or_unavailable
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.policy import Policy
+from gateway.registries import Registries
 from gateway.service import ExchangeService
 
 SERVICE = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
@@ -94,11 +96,13 @@ class AuditTrailService:
         recorder: AuditRecorder,
         policy: Policy,
         jwks: Mapping[str, Any],
+        registries: Registries | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.policy = policy
         self.jwks = jwks
+        self.registries = registries
 
     def _scope(self, caller: str) -> str | None:
         """None: the caller sees every record (regulator); else only its own requests."""
@@ -192,15 +196,14 @@ class AuditTrailService:
             raise _denied("only a citizen portal or the regulator may ask an access report")
         if not request.HasField("subject"):
             raise invalid(Reason.MISSING_SUBJECT, "subject is required", "subject")
-        query = Query(
-            subject=self._subject(request),
-            since_us=_us(request.since, request.HasField("since"), "since"),
-        )
-        entries: list[apb.AccessEntry] = []
-        token = ""
-        for _ in range(100):
-            records, token = self.store.query(query, MAX_PAGE, token)
-            entries.extend(
+        since = _us(request.since, request.HasField("since"), "since")
+        found: dict[str, AuditRecord] = {}
+        for subject in self._report_subjects(request.subject, ctx):
+            for record in self._all(Query(subject=subject, since_us=since)):
+                found[record.record_id] = record
+        ordered = sorted(found.values(), key=lambda r: (r.at_us, r.node, r.seq), reverse=True)
+        return apb.AccessReportResponse(
+            entries=[
                 apb.AccessEntry(
                     institution=r.requester,
                     purpose=r.purpose,
@@ -209,11 +212,29 @@ class AuditTrailService:
                     fields=r.fields,
                     decision=r.decision,
                 )
-                for r in records
-            )
+                for r in ordered
+            ]
+        )
+
+    def _report_subjects(self, subject: Any, ctx: FetchContext) -> list[str]:
+        """A person's report covers the person and their household: an exchange about the
+        household disclosed its members' data (docs/audit.md, "What a report covers")."""
+        kind, key = validation.subject(subject)
+        hashes = [self.recorder.subject(kind, key)]
+        if kind == "idcs" and self.registries is not None:
+            link = fetch_or_unavailable(self.registries.memberships, [key], ctx).get(key)
+            if link is not None:
+                hashes.append(self.recorder.subject("household_id", link.household_id))
+        return hashes
+
+    def _all(self, query: Query) -> Iterator[AuditRecord]:
+        """Every record a query matches, page after page (at most 100 pages)."""
+        token = ""
+        for _ in range(100):
+            records, token = self.store.query(query, MAX_PAGE, token)
+            yield from records
             if not token:
-                break
-        return apb.AccessReportResponse(entries=entries)
+                return
 
     def handler(self, secure: ExchangeService) -> grpc.GenericRpcHandler:
         """AuditTrail behind `secure`'s authentication, policy and audit."""

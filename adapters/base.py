@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 from gateway.pb.jisr.v1 import records_pb2
@@ -28,24 +29,57 @@ ENROLMENT = RecordKind.RECORD_KIND_ENROLMENT
 MAX_KEYS_PER_FETCH = 5000
 
 
+# Time kept back from the caller's deadline for what the gateway does after its lookups
+# (decide, write the audit record, sign the receipt, answer): a tenth of the caller's
+# budget, and at least 50 ms, so the caller hears the gateway's own BACKEND_TIMEOUT
+# with a receipt instead of its library's bare DEADLINE_EXCEEDED.
+ANSWER_MARGIN_FRACTION = 0.1
+MIN_ANSWER_MARGIN_S = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class FetchContext:
-    """What an adapter may know about the exchange it serves (never the subject)."""
+    """What an adapter may know about the exchange it serves (never the subject).
+
+    Built with the caller's remaining seconds (`timeout`), it turns them once into an
+    absolute monotonic instant (`fetch_by`), so lookups made one after another share the
+    caller's budget instead of each getting all of it."""
 
     purpose: str
-    # Seconds left for the whole exchange; remote adapters use it as their deadline.
+    # Seconds the caller had left when the exchange started (None: no deadline).
     timeout: float | None = None
     # The requesting institution (from its certificate), for backends that log it.
     requester: str = ""
+    # Monotonic instant by which every lookup must have ended: the caller's deadline less
+    # the answer margin. Derived from `timeout`; None when the caller set no deadline.
+    fetch_by: float | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None:
+            margin = max(MIN_ANSWER_MARGIN_S, self.timeout * ANSWER_MARGIN_FRACTION)
+            object.__setattr__(self, "fetch_by", time.monotonic() + self.timeout - margin)
+
+    def time_left(self) -> float | None:
+        """Seconds a lookup starting now may take (<= 0: none); None without a deadline."""
+        if self.fetch_by is None:
+            return None
+        return self.fetch_by - time.monotonic()
 
 
 class AdapterError(Exception):
-    """The institution could not answer; the exchange fails with UNAVAILABLE."""
+    """The institution could not answer; the exchange fails with UNAVAILABLE.
 
-    def __init__(self, institution: str, detail: str, *, timed_out: bool = False) -> None:
+    `timed_out`: it did not answer in time (BACKEND_TIMEOUT). `invalid`: it answered
+    outside the contract (BACKEND_INVALID). The message names the institution and at most
+    a field, never a value: it may reach logs."""
+
+    def __init__(
+        self, institution: str, detail: str, *, timed_out: bool = False, invalid: bool = False
+    ) -> None:
         super().__init__(f"{institution}: {detail}")
         self.institution = institution
         self.timed_out = timed_out
+        self.invalid = invalid
 
 
 class Adapter(Protocol):

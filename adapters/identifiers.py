@@ -33,9 +33,25 @@ def make_idcs(body: str) -> str:
     return body + luhn_digit(body)
 
 
+# Luhn over all ten digits at once: from the right, the check digit counts as it is and
+# every second digit is doubled (its digits summed); valid when the total ends in 0.
+_PLAIN = {str(d): d for d in range(10)}
+_DOUBLED = {str(d): 2 * d if d < 5 else 2 * d - 9 for d in range(10)}
+
+
 def is_valid_idcs(value: str) -> bool:
-    """True for 10 ASCII digits whose last is the Luhn check digit of the first nine."""
-    return _IDCS.fullmatch(value) is not None and luhn_digit(value[:9]) == value[9]
+    """True for 10 ASCII digits whose last is the Luhn check digit of the first nine.
+
+    Table lookups rather than luhn_digit's loop: every IDCS a remote backend returns is
+    checked (adapters/record_checks.py), some 5,000 per 1,000-subject batch."""
+    if _IDCS.fullmatch(value) is None:
+        return False
+    p, d = _PLAIN, _DOUBLED
+    total = (
+        d[value[0]] + p[value[1]] + d[value[2]] + p[value[3]] + d[value[4]]
+        + p[value[5]] + d[value[6]] + p[value[7]] + d[value[8]] + p[value[9]]
+    )  # fmt: skip
+    return total % 10 == 0
 
 
 def is_valid_household_id(value: str) -> bool:

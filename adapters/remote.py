@@ -1,24 +1,25 @@
-"""Remote transport: an institution's records fetched from its MinistryBackend over gRPC."""
+"""Remote transport: an institution's records fetched from its MinistryBackend over gRPC.
+
+Each call gets what is left of the caller's deadline (less the gateway's answer margin,
+adapters/base.py), and each answer is checked against the contract before it is used
+(adapters/record_checks.py): the backend is another institution's system.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import grpc
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
+from adapters.record_checks import RecordInvalid, records_by_key
 from gateway import tracing
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
 BACKEND = backend_pb2.DESCRIPTOR.services_by_name["MinistryBackend"].full_name
-_FIELD_OF_KIND = {
-    RecordKind.RECORD_KIND_PERSON: ("person", "idcs"),
-    RecordKind.RECORD_KIND_MEMBERSHIP: ("membership", "idcs"),
-    RecordKind.RECORD_KIND_HOUSEHOLD: ("household", "household_id"),
-    RecordKind.RECORD_KIND_COVERAGE: ("coverage", "idcs"),
-    RecordKind.RECORD_KIND_ENROLMENT: ("enrolment", "household_id"),
-}
+log = logging.getLogger("jisr.remote")
 
 
 class RemoteAdapter:
@@ -52,42 +53,61 @@ class RemoteAdapter:
             raise AdapterError(self._institution, f"holds no {RecordKind.Name(kind)} records")
         if not keys:
             return {}
-        timeout = self._default_timeout
-        if ctx.timeout is not None:
-            timeout = min(timeout, ctx.timeout)
-        field, key_field = _FIELD_OF_KIND[kind]
         found: dict[str, RecordMessage] = {}
         for start in range(0, len(keys), MAX_KEYS_PER_FETCH):
-            request = backend_pb2.FetchRecordsRequest(
-                kind=kind, keys=keys[start : start + MAX_KEYS_PER_FETCH], purpose=ctx.purpose
-            )
+            part = keys[start : start + MAX_KEYS_PER_FETCH]
+            response = self._call(kind, part, ctx)
             try:
-                with tracing.span(
-                    f"{BACKEND}/FetchRecords",
-                    kind=tracing.CLIENT,
-                    attributes={
-                        "rpc.system": "grpc",
-                        "rpc.service": BACKEND,
-                        "rpc.method": "FetchRecords",
-                        "jisr.institution": self._institution,
+                found.update(records_by_key(kind, response.records, frozenset(part)))
+            except RecordInvalid as exc:
+                # Field and problem only: the values are personal data.
+                log.warning(
+                    "backend answer outside the contract",
+                    extra={
+                        "institution": self._institution,
+                        "record_kind": RecordKind.Name(kind),
+                        "field": exc.where,
+                        "problem": exc.problem,
                     },
-                ):
-                    response = self._stub.FetchRecords(
-                        request, timeout=timeout, metadata=tracing.outgoing()
-                    )
-            except grpc.RpcError as exc:
-                code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-                raise AdapterError(
-                    self._institution,
-                    f"backend answered {code.name}",
-                    timed_out=code is grpc.StatusCode.DEADLINE_EXCEEDED,
-                ) from exc
-            for record in response.records:
-                if record.WhichOneof("record") != field:
-                    raise AdapterError(self._institution, "backend sent a record of another kind")
-                message: RecordMessage = getattr(record, field)
-                found[getattr(message, key_field)] = message
+                )
+                raise AdapterError(self._institution, f"invalid {exc}", invalid=True) from exc
         return found
+
+    def _call(
+        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+    ) -> backend_pb2.FetchRecordsResponse:
+        """One FetchRecords within the caller's remaining time, or BACKEND_TIMEOUT at once."""
+        timeout = self._default_timeout
+        left = ctx.time_left()
+        if left is not None:
+            if left <= 0:
+                raise AdapterError(
+                    self._institution, "no time left before the caller's deadline", timed_out=True
+                )
+            timeout = min(timeout, left)
+        request = backend_pb2.FetchRecordsRequest(kind=kind, keys=keys, purpose=ctx.purpose)
+        try:
+            with tracing.span(
+                f"{BACKEND}/FetchRecords",
+                kind=tracing.CLIENT,
+                attributes={
+                    "rpc.system": "grpc",
+                    "rpc.service": BACKEND,
+                    "rpc.method": "FetchRecords",
+                    "jisr.institution": self._institution,
+                },
+            ):
+                response: backend_pb2.FetchRecordsResponse = self._stub.FetchRecords(
+                    request, timeout=timeout, metadata=tracing.outgoing()
+                )
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            raise AdapterError(
+                self._institution,
+                f"backend answered {code.name}",
+                timed_out=code is grpc.StatusCode.DEADLINE_EXCEEDED,
+            ) from exc
+        return response
 
     def close(self) -> None:
         self._channel.close()

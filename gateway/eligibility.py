@@ -4,11 +4,17 @@ No I/O here: the exchange gathers the facts, this module only judges them, so ev
 can be tested exhaustively and explained to a citizen (reason codes, threshold version and
 its legal reference). "Below the threshold" is strict: a score equal to the threshold is
 not eligible (docs/eligibility.md).
+
+Every decision cites the threshold version in force on its date, the refusals a subject's
+own state settles (deceased, not in the RSU) included: the citizen and the auditor read
+which rules were in force whatever the outcome. A score that is not a finite number is
+never judged: -inf is "below" every threshold and NaN below none.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -44,16 +50,32 @@ class Decision:
     threshold: Threshold | None
 
 
-def refuse(reason: ReasonCode.ValueType) -> Decision:
-    """A decision the subject's own state settles before any household rule applies."""
-    return Decision(eligible=False, reasons=(reason,), threshold=None)
+class UndecidableScoreError(ValueError):
+    """The household's score is not a finite number: no decision can be made from it.
+
+    Records are checked at the boundary (adapters/record_checks.py); reaching this is a
+    gateway fault, so it is raised rather than turned into a refusal."""
+
+
+def refuse(programme: Programme, reason: ReasonCode.ValueType, as_of: dt.date) -> Decision:
+    """A refusal the subject's own state settles before any household rule applies.
+
+    It cites the threshold version in force on `as_of` like any decision; with none in
+    force, PROGRAMME_NOT_IN_FORCE follows the subject's reason, so a decision without a
+    threshold version always says why."""
+    threshold = programme.threshold_on(as_of)
+    reasons = (reason,) if threshold is not None else (reason, NOT_IN_FORCE)
+    return Decision(eligible=False, reasons=reasons, threshold=threshold)
 
 
 def decide(programme: Programme, household: HouseholdFacts, as_of: dt.date) -> Decision:
     """Judge one household against `programme` as in force on `as_of`."""
+    if not math.isfinite(household.score):
+        # Never the value in the message: the score is personal data.
+        raise UndecidableScoreError("household score is not a finite number")
     threshold = programme.threshold_on(as_of)
     if threshold is None:
-        return refuse(NOT_IN_FORCE)
+        return Decision(eligible=False, reasons=(NOT_IN_FORCE,), threshold=None)
     reasons = [SCORE_BELOW if household.score < threshold.value else SCORE_ABOVE]
     if programme.needs_coverage:
         other = has_other_coverage(household.coverage_schemes, programme.ignored_coverage_schemes)

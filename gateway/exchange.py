@@ -205,9 +205,11 @@ class Exchange:
             if person is None:
                 outcomes[index] = not_found("no person with this IDCS")
             elif person.vital_status == DEAD:
-                outcomes[index] = self._decision(programme, refuse(DECEASED), as_of, "")
+                refusal = refuse(programme, DECEASED, as_of)
+                outcomes[index] = self._decision(programme, refusal, as_of, "")
             elif value not in links:
-                outcomes[index] = self._decision(programme, refuse(NOT_IN_RSU), as_of, "")
+                refusal = refuse(programme, NOT_IN_RSU, as_of)
+                outcomes[index] = self._decision(programme, refusal, as_of, "")
             else:
                 pending.append(_Pending(index, links[value].household_id, by_member=True))
         return pending
@@ -271,15 +273,23 @@ def fetch_or_unavailable(
     keys: Sequence[str],
     ctx: FetchContext,
 ) -> Mapping[str, V]:
-    """Run an adapter lookup, turning an institution's failure into UNAVAILABLE."""
+    """Run an adapter lookup, turning an institution's failure into UNAVAILABLE.
+
+    An answer outside the contract is a failure too (BACKEND_INVALID), never a decision:
+    nothing of it is used, and the message names the institution only."""
     try:
         return fetch(keys, ctx)
     except AdapterError as exc:
-        reason = Reason.BACKEND_TIMEOUT if exc.timed_out else Reason.BACKEND_UNAVAILABLE
+        if exc.invalid:
+            reason, message = Reason.BACKEND_INVALID, "answered outside its contract"
+        elif exc.timed_out:
+            reason, message = Reason.BACKEND_TIMEOUT, "did not answer in time"
+        else:
+            reason, message = Reason.BACKEND_UNAVAILABLE, "did not answer"
         raise ExchangeError(
             grpc.StatusCode.UNAVAILABLE,
             reason,
-            f"{exc.institution} did not answer; retry later",
+            f"{exc.institution} {message}; retry later",
             {"institution": exc.institution},
         ) from exc
 

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+
+import pytest
 
 from gateway.eligibility import (
+    DECEASED,
     NO_OTHER_AMO,
     NOT_IN_FORCE,
+    NOT_IN_RSU,
     OTHER_AMO,
     SCORE_ABOVE,
     SCORE_BELOW,
     HouseholdFacts,
+    UndecidableScoreError,
     decide,
+    refuse,
 )
+from gateway.pb.jisr.v1.registry_pb2 import ReasonCode
 from gateway.programmes import load_default, parse
 
 CATALOGUE = load_default()
@@ -90,3 +98,28 @@ legal_reference = "Décret 2"
     assert (old.eligible, old.threshold and old.threshold.version) == (False, "V1")
     assert (new.eligible, new.threshold and new.threshold.version) == (True, "V2")
     assert decide(programme, facts, dt.date(2024, 12, 31)).threshold is not None
+
+
+@pytest.mark.parametrize("score", [-math.inf, math.inf, math.nan])
+def test_a_score_that_is_not_a_finite_number_is_never_decided(score: float) -> None:
+    """-inf would be "below" every threshold (eligible), NaN below none."""
+    with pytest.raises(UndecidableScoreError) as err:
+        decide(AMOT, HouseholdFacts(score), DAY)
+    assert str(score) not in str(err.value)
+
+
+@pytest.mark.parametrize("reason", [DECEASED, NOT_IN_RSU])
+def test_a_refusal_for_the_subjects_own_state_cites_the_threshold_in_force(
+    reason: ReasonCode.ValueType,
+) -> None:
+    decision = refuse(ASD, reason, DAY)
+    assert not decision.eligible
+    assert decision.reasons == (reason,)
+    assert decision.threshold == ASD.threshold_on(DAY)
+    assert decision.threshold is not None
+
+
+def test_a_refusal_when_no_threshold_is_in_force_also_says_the_programme_is_not_in_force() -> None:
+    decision = refuse(ASD, DECEASED, dt.date(2023, 11, 30))
+    assert decision.reasons == (DECEASED, NOT_IN_FORCE)
+    assert decision.threshold is None

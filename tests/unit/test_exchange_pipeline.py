@@ -4,6 +4,7 @@ the real adapters are exercised by tests/integration)."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +22,8 @@ from adapters.base import (
     RecordMessage,
 )
 from adapters.identifiers import make_idcs
-from gateway.errors import ExchangeError
+from gateway.eligibility import UndecidableScoreError
+from gateway.errors import ExchangeError, Reason
 from gateway.exchange import Exchange
 from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1 import registry_pb2 as pb
@@ -41,6 +43,8 @@ class MemoryAdapter:
     records: dict[int, dict[str, RecordMessage]]
     calls: list[tuple[int, int]] = field(default_factory=list)
     down: bool = False
+    # Raised by every lookup when set: how the institution fails.
+    fault: AdapterError | None = None
 
     @property
     def kinds(self) -> frozenset[RecordKind.ValueType]:
@@ -51,6 +55,8 @@ class MemoryAdapter:
     ) -> Mapping[str, RecordMessage]:
         if self.down:
             raise AdapterError(self.institution, "down")
+        if self.fault is not None:
+            raise self.fault
         self.calls.append((kind, len(keys)))
         table = self.records[kind]
         return {k: table[k] for k in keys if k in table}
@@ -140,3 +146,90 @@ def test_unary_verify_raises_the_item_error() -> None:
     with pytest.raises(ExchangeError) as err:
         exchange.verify(request, CTX)
     assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (AdapterError("ALL", "invalid household.score", invalid=True), Reason.BACKEND_INVALID),
+        (AdapterError("ALL", "no time left", timed_out=True), Reason.BACKEND_TIMEOUT),
+        (AdapterError("ALL", "backend answered UNAVAILABLE"), Reason.BACKEND_UNAVAILABLE),
+    ],
+    ids=["invalid", "timed-out", "down"],
+)
+def test_an_institutions_failure_is_unavailable_with_its_reason_and_name_never_a_decision(
+    fault: AdapterError, reason: Reason
+) -> None:
+    exchange, adapter, members = _world(3)
+    adapter.fault = fault
+    results = exchange.verify_batch(_batch(members), 0, CTX).results
+    assert all(r.HasField("error") for r in results)
+    request = pb.VerifyEligibilityRequest(
+        purpose="TEST", subject=pb.Subject(household_id="H000000000"), programme="ASD"
+    )
+    with pytest.raises(ExchangeError) as err:
+        exchange.verify(request, CTX)
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert err.value.reason == reason
+    assert err.value.metadata == {"institution": "ALL"}
+    assert results[0].error == err.value.to_status()
+
+
+DECEASED_IDCS = make_idcs("900000001")
+UNREGISTERED_IDCS = make_idcs("900000002")
+# Subjects of _world(3) under AMOT: H0 scores 9.0 without other coverage, H2 scores 9.6.
+DECISION_PATHS = {
+    "eligible": ("H000000000", pb.REASON_CODE_SCORE_BELOW_THRESHOLD),
+    "not-eligible": ("H000000002", pb.REASON_CODE_SCORE_ABOVE_THRESHOLD),
+    "deceased": (DECEASED_IDCS, pb.REASON_CODE_SUBJECT_DECEASED),
+    "not-in-rsu": (UNREGISTERED_IDCS, pb.REASON_CODE_NOT_REGISTERED_IN_RSU),
+}
+
+
+def _world_with_persons_outside_households() -> Exchange:
+    exchange, adapter, _ = _world(3)
+    people = adapter.records[PERSON]
+    people[DECEASED_IDCS] = rec.PersonRecord(
+        idcs=DECEASED_IDCS, vital_status=rec.VITAL_STATUS_DECEASED
+    )
+    people[UNREGISTERED_IDCS] = rec.PersonRecord(
+        idcs=UNREGISTERED_IDCS, vital_status=rec.VITAL_STATUS_ALIVE
+    )
+    return exchange
+
+
+@pytest.mark.parametrize("mode", ["unary", "batch"])
+@pytest.mark.parametrize("path", list(DECISION_PATHS))
+def test_every_decision_carries_the_threshold_version_and_legal_reference_in_force(
+    path: str, mode: str
+) -> None:
+    """The README promises both on every decision, refusals for the subject's own state
+    (deceased, outside the RSU) included."""
+    exchange = _world_with_persons_outside_households()
+    subject, first_reason = DECISION_PATHS[path]
+    if mode == "unary":
+        request = pb.VerifyEligibilityRequest(
+            purpose="TEST", subject=_batch([subject]).subjects[0], programme="AMOT"
+        )
+        request.as_of.year, request.as_of.month, request.as_of.day = 2025, 1, 1
+        decision = exchange.verify(request, CTX).decision
+    else:
+        decision = exchange.verify_batch(_batch([subject]), 0, CTX).results[0].decision
+    threshold = load_default().programmes["AMOT"].threshold_on(DAY)
+    assert threshold is not None
+    assert (decision.eligible, decision.reasons[0]) == (path == "eligible", first_reason)
+    assert decision.threshold_version == threshold.version
+    assert decision.legal_reference == threshold.legal_reference
+    assert decision.legal_reference
+
+
+@pytest.mark.parametrize("score", [-math.inf, math.nan])
+def test_a_non_finite_score_from_an_unchecked_registry_is_never_decided(score: float) -> None:
+    """Defence in depth: embedded records are not checked like remote ones, and the rule
+    itself refuses to judge (a gateway fault, reported as INTERNAL by the service)."""
+    exchange, adapter, _ = _world(1)
+    household = adapter.records[HOUSEHOLD]["H000000000"]
+    assert isinstance(household, rec.HouseholdRecord)
+    household.score = score
+    with pytest.raises(UndecidableScoreError):
+        exchange.verify_batch(_batch(["H000000000"]), 0, CTX)

@@ -36,6 +36,13 @@ class Config:
     listen: str = "127.0.0.1:50051"
     workers: int = 4
     grace_s: float = 10.0
+    # What one partner may hold (gateway/door.py, docs/security.md "Limits").
+    stream_workers: int = 8  # threads for batch streams (each open stream holds one)
+    request_timeout_s: float = 10.0  # a request message must arrive within this
+    stream_idle_s: float = 60.0  # a batch stream's next batch must arrive within this
+    calls_per_institution: int = 256  # calls open at once (arrived or not)
+    streams_per_institution: int = 2  # batch streams open at once
+    max_message_bytes: int = 1024 * 1024  # one request message
     data_dir: Path = Path("var")
     # Where the gateway writes (consents on SQLite); None: data_dir.
     state_dir: Path | None = None
@@ -76,7 +83,7 @@ def _from_file(path: Path) -> Config:
     server = _section(doc, "server", path)
     data = _section(doc, "data", path)
     security = _section(doc, "security", path)
-    _only(server, {"listen", "workers", "grace_seconds"}, f"{path}: [server]")
+    _only(server, _SERVER_KEYS, f"{path}: [server]")
     _only(data, {"dir", "programmes", "state_dir"}, f"{path}: [data]")
     _only(security, {"pki_dir", "policy", "insecure_plaintext"}, f"{path}: [security]")
     plaintext = security.get("insecure_plaintext", False)
@@ -91,10 +98,23 @@ def _from_file(path: Path) -> Config:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
         institutions[name] = _transport(raw, where)
+    where = f"{path}: [server]"
     return Config(
-        listen=_str(server, "listen", config.listen, f"{path}: [server]"),
-        workers=_int(server, "workers", config.workers, f"{path}: [server]"),
-        grace_s=float(_int(server, "grace_seconds", int(config.grace_s), f"{path}: [server]")),
+        listen=_str(server, "listen", config.listen, where),
+        workers=_int(server, "workers", config.workers, where),
+        grace_s=float(_int(server, "grace_seconds", int(config.grace_s), where)),
+        stream_workers=_int(server, "stream_workers", config.stream_workers, where),
+        request_timeout_s=float(
+            _int(server, "request_timeout_seconds", int(config.request_timeout_s), where)
+        ),
+        stream_idle_s=float(_int(server, "stream_idle_seconds", int(config.stream_idle_s), where)),
+        calls_per_institution=_int(
+            server, "max_calls_per_institution", config.calls_per_institution, where
+        ),
+        streams_per_institution=_int(
+            server, "max_streams_per_institution", config.streams_per_institution, where
+        ),
+        max_message_bytes=_int(server, "max_message_bytes", config.max_message_bytes, where),
         data_dir=base / _str(data, "dir", str(config.data_dir), f"{path}: [data]"),
         programmes=_optional_path(base, data, "programmes", f"{path}: [data]"),
         state_dir=_optional_path(base, data, "state_dir", f"{path}: [data]"),
@@ -103,6 +123,19 @@ def _from_file(path: Path) -> Config:
         insecure_plaintext=plaintext,
         institutions=institutions,
     )
+
+
+_SERVER_KEYS = {
+    "listen",
+    "workers",
+    "grace_seconds",
+    "stream_workers",
+    "request_timeout_seconds",
+    "stream_idle_seconds",
+    "max_calls_per_institution",
+    "max_streams_per_institution",
+    "max_message_bytes",
+}
 
 
 def _optional_path(base: Path, table: Mapping[str, Any], key: str, where: str) -> Path | None:
@@ -135,6 +168,16 @@ def _whole(env: Mapping[str, str], name: str) -> int:
     return _int(env, name, 0, "environment")
 
 
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    try:
+        value = float(env[name])
+    except ValueError:
+        raise ConfigError(f"environment: {name}: must be a number of seconds") from None
+    if not 0 < value < 86_400:
+        raise ConfigError(f"environment: {name}: must be between 0 and 86400 seconds")
+    return value
+
+
 def _path(env: Mapping[str, str], name: str) -> Path:
     return Path(env[name])
 
@@ -147,6 +190,12 @@ def _text(env: Mapping[str, str], name: str) -> str:
 _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_LISTEN": ("listen", _text),
     "JISR_WORKERS": ("workers", _whole),
+    "JISR_STREAM_WORKERS": ("stream_workers", _whole),
+    "JISR_REQUEST_TIMEOUT_SECONDS": ("request_timeout_s", _seconds),
+    "JISR_STREAM_IDLE_SECONDS": ("stream_idle_s", _seconds),
+    "JISR_MAX_CALLS_PER_INSTITUTION": ("calls_per_institution", _whole),
+    "JISR_MAX_STREAMS_PER_INSTITUTION": ("streams_per_institution", _whole),
+    "JISR_MAX_MESSAGE_BYTES": ("max_message_bytes", _whole),
     "JISR_DATA_DIR": ("data_dir", _path),
     "JISR_STATE_DIR": ("state_dir", _path),
     "JISR_PROGRAMMES": ("programmes", _path),

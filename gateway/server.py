@@ -7,10 +7,13 @@ generator on the same two cores, aio can do better (docs/performance.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import socket
+import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from types import FrameType
 from typing import Protocol
 
 import grpc
+from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -42,6 +46,7 @@ from gateway.config import Config
 from gateway.consent_gate import ConsentGate
 from gateway.consent_service import SERVICE as CONSENT_SERVICE
 from gateway.consent_service import ConsentRegistryService
+from gateway.door import Door, Limits, run_loop
 from gateway.exchange import Exchange
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.receipts import ReceiptSigner
@@ -54,6 +59,21 @@ GATEWAY_CLIENT = "JISR"
 log = logging.getLogger("jisr.server")
 
 
+class StateStoreError(OSError):
+    """The consent or audit store cannot be opened or migrated (a read-only directory, a
+    database that refuses): one line naming where, never a traceback."""
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """The database drivers' errors; PostgreSQL's only if its driver is loaded (an
+    embedded deployment never imports it)."""
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
 class Closer(Protocol):
     def close(self) -> None: ...
 
@@ -62,17 +82,25 @@ class Closer(Protocol):
 class Running:
     """A started server, the port it got, and what to close after it stops."""
 
-    server: grpc.Server
     port: int
-    health: health.HealthServicer
+    drain: Callable[[float | None], None]  # refuse new calls, finish in-flight ones
     closers: list[Closer]
 
     def stop(self, grace: float | None) -> None:
         """Refuse new calls, let in-flight ones finish within `grace`, then close."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self.drain(grace)
         for item in self.closers:
             item.close()
+
+
+def _sync_drain(
+    server: grpc.Server, checker: health.HealthServicer
+) -> Callable[[float | None], None]:
+    def drain(grace: float | None) -> None:
+        checker.enter_graceful_shutdown()
+        server.stop(grace).wait()
+
+    return drain
 
 
 def backend_channel(config: Config, target: str) -> grpc.Channel:
@@ -109,7 +137,7 @@ def _grpc_server(workers: int) -> grpc.Server:
     )
 
 
-def _listen(server: grpc.Server, address: str, config: Config) -> int:
+def _listen(server: grpc.Server | aio.Server, address: str, config: Config) -> int:
     if config.insecure_plaintext:
         port: int = server.add_insecure_port(address)
     else:
@@ -164,6 +192,60 @@ def checkpoint_signer(pki_dir: Path) -> Callable[[Checkpoint], Checkpoint]:
     return lambda checkpoint: chain.sign_checkpoint(checkpoint, key, kid)
 
 
+def limits(config: Config) -> Limits:
+    """What one partner may hold (gateway/door.py), from the configuration."""
+    return Limits(
+        workers=config.workers,
+        stream_workers=config.stream_workers,
+        request_timeout_s=config.request_timeout_s,
+        stream_idle_s=config.stream_idle_s,
+        calls_per_institution=config.calls_per_institution,
+        streams_per_institution=config.streams_per_institution,
+        max_message_bytes=config.max_message_bytes,
+    )
+
+
+def _serve_aio(
+    config: Config, door: Door, handlers: list[grpc.GenericRpcHandler], services: list[str]
+) -> tuple[int, Callable[[float | None], None]]:
+    """The gateway's grpc.aio server on an event loop of its own thread: handlers behind
+    the door; health and reflection answered on the loop, needing no worker."""
+    loop, thread = run_loop()
+
+    async def build() -> tuple[aio.Server, int, health.aio.HealthServicer]:
+        server = aio.server(options=door.limits.server_options())
+        server.add_generic_rpc_handlers(tuple(door.wrap(h) for h in handlers))
+        checker = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        for name in ["", *services]:
+            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        port = _listen(server, config.listen, config)
+        await server.start()
+        return server, port, checker
+
+    try:
+        server, port, checker = asyncio.run_coroutine_threadsafe(build(), loop).result()
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        raise
+
+    async def stop(grace: float | None) -> None:
+        await checker.enter_graceful_shutdown()
+        await server.stop(grace)
+
+    def drain(grace: float | None) -> None:
+        asyncio.run_coroutine_threadsafe(stop(grace), loop).result()
+        door.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+    return port, drain
+
+
 def start_gateway(config: Config) -> Running:
     """Validate everything, then serve RegistryExchange on config.listen."""
     catalogue = (
@@ -174,19 +256,25 @@ def start_gateway(config: Config) -> Running:
     security = build_security(config)
     registries = Registries(build_adapters(config, registry))
     state_dir = config.state_dir or config.data_dir
-    store = open_store(config.database_url, state_dir)
+    where = "the database of JISR_DATABASE_URL" if config.database_url else str(state_dir)
+    try:
+        store = open_store(config.database_url, state_dir)
+        audit_store = open_audit_store(config.database_url, state_dir)
+        writer = AuditWriter(
+            audit_store,
+            node_id(),
+            checkpoint_signer(config.pki_dir),
+            checkpoint_every=config.audit_checkpoint_every,
+            checkpoint_seconds=config.audit_checkpoint_seconds,
+        )
+    except _store_errors() as exc:
+        raise StateStoreError(
+            f"{where}: cannot open the consent and audit stores ({exc}); the gateway needs"
+            " to write there"
+        ) from exc
     security.consent = ConsentGate(store, registries)
-    audit_store = open_audit_store(config.database_url, state_dir)
-    writer = AuditWriter(
-        audit_store,
-        node_id(),
-        checkpoint_signer(config.pki_dir),
-        checkpoint_every=config.audit_checkpoint_every,
-        checkpoint_seconds=config.audit_checkpoint_seconds,
-    )
     security.audit = AuditRecorder(writer, load_or_create_key(config.pki_dir))
     telemetry.observe_queue(lambda: writer.queue_depth)
-    server = _grpc_server(config.workers)
     exchange = ExchangeService(Exchange(registries, catalogue), security)
     consents = ConsentRegistryService(store, registries, security.policy, security.trust)
     trail = AuditTrailService(
@@ -196,17 +284,18 @@ def start_gateway(config: Config) -> Running:
         pki.gateway_jwks(config.pki_dir),
         registries,
     )
-    server.add_generic_rpc_handlers(
-        (exchange.handler(), consents.handler(exchange), trail.handler(exchange))
+    door = Door(limits(config), exchange.refused_at_door)
+    port, drain = _serve_aio(
+        config,
+        door,
+        [exchange.handler(), consents.handler(exchange), trail.handler(exchange)],
+        [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE],
     )
-    checker = _health_and_reflection(server, [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE])
-    port = _listen(server, config.listen, config)
-    server.start()
     # Closed in order after the drain: the writer flushes and checkpoints before its store.
     closers: list[Closer] = [registries, store, writer, audit_store]
     if registry is not None:
         closers.append(registry)
-    return Running(server, port, checker, closers)
+    return Running(port, drain, closers)
 
 
 def start_backend(
@@ -225,7 +314,7 @@ def start_backend(
     checker = _health_and_reflection(server, [name])
     port = _listen(server, listen, config)
     server.start()
-    return Running(server, port, checker, [registry])
+    return Running(port, _sync_drain(server, checker), [registry])
 
 
 def run_until_signalled(running: Running, grace: float, banner: str) -> None:

@@ -388,6 +388,13 @@ class ExchangeService:
         except ExchangeError as unrecorded:
             return unrecorded, ""
 
+    def refused_at_door(self, method: str, institution: str, error: ExchangeError) -> None:
+        """Record a refusal made before any request was read (gateway/door.py): a request
+        that never came, a message too large. No token was checked, so no receipt."""
+        call = _Call(method, requester=institution)
+        self._record_denial(call, error, rh="", sh="")
+        _measure(call, DENY, error.reason.value)
+
     def _hashes(self, call: _Call) -> tuple[str, ...]:
         """The audit record's subjects: every identifier the request named (a malformed one
         by the hash of its text, marked) and every household whose records were read."""

@@ -31,7 +31,7 @@ def _closing_record(target: str, pki_dir: Path, jti: str) -> apb.AccessRecord:
         while True:
             found = [
                 r
-                for r in _query(cndp, requester="DEMO", method=METHOD)
+                for r in _query(cndp, requester="DEMO", method=METHOD, page_size=20)
                 if r.jti == jti and r.part == 0
             ]
             if found or time.monotonic() > deadline:

@@ -1,0 +1,518 @@
+"""The door: where a call waits for its request, on the event loop, before it may hold a
+thread.
+
+The exchange pipeline is synchronous, CPU-bound Python (and blocks on the audit's group
+commit and on remote backends), so it runs on worker threads. On grpc's sync server a
+unary call takes its worker thread *before* its request message arrives: four
+headers-only calls from any certificate holder held every worker and stopped the gateway
+serving anyone, health checks included. Here the server is `grpc.aio`: a call costs a
+coroutine until its message is in, and only then is the pipeline handed to a worker.
+
+What no partner may hold, whatever it sends (docs/security.md, "Limits"):
+- a request must arrive within `request_timeout_s` of the call's headers (and a stream's
+  next batch within `stream_idle_s`): else DEADLINE_EXCEEDED REQUEST_TIMEOUT, recorded;
+- an institution has at most `calls_per_institution` calls open (arrived or not) and at
+  most `streams_per_institution` batch streams: else RESOURCE_EXHAUSTED TOO_MANY_CALLS;
+- an institution has at most as many unary calls *on workers* as there are workers: the
+  rest wait on the event loop, so one partner's flood queues behind itself, not in front
+  of the others; batch streams run on workers of their own;
+- a request message is at most `max_message_bytes`: else RESOURCE_EXHAUSTED
+  MESSAGE_TOO_LARGE, recorded (grpc itself refuses four times that, without details);
+- health checking and reflection answer on the event loop, needing no worker at all.
+
+The pipeline's code keeps the sync `grpc.ServicerContext` interface: `ThreadContext`
+stands in for it on the worker, and an abort there is carried back to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from grpc_status import rpc_status
+
+from gateway.errors import ExchangeError, Reason
+
+log = logging.getLogger("jisr.door")
+
+T = TypeVar("T")
+Trailers = tuple[tuple[str, str | bytes], ...]
+# What the door reports when it refuses a call before the pipeline runs: method, the
+# institution of the certificate, the refusal. The service records it in the audit.
+Refused = Callable[[str, str, ExchangeError], None]
+
+# grpc's own ceiling on a request message: this many times the documented limit, so that
+# between the two a partner gets MESSAGE_TOO_LARGE with details from the door.
+GRPC_CEILING_FACTOR = 4
+# Request metadata (the request token, traceparent, grpc's own headers): one fixed limit,
+# soft = hard, so grpc never refuses some calls and not others (its default soft limit
+# rejects at random between 8 and 16 KiB).
+MAX_METADATA_BYTES = 16 * 1024
+MAX_CONCURRENT_STREAMS = 100  # per HTTP/2 connection
+# How long a worker that read the end of a stream waits to learn whether it was the
+# caller's cancel (delivered just after) rather than a normal end; once per stream.
+SETTLE_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one institution may hold, and how long a request may take to arrive."""
+
+    workers: int = 4
+    stream_workers: int = 8
+    request_timeout_s: float = 10.0
+    stream_idle_s: float = 60.0
+    calls_per_institution: int = 256
+    streams_per_institution: int = 2
+    max_message_bytes: int = 1024 * 1024
+
+    def server_options(self) -> list[tuple[str, Any]]:
+        """grpc's own limits, set deliberately (docs/security.md, "Limits")."""
+        return [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", GRPC_CEILING_FACTOR * self.max_message_bytes),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+        ]
+
+
+class Aborted(Exception):  # noqa: N818 - the sync API's abort, carried to the loop
+    """`abort_with_status` called on a worker: the status to send from the loop."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: Trailers) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.trailers = trailers
+
+
+class CallerGone(Exception):  # noqa: N818 - what happened, not an error of ours
+    """The caller cancelled or its deadline passed while a worker read or wrote its call;
+    the pipeline records the end as the caller's (not a gateway fault)."""
+
+
+class ThreadContext:
+    """The sync `grpc.ServicerContext` calls the pipeline makes, on a worker thread."""
+
+    def __init__(self, context: aio.ServicerContext[Any, Any], loop: asyncio.AbstractEventLoop):
+        self._context = context
+        self._loop = loop
+        self._metadata = tuple(context.invocation_metadata() or ())
+        self._auth: dict[str, list[bytes]] = context.auth_context()
+        self.trailers: Trailers = ()
+        # Set on the loop when grpc cancels the call's handler (the caller cancelled, or
+        # its deadline passed): the worker cannot see it any other way.
+        self.gone = threading.Event()
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._auth
+
+    def invocation_metadata(self) -> Trailers:
+        return self._metadata
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._context.time_remaining()
+        return remaining
+
+    def is_active(self) -> bool:
+        remaining = self._context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return not (self.gone.is_set() or expired or self._context.done())
+
+    def _settled_active(self) -> bool:
+        """Whether the call is still alive once the loop has handled what it already
+        knows: a cancelled call's read returns EOF just before its handler is cancelled."""
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result()
+        self.gone.wait(SETTLE_S)
+        return self.is_active()
+
+    def set_trailing_metadata(self, metadata: Trailers) -> None:
+        self.trailers = tuple(metadata)
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        raise Aborted(status.code, status.details, tuple(status.trailing_metadata or ()))
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details, ())
+
+    def write(self, message: bytes) -> None:
+        """Send one message of a response stream (waits until it is handed to grpc)."""
+        try:
+            asyncio.run_coroutine_threadsafe(self._context.write(message), self._loop).result()
+        except Exception:
+            if self._settled_active():
+                raise
+            raise CallerGone from None
+
+    def read(self, timeout: float) -> bytes | None:
+        """The next request message of a stream, None at its end; REQUEST_TIMEOUT if none
+        comes within `timeout` seconds."""
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(self._context.read(), timeout), self._loop
+        )
+        try:
+            message = future.result()
+        except TimeoutError:
+            raise _request_timeout() from None
+        except Exception:
+            if self._settled_active():
+                raise
+            raise CallerGone from None
+        if message is aio.EOF:
+            if not self._settled_active():
+                raise CallerGone
+            return None
+        return bytes(message)
+
+
+def _request_timeout() -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        Reason.REQUEST_TIMEOUT,
+        "the request did not arrive in time",
+    )
+
+
+def _too_many(what: str) -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.TOO_MANY_CALLS,
+        f"this institution has too many {what} open; retry later",
+    )
+
+
+def _too_large(limit: int) -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.MESSAGE_TOO_LARGE,
+        f"a request message is at most {limit} bytes",
+    )
+
+
+def _malformed(details: str) -> ExchangeError:
+    return ExchangeError(grpc.StatusCode.INVALID_ARGUMENT, Reason.MALFORMED_REQUEST, details)
+
+
+class _Quiet:
+    """At most one log line per `every` seconds per key, saying how many were folded in."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._folded: dict[str, int] = defaultdict(int)
+
+    def warn(self, key: str, message: str, **extra: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self._every) < self._every:
+            self._folded[key] += 1
+            return
+        self._last[key] = now
+        folded, self._folded[key] = self._folded[key], 0
+        log.warning(message, extra={**extra, "suppressed": folded})
+
+
+class _Counts:
+    """Calls and streams open per institution (touched on the event loop only)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = defaultdict(int)
+        self.streams: dict[str, int] = defaultdict(int)
+        self.on_workers: dict[str, asyncio.Semaphore] = {}
+
+
+class Door:
+    """Wraps the service's sync handlers into grpc.aio handlers behind the limits."""
+
+    def __init__(self, limits: Limits, refused: Refused) -> None:
+        self.limits = limits
+        self._refused = refused
+        self._workers = ThreadPoolExecutor(limits.workers, thread_name_prefix="jisr")
+        self._streamers = ThreadPoolExecutor(limits.stream_workers, thread_name_prefix="jisr-s")
+        self._counts = _Counts()
+        self._quiet = _Quiet()
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=True)
+        self._streamers.shutdown(wait=True)
+
+    def wrap(self, inner: grpc.GenericRpcHandler) -> grpc.GenericRpcHandler:
+        """The same service, each method behind the door."""
+        return _Wrapped(self, inner)
+
+    # -- the three shapes of method ----------------------------------------------------
+
+    async def unary(
+        self,
+        method: str,
+        behaviour: Callable[[bytes, ThreadContext], bytes],
+        context: aio.ServicerContext[Any, Any],
+    ) -> bytes | None:
+        institution = _institution(context)
+        if not self._admit(institution, stream=False):
+            await self._refuse(context, method, institution, _too_many("calls"))
+            return None
+        loop = asyncio.get_running_loop()
+        started = False
+        try:
+            raw = await self._one_message(context, method, institution)
+            if raw is None:
+                return None
+            thread_context = ThreadContext(context, loop)
+            async with self._slot(institution):
+                job = loop.run_in_executor(self._workers, behaviour, raw, thread_context)
+                started = True
+                job.add_done_callback(lambda _: self._release(institution, stream=False))
+                body = await _outcome(job, context, thread_context)
+            if body is not None:
+                context.set_trailing_metadata(thread_context.trailers)
+            return body
+        finally:
+            if not started:
+                self._release(institution, stream=False)
+
+    async def unary_stream(
+        self,
+        method: str,
+        behaviour: Callable[[bytes, ThreadContext], Iterator[bytes]],
+        context: aio.ServicerContext[Any, Any],
+    ) -> None:
+        institution = _institution(context)
+        if not self._admit(institution, stream=False):
+            await self._refuse(context, method, institution, _too_many("calls"))
+            return
+        loop = asyncio.get_running_loop()
+        started = False
+        try:
+            raw = await self._one_message(context, method, institution)
+            if raw is None:
+                return
+            thread_context = ThreadContext(context, loop)
+            async with self._slot(institution):
+                job = loop.run_in_executor(
+                    self._workers, _pump, behaviour(raw, thread_context), thread_context
+                )
+                started = True
+                job.add_done_callback(lambda _: self._release(institution, stream=False))
+                if await _outcome(job, context, thread_context) is not None:
+                    context.set_trailing_metadata(thread_context.trailers)
+        finally:
+            if not started:
+                self._release(institution, stream=False)
+
+    async def stream_stream(
+        self,
+        method: str,
+        behaviour: Callable[[Iterator[bytes], ThreadContext], Iterator[bytes]],
+        context: aio.ServicerContext[Any, Any],
+    ) -> None:
+        institution = _institution(context)
+        if not self._admit(institution, stream=True):
+            await self._refuse(context, method, institution, _too_many("batch streams"))
+            return
+        loop = asyncio.get_running_loop()
+        thread_context = ThreadContext(context, loop)
+        requests = _Requests(thread_context, self.limits)
+        try:
+            job = loop.run_in_executor(
+                self._streamers, _pump, behaviour(requests, thread_context), thread_context
+            )
+        except BaseException:
+            self._release(institution, stream=True)
+            raise
+        job.add_done_callback(lambda _: self._release(institution, stream=True))
+        if await _outcome(job, context, thread_context) is not None:
+            context.set_trailing_metadata(thread_context.trailers)
+
+    # -- admission ---------------------------------------------------------------------
+
+    def _admit(self, institution: str, *, stream: bool) -> bool:
+        counts = self._counts
+        if counts.calls[institution] >= self.limits.calls_per_institution:
+            return False
+        if stream and counts.streams[institution] >= self.limits.streams_per_institution:
+            return False
+        counts.calls[institution] += 1
+        if stream:
+            counts.streams[institution] += 1
+        return True
+
+    def _release(self, institution: str, *, stream: bool) -> None:
+        """Called on the loop, or from a job's done callback (which asyncio runs there)."""
+        self._counts.calls[institution] -= 1
+        if stream:
+            self._counts.streams[institution] -= 1
+
+    def _slot(self, institution: str) -> asyncio.Semaphore:
+        """An institution's share of the workers: as many calls on them as there are
+        workers, so the executor's queue never holds more than that of one partner."""
+        slots = self._counts.on_workers.get(institution)
+        if slots is None:
+            slots = self._counts.on_workers[institution] = asyncio.Semaphore(self.limits.workers)
+        return slots
+
+    async def _one_message(
+        self, context: aio.ServicerContext[Any, Any], method: str, institution: str
+    ) -> bytes | None:
+        """The unary request, exactly one message, in time and within the size limit;
+        None when the call was refused (the refusal is sent and recorded)."""
+        try:
+            message = await asyncio.wait_for(context.read(), self.limits.request_timeout_s)
+            if message is aio.EOF:
+                await self._refuse(context, method, institution, _malformed("no request message"))
+                return None
+            extra = await asyncio.wait_for(context.read(), self.limits.request_timeout_s)
+        except TimeoutError:
+            await self._refuse(context, method, institution, _request_timeout())
+            return None
+        if extra is not aio.EOF:
+            await self._refuse(
+                context, method, institution, _malformed("a unary method takes one message")
+            )
+            return None
+        raw = bytes(message)
+        if len(raw) > self.limits.max_message_bytes:
+            await self._refuse(
+                context, method, institution, _too_large(self.limits.max_message_bytes)
+            )
+            return None
+        return raw
+
+    async def _refuse(
+        self,
+        context: aio.ServicerContext[Any, Any],
+        method: str,
+        institution: str,
+        error: ExchangeError,
+    ) -> None:
+        """Answer a refusal made at the door; record it unless it is an overload (a flood
+        of TOO_MANY_CALLS is counted and logged, at most once per 10 s per institution)."""
+        if error.reason == Reason.TOO_MANY_CALLS:
+            self._quiet.warn(
+                f"busy:{institution}",
+                "refused at the door",
+                institution=institution,
+                reason=error.reason.value,
+            )
+        else:
+            log.info(
+                "refused at the door",
+                extra={"method": method, "institution": institution, "reason": error.reason},
+            )
+            if institution and not context.done():
+                loop = asyncio.get_running_loop()
+                async with self._slot(institution):
+                    await loop.run_in_executor(
+                        self._workers, self._refused, method, institution, error
+                    )
+        status = rpc_status.to_status(error.to_status())
+        await context.abort(status.code, status.details, tuple(status.trailing_metadata))
+
+
+class _Requests(Iterator[bytes]):
+    """A batch stream's request messages, read from the loop by the stream's worker."""
+
+    def __init__(self, context: ThreadContext, limits: Limits) -> None:
+        self._context = context
+        self._limits = limits
+        self._first = True
+
+    def __next__(self) -> bytes:
+        timeout = self._limits.request_timeout_s if self._first else self._limits.stream_idle_s
+        self._first = False
+        message = self._context.read(timeout)
+        if message is None:
+            raise StopIteration
+        if len(message) > self._limits.max_message_bytes:
+            raise _too_large(self._limits.max_message_bytes)
+        return message
+
+
+def _pump(messages: Iterator[bytes], context: ThreadContext) -> bool:
+    """Run a response stream on a worker: write each message as the handler yields it.
+    A write that fails (the caller left) closes the handler's generator, which records
+    the end as the caller's."""
+    try:
+        for message in messages:
+            context.write(message)
+    except CallerGone:
+        return False
+    finally:
+        close = getattr(messages, "close", None)
+        if close is not None:
+            close()
+    return True
+
+
+async def _outcome(
+    job: asyncio.Future[T], context: aio.ServicerContext[Any, Any], on_worker: ThreadContext
+) -> T | None:
+    """The job's result, or None once its abort has been sent from the loop. The job goes
+    on if this call is cancelled (its thread cannot be); it learns it through `gone` when
+    it next reads or writes, and records the caller's end."""
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        on_worker.gone.set()
+        raise
+    except Aborted as aborted:
+        if not context.done():
+            await context.abort(aborted.code, aborted.details, aborted.trailers)
+        return None
+
+
+def _institution(context: aio.ServicerContext[Any, Any]) -> str:
+    """The client certificate's institution ("" in plaintext development mode)."""
+    names = context.auth_context().get("x509_common_name")
+    return bytes(names[0]).decode() if names else ""
+
+
+class _Wrapped(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A generic handler whose methods pass through the door."""
+
+    def __init__(self, door: Door, inner: grpc.GenericRpcHandler) -> None:
+        self._door = door
+        self._inner = inner
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(details)
+        if handler is None:
+            return None
+        door, method = self._door, str(details.method)
+        if handler.request_streaming and handler.response_streaming:
+            behaviour = handler.stream_stream
+
+            async def streams(requests: object, context: aio.ServicerContext[Any, Any]) -> None:
+                await door.stream_stream(method, behaviour, context)
+
+            return grpc.stream_stream_rpc_method_handler(streams)
+        if handler.response_streaming:
+            produce = handler.unary_stream
+
+            async def pages(requests: object, context: aio.ServicerContext[Any, Any]) -> None:
+                await door.unary_stream(method, produce, context)
+
+            return grpc.stream_stream_rpc_method_handler(pages)
+        answer = handler.unary_unary
+
+        async def unary(requests: object, context: aio.ServicerContext[Any, Any]) -> bytes | None:
+            return await door.unary(method, answer, context)
+
+        return grpc.stream_unary_rpc_method_handler(unary)
+
+
+def run_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """An event loop on a thread of its own, for a server driven from sync code."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="jisr-loop", daemon=True)
+    thread.start()
+    return loop, thread

@@ -171,6 +171,14 @@ def test_the_audit_record_names_the_trace(
     assert [r.trace_id for r in records] == [trace_hex]
 
 
+SWEPT_METHODS = (
+    "GetPersonStatus",
+    "GetHouseholdStatus",
+    "VerifyEligibility",
+    "VerifyEligibilityBatch",
+)
+
+
 def test_no_subject_identifier_appears_in_any_span(
     traced: Traced, pki_dir: Path, registry_dir: Path
 ) -> None:
@@ -178,6 +186,7 @@ def test_no_subject_identifier_appears_in_any_span(
     hids = [h.household_id for h in rows]
     idcs = [m for h in rows for m in h.members]
     unknown = "1234567897"
+    before = len(traced.receiver.spans)
     with JisrClient(traced.gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
         for hid, person in zip(hids, idcs, strict=False):
             client.person_status("AMO_ENROLMENT", person)
@@ -190,9 +199,16 @@ def test_no_subject_identifier_appears_in_any_span(
             client.person_status("SCHOOL_SUPPORT", idcs[0])
         with pytest.raises(JisrError):
             client.household_status("AMO_ENROLMENT", "H12")
-    expected = len(traced.receiver.spans) + 30
-    traced.receiver.wait_for(lambda: len(traced.receiver.spans) >= expected, 10)
+    methods = {f"jisr.v1.RegistryExchange/{m}" for m in SWEPT_METHODS}
+
+    def swept() -> set[str]:
+        return methods & {span.name for _, span in list(traced.receiver.spans)[before:]}
+
+    traced.receiver.wait_for(lambda: swept() == methods, 20)
     time.sleep(1.0)  # the last batches of the span processors
+    # The sweep proves nothing unless the spans of these very calls arrived.
+    assert swept() == methods
+    assert len(traced.receiver.spans) - before >= 60
     secrets_ = {*hids, *idcs, unknown}
     leaks = []
     for service, span in list(traced.receiver.spans):

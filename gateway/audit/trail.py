@@ -29,6 +29,7 @@ from gateway.service import ExchangeService
 
 SERVICE = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
 MAX_PAGE = 1000
+MAX_MESSAGE_BYTES = 1024 * 1024  # one QueryAccess response message, well under 4 MiB
 
 
 def _ts(at_us: int) -> Timestamp:
@@ -81,6 +82,22 @@ def checkpoint_message(cp: Checkpoint) -> apb.Checkpoint:
         kind=cp.kind,
         signature=cp.signature,
     )
+
+
+def _messages(records: list[apb.AccessRecord], token: str) -> Iterator[apb.QueryAccessResponse]:
+    """One page as stream messages of at most MAX_MESSAGE_BYTES each (records naming a
+    whole batch's subjects are large; a client's default limit is 4 MiB), every one
+    carrying the page's next token."""
+    chunk: list[apb.AccessRecord] = []
+    size = 0
+    for record in records:
+        length = record.ByteSize() + 8
+        if chunk and size + length > MAX_MESSAGE_BYTES:
+            yield apb.QueryAccessResponse(records=chunk, next_page_token=token)
+            chunk, size = [], 0
+        chunk.append(record)
+        size += length
+    yield apb.QueryAccessResponse(records=chunk, next_page_token=token)
 
 
 def _denied(message: str) -> ExchangeError:
@@ -151,9 +168,7 @@ class AuditTrailService:
                 raise invalid(
                     Reason.INVALID_PAGE, "page_token is not one we gave", "page_token"
                 ) from None
-            yield apb.QueryAccessResponse(
-                records=[to_message(r) for r in records], next_page_token=token
-            )
+            yield from _messages([to_message(r) for r in records], token)
             if not token:
                 return
 

@@ -3,10 +3,16 @@
 One file per institution, `<INSTITUTION>.jwks.json`, a standard JWKS plus a `revoked`
 list of key ids. Every key pins its algorithm (`alg`), so a token can never pick another
 one (RFC 8725 §3.1). Loaded and validated once at start; errors name the file and key.
+
+Only a key that can verify and nothing else is loaded: a public signing key (no private
+member, `use` "sig", `key_ops` with "verify"), of the exact type its `alg` names, its
+coordinates canonical and on the curve. An Ed25519 key of small order is refused: with
+one, a trivial signature verifies for any message, whoever signs it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
@@ -16,12 +22,26 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 ALGORITHMS = frozenset({"ES256", "EdDSA"})
 PublicKey = EllipticCurvePublicKey | Ed25519PublicKey
 _INSTITUTION = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
 SUFFIX = ".jwks.json"
+# The (kty, crv) each pinned algorithm needs; any other pairing is refused.
+_KEY_TYPES = {"ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
+# Private members of any JWK key type (RFC 7518 §6): a trust store holds public keys only.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+# P-256's field prime (SEC 2): a coordinate at or above it is not canonical.
+_P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+# Ed25519 (RFC 8032 §5.1): field prime and curve constant.
+_ED_P = 2**255 - 19
+_ED_D = -121665 * pow(121666, -1, _ED_P) % _ED_P
+# y of the 8 points of order dividing 8: 0 (order 4), 1 (the identity), p - 1 (order 2),
+# and the two of order 8. With the sign bit of x either way, and y = p, p + 1 (refused as
+# non-canonical), these are libsodium's 14 small-order encodings.
+_ED_Y8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_ED_SMALL_ORDER_Y = frozenset({0, 1, _ED_P - 1, _ED_Y8, _ED_P - _ED_Y8})
 
 
 class TrustStoreError(ValueError):
@@ -52,22 +72,71 @@ class TrustStore:
 
 
 def key_from_jwk(jwk: Mapping[str, Any]) -> tuple[PublicKey, str]:
-    """A public key and its algorithm from a JWK that pins ES256 (P-256) or EdDSA (Ed25519)."""
+    """A public key and its algorithm from a JWK that pins ES256 (P-256) or EdDSA (Ed25519).
+
+    ValueError, saying what is wrong, for anything else: see the module's docstring.
+    """
     alg = jwk.get("alg")
-    if alg not in ALGORITHMS:
+    if not isinstance(alg, str) or alg not in ALGORITHMS:
         raise ValueError(f"alg must be one of {sorted(ALGORITHMS)}")
-    if "d" in jwk:
-        raise ValueError("a trust store holds public keys only")
-    text = json.dumps(dict(jwk))
+    _check_public_signing_key(jwk)
+    kty, crv = _KEY_TYPES[alg]
+    if jwk.get("kty") != kty or jwk.get("crv") != crv:
+        raise ValueError(f"{alg} needs kty {kty} and crv {crv}")
     if alg == "ES256":
-        key = ECAlgorithm.from_jwk(text)
-        if not isinstance(key, EllipticCurvePublicKey) or not isinstance(key.curve, SECP256R1):
-            raise ValueError("ES256 needs a P-256 public key")
-        return key, alg
-    okp = OKPAlgorithm.from_jwk(text)
-    if not isinstance(okp, Ed25519PublicKey):
-        raise ValueError("EdDSA needs an Ed25519 public key")
-    return okp, alg
+        return _p256_key(jwk), alg
+    return _ed25519_key(jwk), alg
+
+
+def _check_public_signing_key(jwk: Mapping[str, Any]) -> None:
+    """No private member; `use` (if given) "sig"; `key_ops` (if given) including "verify"."""
+    private = sorted(_PRIVATE_MEMBERS & jwk.keys())
+    if private:
+        raise ValueError(f"a trust store holds public keys only (found {', '.join(private)})")
+    if "use" in jwk and jwk["use"] != "sig":
+        raise ValueError('use must be "sig"')
+    ops = jwk.get("key_ops", ["verify"])
+    if not isinstance(ops, list) or "verify" not in ops:
+        raise ValueError('key_ops must include "verify"')
+
+
+def _coordinate(jwk: Mapping[str, Any], name: str, size: int) -> bytes:
+    """Member `name` as exactly `size` bytes of canonical, unpadded base64url."""
+    text = jwk.get(name)
+    if not isinstance(text, str) or not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError(f"{name} must be unpadded base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if len(raw) != size or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != text:
+        raise ValueError(f"{name} must be {size} bytes of canonical base64url")
+    return raw
+
+
+def _p256_key(jwk: Mapping[str, Any]) -> EllipticCurvePublicKey:
+    """A P-256 point with canonical coordinates; `cryptography` checks it is on the curve."""
+    x, y = _coordinate(jwk, "x", 32), _coordinate(jwk, "y", 32)
+    if max(int.from_bytes(x, "big"), int.from_bytes(y, "big")) >= _P256_P:
+        raise ValueError("ES256 key coordinates must be below the field prime")
+    return EllipticCurvePublicKey.from_encoded_point(SECP256R1(), b"\x04" + x + y)
+
+
+def _ed25519_key(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
+    """An Ed25519 point that is canonical, on the curve, and not of small order.
+
+    `cryptography` (OpenSSL) loads any 32 bytes, and a small-order key verifies a trivial
+    signature for every message: the point is checked here, once, at load.
+    """
+    raw = _coordinate(jwk, "x", 32)
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _ED_P:
+        raise ValueError("EdDSA key is not canonical (y is not below 2^255 - 19)")
+    if y in _ED_SMALL_ORDER_Y:
+        raise ValueError("EdDSA key is a point of small order (a trivial signature verifies)")
+    # On the curve: x^2 = (y^2 - 1) / (d y^2 + 1) must have a root (Euler's criterion);
+    # x^2 = 0 only for y = 1 or p - 1, both refused above.
+    x2 = (y * y - 1) * pow(_ED_D * y * y + 1, _ED_P - 2, _ED_P) % _ED_P
+    if pow(x2, (_ED_P - 1) // 2, _ED_P) != 1:
+        raise ValueError("EdDSA key is not a point of Ed25519")
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def load_dir(path: Path) -> TrustStore:
@@ -84,9 +153,19 @@ def load_dir(path: Path) -> TrustStore:
     return TrustStore(keys)
 
 
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose member names are unique: two `x` would be two keys in one."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise ValueError(f"member {name!r} appears twice in one object")
+        seen.add(name)
+    return dict(pairs)
+
+
 def _load_file(file: Path, institution: str) -> list[TrustedKey]:
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
+        doc = json.loads(file.read_text(encoding="utf-8"), object_pairs_hook=_unique_members)
     except (OSError, ValueError) as exc:
         raise TrustStoreError(f"{file}: not a readable JSON file ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):

@@ -30,9 +30,13 @@ $(PKI)/ca.crt: | $(STAMP)
 run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt
 	$(BIN)/jisr serve --data-dir $(DATA) --pki-dir $(PKI)
 
-## The whole test suite (unit, then integration with real server processes).
+## The whole test suite (unit, then integration with real server processes), with line
+## coverage of the hand-written code, the gateway and backend subprocesses included.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
 
 lint: $(STAMP) proto-lint
 	$(BIN)/ruff check .
@@ -53,4 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.tracing
 
 clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.client import Credentials, JisrClient, JisrError, error_from
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.service import SIGNATURE_METADATA
+from gateway.tokens import MAX_TOKEN_BYTES
 from tests.integration.test_audit import _query
 from tests.integration.test_caller_ends import _held_stream
 from tests.support import identities, processes, registry_rows
@@ -223,3 +224,28 @@ def test_a_message_at_the_limit_is_read(tight: processes.Proc, pki_dir: Path) ->
     with identities.channel(tight.target, creds) as channel, pytest.raises(grpc.RpcError) as err:
         channel.unary_unary(METHOD)(body, timeout=10, metadata=((SIGNATURE_METADATA, token),))
     assert error_from(err.value).reason == "INVALID_IDCS"
+
+
+def _with_token(target: str, pki_dir: Path, token: str) -> tuple[grpc.StatusCode, str]:
+    creds = Credentials.from_pki(pki_dir, "DEMO")
+    body = _person_request(10)
+    with pytest.raises(grpc.RpcError) as err:
+        identities.raw_call(target, creds, "GetPersonStatus", body, [token], timeout=10)
+    error = error_from(err.value)
+    return error.code, error.reason
+
+
+@pytest.mark.parametrize("size", [MAX_TOKEN_BYTES + 1, 6 * 1024, 12 * 1024])
+def test_an_oversized_token_is_refused_token_too_large_every_time(
+    tight: processes.Proc, pki_dir: Path, size: int
+) -> None:
+    token = "e" * size
+    outcomes = {_with_token(tight.target, pki_dir, token) for _ in range(8)}
+    assert outcomes == {(grpc.StatusCode.UNAUTHENTICATED, "TOKEN_TOO_LARGE")}
+
+
+def test_metadata_over_the_fixed_limit_is_refused_by_grpc_every_time(
+    tight: processes.Proc, pki_dir: Path
+) -> None:
+    outcomes = {_with_token(tight.target, pki_dir, "e" * (20 * 1024))[0] for _ in range(8)}
+    assert outcomes == {grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -14,6 +14,12 @@ second waits for the first to commit, then fails).
 
 Tables live in the connection's current schema: the URL's
 `options=-csearch_path%3D<schema>` (passed through to libpq) picks it.
+
+Connections come from `consent.store_postgres.StorePool`, shared with the consent store:
+short connect timeouts and quick reconnection, so that while the database is down a call
+fails at once (but for one probing connection at a time) and the store serves again
+within about a second of the database's return (the `AuditWriter` adds its own circuit
+breaker on top: docs/audit-storage.md, "When the database is down").
 """
 
 from __future__ import annotations
@@ -22,9 +28,8 @@ from collections.abc import Iterator, Sequence
 
 from psycopg import Connection, errors
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
 
-from consent.store_postgres import describe
+from consent.store_postgres import OPEN_TIMEOUT_S, POOL_TIMEOUT_S, StorePool, describe
 from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, check_known
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
 from gateway.audit.store import (
@@ -50,7 +55,6 @@ from gateway.audit.store import (
 
 POOL_MIN = 1
 POOL_MAX = 8
-CONNECT_TIMEOUT_S = 10.0
 
 _LOCK = "SELECT pg_advisory_xact_lock(%s)"
 # Array types of the COLUMNS, in order, for unnest.
@@ -137,25 +141,20 @@ class PostgresAuditStore:
         *,
         min_size: int = POOL_MIN,
         max_size: int = POOL_MAX,
-        timeout: float = CONNECT_TIMEOUT_S,
+        timeout: float = POOL_TIMEOUT_S,
+        open_timeout: float = OPEN_TIMEOUT_S,
     ) -> None:
         self.url = url
-        self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
+        self._pool = StorePool(
             url,
+            name="jisr-audit",
+            what="audit store",
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True},
-            open=False,
             timeout=timeout,
-            name="jisr-audit",
+            open_timeout=open_timeout,
         )
         try:
-            try:
-                self._pool.open(wait=True, timeout=timeout)
-            except PoolTimeout as exc:
-                raise ConnectionError(
-                    f"audit store: no PostgreSQL answered at {describe(url)} within {timeout:g} s"
-                ) from exc
             self._migrate()
         except BaseException:
             self._pool.close()

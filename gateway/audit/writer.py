@@ -16,6 +16,13 @@ Outcomes for a caller:
   UNAVAILABLE and disclose nothing. After a store failure the writer re-reads the head
   before the next batch, so the chain never skips a seq nor forks.
 
+While the store is down, appends fail at once (a circuit breaker): when a batch fails and
+the head cannot be read back either, `append` raises AuditUnavailable without queueing,
+and the writer thread alone probes the store (reads the head) every `probe_seconds`; the
+first probe that answers closes the breaker. Store failures are logged at a bounded rate:
+one ERROR line when they start, at most one summary line per `failure_log_seconds` with
+the number of appends failed since, one WARNING line when the store answers again.
+
 The writer also signs checkpoints of the head (through `sign`): after every
 `checkpoint_every` records, at least every `checkpoint_seconds` while records are added,
 and on `close`.
@@ -38,11 +45,113 @@ log = logging.getLogger("jisr.audit")
 # After a failed checkpoint, the next attempt waits at least this long (no retry storm
 # against a store that is down; appends report the outage themselves).
 CHECKPOINT_RETRY_S = 1.0
+# While the store is down: how often the writer thread tries to read the head again.
+PROBE_INTERVAL_S = 0.5
+# While the store fails: at most one log line per this many seconds (after the first).
+FAILURE_LOG_S = 10.0
+# Log lines quote at most this much of an error (its first line: a database error's
+# DETAIL, which may quote a row, is never logged).
+_ERROR_CHARS = 200
 
 
 class AuditUnavailable(Exception):  # noqa: N818 - the name says what the caller answers
     """The record could not be made durable (store failure, timeout, writer closed): the
     caller must answer UNAVAILABLE and disclose nothing."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error for a log line: its type and the first line of its message, which names no
+    record's content (drivers put row values in later lines, e.g. PostgreSQL's DETAIL)."""
+    text = str(exc).strip().splitlines()
+    first = text[0][:_ERROR_CHARS] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class FailureLog:
+    """Failures of one kind (appends, checkpoints) logged at a bounded rate: a store that
+    fails every call (a full disk) must not write a log line per call.
+
+    The first failure: one ERROR line. While failures go on: at most one ERROR line per
+    `every` seconds, counting the failures since the previous line. When the store works
+    again: one WARNING line with the outage's length and count. Thread-safe."""
+
+    def __init__(
+        self,
+        node: str,
+        what: str,
+        every: float = FAILURE_LOG_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._node = node
+        self._what = what  # e.g. "append(s)"
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None  # when the failures began; None: none now
+        self._logged_at = 0.0
+        self._unlogged = 0  # failures not counted in a line yet
+        self._total = 0  # failures since they began
+        self._error = "store unavailable"  # the last error, described
+
+    def failed(self, count: int, error: BaseException | None = None) -> None:
+        """`count` failures (0: only a newer error); `error` None: refused, store known down."""
+        now = self._clock()
+        summary, span = 0, 0.0
+        with self._lock:
+            if error is not None:
+                self._error = describe_error(error)
+            self._total += count
+            if self._since is None:
+                self._since = self._logged_at = now
+                self._unlogged = 0
+                first = True
+            else:
+                self._unlogged += count
+                if not self._unlogged or now - self._logged_at < self._every:
+                    return
+                first = False
+                summary, span = self._unlogged, now - self._logged_at
+                self._unlogged, self._logged_at = 0, now
+            error_text = self._error
+        if first:
+            log.error(
+                "audit writer %s: audit store failed, %d %s failed: %s "
+                "(further failures are summarised every %g s)",
+                self._node,
+                count,
+                self._what,
+                error_text,
+                self._every,
+            )
+        else:
+            log.error(
+                "audit writer %s: audit store still failing: %d more %s failed in the "
+                "last %.1f s (last error: %s)",
+                self._node,
+                summary,
+                self._what,
+                span,
+                error_text,
+            )
+
+    def recovered(self) -> None:
+        """The store worked again: log it once (nothing if it was not failing)."""
+        if self._since is None:  # the common case, without the lock
+            return
+        now = self._clock()
+        with self._lock:
+            if self._since is None:
+                return
+            lasted, total = now - self._since, self._total
+            self._since = None
+            self._total = self._unlogged = 0
+        log.warning(
+            "audit writer %s: audit store works again after %.1f s; %d %s failed meanwhile",
+            self._node,
+            lasted,
+            total,
+            self._what,
+        )
 
 
 class _Pending:
@@ -72,6 +181,9 @@ class AuditWriter:
     Node names must be unique among the processes sharing a store (e.g. host and worker
     slot): the store refuses a batch that does not follow the stored head, so two writers
     of one node fail (AuditUnavailable) rather than fork the chain.
+
+    While the store is known to be down (`available` is False) appends fail at once; the
+    writer thread probes the store every `probe_seconds` (module docstring).
     """
 
     def __init__(
@@ -84,6 +196,8 @@ class AuditWriter:
         checkpoint_seconds: float = 10.0,
         max_batch: int = 512,
         clock: Callable[[], float] = time.time,
+        probe_seconds: float = PROBE_INTERVAL_S,
+        failure_log_seconds: float = FAILURE_LOG_S,
     ) -> None:
         if not node:
             raise ValueError("audit writer: node must not be empty")
@@ -91,6 +205,8 @@ class AuditWriter:
             raise ValueError(
                 "audit writer: checkpoint_every and max_batch must be >= 1, checkpoint_seconds > 0"
             )
+        if probe_seconds <= 0 or failure_log_seconds <= 0:
+            raise ValueError("audit writer: probe_seconds and failure_log_seconds must be > 0")
         self.node = node
         self._store = store
         self._sign = sign
@@ -98,12 +214,20 @@ class AuditWriter:
         self._seconds = checkpoint_seconds
         self._max_batch = max_batch
         self._clock = clock
+        self._probe_seconds = probe_seconds
+        self._failures = FailureLog(node, "append(s)", failure_log_seconds)
+        self._checkpoint_failures = FailureLog(node, "checkpoint attempt(s)", failure_log_seconds)
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._put_lock = threading.Lock()  # orders the close sentinel after every draft
         self._closed = False
         # Read once here (a store that cannot answer fails the gateway's start); after a
         # store failure it is None until read again.
         self._head: tuple[int, str] | None = store.head(node)
+        # The circuit breaker: False while the store is known to be down (a batch failed
+        # and the head could not be read back); appends then fail at once, and the writer
+        # thread reads the head again at _probe_at (time.monotonic).
+        self._available = True
+        self._probe_at = 0.0
         self._since_checkpoint = 0  # records committed since the last checkpoint
         self._last_checkpoint = self._clock()
         self._checkpoint_retry_at = 0.0
@@ -119,6 +243,11 @@ class AuditWriter:
         return self._queue.qsize()
 
     @property
+    def available(self) -> bool:
+        """False while the store is known to be down: appends fail at once."""
+        return self._available
+
+    @property
     def head(self) -> tuple[int, str] | None:
         """(seq, hash) of the last record committed, None while unknown (store failure)."""
         return self._head
@@ -129,12 +258,19 @@ class AuditWriter:
 
         On a timeout the draft is dropped if the writer has not taken it yet; if it was
         already being committed it may still become durable (the trail then holds a
-        record of an exchange answered UNAVAILABLE: over-recording, never under)."""
+        record of an exchange answered UNAVAILABLE: over-recording, never under).
+
+        While the store is known to be down this fails at once, without queueing."""
         pending = _Pending(draft if draft.node == self.node else replace(draft, node=self.node))
         with self._put_lock:
             if self._closed:
                 raise AuditUnavailable("audit writer is closed")
-            self._queue.put(pending)
+            refused = not self._available
+            if not refused:
+                self._queue.put(pending)
+        if refused:
+            self._failures.failed(1)
+            raise AuditUnavailable("audit store unavailable (failing fast until it answers)")
         if not pending.done.wait(timeout):
             pending.cancelled = True
             if not pending.done.is_set():
@@ -160,6 +296,8 @@ class AuditWriter:
         while not stopping:
             try:
                 batch, stopping = self._take()
+                if not self._available and (stopping or time.monotonic() >= self._probe_at):
+                    self._probe()
                 if batch:
                     self._commit(batch)
                 self._checkpoint(final=stopping)
@@ -167,10 +305,13 @@ class AuditWriter:
                 log.exception("audit writer %s: unexpected error", self.node)
 
     def _take(self) -> tuple[list[_Pending], bool]:
-        """Block for the first draft (or the next checkpoint's due time), then take what
-        else is queued, up to max_batch and the next periodic checkpoint."""
+        """Block for the first draft (or the next checkpoint's due time, or the next probe
+        while the store is down), then take what else is queued, up to max_batch and the
+        next periodic checkpoint."""
         timeout = None
-        if self._since_checkpoint:
+        if not self._available:
+            timeout = max(0.0, self._probe_at - time.monotonic())
+        elif self._since_checkpoint:
             due = max(self._last_checkpoint + self._seconds, self._checkpoint_retry_at)
             timeout = max(0.0, due - self._clock())
         try:
@@ -194,11 +335,11 @@ class AuditWriter:
         return batch, False
 
     def _commit(self, batch: list[_Pending]) -> None:
-        if self._head is None and not self._reread_head():
+        if not self._available or self._head is None:  # queued before the breaker opened
+            self._failures.failed(len(batch))
             for p in batch:
                 p.fail(AuditUnavailable("audit store unavailable (chain head unknown)"))
             return
-        assert self._head is not None
         while batch:
             seq, prev = self._head
             linked: list[AuditRecord] = []
@@ -220,30 +361,39 @@ class AuditWriter:
                 return
             self._head = (seq, prev)
             self._since_checkpoint += len(linked)
+            self._failures.recovered()
             for p, record in zip(batch, linked, strict=True):
                 p.succeed(record)
             return
 
     def _fail_all(self, batch: list[_Pending], exc: Exception) -> None:
-        log.error(
-            "audit writer %s: %d record(s) not stored: %s: %s",
-            self.node,
-            len(batch),
-            type(exc).__name__,
-            exc,
-        )
+        """The store failed the batch: learn the head again before anything else is
+        linked, and open the breaker if that fails too; then tell the callers (after the
+        re-read, so that a caller retrying at once finds the writer's state settled)."""
+        self._failures.failed(len(batch), exc)
+        self._head = None
+        if not self._reread_head():
+            self._available = False
+            self._probe_at = time.monotonic() + self._probe_seconds
         for p in batch:
             p.fail(AuditUnavailable(f"audit store failed: {type(exc).__name__}"))
-        self._head = None
-        self._reread_head()
+
+    def _probe(self) -> None:
+        """The breaker is open: one read of the head; if the store answers, close it."""
+        if self._reread_head():
+            self._available = True
+            self._failures.recovered()
+        else:
+            self._probe_at = time.monotonic() + self._probe_seconds
 
     def _reread_head(self) -> bool:
         """Learn the stored head again (what was committed is the truth, even a batch
-        whose acknowledgement was lost); False if the store still fails."""
+        whose acknowledgement was lost); False if the store still fails (the error goes
+        to the failure log, which counts it under the outage's first line)."""
         try:
             self._head = self._store.head(self.node)
         except Exception as exc:
-            log.error("audit writer %s: cannot read the chain head: %s", self.node, exc)
+            self._failures.failed(0, exc)
             self._head = None
             return False
         return True
@@ -251,11 +401,8 @@ class AuditWriter:
     def _checkpoint(self, *, final: bool) -> None:
         """Sign and store a checkpoint of the head when one is due."""
         now = self._clock()
-        if self._head is None and (final or self._since_checkpoint) and not self._reread_head():
-            self._checkpoint_retry_at = now + CHECKPOINT_RETRY_S
-            return
-        if self._head is None or self._head[0] == 0:
-            return
+        if not self._available or self._head is None or self._head[0] == 0:
+            return  # while the store is down the probe, not the checkpoint, retries
         seq, head_hash = self._head
         if final:
             due = self._checkpointed_seq != seq
@@ -274,9 +421,10 @@ class AuditWriter:
         try:
             self._store.append_checkpoint(self._sign(cp))
         except Exception as exc:
-            log.error("audit writer %s: checkpoint at seq %d failed: %s", self.node, seq, exc)
+            self._checkpoint_failures.failed(1, exc)
             self._checkpoint_retry_at = now + CHECKPOINT_RETRY_S
             return
+        self._checkpoint_failures.recovered()
         self._since_checkpoint = 0
         self._last_checkpoint = now
         self._checkpointed_seq = seq

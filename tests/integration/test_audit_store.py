@@ -8,6 +8,7 @@ not the store's; the store only has to give back exactly what it was given.
 from __future__ import annotations
 
 import itertools
+import logging
 import sqlite3
 import threading
 import time
@@ -547,12 +548,15 @@ def test_an_unsupported_url_is_refused(tmp_path: Path) -> None:
 
 
 class Flaky:
-    """An AuditStore in front of a real one, failing (or stalling) on command."""
+    """An AuditStore in front of a real one, failing (or stalling) on command: a fake at the
+    store boundary, for the writer's handling of store failures."""
 
     def __init__(self, inner: AuditStore) -> None:
         self.inner = inner
-        self.fail = False  # append_batch raises
+        self.fail = False  # append_batch raises `error`
         self.fail_head = False  # head raises too (the database is down)
+        self.error: Exception = OSError("disk on fire")
+        self.head_calls = 0
         self.commit_then_fail = False  # stored, but the acknowledgement is lost
         self.gate = threading.Event()  # append_batch waits for it
         self.gate.set()
@@ -564,7 +568,7 @@ class Flaky:
         self.entered.set()
         self.gate.wait()
         if self.fail:
-            raise OSError("disk on fire")
+            raise self.error
         self.inner.append_batch(records)
         if self.commit_then_fail:
             raise OSError("connection lost before the commit was acknowledged")
@@ -575,6 +579,7 @@ class Flaky:
         self.inner.append_checkpoint(cp)
 
     def head(self, node: str) -> tuple[int, str]:
+        self.head_calls += 1
         if self.fail_head:
             raise OSError("database down")
         return self.inner.head(node)
@@ -670,6 +675,7 @@ def test_a_failing_store_fails_every_waiting_caller_and_the_chain_resumes_withou
         with pytest.raises(AuditUnavailable):
             writer.append(draft(200))  # the head cannot be read either
         flaky.fail = flaky.fail_head = False
+        wait_for(lambda: writer.available, "the writer's probe to find the store back")
         after = [writer.append(draft(300 + i)) for i in range(5)]
     finally:
         flaky.gate.set()
@@ -808,3 +814,185 @@ def test_two_writers_given_one_node_name_never_fork_the_chain(db: AuditDatabase)
         one.close()
         two.close()
     assert_contiguous(list(db.stores[0].records()))
+
+
+# The writer while the store is down: a circuit breaker, and a bounded log.
+
+
+def take_down(flaky: Flaky, writer: AuditWriter) -> None:
+    """The store goes down (writes and reads fail) and the writer learns it from an append."""
+    flaky.fail = flaky.fail_head = True
+    with pytest.raises(AuditUnavailable):
+        writer.append(draft(10_000))
+    assert not writer.available
+
+
+def test_while_the_store_is_down_appends_fail_at_once_and_leave_it_alone(
+    store: AuditStore,
+) -> None:
+    flaky = Flaky(store)
+    writer = AuditWriter(flaky, "gw-a", fake_sign, probe_seconds=0.5)
+    try:
+        writer.append(draft(0))
+        take_down(flaky, writer)
+        batches, heads = len(flaky.batches), flaky.head_calls
+        started = time.monotonic()
+        slowest = 0.0
+        for i in range(300):
+            t = time.monotonic()
+            with pytest.raises(AuditUnavailable, match="failing fast"):
+                writer.append(draft(1 + i))
+            slowest = max(slowest, time.monotonic() - t)
+        elapsed = time.monotonic() - started
+    finally:
+        flaky.fail = flaky.fail_head = False
+        writer.close()
+    assert slowest < 0.5, f"slowest refusal took {slowest:.3f} s"
+    assert len(flaky.batches) == batches  # no append reached the store
+    # only the writer's probe touched it: one read per probe interval (0.5 s)
+    assert flaky.head_calls - heads <= elapsed / 0.5 + 2, (flaky.head_calls - heads, elapsed)
+
+
+def test_while_the_store_is_down_the_writer_probes_it_once_per_interval(
+    store: AuditStore,
+) -> None:
+    flaky = Flaky(store)
+    writer = AuditWriter(flaky, "gw-a", fake_sign, probe_seconds=0.3)
+    try:
+        take_down(flaky, writer)
+        heads = flaky.head_calls
+        time.sleep(1.0)  # no appends at all: the probes are the writer's own
+        probes = flaky.head_calls - heads
+    finally:
+        flaky.fail = flaky.fail_head = False
+        writer.close()
+    assert 2 <= probes <= 5, probes  # ~3 in 1 s, with slack for a slow machine
+
+
+def test_the_first_probe_that_finds_the_store_back_reopens_appends_on_its_head(
+    store: AuditStore,
+) -> None:
+    flaky = Flaky(store)
+    writer = AuditWriter(flaky, "gw-a", fake_sign, probe_seconds=0.2)
+    try:
+        first = writer.append(draft(0))
+        flaky.commit_then_fail = True  # the outage begins with a lost acknowledgement
+        flaky.fail_head = True
+        with pytest.raises(AuditUnavailable):
+            writer.append(draft(1))
+        assert not writer.available
+        flaky.commit_then_fail = flaky.fail_head = False
+        back = time.monotonic()
+        wait_for(lambda: writer.available, "the probe to find the store back", timeout=5)
+        reopened = time.monotonic() - back
+        after = writer.append(draft(2))
+    finally:
+        flaky.gate.set()
+        writer.close()
+    assert reopened < 2, f"appends reopened {reopened:.2f} s after the store came back"
+    assert (after.seq, first.seq) == (3, 1)  # seq 2 was durable: the probe read it back
+    stored = list(store.records())
+    assert [r.rh for r in stored] == ["rh-0", "rh-1", "rh-2"]
+    assert_contiguous(stored)
+
+
+@pytest.fixture
+def audit_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """caplog for the writer's logger (telemetry.setup_logging stops "jisr" propagating)."""
+    monkeypatch.setattr(logging.getLogger("jisr"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="jisr.audit")
+    return caplog
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "jisr.audit" and r.levelno == level]
+
+
+def test_a_store_failing_every_append_logs_at_most_two_error_lines(
+    store: AuditStore, audit_log: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky(store)
+    flaky.fail = True  # writes fail, reads work: a full disk
+    writer = AuditWriter(flaky, "gw-a", fake_sign)
+    try:
+        for i in range(300):
+            with pytest.raises(AuditUnavailable):
+                writer.append(draft(i))
+    finally:
+        flaky.fail = False
+        writer.close()
+    assert len(flaky.batches) == 300  # each one was tried (the head could be read)
+    errors = lines(audit_log, logging.ERROR)
+    assert 1 <= len(errors) <= 2, errors
+    assert "audit store failed, 1 append(s) failed: OSError: disk on fire" in errors[0]
+
+
+def test_a_summary_line_counts_the_appends_failed_since_the_previous_line(
+    store: AuditStore, audit_log: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky(store)
+    writer = AuditWriter(flaky, "gw-a", fake_sign, probe_seconds=30, failure_log_seconds=0.5)
+    try:
+        take_down(flaky, writer)  # 1 failed, logged
+        for i in range(4):  # refused at once: counted all the same
+            with pytest.raises(AuditUnavailable):
+                writer.append(draft(i))
+        time.sleep(0.6)
+        with pytest.raises(AuditUnavailable):
+            writer.append(draft(4))  # the interval is over: a summary of 5
+    finally:
+        flaky.fail = flaky.fail_head = False
+        writer.close()
+    errors = lines(audit_log, logging.ERROR)
+    assert len(errors) == 2, errors
+    assert "5 more append(s) failed in the last 0." in errors[1]
+    assert "OSError: database down" in errors[1]  # the last error seen (reading the head)
+
+
+def test_the_store_working_again_is_logged_once_as_a_warning(
+    store: AuditStore, audit_log: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky(store)
+    writer = AuditWriter(flaky, "gw-a", fake_sign, probe_seconds=0.1)
+    try:
+        take_down(flaky, writer)
+        for i in range(3):
+            with pytest.raises(AuditUnavailable):
+                writer.append(draft(i))
+        flaky.fail = flaky.fail_head = False
+        wait_for(lambda: writer.available, "the store to come back")
+        for i in range(3):
+            writer.append(draft(10 + i))
+    finally:
+        writer.close()
+    warnings = lines(audit_log, logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert "audit store works again after" in warnings[0]
+    assert "4 append(s) failed meanwhile" in warnings[0]
+
+
+def test_store_failure_log_lines_quote_no_record_content(
+    store: AuditStore, audit_log: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky(store)
+    record = draft(7)
+    # What PostgreSQL says of a refused row: its DETAIL quotes the row.
+    flaky.error = RuntimeError(
+        'new row for relation "audit_record" violates check constraint "x"\n'
+        f"DETAIL:  Failing row contains ({record.requester_sub}, {record.subjects[0]})."
+    )
+    flaky.fail = True
+    writer = AuditWriter(flaky, "gw-a", fake_sign, failure_log_seconds=0.1)
+    try:
+        for _ in range(3):
+            with pytest.raises(AuditUnavailable):
+                writer.append(record)
+            time.sleep(0.15)  # a summary line each time
+    finally:
+        flaky.fail = False
+        writer.close()
+    assert len(lines(audit_log, logging.ERROR)) >= 2
+    text = audit_log.text
+    assert "violates check constraint" in text
+    for secret in (*record.subjects, record.requester_sub, record.trace_id, "Failing row"):
+        assert secret not in text

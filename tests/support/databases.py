@@ -166,3 +166,18 @@ def consent_database(backend: str, data_dir: Path) -> Iterator[ConsentDatabase]:
             yield db
         finally:
             db.close()
+
+
+def target_of(url: str) -> tuple[str, int]:
+    """The (host, port) a PostgreSQL URL connects to (for a test's TCP proxy)."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    return str(params.get("host") or "localhost"), int(params.get("port") or 5432)
+
+
+def through(url: str, host: str, port: int) -> str:
+    """`url` connecting to host:port instead, user, database and options unchanged (to put
+    a test's TCP proxy between a store and the server)."""
+    parts = urlsplit(url)
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -142,9 +142,6 @@ class ThreadContext:
     def abort_with_status(self, status: grpc.Status) -> None:
         raise Aborted(status.code, status.details, tuple(status.trailing_metadata or ()))
 
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted(code, details, ())
-
     def write(self, message: bytes) -> None:
         """Send one message of a response stream (waits until it is handed to grpc)."""
         try:

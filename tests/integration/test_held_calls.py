@@ -249,3 +249,47 @@ def test_metadata_over_the_fixed_limit_is_refused_by_grpc_every_time(
 ) -> None:
     outcomes = {_with_token(tight.target, pki_dir, "e" * (20 * 1024))[0] for _ in range(8)}
     assert outcomes == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def _unary_as_stream(
+    target: str, pki_dir: Path, messages: list[bytes]
+) -> tuple[grpc.StatusCode, str]:
+    """Call a unary method with exactly these request messages (none, or several)."""
+    creds = Credentials.from_pki(pki_dir, "DEMO")
+    body = messages[0] if messages else _person_request(10)
+    token = creds.signer.request_token(METHOD, "AMO_ENROLMENT", body)
+    with identities.channel(target, creds) as channel, pytest.raises(grpc.RpcError) as err:
+        channel.stream_unary(METHOD)(
+            iter(messages), timeout=10, metadata=((SIGNATURE_METADATA, token),)
+        )
+    error = error_from(err.value)
+    return error.code, error.reason
+
+
+def test_a_unary_call_without_a_message_is_malformed(tight: processes.Proc, pki_dir: Path) -> None:
+    assert _unary_as_stream(tight.target, pki_dir, []) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_REQUEST",
+    )
+
+
+def test_a_unary_call_with_two_messages_is_malformed(tight: processes.Proc, pki_dir: Path) -> None:
+    body = _person_request(10)
+    assert _unary_as_stream(tight.target, pki_dir, [body, body]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_REQUEST",
+    )
+
+
+def test_a_batch_message_over_the_limit_ends_the_stream_message_too_large(
+    tight: processes.Proc, pki_dir: Path, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1 OFFSET 63")
+    padding = ["H" + "9" * 120] * 600  # malformed ids: 75 KiB, over the 64 KiB limit
+    creds = Credentials.from_pki(pki_dir, "DEMO")
+    with JisrClient(tight.target, creds) as demo, pytest.raises(JisrError) as err:
+        list(demo.verify_batches("RECERTIFICATION", "ASD", [[hid], padding]))
+    assert (err.value.code, err.value.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "MESSAGE_TOO_LARGE",
+    )

@@ -254,6 +254,24 @@ class Door:
         behaviour: Callable[[bytes, ThreadContext], bytes],
         context: aio.ServicerContext[Any, Any],
     ) -> bytes | None:
+        return await self._single(method, context, behaviour)
+
+    async def unary_stream(
+        self,
+        method: str,
+        behaviour: Callable[[bytes, ThreadContext], Iterator[bytes]],
+        context: aio.ServicerContext[Any, Any],
+    ) -> None:
+        await self._single(method, context, lambda raw, on: _pump(behaviour(raw, on), on))
+
+    async def _single(
+        self,
+        method: str,
+        context: aio.ServicerContext[Any, Any],
+        work: Callable[[bytes, ThreadContext], T],
+    ) -> T | None:
+        """A call with one request message: admitted, read in time, then `work` on a
+        worker within the institution's share; its trailers set once it succeeded."""
         institution = _institution(context)
         if not self._admit(institution, stream=False):
             await self._refuse(context, method, institution, _too_many("calls"))
@@ -266,42 +284,13 @@ class Door:
                 return None
             thread_context = ThreadContext(context, loop)
             async with self._slot(institution):
-                job = loop.run_in_executor(self._workers, behaviour, raw, thread_context)
+                job = loop.run_in_executor(self._workers, work, raw, thread_context)
                 started = True
                 job.add_done_callback(lambda _: self._release(institution, stream=False))
-                body = await _outcome(job, context, thread_context)
-            if body is not None:
+                result = await _outcome(job, context, thread_context)
+            if result is not None:
                 context.set_trailing_metadata(thread_context.trailers)
-            return body
-        finally:
-            if not started:
-                self._release(institution, stream=False)
-
-    async def unary_stream(
-        self,
-        method: str,
-        behaviour: Callable[[bytes, ThreadContext], Iterator[bytes]],
-        context: aio.ServicerContext[Any, Any],
-    ) -> None:
-        institution = _institution(context)
-        if not self._admit(institution, stream=False):
-            await self._refuse(context, method, institution, _too_many("calls"))
-            return
-        loop = asyncio.get_running_loop()
-        started = False
-        try:
-            raw = await self._one_message(context, method, institution)
-            if raw is None:
-                return
-            thread_context = ThreadContext(context, loop)
-            async with self._slot(institution):
-                job = loop.run_in_executor(
-                    self._workers, _pump, behaviour(raw, thread_context), thread_context
-                )
-                started = True
-                job.add_done_callback(lambda _: self._release(institution, stream=False))
-                if await _outcome(job, context, thread_context) is not None:
-                    context.set_trailing_metadata(thread_context.trailers)
+            return result
         finally:
             if not started:
                 self._release(institution, stream=False)

@@ -564,8 +564,13 @@ class ExchangeService:
                     claims = self._authenticate(call, context, None)
                     grant = self._authorize(call, claims, claims.purpose)
                     for seq, raw in enumerate(requests):
-                        with tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}):
-                            yield self._one_batch(
+                        call.named = _batch_subjects(raw)
+                        call.read.clear()
+                        with (
+                            tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}),
+                            disclosure.watching(call.read),
+                        ):
+                            answer = self._one_batch(
                                 call=call,
                                 claims=claims,
                                 grant=grant,
@@ -573,6 +578,7 @@ class ExchangeService:
                                 raw=raw,
                                 context=context,
                             )
+                        yield answer
                     call.named = []  # the close names no subject
                     call.read.clear()
                     rh, sh = _chain(call.rhs), _chain(call.shs)
@@ -603,23 +609,6 @@ class ExchangeService:
         context: grpc.ServicerContext,
     ) -> bytes:
         """Check one envelope's signature, decide its subjects, sign its results."""
-        call.named = _batch_subjects(raw)
-        call.read.clear()
-        with disclosure.watching(call.read):
-            return self._decide_batch(
-                call=call, claims=claims, grant=grant, seq=seq, raw=raw, context=context
-            )
-
-    def _decide_batch(
-        self,
-        *,
-        call: _Call,
-        claims: RequestClaims,
-        grant: Grant,
-        seq: int,
-        raw: bytes,
-        context: grpc.ServicerContext,
-    ) -> bytes:
         try:
             if seq == 0:
                 check_body(claims.rh, raw)

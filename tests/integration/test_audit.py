@@ -309,10 +309,12 @@ def test_a_citizen_portal_gets_the_access_report_of_a_household(
             PORTAL_PURPOSE,
             service="jisr.v1.AuditTrail",
         ).message
-    assert [(e.institution, e.purpose, e.decision) for e in report.entries] == [
+    # Other tests of the session may have read this household too (as DEMO): ANSS's only.
+    entries = [e for e in report.entries if e.institution == "ANSS"]
+    assert [(e.institution, e.purpose, e.decision) for e in entries] == [
         ("ANSS", "ASD_ELIGIBILITY", "permit")
     ]
-    assert "eligible" in report.entries[0].fields
+    assert "eligible" in entries[0].fields
 
 
 def test_an_institution_without_an_audit_grant_cannot_read_the_trail(

@@ -309,13 +309,17 @@ class ConsentRegistryService:
             SERVICE,
             {
                 "GrantConsent": secure.unary(
-                    path("GrantConsent"), cpb.GrantConsentRequest, self.grant, None
+                    path("GrantConsent"), cpb.GrantConsentRequest, self.grant, None, blocking=True
                 ),
                 "RevokeConsent": secure.unary(
-                    path("RevokeConsent"), cpb.RevokeConsentRequest, self.revoke, None
+                    path("RevokeConsent"),
+                    cpb.RevokeConsentRequest,
+                    self.revoke,
+                    None,
+                    blocking=True,
                 ),
                 "GetConsent": secure.unary(
-                    path("GetConsent"), cpb.GetConsentRequest, self.get, None
+                    path("GetConsent"), cpb.GetConsentRequest, self.get, None, blocking=True
                 ),
                 "ListConsents": secure.unary(
                     path("ListConsents"),
@@ -323,6 +327,7 @@ class ConsentRegistryService:
                     self.list,
                     None,
                     lambda r: validation.subject(r.subject),
+                    blocking=True,
                 ),
                 "CheckConsent": secure.unary(
                     path("CheckConsent"),
@@ -330,6 +335,7 @@ class ConsentRegistryService:
                     self.check,
                     None,
                     lambda r: validation.subject(r.subject),
+                    blocking=True,
                 ),
             },
         )

@@ -27,6 +27,8 @@ stands in for it on the worker, and an abort there is carried back to the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -40,7 +42,9 @@ import grpc
 from grpc import aio
 from grpc_status import rpc_status
 
+from gateway.audit.writer import APPEND_TIMEOUT_S, Pending
 from gateway.errors import ExchangeError, Reason
+from gateway.steps import Steps, drive
 
 log = logging.getLogger("jisr.door")
 
@@ -57,7 +61,6 @@ GRPC_CEILING_FACTOR = 4
 # soft = hard, so grpc never refuses some calls and not others (its default soft limit
 # rejects at random between 8 and 16 KiB).
 MAX_METADATA_BYTES = 16 * 1024
-MAX_CONCURRENT_STREAMS = 100  # per HTTP/2 connection
 # How long a worker that read the end of a stream waits to learn whether it was the
 # caller's cancel (delivered just after) rather than a normal end; once per stream.
 SETTLE_S = 0.05
@@ -82,7 +85,6 @@ class Limits:
             ("grpc.max_receive_message_length", GRPC_CEILING_FACTOR * self.max_message_bytes),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
-            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
         ]
 
 
@@ -254,7 +256,79 @@ class Door:
         behaviour: Callable[[bytes, ThreadContext], bytes],
         context: aio.ServicerContext[Any, Any],
     ) -> bytes | None:
-        return await self._single(method, context, behaviour)
+        steps = getattr(behaviour, "steps", None)
+        if steps is None:
+            return await self._single(method, context, behaviour)
+        return await self._stepped(method, context, steps)
+
+    async def _stepped(
+        self,
+        method: str,
+        context: aio.ServicerContext[Any, Any],
+        steps: Callable[[bytes, ThreadContext], Steps[bytes]],
+    ) -> bytes | None:
+        """A unary call run on the event loop itself, waiting for its audit record without
+        a thread; it moves to a worker where its steps say it may block (OFFLOAD).
+
+        Handing every call to a worker thread cost ~1 ms of CPU per call here (the loop,
+        grpc's poller and the workers passing the GIL around: docs/performance.md); the
+        pipeline's own CPU work is a few hundred microseconds, so the loop does it."""
+        institution = _institution(context)
+        if not self._admit(institution, stream=False):
+            await self._refuse(context, method, institution, _too_many("calls"))
+            return None
+        released = False
+        try:
+            raw = await self._one_message(context, method, institution)
+            if raw is None:
+                return None
+            thread_context = ThreadContext(context, asyncio.get_running_loop())
+            own = contextvars.Context()  # this call's spans and subjects, apart from others'
+            work = steps(raw, thread_context)
+            try:
+                step = own.run(next, work)
+                while isinstance(step, Pending):
+                    await _durable(step)
+                    step = own.run(work.send, None)
+            except StopIteration as done:
+                context.set_trailing_metadata(thread_context.trailers)
+                body: bytes = done.value
+                return body
+            except Aborted as aborted:
+                await context.abort(aborted.code, aborted.details, aborted.trailers)
+                return None
+            except asyncio.CancelledError:
+                own.run(work.close)
+                raise
+            released = True
+            return await self._rest_on_worker(work, own, context, thread_context, institution)
+        finally:
+            if not released:
+                self._release(institution, stream=False)
+
+    async def _rest_on_worker(
+        self,
+        work: Steps[bytes],
+        own: contextvars.Context,
+        context: aio.ServicerContext[Any, Any],
+        thread_context: ThreadContext,
+        institution: str,
+    ) -> bytes | None:
+        """The rest of a call's steps, on a worker within the institution's share."""
+        loop = asyncio.get_running_loop()
+        started = False
+        try:
+            async with self._slot(institution):
+                job = loop.run_in_executor(self._workers, own.run, drive, work)
+                started = True
+                job.add_done_callback(lambda _: self._release(institution, stream=False))
+                result = await _outcome(job, context, thread_context)
+        finally:
+            if not started:
+                self._release(institution, stream=False)
+        if result is not None:
+            context.set_trailing_metadata(thread_context.trailers)
+        return result
 
     async def unary_stream(
         self,
@@ -352,13 +426,14 @@ class Door:
         """The unary request, exactly one message, in time and within the size limit;
         None when the call was refused (the refusal is sent and recorded)."""
         try:
-            message = await asyncio.wait_for(context.read(), self.limits.request_timeout_s)
-            if message is aio.EOF:
-                await self._refuse(context, method, institution, _malformed("no request message"))
-                return None
-            extra = await asyncio.wait_for(context.read(), self.limits.request_timeout_s)
+            async with asyncio.timeout(self.limits.request_timeout_s):  # no task of its own
+                message = await context.read()
+                extra = aio.EOF if message is aio.EOF else await context.read()
         except TimeoutError:
             await self._refuse(context, method, institution, _request_timeout())
+            return None
+        if message is aio.EOF:
+            await self._refuse(context, method, institution, _malformed("no request message"))
             return None
         if extra is not aio.EOF:
             await self._refuse(
@@ -437,6 +512,29 @@ def _pump(messages: Iterator[bytes], context: ThreadContext) -> bool:
         if close is not None:
             close()
     return True
+
+
+async def _durable(pending: Pending) -> None:
+    """Wait, on the loop, until the writer has settled `pending` (or the audit timeout
+    passes: its `outcome()` then says AUDIT_UNAVAILABLE)."""
+    loop = asyncio.get_running_loop()
+    settled = loop.create_future()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+            loop.call_soon_threadsafe(_settle, settled)
+
+    pending.add_done_callback(wake)
+    try:
+        async with asyncio.timeout(APPEND_TIMEOUT_S):
+            await settled
+    except TimeoutError:
+        pass
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _outcome(

@@ -20,6 +20,7 @@ from adapters.base import (
     FetchContext,
     RecordMessage,
 )
+from adapters.remote import RemoteAdapter
 from gateway import disclosure, telemetry, tracing
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 from gateway.pb.jisr.v1.records_pb2 import (
@@ -52,6 +53,9 @@ class Registries:
         if missing:
             raise MissingInstitutionError(f"no institution configured for {', '.join(missing)}")
         self._by_kind = by_kind
+        # Whether a lookup may wait on the network (a remote institution): such calls run
+        # on worker threads, never on the event loop (gateway/door.py).
+        self.remote = any(isinstance(a, RemoteAdapter) for a in adapters)
 
     def _fetch(
         self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext

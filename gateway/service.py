@@ -36,6 +36,7 @@ from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.policy import Grant, Policy
 from gateway.projection import FieldTree
 from gateway.receipts import DENY, PERMIT, RECEIPT_METADATA, Exchanged, ReceiptSigner
+from gateway.steps import OFFLOAD, Steps, Unary, drive
 from gateway.tokens import (
     ReplayGuard,
     RequestClaims,
@@ -68,6 +69,9 @@ class Security:
     audit: AuditRecorder | None = None
     replay: ReplayGuard = field(default_factory=ReplayGuard)
     clock: Callable[[], float] = time.time
+    # A consent check that may wait on the network (a PostgreSQL consent store) runs on
+    # a worker thread, never on the event loop.
+    consent_blocks: bool = False
 
 
 class _Status(NamedTuple):
@@ -293,13 +297,39 @@ class ExchangeService:
         replay_checked: bool = True,
     ) -> str:
         """Make the record durable before any reply; fail closed (UNAVAILABLE) if not."""
+        return drive(
+            self._audit_steps(
+                call,
+                decision,
+                rh=rh,
+                sh=sh,
+                reason=reason,
+                part=part,
+                subjects=subjects,
+                replay_checked=replay_checked,
+            )
+        )
+
+    def _audit_steps(
+        self,
+        call: _Call,
+        decision: str,
+        *,
+        rh: str,
+        sh: str,
+        reason: str = "",
+        part: int = 0,
+        subjects: tuple[str, ...] | None = None,
+        replay_checked: bool = True,
+    ) -> Steps[str]:
+        """`_audit` as steps: the wait for durability is yielded to the driver."""
         recorder = self.security.audit
         if recorder is None:
             return ""
         claims = call.claims
         try:
             with tracing.span("jisr.audit") as span:
-                record_id = recorder.record(
+                pending = recorder.submit(
                     requester=call.requester,
                     sub=claims.sub if claims is not None else "",
                     method=call.method,
@@ -316,6 +346,8 @@ class ExchangeService:
                     started=call.started,
                     trace_id=tracing.trace_id(),
                 )
+                yield pending
+                record_id = pending.outcome().record_id
                 span.set_attribute("jisr.audit_id", record_id)
                 call.audited = call.audited or part == 0
                 return record_id
@@ -337,6 +369,13 @@ class ExchangeService:
         _measure(call, decision, "")
 
     def _fail(self, context: grpc.ServicerContext, call: _Call, exc: ExchangeError) -> None:
+        drive(self._fail_steps(context, call, exc))
+
+    def _fail_steps(
+        self, context: grpc.ServicerContext, call: _Call, exc: ExchangeError
+    ) -> Steps[None]:
+        """Record the refusal, then abort with its status (and a receipt once the caller
+        is known); the abort raises."""
         log.info(
             "refused", extra={"method": call.method, "code": exc.code.name, "reason": exc.reason}
         )
@@ -346,7 +385,7 @@ class ExchangeService:
         sh = _chain(call.shs) if batches else ""
         audit = ""
         if call.requester and exc.reason != Reason.AUDIT_UNAVAILABLE:
-            exc, audit = self._record_denial(call, exc, rh=rh, sh=sh)
+            exc, audit = yield from self._record_denial_steps(call, exc, rh=rh, sh=sh)
         span = tracing.current()
         span.set_attribute("jisr.decision", DENY)
         if audit:
@@ -366,6 +405,11 @@ class ExchangeService:
     def _record_denial(
         self, call: _Call, exc: ExchangeError, *, rh: str, sh: str
     ) -> tuple[ExchangeError, str]:
+        return drive(self._record_denial_steps(call, exc, rh=rh, sh=sh))
+
+    def _record_denial_steps(
+        self, call: _Call, exc: ExchangeError, *, rh: str, sh: str
+    ) -> Steps[tuple[ExchangeError, str]]:
         """Exactly one record for a refusal: the refusal as answered, and its record id.
 
         The first attempt carries the jti, so it is also the durable replay check. If the
@@ -374,16 +418,20 @@ class ExchangeService:
         leaves its own record whichever check caught it."""
         checked = exc.reason != Reason.REPLAYED and not call.audited
         try:
-            return exc, self._audit(
-                call, DENY, rh=rh, sh=sh, reason=exc.reason.value, replay_checked=checked
+            return exc, (
+                yield from self._audit_steps(
+                    call, DENY, rh=rh, sh=sh, reason=exc.reason.value, replay_checked=checked
+                )
             )
         except ExchangeError as unrecorded:
             if unrecorded.reason != Reason.REPLAYED:
                 return unrecorded, ""
         replayed = _replayed()
         try:
-            return replayed, self._audit(
-                call, DENY, rh=rh, sh=sh, reason=replayed.reason.value, replay_checked=False
+            return replayed, (
+                yield from self._audit_steps(
+                    call, DENY, rh=rh, sh=sh, reason=replayed.reason.value, replay_checked=False
+                )
             )
         except ExchangeError as unrecorded:
             return unrecorded, ""
@@ -431,9 +479,12 @@ class ExchangeService:
         _measure(call, DENY, exc.reason.value)
 
     def _bug(self, context: grpc.ServicerContext, call: _Call, exc: Exception) -> None:
+        drive(self._bug_steps(context, call, exc))
+
+    def _bug_steps(self, context: grpc.ServicerContext, call: _Call, exc: Exception) -> Steps[None]:
         if not context.is_active():
             # The caller left (cancel, deadline) and reading or writing the call failed.
-            self._fail(context, call, self._caller_ended(context))
+            yield from self._fail_steps(context, call, self._caller_ended(context))
             return
         # Type and place only: an exception's message may quote request data.
         frame = traceback.extract_tb(exc.__traceback__)[-1]
@@ -445,7 +496,7 @@ class ExchangeService:
             extra={"method": call.method},
         )
         error = ExchangeError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "gateway fault")
-        self._fail(context, call, error)
+        yield from self._fail_steps(context, call, error)
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -456,14 +507,21 @@ class ExchangeService:
         run: Callable[[Req, FetchContext], Message],
         disclosed: str | None,
         subject_of: Callable[[Req], Key] | None = None,
+        *,
+        blocking: bool = False,
     ) -> grpc.RpcMethodHandler:
         """A unary handler: authenticate, authorize (and consent), run, disclose, sign.
 
         `disclosed` names the response field the grant's fields apply to (None: the whole
-        response); `subject_of` gives the subject a consent must cover."""
+        response); `subject_of` gives the subject a consent must cover. The handler's
+        steps may run on the event loop (gateway/door.py) up to where they could block
+        for long: a `blocking` method (store queries, remote registries) moves to a worker
+        before it reads anything, a consent check on a networked store before the check."""
 
-        def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        def steps(raw: bytes, context: grpc.ServicerContext) -> Steps[bytes]:
             call = _Call(method)
+            if blocking or self.exchange.registries.remote:
+                yield OFFLOAD
             with _server_span(method, context), disclosure.watching(call.read):
                 try:
                     parsed = _try_parse(message_type, raw)
@@ -475,6 +533,8 @@ class ExchangeService:
                     ctx = FetchContext(purpose, context.time_remaining(), claims.iss)
                     fields = grant.fields
                     if grant.consent_based:
+                        if self.security.consent_blocks:
+                            yield OFFLOAD
                         with tracing.span("jisr.consent"):
                             call.permit = self._consent(grant, subject_of, request, ctx)
                         fields = call.permit.fields
@@ -482,18 +542,18 @@ class ExchangeService:
                     _disclose(response, disclosed, fields)
                     body = response.SerializeToString()
                     sh = body_hash(body)
-                    audit = self._audit(call, PERMIT, rh=claims.rh, sh=sh)
+                    audit = yield from self._audit_steps(call, PERMIT, rh=claims.rh, sh=sh)
                     receipt = self._receipt(call, PERMIT, rh=claims.rh, sh=sh, audit=audit)
                     context.set_trailing_metadata(((RECEIPT_METADATA, receipt),))
                     self._done(call, PERMIT, audit)
                     return body
                 except ExchangeError as exc:
-                    self._fail(context, call, exc)
+                    yield from self._fail_steps(context, call, exc)
                 except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
-                    self._bug(context, call, exc)
+                    yield from self._bug_steps(context, call, exc)
             raise AssertionError("unreachable: abort raises")
 
-        return grpc.unary_unary_rpc_method_handler(handle)
+        return grpc.unary_unary_rpc_method_handler(Unary(steps))
 
     def server_stream(
         self,

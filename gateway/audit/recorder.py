@@ -11,9 +11,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from gateway.audit.record import AuditRecord, subject_hash
-from gateway.audit.writer import AuditWriter
+from gateway.audit.writer import APPEND_TIMEOUT_S, AuditWriter, Pending
 
 KEY_FILE = "audit.key"
 MALFORMED = "malformed:"  # prefix of the hash of an identifier that is not well formed
@@ -57,7 +58,13 @@ class AuditRecorder:
         never be confused), prefixed `malformed:`."""
         return MALFORMED + subject_hash(self._key, f"raw-{kind}", text)
 
-    def record(
+    def record(self, **fields: Any) -> str:
+        """Append one record and return its id once durable (AuditUnavailable otherwise)."""
+        pending = self.submit(**fields)
+        pending.wait(APPEND_TIMEOUT_S)
+        return pending.outcome().record_id
+
+    def submit(
         self,
         *,
         requester: str,
@@ -75,8 +82,8 @@ class AuditRecorder:
         part: int,
         started: float,
         trace_id: str = "",
-    ) -> str:
-        """Append one record and return its id once durable (AuditUnavailable otherwise)."""
+    ) -> Pending:
+        """Queue one record; its `outcome()` is the record once durable."""
         now = self._clock()
         draft = AuditRecord(
             node=self.writer.node,
@@ -98,4 +105,4 @@ class AuditRecorder:
             part=part,
             latency_us=max(0, int((now - started) * 1_000_000)),
         )
-        return self.writer.append(draft).record_id
+        return self.writer.submit(draft)

@@ -264,13 +264,25 @@ class AuditTrailService:
                     path("QueryAccess"), apb.QueryAccessRequest, self.query
                 ),
                 "VerifyIntegrity": secure.unary(
-                    path("VerifyIntegrity"), apb.VerifyIntegrityRequest, self.verify_integrity, None
+                    path("VerifyIntegrity"),
+                    apb.VerifyIntegrityRequest,
+                    self.verify_integrity,
+                    None,
+                    blocking=True,
                 ),
                 "GetCheckpoint": secure.unary(
-                    path("GetCheckpoint"), apb.GetCheckpointRequest, self.get_checkpoint, None
+                    path("GetCheckpoint"),
+                    apb.GetCheckpointRequest,
+                    self.get_checkpoint,
+                    None,
+                    blocking=True,
                 ),
                 "AccessReport": secure.unary(
-                    path("AccessReport"), apb.AccessReportRequest, self.access_report, None
+                    path("AccessReport"),
+                    apb.AccessReportRequest,
+                    self.access_report,
+                    None,
+                    blocking=True,
                 ),
             },
         )

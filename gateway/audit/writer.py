@@ -54,6 +54,10 @@ FAILURE_LOG_S = 10.0
 _ERROR_CHARS = 200
 
 
+# How long a caller waits for its record to be durable before answering UNAVAILABLE.
+APPEND_TIMEOUT_S = 5.0
+
+
 class AuditUnavailable(Exception):  # noqa: N818 - the name says what the caller answers
     """The record could not be made durable (store failure, timeout, writer closed): the
     caller must answer UNAVAILABLE and disclose nothing."""
@@ -157,7 +161,7 @@ class FailureLog:
 class _Pending:
     """One caller's draft and, once the writer is done with it, the outcome."""
 
-    __slots__ = ("cancelled", "done", "draft", "error", "record")
+    __slots__ = ("callbacks", "cancelled", "done", "draft", "error", "record")
 
     def __init__(self, draft: AuditRecord) -> None:
         self.draft = draft
@@ -165,14 +169,51 @@ class _Pending:
         self.record: AuditRecord | None = None
         self.error: Exception | None = None
         self.cancelled = False  # the caller gave up before the writer took it
+        self.callbacks: list[Callable[[], None]] = []
 
     def succeed(self, record: AuditRecord) -> None:
         self.record = record
-        self.done.set()
+        self._settle()
 
     def fail(self, error: Exception) -> None:
         self.error = error
+        self._settle()
+
+    def _settle(self) -> None:
         self.done.set()
+        for callback in self.callbacks:
+            callback()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the writer thread) once the outcome is known; at once if
+        it is. It may be called twice in a race, so it must be idempotent: an event loop
+        waiting for the record uses it to wake, without a thread blocked on `done`."""
+        self.callbacks.append(callback)
+        if self.done.is_set():
+            callback()
+
+    def wait(self, timeout: float) -> None:
+        """Block until the outcome is known or `timeout` passes (then `outcome` says so)."""
+        self.done.wait(timeout)
+
+    def outcome(self, timeout: float = APPEND_TIMEOUT_S) -> AuditRecord:
+        """The durable record, or the reason there is none: ReplayError, or
+        AuditUnavailable (store failure, or not durable by now: `timeout` is only named
+        in the message; the waiting was done by `wait` or by an event loop).
+
+        A draft not yet taken by the writer is dropped; one already being committed may
+        still become durable (over-recording, never under)."""
+        if not self.done.is_set():
+            self.cancelled = True
+            if not self.done.is_set():
+                raise AuditUnavailable(f"audit record not durable within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
+        return self.record
+
+
+Pending = _Pending  # what `submit` returns: wait on it, or be called back, then `outcome`
 
 
 class AuditWriter:
@@ -252,7 +293,7 @@ class AuditWriter:
         """(seq, hash) of the last record committed, None while unknown (store failure)."""
         return self._head
 
-    def append(self, draft: AuditRecord, timeout: float = 5.0) -> AuditRecord:
+    def append(self, draft: AuditRecord, timeout: float = APPEND_TIMEOUT_S) -> AuditRecord:
         """Commit `draft` (node, seq, prev_hash and hash are the writer's to set) and
         return it linked; blocks until durable. Raises ReplayError or AuditUnavailable.
 
@@ -261,6 +302,13 @@ class AuditWriter:
         record of an exchange answered UNAVAILABLE: over-recording, never under).
 
         While the store is known to be down this fails at once, without queueing."""
+        pending = self.submit(draft)
+        pending.wait(timeout)
+        return pending.outcome(timeout)
+
+    def submit(self, draft: AuditRecord) -> Pending:
+        """Queue `draft` and return at once; its `outcome()` is the record once durable.
+        AuditUnavailable now if the writer is closed or the store known to be down."""
         pending = _Pending(draft if draft.node == self.node else replace(draft, node=self.node))
         with self._put_lock:
             if self._closed:
@@ -271,14 +319,7 @@ class AuditWriter:
         if refused:
             self._failures.failed(1)
             raise AuditUnavailable("audit store unavailable (failing fast until it answers)")
-        if not pending.done.wait(timeout):
-            pending.cancelled = True
-            if not pending.done.is_set():
-                raise AuditUnavailable(f"audit record not durable within {timeout:g} s")
-        if pending.error is not None:
-            raise pending.error
-        assert pending.record is not None
-        return pending.record
+        return pending
 
     def close(self) -> None:
         """Commit what is queued, write a final checkpoint, stop the thread. The store

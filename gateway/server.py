@@ -273,7 +273,8 @@ def start_gateway(config: Config) -> Running:
             " to write there"
         ) from exc
     security.consent = ConsentGate(store, registries)
-    security.consent_blocks = config.database_url is not None
+    # A consent check may write (a use cap) under the store lock: never on the event loop.
+    security.consent_blocks = True
     security.audit = AuditRecorder(writer, load_or_create_key(config.pki_dir))
     telemetry.observe_queue(lambda: writer.queue_depth)
     exchange = ExchangeService(Exchange(registries, catalogue), security)

@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -284,31 +284,10 @@ class ExchangeService:
             )
         )
 
-    def _audit(
-        self,
-        call: _Call,
-        decision: str,
-        *,
-        rh: str,
-        sh: str,
-        reason: str = "",
-        part: int = 0,
-        subjects: tuple[str, ...] | None = None,
-        replay_checked: bool = True,
-    ) -> str:
-        """Make the record durable before any reply; fail closed (UNAVAILABLE) if not."""
-        return drive(
-            self._audit_steps(
-                call,
-                decision,
-                rh=rh,
-                sh=sh,
-                reason=reason,
-                part=part,
-                subjects=subjects,
-                replay_checked=replay_checked,
-            )
-        )
+    def _audit(self, call: _Call, decision: str, **where: Any) -> str:
+        """Make the record durable before any reply; fail closed (UNAVAILABLE) if not.
+        `where`: the keyword arguments of `_audit_steps`."""
+        return drive(self._audit_steps(call, decision, **where))
 
     def _audit_steps(
         self,

@@ -51,6 +51,7 @@ from gateway.trust import TrustStore
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
 SIGNATURE_METADATA = "x-jisr-signature"
+DEADLINE_SLACK_S = 0.1  # a call ended this close to its deadline ended by the deadline
 log = logging.getLogger("jisr.exchange")
 
 Req = TypeVar("Req", bound=Message)
@@ -435,7 +436,8 @@ class ExchangeService:
     def _caller_ended(self, context: grpc.ServicerContext) -> ExchangeError:
         """The caller cancelled, or its deadline passed: its doing, not a gateway fault."""
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        # grpc's deadline timer and the reading of the clock differ by a few milliseconds.
+        if remaining is not None and remaining <= DEADLINE_SLACK_S:
             return ExchangeError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 Reason.CALLER_DEADLINE_EXCEEDED,

@@ -39,9 +39,9 @@ class Config:
     # What one partner may hold (gateway/door.py, docs/security.md "Limits").
     stream_workers: int = 8  # threads for batch streams (each open stream holds one)
     request_timeout_s: float = 10.0  # a request message must arrive within this
-    stream_idle_s: float = 60.0  # a batch stream's next batch must arrive within this
+    stream_idle_s: float = 60.0  # a stream's next request, or the caller taking its next answer
     calls_per_institution: int = 256  # calls open at once (arrived or not)
-    streams_per_institution: int = 2  # batch streams open at once
+    streams_per_institution: int = 2  # batch streams and audit queries open at once
     max_message_bytes: int = 1024 * 1024  # one request message
     data_dir: Path = Path("var")
     # Where the gateway writes (consents on SQLite); None: data_dir.

@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,8 +43,8 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from gateway.audit.writer import APPEND_TIMEOUT_S, Pending
-from gateway.errors import ExchangeError, Reason
-from gateway.steps import Steps, drive
+from gateway.errors import DEADLINE_SLACK_S, ExchangeError, Reason, caller_ended
+from gateway.steps import OFFLOAD, Steps, drive, thrown
 
 log = logging.getLogger("jisr.door")
 
@@ -64,6 +64,8 @@ MAX_METADATA_BYTES = 16 * 1024
 # How long a worker that read the end of a stream waits to learn whether it was the
 # caller's cancel (delivered just after) rather than a normal end; once per stream.
 SETTLE_S = 0.05
+# The shortest wait for a stream's first request, however late a worker started reading.
+MIN_WAIT_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +100,31 @@ class Aborted(Exception):  # noqa: N818 - the sync API's abort, carried to the l
         self.trailers = trailers
 
 
-class CallerGone(Exception):  # noqa: N818 - what happened, not an error of ours
-    """The caller cancelled or its deadline passed while a worker read or wrote its call;
-    the pipeline records the end as the caller's (not a gateway fault)."""
-
-
 class ThreadContext:
-    """The sync `grpc.ServicerContext` calls the pipeline makes, on a worker thread."""
+    """The sync `grpc.ServicerContext` calls the pipeline makes, on a worker thread.
 
-    def __init__(self, context: aio.ServicerContext[Any, Any], loop: asyncio.AbstractEventLoop):
+    A read or write that finds the call gone raises the `ExchangeError` saying why (the
+    caller cancelled or let its deadline pass, the gateway is stopping), so the pipeline
+    records the end with its reason; a write the caller does not take within
+    `write_timeout` seconds raises RESPONSE_NOT_READ."""
+
+    def __init__(
+        self,
+        context: aio.ServicerContext[Any, Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        write_timeout: float,
+        ended: Callable[[], ExchangeError],
+    ) -> None:
         self._context = context
         self._loop = loop
+        self._write_timeout = write_timeout
+        self.ended = ended
         self._metadata = tuple(context.invocation_metadata() or ())
         self._auth: dict[str, list[bytes]] = context.auth_context()
         self.trailers: Trailers = ()
-        # Set on the loop when grpc cancels the call's handler (the caller cancelled, or
-        # its deadline passed): the worker cannot see it any other way.
+        # Set on the loop when grpc cancels the call's handler (the caller cancelled, its
+        # deadline passed, or the server stopped): the worker cannot see it any other way.
         self.gone = threading.Event()
 
     def auth_context(self) -> dict[str, list[bytes]]:
@@ -145,13 +156,18 @@ class ThreadContext:
         raise Aborted(status.code, status.details, tuple(status.trailing_metadata or ()))
 
     def write(self, message: bytes) -> None:
-        """Send one message of a response stream (waits until it is handed to grpc)."""
+        """Send one message of a response stream: wait until grpc has taken it, at most
+        `write_timeout` seconds (a caller that stops reading holds no worker for longer)."""
+        future = asyncio.run_coroutine_threadsafe(self._context.write(message), self._loop)
         try:
-            asyncio.run_coroutine_threadsafe(self._context.write(message), self._loop).result()
+            future.result(self._write_timeout)
+        except TimeoutError:
+            future.cancel()
+            raise _not_read(self._write_timeout) from None
         except Exception:
             if self._settled_active():
                 raise
-            raise CallerGone from None
+            raise self.ended() from None
 
     def read(self, timeout: float) -> bytes | None:
         """The next request message of a stream, None at its end; REQUEST_TIMEOUT if none
@@ -166,10 +182,10 @@ class ThreadContext:
         except Exception:
             if self._settled_active():
                 raise
-            raise CallerGone from None
+            raise self.ended() from None
         if message is aio.EOF:
             if not self._settled_active():
-                raise CallerGone
+                raise self.ended()
             return None
         return bytes(message)
 
@@ -182,11 +198,35 @@ def _request_timeout() -> ExchangeError:
     )
 
 
+def _not_read(seconds: float) -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        Reason.RESPONSE_NOT_READ,
+        f"the caller did not read the response stream for {seconds:g} s",
+    )
+
+
 def _too_many(what: str) -> ExchangeError:
     return ExchangeError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         Reason.TOO_MANY_CALLS,
         f"this institution has too many {what} open; retry later",
+    )
+
+
+def _busy() -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.GATEWAY_BUSY,
+        "the gateway has as many streams open as it serves at once; retry later",
+    )
+
+
+def _stopping() -> ExchangeError:
+    return ExchangeError(
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.GATEWAY_STOPPING,
+        "the gateway stopped before the call could end; retry",
     )
 
 
@@ -226,6 +266,7 @@ class _Counts:
     def __init__(self) -> None:
         self.calls: dict[str, int] = defaultdict(int)
         self.streams: dict[str, int] = defaultdict(int)
+        self.all_streams = 0
         self.on_workers: dict[str, asyncio.Semaphore] = {}
 
 
@@ -239,14 +280,36 @@ class Door:
         self._streamers = ThreadPoolExecutor(limits.stream_workers, thread_name_prefix="jisr-s")
         self._counts = _Counts()
         self._quiet = _Quiet()
+        self._stop_at: float | None = None  # read by workers; set once, by `stopping`
+
+    def stopping(self, grace: float | None) -> None:
+        """The server is stopping: a call still running `grace` seconds from now is ended
+        by the gateway (GATEWAY_STOPPING), not by its caller."""
+        self._stop_at = time.monotonic() + (grace or 0.0) - DEADLINE_SLACK_S
 
     def close(self) -> None:
+        """Wait for the workers: a call still queued for one starts, finds itself gone and
+        records GATEWAY_STOPPING, so that no call admitted ends without its record."""
         self._workers.shutdown(wait=True)
         self._streamers.shutdown(wait=True)
 
     def wrap(self, inner: grpc.GenericRpcHandler) -> grpc.GenericRpcHandler:
         """The same service, each method behind the door."""
         return _Wrapped(self, inner)
+
+    def _ended(self, context: aio.ServicerContext[Any, Any]) -> ExchangeError:
+        """Why a call ended under the pipeline's feet."""
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            return _stopping()
+        return caller_ended(context.time_remaining())
+
+    def _thread_context(self, context: aio.ServicerContext[Any, Any]) -> ThreadContext:
+        return ThreadContext(
+            context,
+            asyncio.get_running_loop(),
+            write_timeout=self.limits.stream_idle_s,
+            ended=lambda: self._ended(context),
+        )
 
     # -- the three shapes of method ----------------------------------------------------
 
@@ -256,33 +319,24 @@ class Door:
         behaviour: Callable[[bytes, ThreadContext], bytes],
         context: aio.ServicerContext[Any, Any],
     ) -> bytes | None:
-        steps = getattr(behaviour, "steps", None)
-        if steps is None:
-            return await self._single(method, context, behaviour)
-        return await self._stepped(method, context, steps)
-
-    async def _stepped(
-        self,
-        method: str,
-        context: aio.ServicerContext[Any, Any],
-        steps: Callable[[bytes, ThreadContext], Steps[bytes]],
-    ) -> bytes | None:
         """A unary call run on the event loop itself, waiting for its audit record without
         a thread; it moves to a worker where its steps say it may block (OFFLOAD).
 
         Handing every call to a worker thread cost ~1 ms of CPU per call here (the loop,
         grpc's poller and the workers passing the GIL around: docs/performance.md); the
         pipeline's own CPU work is a few hundred microseconds, so the loop does it."""
+        steps = getattr(behaviour, "steps", None) or _offloaded(behaviour)
         institution = _institution(context)
-        if not self._admit(institution, stream=False):
-            await self._refuse(context, method, institution, _too_many("calls"))
+        refusal = self._admit(institution, stream=False)
+        if refusal is not None:
+            await self._refuse(context, method, institution, refusal)
             return None
-        released = False
+        handed = False
         try:
             raw = await self._one_message(context, method, institution)
             if raw is None:
                 return None
-            thread_context = ThreadContext(context, asyncio.get_running_loop())
+            thread_context = self._thread_context(context)
             own = contextvars.Context()  # this call's spans and subjects, apart from others'
             work = steps(raw, thread_context)
             try:
@@ -298,126 +352,177 @@ class Door:
                 await context.abort(aborted.code, aborted.details, aborted.trailers)
                 return None
             except asyncio.CancelledError:
-                own.run(work.close)
+                own.run(work.close)  # a record already submitted stands (docs/errors.md)
                 raise
-            released = True
-            return await self._rest_on_worker(work, own, context, thread_context, institution)
+            handed = True
+            return await self._rest_on_worker(
+                method, institution, work, own=own, context=context, on=thread_context
+            )
         finally:
-            if not released:
+            if not handed:
                 self._release(institution, stream=False)
 
     async def _rest_on_worker(
         self,
+        method: str,
+        institution: str,
         work: Steps[bytes],
+        *,
         own: contextvars.Context,
         context: aio.ServicerContext[Any, Any],
-        thread_context: ThreadContext,
-        institution: str,
+        on: ThreadContext,
     ) -> bytes | None:
-        """The rest of a call's steps, on a worker within the institution's share."""
+        """The rest of a call's steps, on a worker within the institution's share. The
+        call's admission and worker slot are given back when the worker is done with it;
+        a call cancelled before a worker took it still ends on one, recording why."""
         loop = asyncio.get_running_loop()
-        started = False
+        slots = self._slot(institution)
         try:
-            async with self._slot(institution):
-                job = loop.run_in_executor(self._workers, own.run, drive, work)
-                started = True
-                job.add_done_callback(lambda _: self._release(institution, stream=False))
-                result = await _outcome(job, context, thread_context)
-        finally:
-            if not started:
-                self._release(institution, stream=False)
+            await slots.acquire()
+        except asyncio.CancelledError:
+            on.gone.set()
+            ending = loop.run_in_executor(
+                self._workers, own.run, self._end, method, institution, work, on
+            )
+            ending.add_done_callback(lambda _: self._release(institution, stream=False))
+            raise
+        try:
+            job = loop.run_in_executor(
+                self._workers, own.run, self._finish, method, institution, work, on
+            )
+        except BaseException:
+            slots.release()
+            self._release(institution, stream=False)
+            raise
+
+        def done(_: object) -> None:
+            slots.release()
+            self._release(institution, stream=False)
+
+        job.add_done_callback(done)
+        result = await _outcome(job, context, on)
         if result is not None:
-            context.set_trailing_metadata(thread_context.trailers)
+            context.set_trailing_metadata(on.trailers)
         return result
+
+    def _finish(
+        self, method: str, institution: str, work: Steps[bytes], on: ThreadContext
+    ) -> bytes | None:
+        """On a worker: the call's remaining steps, unless it is gone already."""
+        if on.gone.is_set():
+            self._end(method, institution, work, on)
+            return None
+        return drive(work)
+
+    def _end(self, method: str, institution: str, work: Steps[bytes], on: ThreadContext) -> None:
+        """On a worker: end a call that is gone, letting its steps record why. Steps not yet
+        past authentication raise the error back; the door records it then."""
+        try:
+            drive(thrown(work, on.ended()))
+        except ExchangeError as unheard:
+            self._refused(method, institution, unheard)
+        except Aborted:
+            pass  # recorded; there is no one to answer
+        except Exception:
+            log.exception("ending a call that was gone failed", extra={"method": method})
 
     async def unary_stream(
         self,
         method: str,
-        behaviour: Callable[[bytes, ThreadContext], Iterator[bytes]],
+        behaviour: Callable[[bytes, ThreadContext], Generator[bytes, None, None]],
         context: aio.ServicerContext[Any, Any],
     ) -> None:
-        await self._single(method, context, lambda raw, on: _pump(behaviour(raw, on), on))
-
-    async def _single(
-        self,
-        method: str,
-        context: aio.ServicerContext[Any, Any],
-        work: Callable[[bytes, ThreadContext], T],
-    ) -> T | None:
-        """A call with one request message: admitted, read in time, then `work` on a
-        worker within the institution's share; its trailers set once it succeeded."""
+        """A response stream (QueryAccess): admitted as a stream, its request read on the
+        loop, then produced on a stream worker of its own."""
         institution = _institution(context)
-        if not self._admit(institution, stream=False):
-            await self._refuse(context, method, institution, _too_many("calls"))
-            return None
-        loop = asyncio.get_running_loop()
-        started = False
+        refusal = self._admit(institution, stream=True)
+        if refusal is not None:
+            await self._refuse(context, method, institution, refusal)
+            return
+        handed = False
         try:
             raw = await self._one_message(context, method, institution)
             if raw is None:
-                return None
-            thread_context = ThreadContext(context, loop)
-            async with self._slot(institution):
-                job = loop.run_in_executor(self._workers, work, raw, thread_context)
-                started = True
-                job.add_done_callback(lambda _: self._release(institution, stream=False))
-                result = await _outcome(job, context, thread_context)
-            if result is not None:
-                context.set_trailing_metadata(thread_context.trailers)
-            return result
+                return
+            on = self._thread_context(context)
+            handed = True
         finally:
-            if not started:
-                self._release(institution, stream=False)
+            if not handed:
+                self._release(institution, stream=True)
+        await self._stream_on_worker(institution, context, on, lambda: behaviour(raw, on))
 
     async def stream_stream(
         self,
         method: str,
-        behaviour: Callable[[Iterator[bytes], ThreadContext], Iterator[bytes]],
+        behaviour: Callable[[Iterator[bytes], ThreadContext], Generator[bytes, None, None]],
         context: aio.ServicerContext[Any, Any],
     ) -> None:
+        """A batch stream: admitted, then read and answered on a stream worker of its own;
+        its first request is due `request_timeout_s` after its headers."""
         institution = _institution(context)
-        if not self._admit(institution, stream=True):
-            await self._refuse(context, method, institution, _too_many("batch streams"))
+        refusal = self._admit(institution, stream=True)
+        if refusal is not None:
+            await self._refuse(context, method, institution, refusal)
             return
-        loop = asyncio.get_running_loop()
-        thread_context = ThreadContext(context, loop)
-        requests = _Requests(thread_context, self.limits)
         try:
-            job = loop.run_in_executor(
-                self._streamers, _pump, behaviour(requests, thread_context), thread_context
-            )
+            on = self._thread_context(context)
+            requests = _Requests(on, self.limits)
+        except BaseException:
+            self._release(institution, stream=True)
+            raise
+        await self._stream_on_worker(institution, context, on, lambda: behaviour(requests, on))
+
+    async def _stream_on_worker(
+        self,
+        institution: str,
+        context: aio.ServicerContext[Any, Any],
+        on: ThreadContext,
+        handler: Callable[[], Generator[bytes, None, None]],
+    ) -> None:
+        """Run a stream's handler on a stream worker, writing what it yields. Admission
+        keeps open streams within the stream workers, so a stream never waits for one."""
+        loop = asyncio.get_running_loop()
+        try:
+            job = loop.run_in_executor(self._streamers, _pump, handler, on)
         except BaseException:
             self._release(institution, stream=True)
             raise
         job.add_done_callback(lambda _: self._release(institution, stream=True))
-        if await _outcome(job, context, thread_context) is not None:
-            context.set_trailing_metadata(thread_context.trailers)
+        if await _outcome(job, context, on) is not None:
+            context.set_trailing_metadata(on.trailers)
 
     # -- admission ---------------------------------------------------------------------
 
-    def _admit(self, institution: str, *, stream: bool) -> bool:
-        counts = self._counts
-        if counts.calls[institution] >= self.limits.calls_per_institution:
-            return False
-        if stream and counts.streams[institution] >= self.limits.streams_per_institution:
-            return False
-        counts.calls[institution] += 1
+    def _admit(self, institution: str, *, stream: bool) -> ExchangeError | None:
+        """Count the call in, or say why not."""
+        counts, limits = self._counts, self.limits
+        if counts.calls[institution] >= limits.calls_per_institution:
+            return _too_many("calls")
         if stream:
+            if counts.streams[institution] >= limits.streams_per_institution:
+                return _too_many("streams")
+            if counts.all_streams >= limits.stream_workers:
+                return _busy()
             counts.streams[institution] += 1
-        return True
+            counts.all_streams += 1
+        counts.calls[institution] += 1
+        return None
 
     def _release(self, institution: str, *, stream: bool) -> None:
         """Called on the loop, or from a job's done callback (which asyncio runs there)."""
         self._counts.calls[institution] -= 1
         if stream:
             self._counts.streams[institution] -= 1
+            self._counts.all_streams -= 1
 
     def _slot(self, institution: str) -> asyncio.Semaphore:
-        """An institution's share of the workers: as many calls on them as there are
-        workers, so the executor's queue never holds more than that of one partner."""
+        """An institution's share of the workers: one fewer than there are (at least one),
+        so one partner's calls never hold every worker and the executor's queue never
+        holds more than that of one partner."""
         slots = self._counts.on_workers.get(institution)
         if slots is None:
-            slots = self._counts.on_workers[institution] = asyncio.Semaphore(self.limits.workers)
+            share = max(1, self.limits.workers - 1)
+            slots = self._counts.on_workers[institution] = asyncio.Semaphore(share)
         return slots
 
     async def _one_message(
@@ -456,8 +561,9 @@ class Door:
         error: ExchangeError,
     ) -> None:
         """Answer a refusal made at the door; record it unless it is an overload (a flood
-        of TOO_MANY_CALLS is counted and logged, at most once per 10 s per institution)."""
-        if error.reason == Reason.TOO_MANY_CALLS:
+        of TOO_MANY_CALLS or GATEWAY_BUSY is counted and logged, at most once per 10 s
+        per institution)."""
+        if error.reason in (Reason.TOO_MANY_CALLS, Reason.GATEWAY_BUSY):
             self._quiet.warn(
                 f"busy:{institution}",
                 "refused at the door",
@@ -480,16 +586,20 @@ class Door:
 
 
 class _Requests(Iterator[bytes]):
-    """A batch stream's request messages, read from the loop by the stream's worker."""
+    """A batch stream's request messages, read from the loop by the stream's worker. The
+    first is due `request_timeout_s` after the call's headers, the next ones within
+    `stream_idle_s` of the one before."""
 
     def __init__(self, context: ThreadContext, limits: Limits) -> None:
         self._context = context
         self._limits = limits
-        self._first = True
+        self._first_due: float | None = time.monotonic() + limits.request_timeout_s
 
     def __next__(self) -> bytes:
-        timeout = self._limits.request_timeout_s if self._first else self._limits.stream_idle_s
-        self._first = False
+        timeout = self._limits.stream_idle_s
+        if self._first_due is not None:
+            timeout = max(MIN_WAIT_S, self._first_due - time.monotonic())
+            self._first_due = None
         message = self._context.read(timeout)
         if message is None:
             raise StopIteration
@@ -498,19 +608,30 @@ class _Requests(Iterator[bytes]):
         return message
 
 
-def _pump(messages: Iterator[bytes], context: ThreadContext) -> bool:
+def _offloaded(behaviour: Callable[[bytes, ThreadContext], bytes]) -> Callable[..., Steps[bytes]]:
+    """A plain unary behaviour as steps that go straight to a worker."""
+
+    def steps(raw: bytes, context: ThreadContext) -> Steps[bytes]:
+        yield OFFLOAD
+        return behaviour(raw, context)
+
+    return steps
+
+
+def _pump(handler: Callable[[], Generator[bytes, None, None]], context: ThreadContext) -> bool:
     """Run a response stream on a worker: write each message as the handler yields it.
-    A write that fails (the caller left) closes the handler's generator, which records
-    the end as the caller's."""
+    A write that fails (the caller left, stopped reading, or the gateway stops) is thrown
+    into the handler, which records the end with its reason and aborts."""
+    messages = handler()
     try:
         for message in messages:
-            context.write(message)
-    except CallerGone:
-        return False
+            try:
+                context.write(message)
+            except ExchangeError as ended:
+                messages.throw(ended)  # records the end; its abort raises
+                raise
     finally:
-        close = getattr(messages, "close", None)
-        if close is not None:
-            close()
+        messages.close()
     return True
 
 
@@ -542,7 +663,7 @@ async def _outcome(
 ) -> T | None:
     """The job's result, or None once its abort has been sent from the loop. The job goes
     on if this call is cancelled (its thread cannot be); it learns it through `gone` when
-    it next reads or writes, and records the caller's end."""
+    it next reads or writes, and records the end with its reason."""
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
@@ -551,6 +672,14 @@ async def _outcome(
     except Aborted as aborted:
         if not context.done():
             await context.abort(aborted.code, aborted.details, aborted.trailers)
+        return None
+    except ExchangeError as unanswered:  # a handler that did not answer its own error
+        status = rpc_status.to_status(unanswered.to_status())
+        await context.abort(status.code, status.details, tuple(status.trailing_metadata))
+        return None
+    except Exception:
+        log.exception("gateway fault outside the pipeline")
+        await context.abort(grpc.StatusCode.INTERNAL, "gateway fault")
         return None
 
 

@@ -14,6 +14,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 DOMAIN = "jisr.v1"
+# A call that ended this close to its deadline ended by the deadline: grpc's deadline timer
+# and a reading of the clock differ by a few milliseconds.
+DEADLINE_SLACK_S = 0.1
 
 
 class Reason(StrEnum):
@@ -40,6 +43,10 @@ class Reason(StrEnum):
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     TOO_MANY_CALLS = "TOO_MANY_CALLS"
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    RESPONSE_NOT_READ = "RESPONSE_NOT_READ"
+    GATEWAY_BUSY = "GATEWAY_BUSY"
+    # The gateway stopped (UNAVAILABLE) before the call could end: retry elsewhere or later.
+    GATEWAY_STOPPING = "GATEWAY_STOPPING"
     # The caller ended its own call (CANCELLED / DEADLINE_EXCEEDED): not a gateway fault.
     CALLER_CANCELLED = "CALLER_CANCELLED"
     CALLER_DEADLINE_EXCEEDED = "CALLER_DEADLINE_EXCEEDED"
@@ -123,3 +130,17 @@ def invalid(reason: Reason, message: str, field: str | None = None) -> ExchangeE
 def not_found(message: str) -> ExchangeError:
     """NOT_FOUND for a subject the registries do not know."""
     return ExchangeError(grpc.StatusCode.NOT_FOUND, Reason.SUBJECT_NOT_FOUND, message)
+
+
+def caller_ended(remaining: float | None) -> ExchangeError:
+    """The caller cancelled, or its deadline passed (`remaining`: the call's time left
+    when it was found gone): its doing, not a gateway fault."""
+    if remaining is not None and remaining <= DEADLINE_SLACK_S:
+        return ExchangeError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            Reason.CALLER_DEADLINE_EXCEEDED,
+            "the caller's deadline passed",
+        )
+    return ExchangeError(
+        grpc.StatusCode.CANCELLED, Reason.CALLER_CANCELLED, "the caller cancelled the call"
+    )

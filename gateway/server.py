@@ -235,6 +235,7 @@ def _serve_aio(
 
     async def stop(grace: float | None) -> None:
         await checker.enter_graceful_shutdown()
+        door.stopping(grace)
         await server.stop(grace)
 
     def drain(grace: float | None) -> None:

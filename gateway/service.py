@@ -30,7 +30,7 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
 from gateway.audit.writer import AuditUnavailable
 from gateway.consent_gate import ConsentGate, Permit
-from gateway.errors import ExchangeError, Reason, invalid
+from gateway.errors import ExchangeError, Reason, caller_ended, invalid
 from gateway.exchange import Exchange, Key, Screen
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.policy import Grant, Policy
@@ -51,7 +51,6 @@ from gateway.trust import TrustStore
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
 SIGNATURE_METADATA = "x-jisr-signature"
-DEADLINE_SLACK_S = 0.1  # a call ended this close to its deadline ended by the deadline
 log = logging.getLogger("jisr.exchange")
 
 Req = TypeVar("Req", bound=Message)
@@ -435,17 +434,7 @@ class ExchangeService:
 
     def _caller_ended(self, context: grpc.ServicerContext) -> ExchangeError:
         """The caller cancelled, or its deadline passed: its doing, not a gateway fault."""
-        remaining = context.time_remaining()
-        # grpc's deadline timer and the reading of the clock differ by a few milliseconds.
-        if remaining is not None and remaining <= DEADLINE_SLACK_S:
-            return ExchangeError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                Reason.CALLER_DEADLINE_EXCEEDED,
-                "the caller's deadline passed",
-            )
-        return ExchangeError(
-            grpc.StatusCode.CANCELLED, Reason.CALLER_CANCELLED, "the caller cancelled the call"
-        )
+        return caller_ended(context.time_remaining())
 
     def _abandoned(self, context: grpc.ServicerContext, call: _Call) -> None:
         """A stream the caller left while the gateway was writing to it (its generator is

@@ -47,6 +47,19 @@ def drive(steps: Steps[T]) -> T:
         return result
 
 
+def thrown(steps: Steps[T], error: BaseException) -> Steps[T]:
+    """The rest of suspended `steps` once `error` is raised where they wait: how a driver
+    tells a call it must end (its caller left, the gateway stops) and lets it record why."""
+    try:
+        step = steps.throw(error)
+        while True:
+            yield step
+            step = steps.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
 class Unary:
     """A unary method's behaviour: called, it runs its steps on this thread (the sync
     server API); `steps` is there for a driver that can wait without one."""

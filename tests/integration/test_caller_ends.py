@@ -89,7 +89,7 @@ def test_a_batch_stream_past_its_deadline_is_recorded_as_the_callers_deadline(
 ) -> None:
     faults = gateway.output().count("gateway fault")
     release = threading.Event()
-    call, jti = _held_stream(gateway, pki_dir, household, release, timeout=3)
+    call, jti = _held_stream(gateway, pki_dir, household, release, timeout=6)
     responses = iter(call)
     next(responses)
     with pytest.raises(grpc.RpcError) as ended:

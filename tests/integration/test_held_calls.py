@@ -1,8 +1,9 @@
 """No partner, however broken or hostile, stalls the others (docs/security.md, "Limits").
 
-A gateway process with tight limits (2 workers, 2 s for a request to arrive, 12 calls and
-1 batch stream per institution, 64 KiB messages) is held by one institution in every way
-the door knows; another institution is served meanwhile, and health answers."""
+A gateway process with tight limits (2 workers, 5 s for a request or a stream's next
+batch to arrive, 12 calls and 1 stream per institution, 64 KiB messages) is held by one
+institution in every way the door knows; another institution is served meanwhile, and
+health answers."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def tight(
     env = {
         "JISR_STATE_DIR": str(folder),
         "JISR_WORKERS": "2",
-        "JISR_REQUEST_TIMEOUT_SECONDS": "2",
-        "JISR_STREAM_IDLE_SECONDS": "2",
+        "JISR_REQUEST_TIMEOUT_SECONDS": "5",
+        "JISR_STREAM_IDLE_SECONDS": "5",
         "JISR_MAX_CALLS_PER_INSTITUTION": str(CALLS),
         "JISR_MAX_STREAMS_PER_INSTITUTION": "1",
         "JISR_MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
@@ -122,9 +123,10 @@ def _reason(call: grpc.Future) -> tuple[grpc.StatusCode, str]:
 def test_held_calls_beyond_the_workers_do_not_stop_another_institution(
     holder: Holder, tight: processes.Proc, pki_dir: Path, registry_dir: Path
 ) -> None:
-    holder.hold(8)
+    held = holder.hold(8)
     time.sleep(0.5)
     _served(tight.target, pki_dir, registry_dir)
+    assert not any(call.done() for call in held)  # served while they were held
 
 
 def test_many_connections_holding_calls_do_not_stop_another_institution(
@@ -143,11 +145,17 @@ def test_many_connections_holding_calls_do_not_stop_another_institution(
 def test_a_request_that_never_arrives_times_out_with_its_reason_and_a_record(
     holder: Holder, tight: processes.Proc, pki_dir: Path
 ) -> None:
+    before = _timeouts(tight.target, pki_dir)
     (call,) = holder.hold(1)
     assert _reason(call) == (grpc.StatusCode.DEADLINE_EXCEEDED, "REQUEST_TIMEOUT")
-    with JisrClient(tight.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
+    assert _timeouts(tight.target, pki_dir) == before + 1
+
+
+def _timeouts(target: str, pki_dir: Path) -> int:
+    """REQUEST_TIMEOUT records of MS (as the regulator sees them)."""
+    with JisrClient(target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
         records = _query(cndp, requester="MS", method=METHOD)
-    assert "REQUEST_TIMEOUT" in {r.reason for r in records}
+    return sum(r.reason == "REQUEST_TIMEOUT" and r.decision == "deny" for r in records)
 
 
 def test_an_institution_over_its_call_limit_is_refused_too_many_calls(

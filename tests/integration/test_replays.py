@@ -105,7 +105,13 @@ def records_of(target: str, pki_dir: Path, jti: str, request_method: str) -> lis
     return [r for r in records if r.request_hash and r.jti in (jti, "")]
 
 
+def _replays(target: str, pki_dir: Path, request: Signed) -> int:
+    records = records_of(target, pki_dir, request.jti, request.method)
+    return sum(r.reason == "REPLAYED" and not r.jti for r in records)
+
+
 def _replayed_properly(target: str, pki_dir: Path, request: Signed, first_reason: str) -> None:
+    before = _replays(target, pki_dir, request)
     reason, receipt = send(target, pki_dir, request)
     assert reason == "REPLAYED"
     assert receipt is not None
@@ -115,6 +121,7 @@ def _replayed_properly(target: str, pki_dir: Path, request: Signed, first_reason
     records = {r.record_id: r for r in records_of(target, pki_dir, request.jti, request.method)}
     assert receipt["audit"] in records
     assert records[str(receipt["audit"])].reason == "REPLAYED"
+    assert _replays(target, pki_dir, request) == before + 1  # exactly one record of its own
     firsts = [r for r in records.values() if r.jti == request.jti]
     assert [(r.decision, r.reason) for r in firsts] == [
         ("permit" if first_reason == "OK" else "deny", "" if first_reason == "OK" else first_reason)

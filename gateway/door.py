@@ -32,6 +32,7 @@ import contextvars
 import logging
 import threading
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -354,6 +355,9 @@ class Door:
             except asyncio.CancelledError:
                 own.run(work.close)  # a record already submitted stands (docs/errors.md)
                 raise
+            except Exception as exc:  # the pipeline answers its own faults: a last resort
+                await _fault(context, exc)
+                return None
             handed = True
             return await self._rest_on_worker(
                 method, institution, work, own=own, context=context, on=thread_context
@@ -423,8 +427,9 @@ class Door:
             self._refused(method, institution, unheard)
         except Aborted:
             pass  # recorded; there is no one to answer
-        except Exception:
-            log.exception("ending a call that was gone failed", extra={"method": method})
+        except Exception as exc:  # logged by type and place: the message may quote data
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("ending a call failed: %s at %s:%s", type(exc).__name__, *frame[:2])
 
     async def unary_stream(
         self,
@@ -677,10 +682,17 @@ async def _outcome(
         status = rpc_status.to_status(unanswered.to_status())
         await context.abort(status.code, status.details, tuple(status.trailing_metadata))
         return None
-    except Exception:
-        log.exception("gateway fault outside the pipeline")
-        await context.abort(grpc.StatusCode.INTERNAL, "gateway fault")
+    except Exception as exc:  # the pipeline answers its own faults: a last resort
+        await _fault(context, exc)
         return None
+
+
+async def _fault(context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    """INTERNAL for a fault the pipeline did not answer, never grpc's UNKNOWN; the log
+    names its type and place only (an exception's message may quote request data)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    log.error("gateway fault %s at %s:%s", type(exc).__name__, frame.filename, frame.lineno)
+    await context.abort(grpc.StatusCode.INTERNAL, "gateway fault")
 
 
 def _institution(context: aio.ServicerContext[Any, Any]) -> str:

@@ -137,14 +137,49 @@ def _grpc_server(workers: int) -> grpc.Server:
     )
 
 
+class ListenError(OSError):
+    """The listen address is taken or not this machine's: one line naming it and what to
+    do, never grpc's traceback."""
+
+
 def _listen(server: grpc.Server | aio.Server, address: str, config: Config) -> int:
-    if config.insecure_plaintext:
-        port: int = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, server_credentials(config.pki_dir))
+    _bindable(address)
+    try:
+        if config.insecure_plaintext:
+            port: int = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(config.pki_dir))
+    except RuntimeError:  # grpc: "Failed to bind to address …"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise _cannot_listen(address, "grpc could not bind it")
     return port
+
+
+def _cannot_listen(address: str, why: str) -> ListenError:
+    return ListenError(
+        f"cannot listen on {address}: {why} (is another `jisr serve` or `make run` running? "
+        "stop it, or choose another address with --listen HOST:PORT or JISR_LISTEN)"
+    )
+
+
+def _bindable(address: str) -> None:
+    """Try the address as grpc will (SO_REUSEADDR), before grpc does: grpc's own failure
+    is a C-level log line and a bare RuntimeError."""
+    host, _, port = address.rpartition(":")
+    if port in ("", "0"):
+        return
+    try:
+        found = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        raise _cannot_listen(address, "not an address of this machine") from None
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                raise _cannot_listen(address, exc.strerror or "it cannot be bound") from None
 
 
 def _health_and_reflection(server: grpc.Server, services: list[str]) -> health.HealthServicer:

@@ -88,3 +88,41 @@ def test_a_state_store_that_is_not_a_database_is_one_line_naming_it(
     (state / "audit.sqlite").write_bytes(b"this is not a database" * 100)
     result = _serve(registry_dir, pki_dir, state)
     _one_line_naming(result, state)
+
+
+def test_a_port_already_in_use_is_one_line_naming_the_address(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    first = processes.start(
+        [*_ARGS, str(registry_dir), "--pki-dir", str(pki_dir)],
+        tmp_path / "first.log",
+        env={"JISR_STATE_DIR": str(tmp_path / "first")},
+    )
+    try:
+        taken = first.target
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--listen",
+                taken,
+                "--data-dir",
+                str(registry_dir),
+                "--pki-dir",
+                str(pki_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "JISR_STATE_DIR": str(tmp_path / "second")},
+        )
+    finally:
+        first.stop()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"jisr: cannot listen on {taken}: Address already in use")

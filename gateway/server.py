@@ -85,6 +85,7 @@ class Running:
     port: int
     drain: Callable[[float | None], None]  # refuse new calls, finish in-flight ones
     closers: list[Closer]
+    reload: Callable[[], str] | None = None  # on SIGHUP: re-read what may change, say what
 
     def stop(self, grace: float | None) -> None:
         """Refuse new calls, let in-flight ones finish within `grace`, then close."""
@@ -333,7 +334,12 @@ def start_gateway(config: Config) -> Running:
     closers: list[Closer] = [registries, store, writer, audit_store]
     if registry is not None:
         closers.append(registry)
-    return Running(port, drain, closers)
+    return Running(port, drain, closers, lambda: _reload(security))
+
+
+def _reload(security: Security) -> str:
+    """SIGHUP: the trust store, read again now (it also follows its directory by itself)."""
+    return f"trust store reloaded: {security.trust.reload()} institutions"
 
 
 def start_backend(
@@ -356,19 +362,29 @@ def start_backend(
 
 
 def run_until_signalled(running: Running, grace: float, banner: str) -> None:
-    """Print where we serve, then block until SIGTERM or SIGINT and drain."""
+    """Print where we serve, then block until SIGTERM or SIGINT and drain; SIGHUP reloads
+    what the server can reload (the trust store)."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    reload = threading.Event()
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        reload.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if running.reload is not None:
+        signal.signal(signal.SIGHUP, on_hangup)
     print(banner, flush=True)
     # A signal the kernel hands to another thread only flags the main thread, which sees
     # it when it next runs Python: an untimed wait could sleep through it.
     while not stop.wait(0.5):
-        pass
+        if reload.is_set() and running.reload is not None:
+            reload.clear()
+            print(f"jisr: {running.reload()}", flush=True)
     print(f"jisr: draining in-flight calls (up to {grace:g} s)", flush=True)
     running.stop(grace)
     print("jisr: stopped", flush=True)

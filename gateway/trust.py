@@ -2,20 +2,26 @@
 
 One file per institution, `<INSTITUTION>.jwks.json`, a standard JWKS plus a `revoked`
 list of key ids. Every key pins its algorithm (`alg`), so a token can never pick another
-one (RFC 8725 §3.1). Loaded and validated once at start; errors name the file and key.
+one (RFC 8725 §3.1). Validated as loaded; errors name the file and key.
 
 Only a key that can verify and nothing else is loaded: a public signing key (no private
 member, `use` "sig", `key_ops` with "verify"), of the exact type its `alg` names, its
 coordinates canonical and on the curve. An Ed25519 key of small order is refused: with
 one, a trivial signature verifies for any message, whoever signs it.
+
+A running gateway follows the directory (`jisr pki issue`, `rotate`, `revoke`): within a
+second of a change, or at once on SIGHUP (docs/pki.md).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+log = logging.getLogger("jisr.trust")
 ALGORITHMS = frozenset({"ES256", "EdDSA"})
+# How stale the trust store may be: a lookup compares the directory with what was loaded
+# at most this often (a few stat calls).
+CHECK_EVERY_S = 1.0
 PublicKey = EllipticCurvePublicKey | Ed25519PublicKey
 _INSTITUTION = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
 SUFFIX = ".jwks.json"
@@ -59,16 +69,92 @@ class TrustedKey:
     revoked: bool
 
 
-class TrustStore:
-    """Lookup of an institution's own keys by key id."""
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    keys: Mapping[tuple[str, str], TrustedKey]
+    institutions: frozenset[str]
+    stamp: tuple[tuple[str, int, int], ...]
 
-    def __init__(self, keys: Mapping[tuple[str, str], TrustedKey]) -> None:
-        self._keys = dict(keys)
-        self.institutions = frozenset(institution for institution, _ in keys)
+
+class TrustStore:
+    """Lookup of an institution's own keys by key id.
+
+    Loaded from a directory (`load_dir`), it follows the directory: a newly issued
+    institution, a new or revoked key is seen within `CHECK_EVERY_S` of the change (the
+    files' sizes and times are compared at most that often, on lookup), or at once on
+    `reload()` (SIGHUP). A directory that no longer loads keeps the keys that did, and says
+    why in the log, once per change."""
+
+    def __init__(
+        self,
+        keys: Mapping[tuple[str, str], TrustedKey],
+        source: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._clock = clock
+        self._snapshot = _Snapshot(
+            dict(keys),
+            frozenset(institution for institution, _ in keys),
+            _stamp(source) if source else (),
+        )
+        self._checked = clock()
+        self._lock = threading.Lock()
+
+    @property
+    def institutions(self) -> frozenset[str]:
+        self._follow()
+        return self._snapshot.institutions
 
     def get(self, institution: str, kid: str) -> TrustedKey | None:
         """The key `kid` of `institution`, or None: another institution's key never matches."""
-        return self._keys.get((institution, kid))
+        self._follow()
+        return self._snapshot.keys.get((institution, kid))
+
+    def reload(self) -> int:
+        """Read the directory again now; the number of institutions trusted afterwards."""
+        if self._source is not None:
+            with self._lock:
+                self._load(_stamp(self._source))
+        return len(self._snapshot.institutions)
+
+    def _follow(self) -> None:
+        now = self._clock()
+        if self._source is None or now - self._checked < CHECK_EVERY_S:
+            return
+        with self._lock:
+            if now - self._checked < CHECK_EVERY_S:
+                return
+            self._checked = now
+            stamp = _stamp(self._source)
+            if stamp != self._snapshot.stamp:
+                self._load(stamp)
+
+    def _load(self, stamp: tuple[tuple[str, int, int], ...]) -> None:
+        """Swap in the directory as it is now, or keep what was loaded (logged)."""
+        assert self._source is not None
+        try:
+            keys = _read_dir(self._source)
+        except TrustStoreError as exc:
+            log.error("trust store not reloaded, keeping the keys loaded before: %s", exc)
+            self._snapshot = _Snapshot(self._snapshot.keys, self._snapshot.institutions, stamp)
+            return
+        institutions = frozenset(institution for institution, _ in keys)
+        self._snapshot = _Snapshot(keys, institutions, stamp)
+        log.info("trust store reloaded", extra={"institutions": len(institutions)})
+
+
+def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a trust file is added, removed or rewritten."""
+    stamp = []
+    for file in sorted(path.glob(f"*{SUFFIX}")):
+        try:
+            info = file.stat()
+        except OSError:
+            continue
+        stamp.append((file.name, info.st_mtime_ns, info.st_size))
+    return tuple(stamp)
 
 
 def key_from_jwk(jwk: Mapping[str, Any]) -> tuple[PublicKey, str]:
@@ -139,8 +225,12 @@ def _ed25519_key(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def load_dir(path: Path) -> TrustStore:
-    """Every `<INSTITUTION>.jwks.json` in `path`."""
+def load_dir(path: Path, *, clock: Callable[[], float] = time.monotonic) -> TrustStore:
+    """Every `<INSTITUTION>.jwks.json` in `path`, followed as the directory changes."""
+    return TrustStore(_read_dir(path), path, clock=clock)
+
+
+def _read_dir(path: Path) -> dict[tuple[str, str], TrustedKey]:
     if not path.is_dir():
         raise TrustStoreError(f"{path}: trust store directory not found (run `jisr pki init`)")
     keys: dict[tuple[str, str], TrustedKey] = {}
@@ -150,7 +240,7 @@ def load_dir(path: Path) -> TrustStore:
             raise TrustStoreError(f"{file}: file name must be <INSTITUTION>{SUFFIX}")
         for key in _load_file(file, institution):
             keys[(institution, key.kid)] = key
-    return TrustStore(keys)
+    return keys
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from gateway.trust import TrustStore, TrustStoreError, key_from_jwk, load_dir
+from gateway.trust import CHECK_EVERY_S, TrustStore, TrustStoreError, key_from_jwk, load_dir
 
 ED_P = 2**255 - 19
 P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
@@ -208,3 +208,60 @@ def test_a_trust_file_repeating_a_member_is_refused(tmp_path: Path) -> None:
     (tmp_path / "CNSS.jwks.json").write_text(text)
     with pytest.raises(TrustStoreError, match=r"CNSS\.jwks\.json.*'x' appears twice"):
         load_dir(tmp_path)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def followed(directory: Path, clock: Clock) -> TrustStore:
+    (directory / "CNSS.jwks.json").write_text(json.dumps({"keys": [ec_jwk()]}))
+    return load_dir(directory, clock=clock)
+
+
+def test_a_newly_issued_institution_is_trusted_once_the_check_interval_has_passed(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = followed(tmp_path, clock)
+    (tmp_path / "ANSS.jwks.json").write_text(json.dumps({"keys": [ec_jwk()]}))
+    assert store.get("ANSS", "k-ec") is None  # checked at most once per interval
+    clock.now += CHECK_EVERY_S
+    assert store.get("ANSS", "k-ec") is not None
+    assert store.institutions == {"CNSS", "ANSS"}
+
+
+def test_a_key_revoked_in_the_directory_is_revoked_for_the_running_store(tmp_path: Path) -> None:
+    clock = Clock()
+    store = followed(tmp_path, clock)
+    jwk = ec_jwk()
+    (tmp_path / "CNSS.jwks.json").write_text(json.dumps({"keys": [jwk], "revoked": ["k-ec"]}))
+    clock.now += CHECK_EVERY_S
+    key = store.get("CNSS", "k-ec")
+    assert key is not None
+    assert key.revoked
+
+
+def test_reload_reads_the_directory_at_once(tmp_path: Path) -> None:
+    store = followed(tmp_path, Clock())
+    (tmp_path / "MEN.jwks.json").write_text(json.dumps({"keys": [ed_jwk()]}))
+    assert store.reload() == 2
+    assert store.get("MEN", "k-ed") is not None
+
+
+def test_a_directory_that_no_longer_loads_keeps_the_keys_loaded_before(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    store = followed(tmp_path, clock)
+    (tmp_path / "ANSS.jwks.json").write_text("{not json")
+    clock.now += CHECK_EVERY_S
+    assert store.get("CNSS", "k-ec") is not None
+    assert store.get("ANSS", "k-ec") is None
+    assert "ANSS.jwks.json" in caplog.text

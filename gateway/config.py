@@ -79,10 +79,12 @@ def _from_file(path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     base = path.resolve().parent
-    _only(doc, {"server", "data", "security", "institutions"}, f"{path}")
+    _only(doc, {"server", "data", "security", "audit", "institutions"}, f"{path}")
     server = _section(doc, "server", path)
     data = _section(doc, "data", path)
     security = _section(doc, "security", path)
+    audit = _section(doc, "audit", path)
+    _only(audit, {"checkpoint_every", "checkpoint_seconds"}, f"{path}: [audit]")
     _only(server, _SERVER_KEYS, f"{path}: [server]")
     _only(data, {"dir", "programmes", "state_dir"}, f"{path}: [data]")
     _only(security, {"pki_dir", "policy", "insecure_plaintext"}, f"{path}: [security]")
@@ -121,8 +123,22 @@ def _from_file(path: Path) -> Config:
         policy=_optional_path(base, security, "policy", f"{path}: [security]"),
         pki_dir=base / _str(security, "pki_dir", str(config.pki_dir), f"{path}: [security]"),
         insecure_plaintext=plaintext,
+        audit_checkpoint_every=_int(
+            audit, "checkpoint_every", config.audit_checkpoint_every, f"{path}: [audit]"
+        ),
+        audit_checkpoint_seconds=_file_seconds(
+            audit, "checkpoint_seconds", config.audit_checkpoint_seconds, f"{path}: [audit]"
+        ),
         institutions=institutions,
     )
+
+
+def _file_seconds(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    """A number of seconds in a file (fractions allowed), within (0, 86400)."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 86_400:
+        raise ConfigError(f"{where}: {key}: must be a number of seconds between 0 and 86400")
+    return float(value)
 
 
 _SERVER_KEYS = {
@@ -204,6 +220,7 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_DATABASE_URL": ("database_url", _text),
     "JISR_INSECURE_PLAINTEXT": ("insecure_plaintext", _flag),
     "JISR_AUDIT_CHECKPOINT_EVERY": ("audit_checkpoint_every", _whole),
+    "JISR_AUDIT_CHECKPOINT_SECONDS": ("audit_checkpoint_seconds", _seconds),
     "JISR_METRICS_LISTEN": ("metrics_listen", _text),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,26 @@ def test_invalid_config_is_refused_naming_file_and_key(
 def test_bad_environment_value_is_named() -> None:
     with pytest.raises(ConfigError, match="JISR_WORKERS"):
         load(None, {"JISR_WORKERS": "many"})
+
+
+def test_audit_checkpoints_are_set_in_the_file_and_the_environment(tmp_path: Path) -> None:
+    file = tmp_path / "jisr.toml"
+    file.write_text("[audit]\ncheckpoint_every = 50\ncheckpoint_seconds = 2.5\n")
+    config = load(file, {})
+    assert (config.audit_checkpoint_every, config.audit_checkpoint_seconds) == (50, 2.5)
+    assert load(file, {"JISR_AUDIT_CHECKPOINT_SECONDS": "0.5"}).audit_checkpoint_seconds == 0.5
+
+
+def test_a_checkpoint_interval_that_is_no_number_of_seconds_is_named(tmp_path: Path) -> None:
+    file = tmp_path / "jisr.toml"
+    file.write_text('[audit]\ncheckpoint_seconds = "soon"\n')
+    with pytest.raises(ConfigError, match=r"jisr.toml: \[audit\]: checkpoint_seconds"):
+        load(file, {})
+
+
+def test_every_environment_variable_is_documented() -> None:
+    documented = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    source = (Path(__file__).parents[2] / "gateway" / "config.py").read_text()
+    variables = set(re.findall(r'"(JISR_[A-Z_]+)"', source))
+    assert variables
+    assert {v for v in variables if f"`{v}`" not in documented} == set()

@@ -321,3 +321,54 @@ def household_paths(tree: FieldTree) -> set[str]:
         for path in all_paths(pb.HouseholdStatus.DESCRIPTOR)
         if any(path == g or path.startswith(g + ".") for g in granted)
     }
+
+
+def _documented_rows() -> list[list[str]]:
+    """The rows of docs/policy.md's table of the shipped policy."""
+    text = (Path(__file__).parents[2] / "docs" / "policy.md").read_text()
+    table = text.split("| institution | method | purposes | basis | fields |")[1]
+    rows = []
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def _methods(cell: str) -> list[str]:
+    names = [name.strip() for name in cell.split(",")]
+    return [f"{names[0]}Batch" if n == "…Batch" else n for n in names]
+
+
+def test_the_documented_table_of_the_shipped_policy_names_its_exact_fields(
+    shipped: Policy,
+) -> None:
+    checked = 0
+    for institution, methods, purposes, _, fields in _documented_rows():
+        if not fields.startswith("`"):
+            continue  # described in words ("decision without `score_band`")
+        listed = {field.strip().strip("`") for field in fields.split(",")}
+        for method in _methods(methods):
+            for purpose in [p.strip() for p in purposes.split(",")]:
+                grant = shipped.authorize(institution, method, purpose)
+                assert grant is not None, (institution, method, purpose)
+                assert set(grant.paths) == listed, (institution, method, purpose)
+                checked += 1
+    assert checked >= 4
+
+
+def test_every_registry_exchange_grant_of_the_shipped_policy_is_in_the_documented_table(
+    shipped: Policy,
+) -> None:
+    documented = {
+        (institution, method, purpose.strip())
+        for institution, methods, purposes, _, _ in _documented_rows()
+        for method in _methods(methods)
+        for purpose in purposes.split(",")
+    }
+    exchange = ("GetPersonStatus", "GetHouseholdStatus", "VerifyEligibility")
+    for institution in ("CNSS", "ANSS", "MEN", "MS"):
+        for purpose in shipped.purposes_of(institution):
+            for method in (*exchange, "VerifyEligibilityBatch"):
+                if shipped.authorize(institution, method, purpose) is not None:
+                    assert (institution, method, purpose) in documented

@@ -1,0 +1,193 @@
+"""Every command in the README and the docs runs as written (docs/README: "Commands").
+
+Each document's `sh` blocks run in order, as one bash session (variables carry from block
+to block), from a fresh checkout-like directory: `.venv` and the sources as in the
+repository, and `var/` as `make run` leaves it (demo data, a development PKI with DEMO),
+with `jisr serve` on `make run`'s address, 127.0.0.1:50051. A `python` block that is a
+whole program runs with the virtualenv's Python.
+
+What a reader may rely on, and this test holds:
+- a command exits 0, unless a trailing comment names the reason it fails with (a stable
+  reason of docs/errors.md, e.g. `# INVALID_ARGUMENT INVALID_IDCS`): then it must fail,
+  and its output must name that reason;
+- a block that cannot run here says why, in an HTML comment on the line before it:
+  `<!-- not run: REASON -->` (e.g. it needs a collector, or takes an hour).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import Reason
+from tests.support import processes
+
+ROOT = Path(__file__).parents[2]
+DOCUMENTS = sorted(["README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))])
+MAKE_RUN_ADDRESS = ("127.0.0.1", 50051)
+FENCE = re.compile(r"^```(\w*)\s*$")
+NOT_RUN = re.compile(r"^<!-- not run: (.+\S) -->$")
+# A trailing comment naming a stable reason: the command is documented to fail with it.
+REASONS = {reason.value for reason in Reason}
+FAILED = re.compile(r"^__FAILED__ (\d+) (\d+)$", re.MULTILINE)
+HOUSEHOLDS = 2_000  # `make run` makes 10,000; the docs' commands need no more than this
+
+
+@dataclass(frozen=True)
+class Block:
+    document: str
+    line: int  # of the opening fence, 1-based
+    language: str
+    text: str
+    not_run: str | None
+
+
+def blocks(document: str) -> list[Block]:
+    """The fenced code blocks of a document, with their `not run` reasons."""
+    found: list[Block] = []
+    lines = (ROOT / document).read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        opening = FENCE.match(lines[index])
+        if not opening:
+            index += 1
+            continue
+        end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
+        marker = NOT_RUN.match(lines[index - 1]) if index else None
+        text = "\n".join(lines[index + 1 : end]) + "\n"
+        found.append(
+            Block(document, index + 1, opening.group(1), text, marker.group(1) if marker else None)
+        )
+        index = end + 1
+    return found
+
+
+def runnable(document: str) -> list[Block]:
+    return [b for b in blocks(document) if b.language in ("sh", "python") and not b.not_run]
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A directory like a fresh clone after `make run`: sources and `.venv` linked, `var/`
+    made the way the Makefile makes it, and the gateway serving on 127.0.0.1:50051."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(MAKE_RUN_ADDRESS)
+        except OSError:
+            if os.environ.get("CI"):
+                pytest.fail("127.0.0.1:50051 is taken: the documented commands need it")
+            pytest.skip("127.0.0.1:50051 is taken (is `make run` running?); runs in CI")
+    home = tmp_path_factory.mktemp("checkout")
+    for entry in ROOT.iterdir():
+        if entry.name not in ("var", ".git") and not entry.name.startswith(".coverage"):
+            (home / entry.name).symlink_to(entry)
+    jisr = str(ROOT / ".venv" / "bin" / "jisr")
+    for args in (
+        ["demo-data", "--households", str(HOUSEHOLDS), "--seed", "1", "--data-dir", "var"],
+        ["pki", "--dir", "var/pki", "init"],
+        ["pki", "--dir", "var/pki", "issue", "DEMO"],
+    ):
+        subprocess.run([jisr, *args], cwd=home, check=True, capture_output=True, timeout=300)
+    gateway = processes.start(
+        ["serve", "--data-dir", str(home / "var"), "--pki-dir", str(home / "var" / "pki")],
+        home / "gateway.log",
+        {"JISR_LISTEN": "127.0.0.1:50051", "JISR_STATE_DIR": str(home / "var")},
+    )
+    yield home
+    gateway.stop()
+    shutil.rmtree(home / "var", ignore_errors=True)
+
+
+def _bash(blocks_: list[Block]) -> str:
+    """The document's sh blocks as one script: each failing command reports its line."""
+    lines = ["set -uo pipefail", "trap 'echo \"__FAILED__ $LINENO $?\" >&2' ERR"]
+    for block in blocks_:
+        lines.extend(block.text.splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def _documented_failures(script: str) -> dict[int, set[str]]:
+    """Line (1-based) → the reasons its trailing comment says the command fails with."""
+    expected: dict[int, set[str]] = {}
+    for number, line in enumerate(script.splitlines(), start=1):
+        _, hash_, comment = line.partition(" # ")
+        named = set(re.findall(r"[A-Z][A-Z_]+", comment)) & REASONS if hash_ else set()
+        if named:
+            expected[number] = named
+    return expected
+
+
+def _run_sh(home: Path, document: str) -> None:
+    script = _bash([b for b in runnable(document) if b.language == "sh"])
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "HOME": str(home)},
+    )
+    failed = {int(line): int(code) for line, code in FAILED.findall(result.stderr)}
+    expected = _documented_failures(script)
+    lines = script.splitlines()
+    unexpected = {n: lines[n - 1] for n in failed if n not in expected}
+    assert not unexpected, f"{document}: failed:\n{unexpected}\n{result.stderr[-3000:]}"
+    missing = {n: lines[n - 1] for n in expected if n not in failed}
+    assert not missing, f"{document}: documented to fail, but did not:\n{missing}"
+    output = result.stdout + result.stderr
+    for number, reasons in expected.items():
+        assert reasons & set(re.findall(r"[A-Z][A-Z_]+", output)), (document, lines[number - 1])
+    assert result.returncode == 0, f"{document}:\n{result.stderr[-3000:]}"
+
+
+def _run_python(home: Path, block: Block) -> None:
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", block.text],
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{block.document}:{block.line}:\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize(
+    "document", [d for d in DOCUMENTS if any(b.language == "sh" for b in runnable(d))]
+)
+def test_every_shell_command_of_the_document_runs_as_written(checkout: Path, document: str) -> None:
+    _run_sh(checkout, document)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b for d in DOCUMENTS for b in runnable(d) if b.language == "python"],
+    ids=lambda b: f"{b.document}:{b.line}",
+)
+def test_every_python_example_of_the_document_runs_as_written(checkout: Path, block: Block) -> None:
+    _run_python(checkout, block)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_command_block_is_marked_sh_so_that_it_runs(document: str) -> None:
+    unmarked = [
+        b.line
+        for b in blocks(document)
+        if b.language == "" and b.not_run is None and _looks_like_commands(b.text)
+    ]
+    assert not unmarked, f"{document}: command blocks not marked sh: lines {unmarked}"
+
+
+def _looks_like_commands(text: str) -> bool:
+    starts = ("jisr ", ".venv/bin/", "make ", "$ ")
+    return any(line.lstrip().startswith(starts) for line in text.splitlines())

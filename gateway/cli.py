@@ -18,6 +18,14 @@ from gateway.registries import MissingInstitutionError
 from gateway.server import GATEWAY_CLIENT, run_until_signalled, start_backend, start_gateway
 
 DEFAULT_PKI = Path("var/pki")
+DATA_DIR = Path("var")
+DEFAULT_TARGET = "127.0.0.1:50051"
+_PKI_DIR_HELP = "PKI directory, as `jisr pki init` made it (default: %(default)s)"
+_DATA_DIR_HELP = "registry directory, as `jisr demo-data` made it (default: %(default)s)"
+_TARGET_HELP = "the gateway's host:port (default: %(default)s)"
+_RECEIPT_HELP = "also print each receipt's signed JWS on stdout (before or after the method)"
+_PROGRAMME_HELP = "programme code, e.g. AMOT or ASD (`jisr programmes check` lists them)"
+_METHOD_HELP = "how it was collected (default: %(default)s)"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -162,18 +170,27 @@ def _pki_parsers(sub: Any) -> None:
     pki_cmd.add_argument("--dir", type=Path, default=DEFAULT_PKI, help="PKI directory")
     pki_sub = pki_cmd.add_subparsers(dest="action", required=True)
     init = pki_sub.add_parser("init", help="create the CA, server certificate and receipt key")
-    init.add_argument("--gateway-id", default=pki.DEFAULT_GATEWAY_ID)
+    init.add_argument(
+        "--gateway-id",
+        default=pki.DEFAULT_GATEWAY_ID,
+        help="the audience (aud) callers' tokens name (default: %(default)s)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing CA")
     for action, text in (
         ("issue", "issue an institution's certificate and signing key"),
         ("rotate", "add a new signing key (old ones stay trusted)"),
     ):
         cmd = pki_sub.add_parser(action, help=text)
-        cmd.add_argument("institution")
-        cmd.add_argument("--alg", choices=sorted(pki.ALGORITHMS), default="ES256")
+        cmd.add_argument("institution", help="institution id, e.g. CNSS")
+        cmd.add_argument(
+            "--alg",
+            choices=sorted(pki.ALGORITHMS),
+            default="ES256",
+            help="signing key algorithm (default: %(default)s)",
+        )
     revoke = pki_sub.add_parser("revoke", help="revoke one of an institution's signing keys")
-    revoke.add_argument("institution")
-    revoke.add_argument("kid")
+    revoke.add_argument("institution", help="institution id, e.g. CNSS")
+    revoke.add_argument("kid", help="the key id `jisr pki issue` or `rotate` printed")
     pki_cmd.set_defaults(run=_pki)
 
     keys = sub.add_parser("keys", help="the gateway's public keys")
@@ -192,9 +209,13 @@ def _pki_parsers(sub: Any) -> None:
 
 def _data_parsers(sub: Any) -> None:
     demo = sub.add_parser("demo-data", help="generate a synthetic registry")
-    demo.add_argument("--households", type=int, default=10_000)
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--data-dir", type=Path, default=Path("var"))
+    demo.add_argument(
+        "--households", type=int, default=10_000, help="how many households (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=1, help="same seed, same registry (default: %(default)s)"
+    )
+    demo.add_argument("--data-dir", type=Path, default=DATA_DIR, help=_DATA_DIR_HELP)
     demo.add_argument("--force", action="store_true", help="replace an existing registry")
     demo.set_defaults(run=_demo_data)
 
@@ -202,56 +223,71 @@ def _data_parsers(sub: Any) -> None:
     backend_sub = backend.add_subparsers(dest="action", required=True)
     backend_serve = backend_sub.add_parser("serve", help="serve institutions' records")
     backend_serve.add_argument("--institutions", required=True, help="e.g. CNSS or RNP,RSU")
-    backend_serve.add_argument("--data-dir", type=Path, default=Path("var"))
-    backend_serve.add_argument("--listen", default="127.0.0.1:50061")
-    backend_serve.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI)
-    backend_serve.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE")
+    backend_serve.add_argument("--data-dir", type=Path, default=DATA_DIR, help=_DATA_DIR_HELP)
+    backend_serve.add_argument(
+        "--listen", default="127.0.0.1:50061", help="host:port (default: %(default)s)"
+    )
+    backend_serve.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI, help=_PKI_DIR_HELP)
+    backend_serve.add_argument(
+        "--insecure-plaintext", action="store_true", help="UNSAFE, development only: no TLS"
+    )
     backend_serve.set_defaults(run=_backend)
 
     sample = sub.add_parser("samples", help="example subjects from the synthetic registry")
-    sample.add_argument("--data-dir", type=Path, default=Path("var"))
+    sample.add_argument("--data-dir", type=Path, default=DATA_DIR, help=_DATA_DIR_HELP)
     sample.add_argument("--kind", choices=sorted(SAMPLES), help="print only this one's value")
     sample.set_defaults(run=lambda a: samples(a.data_dir, a.kind))
 
     progs = sub.add_parser("programmes", help="programme definitions")
     progs_sub = progs.add_subparsers(dest="action", required=True)
     check = progs_sub.add_parser("check", help="validate a programmes file")
-    check.add_argument("file", type=Path, nargs="?")
+    check.add_argument(
+        "file", type=Path, nargs="?", help="programmes TOML (default: the shipped one)"
+    )
     check.set_defaults(run=_programmes_check)
 
 
 def _call_parser(sub: Any) -> None:
     call = sub.add_parser("call", help="make one call to a gateway")
-    call.add_argument("--target", default="127.0.0.1:50051")
+    call.add_argument("--target", default=DEFAULT_TARGET, help=_TARGET_HELP)
     call.add_argument("--purpose", required=True, help="purpose code, e.g. AMO_ENROLMENT")
-    call.add_argument("--timeout", type=float, default=10.0, help="seconds")
-    call.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI)
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
+    call.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI, help=_PKI_DIR_HELP)
     call.add_argument("--institution", default="DEMO", help="whose credentials to use")
     call.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE: no TLS")
-    call.add_argument(
-        "--receipt", action="store_true", help="print the raw receipt JWS after the answer"
+    call.add_argument("--receipt", action="store_true", help=_RECEIPT_HELP)
+    # `--receipt` is also accepted after the method (docs write it there); SUPPRESS keeps
+    # a method parser from resetting a `--receipt` given before the method.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument(
+        "--receipt", action="store_true", default=argparse.SUPPRESS, help=_RECEIPT_HELP
     )
     what = call.add_subparsers(dest="method", required=True)
-    person = what.add_parser("person", help="GetPersonStatus")
-    person.add_argument("idcs")
-    household = what.add_parser("household", help="GetHouseholdStatus")
+    person = what.add_parser("person", help="GetPersonStatus", parents=[after])
+    person.add_argument("idcs", help="the person's IDCS (10 digits)")
+    household = what.add_parser("household", help="GetHouseholdStatus", parents=[after])
     household.add_argument("subject", help="household id (H...) or member IDCS")
-    eligibility = what.add_parser("eligibility", help="VerifyEligibility")
+    eligibility = what.add_parser("eligibility", help="VerifyEligibility", parents=[after])
     eligibility.add_argument("subject", help="household id (H...) or IDCS")
-    eligibility.add_argument("--programme", required=True)
+    eligibility.add_argument("--programme", required=True, help=_PROGRAMME_HELP)
     eligibility.add_argument("--as-of", help="YYYY-MM-DD (default: today)")
-    batch = what.add_parser("batch", help="VerifyEligibilityBatch from a file")
+    batch = what.add_parser("batch", help="VerifyEligibilityBatch from a file", parents=[after])
     batch.add_argument("file", type=Path, help="one subject per line ('-' for stdin)")
-    batch.add_argument("--programme", required=True)
+    batch.add_argument("--programme", required=True, help=_PROGRAMME_HELP)
     batch.add_argument("--as-of", help="YYYY-MM-DD (default: today)")
-    batch.add_argument("--batch-size", type=int, default=1000)
+    batch.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="subjects per signed batch, 1 to 1000 (default: %(default)s)",
+    )
     call.set_defaults(run=_call)
 
 
 def _consent_parser(sub: Any) -> None:
     cmd = sub.add_parser("consent", help="citizens' consents (consent collectors)")
-    cmd.add_argument("--target", default="127.0.0.1:50051")
-    cmd.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI)
+    cmd.add_argument("--target", default=DEFAULT_TARGET, help=_TARGET_HELP)
+    cmd.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI, help=_PKI_DIR_HELP)
     cmd.add_argument("--institution", default="DEMO", help="the collecting institution")
     cmd.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE: no TLS")
     actions = cmd.add_subparsers(dest="action", required=True)
@@ -263,16 +299,18 @@ def _consent_parser(sub: Any) -> None:
     grant.add_argument("--scopes", required=True, help="comma-separated field groups")
     grant.add_argument("--days", type=int, default=365, help="validity from now")
     grant.add_argument("--max-uses", type=int, default=0, help="use cap per period (0: none)")
-    grant.add_argument("--period-days", type=int, default=30)
-    grant.add_argument("--method", default="counter", help="how it was collected")
+    grant.add_argument(
+        "--period-days", type=int, default=30, help="the use cap's period (default: %(default)s)"
+    )
+    grant.add_argument("--method", default="counter", help=_METHOD_HELP)
     revoke = actions.add_parser("revoke", help="revoke a consent at once")
-    revoke.add_argument("consent_id")
-    revoke.add_argument("--grantor", required=True)
-    revoke.add_argument("--method", default="counter")
+    revoke.add_argument("consent_id", help="as `grant` or `list` printed it")
+    revoke.add_argument("--grantor", required=True, help="IDCS of who granted it")
+    revoke.add_argument("--method", default="counter", help=_METHOD_HELP)
     listing = actions.add_parser("list", help="consents about a subject")
-    listing.add_argument("subject")
+    listing.add_argument("subject", help="household id (H...) or a person's IDCS")
     show = actions.add_parser("show", help="one consent")
-    show.add_argument("consent_id")
+    show.add_argument("consent_id", help="as `grant` or `list` printed it")
     show.add_argument("--history", action="store_true", help="every revision, verified")
     cmd.set_defaults(run=consent)
 

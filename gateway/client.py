@@ -17,7 +17,7 @@ import datetime as dt
 import itertools
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -64,6 +64,30 @@ class Answer(Generic[M]):
     receipt: dict[str, Any]
     withheld: tuple[str, ...]
     receipt_token: str = ""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A verified receipt that answers no single message: a batch stream's closing one."""
+
+    claims: dict[str, Any]
+    token: str
+
+
+class BatchStream:
+    """One VerifyEligibilityBatch call. Iterating yields each batch's Answer (its receipt
+    checked, its claims and JWS kept); once iteration ends, `closing` holds the stream's
+    closing receipt, checked to cover every batch. Callers that keep or show receipts
+    (`jisr call batch`) need them; `verify_batches` yields the bare results."""
+
+    def __init__(
+        self, answers: Generator[Answer[pb.EligibilityBatchResults], None, Receipt | None]
+    ) -> None:
+        self._answers = answers
+        self.closing: Receipt | None = None
+
+    def __iter__(self) -> Iterator[Answer[pb.EligibilityBatchResults]]:
+        self.closing = yield from self._answers
 
 
 @dataclass(frozen=True)
@@ -199,8 +223,7 @@ class JisrClient:
         message = response_type.FromString(raw)
         mask = getattr(message, "withheld", None)
         withheld = tuple(mask.paths) if mask is not None else ()
-        token = next(str(v) for k, v in trailers if k == RECEIPT_METADATA)
-        return Answer(message, claims, withheld, token)
+        return Answer(message, claims, withheld, _receipt_token(trailers))
 
     def _checked(
         self, trailers: Sequence[tuple[str, str | bytes]] | None, jti: str, rh: str, sh: str
@@ -255,6 +278,30 @@ class JisrClient:
     ) -> Iterator[pb.EligibilityBatchResults]:
         """Stream batches of subjects; yields each batch's results in order, after checking
         its receipt; the stream's closing receipt is checked to cover every batch."""
+        for answer in self.verify_batch_stream(purpose, programme, batches, as_of, timeout):
+            yield answer.message
+
+    def verify_batch_stream(
+        self,
+        purpose: str,
+        programme: str,
+        batches: Iterable[Sequence[str]],
+        as_of: dt.date | None = None,
+        timeout: float | None = None,
+    ) -> BatchStream:
+        """As `verify_batches`, keeping every receipt: each batch's Answer carries its
+        receipt, and the stream's `closing` receipt is set once iteration ends (None when
+        there was no batch, so nothing was sent)."""
+        return BatchStream(self._batch_answers(purpose, programme, batches, as_of, timeout))
+
+    def _batch_answers(
+        self,
+        purpose: str,
+        programme: str,
+        batches: Iterable[Sequence[str]],
+        as_of: dt.date | None,
+        timeout: float | None,
+    ) -> Generator[Answer[pb.EligibilityBatchResults], None, Receipt | None]:
         method = f"/{SERVICE}/VerifyEligibilityBatch"
         signer = self.credentials.signer
         jti = secrets.token_urlsafe(18)
@@ -276,7 +323,7 @@ class JisrClient:
         stream = envelopes()
         first = next(stream, None)
         if first is None:
-            return
+            return None
         token = signer.request_token(method, purpose, first, jti=jti)
         call = self._channel.stream_stream(method)(
             itertools.chain([first], stream),
@@ -287,19 +334,20 @@ class JisrClient:
         try:
             for raw in call:
                 envelope = pb.VerifyEligibilityBatchResponse.FromString(raw)
-                yield self._batch_results(envelope, jti, sent, received)
+                yield self._batch_answer(envelope, jti, sent, received)
             trailers = call.trailing_metadata()
         except grpc.RpcError as exc:
             raise error_from(exc, self.credentials.gateway_jwks) from None
-        self._checked(trailers, jti, _chain(sent), _chain(received))
+        claims = self._checked(trailers, jti, _chain(sent), _chain(received))
+        return Receipt(claims, _receipt_token(trailers))
 
-    def _batch_results(
+    def _batch_answer(
         self,
         envelope: pb.VerifyEligibilityBatchResponse,
         jti: str,
         sent: list[str],
         received: list[str],
-    ) -> pb.EligibilityBatchResults:
+    ) -> Answer[pb.EligibilityBatchResults]:
         seq = len(received)
         sh = body_hash(envelope.results)
         try:
@@ -314,7 +362,13 @@ class JisrClient:
         ):
             raise _receipt_error(f"batch {seq}: the receipt does not cover this batch")
         received.append(sh)
-        return pb.EligibilityBatchResults.FromString(envelope.results)
+        results = pb.EligibilityBatchResults.FromString(envelope.results)
+        return Answer(results, claims, tuple(results.withheld.paths), envelope.receipt)
+
+
+def _receipt_token(trailers: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The receipt JWS itself (already verified by `_checked`), for callers that keep it."""
+    return next(str(v) for k, v in trailers or () if k == RECEIPT_METADATA)
 
 
 def _chain(hashes: Sequence[str]) -> str:

@@ -138,7 +138,7 @@ def test_without_a_caller_deadline_the_configured_timeout_applies(
 ) -> None:
     servicer, adapter = backend
     adapter.fetch(HOUSEHOLD, [HID], FetchContext("P"))
-    assert 29.0 < servicer.deadlines[0] <= 30.01
+    assert 29.0 < servicer.deadlines[0] <= 30.2  # grpc rounds the timeout it sends up (<= 100 ms)
 
 
 def test_a_backend_slower_than_the_callers_time_is_a_timeout() -> None:

@@ -162,19 +162,44 @@ class AuditStore(Protocol):
         ...
 
 
-def open_audit_store(url: str | None, state_dir: Path) -> AuditStore:
+class AuditTrailMissingError(LookupError):
+    """A read-only open found no audit trail where it looked (no file, or no audit tables).
+
+    Reading tools (`jisr audit verify`, `export`) must never create or migrate a store: a
+    mistyped directory or database URL would otherwise yield an empty trail that verifies
+    as VALID. The message names where it looked (a path, or host/database and schema)."""
+
+
+class AuditSchemaTooOldError(RuntimeError):
+    """A read-only open found a trail at an older schema version than this code reads;
+    migrating it is a write, left to the gateway (or `jisr audit prune`)."""
+
+
+def open_audit_store(url: str | None, state_dir: Path, *, read_only: bool = False) -> AuditStore:
     """PostgreSQL when `url` is a postgresql:// URL (replicas share it), else the embedded
-    SQLite file state_dir/audit.sqlite. Migrates the schema before returning."""
+    SQLite file state_dir/audit.sqlite. Migrates the schema before returning, unless
+    `read_only`: then the trail must exist at the current schema version, or
+    AuditTrailMissingError / AuditSchemaTooOldError is raised, and nothing is created."""
     if url and url.startswith(("postgresql://", "postgres://")):
         # Imported here so that an embedded deployment never loads the PostgreSQL driver.
         from gateway.audit.store_postgres import PostgresAuditStore  # noqa: PLC0415
 
-        return PostgresAuditStore(url)
+        return PostgresAuditStore(url, read_only=read_only)
     if url:
         raise ValueError(f"unsupported audit database URL scheme: {url.split(':', 1)[0]!r}")
     from gateway.audit.store_sqlite import SQLiteAuditStore  # noqa: PLC0415
 
-    return SQLiteAuditStore(state_dir / "audit.sqlite")
+    return SQLiteAuditStore(state_dir / "audit.sqlite", read_only=read_only)
+
+
+def check_readable(current: int, known: int, where: str) -> None:
+    """A read-only open's schema check: refuse a trail this code cannot read as it is
+    (newer: SchemaTooNewError from check_known; older: AuditSchemaTooOldError)."""
+    if current < known:
+        raise AuditSchemaTooOldError(
+            f"audit trail at {where} is at schema version {current}, older than this Jisr's "
+            f"{known}: start the gateway on it once to migrate it, then read it"
+        )
 
 
 def check_batch(records: Sequence[AuditRecord]) -> None:

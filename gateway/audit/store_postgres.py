@@ -15,6 +15,9 @@ second waits for the first to commit, then fails).
 Tables live in the connection's current schema: the URL's
 `options=-csearch_path%3D<schema>` (passed through to libpq) picks it.
 
+Opened `read_only` (the DPO's verify and export), the store runs no migration: a schema
+without the audit tables is an error naming it, never a new empty trail.
+
 Connections come from `consent.store_postgres.StorePool`, shared with the consent store:
 short connect timeouts and quick reconnection, so that while the database is down a call
 fails at once (but for one probing connection at a time) and the store serves again
@@ -38,10 +41,12 @@ from gateway.audit.store import (
     POSTGRES_HAS_SUBJECT,
     PRUNE_CHUNK,
     STREAM_BATCH,
+    AuditTrailMissingError,
     ChainConflictError,
     Query,
     check_batch,
     check_page,
+    check_readable,
     checkpoint_from_row,
     checkpoint_row,
     first_replay,
@@ -143,8 +148,10 @@ class PostgresAuditStore:
         max_size: int = POOL_MAX,
         timeout: float = POOL_TIMEOUT_S,
         open_timeout: float = OPEN_TIMEOUT_S,
+        read_only: bool = False,
     ) -> None:
         self.url = url
+        self.read_only = read_only
         self._pool = StorePool(
             url,
             name="jisr-audit",
@@ -155,10 +162,36 @@ class PostgresAuditStore:
             open_timeout=open_timeout,
         )
         try:
-            self._migrate()
+            if read_only:
+                self._check_schema()
+            else:
+                self._migrate()
         except BaseException:
             self._pool.close()
             raise
+
+    def _check_schema(self) -> None:
+        """For a read-only open: the schema holds an audit trail this code reads as it is."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT current_schema(), to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,)
+            ).fetchone()
+            assert row is not None
+            schema, found = row
+            where = f"{describe(self.url)} schema {schema or '(none)'}"
+            if schema is None or not found:
+                raise AuditTrailMissingError(f"no audit trail at {where}: no audit tables")
+            current_row = conn.execute(
+                f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
+            ).fetchone()
+            assert current_row is not None
+        check_known(int(current_row[0]), POSTGRES, where)
+        check_readable(int(current_row[0]), POSTGRES[-1].version, where)
+
+    def _writable(self) -> None:
+        """Write methods refuse on a read-only store: a reading tool never changes a trail."""
+        if self.read_only:
+            raise RuntimeError(f"audit store {describe(self.url)} is open read-only")
 
     def _migrate(self) -> None:
         """Apply missing migrations, one transaction each, under an advisory lock so that
@@ -200,6 +233,7 @@ class PostgresAuditStore:
                     )
 
     def append_batch(self, records: Sequence[AuditRecord]) -> None:
+        self._writable()
         check_batch(records)
         if not records:
             return
@@ -249,6 +283,7 @@ class PostgresAuditStore:
         return {(str(a), str(b), int(c)) for a, b, c in rows}
 
     def append_checkpoint(self, cp: Checkpoint) -> None:
+        self._writable()
         with self._pool.connection() as conn:
             conn.execute(_INSERT_CHECKPOINT, checkpoint_row(cp))
 
@@ -304,6 +339,7 @@ class PostgresAuditStore:
         return page_of([from_row(r) for r in rows], page_size)
 
     def prune_before(self, at_us: int, node: str) -> tuple[int, int, str]:
+        self._writable()
         with self._pool.connection() as conn:
             found = conn.execute(_KEEP_FROM, (node, at_us, node)).fetchone()
             keep = None if found is None else found[0]

@@ -6,6 +6,10 @@ writer's group commit spreads that fsync over every record of the batch). Writes
 file's write lock up front (BEGIN IMMEDIATE), so gateway processes sharing the file wait
 for each other (up to the busy timeout) instead of failing. Reads use pooled read-only
 connections and never wait for the writer (WAL).
+
+Opened `read_only` (the DPO's verify and export), the store touches nothing: the file is
+opened through a `mode=ro` URI, so a missing file is an error rather than a new empty
+trail, and no migration runs.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from gateway.audit.store import (
     PRUNE_CHUNK,
     SQLITE_HAS_SUBJECT,
     STREAM_BATCH,
+    AuditTrailMissingError,
     ChainConflictError,
     Query,
     check_batch,
     check_page,
+    check_readable,
     checkpoint_from_row,
     checkpoint_row,
     from_row,
@@ -90,25 +96,44 @@ _DELETE_RECORDS = "DELETE FROM audit_record WHERE node = ? AND seq >= ? AND seq 
 class SQLiteAuditStore:
     """AuditStore over state_dir/audit.sqlite (see the module docstring for why)."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS, *, read_only: bool = False
+    ) -> None:
         self.path = path
+        self.read_only = read_only
         self._busy_timeout_ms = busy_timeout_ms
         self._lock = threading.Lock()  # serialises this process's writes
         self._pool_lock = threading.Lock()  # guards the list of connections
         self._connections: list[sqlite3.Connection] = []
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = False
+        self._writer: sqlite3.Connection | None = None
+        if read_only and not path.is_file():
+            raise AuditTrailMissingError(f"no audit trail at {path}: no such file")
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = self._connect(write=True)
-            self._migrate()
+            if read_only:
+                self._check_schema()
+            else:
+                self._writer = self._connect(write=True)
+                self._migrate()
         except BaseException:
             self.close()
             raise
 
     def _connect(self, *, write: bool) -> sqlite3.Connection:
-        """A connection in autocommit mode (transactions are explicit)."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        """A connection in autocommit mode (transactions are explicit). A read-only store's
+        connections open the file with mode=ro: SQLite must not create it."""
+        if self.read_only:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         with self._pool_lock:
             self._connections.append(conn)
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -126,6 +151,8 @@ class SQLiteAuditStore:
         with self._lock:
             self._check_open()
             conn = self._writer
+            if conn is None:
+                raise RuntimeError(f"audit store {self.path} is open read-only")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -151,6 +178,23 @@ class SQLiteAuditStore:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("audit store is closed")
+
+    def _check_schema(self) -> None:
+        """For a read-only open: the file holds an audit trail this code reads as it is."""
+        with self._read() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (MIGRATIONS_TABLE,),
+            ).fetchone()
+            if found is None:
+                raise AuditTrailMissingError(
+                    f"no audit trail at {self.path}: the file holds no audit tables"
+                )
+            (current,) = conn.execute(
+                f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
+            ).fetchone()
+        check_known(current, SQLITE, str(self.path))
+        check_readable(current, SQLITE[-1].version, str(self.path))
 
     def _migrate(self) -> None:
         """Apply missing migrations, one transaction each; refuse a newer schema."""

@@ -347,17 +347,6 @@ def test_verify_integrity_over_grpc_reports_a_sound_trail(
     assert answer.records > 0
 
 
-def test_pruning_is_signed_and_the_remaining_trail_still_verifies(trail: Trail) -> None:
-    node = trail.node()
-    cutoff = trail.sql(f"SELECT at_us FROM audit_record WHERE node = '{node}' AND seq = 20")
-    age_days = (time.time() - int(str(cutoff[0][0])) / 1_000_000) / 86_400
-    assert age_days < 1
-    pruned = _jisr(trail, "audit", "prune", "--older-than-days", "0")
-    assert pruned.returncode == 0, pruned.stderr
-    result = trail.verify()
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_an_unwritable_trail_fails_closed(
     registry_dir: Path, pki_dir: Path, tmp_path: Path
 ) -> None:

@@ -26,12 +26,14 @@ MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the Timestamp range
 
 
 class ArtefactError(Exception):
-    """An artefact the gateway must refuse, with a stable reason."""
+    """An artefact the gateway must refuse, with a stable reason and, where one claim is at
+    fault, that claim as the request field (`artefact.exp`)."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,13 @@ def verify(token: str, *, caller: str, collectors: Sequence[str], trust: TrustSt
     if not (0 <= valid_from <= MAX_SECONDS and 0 <= valid_until <= MAX_SECONDS):
         raise ArtefactError(Reason.CONSENT_ARTEFACT_INVALID, "nbf and exp must be valid times")
     if valid_until <= valid_from:
-        raise ArtefactError(Reason.CONSENT_ARTEFACT_INVALID, "exp must be after nbf")
+        # Said as the counter clerk meets it: `jisr consent grant --days 0` sets exp = nbf.
+        raise ArtefactError(
+            Reason.CONSENT_ARTEFACT_INVALID,
+            "a consent must end after it starts: its end (exp) is not after its start (nbf);"
+            " with `jisr consent grant`, give --days 1 or more",
+            "artefact.exp",
+        )
     return Artefact(
         action=action,
         collected_by=caller,

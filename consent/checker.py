@@ -27,11 +27,17 @@ class Need:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The covering consent and the scopes it covers, or the reason there is none."""
+    """The covering consent and the scopes it covers, or the reason there is none.
+
+    A refusal keeps its `evidence`, the consent whose state it names (the widest active one
+    for CONSENT_SCOPE, the latest revoked or expired one), so the message can say what is
+    wrong with it: which scopes it lacks, when it was revoked or ended.
+    """
 
     consent: ConsentRecord | None
     covered: frozenset[str]
     reason: Reason | None
+    evidence: ConsentRecord | None = None
 
 
 def choose(records: Iterable[ConsentRecord], need: Need, *, partial: bool) -> Verdict:
@@ -43,12 +49,12 @@ def choose(records: Iterable[ConsentRecord], need: Need, *, partial: bool) -> Ve
     """
     best: ConsentRecord | None = None
     best_cover: frozenset[str] = frozenset()
-    states: set[Status] = set()
+    by_state: dict[Status, list[ConsentRecord]] = {}
     for record in records:
         if record.grantee != need.grantee or need.purpose not in record.purposes:
             continue
         state = record.status_at(need.now)
-        states.add(state)
+        by_state.setdefault(state, []).append(record)
         if state != Status.ACTIVE:
             continue
         cover = need.scopes & frozenset(record.scopes)
@@ -58,13 +64,25 @@ def choose(records: Iterable[ConsentRecord], need: Need, *, partial: bool) -> Ve
             best, best_cover = record, cover
     if partial and best is not None:
         return Verdict(best, best_cover, None)
-    if Status.ACTIVE in states:
-        return Verdict(None, frozenset(), Reason.CONSENT_SCOPE)
-    if Status.REVOKED in states:
-        return Verdict(None, frozenset(), Reason.CONSENT_REVOKED)
-    if Status.EXPIRED in states:
-        return Verdict(None, frozenset(), Reason.CONSENT_EXPIRED)
+    if Status.ACTIVE in by_state:
+        widest = best or by_state[Status.ACTIVE][0]
+        return Verdict(None, frozenset(), Reason.CONSENT_SCOPE, widest)
+    if Status.REVOKED in by_state:
+        latest = max(by_state[Status.REVOKED], key=lambda r: r.recorded_at)
+        return Verdict(None, frozenset(), Reason.CONSENT_REVOKED, latest)
+    if Status.EXPIRED in by_state:
+        telling = _telling(by_state[Status.EXPIRED], need.now)
+        return Verdict(None, frozenset(), Reason.CONSENT_EXPIRED, telling)
     return Verdict(None, frozenset(), Reason.CONSENT_MISSING)
+
+
+def _telling(outside: list[ConsentRecord], now: int) -> ConsentRecord:
+    """Among consents outside their window, the one a caller can act on: the next to
+    start, else the last to have ended."""
+    future = [r for r in outside if r.valid_from > now]
+    if future:
+        return min(future, key=lambda r: r.valid_from)
+    return max(outside, key=lambda r: r.valid_until)
 
 
 def window_start(record: ConsentRecord, now: int) -> int | None:

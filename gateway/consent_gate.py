@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 
 from adapters.base import FetchContext
+from consent import messages
 from consent.checker import Need, choose, window_start
 from consent.model import ConsentRecord, SubjectKind
 from consent.store import ConsentStore
@@ -35,12 +36,10 @@ class Permit:
     paths: tuple[str, ...]
 
 
-def _denied(reason: Reason) -> ExchangeError:
-    return ExchangeError(
-        grpc.StatusCode.FAILED_PRECONDITION,
-        reason,
-        "no active consent of the citizen covers this exchange",
-    )
+def _denied(reason: Reason, message: str) -> ExchangeError:
+    """A consent refusal: its reason for programs, its message (consent/messages.py) for
+    the person who reads it, saying which of the consent's conditions failed."""
+    return ExchangeError(grpc.StatusCode.FAILED_PRECONDITION, reason, message)
 
 
 def _store_down() -> ExchangeError:
@@ -100,7 +99,8 @@ class ConsentGate:
     ) -> Permit | ExchangeError:
         verdict = choose(records, need, partial=grant.partial)
         if verdict.consent is None:
-            return _denied(verdict.reason or Reason.CONSENT_MISSING)
+            reason = verdict.reason or Reason.CONSENT_MISSING
+            return _denied(reason, messages.refused(verdict, need))
         record = verdict.consent
         start = window_start(record, need.now)
         cap = record.use_cap
@@ -110,7 +110,8 @@ class ConsentGate:
             except Exception:  # fail closed: an uncounted use is refused
                 return _store_down()
             if used > cap.max_uses:
-                return _denied(Reason.CONSENT_USE_EXCEEDED)
+                message = messages.used_up(need, record, cap, start)
+                return _denied(Reason.CONSENT_USE_EXCEEDED, message)
         tree, paths = consented(grant, verdict.covered)
         return Permit(record.consent_id, tree, paths)
 

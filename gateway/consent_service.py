@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.base import FetchContext
 from consent import artefact as artefacts
+from consent import grantees
 from consent.checker import Need, choose
 from consent.model import ConsentRecord, Status, SubjectKind, verify_history
 from consent.store import ConsentConflictError, ConsentStore
@@ -119,7 +120,8 @@ class ConsentRegistryService:
                 if exc.reason == Reason.NOT_A_CONSENT_COLLECTOR
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
-            raise _failed(code, exc.reason, exc.message) from None
+            metadata = {"field": exc.field} if exc.field else None
+            raise ExchangeError(code, exc.reason, exc.message, metadata) from None
 
     def grant(
         self, request: cpb.GrantConsentRequest, ctx: FetchContext
@@ -163,18 +165,22 @@ class ConsentRegistryService:
         return cpb.GrantConsentResponse(consent=to_message(record, now))
 
     def _check_content(self, art: artefacts.Artefact) -> None:
+        """Refuse, before anything is read or stored, a grant that could never be used:
+        malformed ids, a grantee or purpose no consent-based grant of the policy allows
+        (consent/grantees.py), a scope the policy does not define."""
         if art.subject_kind == SubjectKind.HOUSEHOLD:
             validation.household_id(art.subject, "artefact.sub")
         else:
             validation.idcs(art.subject, "artefact.sub")
         validation.idcs(art.grantor, "artefact.grantor")
-        for purpose in art.purposes:
-            validation.purpose(purpose)
+        grantees.check(art.grantee, art.purposes, grantees.consent_purposes(self.policy.grants))
         known = self.policy.scope_names
-        unknown = sorted(set(art.scopes) - known)
-        if unknown:
+        if not set(art.scopes) <= known:
+            # What was given is not repeated: a value in the wrong field may be an IDCS.
             raise invalid(
-                Reason.CONSENT_ARTEFACT_INVALID, f"unknown scopes {unknown}", "artefact.scopes"
+                Reason.CONSENT_ARTEFACT_INVALID,
+                f"scopes must be field groups the policy defines: {', '.join(sorted(known))}",
+                "artefact.scopes",
             )
 
     def _check_grantor(self, art: artefacts.Artefact, ctx: FetchContext) -> None:

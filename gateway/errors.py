@@ -84,6 +84,10 @@ class Reason(StrEnum):
     CONSENT_NOT_FOUND = "CONSENT_NOT_FOUND"
     CONSENT_CONFLICT = "CONSENT_CONFLICT"
     GRANTOR_NOT_ENTITLED = "GRANTOR_NOT_ENTITLED"
+    # A consent naming a grantee, or a purpose, that the policy gives no consent-based
+    # grant (INVALID_ARGUMENT): it could never be used, so it is not recorded.
+    UNKNOWN_GRANTEE = "UNKNOWN_GRANTEE"
+    UNKNOWN_PURPOSE = "UNKNOWN_PURPOSE"
     CONSENT_STORE_UNAVAILABLE = "CONSENT_STORE_UNAVAILABLE"
     INVALID_PAGE = "INVALID_PAGE"
     # The access could not be recorded durably (UNAVAILABLE): fail closed.

@@ -34,6 +34,8 @@ ALGORITHMS = frozenset({"ES256", "EdDSA"})
 # How stale the trust store may be: a lookup compares the directory with what was loaded
 # at most this often (a few stat calls).
 CHECK_EVERY_S = 1.0
+# A key id not known yet (an institution issued a moment ago) is looked for again sooner.
+MISS_RECHECK_S = 0.05
 PublicKey = EllipticCurvePublicKey | Ed25519PublicKey
 _INSTITUTION = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
 SUFFIX = ".jwks.json"
@@ -104,13 +106,18 @@ class TrustStore:
 
     @property
     def institutions(self) -> frozenset[str]:
-        self._follow()
+        self._follow(CHECK_EVERY_S)
         return self._snapshot.institutions
 
     def get(self, institution: str, kid: str) -> TrustedKey | None:
-        """The key `kid` of `institution`, or None: another institution's key never matches."""
-        self._follow()
-        return self._snapshot.keys.get((institution, kid))
+        """The key `kid` of `institution`, or None: another institution's key never matches.
+        A key not known yet is looked for again once the directory changed (a key issued
+        a moment ago), at most every `MISS_RECHECK_S`."""
+        self._follow(CHECK_EVERY_S)
+        key = self._snapshot.keys.get((institution, kid))
+        if key is None and self._follow(MISS_RECHECK_S):
+            key = self._snapshot.keys.get((institution, kid))
+        return key
 
     def reload(self) -> int:
         """Read the directory again now; the number of institutions trusted afterwards."""
@@ -119,17 +126,21 @@ class TrustStore:
                 self._load(_stamp(self._source))
         return len(self._snapshot.institutions)
 
-    def _follow(self) -> None:
+    def _follow(self, every: float) -> bool:
+        """Reload if the directory changed, checking at most every `every` seconds;
+        whether it was reloaded."""
         now = self._clock()
-        if self._source is None or now - self._checked < CHECK_EVERY_S:
-            return
+        if self._source is None or now - self._checked < every:
+            return False
         with self._lock:
-            if now - self._checked < CHECK_EVERY_S:
-                return
+            if now - self._checked < every:
+                return False
             self._checked = now
             stamp = _stamp(self._source)
-            if stamp != self._snapshot.stamp:
-                self._load(stamp)
+            if stamp == self._snapshot.stamp:
+                return False
+            self._load(stamp)
+            return True
 
     def _load(self, stamp: tuple[tuple[str, int, int], ...]) -> None:
         """Swap in the directory as it is now, or keep what was loaded (logged)."""

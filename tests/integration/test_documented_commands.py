@@ -1,4 +1,4 @@
-"""Every command in the README and the docs runs as written (docs/README: "Commands").
+"""Every command in the README and the docs runs as written.
 
 Each document's `sh` blocks run in order, as one bash session (variables carry from block
 to block), from a fresh checkout-like directory: `.venv` and the sources as in the
@@ -11,7 +11,9 @@ What a reader may rely on, and this test holds:
   reason of docs/errors.md, e.g. `# INVALID_ARGUMENT INVALID_IDCS`): then it must fail,
   and its output must name that reason;
 - a block that cannot run here says why, in an HTML comment on the line before it:
-  `<!-- not run: REASON -->` (e.g. it needs a collector, or takes an hour).
+  `<!-- not run: REASON -->` (e.g. it needs a collector, or takes an hour);
+- a block the document tells the reader to save (`<!-- file: NAME -->` on the line before
+  it) is saved as NAME before the document's commands run, and is not run by itself.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DOCUMENTS = sorted(["README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glo
 MAKE_RUN_ADDRESS = ("127.0.0.1", 50051)
 FENCE = re.compile(r"^```(\w*)\s*$")
 NOT_RUN = re.compile(r"^<!-- not run: (.+\S) -->$")
+SAVED_AS = re.compile(r"^<!-- file: ([\w.-]+) -->$")
 # A trailing comment naming a stable reason: the command is documented to fail with it.
 REASONS = {reason.value for reason in Reason}
 FAILED = re.compile(r"^__FAILED__ (\d+) (\d+)$", re.MULTILINE)
@@ -48,6 +51,7 @@ class Block:
     language: str
     text: str
     not_run: str | None
+    saved_as: str | None
 
 
 def blocks(document: str) -> list[Block]:
@@ -61,17 +65,28 @@ def blocks(document: str) -> list[Block]:
             index += 1
             continue
         end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
-        marker = NOT_RUN.match(lines[index - 1]) if index else None
-        text = "\n".join(lines[index + 1 : end]) + "\n"
+        before = lines[index - 1] if index else ""
+        not_run, saved_as = NOT_RUN.match(before), SAVED_AS.match(before)
         found.append(
-            Block(document, index + 1, opening.group(1), text, marker.group(1) if marker else None)
+            Block(
+                document,
+                index + 1,
+                opening.group(1),
+                "\n".join(lines[index + 1 : end]) + "\n",
+                not_run.group(1) if not_run else None,
+                saved_as.group(1) if saved_as else None,
+            )
         )
         index = end + 1
     return found
 
 
 def runnable(document: str) -> list[Block]:
-    return [b for b in blocks(document) if b.language in ("sh", "python") and not b.not_run]
+    return [
+        b
+        for b in blocks(document)
+        if b.language in ("sh", "python") and not b.not_run and not b.saved_as
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +141,16 @@ def _documented_failures(script: str) -> dict[int, set[str]]:
     return expected
 
 
-def _run_sh(home: Path, document: str) -> None:
+OUTPUTS: dict[str, str] = {}
+
+
+def _run_sh(home: Path, document: str) -> str:
+    """Run the document's commands once (its saved files first); their output."""
+    if document in OUTPUTS:
+        return OUTPUTS[document]
+    for block in blocks(document):
+        if block.saved_as:
+            (home / block.saved_as).write_text(block.text, encoding="utf-8")
     script = _bash([b for b in runnable(document) if b.language == "sh"])
     result = subprocess.run(
         ["bash", "-c", script],
@@ -135,7 +159,6 @@ def _run_sh(home: Path, document: str) -> None:
         text=True,
         timeout=600,
         check=False,
-        env={**os.environ, "HOME": str(home)},
     )
     failed = {int(line): int(code) for line, code in FAILED.findall(result.stderr)}
     expected = _documented_failures(script)
@@ -148,6 +171,8 @@ def _run_sh(home: Path, document: str) -> None:
     for number, reasons in expected.items():
         assert reasons & set(re.findall(r"[A-Z][A-Z_]+", output)), (document, lines[number - 1])
     assert result.returncode == 0, f"{document}:\n{result.stderr[-3000:]}"
+    OUTPUTS[document] = result.stdout
+    return result.stdout
 
 
 def _run_python(home: Path, block: Block) -> None:
@@ -167,6 +192,15 @@ def _run_python(home: Path, block: Block) -> None:
 )
 def test_every_shell_command_of_the_document_runs_as_written(checkout: Path, document: str) -> None:
     _run_sh(checkout, document)
+
+
+def test_the_sdk_example_of_the_integration_guide_prints_reason_names_and_what_is_withheld(
+    checkout: Path,
+) -> None:
+    lines = _run_sh(checkout, "docs/integration.md").splitlines()
+    decision = next(line for line in lines if line.startswith(("True [", "False [")))
+    assert decision.startswith("True ['REASON_CODE_SCORE_BELOW_THRESHOLD', ")
+    assert lines[lines.index(decision) + 1] == "('score_band',)"
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def test_a_key_revoked_while_the_gateway_serves_is_refused_key_revoked(
 ) -> None:
     _jisr_pki(fresh_pki, "issue", "CNSS")
     kid = pki.load_institution(fresh_pki, "CNSS").kid
-    _jisr_pki(fresh_pki, "revoke", "CNSS", kid)
+    _jisr_pki(fresh_pki, "revoke", "CNSS", "--", kid)  # a key id may start with "-"
     assert _eventually(
         lambda: _verify(gateway.target, fresh_pki, "CNSS", household) == "KEY_REVOKED"
     )

@@ -12,7 +12,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from gateway.trust import CHECK_EVERY_S, TrustStore, TrustStoreError, key_from_jwk, load_dir
+from gateway.trust import (
+    CHECK_EVERY_S,
+    MISS_RECHECK_S,
+    TrustStore,
+    TrustStoreError,
+    key_from_jwk,
+    load_dir,
+)
 
 ED_P = 2**255 - 19
 P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
@@ -265,3 +272,13 @@ def test_a_directory_that_no_longer_loads_keeps_the_keys_loaded_before(
     assert store.get("CNSS", "k-ec") is not None
     assert store.get("ANSS", "k-ec") is None
     assert "ANSS.jwks.json" in caplog.text
+
+
+def test_a_key_not_known_yet_is_looked_for_again_without_waiting_the_full_interval(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = followed(tmp_path, clock)
+    (tmp_path / "ANSS.jwks.json").write_text(json.dumps({"keys": [ec_jwk()]}))
+    clock.now += MISS_RECHECK_S
+    assert store.get("ANSS", "k-ec") is not None

@@ -7,7 +7,7 @@ PKI ?= $(DATA)/pki
 HOUSEHOLDS ?= 10000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-lint bench clean
+.PHONY: install run test lint lowest proto proto-lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ lint: $(STAMP) proto-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## pyproject.toml's lower bounds hold: every direct dependency at its floor in a fresh venv
+## (a "lowest-direct" install), then the imports, unit tests, ruff and mypy (.ci/lowest_direct.py).
+lowest:
+	$(PYTHON) .ci/lowest_direct.py
 
 ## Regenerate gateway/pb from proto/ (a test fails when the committed code is stale).
 proto: $(STAMP)

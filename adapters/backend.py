@@ -13,9 +13,9 @@ import grpc
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
 from adapters.embedded import EmbeddedAdapter
-from gateway import tracing
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc, records_pb2
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
+from gateway.telemetry import tracing
 
 _RECORD_FIELD: dict[type, str] = {
     records_pb2.PersonRecord: "person",

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from adapters.identifiers import make_idcs
 from adapters.registry_db import INDEXES, REGISTRY_FILE, SCHEMA, SCHEMA_VERSION
+from gateway.base.identifiers import make_idcs
 from gateway.pb.jisr.v1 import records_pb2 as rec
 
 GENERATOR = "jisr-demo-data/1"

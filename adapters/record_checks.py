@@ -3,7 +3,7 @@
 A remote backend is another institution's system: a bug or a compromise there must not
 become an eligibility decision (a score of -inf is "below" every threshold) or reach
 partners (an enum value the proto lacks, a 100,000-member household). So its records are
-checked as strictly as partners' requests (gateway/validation.py), and one bad record
+checked as strictly as partners' requests (gateway/pipeline/validation.py), and one bad record
 fails the whole lookup: the gateway answers UNAVAILABLE / BACKEND_INVALID, never a
 decision made from part of an answer.
 
@@ -23,7 +23,7 @@ from typing import Any
 from google.type.date_pb2 import Date
 
 from adapters.base import COVERAGE, ENROLMENT, HOUSEHOLD, MEMBERSHIP, PERSON, RecordMessage
-from adapters.identifiers import is_valid_household_id, is_valid_idcs
+from gateway.base.identifiers import is_valid_household_id, is_valid_idcs
 from gateway.pb.jisr.v1 import backend_pb2, records_pb2
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 

@@ -14,9 +14,9 @@ import grpc
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
 from adapters.record_checks import RecordInvalid, records_by_key
-from gateway import tracing
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
+from gateway.telemetry import tracing
 
 BACKEND = backend_pb2.DESCRIPTOR.services_by_name["MinistryBackend"].full_name
 log = logging.getLogger("jisr.remote")

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE, percentile
-from gateway import pki
 from gateway.audit import chain
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
 from gateway.audit.store import COLUMN_LIST, AuditStore, open_audit_store
 from gateway.audit.writer import AuditWriter
+from gateway.security import pki
 from gateway.server import checkpoint_signer
 
 Sign = Callable[[Checkpoint], Checkpoint]

@@ -3,7 +3,7 @@
 A PKI like `make run`'s (gateway CA, server certificate, receipt key, the gateway's own
 client identity JISR, and the calling institution), TLS credentials from it for channels,
 request tokens pre-signed per call (a fresh `jti` each: the gateway refuses replays), and
-signed batch envelopes built exactly as `gateway.client.JisrClient.verify_batches` does.
+signed batch envelopes built exactly as `gateway.sdk.client.JisrClient.verify_batches` does.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 import grpc
 
 from bench.common import BATCH_METHOD, CONSENT_INSTITUTION, INSTITUTION
-from gateway import pki
-from gateway.client import Credentials
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.client import Credentials
+from gateway.sdk.signing import DEFAULT_LIFETIME_S, Signer
+from gateway.security import pki
+from gateway.security.tokens import MAX_LIFETIME_S, SKEW_S, body_hash
 from gateway.server import GATEWAY_CLIENT
-from gateway.service import SIGNATURE_METADATA
-from gateway.signing import DEFAULT_LIFETIME_S, Signer
-from gateway.tokens import MAX_LIFETIME_S, SKEW_S, body_hash
+from gateway.services.registry_exchange import SIGNATURE_METADATA
 
 Metadata = tuple[tuple[str, str], ...]
 # A loop's tokens are signed just before it starts; they must outlive it.

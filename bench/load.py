@@ -53,11 +53,11 @@ from bench.identity import (
     signed_metadata,
     signed_stream,
 )
-from gateway import receipts
-from gateway.client import Credentials
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.receipts import RECEIPT_METADATA, ReceiptError
-from gateway.tokens import body_hash
+from gateway.sdk.client import Credentials
+from gateway.security import receipts
+from gateway.security.receipts import RECEIPT_METADATA, ReceiptError
+from gateway.security.tokens import body_hash
 
 CLIENTS = ("aio", "threads", "futures")
 CALL_TIMEOUT_S = 10.0

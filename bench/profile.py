@@ -45,22 +45,23 @@ from adapters.registry_db import REGISTRY_FILE, Registry
 from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE
 from bench.identity import credentials, make_pki
 from bench.workload import load_subjects, unary_requests
-from gateway import pki, programmes, projection, validation
 from gateway.audit.recorder import AuditRecorder, load_or_create_key
 from gateway.audit.store import open_audit_store
 from gateway.audit.writer import AuditWriter
+from gateway.base.errors import ExchangeError
 from gateway.config import Config
-from gateway.consent_gate import ConsentGate
-from gateway.errors import ExchangeError
-from gateway.exchange import Exchange
+from gateway.engine.consent_gate import ConsentGate
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.policy import Grant
-from gateway.receipts import PERMIT, Exchanged
-from gateway.registries import Registries
+from gateway.pipeline import programmes, validation
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.registries import Registries
+from gateway.sdk.signing import Signer
+from gateway.security import pki, projection
+from gateway.security.policy import Grant
+from gateway.security.receipts import PERMIT, Exchanged
+from gateway.security.tokens import ReplayGuard, body_hash, verify_request
 from gateway.server import build_adapters, build_security, checkpoint_signer
-from gateway.service import SIGNATURE_METADATA, ExchangeService, Security
-from gateway.signing import Signer
-from gateway.tokens import ReplayGuard, body_hash, verify_request
+from gateway.services.registry_exchange import SIGNATURE_METADATA, ExchangeService, Security
 
 WARMUP = 200
 ROUNDS = 5
@@ -435,7 +436,7 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
     # Fresh tokens: the audit store refuses a jti it has recorded (the replay index).
     in_sequence(p, requests, p.tokens(requests, WARMUP), WARMUP)
     record = _audit_step(p, parsed, receipts_in, grant)
-    # The options gateway.tokens passes: the signature only, claims checked by the gateway.
+    # The options gateway.security.tokens passes: the signature only, claims checked by the gateway.
     decode_options: Options = {
         "verify_signature": True,
         "verify_exp": False,

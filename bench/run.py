@@ -61,7 +61,7 @@ from bench.load import CLIENTS
 from bench.procs import BenchError, Server, run_json, run_quiet, start_server, wait_for_quiet
 from bench.report import table
 from consent.store_postgres import describe
-from gateway.client import JisrClient, JisrError
+from gateway.sdk.client import JisrClient, JisrError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 UNARY_POOL = 10_000  # distinct serialized requests, cycled

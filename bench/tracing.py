@@ -23,7 +23,7 @@ issue's target, for tracing: under 15 %) is the median over the rounds of the si
 cost, 1 - rps ratio with the relay process's CPU charged to tracing; the cost by CPU per
 call, and one after the other (1 - rps_mode / rps_off within a round), are reported
 beside it (docs/performance-tracing.md). Then, in-process, the price of one traced call's
-spans (tracing off, gateway.tracing, the relay's marshalling, and what the SDK's own
+spans (tracing off, gateway.telemetry.tracing, the relay's marshalling, and what the SDK's own
 tracer and OTLP encoder would cost), and of the per-call metric updates.
 `measure()` is the whole comparison.
 """
@@ -84,7 +84,7 @@ from bench.procs import (
     start_server,
     wait_for_quiet,
 )
-from gateway import span_relay, tracing
+from gateway.telemetry import span_relay, tracing
 
 UNARY_POOL = 10_000  # distinct serialized requests, cycled (as bench.run)
 TARGET_COST = 0.15  # the issue's target: tracing costs under 15 % of throughput
@@ -306,7 +306,7 @@ SIGNING_S_PER_TOKEN = 60e-6  # ES256 on one core (~45 µs), with margin
 # Gateways loaded side by side: "off" and "tracing" only (the issue's target), so that
 # each has about one of the two cores.
 TOGETHER_MODES = ("off", "traces")
-RELAY_MODULE = "gateway.span_export"
+RELAY_MODULE = "gateway.telemetry.span_export"
 
 
 def _relay_clocks(gateway: Server) -> dict[int, ProcessClock]:
@@ -669,7 +669,7 @@ class _Drop(SpanExporter):
 
 def _sdk_call_spans(tracer: trace.Tracer) -> None:
     """One VerifyEligibility's spans made with the SDK's own tracer, as the gateway made
-    them before gateway.tracing: the SERVER span with its attributes, and its children."""
+    them before gateway.telemetry.tracing: the SERVER span with its attributes, and its children."""
     with tracer.start_as_current_span(
         SERVER_SPAN,
         kind=trace.SpanKind.SERVER,
@@ -705,7 +705,7 @@ _METADATA = (("x-jisr-signature", "token"), ("user-agent", "grpc-python"))
 
 
 def _gateway_call_spans() -> None:
-    """The same spans as the gateway makes them now, with gateway.tracing."""
+    """The same spans as the gateway makes them now, with gateway.telemetry.tracing."""
     with tracing.server_span(SERVER_SPAN, _METADATA, _SERVER_ATTRIBUTES):
         for name in CHILD_SPANS:
             with tracing.span(name, {"jisr.institution": "RSU", "jisr.keys": 1}):
@@ -775,7 +775,7 @@ def _metric_updates(meter: metrics.Meter) -> Callable[[], None]:
 
 
 class _Queue:
-    """What gateway.span_relay.RelaySink does on the request path: one tuple, queued."""
+    """What gateway.telemetry.span_relay.RelaySink does on the request path: one tuple, queued."""
 
     def __init__(self) -> None:
         self.queue: deque[span_relay.Flat] = deque()
@@ -788,8 +788,8 @@ class _Queue:
 def _gateway_pipeline(
     *processors: Any, sampler: Sampler | None = None, sinks: tuple[tracing.SpanSink, ...] = ()
 ) -> Iterator[None]:
-    """gateway.tracing sending spans to `processors` and `sinks`, as telemetry.setup_tracing
-    does."""
+    """gateway.telemetry.tracing sending spans to `processors` and `sinks`, as
+    telemetry.setup_tracing does."""
     with _provider(*processors, sampler=sampler) as provider:
         tracing.install(
             tracing.Pipeline(
@@ -821,14 +821,14 @@ def _marshal_us(flats: list[span_relay.Flat]) -> float:
 
 def span_costs(calls: int = 2_000, *, spans_per_call: float = 0.0) -> dict[str, Any]:
     """µs of one thread, per traced call of SPANS_PER_TREE spans (best of REPEATS):
-    - `off`: gateway.tracing with no pipeline, as the gateway runs with tracing off;
-    - `gateway`: gateway.tracing queueing each span as a tuple for the relay, as the
+    - `off`: gateway.telemetry.tracing with no pipeline, as the gateway runs with tracing off;
+    - `gateway`: gateway.telemetry.tracing queueing each span as a tuple for the relay, as the
       gateway does with OTLP export on;
     - `gateway_unsampled`: the same when the sampler says no;
     - `relay`: marshalling the queued tuples, which the relay's thread does in the gateway
       (OTLP encoding happens in the relay child);
     - `sdk_bsp` / `otlp_encode`: the SDK's own tracer with the same processor, and OTLP
-      encoding in-process: what the gateway paid before gateway.tracing and the relay;
+      encoding in-process: what the gateway paid before gateway.telemetry.tracing and the relay;
     - `metrics_noop` / `metrics_sdk`: the per-call metric updates, API vs SDK.
     Scaled per span, and to `spans_per_call` (the gateway's, from the sink) if given."""
     tracing.install(None)
@@ -957,7 +957,7 @@ def table(result: Mapping[str, Any]) -> str:
     if costs:
         tree, span = costs["per_tree_us"], costs["per_span_us"]
         lines.append(
-            f"in-process, per span: tracing off {span['off']:.2f} µs, gateway.tracing"
+            f"in-process, per span: tracing off {span['off']:.2f} µs, gateway.telemetry.tracing"
             f" {span['gateway']:.2f} µs (unsampled {span['gateway_unsampled']:.2f}), relay"
             f" frame {span['relay']:.2f} µs; before: SDK tracer {span['sdk_bsp']:.2f} µs +"
             f" OTLP encoding {span['otlp_encode']:.2f} µs; per call's metric updates:"

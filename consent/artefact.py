@@ -15,9 +15,9 @@ from typing import Any
 import jwt
 
 from consent.model import SubjectKind, UseCap
-from gateway.errors import Reason
-from gateway.tokens import TokenError, signed_claims
-from gateway.trust import TrustStore
+from gateway.base.errors import Reason
+from gateway.security.tokens import TokenError, signed_claims
+from gateway.security.trust import TrustStore
 
 ARTEFACT_TYP = "jisr-consent+jwt"
 ACTIONS = frozenset({"grant", "revoke"})

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from consent.model import ConsentRecord, Status
-from gateway.errors import Reason
+from gateway.base.errors import Reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from gateway.errors import Reason, invalid
-from gateway.policy import Grant
+from gateway.base.errors import Reason, invalid
+from gateway.security.policy import Grant
 
 GRANTEE_FIELD = "artefact.grantee"
 PURPOSES_FIELD = "artefact.purposes"

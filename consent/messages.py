@@ -12,7 +12,7 @@ import datetime as dt
 
 from consent.checker import Need, Verdict
 from consent.model import ConsentRecord, UseCap
-from gateway.errors import Reason
+from gateway.base.errors import Reason
 
 DAY_S = 86_400
 HOUR_S = 3_600

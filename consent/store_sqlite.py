@@ -25,7 +25,6 @@ from typing import Any
 
 from consent.migrations import MIGRATIONS_TABLE, SQLITE, check_known
 from consent.model import ConsentRecord, SubjectKind
-from consent.sqlite_wal import use_wal
 from consent.store import (
     CHANGES_PER_CALL,
     COLUMN_LIST,
@@ -41,6 +40,7 @@ from consent.store import (
     to_row,
     unique_subjects,
 )
+from gateway.storage.sqlite_wal import use_wal
 
 BUSY_TIMEOUT_MS = 10_000
 

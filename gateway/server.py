@@ -34,24 +34,26 @@ from adapters.base import Adapter
 from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
 from consent.store import open_store
-from gateway import pki, policy, programmes, telemetry, trust
 from gateway.audit import chain
 from gateway.audit.record import Checkpoint
 from gateway.audit.recorder import AuditRecorder, load_or_create_key
 from gateway.audit.store import open_audit_store
-from gateway.audit.trail import SERVICE as AUDIT_SERVICE
-from gateway.audit.trail import AuditTrailService
 from gateway.audit.writer import AuditWriter
 from gateway.config import Config
-from gateway.consent_gate import ConsentGate
-from gateway.consent_service import SERVICE as CONSENT_SERVICE
-from gateway.consent_service import ConsentRegistryService
-from gateway.door import Door, Limits, run_loop
-from gateway.exchange import Exchange
+from gateway.engine.consent_gate import ConsentGate
+from gateway.engine.door import Door, Limits, run_loop
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
-from gateway.receipts import ReceiptSigner
-from gateway.registries import Registries
-from gateway.service import SERVICE, ExchangeService, Security
+from gateway.pipeline import programmes
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.registries import Registries
+from gateway.security import pki, policy, trust
+from gateway.security.receipts import ReceiptSigner
+from gateway.services.audit_trail import SERVICE as AUDIT_SERVICE
+from gateway.services.audit_trail import AuditTrailService
+from gateway.services.consent_registry import SERVICE as CONSENT_SERVICE
+from gateway.services.consent_registry import ConsentRegistryService
+from gateway.services.registry_exchange import SERVICE, ExchangeService, Security
+from gateway.telemetry import setup as telemetry
 
 # The institution id the gateway itself uses as a TLS client of ministry backends.
 GATEWAY_CLIENT = "JISR"
@@ -229,7 +231,7 @@ def checkpoint_signer(pki_dir: Path) -> Callable[[Checkpoint], Checkpoint]:
 
 
 def limits(config: Config) -> Limits:
-    """What one partner may hold (gateway/door.py), from the configuration."""
+    """What one partner may hold (gateway/engine/door.py), from the configuration."""
     return Limits(
         workers=config.workers,
         stream_workers=config.stream_workers,

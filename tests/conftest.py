@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.demo_data import generate
-from gateway.client import Credentials, JisrClient
+from gateway.sdk.client import Credentials, JisrClient
 from tests.support import identities, processes
 
 SESSION_HOUSEHOLDS = 12_000

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import (
 )
 
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, canonical_bytes
-from gateway.trust import key_from_jwk
+from gateway.security.trust import key_from_jwk
 
 CHECKPOINT_TYP = "jisr-checkpoint+jwt"
 CHECKPOINT_ALG = "ES256"

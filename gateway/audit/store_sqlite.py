@@ -22,7 +22,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from consent.sqlite_wal import use_wal
 from gateway.audit.migrations import MIGRATIONS_TABLE, SQLITE, check_known
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
 from gateway.audit.store import (
@@ -48,6 +47,7 @@ from gateway.audit.store import (
     subject_rows,
     to_row,
 )
+from gateway.storage.sqlite_wal import use_wal
 
 BUSY_TIMEOUT_MS = 10_000
 

@@ -21,9 +21,9 @@ import psycopg
 import pytest
 
 from gateway.audit.store import open_audit_store
-from gateway.client import Credentials, JisrClient, JisrError, error_from
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
 from tests.support import databases, identities, processes, registry_rows
 
 PURPOSE = "ASD_ELIGIBILITY"

@@ -18,10 +18,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway import cli, pki
 from gateway.audit import chain
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
 from gateway.audit.store import open_audit_store
+from gateway.cli import main as cli
+from gateway.security import pki
 from tests.support import databases
 
 DAY_US = 86_400 * 1_000_000

@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import pytest
 
-from gateway.client import Credentials, JisrClient, JisrError
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.client import Credentials, JisrClient, JisrError
 from tests.integration.test_audit import _query
 from tests.integration.test_consent import grant, revoke
 from tests.support import processes, registry_rows

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from gateway.client import JisrClient, JisrError
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.client import JisrClient, JisrError
 from tests.support import registry_rows
 
 PURPOSE = "RECERTIFICATION"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import parser
+from gateway.cli.main import parser
 from tests.support import processes, registry_rows
 
 

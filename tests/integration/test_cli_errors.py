@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.client import Credentials
+from gateway.cli.main import main
+from gateway.sdk.client import Credentials
 from tests.support import processes, registry_rows
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.client import Credentials, JisrClient, JisrError
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1.registry_pb2 import Subject
-from gateway.policy import load_default
+from gateway.sdk.client import Credentials, JisrClient, JisrError
+from gateway.security.policy import load_default
 from tests.support import databases, processes, registry_rows
 
 SCHOOL = "SCHOOL_SUPPORT"

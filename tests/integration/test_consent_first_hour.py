@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.cli import main
-from gateway.client import Credentials, JisrClient, JisrError
+from gateway.cli.main import main
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1.registry_pb2 import Subject
+from gateway.sdk.client import Credentials, JisrClient, JisrError
 from tests.integration.test_consent import FULL, MANAGE, SCHOOL, grant, revoke
 from tests.support import processes, registry_rows
 

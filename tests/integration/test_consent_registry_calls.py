@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.client import Credentials, JisrClient, JisrError
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1.registry_pb2 import Subject
+from gateway.sdk.client import Credentials, JisrClient, JisrError
 from tests.integration.test_consent import FULL, MANAGE, SCHOOL, grant, refusal, revoke
 from tests.support import processes, registry_rows
 

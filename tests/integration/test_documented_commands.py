@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import Reason
+from gateway.base.errors import Reason
 from tests.support import processes
 
 ROOT = Path(__file__).parents[2]

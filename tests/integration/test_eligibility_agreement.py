@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client import JisrClient
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.client import JisrClient
 from tests.support import registry_rows
 
 HOUSEHOLDS = 10_000

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from gateway.client import Credentials, JisrClient, JisrError, error_from
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import Relationship, VitalStatus
+from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
 from tests.support.identities import raw_call
 from tests.support.processes import Proc
 from tests.support.registry_rows import one

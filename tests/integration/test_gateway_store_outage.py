@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client import Credentials, JisrClient, JisrError
+from gateway.sdk.client import Credentials, JisrClient, JisrError
 from tests.support import databases, processes, registry_rows
 from tests.support.fault_proxy import FaultProxy
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.client import Credentials, JisrClient, error_from
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.signing import Signer
+from gateway.sdk.client import Credentials, JisrClient, error_from
+from gateway.sdk.signing import Signer
 from tests.integration.test_audit import _query
 from tests.support import identities, processes, registry_rows
 

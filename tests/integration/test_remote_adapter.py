@@ -15,12 +15,12 @@ import grpc
 import pytest
 from google.type.date_pb2 import Date
 
-from adapters.identifiers import make_idcs
 from adapters.record_checks import MAX_HOUSEHOLD_MEMBERS, MAX_SCORE, MIN_SCORE
-from gateway.client import Credentials, JisrClient, JisrError
+from gateway.base.identifiers import make_idcs
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1.backend_pb2 import Record
+from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.server import server_credentials
 from tests.support import processes, registry_rows
 

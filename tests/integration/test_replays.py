@@ -15,10 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway import receipts
-from gateway.client import Credentials, JisrClient, error_from
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.client import Credentials, JisrClient, error_from
+from gateway.security import receipts
 from tests.integration.test_audit import _query
 from tests.support import databases, identities, processes, registry_rows
 

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway.client import Credentials, JisrClient, JisrError
+from gateway.sdk.client import Credentials, JisrClient, JisrError
 from tests.support import identities, processes, registry_rows
 
 

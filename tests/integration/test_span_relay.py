@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from bench.common import child_pids
-from gateway import span_relay, tracing
-from gateway.client import Credentials, JisrClient
+from gateway.sdk.client import Credentials, JisrClient
+from gateway.telemetry import span_relay, tracing
 from tests.support import otlp, processes, registry_rows
 
 SERVER = "jisr.v1.RegistryExchange/VerifyEligibility"
@@ -204,7 +204,7 @@ def test_a_gateway_stopped_by_sigterm_hands_its_last_spans_to_the_collector(
     # Spans wait a minute in the gateway's batch: only the stop can send them.
     gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=60_000)
     try:
-        (relay,) = child_pids(gateway.popen.pid, "gateway.span_export")
+        (relay,) = child_pids(gateway.popen.pid, "gateway.telemetry.span_export")
         _one_call(gateway, pki_dir, registry_dir)
         assert SERVER not in _names(receiver)
     finally:
@@ -218,7 +218,7 @@ def test_the_relay_ends_when_its_gateway_is_killed(
 ) -> None:
     gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=100)
     try:
-        (relay,) = child_pids(gateway.popen.pid, "gateway.span_export")
+        (relay,) = child_pids(gateway.popen.pid, "gateway.telemetry.span_export")
         _one_call(gateway, pki_dir, registry_dir)
         assert receiver.wait_for(lambda: SERVER in _names(receiver))
     finally:
@@ -231,7 +231,7 @@ def test_with_the_relay_off_the_gateway_exports_from_its_own_process(
 ) -> None:
     gateway = _gateway(registry_dir, pki_dir, tmp_path, receiver, delay_ms=100, relay="0")
     try:
-        assert child_pids(gateway.popen.pid, "gateway.span_export") == []
+        assert child_pids(gateway.popen.pid, "gateway.telemetry.span_export") == []
         _one_call(gateway, pki_dir, registry_dir)
         assert receiver.wait_for(lambda: SERVER in _names(receiver))
     finally:

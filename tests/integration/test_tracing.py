@@ -19,8 +19,8 @@ from opentelemetry.context import Context
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from gateway.client import Credentials, JisrClient, JisrError
 from gateway.pb.jisr.v1 import audit_pb2 as apb
+from gateway.sdk.client import Credentials, JisrClient, JisrError
 from tests.support import identities, otlp, processes, registry_rows
 
 SERVER = "jisr.v1.RegistryExchange/VerifyEligibility"

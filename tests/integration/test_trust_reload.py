@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import pki
-from gateway.client import Credentials, JisrClient, JisrError
+from gateway.sdk.client import Credentials, JisrClient, JisrError
+from gateway.security import pki
 from tests.support import processes, registry_rows
 
 

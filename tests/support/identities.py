@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 
-from gateway import pki
-from gateway.client import Credentials
-from gateway.service import SERVICE, SIGNATURE_METADATA
+from gateway.sdk.client import Credentials
+from gateway.security import pki
+from gateway.services.registry_exchange import SERVICE, SIGNATURE_METADATA
 
 INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS", "CNDP", "ANR")
 

@@ -10,9 +10,9 @@ import pytest
 
 from consent import artefact
 from consent.artefact import ArtefactError
-from gateway import pki, trust
-from gateway.client import Credentials
-from gateway.errors import Reason
+from gateway.base.errors import Reason
+from gateway.sdk.client import Credentials
+from gateway.security import pki, trust
 
 
 @pytest.fixture(scope="module")

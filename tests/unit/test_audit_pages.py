@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.audit.trail import MAX_MESSAGE_BYTES, _messages
 from gateway.pb.jisr.v1 import audit_pb2 as apb
+from gateway.services.audit_trail import MAX_MESSAGE_BYTES, _messages
 
 
 def _record(seq: int, subjects: int) -> apb.AccessRecord:

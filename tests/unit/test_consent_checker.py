@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from consent.checker import Need, choose, window_start
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap, verify_history
-from gateway.errors import Reason
+from gateway.base.errors import Reason
 
 NOW = 1_800_000_000
 

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from consent import grantees
-from gateway.errors import ExchangeError, Reason
-from gateway.policy import load_default
+from gateway.base.errors import ExchangeError, Reason
+from gateway.security.policy import load_default
 
 ALLOWED = grantees.consent_purposes(load_default().grants)
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from consent import messages
 from consent.checker import Need, choose, window_start
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap
-from gateway.errors import Reason
+from gateway.base.errors import Reason
 
 NOW = 1_800_000_000  # 2027-01-15 08:00 UTC
 DAY = 86_400

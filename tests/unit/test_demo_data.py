@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from adapters.demo_data import AMOT_THRESHOLD, ASD_THRESHOLD, Summary, generate
-from adapters.identifiers import is_valid_household_id, is_valid_idcs
 from adapters.registry_db import REGISTRY_FILE, SCHEMA_VERSION
+from gateway.base.identifiers import is_valid_household_id, is_valid_idcs
 from gateway.pb.jisr.v1 import records_pb2 as rec
-from gateway.programmes import load_default
+from gateway.pipeline.programmes import load_default
 
 HOUSEHOLDS = 2_000
 SEED = 11

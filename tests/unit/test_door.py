@@ -17,9 +17,9 @@ import grpc
 import pytest
 from grpc import aio
 
-from gateway.door import Door, Limits, run_loop
-from gateway.errors import ExchangeError
-from gateway.steps import OFFLOAD, Steps, Unary
+from gateway.base.errors import ExchangeError
+from gateway.engine.door import Door, Limits, run_loop
+from gateway.engine.steps import OFFLOAD, Steps, Unary
 
 METHOD = "/test.Door/Wait"
 

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from gateway.eligibility import (
+from gateway.pb.jisr.v1.registry_pb2 import ReasonCode
+from gateway.pipeline.eligibility import (
     DECEASED,
     NO_OTHER_AMO,
     NOT_IN_FORCE,
@@ -20,8 +21,7 @@ from gateway.eligibility import (
     decide,
     refuse,
 )
-from gateway.pb.jisr.v1.registry_pb2 import ReasonCode
-from gateway.programmes import load_default, parse
+from gateway.pipeline.programmes import load_default, parse
 
 CATALOGUE = load_default()
 AMOT = CATALOGUE.programmes["AMOT"]

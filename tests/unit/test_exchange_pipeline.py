@@ -21,15 +21,15 @@ from adapters.base import (
     FetchContext,
     RecordMessage,
 )
-from adapters.identifiers import make_idcs
-from gateway.eligibility import UndecidableScoreError
-from gateway.errors import ExchangeError, Reason
-from gateway.exchange import Exchange
+from gateway.base.errors import ExchangeError, Reason
+from gateway.base.identifiers import make_idcs
 from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
-from gateway.programmes import load_default
-from gateway.registries import Registries
+from gateway.pipeline.eligibility import UndecidableScoreError
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.programmes import load_default
+from gateway.pipeline.registries import Registries
 
 CTX = FetchContext(purpose="TEST")
 DAY = dt.date(2025, 1, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.identifiers import is_valid_household_id, is_valid_idcs, luhn_digit, make_idcs
+from gateway.base.identifiers import is_valid_household_id, is_valid_idcs, luhn_digit, make_idcs
 
 
 def test_made_idcs_is_valid() -> None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway import pki, trust
+from gateway.security import pki, trust
 
 # RFC 7638 §3.1: the example RSA key and its thumbprint.
 RFC7638_JWK = {

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway import pki
+from gateway.security import pki
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.policy import METHODS, ROLES, Policy, PolicyError, load, load_default, parse
-from gateway.projection import FieldTree, all_paths, project, to_paths
+from gateway.security.policy import METHODS, ROLES, Policy, PolicyError, load, load_default, parse
+from gateway.security.projection import FieldTree, all_paths, project, to_paths
 
 GRANT = """
 [[grant]]

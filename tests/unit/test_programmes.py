@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.programmes import ProgrammeConfigError, load, load_default, parse
+from gateway.pipeline.programmes import ProgrammeConfigError, load, load_default, parse
 
 BANDS = """
 [[score_band]]

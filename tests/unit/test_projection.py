@@ -10,7 +10,7 @@ from google.type.date_pb2 import Date
 
 from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.projection import (
+from gateway.security.projection import (
     FieldTree,
     all_paths,
     field_tree,

@@ -15,7 +15,6 @@ from google.protobuf.message import Message
 from google.type.date_pb2 import Date
 
 from adapters.base import COVERAGE, ENROLMENT, HOUSEHOLD, MEMBERSHIP, PERSON
-from adapters.identifiers import is_valid_idcs, luhn_digit, make_idcs
 from adapters.record_checks import (
     MAX_ENROLMENTS,
     MAX_HOUSEHOLD_MEMBERS,
@@ -25,6 +24,7 @@ from adapters.record_checks import (
     RecordInvalid,
     records_by_key,
 )
+from gateway.base.identifiers import is_valid_idcs, luhn_digit, make_idcs
 from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1.backend_pb2 import Record
 

@@ -25,8 +25,8 @@ from adapters.base import (
     AdapterError,
     FetchContext,
 )
-from adapters.identifiers import make_idcs
 from adapters.remote import RemoteAdapter
+from gateway.base.identifiers import make_idcs
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1 import records_pb2 as rec
 

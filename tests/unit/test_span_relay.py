@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from gateway import span_export, span_relay, tracing
+from gateway.telemetry import span_export, span_relay, tracing
 
 RESOURCE = Resource.create({"service.name": "jisr-gateway", "host.name": "gw-1"})
 SCOPE = InstrumentationScope("jisr", "1.2.3")

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.audit.record import AuditRecord
 from gateway.audit.writer import AuditUnavailable, Pending
-from gateway.steps import OFFLOAD, Steps, Unary, drive
+from gateway.engine.steps import OFFLOAD, Steps, Unary, drive
 
 
 def _draft() -> AuditRecord:

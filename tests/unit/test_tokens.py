@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from gateway.errors import Reason
-from gateway.signing import Signer
-from gateway.tokens import (
+from gateway.base.errors import Reason
+from gateway.sdk.signing import Signer
+from gateway.security.tokens import (
     BATCH_TYP,
     MAX_TOKEN_BYTES,
     REQUEST_TYP,
@@ -29,7 +29,7 @@ from gateway.tokens import (
     verify_batch,
     verify_request,
 )
-from gateway.trust import TrustedKey, TrustStore
+from gateway.security.trust import TrustedKey, TrustStore
 
 NOW = 1_800_000_000
 BODY = b"\x0a\x04TEST\x12\x0a1234567897"

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
-from gateway.trust import (
+from gateway.security.trust import (
     CHECK_EVERY_S,
     MISS_RECHECK_S,
     TrustStore,

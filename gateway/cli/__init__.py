@@ -1,0 +1,1 @@
+"""The `jisr` command."""

@@ -1,0 +1,358 @@
+"""The `jisr` command: serve, generate demo data, run a ministry backend, make calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from adapters.registry_db import REGISTRY_FILE, Registry, RegistryError
+from gateway import config as config_mod
+from gateway.cli import audit as audit_cli
+from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
+from gateway.pipeline import programmes
+from gateway.pipeline.registries import MissingInstitutionError
+from gateway.security import pki, policy, receipts, trust
+from gateway.server import GATEWAY_CLIENT, run_until_signalled, start_backend, start_gateway
+from gateway.telemetry import setup as telemetry
+
+DEFAULT_PKI = Path("var/pki")
+DATA_DIR = Path("var")
+DEFAULT_TARGET = "127.0.0.1:50051"
+_PKI_DIR_HELP = "PKI directory, as `jisr pki init` made it (default: %(default)s)"
+_DATA_DIR_HELP = "registry directory, as `jisr demo-data` made it (default: %(default)s)"
+_TARGET_HELP = "the gateway's host:port (default: %(default)s)"
+_RECEIPT_HELP = "also print each receipt's signed JWS on stdout (before or after the method)"
+_PROGRAMME_HELP = "programme code, e.g. AMOT or ASD (`jisr programmes check` lists them)"
+_METHOD_HELP = "how it was collected (default: %(default)s)"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    env_or_flags = dict(os.environ)
+    if args.listen:
+        env_or_flags["JISR_LISTEN"] = args.listen
+    if args.data_dir:
+        env_or_flags["JISR_DATA_DIR"] = str(args.data_dir)
+    if args.pki_dir:
+        env_or_flags["JISR_PKI_DIR"] = str(args.pki_dir)
+    if args.insecure_plaintext:
+        env_or_flags["JISR_INSECURE_PLAINTEXT"] = "1"
+    if args.metrics_listen:
+        env_or_flags["JISR_METRICS_LISTEN"] = args.metrics_listen
+    config = config_mod.load(args.config, env_or_flags)
+    telemetry.setup_logging()
+    traces = telemetry.setup_tracing("jisr-gateway", console=args.trace_console)
+    telemetry.setup_metrics(config.metrics_listen, "jisr-gateway")
+    running = start_gateway(config)
+    host = config.listen.rsplit(":", 1)[0]
+    transports = ", ".join(f"{k}={v.kind}" for k, v in config.institutions.items())
+    run_until_signalled(
+        running,
+        config.grace_s,
+        f"jisr: serving jisr.v1 on {host}:{running.port} ({_transport(config)}; {transports})",
+    )
+    if traces is not None:
+        traces.shutdown()  # export the last spans
+    return 0
+
+
+def _transport(config: config_mod.Config) -> str:
+    if config.insecure_plaintext:
+        return "INSECURE PLAINTEXT, development only"
+    return f"mTLS, PKI {config.pki_dir}"
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    return demo_data(args.data_dir, args.households, args.seed, force=args.force)
+
+
+def _backend(args: argparse.Namespace) -> int:
+    names = [n.strip().upper() for n in args.institutions.split(",") if n.strip()]
+    unknown = [n for n in names if n not in config_mod.INSTITUTIONS]
+    if unknown or not names:
+        print(
+            f"jisr backend: --institutions: unknown {unknown}; known:"
+            f" {', '.join(config_mod.INSTITUTIONS)}",
+            file=sys.stderr,
+        )
+        return 2
+    env = dict(os.environ)
+    env["JISR_PKI_DIR"] = str(args.pki_dir)
+    if args.insecure_plaintext:
+        env["JISR_INSECURE_PLAINTEXT"] = "1"
+    config = config_mod.load(None, env)
+    traces = telemetry.setup_tracing("jisr-ministry-backend")
+    running = start_backend(names, Registry(args.data_dir / REGISTRY_FILE), args.listen, config)
+    host = args.listen.rsplit(":", 1)[0]
+    run_until_signalled(
+        running,
+        5.0,
+        f"jisr: MinistryBackend for {','.join(names)} on {host}:{running.port}"
+        f" ({_transport(config)})",
+    )
+    if traces is not None:
+        traces.shutdown()
+    return 0
+
+
+def _programmes_check(args: argparse.Namespace) -> int:
+    catalogue = programmes.load(args.file) if args.file else programmes.load_default()
+    for programme in catalogue.programmes.values():
+        versions = ", ".join(
+            f"{t.version} ({t.value} from {t.effective_from})" for t in programme.thresholds
+        )
+        print(f"{programme.code}: {programme.name}; run by {programme.operator}; {versions}")
+    print(f"{catalogue.source}: {len(catalogue.programmes)} programmes, valid")
+    return 0
+
+
+def _pki(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    if args.action == "init":
+        pki.init(root, gateway_id=args.gateway_id, force=args.force)
+        pki.issue(root, GATEWAY_CLIENT)
+        print(f"jisr pki: CA, server certificate and receipt key in {root}")
+    elif args.action == "issue":
+        files = pki.issue(root, args.institution, alg=args.alg)
+        print(f"jisr pki: {files.institution}: certificate {files.tls_cert}, key {files.kid}")
+    elif args.action == "rotate":
+        files = pki.add_signing_key(root, args.institution, alg=args.alg)
+        print(f"jisr pki: {files.institution}: new signing key {files.kid} (old keys stay)")
+    else:
+        pki.revoke_key(root, args.institution, args.kid)
+        print(f"jisr pki: {args.institution}: key {args.kid} revoked (restart the gateway)")
+    return 0
+
+
+def _keys_export(args: argparse.Namespace) -> int:
+    print(json.dumps(pki.gateway_jwks(args.dir), indent=2))
+    return 0
+
+
+def _receipt_verify(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.receipt == "-" else args.receipt
+    jwks = receipts.load_jwks(args.jwks.read_text(encoding="utf-8"))
+    try:
+        claims = receipts.verify(text.strip(), jwks)
+    except receipts.ReceiptError as exc:
+        print(f"jisr receipt: INVALID: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(claims, indent=2, ensure_ascii=False))
+    print("jisr receipt: valid", file=sys.stderr)
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    return call(args)
+
+
+def _serve_parser(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", type=Path, help="gateway TOML (default: built-in)")
+    serve.add_argument("--listen", help="host:port (overrides config and JISR_LISTEN)")
+    serve.add_argument("--data-dir", type=Path, help="registry directory")
+    serve.add_argument("--pki-dir", type=Path, help="PKI directory (jisr pki init)")
+    serve.add_argument(
+        "--trace-console", action="store_true", help="print spans (else OTEL_* decides)"
+    )
+    serve.add_argument("--metrics-listen", help="host:port for Prometheus /metrics")
+    serve.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="UNSAFE, development only: no TLS; the caller's institution is its token's iss",
+    )
+    serve.set_defaults(run=_serve)
+
+
+def _pki_parsers(sub: Any) -> None:
+    pki_cmd = sub.add_parser("pki", help="certificates and signing keys")
+    pki_cmd.add_argument("--dir", type=Path, default=DEFAULT_PKI, help="PKI directory")
+    pki_sub = pki_cmd.add_subparsers(dest="action", required=True)
+    init = pki_sub.add_parser("init", help="create the CA, server certificate and receipt key")
+    init.add_argument(
+        "--gateway-id",
+        default=pki.DEFAULT_GATEWAY_ID,
+        help="the audience (aud) callers' tokens name (default: %(default)s)",
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+    for action, text in (
+        ("issue", "issue an institution's certificate and signing key"),
+        ("rotate", "add a new signing key (old ones stay trusted)"),
+    ):
+        cmd = pki_sub.add_parser(action, help=text)
+        cmd.add_argument("institution", help="institution id, e.g. CNSS")
+        cmd.add_argument(
+            "--alg",
+            choices=sorted(pki.ALGORITHMS),
+            default="ES256",
+            help="signing key algorithm (default: %(default)s)",
+        )
+    revoke = pki_sub.add_parser("revoke", help="revoke one of an institution's signing keys")
+    revoke.add_argument("institution", help="institution id, e.g. CNSS")
+    revoke.add_argument("kid", help="the key id `jisr pki issue` or `rotate` printed")
+    pki_cmd.set_defaults(run=_pki)
+
+    keys = sub.add_parser("keys", help="the gateway's public keys")
+    keys.add_argument("--dir", type=Path, default=DEFAULT_PKI, help="PKI directory")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    export = keys_sub.add_parser("export", help="print the receipt-verification JWKS")
+    export.set_defaults(run=_keys_export)
+
+    receipt = sub.add_parser("receipt", help="gateway receipts")
+    receipt_sub = receipt.add_subparsers(dest="action", required=True)
+    verify = receipt_sub.add_parser("verify", help="verify a receipt offline")
+    verify.add_argument("receipt", help="the compact JWS, or - for stdin")
+    verify.add_argument("--jwks", type=Path, required=True, help="from `jisr keys export`")
+    verify.set_defaults(run=_receipt_verify)
+
+
+def _data_parsers(sub: Any) -> None:
+    demo = sub.add_parser("demo-data", help="generate a synthetic registry")
+    demo.add_argument(
+        "--households", type=int, default=10_000, help="how many households (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=1, help="same seed, same registry (default: %(default)s)"
+    )
+    demo.add_argument("--data-dir", type=Path, default=DATA_DIR, help=_DATA_DIR_HELP)
+    demo.add_argument("--force", action="store_true", help="replace an existing registry")
+    demo.set_defaults(run=_demo_data)
+
+    backend = sub.add_parser("backend", help="run a ministry's MinistryBackend")
+    backend_sub = backend.add_subparsers(dest="action", required=True)
+    backend_serve = backend_sub.add_parser("serve", help="serve institutions' records")
+    backend_serve.add_argument("--institutions", required=True, help="e.g. CNSS or RNP,RSU")
+    backend_serve.add_argument("--data-dir", type=Path, default=DATA_DIR, help=_DATA_DIR_HELP)
+    backend_serve.add_argument(
+        "--listen", default="127.0.0.1:50061", help="host:port (default: %(default)s)"
+    )
+    backend_serve.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI, help=_PKI_DIR_HELP)
+    backend_serve.add_argument(
+        "--insecure-plaintext", action="store_true", help="UNSAFE, development only: no TLS"
+    )
+    backend_serve.set_defaults(run=_backend)
+
+    sample = sub.add_parser("samples", help="example subjects from the synthetic registry")
+    sample.add_argument("--data-dir", type=Path, default=DATA_DIR, help=_DATA_DIR_HELP)
+    sample.add_argument("--kind", choices=sorted(SAMPLES), help="print only this one's value")
+    sample.set_defaults(run=lambda a: samples(a.data_dir, a.kind))
+
+    progs = sub.add_parser("programmes", help="programme definitions")
+    progs_sub = progs.add_subparsers(dest="action", required=True)
+    check = progs_sub.add_parser("check", help="validate a programmes file")
+    check.add_argument(
+        "file", type=Path, nargs="?", help="programmes TOML (default: the shipped one)"
+    )
+    check.set_defaults(run=_programmes_check)
+
+
+def _call_parser(sub: Any) -> None:
+    call = sub.add_parser("call", help="make one call to a gateway")
+    call.add_argument("--target", default=DEFAULT_TARGET, help=_TARGET_HELP)
+    call.add_argument("--purpose", required=True, help="purpose code, e.g. AMO_ENROLMENT")
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
+    call.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI, help=_PKI_DIR_HELP)
+    call.add_argument("--institution", default="DEMO", help="whose credentials to use")
+    call.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE: no TLS")
+    call.add_argument("--receipt", action="store_true", help=_RECEIPT_HELP)
+    # `--receipt` is also accepted after the method (docs write it there); SUPPRESS keeps
+    # a method parser from resetting a `--receipt` given before the method.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument(
+        "--receipt", action="store_true", default=argparse.SUPPRESS, help=_RECEIPT_HELP
+    )
+    what = call.add_subparsers(dest="method", required=True)
+    person = what.add_parser("person", help="GetPersonStatus", parents=[after])
+    person.add_argument("idcs", help="the person's IDCS (10 digits)")
+    household = what.add_parser("household", help="GetHouseholdStatus", parents=[after])
+    household.add_argument("subject", help="household id (H...) or member IDCS")
+    eligibility = what.add_parser("eligibility", help="VerifyEligibility", parents=[after])
+    eligibility.add_argument("subject", help="household id (H...) or IDCS")
+    eligibility.add_argument("--programme", required=True, help=_PROGRAMME_HELP)
+    eligibility.add_argument("--as-of", help="YYYY-MM-DD (default: today)")
+    batch = what.add_parser("batch", help="VerifyEligibilityBatch from a file", parents=[after])
+    batch.add_argument("file", type=Path, help="one subject per line ('-' for stdin)")
+    batch.add_argument("--programme", required=True, help=_PROGRAMME_HELP)
+    batch.add_argument("--as-of", help="YYYY-MM-DD (default: today)")
+    batch.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="subjects per signed batch, 1 to 1000 (default: %(default)s)",
+    )
+    call.set_defaults(run=_call)
+
+
+def _consent_parser(sub: Any) -> None:
+    cmd = sub.add_parser("consent", help="citizens' consents (consent collectors)")
+    cmd.add_argument("--target", default=DEFAULT_TARGET, help=_TARGET_HELP)
+    cmd.add_argument("--pki-dir", type=Path, default=DEFAULT_PKI, help=_PKI_DIR_HELP)
+    cmd.add_argument("--institution", default="DEMO", help="the collecting institution")
+    cmd.add_argument("--insecure-plaintext", action="store_true", help="UNSAFE: no TLS")
+    actions = cmd.add_subparsers(dest="action", required=True)
+    grant = actions.add_parser("grant", help="record a consent collected at the counter")
+    grant.add_argument("subject", help="household id (H...) or a person's IDCS")
+    grant.add_argument("--grantor", required=True, help="IDCS of the declarant or person")
+    grant.add_argument("--grantee", required=True, help="institution that may receive data")
+    grant.add_argument("--purposes", required=True, help="comma-separated purpose codes")
+    grant.add_argument("--scopes", required=True, help="comma-separated field groups")
+    grant.add_argument("--days", type=int, default=365, help="validity from now")
+    grant.add_argument("--max-uses", type=int, default=0, help="use cap per period (0: none)")
+    grant.add_argument(
+        "--period-days", type=int, default=30, help="the use cap's period (default: %(default)s)"
+    )
+    grant.add_argument("--method", default="counter", help=_METHOD_HELP)
+    revoke = actions.add_parser("revoke", help="revoke a consent at once")
+    revoke.add_argument("consent_id", help="as `grant` or `list` printed it")
+    revoke.add_argument("--grantor", required=True, help="IDCS of who granted it")
+    revoke.add_argument("--method", default="counter", help=_METHOD_HELP)
+    listing = actions.add_parser("list", help="consents about a subject")
+    listing.add_argument("subject", help="household id (H...) or a person's IDCS")
+    show = actions.add_parser("show", help="one consent")
+    show.add_argument("consent_id", help="as `grant` or `list` printed it")
+    show.add_argument("--history", action="store_true", help="every revision, verified")
+    cmd.set_defaults(run=consent)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="jisr", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    for add in (
+        _serve_parser,
+        _pki_parsers,
+        _data_parsers,
+        _call_parser,
+        _consent_parser,
+        audit_cli.add_parser,
+    ):
+        add(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except (
+        config_mod.ConfigError,
+        programmes.ProgrammeConfigError,
+        RegistryError,
+        MissingInstitutionError,
+    ) as exc:
+        print(f"jisr: {exc}", file=sys.stderr)
+        return 2
+    except (trust.TrustStoreError, policy.PolicyError) as exc:
+        print(f"jisr: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"jisr: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The exchange pipeline, free of gRPC: validate, fetch from the registries, decide, project."""

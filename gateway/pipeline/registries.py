@@ -1,0 +1,111 @@
+"""The registries as the exchange sees them: each record kind routed to its institution.
+
+Whether an institution is embedded or remote is configuration; the exchange only asks
+for records by kind, many keys at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import cast
+
+from adapters.base import (
+    COVERAGE,
+    ENROLMENT,
+    HOUSEHOLD,
+    MEMBERSHIP,
+    PERSON,
+    Adapter,
+    AdapterError,
+    FetchContext,
+    RecordMessage,
+)
+from adapters.remote import RemoteAdapter
+from gateway.engine import disclosure
+from gateway.pb.jisr.v1.backend_pb2 import RecordKind
+from gateway.pb.jisr.v1.records_pb2 import (
+    CoverageRecord,
+    EnrolmentRecord,
+    HouseholdRecord,
+    MembershipRecord,
+    PersonRecord,
+)
+from gateway.telemetry import setup as telemetry
+from gateway.telemetry import tracing
+
+
+class MissingInstitutionError(ValueError):
+    """No configured institution holds a record kind the exchange needs."""
+
+
+class Registries:
+    """Typed, batched lookups over the configured adapters."""
+
+    def __init__(self, adapters: Sequence[Adapter]) -> None:
+        self.adapters = list(adapters)
+        by_kind: dict[int, Adapter] = {}
+        for adapter in adapters:
+            for kind in adapter.kinds:
+                by_kind.setdefault(kind, adapter)
+        missing = [
+            RecordKind.Name(k)
+            for k in (PERSON, MEMBERSHIP, HOUSEHOLD, COVERAGE, ENROLMENT)
+            if k not in by_kind
+        ]
+        if missing:
+            raise MissingInstitutionError(f"no institution configured for {', '.join(missing)}")
+        self._by_kind = by_kind
+        # Whether a lookup may wait on the network (a remote institution): such calls run
+        # on worker threads, never on the event loop (gateway/engine/door.py).
+        self.remote = any(isinstance(a, RemoteAdapter) for a in adapters)
+
+    def _fetch(
+        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+    ) -> Mapping[str, RecordMessage]:
+        """One lookup, in a span, timed; the span names the institution and the count only."""
+        adapter = self._by_kind[kind]
+        attributes = {
+            "jisr.institution": adapter.institution,
+            "jisr.record_kind": RecordKind.Name(kind),
+        }
+        clock = telemetry.Clock.now()
+        with tracing.span("jisr.adapter", {**attributes, "jisr.keys": len(keys)}):
+            try:
+                found = adapter.fetch(kind, keys, ctx)
+            except AdapterError:
+                telemetry.instruments().adapter_errors.add(1, attributes)
+                raise
+            finally:
+                telemetry.instruments().adapter_latency.record(clock.ms(), attributes)
+        _note_households(kind, found)
+        return found
+
+    def persons(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, PersonRecord]:
+        return cast(Mapping[str, PersonRecord], self._fetch(PERSON, keys, ctx))
+
+    def memberships(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, MembershipRecord]:
+        return cast(Mapping[str, MembershipRecord], self._fetch(MEMBERSHIP, keys, ctx))
+
+    def households(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, HouseholdRecord]:
+        return cast(Mapping[str, HouseholdRecord], self._fetch(HOUSEHOLD, keys, ctx))
+
+    def coverage(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, CoverageRecord]:
+        return cast(Mapping[str, CoverageRecord], self._fetch(COVERAGE, keys, ctx))
+
+    def enrolments(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, EnrolmentRecord]:
+        return cast(Mapping[str, EnrolmentRecord], self._fetch(ENROLMENT, keys, ctx))
+
+    def close(self) -> None:
+        for adapter in self.adapters:
+            adapter.close()
+
+
+def _note_households(kind: RecordKind.ValueType, found: Mapping[str, RecordMessage]) -> None:
+    """Tell the call's audit which households it read: a household's own record, or a
+    member's link to one (an answer about a member discloses the household too)."""
+    if kind == HOUSEHOLD:
+        disclosure.note(disclosure.HOUSEHOLD, found.keys())
+    elif kind == MEMBERSHIP:
+        disclosure.note(
+            disclosure.HOUSEHOLD, (cast(MembershipRecord, m).household_id for m in found.values())
+        )

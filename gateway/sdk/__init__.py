@@ -1,0 +1,1 @@
+"""The partner SDK: a client that signs requests and checks receipts."""

@@ -1,0 +1,4 @@
+"""Identity and signatures.
+
+Request tokens, the trust store, receipts, the PKI, the policy and its field masks.
+"""

@@ -1,0 +1,4 @@
+"""gRPC services: method tables over the call engine.
+
+RegistryExchange, ConsentRegistry and AuditTrail.
+"""

@@ -1,0 +1,288 @@
+"""The AuditTrail service: what a DPO, the regulator or a citizen's portal may ask.
+
+An institution's DPO sees the requests its own institution made; the regulator sees all;
+a citizen portal may ask who accessed one subject's data. Subjects given in a query are
+hashed with the audit key before any lookup, so identifiers never reach the store. These
+calls pass through the same authentication, policy and audit as every exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from adapters.base import FetchContext
+from gateway.audit import chain
+from gateway.audit.record import AuditRecord, Checkpoint
+from gateway.audit.recorder import AuditRecorder
+from gateway.audit.store import AuditStore, Query
+from gateway.base.errors import ExchangeError, Reason, invalid
+from gateway.pb.jisr.v1 import audit_pb2 as apb
+from gateway.pipeline import validation
+from gateway.pipeline.exchange import fetch_or_unavailable
+from gateway.pipeline.registries import Registries
+from gateway.security.policy import Policy
+from gateway.services.registry_exchange import ExchangeService
+
+SERVICE = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
+MAX_PAGE = 1000
+MAX_MESSAGE_BYTES = 1024 * 1024  # one QueryAccess response message, well under 4 MiB
+
+
+def _ts(at_us: int) -> Timestamp:
+    return Timestamp(seconds=at_us // 1_000_000, nanos=(at_us % 1_000_000) * 1000)
+
+
+MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, the Timestamp range
+
+
+def _us(stamp: Timestamp, present: bool, field: str) -> int:
+    if not present:
+        return 0
+    if not (0 <= stamp.seconds <= MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000):
+        raise invalid(Reason.INVALID_DATE, f"{field} is outside the Timestamp range", field)
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
+
+
+def to_message(record: AuditRecord) -> apb.AccessRecord:
+    return apb.AccessRecord(
+        record_id=record.record_id,
+        node=record.node,
+        seq=record.seq,
+        time=_ts(record.at_us),
+        trace_id=record.trace_id,
+        requester=record.requester,
+        requester_sub=record.requester_sub,
+        method=record.method,
+        purpose=record.purpose,
+        basis=record.basis,
+        subject_hashes=record.subjects,
+        fields=record.fields,
+        decision=record.decision,
+        reason=record.reason,
+        request_hash=record.rh,
+        response_hash=record.sh,
+        jti=record.jti,
+        part=record.part,
+        latency_us=record.latency_us,
+        prev_hash=record.prev_hash,
+        hash=record.hash,
+    )
+
+
+def checkpoint_message(cp: Checkpoint) -> apb.Checkpoint:
+    return apb.Checkpoint(
+        node=cp.node,
+        seq=cp.seq,
+        hash=cp.hash,
+        time=_ts(cp.at_us),
+        kind=cp.kind,
+        signature=cp.signature,
+    )
+
+
+def _messages(records: list[apb.AccessRecord], token: str) -> Iterator[apb.QueryAccessResponse]:
+    """One page as stream messages of at most MAX_MESSAGE_BYTES each (records naming a
+    whole batch's subjects are large; a client's default limit is 4 MiB), every one
+    carrying the page's next token."""
+    chunk: list[apb.AccessRecord] = []
+    size = 0
+    for record in records:
+        length = record.ByteSize() + 8
+        if chunk and size + length > MAX_MESSAGE_BYTES:
+            yield apb.QueryAccessResponse(records=chunk, next_page_token=token)
+            chunk, size = [], 0
+        chunk.append(record)
+        size += length
+    yield apb.QueryAccessResponse(records=chunk, next_page_token=token)
+
+
+def _denied(message: str) -> ExchangeError:
+    return ExchangeError(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_AN_AUDITOR, message)
+
+
+class AuditTrailService:
+    """Reads of the trail, limited by role."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        recorder: AuditRecorder,
+        policy: Policy,
+        jwks: Mapping[str, Any],
+        registries: Registries | None = None,
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.policy = policy
+        self.jwks = jwks
+        self.registries = registries
+
+    def _scope(self, caller: str) -> str | None:
+        """None: the caller sees every record (regulator); else only its own requests."""
+        if self.policy.has_role(caller, "regulator"):
+            return None
+        if self.policy.has_role(caller, "dpo"):
+            return caller
+        raise _denied("only a DPO or the regulator may read the audit trail")
+
+    def _subject(self, request: Any) -> str:
+        if not request.HasField("subject"):
+            return ""
+        kind, key = validation.subject(request.subject)
+        return self.recorder.subject(kind, key)
+
+    def query(
+        self, request: apb.QueryAccessRequest, ctx: FetchContext
+    ) -> Iterator[apb.QueryAccessResponse]:
+        own = self._scope(ctx.requester)
+        size = request.page_size or 100
+        if not 1 <= size <= MAX_PAGE:
+            raise invalid(Reason.INVALID_PAGE, f"page_size is 1 to {MAX_PAGE}", "page_size")
+        if own is not None and request.requester and request.requester != own:
+            raise _denied("a DPO sees its own institution's requests only")
+        query = Query(
+            subject=self._subject(request),
+            requester=own or request.requester,
+            purpose=request.access_purpose,
+            method=request.method,
+            decision=request.decision,
+            since_us=_us(request.since, request.HasField("since"), "since"),
+            until_us=_us(request.until, request.HasField("until"), "until"),
+            trace_id=request.trace_id,
+        )
+        if query.until_us and query.since_us >= query.until_us:
+            raise invalid(Reason.INVALID_DATE, "since must be before until", "since")
+        return self._pages(query, size, request.page_token, request.max_pages or 10)
+
+    def _pages(
+        self, query: Query, size: int, token: str, pages: int
+    ) -> Iterator[apb.QueryAccessResponse]:
+        for _ in range(pages):
+            try:
+                records, token = self.store.query(query, size, token)
+            except ValueError:
+                raise invalid(
+                    Reason.INVALID_PAGE, "page_token is not one we gave", "page_token"
+                ) from None
+            yield from _messages([to_message(r) for r in records], token)
+            if not token:
+                return
+
+    def verify_integrity(
+        self, request: apb.VerifyIntegrityRequest, ctx: FetchContext
+    ) -> apb.VerifyIntegrityResponse:
+        self._scope(ctx.requester)
+        report = chain.verify(self.store.records(), self.store.checkpoints(), self.jwks)
+        return apb.VerifyIntegrityResponse(
+            ok=report.ok,
+            records=report.records,
+            checkpoints=report.checkpoints,
+            nodes=report.nodes,
+            findings=[
+                apb.IntegrityFinding(node=f.node, seq=f.seq, kind=f.kind, detail=f.detail)
+                for f in report.findings
+            ],
+        )
+
+    def get_checkpoint(
+        self, request: apb.GetCheckpointRequest, ctx: FetchContext
+    ) -> apb.GetCheckpointResponse:
+        self._scope(ctx.requester)
+        latest: dict[str, Checkpoint] = {}
+        for cp in self.store.checkpoints(request.node or None):
+            if cp.node not in latest or cp.seq >= latest[cp.node].seq:
+                latest[cp.node] = cp
+        return apb.GetCheckpointResponse(
+            checkpoints=[checkpoint_message(latest[n]) for n in sorted(latest)]
+        )
+
+    def access_report(
+        self, request: apb.AccessReportRequest, ctx: FetchContext
+    ) -> apb.AccessReportResponse:
+        caller = ctx.requester
+        if not (
+            self.policy.has_role(caller, "citizen_portal")
+            or self.policy.has_role(caller, "regulator")
+        ):
+            raise _denied("only a citizen portal or the regulator may ask an access report")
+        if not request.HasField("subject"):
+            raise invalid(Reason.MISSING_SUBJECT, "subject is required", "subject")
+        since = _us(request.since, request.HasField("since"), "since")
+        found: dict[str, AuditRecord] = {}
+        for subject in self._report_subjects(request.subject, ctx):
+            for record in self._all(Query(subject=subject, since_us=since)):
+                found[record.record_id] = record
+        ordered = sorted(found.values(), key=lambda r: (r.at_us, r.node, r.seq), reverse=True)
+        return apb.AccessReportResponse(
+            entries=[
+                apb.AccessEntry(
+                    institution=r.requester,
+                    purpose=r.purpose,
+                    basis=r.basis,
+                    time=_ts(r.at_us),
+                    fields=r.fields,
+                    decision=r.decision,
+                )
+                for r in ordered
+            ]
+        )
+
+    def _report_subjects(self, subject: Any, ctx: FetchContext) -> list[str]:
+        """A person's report covers the person and their household: an exchange about the
+        household disclosed its members' data (docs/audit.md, "What a report covers")."""
+        kind, key = validation.subject(subject)
+        hashes = [self.recorder.subject(kind, key)]
+        if kind == "idcs" and self.registries is not None:
+            link = fetch_or_unavailable(self.registries.memberships, [key], ctx).get(key)
+            if link is not None:
+                hashes.append(self.recorder.subject("household_id", link.household_id))
+        return hashes
+
+    def _all(self, query: Query) -> Iterator[AuditRecord]:
+        """Every record a query matches, page after page (at most 100 pages)."""
+        token = ""
+        for _ in range(100):
+            records, token = self.store.query(query, MAX_PAGE, token)
+            yield from records
+            if not token:
+                return
+
+    def handler(self, secure: ExchangeService) -> grpc.GenericRpcHandler:
+        """AuditTrail behind `secure`'s authentication, policy and audit."""
+
+        def path(name: str) -> str:
+            return f"/{SERVICE}/{name}"
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "QueryAccess": secure.server_stream(
+                    path("QueryAccess"), apb.QueryAccessRequest, self.query
+                ),
+                "VerifyIntegrity": secure.unary(
+                    path("VerifyIntegrity"),
+                    apb.VerifyIntegrityRequest,
+                    self.verify_integrity,
+                    None,
+                    blocking=True,
+                ),
+                "GetCheckpoint": secure.unary(
+                    path("GetCheckpoint"),
+                    apb.GetCheckpointRequest,
+                    self.get_checkpoint,
+                    None,
+                    blocking=True,
+                ),
+                "AccessReport": secure.unary(
+                    path("AccessReport"),
+                    apb.AccessReportRequest,
+                    self.access_report,
+                    None,
+                    blocking=True,
+                ),
+            },
+        )

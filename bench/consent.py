@@ -46,11 +46,11 @@ from bench.profile import Pipeline, _Context, _cpu_us, _timed
 from consent import artefact
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap
 from consent.store import COLUMN_LIST, COLUMNS, ConsentStore, open_store, to_row
+from gateway.base.wire import SIGNATURE_METADATA
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline.exchange import Key
 from gateway.security.policy import Grant
-from gateway.services.registry_exchange import SIGNATURE_METADATA
 
 SCOPES = ("composition", "situation")
 OTHER = ("ANSS", "ASD_ELIGIBILITY")  # the grantee and purpose of every fourth consent

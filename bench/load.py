@@ -53,10 +53,11 @@ from bench.identity import (
     signed_metadata,
     signed_stream,
 )
+from gateway.base.wire import RECEIPT_METADATA
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials
 from gateway.security import receipts
-from gateway.security.receipts import RECEIPT_METADATA, ReceiptError
+from gateway.security.receipts import ReceiptError
 from gateway.security.tokens import body_hash
 
 CLIENTS = ("aio", "threads", "futures")

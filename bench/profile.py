@@ -49,6 +49,7 @@ from gateway.audit.recorder import AuditRecorder, load_or_create_key
 from gateway.audit.store import open_audit_store
 from gateway.audit.writer import AuditWriter
 from gateway.base.errors import ExchangeError
+from gateway.base.wire import SIGNATURE_METADATA
 from gateway.config import Config
 from gateway.engine.consent_gate import ConsentGate
 from gateway.pb.jisr.v1 import registry_pb2 as pb
@@ -61,7 +62,7 @@ from gateway.security.policy import Grant
 from gateway.security.receipts import PERMIT, Exchanged
 from gateway.security.tokens import ReplayGuard, body_hash, verify_request
 from gateway.server import build_adapters, build_security, checkpoint_signer
-from gateway.services.registry_exchange import SIGNATURE_METADATA, ExchangeService, Security
+from gateway.services.registry_exchange import ExchangeService, Security
 
 WARMUP = 200
 ROUNDS = 5

@@ -29,13 +29,14 @@ from google.type.date_pb2 import Date
 from grpc_status import rpc_status
 
 from consent import artefact as artefacts
+from gateway.base.wire import RECEIPT_METADATA, SIGNATURE_METADATA
 from gateway.pb.jisr.v1 import consent_pb2
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.signing import Signer
 from gateway.security import pki, receipts
-from gateway.security.receipts import RECEIPT_METADATA, ReceiptError
+from gateway.security.receipts import ReceiptError
 from gateway.security.tokens import body_hash
-from gateway.services.registry_exchange import SERVICE, SIGNATURE_METADATA
+from gateway.services.registry_exchange import SERVICE
 from gateway.telemetry import tracing
 
 M = TypeVar("M", bound=Message)

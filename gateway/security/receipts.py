@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from gateway.security.trust import key_from_jwk
 
 RECEIPT_TYP = "jisr-receipt+jwt"
-RECEIPT_METADATA = "x-jisr-receipt"
 PERMIT = "permit"
 DENY = "deny"
 

@@ -29,6 +29,7 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
 from gateway.audit.writer import AuditUnavailable
 from gateway.base.errors import ExchangeError, Reason, caller_ended, invalid
+from gateway.base.wire import RECEIPT_METADATA, REGISTRY_EXCHANGE, SIGNATURE_METADATA
 from gateway.engine import disclosure
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.engine.steps import OFFLOAD, Steps, Unary, drive
@@ -38,7 +39,7 @@ from gateway.pipeline.exchange import Exchange, Key, Screen
 from gateway.security import projection
 from gateway.security.policy import Grant, Policy
 from gateway.security.projection import FieldTree
-from gateway.security.receipts import DENY, PERMIT, RECEIPT_METADATA, Exchanged, ReceiptSigner
+from gateway.security.receipts import DENY, PERMIT, Exchanged, ReceiptSigner
 from gateway.security.tokens import (
     ReplayGuard,
     RequestClaims,
@@ -53,8 +54,7 @@ from gateway.security.trust import TrustStore
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing
 
-SERVICE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
-SIGNATURE_METADATA = "x-jisr-signature"
+SERVICE = REGISTRY_EXCHANGE
 log = logging.getLogger("jisr.exchange")
 
 Req = TypeVar("Req", bound=Message)

@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from gateway.base.wire import SIGNATURE_METADATA
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials, JisrClient
-from gateway.services.registry_exchange import SIGNATURE_METADATA
 from tests.integration.test_audit import _query
 from tests.support import identities, processes, registry_rows
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import grpc
 
+from gateway.base.wire import SIGNATURE_METADATA
 from gateway.sdk.client import Credentials
 from gateway.security import pki
-from gateway.services.registry_exchange import SERVICE, SIGNATURE_METADATA
+from gateway.services.registry_exchange import SERVICE
 
 INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS", "CNDP", "ANR")
 

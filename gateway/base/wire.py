@@ -1,0 +1,23 @@
+"""Names on the wire that both ends share: services and the metadata keys of the contract.
+
+Kept here, below the services and the SDK alike, so a partner's client needs none of the
+server's modules to name what it calls (docs/integration.md).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+REGISTRY_EXCHANGE: Final = "jisr.v1.RegistryExchange"
+CONSENT_REGISTRY: Final = "jisr.v1.ConsentRegistry"
+AUDIT_TRAIL: Final = "jisr.v1.AuditTrail"
+MINISTRY_BACKEND: Final = "jisr.v1.MinistryBackend"
+
+# The request token (a compact JWS) rides in this metadata key; the receipt in this trailer.
+SIGNATURE_METADATA: Final = "x-jisr-signature"
+RECEIPT_METADATA: Final = "x-jisr-receipt"
+
+
+def method_path(service: str, name: str) -> str:
+    """The gRPC path of a method, as tokens name it in `method`."""
+    return f"/{service}/{name}"

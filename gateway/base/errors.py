@@ -1,17 +1,14 @@
-"""Errors partners see: a gRPC status plus google.rpc.Status details with a stable reason.
+"""Errors partners see: a stable reason and a message, whatever the transport.
 
-Every failure the gateway reports is an `ExchangeError`; the servicers turn it into the
-status and `google.rpc.ErrorInfo` (domain `jisr.v1`) of docs/errors.md. Messages never
-name the subject of the request.
+Every failure the gateway reports is an `ExchangeError` naming its `Reason`; the status
+code follows from the reason alone (gateway/base/status.py, the table of docs/errors.md)
+and the transport's edge turns both into a gRPC status with `google.rpc.ErrorInfo`
+(domain `jisr.v1`). Messages never name the subject of the request.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 DOMAIN = "jisr.v1"
 # A call that ended this close to its deadline ended by the deadline: grpc's deadline timer
@@ -83,6 +80,8 @@ class Reason(StrEnum):
     NOT_A_CONSENT_COLLECTOR = "NOT_A_CONSENT_COLLECTOR"
     CONSENT_NOT_FOUND = "CONSENT_NOT_FOUND"
     CONSENT_CONFLICT = "CONSENT_CONFLICT"
+    # The consent changed under this call (ABORTED): read it again and retry.
+    CONCURRENT_CHANGE = "CONCURRENT_CHANGE"
     GRANTOR_NOT_ENTITLED = "GRANTOR_NOT_ENTITLED"
     # A consent naming a grantee, or a purpose, that the policy gives no consent-based
     # grant (INVALID_ARGUMENT): it could never be used, so it is not recorded.
@@ -99,52 +98,33 @@ class Reason(StrEnum):
 
 
 class ExchangeError(Exception):
-    """A failure to report to the caller as `code` with `reason`."""
+    """A failure to report to the caller with `reason` (its status follows from it)."""
 
     def __init__(
         self,
-        code: grpc.StatusCode,
         reason: Reason,
         message: str,
         metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.code = code
         self.reason = reason
         self.message = message
         self.metadata = metadata or {}
 
-    def to_status(self) -> status_pb2.Status:
-        """The google.rpc.Status carried in the trailers (and in batch item results)."""
-        info = error_details_pb2.ErrorInfo(
-            reason=self.reason.value, domain=DOMAIN, metadata=self.metadata
-        )
-        detail = any_pb2.Any()
-        detail.Pack(info)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
-
 
 def invalid(reason: Reason, message: str, field: str | None = None) -> ExchangeError:
     """INVALID_ARGUMENT naming the offending request field."""
-    return ExchangeError(
-        grpc.StatusCode.INVALID_ARGUMENT, reason, message, {"field": field} if field else None
-    )
+    return ExchangeError(reason, message, {"field": field} if field else None)
 
 
 def not_found(message: str) -> ExchangeError:
     """NOT_FOUND for a subject the registries do not know."""
-    return ExchangeError(grpc.StatusCode.NOT_FOUND, Reason.SUBJECT_NOT_FOUND, message)
+    return ExchangeError(Reason.SUBJECT_NOT_FOUND, message)
 
 
 def caller_ended(remaining: float | None) -> ExchangeError:
     """The caller cancelled, or its deadline passed (`remaining`: the call's time left
     when it was found gone): its doing, not a gateway fault."""
     if remaining is not None and remaining <= DEADLINE_SLACK_S:
-        return ExchangeError(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            Reason.CALLER_DEADLINE_EXCEEDED,
-            "the caller's deadline passed",
-        )
-    return ExchangeError(
-        grpc.StatusCode.CANCELLED, Reason.CALLER_CANCELLED, "the caller cancelled the call"
-    )
+        return ExchangeError(Reason.CALLER_DEADLINE_EXCEEDED, "the caller's deadline passed")
+    return ExchangeError(Reason.CALLER_CANCELLED, "the caller cancelled the call")

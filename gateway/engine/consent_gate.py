@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import grpc
-
 from adapters.base import FetchContext
 from consent import messages
 from consent.checker import Need, choose, window_start
@@ -39,12 +37,11 @@ class Permit:
 def _denied(reason: Reason, message: str) -> ExchangeError:
     """A consent refusal: its reason for programs, its message (consent/messages.py) for
     the person who reads it, saying which of the consent's conditions failed."""
-    return ExchangeError(grpc.StatusCode.FAILED_PRECONDITION, reason, message)
+    return ExchangeError(reason, message)
 
 
 def _store_down() -> ExchangeError:
     return ExchangeError(
-        grpc.StatusCode.UNAVAILABLE,
         Reason.CONSENT_STORE_UNAVAILABLE,
         "the consent registry did not answer; nothing was disclosed, retry later",
     )

@@ -41,11 +41,11 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
-from grpc_status import rpc_status
 
 from gateway.audit.writer import APPEND_TIMEOUT_S, Pending
 from gateway.base.errors import DEADLINE_SLACK_S, ExchangeError, Reason, caller_ended
 from gateway.engine.steps import OFFLOAD, Steps, drive, thrown
+from gateway.services.edge import grpc_status
 
 log = logging.getLogger("jisr.door")
 
@@ -193,7 +193,6 @@ class ThreadContext:
 
 def _request_timeout() -> ExchangeError:
     return ExchangeError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
         Reason.REQUEST_TIMEOUT,
         "the request did not arrive in time",
     )
@@ -201,7 +200,6 @@ def _request_timeout() -> ExchangeError:
 
 def _not_read(seconds: float) -> ExchangeError:
     return ExchangeError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
         Reason.RESPONSE_NOT_READ,
         f"the caller did not read the response stream for {seconds:g} s",
     )
@@ -209,7 +207,6 @@ def _not_read(seconds: float) -> ExchangeError:
 
 def _too_many(what: str) -> ExchangeError:
     return ExchangeError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
         Reason.TOO_MANY_CALLS,
         f"this institution has too many {what} open; retry later",
     )
@@ -217,7 +214,6 @@ def _too_many(what: str) -> ExchangeError:
 
 def _busy() -> ExchangeError:
     return ExchangeError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
         Reason.GATEWAY_BUSY,
         "the gateway has as many streams open as it serves at once; retry later",
     )
@@ -225,7 +221,6 @@ def _busy() -> ExchangeError:
 
 def _stopping() -> ExchangeError:
     return ExchangeError(
-        grpc.StatusCode.UNAVAILABLE,
         Reason.GATEWAY_STOPPING,
         "the gateway stopped before the call could end; retry",
     )
@@ -233,14 +228,13 @@ def _stopping() -> ExchangeError:
 
 def _too_large(limit: int) -> ExchangeError:
     return ExchangeError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
         Reason.MESSAGE_TOO_LARGE,
         f"a request message is at most {limit} bytes",
     )
 
 
 def _malformed(details: str) -> ExchangeError:
-    return ExchangeError(grpc.StatusCode.INVALID_ARGUMENT, Reason.MALFORMED_REQUEST, details)
+    return ExchangeError(Reason.MALFORMED_REQUEST, details)
 
 
 class _Quiet:
@@ -586,7 +580,7 @@ class Door:
                     await loop.run_in_executor(
                         self._workers, self._refused, method, institution, error
                     )
-        status = rpc_status.to_status(error.to_status())
+        status = grpc_status(error)
         await context.abort(status.code, status.details, tuple(status.trailing_metadata))
 
 
@@ -679,7 +673,7 @@ async def _outcome(
             await context.abort(aborted.code, aborted.details, aborted.trailers)
         return None
     except ExchangeError as unanswered:  # a handler that did not answer its own error
-        status = rpc_status.to_status(unanswered.to_status())
+        status = grpc_status(unanswered)
         await context.abort(status.code, status.details, tuple(status.trailing_metadata))
         return None
     except Exception as exc:  # the pipeline answers its own faults: a last resort

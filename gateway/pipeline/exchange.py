@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from adapters.base import AdapterError, FetchContext
 from gateway.base.errors import ExchangeError, Reason, invalid, not_found
+from gateway.base.status import rich_status
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import HouseholdRecord, VitalStatus
 from gateway.pipeline import validation
@@ -166,7 +166,7 @@ class Exchange:
         response = pb.EligibilityBatchResults(batch_index=index)
         for outcome in self.decide_many(programme, keys, as_of, ctx):
             if isinstance(outcome, ExchangeError):
-                response.results.add().error.CopyFrom(outcome.to_status())
+                response.results.add().error.CopyFrom(rich_status(outcome))
             else:
                 response.results.add().decision.CopyFrom(outcome)
         return response
@@ -294,7 +294,6 @@ def fetch_or_unavailable(
         else:
             reason, message = Reason.BACKEND_UNAVAILABLE, "did not answer"
         raise ExchangeError(
-            grpc.StatusCode.UNAVAILABLE,
             reason,
             f"{exc.institution} {message}; retry later",
             {"institution": exc.institution},
@@ -312,4 +311,4 @@ def _project(status: M, mask: FieldMask) -> M:
 
 def _lost() -> ExchangeError:
     """A subject the pipeline forgot: a bug, reported as such rather than dropped."""
-    return ExchangeError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "subject was not decided")
+    return ExchangeError(Reason.INTERNAL, "subject was not decided")

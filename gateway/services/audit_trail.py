@@ -101,7 +101,7 @@ def _messages(records: list[apb.AccessRecord], token: str) -> Iterator[apb.Query
 
 
 def _denied(message: str) -> ExchangeError:
-    return ExchangeError(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_AN_AUDITOR, message)
+    return ExchangeError(Reason.NOT_AN_AUDITOR, message)
 
 
 class AuditTrailService:

@@ -84,8 +84,8 @@ def _concerns(kind: SubjectKind, subject: str) -> None:
     disclosure.note(which, [subject])
 
 
-def _failed(code: grpc.StatusCode, reason: Reason, message: str) -> ExchangeError:
-    return ExchangeError(code, reason, message)
+def _failed(reason: Reason, message: str) -> ExchangeError:
+    return ExchangeError(reason, message)
 
 
 class ConsentRegistryService:
@@ -116,13 +116,8 @@ class ConsentRegistryService:
                 trust=self.trust,
             )
         except artefacts.ArtefactError as exc:
-            code = (
-                grpc.StatusCode.PERMISSION_DENIED
-                if exc.reason == Reason.NOT_A_CONSENT_COLLECTOR
-                else grpc.StatusCode.INVALID_ARGUMENT
-            )
             metadata = {"field": exc.field} if exc.field else None
-            raise ExchangeError(code, exc.reason, exc.message, metadata) from None
+            raise ExchangeError(exc.reason, exc.message, metadata) from None
 
     def grant(
         self, request: cpb.GrantConsentRequest, ctx: FetchContext
@@ -159,7 +154,6 @@ class ConsentRegistryService:
             self.store.append(record)
         except ConsentConflictError:
             raise _failed(
-                grpc.StatusCode.ALREADY_EXISTS,
                 Reason.CONSENT_CONFLICT,
                 "this artefact was already recorded",
             ) from None
@@ -189,7 +183,6 @@ class ConsentRegistryService:
         if art.subject_kind == SubjectKind.PERSON:
             if art.grantor != art.subject:
                 raise _failed(
-                    grpc.StatusCode.FAILED_PRECONDITION,
                     Reason.GRANTOR_NOT_ENTITLED,
                     "a person's consent is given by that person",
                 )
@@ -202,7 +195,6 @@ class ConsentRegistryService:
             or link.relationship != Relationship.RELATIONSHIP_DECLARANT
         ):
             raise _failed(
-                grpc.StatusCode.FAILED_PRECONDITION,
                 Reason.GRANTOR_NOT_ENTITLED,
                 "a household's consent is given by its RSU declarant",
             )
@@ -217,11 +209,10 @@ class ConsentRegistryService:
         for _ in range(3):
             latest = self.store.latest(art.consent_id)
             if latest is None:
-                raise _failed(grpc.StatusCode.NOT_FOUND, Reason.CONSENT_NOT_FOUND, "no consent")
+                raise _failed(Reason.CONSENT_NOT_FOUND, "no consent")
             _concerns(latest.subject_kind, latest.subject)
             if latest.grantor != art.grantor:
                 raise _failed(
-                    grpc.StatusCode.FAILED_PRECONDITION,
                     Reason.GRANTOR_NOT_ENTITLED,
                     "only the consent's grantor may revoke it",
                 )
@@ -234,7 +225,7 @@ class ConsentRegistryService:
             except ConsentConflictError:
                 continue  # another replica changed it meanwhile: read again
             return cpb.RevokeConsentResponse(consent=to_message(revoked, now))
-        raise _failed(grpc.StatusCode.ABORTED, Reason.CONSENT_CONFLICT, "concurrent changes")
+        raise _failed(Reason.CONCURRENT_CHANGE, "concurrent changes")
 
     # -- reads ------------------------------------------------------------------------
 
@@ -246,7 +237,7 @@ class ConsentRegistryService:
     def get(self, request: cpb.GetConsentRequest, ctx: FetchContext) -> cpb.GetConsentResponse:
         latest = self.store.latest(request.consent_id) if request.consent_id else None
         if latest is None or not self._visible(latest, ctx.requester):
-            raise _failed(grpc.StatusCode.NOT_FOUND, Reason.CONSENT_NOT_FOUND, "no such consent")
+            raise _failed(Reason.CONSENT_NOT_FOUND, "no such consent")
         _concerns(latest.subject_kind, latest.subject)
         now = int(self.clock())
         response = cpb.GetConsentResponse(consent=to_message(latest, now))
@@ -280,7 +271,6 @@ class ConsentRegistryService:
         """Would a consent cover this exchange now? Only the grantee or a collector asks."""
         if ctx.requester != request.grantee and not self.policy.has_role(ctx.requester, COLLECTOR):
             raise _failed(
-                grpc.StatusCode.PERMISSION_DENIED,
                 Reason.PURPOSE_NOT_ALLOWED,
                 "only the grantee or a consent collector may check",
             )

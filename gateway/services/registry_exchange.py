@@ -22,13 +22,13 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from adapters.base import FetchContext
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
 from gateway.audit.writer import AuditUnavailable
 from gateway.base.errors import ExchangeError, Reason, caller_ended, invalid
+from gateway.base.status import code_name, code_of
 from gateway.base.wire import RECEIPT_METADATA, REGISTRY_EXCHANGE, SIGNATURE_METADATA
 from gateway.engine import disclosure
 from gateway.engine.consent_gate import ConsentGate, Permit
@@ -51,6 +51,7 @@ from gateway.security.tokens import (
     verify_request,
 )
 from gateway.security.trust import TrustStore
+from gateway.services.edge import grpc_status
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing
 
@@ -89,13 +90,11 @@ class _AbortStatus(_Status, grpc.Status):  # type: ignore[misc]
 
 
 def _unauthenticated(error: TokenError) -> ExchangeError:
-    return ExchangeError(grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message)
+    return ExchangeError(error.reason, error.message)
 
 
 def _replayed() -> ExchangeError:
-    return ExchangeError(
-        grpc.StatusCode.UNAUTHENTICATED, Reason.REPLAYED, "this jti was already used"
-    )
+    return ExchangeError(Reason.REPLAYED, "this jti was already used")
 
 
 def _parse(message_type: type[Req], raw: bytes) -> Req:
@@ -222,7 +221,6 @@ class ExchangeService:
         grant = self.security.policy.authorize(claims.iss, name, purpose)
         if grant is None:
             raise ExchangeError(
-                grpc.StatusCode.PERMISSION_DENIED,
                 Reason.PURPOSE_NOT_ALLOWED,
                 "this institution may not call this method for this purpose",
             )
@@ -338,7 +336,6 @@ class ExchangeService:
             raise _replayed() from None
         except AuditUnavailable:
             raise ExchangeError(
-                grpc.StatusCode.UNAVAILABLE,
                 Reason.AUDIT_UNAVAILABLE,
                 "the access could not be recorded; nothing was disclosed, retry later",
             ) from None
@@ -360,7 +357,8 @@ class ExchangeService:
         """Record the refusal, then abort with its status (and a receipt once the caller
         is known); the abort raises."""
         log.info(
-            "refused", extra={"method": call.method, "code": exc.code.name, "reason": exc.reason}
+            "refused",
+            extra={"method": call.method, "code": code_name(exc.reason), "reason": exc.reason},
         )
         rh, batches = (call.claims.rh if call.claims else ""), None
         if _is_stream(call.method):
@@ -373,10 +371,10 @@ class ExchangeService:
         span.set_attribute("jisr.decision", DENY)
         if audit:
             span.set_attribute("jisr.audit_id", audit)
-        span.set_attribute("rpc.grpc.status_code", exc.code.value[0])
+        span.set_attribute("rpc.grpc.status_code", code_of(exc.reason))
         span.fail(exc.reason.value)
         _measure(call, DENY, exc.reason.value)
-        status = rpc_status.to_status(exc.to_status())
+        status = grpc_status(exc)
         trailers: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata)
         if call.claims is not None and exc.reason != Reason.AUDIT_UNAVAILABLE:
             receipt = self._receipt(
@@ -469,7 +467,7 @@ class ExchangeService:
             frame.lineno,
             extra={"method": call.method},
         )
-        error = ExchangeError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "gateway fault")
+        error = ExchangeError(Reason.INTERNAL, "gateway fault")
         yield from self._fail_steps(context, call, error)
 
     # -- handlers ---------------------------------------------------------------------
@@ -582,7 +580,6 @@ class ExchangeService:
         gate = self.security.consent
         if gate is None or subject_of is None:
             raise ExchangeError(
-                grpc.StatusCode.FAILED_PRECONDITION,
                 Reason.CONSENT_MISSING,
                 "consent-based exchanges are not available on this gateway",
             )
@@ -695,7 +692,6 @@ class ExchangeService:
         def screen(keys: list[Key | ExchangeError]) -> list[Key | ExchangeError]:
             if gate is None:
                 denied = ExchangeError(
-                    grpc.StatusCode.FAILED_PRECONDITION,
                     Reason.CONSENT_MISSING,
                     "consent-based exchanges are not available on this gateway",
                 )

@@ -10,6 +10,7 @@ import pytest
 from consent import grantees
 from gateway.base.errors import ExchangeError, Reason
 from gateway.security.policy import load_default
+from gateway.services.edge import grpc_code
 
 ALLOWED = grantees.consent_purposes(load_default().grants)
 
@@ -32,7 +33,7 @@ def test_a_consent_to_a_consent_based_grantee_for_its_purpose_is_accepted() -> N
 @pytest.mark.parametrize("grantee", ["NOBODY", "CNSS", "DEMO", ""])
 def test_a_grantee_without_a_consent_based_grant_is_unknown(grantee: str) -> None:
     err = refused(grantee, ["SCHOOL_SUPPORT"])
-    assert (err.code, err.reason, err.metadata) == (
+    assert (grpc_code(err.reason), err.reason, err.metadata) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         Reason.UNKNOWN_GRANTEE,
         {"field": "artefact.grantee"},
@@ -51,7 +52,7 @@ def test_a_purpose_outside_the_grantees_consent_based_grants_is_unknown(
     purposes: list[str],
 ) -> None:
     err = refused("MEN", purposes)
-    assert (err.code, err.reason, err.metadata) == (
+    assert (grpc_code(err.reason), err.reason, err.metadata) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         Reason.UNKNOWN_PURPOSE,
         {"field": "artefact.purposes"},

@@ -23,6 +23,7 @@ from adapters.base import (
 )
 from gateway.base.errors import ExchangeError, Reason
 from gateway.base.identifiers import make_idcs
+from gateway.base.status import rich_status
 from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
@@ -30,6 +31,7 @@ from gateway.pipeline.eligibility import UndecidableScoreError
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.programmes import load_default
 from gateway.pipeline.registries import Registries
+from gateway.services.edge import grpc_code
 
 CTX = FetchContext(purpose="TEST")
 DAY = dt.date(2025, 1, 1)
@@ -145,7 +147,7 @@ def test_unary_verify_raises_the_item_error() -> None:
     )
     with pytest.raises(ExchangeError) as err:
         exchange.verify(request, CTX)
-    assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert grpc_code(err.value.reason) == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize(
@@ -169,10 +171,10 @@ def test_an_institutions_failure_is_unavailable_with_its_reason_and_name_never_a
     )
     with pytest.raises(ExchangeError) as err:
         exchange.verify(request, CTX)
-    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert grpc_code(err.value.reason) == grpc.StatusCode.UNAVAILABLE
     assert err.value.reason == reason
     assert err.value.metadata == {"institution": "ALL"}
-    assert results[0].error == err.value.to_status()
+    assert results[0].error == rich_status(err.value)
 
 
 DECEASED_IDCS = make_idcs("900000001")

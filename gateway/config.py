@@ -36,7 +36,7 @@ class Config:
     listen: str = "127.0.0.1:50051"
     workers: int = 4
     grace_s: float = 10.0
-    # What one partner may hold (gateway/engine/door.py, docs/security.md "Limits").
+    # What one partner may hold (gateway/services/door.py, docs/security.md "Limits").
     stream_workers: int = 8  # threads for batch streams (each open stream holds one)
     request_timeout_s: float = 10.0  # a request message must arrive within this
     stream_idle_s: float = 60.0  # a stream's next request, or the caller taking its next answer

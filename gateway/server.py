@@ -40,19 +40,21 @@ from gateway.audit.recorder import AuditRecorder, load_or_create_key
 from gateway.audit.store import open_audit_store
 from gateway.audit.writer import AuditWriter
 from gateway.config import Config
+from gateway.engine.call import Engine, Security
 from gateway.engine.consent_gate import ConsentGate
-from gateway.engine.door import Door, Limits, run_loop
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pipeline import programmes
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.registries import Registries
 from gateway.security import pki, policy, trust
 from gateway.security.receipts import ReceiptSigner
+from gateway.services import registry_exchange
 from gateway.services.audit_trail import SERVICE as AUDIT_SERVICE
 from gateway.services.audit_trail import AuditTrailService
 from gateway.services.consent_registry import SERVICE as CONSENT_SERVICE
 from gateway.services.consent_registry import ConsentRegistryService
-from gateway.services.registry_exchange import SERVICE, ExchangeService, Security
+from gateway.services.door import Door, Limits, run_loop
+from gateway.services.registry_exchange import SERVICE
 from gateway.telemetry import setup as telemetry
 
 # The institution id the gateway itself uses as a TLS client of ministry backends.
@@ -231,7 +233,7 @@ def checkpoint_signer(pki_dir: Path) -> Callable[[Checkpoint], Checkpoint]:
 
 
 def limits(config: Config) -> Limits:
-    """What one partner may hold (gateway/engine/door.py), from the configuration."""
+    """What one partner may hold (gateway/services/door.py), from the configuration."""
     return Limits(
         workers=config.workers,
         stream_workers=config.stream_workers,
@@ -316,7 +318,7 @@ def start_gateway(config: Config) -> Running:
     security.consent_blocks = True
     security.audit = AuditRecorder(writer, load_or_create_key(config.pki_dir))
     telemetry.observe_queue(lambda: writer.queue_depth)
-    exchange = ExchangeService(Exchange(registries, catalogue), security)
+    engine = Engine(security)
     consents = ConsentRegistryService(store, registries, security.policy, security.trust)
     trail = AuditTrailService(
         audit_store,
@@ -325,11 +327,15 @@ def start_gateway(config: Config) -> Running:
         pki.gateway_jwks(config.pki_dir),
         registries,
     )
-    door = Door(limits(config), exchange.refused_at_door)
+    door = Door(limits(config), engine.refused_at_door)
     port, drain = _serve_aio(
         config,
         door,
-        [exchange.handler(), consents.handler(exchange), trail.handler(exchange)],
+        [
+            registry_exchange.handler(engine, Exchange(registries, catalogue)),
+            consents.handler(engine),
+            trail.handler(engine),
+        ],
         [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE],
     )
     # Closed in order after the drain: the writer flushes and checkpoints before its store.

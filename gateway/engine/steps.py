@@ -5,17 +5,15 @@ The exchange pipeline is synchronous code. Two of its waits are worth not blocki
 audit record becoming durable (group commit, milliseconds), and anything that may wait on
 the network (a remote registry, a networked consent or audit store). The first is yielded
 as the writer's `Pending`; before the second, the steps yield `OFFLOAD`, and the driver
-moves them to a worker thread (gateway/engine/door.py). `drive` runs steps on the calling thread,
-blocking where they wait: the sync server API, benchmarks, and the rest of an offloaded
-call.
+moves them to a worker thread (gateway/services/door.py, the gRPC edge). `drive` runs
+steps on the calling thread, blocking where they wait: the sync server API, benchmarks,
+and the rest of an offloaded call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import TypeVar
-
-import grpc
+from typing import Any, TypeVar
 
 from gateway.audit.writer import APPEND_TIMEOUT_S, Pending
 
@@ -30,7 +28,7 @@ Step = Pending | Offload
 T = TypeVar("T")
 # A call's work as a generator: it yields where it would wait (an audit record to become
 # durable, or OFFLOAD), and returns its result. `drive` runs it on this thread; the door
-# (gateway/engine/door.py) runs it on the event loop, waiting without a thread.
+# (gateway/services/door.py) runs it on the event loop, waiting without a thread.
 Steps = Generator[Step, None, T]
 
 
@@ -64,8 +62,8 @@ class Unary:
     """A unary method's behaviour: called, it runs its steps on this thread (the sync
     server API); `steps` is there for a driver that can wait without one."""
 
-    def __init__(self, steps: Callable[[bytes, grpc.ServicerContext], Steps[bytes]]) -> None:
+    def __init__(self, steps: Callable[[bytes, Any], Steps[bytes]]) -> None:
         self.steps = steps
 
-    def __call__(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+    def __call__(self, raw: bytes, context: Any) -> bytes:
         return drive(self.steps(raw, context))

@@ -56,7 +56,7 @@ class Registries:
             raise MissingInstitutionError(f"no institution configured for {', '.join(missing)}")
         self._by_kind = by_kind
         # Whether a lookup may wait on the network (a remote institution): such calls run
-        # on worker threads, never on the event loop (gateway/engine/door.py).
+        # on worker threads, never on the event loop (gateway/services/door.py).
         self.remote = any(isinstance(a, RemoteAdapter) for a in adapters)
 
     def _fetch(

@@ -20,12 +20,13 @@ from gateway.audit.record import AuditRecord, Checkpoint
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import AuditStore, Query
 from gateway.base.errors import ExchangeError, Reason, invalid
+from gateway.engine.call import Engine, StreamMethod, UnaryMethod
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pipeline import validation
 from gateway.pipeline.exchange import fetch_or_unavailable
 from gateway.pipeline.registries import Registries
 from gateway.security.policy import Policy
-from gateway.services.registry_exchange import ExchangeService
+from gateway.services.binding import service_handler
 
 SERVICE = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
 MAX_PAGE = 1000
@@ -251,38 +252,21 @@ class AuditTrailService:
             if not token:
                 return
 
-    def handler(self, secure: ExchangeService) -> grpc.GenericRpcHandler:
-        """AuditTrail behind `secure`'s authentication, policy and audit."""
-
-        def path(name: str) -> str:
-            return f"/{SERVICE}/{name}"
-
-        return grpc.method_handlers_generic_handler(
+    def handler(self, engine: Engine) -> grpc.GenericRpcHandler:
+        """AuditTrail behind the engine's authentication, policy and audit."""
+        return service_handler(
+            engine,
             SERVICE,
             {
-                "QueryAccess": secure.server_stream(
-                    path("QueryAccess"), apb.QueryAccessRequest, self.query
+                "QueryAccess": StreamMethod(apb.QueryAccessRequest, self.query),
+                "VerifyIntegrity": UnaryMethod(
+                    apb.VerifyIntegrityRequest, self.verify_integrity, blocking=True
                 ),
-                "VerifyIntegrity": secure.unary(
-                    path("VerifyIntegrity"),
-                    apb.VerifyIntegrityRequest,
-                    self.verify_integrity,
-                    None,
-                    blocking=True,
+                "GetCheckpoint": UnaryMethod(
+                    apb.GetCheckpointRequest, self.get_checkpoint, blocking=True
                 ),
-                "GetCheckpoint": secure.unary(
-                    path("GetCheckpoint"),
-                    apb.GetCheckpointRequest,
-                    self.get_checkpoint,
-                    None,
-                    blocking=True,
-                ),
-                "AccessReport": secure.unary(
-                    path("AccessReport"),
-                    apb.AccessReportRequest,
-                    self.access_report,
-                    None,
-                    blocking=True,
+                "AccessReport": UnaryMethod(
+                    apb.AccessReportRequest, self.access_report, blocking=True
                 ),
             },
         )

@@ -1,7 +1,7 @@
 """The ConsentRegistry service: grant, revoke, read and check citizens' consents.
 
 Every call is authenticated and authorised like an exchange (the handlers come from
-ExchangeService.unary). Grants and revocations also need the consent-collector role and an
+gateway/engine/call.py). Grants and revocations also need the consent-collector role and an
 artefact signed by the collector; reads show a consent only to its collector, its grantee,
 and consent collectors. Each change appends a revision; nothing is updated in place.
 """
@@ -23,6 +23,7 @@ from consent.model import ConsentRecord, Status, SubjectKind, verify_history
 from consent.store import ConsentConflictError, ConsentStore
 from gateway.base.errors import ExchangeError, Reason, invalid
 from gateway.engine import disclosure
+from gateway.engine.call import Engine, UnaryMethod
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import Relationship
@@ -31,7 +32,7 @@ from gateway.pipeline.exchange import fetch_or_unavailable
 from gateway.pipeline.registries import Registries
 from gateway.security.policy import Policy
 from gateway.security.trust import TrustStore
-from gateway.services.registry_exchange import ExchangeService
+from gateway.services.binding import service_handler
 
 SERVICE = cpb.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
 COLLECTOR = "consent_collector"
@@ -296,42 +297,25 @@ class ConsentRegistryService:
             covered_scopes=sorted(verdict.covered),
         )
 
-    def handler(self, secure: ExchangeService) -> object:
-        """The ConsentRegistry service behind `secure`'s authentication and policy."""
-
-        def path(name: str) -> str:
-            return f"/{SERVICE}/{name}"
-
-        return grpc.method_handlers_generic_handler(
+    def handler(self, engine: Engine) -> grpc.GenericRpcHandler:
+        """The ConsentRegistry service behind the engine's authentication and policy."""
+        return service_handler(
+            engine,
             SERVICE,
             {
-                "GrantConsent": secure.unary(
-                    path("GrantConsent"), cpb.GrantConsentRequest, self.grant, None, blocking=True
-                ),
-                "RevokeConsent": secure.unary(
-                    path("RevokeConsent"),
-                    cpb.RevokeConsentRequest,
-                    self.revoke,
-                    None,
-                    blocking=True,
-                ),
-                "GetConsent": secure.unary(
-                    path("GetConsent"), cpb.GetConsentRequest, self.get, None, blocking=True
-                ),
-                "ListConsents": secure.unary(
-                    path("ListConsents"),
+                "GrantConsent": UnaryMethod(cpb.GrantConsentRequest, self.grant, blocking=True),
+                "RevokeConsent": UnaryMethod(cpb.RevokeConsentRequest, self.revoke, blocking=True),
+                "GetConsent": UnaryMethod(cpb.GetConsentRequest, self.get, blocking=True),
+                "ListConsents": UnaryMethod(
                     cpb.ListConsentsRequest,
                     self.list,
-                    None,
-                    lambda r: validation.subject(r.subject),
+                    subject_of=lambda r: validation.subject(r.subject),
                     blocking=True,
                 ),
-                "CheckConsent": secure.unary(
-                    path("CheckConsent"),
+                "CheckConsent": UnaryMethod(
                     cpb.CheckConsentRequest,
                     self.check,
-                    None,
-                    lambda r: validation.subject(r.subject),
+                    subject_of=lambda r: validation.subject(r.subject),
                     blocking=True,
                 ),
             },

@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ import pytest
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1.registry_pb2 import Subject
 from gateway.sdk.client import Credentials, JisrClient, JisrError
-from gateway.security.policy import load_default
 from tests.support import databases, processes, registry_rows
 
 SCHOOL = "SCHOOL_SUPPORT"
@@ -41,7 +41,7 @@ class Deployment:
 
 def _policy_with_a_non_collector_grant(folder: Path) -> Path:
     """The shipped policy, plus a GrantConsent grant for CNSS, which is no collector."""
-    shipped = (Path(load_default.__code__.co_filename).parent / "data" / "policy.toml").read_text()
+    shipped = (resources.files("gateway") / "data" / "policy.toml").read_text(encoding="utf-8")
     path = folder / "policy.toml"
     path.write_text(
         shipped

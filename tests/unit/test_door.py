@@ -18,8 +18,8 @@ import pytest
 from grpc import aio
 
 from gateway.base.errors import ExchangeError
-from gateway.engine.door import Door, Limits, run_loop
 from gateway.engine.steps import OFFLOAD, Steps, Unary
+from gateway.services.door import Door, Limits, run_loop
 
 METHOD = "/test.Door/Wait"
 

@@ -1,0 +1,184 @@
+"""Signed batches: a stream whose every envelope is signed, decided, recorded and receipted
+on its own, under the one token that opened the stream (docs/security.md, "Batches").
+
+The stream is one call through the engine (gateway/engine/call.py): authenticated and
+authorized once, each batch then checked against its own signature, its subjects decided
+by the pipeline (item by item, a consent screen first where the grant needs one), the
+answer projected to the grant (or the item's consent), recorded as part `seq + 1`, and
+answered with its own receipt. The close is one more record and one receipt chaining the
+batches' hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from google.rpc import error_details_pb2, status_pb2
+
+from adapters.base import FetchContext
+from gateway.base.errors import ExchangeError, Reason, invalid
+from gateway.engine import disclosure
+from gateway.engine.call import (
+    Call,
+    Engine,
+    Invocation,
+    Streamed,
+    chain,
+    no_consent_here,
+    parse,
+    server_span,
+    try_parse,
+)
+from gateway.engine.consent_gate import Permit
+from gateway.engine.steps import drive
+from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.pipeline import validation
+from gateway.pipeline.exchange import Key, Screen
+from gateway.security.policy import Grant
+from gateway.security.projection import project
+from gateway.security.receipts import PERMIT
+from gateway.security.tokens import RequestClaims, TokenError, body_hash, check_body, verify_batch
+from gateway.telemetry import tracing
+
+# What decides one batch: the pipeline's bulk eligibility (gateway/pipeline/exchange.py).
+Decide = Callable[
+    [pb.EligibilityBatch, int, FetchContext, Screen | None], pb.EligibilityBatchResults
+]
+
+
+@dataclass(frozen=True)
+class BatchMethod:
+    """The signed-batch method: what decides one batch's subjects."""
+
+    decide: Decide
+
+
+def batch_stream(
+    engine: Engine, inv: Invocation, requests: Iterator[bytes], method: BatchMethod
+) -> Streamed:
+    """The stream: one answer per envelope, then the closing record and receipt."""
+    call = Call(inv.method, streamed=True)
+    with server_span(inv):
+        try:
+            claims = engine.authenticate(call, inv, None)
+            grant = engine.authorize(call, claims, claims.purpose)
+            for seq, raw in enumerate(requests):
+                call.named = _batch_subjects(raw)
+                call.read.clear()
+                with (
+                    tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}),
+                    disclosure.watching(call.read),
+                ):
+                    answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
+                yield answer
+            call.named = []  # the close names no subject
+            call.read.clear()
+            rh, sh = chain(call.rhs), chain(call.shs)
+            audit = engine.audit(call, PERMIT, rh=rh, sh=sh, subjects=())
+            receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, batches=len(call.shs), audit=audit)
+            return engine.answered(call, b"", receipt, audit)
+        except ExchangeError as exc:
+            return drive(engine.refuse(call, exc))
+        except GeneratorExit:
+            engine.abandoned(inv, call)
+            raise
+        except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
+            return drive(engine.fault(inv, call, exc))
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """What every batch of one stream is checked and decided under."""
+
+    engine: Engine
+    inv: Invocation
+    call: Call
+    claims: RequestClaims
+    grant: Grant
+    method: BatchMethod
+
+    def one(self, seq: int, raw: bytes) -> bytes:
+        """Check one envelope's signature, decide its subjects, sign its results."""
+        engine, call, claims, grant = self.engine, self.call, self.claims, self.grant
+        try:
+            if seq == 0:
+                check_body(claims.rh, raw)
+            envelope = parse(pb.VerifyEligibilityBatchRequest, raw)
+            rh = verify_batch(
+                envelope.batch_signature,
+                institution=claims.iss,
+                jti=claims.jti,
+                seq=seq,
+                batch=envelope.batch,
+                trust=engine.security.trust,
+            )
+        except TokenError as exc:
+            raise ExchangeError(exc.reason, exc.message) from None
+        batch = parse(pb.EligibilityBatch, envelope.batch)
+        if validation.purpose(batch.purpose) != claims.purpose:
+            raise invalid(Reason.PURPOSE_MISMATCH, "batch purpose differs from the token's")
+        ctx = FetchContext(claims.purpose, self.inv.remaining(), claims.iss)
+        permits: list[Permit | ExchangeError] = []
+        screen = _screen(engine, grant, ctx, permits) if grant.consent_based else None
+        results = self.method.decide(batch, seq, ctx, screen)
+        self._project(results, permits)
+        body = results.SerializeToString()
+        sh = body_hash(body)
+        failures = sorted({_reason_of(r.error) for r in results.results if r.HasField("error")})
+        audit = engine.audit(call, PERMIT, rh=rh, sh=sh, part=seq + 1, reason=",".join(failures))
+        call.rhs.append(rh)
+        call.shs.append(sh)
+        receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, seq=seq, audit=audit)
+        return pb.VerifyEligibilityBatchResponse(results=body, receipt=receipt).SerializeToString()
+
+    def _project(
+        self, results: pb.EligibilityBatchResults, permits: list[Permit | ExchangeError]
+    ) -> None:
+        """Each decision keeps the fields its grant (or its item's consent) allows."""
+        withheld: set[str] = set()
+        for index, result in enumerate(results.results):
+            if result.HasField("decision"):
+                permit = permits[index] if permits else None
+                fields = permit.fields if isinstance(permit, Permit) else self.grant.fields
+                if isinstance(permit, Permit):
+                    self.call.consents.add(permit.consent_id)
+                projected, hidden = project(result.decision, fields)
+                result.decision.CopyFrom(projected)
+                withheld.update(hidden)
+        results.withheld.paths.extend(sorted(withheld))
+
+
+def _screen(
+    engine: Engine, grant: Grant, ctx: FetchContext, permits: list[Permit | ExchangeError]
+) -> Screen:
+    """A batch screen that refuses items without consent and keeps each item's permit."""
+    gate = engine.security.consent
+
+    def screen(keys: list[Key | ExchangeError]) -> list[Key | ExchangeError]:
+        if gate is None:
+            permits.extend([no_consent_here()] * len(keys))
+        else:
+            permits.extend(gate.check_many(grant, keys, ctx))
+        return [
+            key if isinstance(permit, Permit) else permit
+            for key, permit in zip(keys, permits, strict=True)
+        ]
+
+    return screen
+
+
+def _batch_subjects(raw: bytes) -> list[disclosure.Named]:
+    """The identifiers of one batch envelope, read before its signature is checked (for
+    the record of whatever comes); nothing if the bytes are not a batch."""
+    envelope = try_parse(pb.VerifyEligibilityBatchRequest, raw)
+    batch = try_parse(pb.EligibilityBatch, envelope.batch) if envelope is not None else None
+    return disclosure.subjects(batch.subjects) if batch is not None else []
+
+
+def _reason_of(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""

@@ -51,6 +51,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.base.errors import ExchangeError
 from gateway.base.wire import SIGNATURE_METADATA
 from gateway.config import Config
+from gateway.engine.call import Engine, Security
 from gateway.engine.consent_gate import ConsentGate
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline import programmes, validation
@@ -62,7 +63,7 @@ from gateway.security.policy import Grant
 from gateway.security.receipts import PERMIT, Exchanged
 from gateway.security.tokens import ReplayGuard, body_hash, verify_request
 from gateway.server import build_adapters, build_security, checkpoint_signer
-from gateway.services.registry_exchange import ExchangeService, Security
+from gateway.services import registry_exchange
 
 WARMUP = 200
 ROUNDS = 5
@@ -136,7 +137,7 @@ class Pipeline:
             audit=self.audit if audit else None,
             consent=consent,
         )
-        generic = ExchangeService(self.exchange, security).handler()
+        generic = registry_exchange.handler(Engine(security), self.exchange)
         handler = generic.service(_Details(method))
         if handler is None or handler.unary_unary is None:
             raise RuntimeError(f"the gateway serves no {method}")

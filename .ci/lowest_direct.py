@@ -5,14 +5,16 @@ every install takes the newest releases, and it was broken (the generated code i
 gateway/pb refuses to import below the grpcio and protobuf that generated it). pip has no
 lowest-resolution mode, so this script does a "lowest-direct" resolution by hand:
 
-1. It reads the direct dependencies (`[project] dependencies` and the `dev` extra) and
-   `[build-system] requires`, each of which must have a `>=` floor.
+1. It reads the direct dependencies (`[project] dependencies`, the `server` and `dev`
+   extras; `dev` names `jisr[server]`, the project itself, which is no dependency to pin)
+   and `[build-system] requires`, each of which must have a `>=` floor.
 2. It writes a pip constraints file pinning each direct dependency to its floor
    (`name==floor`; extras such as `psycopg[binary]` are dropped there, as pip requires:
    the extra's own pins follow the pinned version), and a build-constraints file pinning
    the build backend (setuptools) to its floor. Transitive dependencies resolve as usual.
 3. In a fresh virtualenv made with this interpreter (run it with the lowest Python the
-   project supports): `pip install -e .[dev]` under those constraints, then
+   project supports): `pip install -e .[dev]` (which installs `server` too) under those
+   constraints, then
    `python -c 'import gateway, consent, adapters'`, `pytest -q tests/unit`, and ruff and
    mypy at their floors (which also check the code against the floors' APIs). Integration
    tests are left out for time.
@@ -36,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRA = "dev"
+EXTRA = "dev"  # what is installed; it includes `jisr[server]`
+EXTRAS = ("server", EXTRA)  # whose direct dependencies are pinned to their floors
 IMPORTS = "import gateway, consent, adapters"
 HINT = "raise the floor at fault in pyproject.toml, docs/dependencies.md says why each"
 TESTS = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit"]
@@ -91,12 +94,27 @@ def floor_of(requirement: str) -> Floor:
 
 
 def read_floors(pyproject: Path) -> tuple[list[Floor], list[Floor]]:
-    """(direct dependencies: runtime then the dev extra; build-system requirements)."""
+    """(direct dependencies: base, then each of EXTRAS; build-system requirements). An
+    extra's reference to the project itself (`jisr[server]`) is left out: it is no
+    dependency, and EXTRAS lists what it brings in."""
     data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     project = data["project"]
-    direct = [*project["dependencies"], *project["optional-dependencies"][EXTRA]]
+    extras = project["optional-dependencies"]
+    direct = [*project["dependencies"], *(r for extra in EXTRAS for r in extras[extra])]
     build = data["build-system"]["requires"]
-    return [floor_of(r) for r in direct], [floor_of(r) for r in build]
+    own = project["name"]
+    return [floor_of(r) for r in direct if not _names(r, own)], [floor_of(r) for r in build]
+
+
+def _names(requirement: str, project: str) -> bool:
+    """Whether `requirement` names `project` (a self-reference such as `jisr[server]`)."""
+    match = _REQUIREMENT.match(requirement)
+    return match is not None and _normal(match.group("name")) == _normal(project)
+
+
+def _normal(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def write_constraints(path: Path, floors: list[Floor]) -> None:

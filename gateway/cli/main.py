@@ -3,22 +3,76 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapters.registry_db import REGISTRY_FILE, Registry, RegistryError
-from gateway import config as config_mod
 from gateway.cli import audit as audit_cli
 from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
-from gateway.pipeline import programmes
-from gateway.pipeline.registries import MissingInstitutionError
-from gateway.security import pki, policy, receipts, trust
-from gateway.server import GATEWAY_CLIENT, run_until_signalled, start_backend, start_gateway
-from gateway.telemetry import setup as telemetry
+from gateway.security import pki, receipts
+
+if TYPE_CHECKING:
+    from gateway import config as config_mod
+
+# The server's modules are imported by the commands that run it (serve, backend, pki init),
+# never at start-up: `jisr call`, `consent`, `keys` and `receipt` are a partner's, and work
+# with the SDK's dependencies alone (`pip install jisr`, without the `server` extra).
+# The top-level packages the `server` extra installs (pyproject.toml):
+SERVER_EXTRA = (
+    "opentelemetry",
+    "prometheus_client",
+    "psycopg",
+    "psycopg_pool",
+    "grpc_health",
+    "grpc_reflection",
+)
+SERVER_EXTRA_PIP = "pip install 'jisr[server]'"
+# Errors that are the user's input or configuration (exit 2), by defining module: each
+# module is looked up only when it was imported, as only then can its error be raised.
+USAGE_ERRORS = (
+    ("gateway.config", "ConfigError"),
+    ("gateway.pipeline.programmes", "ProgrammeConfigError"),
+    ("adapters.registry_db", "RegistryError"),
+    ("gateway.pipeline.registries", "MissingInstitutionError"),
+    ("gateway.security.trust", "TrustStoreError"),
+    ("gateway.security.policy", "PolicyError"),
+)
+
+
+class ServerMissingError(Exception):
+    """A command that runs the server, in an install without the `server` extra."""
+
+
+@contextlib.contextmanager
+def _server_extra() -> Iterator[None]:
+    """Around a command: a module of the `server` extra that is not installed (the commands
+    that run the server import it when they start) becomes a ServerMissingError that says
+    how to install it, in one line; any other missing module is a bug, raised as it is."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_EXTRA:
+            raise
+        raise ServerMissingError(
+            f"the server's dependencies are not installed (no module {exc.name!r});"
+            f" install them with: {SERVER_EXTRA_PIP}"
+        ) from None
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The USAGE_ERRORS this run can have raised: those of the modules it imported.
+    Importing the others here would load the server's modules, or fail without them."""
+    found: list[type[Exception]] = []
+    for module, name in USAGE_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
+
 
 DEFAULT_PKI = Path("var/pki")
 DATA_DIR = Path("var")
@@ -32,6 +86,10 @@ _METHOD_HELP = "how it was collected (default: %(default)s)"
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway import config as config_mod
+    from gateway.server import run_until_signalled, start_gateway
+    from gateway.telemetry import setup as telemetry
+
     env_or_flags = dict(os.environ)
     if args.listen:
         env_or_flags["JISR_LISTEN"] = args.listen
@@ -71,6 +129,11 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _backend(args: argparse.Namespace) -> int:
+    from adapters.registry_db import REGISTRY_FILE, Registry
+    from gateway import config as config_mod
+    from gateway.server import run_until_signalled, start_backend
+    from gateway.telemetry import setup as telemetry
+
     names = [n.strip().upper() for n in args.institutions.split(",") if n.strip()]
     unknown = [n for n in names if n not in config_mod.INSTITUTIONS]
     if unknown or not names:
@@ -100,6 +163,8 @@ def _backend(args: argparse.Namespace) -> int:
 
 
 def _programmes_check(args: argparse.Namespace) -> int:
+    from gateway.pipeline import programmes
+
     catalogue = programmes.load(args.file) if args.file else programmes.load_default()
     for programme in catalogue.programmes.values():
         versions = ", ".join(
@@ -113,6 +178,8 @@ def _programmes_check(args: argparse.Namespace) -> int:
 def _pki(args: argparse.Namespace) -> int:
     root: Path = args.dir
     if args.action == "init":
+        from gateway.server import GATEWAY_CLIENT  # the gateway's own client identity
+
         pki.init(root, gateway_id=args.gateway_id, force=args.force)
         pki.issue(root, GATEWAY_CLIENT)
         print(f"jisr pki: CA, server certificate and receipt key in {root}")
@@ -336,17 +403,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        code: int = args.run(args)
-    except (
-        config_mod.ConfigError,
-        programmes.ProgrammeConfigError,
-        RegistryError,
-        MissingInstitutionError,
-    ) as exc:
+        with _server_extra():
+            code: int = args.run(args)
+    except _usage_errors() as exc:  # evaluated only when an exception arrives here
         print(f"jisr: {exc}", file=sys.stderr)
         return 2
-    except (trust.TrustStoreError, policy.PolicyError) as exc:
-        print(f"jisr: {exc}", file=sys.stderr)
+    except ServerMissingError as exc:
+        print(f"jisr {args.command}: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:
         print(f"jisr: {exc}", file=sys.stderr)

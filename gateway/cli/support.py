@@ -23,8 +23,7 @@ from adapters.demo_data import generate
 from adapters.registry_db import REGISTRY_FILE, Registry
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.pipeline.exchange import MAX_BATCH
-from gateway.sdk.client import Answer, Credentials, JisrClient, JisrError, subject
+from gateway.sdk.client import MAX_BATCH, Answer, Credentials, JisrClient, JisrError, subject
 
 
 def demo_data(data_dir: Path, households: int, seed: int, *, force: bool) -> int:

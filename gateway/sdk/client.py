@@ -29,18 +29,24 @@ from google.type.date_pb2 import Date
 from grpc_status import rpc_status
 
 from consent import artefact as artefacts
-from gateway.base.wire import RECEIPT_METADATA, SIGNATURE_METADATA
-from gateway.pb.jisr.v1 import consent_pb2
+from gateway.base.wire import (
+    CONSENT_REGISTRY,
+    RECEIPT_METADATA,
+    REGISTRY_EXCHANGE,
+    SIGNATURE_METADATA,
+    method_path,
+)
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk import propagation
 from gateway.sdk.signing import Signer
 from gateway.security import pki, receipts
 from gateway.security.receipts import ReceiptError
 from gateway.security.tokens import body_hash
-from gateway.services.registry_exchange import SERVICE
-from gateway.telemetry import tracing
 
 M = TypeVar("M", bound=Message)
-CONSENT_SERVICE = consent_pb2.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
+# Subjects per VerifyEligibilityBatch batch the gateway accepts (security.md §5); the
+# gateway's own is gateway.pipeline.exchange.MAX_BATCH, which a unit test keeps equal.
+MAX_BATCH = 1000
 
 
 @dataclass
@@ -204,10 +210,10 @@ class JisrClient:
         request: Message,
         response_type: type[M],
         purpose: str,
-        service: str = SERVICE,
+        service: str = REGISTRY_EXCHANGE,
     ) -> Answer[M]:
         """Sign `request` over its bytes, call `name`, verify the receipt, parse the answer."""
-        method = f"/{service}/{name}"
+        method = method_path(service, name)
         body = request.SerializeToString()
         jti = secrets.token_urlsafe(18)
         token = self.credentials.signer.request_token(method, purpose, body, jti=jti)
@@ -216,7 +222,7 @@ class JisrClient:
             raw, call = stub.with_call(
                 body,
                 timeout=self.timeout,
-                metadata=((SIGNATURE_METADATA, token), *tracing.outgoing()),
+                metadata=((SIGNATURE_METADATA, token), *propagation.outgoing()),
             )
         except grpc.RpcError as exc:
             raise error_from(exc, self.credentials.gateway_jwks) from None
@@ -259,7 +265,7 @@ class JisrClient:
         self, name: str, request: Message, response_type: type[M], purpose: str
     ) -> Answer[M]:
         """A ConsentRegistry call (GrantConsent, RevokeConsent, GetConsent, ...)."""
-        return self.call(name, request, response_type, purpose, CONSENT_SERVICE)
+        return self.call(name, request, response_type, purpose, CONSENT_REGISTRY)
 
     def sign_artefact(self, claims: dict[str, Any]) -> str:
         """A consent artefact signed with this institution's key (consent collectors)."""
@@ -304,7 +310,7 @@ class JisrClient:
         as_of: dt.date | None,
         timeout: float | None,
     ) -> Generator[Answer[pb.EligibilityBatchResults], None, Receipt | None]:
-        method = f"/{SERVICE}/VerifyEligibilityBatch"
+        method = method_path(REGISTRY_EXCHANGE, "VerifyEligibilityBatch")
         signer = self.credentials.signer
         jti = secrets.token_urlsafe(18)
         sent: list[str] = []
@@ -330,7 +336,7 @@ class JisrClient:
         call = self._channel.stream_stream(method)(
             itertools.chain([first], stream),
             timeout=timeout,
-            metadata=((SIGNATURE_METADATA, token), *tracing.outgoing()),
+            metadata=((SIGNATURE_METADATA, token), *propagation.outgoing()),
         )
         received: list[str] = []
         try:

@@ -58,7 +58,7 @@ from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials
 from gateway.security import receipts
 from gateway.security.receipts import ReceiptError
-from gateway.security.tokens import body_hash
+from gateway.base.jws import body_hash
 
 CLIENTS = ("aio", "threads", "futures")
 CALL_TIMEOUT_S = 10.0

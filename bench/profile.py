@@ -61,7 +61,8 @@ from gateway.sdk.signing import Signer
 from gateway.security import pki, projection
 from gateway.security.policy import Grant
 from gateway.security.receipts import PERMIT, Exchanged
-from gateway.security.tokens import ReplayGuard, body_hash, verify_request
+from gateway.security.tokens import ReplayGuard, verify_request
+from gateway.base.jws import body_hash
 from gateway.server import build_adapters, build_security, checkpoint_signer
 from gateway.services import registry_exchange
 

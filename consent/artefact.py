@@ -16,8 +16,7 @@ import jwt
 
 from consent.model import SubjectKind, UseCap
 from gateway.base.errors import Reason
-from gateway.security.tokens import TokenError, signed_claims
-from gateway.security.trust import TrustStore
+from gateway.base.jws import Keys, TokenError, signed_claims
 
 ARTEFACT_TYP = "jisr-consent+jwt"
 ACTIONS = frozenset({"grant", "revoke"})
@@ -83,7 +82,7 @@ def _int(claims: dict[str, Any], name: str) -> int:
     return value
 
 
-def verify(token: str, *, caller: str, collectors: Sequence[str], trust: TrustStore) -> Artefact:
+def verify(token: str, *, caller: str, collectors: Sequence[str], trust: Keys) -> Artefact:
     """Check signature and content; the signer must be the caller and a consent collector."""
     try:
         claims, _ = signed_claims(token, ARTEFACT_TYP, caller, trust)

@@ -14,12 +14,26 @@ and an institution's keys may be issued after its citizens' consents are collect
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from gateway.base.errors import Reason, invalid
-from gateway.security.policy import Grant
 
 GRANTEE_FIELD = "artefact.grantee"
 PURPOSES_FIELD = "artefact.purposes"
+
+
+class Grant(Protocol):
+    """What of a policy grant decides a consent's grantees (gateway/security/policy.py's
+    Grant): consent/ reads the policy's grants, it does not depend on the policy."""
+
+    @property
+    def institution(self) -> str: ...
+
+    @property
+    def purpose(self) -> str: ...
+
+    @property
+    def consent_based(self) -> bool: ...
 
 
 def consent_purposes(grants: Iterable[Grant]) -> dict[str, frozenset[str]]:

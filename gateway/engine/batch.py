@@ -38,7 +38,8 @@ from gateway.pipeline.exchange import Key, Screen
 from gateway.security.policy import Grant
 from gateway.security.projection import project
 from gateway.security.receipts import PERMIT
-from gateway.security.tokens import RequestClaims, TokenError, body_hash, check_body, verify_batch
+from gateway.security.tokens import RequestClaims, check_body, verify_batch
+from gateway.base.jws import TokenError, body_hash
 from gateway.telemetry import tracing
 
 # What decides one batch: the pipeline's bulk eligibility (gateway/pipeline/exchange.py).

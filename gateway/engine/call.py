@@ -41,14 +41,8 @@ from gateway.pipeline.exchange import Key
 from gateway.security.policy import Grant, Policy
 from gateway.security.projection import FieldTree, project
 from gateway.security.receipts import DENY, PERMIT, Exchanged, ReceiptSigner
-from gateway.security.tokens import (
-    ReplayGuard,
-    RequestClaims,
-    TokenError,
-    body_hash,
-    unverified_issuer,
-    verify_request,
-)
+from gateway.security.tokens import ReplayGuard, RequestClaims, unverified_issuer, verify_request
+from gateway.base.jws import TokenError, body_hash
 from gateway.security.trust import TrustStore
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing

@@ -41,7 +41,7 @@ from gateway.sdk import propagation
 from gateway.sdk.signing import Signer
 from gateway.security import pki, receipts
 from gateway.security.receipts import ReceiptError
-from gateway.security.tokens import body_hash
+from gateway.base.jws import body_hash
 
 M = TypeVar("M", bound=Message)
 # Subjects per VerifyEligibilityBatch batch the gateway accepts (security.md §5); the

@@ -35,7 +35,8 @@ from typing import Any
 from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE, percentile
 from gateway.audit import chain
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
-from gateway.audit.store import COLUMN_LIST, AuditStore, open_audit_store
+from gateway.audit.store import AuditStore, open_audit_store
+from gateway.audit.store_common import COLUMN_LIST
 from gateway.audit.writer import AuditWriter
 from gateway.security import pki
 from gateway.server import checkpoint_signer

@@ -45,7 +45,8 @@ from bench.identity import credentials
 from bench.profile import Pipeline, _Context, _cpu_us, _timed
 from consent import artefact
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap
-from consent.store import COLUMN_LIST, COLUMNS, ConsentStore, open_store, to_row
+from consent.store import ConsentStore, open_store
+from consent.store_common import COLUMN_LIST, COLUMNS, to_row
 from gateway.base.wire import SIGNATURE_METADATA
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.pb.jisr.v1 import registry_pb2 as pb

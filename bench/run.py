@@ -60,8 +60,8 @@ from bench.identity import MAX_LOOP_S, credentials, make_pki
 from bench.load import CLIENTS
 from bench.procs import BenchError, Server, run_json, run_quiet, start_server, wait_for_quiet
 from bench.report import table
-from consent.store_postgres import describe
 from gateway.sdk.client import JisrClient, JisrError
+from gateway.storage.postgres import describe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 UNARY_POOL = 10_000  # distinct serialized requests, cycled

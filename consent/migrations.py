@@ -2,40 +2,16 @@
 
 Each store applies the versions its database lacks when it opens, one migration per
 transaction, recording each in `consent_schema_migrations` (prefixed because every Jisr
-store may share one PostgreSQL schema, and each keeps its own version line). A database
-migrated by newer code is refused rather than misread. Never edit a released migration:
-append a new version.
+store may share one PostgreSQL schema, and each keeps its own version line); the runner is
+gateway/storage/migrations.py. A database migrated by newer code is refused rather than
+misread. Never edit a released migration: append a new version.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from gateway.storage.migrations import Migration, VersionLine
 
 MIGRATIONS_TABLE = "consent_schema_migrations"
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One schema version: the statements that take the previous version to it."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-class SchemaTooNewError(RuntimeError):
-    """The database was migrated by a newer Jisr than this one; opening it could corrupt it."""
-
-
-def check_known(current: int, migrations: tuple[Migration, ...], where: str) -> None:
-    """Refuse a database whose schema version this code does not know."""
-    known = migrations[-1].version
-    if current > known:
-        raise SchemaTooNewError(
-            f"consent database {where} is at schema version {current}, but this Jisr knows "
-            f"versions up to {known}: run a Jisr at least as new as the one that migrated it"
-        )
-
 
 SQLITE: tuple[Migration, ...] = (
     Migration(
@@ -161,3 +137,6 @@ POSTGRES: tuple[Migration, ...] = (
         ),
     ),
 )
+
+SQLITE_LINE = VersionLine("consent", MIGRATIONS_TABLE, SQLITE)
+POSTGRES_LINE = VersionLine("consent", MIGRATIONS_TABLE, POSTGRES)

@@ -8,30 +8,23 @@ replica would never learn of it. Appends are rare (grants and revocations), so s
 them costs nothing the exchange path feels.
 
 Tables live in the connection's current schema: the URL's
-`options=-csearch_path%3D<schema>` (passed through to libpq) picks it.
-
-`StorePool` is the connection pool of both PostgreSQL stores (consent and audit), tuned to
-answer fast while the database is down and to serve again within about a second of its
-return (docs/audit-storage.md, "When the database is down").
+`options=-csearch_path%3D<schema>` (passed through to libpq) picks it. Connections come
+from `gateway.storage.postgres.StorePool`, shared with the audit store: it fails fast
+while the database is down and serves again within about a second of its return
+(docs/audit-storage.md, "When the database is down").
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-from psycopg import Connection, OperationalError, errors
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import Connection, errors
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
 
-from consent.migrations import MIGRATIONS_TABLE, POSTGRES, check_known
+from consent.migrations import POSTGRES_LINE
 from consent.model import ConsentRecord, SubjectKind
-from consent.store import (
+from consent.store_common import (
     CHANGES_PER_CALL,
     COLUMN_LIST,
     COLUMNS,
@@ -46,32 +39,20 @@ from consent.store import (
     to_row,
     unique_subjects,
 )
-
-POOL_MIN = 1
-POOL_MAX = 8
-# At start: how long the pool may wait for its first connection, retrying with its own
-# backoff (a gateway that cannot reach the database fails at start).
-OPEN_TIMEOUT_S = 10.0
-# libpq's connect_timeout for every connection the pool opens, unless the URL sets one:
-# a TCP connect to a host that does not answer gives up after this. 2 s is libpq's
-# minimum (1 would be read as 2).
-CONNECT_TIMEOUT_S = 2
-# While the database answers: how long a caller may wait for a free connection.
-POOL_TIMEOUT_S = 1.0
-# While it is known to be down: one caller at a time, at most once per this interval,
-# tries one connection (the probe); every other call fails at once.
-PROBE_INTERVAL_S = 0.25
-# After start, a background reconnection of the pool tries twice, this far apart, then
-# gives up: with the default (minutes of exponential backoff: 1, 2, 4, 8 s...) a pool
-# serves again only 10 s or more after the database has returned.
-RECONNECT_TIMEOUT_S = 0.5
+from gateway.storage.postgres import (
+    LOCK,
+    OPEN_TIMEOUT_S,
+    POOL_MAX,
+    POOL_MIN,
+    POOL_TIMEOUT_S,
+    StorePool,
+)
 
 _R_COLUMNS = ", ".join(f"r.{c}" for c in COLUMNS)
 _PLACEHOLDERS = ", ".join("%s" for _ in COLUMNS)
 _IS_LATEST = """NOT EXISTS (SELECT 1 FROM consent_revision AS n
     WHERE n.consent_id = r.consent_id AND n.revision > r.revision)"""
 
-_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 _INSERT_FIRST = f"INSERT INTO consent_revision ({COLUMN_LIST}) VALUES ({_PLACEHOLDERS})"
 _INSERT_NEXT = f"""INSERT INTO consent_revision ({COLUMN_LIST}) SELECT {_PLACEHOLDERS}
     WHERE EXISTS (SELECT 1 FROM consent_revision
@@ -90,129 +71,6 @@ _COUNT_USE = """INSERT INTO consent_use (consent_id, window_start, count) VALUES
     ON CONFLICT (consent_id, window_start) DO UPDATE SET count = consent_use.count + 1
     RETURNING count"""
 _CHANGED = "SELECT seq, consent_id FROM consent_revision WHERE seq > %s ORDER BY seq LIMIT %s"
-
-
-def describe(url: str) -> str:
-    """Where a URL points, for messages, without its password."""
-    try:
-        params = conninfo_to_dict(url)
-    except Exception:
-        return "<unparsable PostgreSQL URL>"
-    host = params.get("host") or "localhost"
-    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
-
-
-class StoreUnavailableError(ConnectionError):
-    """The database is known to be down (a connection broke, or connecting failed) and it
-    is not this call's turn to probe it: the call failed at once."""
-
-
-class StorePool:
-    """The connection pool of a PostgreSQL store (autocommit connections), which fails fast
-    while the database is down and serves again soon after it returns.
-
-    - Connections are opened with a short `connect_timeout` (CONNECT_TIMEOUT_S, unless the
-      URL names one); background reconnections give up after RECONNECT_TIMEOUT_S instead
-      of backing off for minutes.
-    - The database is *down* once a connection breaks in use or a reconnection gives up.
-      Every idle connection is dropped then (they lead to the same dead server). While it
-      is down, calls raise StoreUnavailableError at once, except one caller at a time, at
-      most every PROBE_INTERVAL_S, which tries one connection of its own (no retry storm,
-      and no pool reconnection logging a warning per attempt); when that connects, the
-      database is up again and the pool refills on demand.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        name: str,
-        what: str,
-        min_size: int = POOL_MIN,
-        max_size: int = POOL_MAX,
-        timeout: float = POOL_TIMEOUT_S,
-        open_timeout: float = OPEN_TIMEOUT_S,
-    ) -> None:
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in conninfo_to_dict(url):
-            kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
-        self._url = url
-        self._kwargs = kwargs
-        self._what = what
-        self.timeout = timeout
-        self.down = False  # a connection broke or a reconnection failed; no probe since
-        self._probe_at = 0.0  # time.monotonic() of the next probe while down
-        self._probe_lock = threading.Lock()
-        self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            kwargs=kwargs,
-            open=False,
-            timeout=timeout,
-            name=name,
-            reconnect_timeout=open_timeout,
-            reconnect_failed=self._reconnect_failed,
-        )
-        try:
-            self._pool.open(wait=True, timeout=open_timeout)
-        except PoolTimeout as exc:
-            self._pool.close()
-            raise ConnectionError(
-                f"{what}: no PostgreSQL answered at {describe(url)} within {open_timeout:g} s"
-            ) from exc
-        self._pool.reconnect_timeout = RECONNECT_TIMEOUT_S  # from now on: fail fast
-
-    @contextmanager
-    def connection(self) -> Iterator[Connection[TupleRow]]:
-        """A connection for the block. Raises StoreUnavailableError at once while the
-        database is down (but for the probe), PoolTimeout when no connection comes within
-        `timeout`, psycopg errors from the block."""
-        if self.down:
-            self._probe()
-        with self._pool.connection(self.timeout) as conn:
-            try:
-                yield conn
-            except OperationalError:
-                if conn.broken:
-                    self._lost()
-                raise
-
-    def _probe(self) -> None:
-        """While down: return if this caller's own connection attempt succeeds (the
-        database is up again), else raise StoreUnavailableError."""
-        if time.monotonic() < self._probe_at or not self._probe_lock.acquire(blocking=False):
-            raise StoreUnavailableError(f"{self._what}: the database is down")
-        try:
-            if not self.down:
-                return  # another caller's probe found it up meanwhile
-            try:
-                psycopg.connect(self._url, **self._kwargs).close()
-            except psycopg.Error as exc:
-                self._probe_at = time.monotonic() + PROBE_INTERVAL_S
-                raise StoreUnavailableError(f"{self._what}: the database is down") from exc
-            self.down = False
-        finally:
-            self._probe_lock.release()
-
-    def _lost(self) -> None:
-        """A connection broke: the others are likely dead too (server restarted or gone);
-        drop the idle ones now rather than fail one call on each later."""
-        self._down()
-        drain = getattr(self._pool, "drain", None)  # psycopg_pool >= 3.3
-        if drain is not None:
-            drain()
-
-    def _reconnect_failed(self, pool: ConnectionPool[Connection[TupleRow]]) -> None:
-        self._down()
-
-    def _down(self) -> None:
-        if not self.down:
-            self._probe_at = time.monotonic() + PROBE_INTERVAL_S
-            self.down = True
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 class PostgresConsentStore:
@@ -249,44 +107,10 @@ class PostgresConsentStore:
         return conn.execute(sql, params)
 
     def _migrate(self) -> int:
-        """Apply missing migrations, one transaction each, under an advisory lock so that
-        replicas starting together migrate once; return this schema's append lock key."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT current_schema(), "
-                "hashtextextended('jisr.consent.migrate.' || current_schema(), 0), "
-                "hashtextextended('jisr.consent.append.' || current_schema(), 0)"
-            ).fetchone()
-            assert row is not None
-            schema, migrate_key, append_key = row
-            if schema is None:
-                raise ValueError(
-                    f"consent store: the search_path at {describe(self.url)} names no existing "
-                    "schema; create it first (see docs/consent-storage.md)"
-                )
-            where = f"{describe(self.url)} schema {schema}"
-            while True:
-                with conn.transaction():
-                    conn.execute(_LOCK, (migrate_key,))
-                    conn.execute(
-                        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                        "version integer PRIMARY KEY, "
-                        "applied_at timestamptz NOT NULL DEFAULT now())"
-                    )
-                    current_row = conn.execute(
-                        f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
-                    ).fetchone()
-                    assert current_row is not None
-                    check_known(int(current_row[0]), POSTGRES, where)
-                    pending = [m for m in POSTGRES if m.version > current_row[0]]
-                    if not pending:
-                        return int(append_key)
-                    for statement in pending[0].statements:
-                        conn.execute(statement)
-                    conn.execute(
-                        f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (%s)",
-                        (pending[0].version,),
-                    )
+        """Apply missing migrations (once across replicas starting together); return this
+        schema's append lock key."""
+        self._pool.migrate(POSTGRES_LINE, docs="docs/consent-storage.md")
+        return self._pool.lock_key("jisr.consent.append.")
 
     def append(self, record: ConsentRecord) -> None:
         check_appendable(record)
@@ -294,7 +118,7 @@ class PostgresConsentStore:
         with self._pool.connection() as conn:
             try:
                 with conn.transaction():
-                    self._run(conn, _LOCK, (self._append_key,))
+                    self._run(conn, LOCK, (self._append_key,))
                     if record.revision == 1:
                         self._run(conn, _INSERT_FIRST, row)
                         return

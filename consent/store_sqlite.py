@@ -9,23 +9,20 @@ same file makes us wait up to the busy timeout instead of failing):
 - use counters with synchronous=NORMAL: they are written on the exchange path (~15 µs
   instead of ~300 µs); a power cut can lose the last uses counted (never corrupt the file),
   which at worst lets a capped consent be used a little more often in that window.
+The connections, transactions and migrations are gateway/storage/sqlite.py's.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from consent.migrations import MIGRATIONS_TABLE, SQLITE, check_known
+from consent.migrations import SQLITE_LINE
 from consent.model import ConsentRecord, SubjectKind
-from consent.store import (
+from consent.store_common import (
     CHANGES_PER_CALL,
     COLUMN_LIST,
     COLUMNS,
@@ -40,9 +37,7 @@ from consent.store import (
     to_row,
     unique_subjects,
 )
-from gateway.storage.sqlite_wal import use_wal
-
-BUSY_TIMEOUT_MS = 10_000
+from gateway.storage.sqlite import BUSY_TIMEOUT_MS, SQLiteFile
 
 _R_COLUMNS = ", ".join(f"r.{c}" for c in COLUMNS)
 _PLACEHOLDERS = ", ".join("?" for _ in COLUMNS)
@@ -79,97 +74,25 @@ class SQLiteConsentStore:
     """ConsentStore over data_dir/consent.sqlite (see the module docstring for why)."""
 
     def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.statements = 0  # statements sent, for tests and metrics (not exact under races)
-        self._busy_timeout_ms = busy_timeout_ms
-        self._lock = threading.Lock()  # serialises this process's writes
-        self._pool_lock = threading.Lock()  # guards the list of connections
-        self._connections: list[sqlite3.Connection] = []
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._closed = False
+        self._db = SQLiteFile(path, what="consent store", busy_timeout_ms=busy_timeout_ms)
         try:
-            self._revisions = self._connect("FULL")
-            self._counters = self._connect("NORMAL")
-            self._migrate()
+            self._revisions = self._db.writer("FULL")
+            self._counters = self._db.writer("NORMAL")
+            self._db.migrate(self._revisions, SQLITE_LINE)
         except BaseException:
             self.close()
             raise
-
-    def _connect(self, synchronous: str | None) -> sqlite3.Connection:
-        """A connection in autocommit mode (transactions are explicit); None: read-only."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        with self._pool_lock:
-            self._connections.append(conn)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        if synchronous is None:
-            conn.execute("PRAGMA query_only = ON")
-        else:
-            use_wal(conn, self._busy_timeout_ms)
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-        return conn
-
-    @contextmanager
-    def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taking the file's write lock up front (BEGIN IMMEDIATE)."""
-        with self._lock:
-            self._check_open()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A reader connection for this thread's statement, reused by later readers."""
-        self._check_open()
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = self._connect(None)
-        try:
-            yield conn
-        finally:
-            self._idle.put(conn)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("consent store is closed")
 
     def _run(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self.statements += 1
         return conn.execute(sql, params).fetchall()
 
-    def _migrate(self) -> None:
-        """Apply missing migrations, one transaction each; refuse a newer schema."""
-        while True:
-            with self._write(self._revisions) as conn:
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                    "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-                )
-                (current,) = conn.execute(
-                    f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
-                ).fetchone()
-                check_known(current, SQLITE, str(self.path))
-                pending = [m for m in SQLITE if m.version > current]
-                if not pending:
-                    return
-                for statement in pending[0].statements:
-                    conn.execute(statement)
-                conn.execute(
-                    f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at) VALUES (?, ?)",
-                    (pending[0].version, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-                )
-
     def append(self, record: ConsentRecord) -> None:
         check_appendable(record)
         row = to_row(record)
-        with self._write(self._revisions) as conn:
+        with self._db.write(self._revisions) as conn:
             try:
                 if record.revision == 1:
                     self._run(conn, _INSERT_FIRST, row)
@@ -195,12 +118,12 @@ class SQLiteConsentStore:
             )
 
     def latest(self, consent_id: str) -> ConsentRecord | None:
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = self._run(conn, _LATEST, (consent_id,))
         return from_row(rows[0]) if rows else None
 
     def history(self, consent_id: str) -> list[ConsentRecord]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = self._run(conn, _HISTORY, (consent_id,))
         return [from_row(r) for r in rows]
 
@@ -208,7 +131,7 @@ class SQLiteConsentStore:
         self, subjects: Sequence[tuple[SubjectKind, str]], grantee: str
     ) -> list[ConsentRecord]:
         out: list[ConsentRecord] = []
-        with self._read() as conn:
+        with self._db.read() as conn:
             for part in chunks(unique_subjects(subjects), SUBJECTS_PER_QUERY):
                 rows = self._run(conn, _FOR_SUBJECTS, (json.dumps(part), grantee))
                 out.extend(from_row(r) for r in rows)
@@ -218,26 +141,22 @@ class SQLiteConsentStore:
         self, kind: SubjectKind, subject: str, page_size: int, page_token: str = ""
     ) -> tuple[list[ConsentRecord], str]:
         after = check_page(page_size, page_token)
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = self._run(
                 conn, _BY_SUBJECT, (SubjectKind(kind).value, subject, after, page_size + 1)
             )
         return page_of([from_row(r) for r in rows], page_size)
 
     def count_use(self, consent_id: str, window_start: int) -> int:
-        with self._write(self._counters) as conn:
+        with self._db.write(self._counters) as conn:
             ((count,),) = self._run(conn, _COUNT_USE, (consent_id, window_start))
         return int(count)
 
     def changed_since(self, cursor: int, limit: int = CHANGES_PER_CALL) -> tuple[list[str], int]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = self._run(conn, _CHANGED, (cursor, limit))
         return new_cursor(cursor, rows)
 
     def close(self) -> None:
         """Close every connection (a WAL checkpoint runs when the last one closes)."""
-        with self._lock, self._pool_lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        self._db.close()

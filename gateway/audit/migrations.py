@@ -3,29 +3,16 @@
 Each store applies the versions its database lacks when it opens, one migration per
 transaction, recording each in `audit_schema_migrations` (prefixed because the consent
 store, and any other Jisr store, may share one PostgreSQL schema, each with its own version
-line). A database migrated by newer code is refused rather than misread. Never edit a
-released migration: append a new version (for both backends). docs/audit-storage.md
-explains the tables.
+line); the runner is gateway/storage/migrations.py. A database migrated by newer code is
+refused rather than misread. Never edit a released migration: append a new version (for
+both backends). docs/audit-storage.md explains the tables.
 """
 
 from __future__ import annotations
 
-from consent.migrations import Migration, SchemaTooNewError
-
-__all__ = ["MIGRATIONS_TABLE", "POSTGRES", "SQLITE", "Migration", "SchemaTooNewError"]
+from gateway.storage.migrations import Migration, VersionLine
 
 MIGRATIONS_TABLE = "audit_schema_migrations"
-
-
-def check_known(current: int, migrations: tuple[Migration, ...], where: str) -> None:
-    """Refuse a database whose audit schema version this code does not know."""
-    known = migrations[-1].version
-    if current > known:
-        raise SchemaTooNewError(
-            f"audit database {where} is at schema version {current}, but this Jisr knows "
-            f"versions up to {known}: run a Jisr at least as new as the one that migrated it"
-        )
-
 
 SQLITE: tuple[Migration, ...] = (
     Migration(
@@ -73,9 +60,9 @@ SQLITE: tuple[Migration, ...] = (
                 ON audit_record (trace_id) WHERE trace_id <> ''
             """,
             # "Who looked at my household": one row per distinct subject of a record, keyed
-            # by the subject's 64-bit key (store.subject_key), not its 64-character text:
-            # a third of the size and of the insert cost (bulk batches name thousands of
-            # subjects per record). Queries re-check the record's subjects for the text.
+            # by the subject's 64-bit key (store_common.subject_key), not its 64-character
+            # text: a third of the size and of the insert cost (bulk batches name thousands
+            # of subjects per record). Queries re-check the record's subjects for the text.
             """
             CREATE TABLE audit_subject (
                 subject_key INTEGER NOT NULL,
@@ -174,7 +161,8 @@ POSTGRES: tuple[Migration, ...] = (
                 PRIMARY KEY (subject_key, node, seq)
             )
             """,
-            # store.subject_key in SQL (pruning finds index rows from records' subjects).
+            # store_common.subject_key in SQL (pruning finds index rows from records'
+            # subjects).
             """
             CREATE FUNCTION audit_subject_key(subject text) RETURNS bigint
             LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -225,3 +213,6 @@ POSTGRES: tuple[Migration, ...] = (
         ),
     ),
 )
+
+SQLITE_LINE = VersionLine("audit", MIGRATIONS_TABLE, SQLITE)
+POSTGRES_LINE = VersionLine("audit", MIGRATIONS_TABLE, POSTGRES)

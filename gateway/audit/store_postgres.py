@@ -18,7 +18,7 @@ Tables live in the connection's current schema: the URL's
 Opened `read_only` (the DPO's verify and export), the store runs no migration: a schema
 without the audit tables is an error naming it, never a new empty trail.
 
-Connections come from `consent.store_postgres.StorePool`, shared with the consent store:
+Connections come from `gateway.storage.postgres.StorePool`, shared with the consent store:
 short connect timeouts and quick reconnection, so that while the database is down a call
 fails at once (but for one probing connection at a time) and the store serves again
 within about a second of the database's return (the `AuditWriter` adds its own circuit
@@ -32,10 +32,9 @@ from collections.abc import Iterator, Sequence
 from psycopg import Connection, errors
 from psycopg.rows import TupleRow
 
-from consent.store_postgres import OPEN_TIMEOUT_S, POOL_TIMEOUT_S, StorePool, describe
-from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, check_known
+from gateway.audit.migrations import POSTGRES_LINE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
-from gateway.audit.store import (
+from gateway.audit.store_common import (
     CHECKPOINT_COLUMN_LIST,
     COLUMN_LIST,
     POSTGRES_HAS_SUBJECT,
@@ -57,11 +56,15 @@ from gateway.audit.store import (
     subject_rows,
     to_row,
 )
+from gateway.storage.postgres import (
+    OPEN_TIMEOUT_S,
+    POOL_MAX,
+    POOL_MIN,
+    POOL_TIMEOUT_S,
+    StorePool,
+    describe,
+)
 
-POOL_MIN = 1
-POOL_MAX = 8
-
-_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 # Array types of the COLUMNS, in order, for unnest.
 _TYPES = (
     "text",
@@ -165,72 +168,22 @@ class PostgresAuditStore:
             if read_only:
                 self._check_schema()
             else:
-                self._migrate()
+                self._pool.migrate(POSTGRES_LINE, docs="docs/audit-storage.md")
         except BaseException:
             self._pool.close()
             raise
 
     def _check_schema(self) -> None:
         """For a read-only open: the schema holds an audit trail this code reads as it is."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT current_schema(), to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,)
-            ).fetchone()
-            assert row is not None
-            schema, found = row
-            where = f"{describe(self.url)} schema {schema or '(none)'}"
-            if schema is None or not found:
-                raise AuditTrailMissingError(f"no audit trail at {where}: no audit tables")
-            current_row = conn.execute(
-                f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
-            ).fetchone()
-            assert current_row is not None
-        check_known(int(current_row[0]), POSTGRES, where)
-        check_readable(int(current_row[0]), POSTGRES[-1].version, where)
+        where, current = self._pool.applied_version(POSTGRES_LINE)
+        if current is None:
+            raise AuditTrailMissingError(f"no audit trail at {where}: no audit tables")
+        check_readable(POSTGRES_LINE, current, where)
 
     def _writable(self) -> None:
         """Write methods refuse on a read-only store: a reading tool never changes a trail."""
         if self.read_only:
             raise RuntimeError(f"audit store {describe(self.url)} is open read-only")
-
-    def _migrate(self) -> None:
-        """Apply missing migrations, one transaction each, under an advisory lock so that
-        replicas starting together migrate once."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT current_schema(), "
-                "hashtextextended('jisr.audit.migrate.' || current_schema(), 0)"
-            ).fetchone()
-            assert row is not None
-            schema, migrate_key = row
-            if schema is None:
-                raise ValueError(
-                    f"audit store: the search_path at {describe(self.url)} names no existing "
-                    "schema; create it first (see docs/audit-storage.md)"
-                )
-            where = f"{describe(self.url)} schema {schema}"
-            while True:
-                with conn.transaction():
-                    conn.execute(_LOCK, (migrate_key,))
-                    conn.execute(
-                        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                        "version integer PRIMARY KEY, "
-                        "applied_at timestamptz NOT NULL DEFAULT now())"
-                    )
-                    current_row = conn.execute(
-                        f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
-                    ).fetchone()
-                    assert current_row is not None
-                    check_known(int(current_row[0]), POSTGRES, where)
-                    pending = [m for m in POSTGRES if m.version > current_row[0]]
-                    if not pending:
-                        return
-                    for statement in pending[0].statements:
-                        conn.execute(statement)
-                    conn.execute(
-                        f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (%s)",
-                        (pending[0].version,),
-                    )
 
     def append_batch(self, records: Sequence[AuditRecord]) -> None:
         self._writable()

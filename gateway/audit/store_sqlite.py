@@ -9,22 +9,20 @@ connections and never wait for the writer (WAL).
 
 Opened `read_only` (the DPO's verify and export), the store touches nothing: the file is
 opened through a `mode=ro` URI, so a missing file is an error rather than a new empty
-trail, and no migration runs.
+trail, and no migration runs. The connections, transactions and migrations are
+gateway/storage/sqlite.py's.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from gateway.audit.migrations import MIGRATIONS_TABLE, SQLITE, check_known
+from gateway.audit.migrations import SQLITE_LINE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
-from gateway.audit.store import (
+from gateway.audit.store_common import (
     CHECKPOINT_COLUMN_LIST,
     COLUMN_LIST,
     COLUMNS,
@@ -47,9 +45,7 @@ from gateway.audit.store import (
     subject_rows,
     to_row,
 )
-from gateway.storage.sqlite_wal import use_wal
-
-BUSY_TIMEOUT_MS = 10_000
+from gateway.storage.sqlite import BUSY_TIMEOUT_MS, SQLiteFile
 
 # A replayed (requester, jti, part) is skipped (rowcount 0) rather than raised, so the
 # offending record is known without parsing an error message.
@@ -101,122 +97,40 @@ class SQLiteAuditStore:
     ) -> None:
         self.path = path
         self.read_only = read_only
-        self._busy_timeout_ms = busy_timeout_ms
-        self._lock = threading.Lock()  # serialises this process's writes
-        self._pool_lock = threading.Lock()  # guards the list of connections
-        self._connections: list[sqlite3.Connection] = []
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._closed = False
         self._writer: sqlite3.Connection | None = None
         if read_only and not path.is_file():
             raise AuditTrailMissingError(f"no audit trail at {path}: no such file")
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = SQLiteFile(
+            path, what="audit store", busy_timeout_ms=busy_timeout_ms, read_only=read_only
+        )
         try:
             if read_only:
                 self._check_schema()
             else:
-                self._writer = self._connect(write=True)
-                self._migrate()
+                self._writer = self._db.writer("FULL")
+                self._writer.create_function(
+                    "audit_subject_key", 1, subject_key, deterministic=True
+                )
+                self._db.migrate(self._writer, SQLITE_LINE)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self, *, write: bool) -> sqlite3.Connection:
-        """A connection in autocommit mode (transactions are explicit). A read-only store's
-        connections open the file with mode=ro: SQLite must not create it."""
-        if self.read_only:
-            conn = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        else:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        with self._pool_lock:
-            self._connections.append(conn)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        if write:
-            use_wal(conn, self._busy_timeout_ms)
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.create_function("audit_subject_key", 1, subject_key, deterministic=True)
-        else:
-            conn.execute("PRAGMA query_only = ON")
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taking the file's write lock up front (BEGIN IMMEDIATE)."""
-        with self._lock:
-            self._check_open()
-            conn = self._writer
-            if conn is None:
-                raise RuntimeError(f"audit store {self.path} is open read-only")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A reader connection for this thread's statements, reused by later readers."""
-        self._check_open()
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = self._connect(write=False)
-        try:
-            yield conn
-        finally:
-            self._idle.put(conn)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("audit store is closed")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction on the writer connection (BEGIN IMMEDIATE)."""
+        self._db.check_open()
+        if self._writer is None:
+            raise RuntimeError(f"audit store {self.path} is open read-only")
+        return self._db.write(self._writer)
 
     def _check_schema(self) -> None:
         """For a read-only open: the file holds an audit trail this code reads as it is."""
-        with self._read() as conn:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                (MIGRATIONS_TABLE,),
-            ).fetchone()
-            if found is None:
-                raise AuditTrailMissingError(
-                    f"no audit trail at {self.path}: the file holds no audit tables"
-                )
-            (current,) = conn.execute(
-                f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
-            ).fetchone()
-        check_known(current, SQLITE, str(self.path))
-        check_readable(current, SQLITE[-1].version, str(self.path))
-
-    def _migrate(self) -> None:
-        """Apply missing migrations, one transaction each; refuse a newer schema."""
-        while True:
-            with self._write() as conn:
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                    "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-                )
-                (current,) = conn.execute(
-                    f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}"
-                ).fetchone()
-                check_known(current, SQLITE, str(self.path))
-                pending = [m for m in SQLITE if m.version > current]
-                if not pending:
-                    return
-                for statement in pending[0].statements:
-                    conn.execute(statement)
-                conn.execute(
-                    f"INSERT INTO {MIGRATIONS_TABLE} (version, applied_at) VALUES (?, ?)",
-                    (pending[0].version, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-                )
+        current = self._db.applied_version(SQLITE_LINE)
+        if current is None:
+            raise AuditTrailMissingError(
+                f"no audit trail at {self.path}: the file holds no audit tables"
+            )
+        check_readable(SQLITE_LINE, current, str(self.path))
 
     def append_batch(self, records: Sequence[AuditRecord]) -> None:
         check_batch(records)
@@ -253,7 +167,7 @@ class SQLiteAuditStore:
             conn.execute(_INSERT_CHECKPOINT, checkpoint_row(cp))
 
     def head(self, node: str) -> tuple[int, str]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(_HEAD, (node,)).fetchone()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
@@ -266,7 +180,7 @@ class SQLiteAuditStore:
         for name in names:
             last = after_seq
             while True:
-                with self._read() as conn:
+                with self._db.read() as conn:
                     rows = conn.execute(_STREAM, (name, last, batch)).fetchall()
                 for row in rows:
                     yield from_row(row)
@@ -275,11 +189,11 @@ class SQLiteAuditStore:
                 last = rows[-1][1]
 
     def _record_nodes(self) -> list[str]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [r[0] for r in conn.execute(_NODE_RECORDS).fetchall()]
 
     def checkpoints(self, node: str | None = None) -> list[Checkpoint]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             if node is None:
                 rows = conn.execute(_CHECKPOINTS + " ORDER BY node, id").fetchall()
             else:
@@ -289,7 +203,7 @@ class SQLiteAuditStore:
         return [checkpoint_from_row(r) for r in rows]
 
     def nodes(self) -> list[str]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [r[0] for r in conn.execute(_NODES).fetchall()]
 
     def query(
@@ -299,12 +213,12 @@ class SQLiteAuditStore:
         if q.nodes is not None and not q.nodes:
             return [], ""
         sql, params = query_sql(q, after, page_size + 1, SQLITE_HAS_SUBJECT)
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return page_of([from_row(r) for r in rows], page_size)
 
     def prune_before(self, at_us: int, node: str) -> tuple[int, int, str]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             (keep,) = conn.execute(_KEEP_FROM, (node, at_us, node)).fetchone()
         if keep is None:
             return 0, 0, GENESIS
@@ -322,8 +236,4 @@ class SQLiteAuditStore:
 
     def close(self) -> None:
         """Close every connection (a WAL checkpoint runs when the last one closes)."""
-        with self._lock, self._pool_lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        self._db.close()

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from consent.migrations import SchemaTooNewError
 from gateway.audit import bundle, chain
 from gateway.audit.record import AuditRecord, Checkpoint
 from gateway.audit.store import (
@@ -36,6 +35,7 @@ from gateway.audit.store import (
 from gateway.config import Config
 from gateway.config import load as load_config
 from gateway.security import pki
+from gateway.storage.migrations import SchemaTooNewError
 
 EXIT_VALID = 0
 EXIT_ALTERED = 1
@@ -175,7 +175,7 @@ def _where(config: Config) -> str:
     """The store's location for messages: a file path, or PostgreSQL host:port/database
     (never the URL itself, which may hold a password)."""
     if config.database_url:
-        from consent.store_postgres import describe  # noqa: PLC0415 - loads the driver
+        from gateway.storage.postgres import describe  # noqa: PLC0415 - loads the driver
 
         return describe(config.database_url)
     return str((config.state_dir or config.data_dir) / "audit.sqlite")

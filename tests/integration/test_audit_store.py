@@ -23,8 +23,8 @@ import psycopg
 import pytest
 
 from consent.store import open_store
-from gateway.audit import store as audit_store
-from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE, SchemaTooNewError
+from gateway.audit import store_common as audit_store
+from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
 from gateway.audit.store import (
     AuditStore,
@@ -34,6 +34,7 @@ from gateway.audit.store import (
     open_audit_store,
 )
 from gateway.audit.writer import AuditUnavailable, AuditWriter
+from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
 
 T0 = 1_750_000_000_000_000  # microseconds since the epoch

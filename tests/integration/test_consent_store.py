@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from consent.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE, SchemaTooNewError
+from consent.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap, verify_history
 from consent.store import ConsentConflictError, ConsentStore
 from consent.store_postgres import PostgresConsentStore
 from consent.store_sqlite import SQLiteConsentStore
+from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
 from tests.support.databases import ConsentDatabase
 

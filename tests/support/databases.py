@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from consent.store import ConsentStore, open_store
-from consent.store_postgres import describe
+from gateway.storage.postgres import describe
 
 URL_ENV = "JISR_TEST_DATABASE_URL"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from adapters.base import FetchContext
 from gateway.base.errors import ExchangeError, Reason, invalid
-from gateway.engine import disclosure
+from gateway.base.jws import TokenError, body_hash
 from gateway.engine.call import (
     Call,
     Engine,
@@ -33,13 +33,12 @@ from gateway.engine.call import (
 from gateway.engine.consent_gate import Permit
 from gateway.engine.steps import drive
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.pipeline import validation
+from gateway.pipeline import disclosure, validation
 from gateway.pipeline.exchange import Key, Screen
 from gateway.security.policy import Grant
 from gateway.security.projection import project
 from gateway.security.receipts import PERMIT
 from gateway.security.tokens import RequestClaims, check_body, verify_batch
-from gateway.base.jws import TokenError, body_hash
 from gateway.telemetry import tracing
 
 # What decides one batch: the pipeline's bulk eligibility (gateway/pipeline/exchange.py).

@@ -31,18 +31,17 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
 from gateway.audit.writer import AuditUnavailable
 from gateway.base.errors import ExchangeError, Reason, caller_ended, invalid
+from gateway.base.jws import TokenError, body_hash
 from gateway.base.status import code_name, code_of
 from gateway.base.wire import SIGNATURE_METADATA
-from gateway.engine import disclosure
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.engine.steps import OFFLOAD, Steps, drive
-from gateway.pipeline import validation
+from gateway.pipeline import disclosure, validation
 from gateway.pipeline.exchange import Key
 from gateway.security.policy import Grant, Policy
 from gateway.security.projection import FieldTree, project
 from gateway.security.receipts import DENY, PERMIT, Exchanged, ReceiptSigner
 from gateway.security.tokens import ReplayGuard, RequestClaims, unverified_issuer, verify_request
-from gateway.base.jws import TokenError, body_hash
 from gateway.security.trust import TrustStore
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing

@@ -21,7 +21,6 @@ from adapters.base import (
     RecordMessage,
 )
 from adapters.remote import RemoteAdapter
-from gateway.engine import disclosure
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 from gateway.pb.jisr.v1.records_pb2 import (
     CoverageRecord,
@@ -30,6 +29,7 @@ from gateway.pb.jisr.v1.records_pb2 import (
     MembershipRecord,
     PersonRecord,
 )
+from gateway.pipeline import disclosure
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing
 

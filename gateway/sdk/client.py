@@ -29,6 +29,7 @@ from google.type.date_pb2 import Date
 from grpc_status import rpc_status
 
 from consent import artefact as artefacts
+from gateway.base.jws import body_hash
 from gateway.base.wire import (
     CONSENT_REGISTRY,
     RECEIPT_METADATA,
@@ -41,7 +42,6 @@ from gateway.sdk import propagation
 from gateway.sdk.signing import Signer
 from gateway.security import pki, receipts
 from gateway.security.receipts import ReceiptError
-from gateway.base.jws import body_hash
 
 M = TypeVar("M", bound=Message)
 # Subjects per VerifyEligibilityBatch batch the gateway accepts (security.md §5); the

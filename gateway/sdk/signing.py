@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.security.tokens import BATCH_TYP, REQUEST_TYP
 from gateway.base.jws import body_hash
+from gateway.security.tokens import BATCH_TYP, REQUEST_TYP
 
 PrivateKey = EllipticCurvePrivateKey | Ed25519PrivateKey
 DEFAULT_LIFETIME_S = 60

@@ -22,12 +22,11 @@ from consent.checker import Need, choose
 from consent.model import ConsentRecord, Status, SubjectKind, verify_history
 from consent.store import ConsentConflictError, ConsentStore
 from gateway.base.errors import ExchangeError, Reason, invalid
-from gateway.engine import disclosure
 from gateway.engine.call import Engine, UnaryMethod
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import Relationship
-from gateway.pipeline import validation
+from gateway.pipeline import disclosure, validation
 from gateway.pipeline.exchange import fetch_or_unavailable
 from gateway.pipeline.registries import Registries
 from gateway.security.policy import Policy

@@ -50,7 +50,7 @@ from consent.store_common import COLUMN_LIST, COLUMNS, to_row
 from gateway.base.wire import SIGNATURE_METADATA
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.pipeline.exchange import Key
+from gateway.pipeline.query import Key
 from gateway.security.policy import Grant
 
 SCOPES = ("composition", "situation")

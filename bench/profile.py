@@ -49,6 +49,7 @@ from gateway.audit.recorder import AuditRecorder, load_or_create_key
 from gateway.audit.store import open_audit_store
 from gateway.audit.writer import AuditWriter
 from gateway.base.errors import ExchangeError
+from gateway.base.jws import body_hash
 from gateway.base.wire import SIGNATURE_METADATA
 from gateway.config import Config
 from gateway.engine.call import Engine, Security
@@ -62,7 +63,6 @@ from gateway.security import pki, projection
 from gateway.security.policy import Grant
 from gateway.security.receipts import PERMIT, Exchanged
 from gateway.security.tokens import ReplayGuard, verify_request
-from gateway.base.jws import body_hash
 from gateway.server import build_adapters, build_security, checkpoint_signer
 from gateway.services import registry_exchange
 
@@ -280,7 +280,8 @@ def in_sequence(
             t3 = clock()
             grant = policy.authorize(claims.iss, METHOD_NAME, purpose)
             t4 = clock()
-            response = p.exchange.verify(request, FetchContext(purpose, 10.0))
+            query = p.exchange.eligibility_query(request)
+            response = p.exchange.verify(query, FetchContext(purpose, 10.0))
             t5 = clock()
             assert grant is not None
             projected, withheld = projection.project(response.decision, grant.fields)
@@ -386,7 +387,7 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
     answers: list[pb.VerifyEligibilityResponse] = []
     for request in parsed:
         try:
-            answers.append(p.exchange.verify(request, fetch))
+            answers.append(p.exchange.verify(p.exchange.eligibility_query(request), fetch))
         except ExchangeError:
             continue
     decisions = [a.decision for a in answers]
@@ -457,7 +458,9 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         "policy_authorize": _timed(
             lambda _: p.security.policy.authorize(institution, METHOD_NAME, purpose), calls
         ),
-        "exchange_verify": _timed(lambda i: p.exchange.verify(parsed[i % n], fetch), calls),
+        "exchange_verify": _timed(
+            lambda i: p.exchange.verify(p.exchange.eligibility_query(parsed[i % n]), fetch), calls
+        ),
         "projection": _timed(
             lambda i: projection.project(decisions[i % len(decisions)], grant.fields), calls
         ),

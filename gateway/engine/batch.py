@@ -34,7 +34,9 @@ from gateway.engine.consent_gate import Permit
 from gateway.engine.steps import drive
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline import disclosure, validation
-from gateway.pipeline.exchange import Key, Screen
+from gateway.pipeline.exchange import Screen
+from gateway.pipeline.query import Key
+from gateway.pipeline.registries import fetched_once
 from gateway.security.policy import Grant
 from gateway.security.projection import project
 from gateway.security.receipts import PERMIT
@@ -69,6 +71,7 @@ def batch_stream(
                 with (
                     tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}),
                     disclosure.watching(call.read),
+                    fetched_once(),
                 ):
                     answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
                 yield answer

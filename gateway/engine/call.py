@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 
@@ -37,7 +37,8 @@ from gateway.base.wire import SIGNATURE_METADATA
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.engine.steps import OFFLOAD, Steps, drive
 from gateway.pipeline import disclosure, validation
-from gateway.pipeline.exchange import Key
+from gateway.pipeline.query import Key
+from gateway.pipeline.registries import fetched_once
 from gateway.security.policy import Grant, Policy
 from gateway.security.projection import FieldTree, project
 from gateway.security.receipts import DENY, PERMIT, Exchanged, ReceiptSigner
@@ -49,6 +50,7 @@ from gateway.telemetry import tracing
 log = logging.getLogger("jisr.exchange")
 
 Req = TypeVar("Req", bound=Message)
+Q = TypeVar("Q")
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
@@ -119,18 +121,22 @@ Streamed = Generator[bytes, None, Outcome]
 
 
 @dataclass(frozen=True)
-class UnaryMethod(Generic[Req]):
-    """One unary method: its request type, what it runs, and what the grant applies to.
+class UnaryMethod(Generic[Req, Q]):
+    """One unary method: its request type, how it is read, what it runs, and what the
+    grant applies to.
 
-    `disclosed` names the response field the grant's fields apply to (None: the whole
-    response); `subject_of` gives the subject a consent must cover; a `blocking` method
-    (store queries, remote registries) runs on a worker from its start."""
+    `read` turns the request into its typed query once, after the policy allowed the call
+    (None: the request is the query); the consent check (`subject_of`) and `run` share
+    that query. `disclosed` names the response field the grant's fields apply to (None:
+    the whole response); a `blocking` method (store queries, remote registries) runs on a
+    worker from its start."""
 
     request: type[Req]
-    run: Callable[[Req, FetchContext], Message]
+    run: Callable[[Q, FetchContext], Message]
     disclosed: str | None = None
-    subject_of: Callable[[Req], Key] | None = None
+    subject_of: Callable[[Q], Key] | None = None
     blocking: bool = False
+    read: Callable[[Req], Q] | None = None
 
 
 @dataclass(frozen=True)
@@ -455,7 +461,7 @@ class Engine:
 
     # -- the shapes of a call -----------------------------------------------------------
 
-    def unary(self, inv: Invocation, raw: bytes, method: UnaryMethod[Req]) -> Steps[Outcome]:
+    def unary(self, inv: Invocation, raw: bytes, method: UnaryMethod[Req, Q]) -> Steps[Outcome]:
         """A unary call: authenticate, authorize (and consent), run, disclose, record, sign.
 
         The steps may run on the event loop (gateway/services/door.py) up to where they
@@ -464,7 +470,7 @@ class Engine:
         call = Call(inv.method)
         if method.blocking:
             yield OFFLOAD
-        with server_span(inv), disclosure.watching(call.read):
+        with server_span(inv), disclosure.watching(call.read), fetched_once():
             try:
                 parsed = try_parse(method.request, raw)
                 call.named = disclosure.named(parsed)
@@ -472,16 +478,17 @@ class Engine:
                 request = parsed if parsed is not None else parse(method.request, raw)
                 purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
                 grant = self.authorize(call, claims, purpose)
+                query = method.read(request) if method.read else cast(Q, request)
                 ctx = FetchContext(purpose, inv.remaining(), claims.iss)
                 fields = grant.fields
                 if grant.consent_based:
                     if self.security.consent_blocks:
                         yield OFFLOAD
                     subject_of = method.subject_of
-                    subject = (lambda: subject_of(request)) if subject_of else None
+                    subject = (lambda: subject_of(query)) if subject_of else None
                     call.permit = self.consent(grant, subject, ctx)
                     fields = call.permit.fields
-                response = method.run(request, ctx)
+                response = method.run(query, ctx)
                 disclose(response, method.disclosed, fields)
                 body = response.SerializeToString()
                 sh = body_hash(body)

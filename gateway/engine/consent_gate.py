@@ -19,7 +19,8 @@ from consent.checker import Need, choose, window_start
 from consent.model import ConsentRecord, SubjectKind
 from consent.store import ConsentStore
 from gateway.base.errors import ExchangeError, Reason
-from gateway.pipeline.exchange import Key, fetch_or_unavailable
+from gateway.pipeline.exchange import fetch_or_unavailable
+from gateway.pipeline.query import Key
 from gateway.pipeline.registries import Registries
 from gateway.security.policy import Grant, consented
 from gateway.security.projection import FieldTree

@@ -30,6 +30,7 @@ from gateway.pipeline.eligibility import (
     refuse,
 )
 from gateway.pipeline.programmes import Catalogue, Programme
+from gateway.pipeline.query import EligibilityQuery, HouseholdQuery, Key, PersonQuery
 from gateway.pipeline.registries import Registries
 
 ALIVE = VitalStatus.VITAL_STATUS_ALIVE
@@ -37,7 +38,6 @@ DEAD = VitalStatus.VITAL_STATUS_DECEASED
 MAX_BATCH = 1000
 
 Outcome = pb.EligibilityDecision | ExchangeError
-Key = tuple[str, str]
 Screen = Callable[[list[Key | ExchangeError]], list[Key | ExchangeError]]
 V = TypeVar("V")
 M = TypeVar("M", bound=Message)
@@ -61,12 +61,9 @@ class Exchange:
 
     # -- persons and households -------------------------------------------------------
 
-    def person_status(
-        self, request: pb.GetPersonStatusRequest, ctx: FetchContext
-    ) -> pb.GetPersonStatusResponse:
+    def person_status(self, q: PersonQuery, ctx: FetchContext) -> pb.GetPersonStatusResponse:
         """Vital and civil status and household link of one person."""
-        key = validation.idcs(request.idcs)
-        mask = validation.read_mask(request.read_mask, pb.PersonStatus.DESCRIPTOR)
+        key, mask = q.idcs, q.mask
         person = fetch_or_unavailable(self.registries.persons, [key], ctx).get(key)
         if person is None:
             raise not_found("no person with this IDCS")
@@ -85,11 +82,10 @@ class Exchange:
         return pb.GetPersonStatusResponse(person=_project(status, mask))
 
     def household_status(
-        self, request: pb.GetHouseholdStatusRequest, ctx: FetchContext
+        self, q: HouseholdQuery, ctx: FetchContext
     ) -> pb.GetHouseholdStatusResponse:
         """Composition and situation of one household, with its score band only."""
-        kind, key = validation.subject(request.subject)
-        mask = validation.read_mask(request.read_mask, pb.HouseholdStatus.DESCRIPTOR)
+        (kind, key), mask = q.subject, q.mask
         if kind == "idcs":
             membership = fetch_or_unavailable(self.registries.memberships, [key], ctx).get(key)
             if membership is None:
@@ -127,14 +123,15 @@ class Exchange:
             raise invalid(Reason.UNKNOWN_PROGRAMME, "unknown programme code", "programme")
         return programme
 
-    def verify(
-        self, request: pb.VerifyEligibilityRequest, ctx: FetchContext
-    ) -> pb.VerifyEligibilityResponse:
-        """One subject's eligibility; a bad or unknown subject is an error status."""
+    def eligibility_query(self, request: pb.VerifyEligibilityRequest) -> EligibilityQuery:
+        """The query of a VerifyEligibility request: programme, date, then subject."""
         programme = self.programme(request.programme)
         as_of = validation.as_of(request.as_of, request.HasField("as_of"))
-        key = validation.subject(request.subject)
-        (outcome,) = self.decide_many(programme, [key], as_of, ctx)
+        return EligibilityQuery(validation.subject(request.subject), programme, as_of)
+
+    def verify(self, q: EligibilityQuery, ctx: FetchContext) -> pb.VerifyEligibilityResponse:
+        """One subject's eligibility; an unknown subject is an error status."""
+        (outcome,) = self.decide_many(q.programme, [q.subject], q.as_of, ctx)
         if isinstance(outcome, ExchangeError):
             raise outcome
         return pb.VerifyEligibilityResponse(decision=outcome)

@@ -6,7 +6,9 @@ for records by kind, many keys at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import cast
 
 from adapters.base import (
@@ -32,6 +34,23 @@ from gateway.pb.jisr.v1.records_pb2 import (
 from gateway.pipeline import disclosure
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing
+
+# Records one call (or one batch) already fetched, by (kind, key); None: not found.
+_fetched: ContextVar[dict[tuple[int, str], RecordMessage | None] | None] = ContextVar(
+    "jisr_fetched", default=None
+)
+
+
+@contextmanager
+def fetched_once() -> Iterator[None]:
+    """Inside this block (one call, or one batch of a stream) a record is fetched at most
+    once: a consent check's membership lookup and the pipeline's are one round trip, and
+    both see the same answer."""
+    token = _fetched.set({})
+    try:
+        yield
+    finally:
+        _fetched.reset(token)
 
 
 class MissingInstitutionError(ValueError):
@@ -60,6 +79,21 @@ class Registries:
         self.remote = any(isinstance(a, RemoteAdapter) for a in adapters)
 
     def _fetch(
+        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+    ) -> Mapping[str, RecordMessage]:
+        """The records of `keys`: those this call fetched already from memory, the rest in
+        one lookup."""
+        memo = _fetched.get()
+        if memo is None:
+            return self._lookup(kind, keys, ctx)
+        missing = [key for key in keys if (kind, key) not in memo]
+        if missing:
+            found = self._lookup(kind, missing, ctx)
+            memo.update(((kind, key), found.get(key)) for key in missing)
+        known = ((key, memo[(kind, key)]) for key in keys)
+        return {key: record for key, record in known if record is not None}
+
+    def _lookup(
         self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
     ) -> Mapping[str, RecordMessage]:
         """One lookup, in a span, timed; the span names the institution and the count only."""

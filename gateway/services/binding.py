@@ -28,7 +28,7 @@ from gateway.engine.call import (
 from gateway.engine.steps import Steps, Unary
 from gateway.services.edge import grpc_status
 
-Method = UnaryMethod[Any] | StreamMethod[Any] | BatchMethod
+Method = UnaryMethod[Any, Any] | StreamMethod[Any] | BatchMethod
 
 
 class _Status(NamedTuple):
@@ -68,7 +68,9 @@ def answer(outcome: Outcome, context: grpc.ServicerContext) -> bytes:
     raise AssertionError("unreachable: abort raises")
 
 
-def unary_handler(engine: Engine, path: str, method: UnaryMethod[Any]) -> grpc.RpcMethodHandler:
+def unary_handler(
+    engine: Engine, path: str, method: UnaryMethod[Any, Any]
+) -> grpc.RpcMethodHandler:
     """A unary method as steps the door can drive on the event loop (or a thread)."""
 
     def steps(raw: bytes, context: grpc.ServicerContext) -> Steps[bytes]:

@@ -15,7 +15,7 @@ from gateway.base.wire import REGISTRY_EXCHANGE
 from gateway.engine.batch import BatchMethod
 from gateway.engine.call import Engine, UnaryMethod
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.pipeline import validation
+from gateway.pipeline import query
 from gateway.pipeline.exchange import Exchange
 from gateway.services.binding import service_handler
 
@@ -34,22 +34,25 @@ def handler(engine: Engine, exchange: Exchange) -> grpc.GenericRpcHandler:
                 pb.GetPersonStatusRequest,
                 exchange.person_status,
                 "person",
-                lambda r: ("idcs", validation.idcs(r.idcs)),
+                lambda q: q.subject,
                 blocking=remote,
+                read=query.person,
             ),
             "GetHouseholdStatus": UnaryMethod(
                 pb.GetHouseholdStatusRequest,
                 exchange.household_status,
                 "household",
-                lambda r: validation.subject(r.subject),
+                lambda q: q.subject,
                 blocking=remote,
+                read=query.household,
             ),
             "VerifyEligibility": UnaryMethod(
                 pb.VerifyEligibilityRequest,
                 exchange.verify,
                 "decision",
-                lambda r: validation.subject(r.subject),
+                lambda q: q.subject,
                 blocking=remote,
+                read=exchange.eligibility_query,
             ),
             "VerifyEligibilityBatch": BatchMethod(exchange.verify_batch),
         },

@@ -61,7 +61,9 @@ def _answer(request: pb.GetPersonStatusRequest, ctx: FetchContext) -> pb.GetPers
     return pb.GetPersonStatusResponse(person=STATUS)
 
 
-def _person(run: Callable[..., Any] = _answer) -> UnaryMethod[pb.GetPersonStatusRequest]:
+def _person(
+    run: Callable[..., Any] = _answer,
+) -> UnaryMethod[pb.GetPersonStatusRequest, pb.GetPersonStatusRequest]:
     return UnaryMethod(
         pb.GetPersonStatusRequest, run, "person", lambda r: ("idcs", validation.idcs(r.idcs))
     )
@@ -90,7 +92,7 @@ class World:
         purpose: str = "AMO_ENROLMENT",
         tokens: tuple[str, ...] | None = None,
         certificate: str | None = None,
-        method: UnaryMethod[Any] | None = None,
+        method: UnaryMethod[Any, Any] | None = None,
         active: bool = True,
     ) -> Outcome:
         if tokens is None:
@@ -258,7 +260,7 @@ def test_a_consent_based_grant_without_a_consent_registry_is_consent_missing(
     ).SerializeToString()
     token = world.creds("MEN").signer.request_token(path, "SCHOOL_SUPPORT", body)
     inv = Invocation(path, "MEN", (token,))
-    method = UnaryMethod(
+    method: UnaryMethod[pb.VerifyEligibilityRequest, pb.VerifyEligibilityRequest] = UnaryMethod(
         pb.VerifyEligibilityRequest,
         lambda r, ctx: pb.VerifyEligibilityResponse(),
         "decision",

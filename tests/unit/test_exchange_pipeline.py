@@ -27,13 +27,15 @@ from gateway.base.status import rich_status
 from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
+from gateway.pipeline import query
 from gateway.pipeline.eligibility import UndecidableScoreError
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.programmes import load_default
-from gateway.pipeline.registries import Registries
+from gateway.pipeline.registries import Registries, fetched_once
 from gateway.services.edge import grpc_code
 
 CTX = FetchContext(purpose="TEST")
+UNKNOWN_IDCS = make_idcs("999999990")
 DAY = dt.date(2025, 1, 1)
 
 
@@ -146,7 +148,7 @@ def test_unary_verify_raises_the_item_error() -> None:
         purpose="TEST", subject=pb.Subject(household_id="H000000099"), programme="ASD"
     )
     with pytest.raises(ExchangeError) as err:
-        exchange.verify(request, CTX)
+        exchange.verify(exchange.eligibility_query(request), CTX)
     assert grpc_code(err.value.reason) == grpc.StatusCode.NOT_FOUND
 
 
@@ -170,7 +172,7 @@ def test_an_institutions_failure_is_unavailable_with_its_reason_and_name_never_a
         purpose="TEST", subject=pb.Subject(household_id="H000000000"), programme="ASD"
     )
     with pytest.raises(ExchangeError) as err:
-        exchange.verify(request, CTX)
+        exchange.verify(exchange.eligibility_query(request), CTX)
     assert grpc_code(err.value.reason) == grpc.StatusCode.UNAVAILABLE
     assert err.value.reason == reason
     assert err.value.metadata == {"institution": "ALL"}
@@ -214,7 +216,7 @@ def test_every_decision_carries_the_threshold_version_and_legal_reference_in_for
             purpose="TEST", subject=_batch([subject]).subjects[0], programme="AMOT"
         )
         request.as_of.year, request.as_of.month, request.as_of.day = 2025, 1, 1
-        decision = exchange.verify(request, CTX).decision
+        decision = exchange.verify(exchange.eligibility_query(request), CTX).decision
     else:
         decision = exchange.verify_batch(_batch([subject]), 0, CTX).results[0].decision
     threshold = load_default().programmes["AMOT"].threshold_on(DAY)
@@ -235,3 +237,61 @@ def test_a_non_finite_score_from_an_unchecked_registry_is_never_decided(score: f
     household.score = score
     with pytest.raises(UndecidableScoreError):
         exchange.verify_batch(_batch(["H000000000"]), 0, CTX)
+
+
+# -- one call, one lookup per record ----------------------------------------------------------
+
+
+def test_a_record_fetched_twice_in_one_call_is_looked_up_once() -> None:
+    """The consent check reads a person's membership, then the pipeline does: one lookup."""
+    exchange, adapter, members = _world(1)
+    with fetched_once():
+        first = exchange.registries.memberships([members[0]], CTX)
+        again = exchange.registries.memberships([members[0], members[1]], CTX)
+    assert first[members[0]] == again[members[0]]
+    assert set(again) == {members[0], members[1]}
+    assert adapter.calls == [(MEMBERSHIP, 1), (MEMBERSHIP, 1)]
+
+
+def test_a_record_not_found_is_remembered_as_not_found() -> None:
+    exchange, adapter, _ = _world(1)
+    with fetched_once():
+        assert exchange.registries.memberships([UNKNOWN_IDCS], CTX) == {}
+        assert exchange.registries.memberships([UNKNOWN_IDCS], CTX) == {}
+    assert adapter.calls == [(MEMBERSHIP, 1)]
+
+
+def test_outside_a_call_every_lookup_reaches_the_registry() -> None:
+    exchange, adapter, members = _world(1)
+    exchange.registries.memberships([members[0]], CTX)
+    exchange.registries.memberships([members[0]], CTX)
+    assert adapter.calls == [(MEMBERSHIP, 1), (MEMBERSHIP, 1)]
+
+
+# -- a request read once ----------------------------------------------------------------------
+
+
+def test_an_eligibility_request_is_read_programme_first_then_date_then_subject() -> None:
+    exchange, _, _ = _world(1)
+    bad = pb.VerifyEligibilityRequest(
+        purpose="TEST", subject=pb.Subject(idcs="12"), programme="NOPE"
+    )
+    with pytest.raises(ExchangeError) as err:
+        exchange.eligibility_query(bad)
+    assert err.value.reason == Reason.UNKNOWN_PROGRAMME
+    bad.programme = "AMOT"
+    with pytest.raises(ExchangeError) as err:
+        exchange.eligibility_query(bad)
+    assert (err.value.reason, err.value.metadata) == (
+        Reason.INVALID_IDCS,
+        {"field": "subject.idcs"},
+    )
+
+
+def test_a_household_query_keeps_the_subject_and_mask_it_was_read_with() -> None:
+    request = pb.GetHouseholdStatusRequest(
+        purpose="TEST", subject=pb.Subject(household_id="H000000001")
+    )
+    request.read_mask.paths.append("score_band")
+    q = query.household(request)
+    assert (q.subject, list(q.mask.paths)) == (("household_id", "H000000001"), ["score_band"])

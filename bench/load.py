@@ -53,12 +53,12 @@ from bench.identity import (
     signed_metadata,
     signed_stream,
 )
+from gateway.base.jws import body_hash
 from gateway.base.wire import RECEIPT_METADATA
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials
 from gateway.security import receipts
 from gateway.security.receipts import ReceiptError
-from gateway.base.jws import body_hash
 
 CLIENTS = ("aio", "threads", "futures")
 CALL_TIMEOUT_S = 10.0

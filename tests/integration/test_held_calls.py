@@ -16,10 +16,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.base.jws import MAX_TOKEN_BYTES
 from gateway.base.wire import SIGNATURE_METADATA
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
-from gateway.base.jws import MAX_TOKEN_BYTES
 from tests.integration.test_audit import _query
 from tests.integration.test_caller_ends import _held_stream
 from tests.support import identities, processes, registry_rows

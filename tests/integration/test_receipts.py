@@ -11,10 +11,10 @@ import pytest
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWKeyNotFound
 
+from gateway.base.jws import body_hash
 from gateway.base.wire import RECEIPT_METADATA
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials, JisrClient
-from gateway.base.jws import body_hash
 from gateway.services.registry_exchange import SERVICE
 from tests.support import identities, processes, registry_rows
 

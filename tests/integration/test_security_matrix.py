@@ -17,13 +17,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from gateway.base.jws import body_hash
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import VitalStatus
 from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
 from gateway.sdk.signing import Signer
 from gateway.security import pki
 from gateway.security.tokens import REQUEST_TYP
-from gateway.base.jws import body_hash
 from gateway.services.registry_exchange import SERVICE
 from tests.support import identities, processes, registry_rows
 

@@ -17,9 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.base.errors import Reason
-from gateway.sdk.signing import Signer
-from gateway.security.tokens import BATCH_TYP, REQUEST_TYP, ReplayGuard, unverified_issuer, verify_batch, verify_request
 from gateway.base.jws import MAX_TOKEN_BYTES, TokenError, body_hash
+from gateway.sdk.signing import Signer
+from gateway.security.tokens import (
+    BATCH_TYP,
+    REQUEST_TYP,
+    ReplayGuard,
+    unverified_issuer,
+    verify_batch,
+    verify_request,
+)
 from gateway.security.trust import TrustedKey, TrustStore
 
 NOW = 1_800_000_000

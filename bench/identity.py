@@ -18,13 +18,12 @@ import grpc
 
 from bench.common import BATCH_METHOD, CONSENT_INSTITUTION, INSTITUTION
 from gateway.base.jws import body_hash
-from gateway.base.wire import SIGNATURE_METADATA
+from gateway.base.wire import GATEWAY_CLIENT, SIGNATURE_METADATA
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials
 from gateway.sdk.signing import DEFAULT_LIFETIME_S, Signer
 from gateway.security import pki
 from gateway.security.tokens import MAX_LIFETIME_S, SKEW_S
-from gateway.server import GATEWAY_CLIENT
 
 Metadata = tuple[tuple[str, str], ...]
 # A loop's tokens are signed just before it starts; they must outlive it.

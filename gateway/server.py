@@ -39,6 +39,7 @@ from gateway.audit.record import Checkpoint
 from gateway.audit.recorder import AuditRecorder, load_or_create_key
 from gateway.audit.store import open_audit_store
 from gateway.audit.writer import AuditWriter
+from gateway.base.wire import GATEWAY_CLIENT
 from gateway.config import Config
 from gateway.engine.call import Engine, Security
 from gateway.engine.consent_gate import ConsentGate
@@ -58,7 +59,6 @@ from gateway.services.registry_exchange import SERVICE
 from gateway.telemetry import setup as telemetry
 
 # The institution id the gateway itself uses as a TLS client of ministry backends.
-GATEWAY_CLIENT = "JISR"
 
 log = logging.getLogger("jisr.server")
 

@@ -18,6 +18,14 @@ SIGNATURE_METADATA: Final = "x-jisr-signature"
 RECEIPT_METADATA: Final = "x-jisr-receipt"
 
 
+# Subjects per VerifyEligibilityBatch batch (docs/security.md §5): the gateway refuses
+# more, the SDK splits at this size.
+MAX_BATCH: Final = 1000
+# The gateway's own client identity, issued by `jisr pki init`: what it presents to a
+# remote MinistryBackend.
+GATEWAY_CLIENT: Final = "JISR"
+
+
 def method_path(service: str, name: str) -> str:
     """The gRPC path of a method, as tokens name it in `method`."""
     return f"/{service}/{name}"

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.base.wire import GATEWAY_CLIENT
 from gateway.cli import audit as audit_cli
 from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
 from gateway.security import pki, receipts
@@ -178,8 +179,6 @@ def _programmes_check(args: argparse.Namespace) -> int:
 def _pki(args: argparse.Namespace) -> int:
     root: Path = args.dir
     if args.action == "init":
-        from gateway.server import GATEWAY_CLIENT  # the gateway's own client identity
-
         pki.init(root, gateway_id=args.gateway_id, force=args.force)
         pki.issue(root, GATEWAY_CLIENT)
         print(f"jisr pki: CA, server certificate and receipt key in {root}")

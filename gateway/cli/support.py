@@ -21,9 +21,10 @@ from google.rpc import error_details_pb2, status_pb2
 
 from adapters.demo_data import generate
 from adapters.registry_db import REGISTRY_FILE, Registry
+from gateway.base.wire import MAX_BATCH
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.sdk.client import MAX_BATCH, Answer, Credentials, JisrClient, JisrError, subject
+from gateway.sdk.client import Answer, Credentials, JisrClient, JisrError, subject
 
 
 def demo_data(data_dir: Path, households: int, seed: int, *, force: bool) -> int:

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from adapters.base import AdapterError, FetchContext
 from gateway.base.errors import ExchangeError, Reason, invalid, not_found
 from gateway.base.status import rich_status
+from gateway.base.wire import MAX_BATCH
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import HouseholdRecord, VitalStatus
 from gateway.pipeline import validation
@@ -35,7 +36,6 @@ from gateway.pipeline.registries import Registries
 
 ALIVE = VitalStatus.VITAL_STATUS_ALIVE
 DEAD = VitalStatus.VITAL_STATUS_DECEASED
-MAX_BATCH = 1000
 
 Outcome = pb.EligibilityDecision | ExchangeError
 Screen = Callable[[list[Key | ExchangeError]], list[Key | ExchangeError]]

@@ -8,8 +8,8 @@ and imports this in a fraction of the server's start-up time (tests/unit/test_sd
 names what must stay out).
 """
 
+from gateway.base.wire import MAX_BATCH
 from gateway.sdk.client import (
-    MAX_BATCH,
     Answer,
     BatchStream,
     Credentials,

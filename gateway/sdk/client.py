@@ -44,9 +44,6 @@ from gateway.security import pki, receipts
 from gateway.security.receipts import ReceiptError
 
 M = TypeVar("M", bound=Message)
-# Subjects per VerifyEligibilityBatch batch the gateway accepts (security.md §5); the
-# gateway's own is gateway.pipeline.exchange.MAX_BATCH, which a unit test keeps equal.
-MAX_BATCH = 1000
 
 
 @dataclass

@@ -14,10 +14,10 @@ import pytest
 
 from adapters.base import MAX_KEYS_PER_FETCH
 from adapters.demo_data import generate
+from gateway.base.wire import GATEWAY_CLIENT
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 from gateway.sdk.client import Credentials
-from gateway.server import GATEWAY_CLIENT
 from tests.support import identities, processes
 
 PERSON = RecordKind.RECORD_KIND_PERSON

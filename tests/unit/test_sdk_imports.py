@@ -22,8 +22,6 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from gateway.cli import main as cli
-from gateway.pipeline.exchange import MAX_BATCH
-from gateway.sdk import MAX_BATCH as SDK_MAX_BATCH
 from gateway.sdk import propagation
 from gateway.security import pki
 
@@ -130,10 +128,6 @@ def test_the_cli_blocks_exactly_the_server_extras_packages() -> None:
         tops |= {f.parts[0] for f in files if f.suffix == ".py" and len(f.parts) > 1}
     # tzdata is data that zoneinfo reads, never imported: nothing to block.
     assert tops - {"tzdata"} == set(cli.SERVER_EXTRA)
-
-
-def test_the_sdk_batch_limit_is_the_gateways() -> None:
-    assert SDK_MAX_BATCH == MAX_BATCH
 
 
 def test_every_usage_error_the_cli_catches_exists() -> None:

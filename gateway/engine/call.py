@@ -184,6 +184,34 @@ class Call:
         return (self.claims.rh if self.claims else ""), "", None
 
 
+@dataclass(frozen=True, slots=True)
+class RefusalPlan:
+    """What a refusal leaves behind, decided from what was known when it came.
+
+    `record`: an audit record names it (the caller is known from its certificate, and
+    the audit itself did not fail); `replay_checked`: that record carries the token's jti,
+    so writing it is also the durable replay check; `receipt`: the caller gets a signed
+    deny receipt (its token verified, and the audit did not fail: a receipt always names
+    a record)."""
+
+    record: bool
+    replay_checked: bool
+    receipt: bool
+
+
+def refusal_plan(
+    *, requester_known: bool, token_verified: bool, audited: bool, reason: Reason
+) -> RefusalPlan:
+    """The fail-closed rules of docs/security.md as one pure function (tested for every
+    combination in tests/unit/test_engine.py)."""
+    audit_failed = reason == Reason.AUDIT_UNAVAILABLE
+    return RefusalPlan(
+        record=requester_known and not audit_failed,
+        replay_checked=token_verified and reason != Reason.REPLAYED and not audited,
+        receipt=token_verified and not audit_failed,
+    )
+
+
 class Engine:
     """The checks, records and receipts of every call, over plain values."""
 
@@ -379,7 +407,7 @@ class Engine:
         )
         rh, sh, batches = call.hashes()
         audit = ""
-        if call.requester and exc.reason != Reason.AUDIT_UNAVAILABLE:
+        if self._plan(call, exc).record:
             exc, audit = yield from self._record_denial_steps(call, exc, rh=rh, sh=sh)
         span = tracing.current()
         span.set_attribute("jisr.decision", DENY)
@@ -389,7 +417,7 @@ class Engine:
         span.fail(exc.reason.value)
         measure(call, DENY, exc.reason.value)
         receipt = None
-        if call.claims is not None and exc.reason != Reason.AUDIT_UNAVAILABLE:
+        if self._plan(call, exc).receipt:
             receipt = self.receipt(
                 call, DENY, rh=rh, sh=sh, reason=exc.reason.value, batches=batches, audit=audit
             )
@@ -404,7 +432,7 @@ class Engine:
         store has that jti already (first used at another replica, or before a restart),
         the refusal becomes REPLAYED and is recorded as such, without the jti, so a replay
         leaves its own record whichever check caught it."""
-        checked = exc.reason != Reason.REPLAYED and not call.audited
+        checked = self._plan(call, exc).replay_checked
         try:
             return exc, (
                 yield from self.audit_steps(
@@ -423,6 +451,15 @@ class Engine:
             )
         except ExchangeError as unrecorded:
             return unrecorded, ""
+
+    @staticmethod
+    def _plan(call: Call, exc: ExchangeError) -> RefusalPlan:
+        return refusal_plan(
+            requester_known=bool(call.requester),
+            token_verified=call.claims is not None,
+            audited=call.audited,
+            reason=exc.reason,
+        )
 
     def fault(self, inv: Invocation, call: Call, exc: Exception) -> Steps[Refused]:
         """An exception no check expected: the caller's leaving if it left, else a gateway

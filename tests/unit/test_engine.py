@@ -30,10 +30,12 @@ from gateway.engine.call import (
     Engine,
     Invocation,
     Outcome,
+    RefusalPlan,
     Refused,
     Security,
     StreamMethod,
     UnaryMethod,
+    refusal_plan,
 )
 from gateway.engine.steps import drive
 from gateway.pb.jisr.v1 import records_pb2
@@ -358,3 +360,43 @@ def test_a_stream_is_recorded_once_and_each_message_keeps_the_granted_fields(
 def test_a_stream_its_caller_leaves_is_recorded_as_the_callers_end(world: World) -> None:
     _run_stream(world, 3, take=1)
     assert [r.reason for r in world.records()] == ["", "CALLER_CANCELLED"]
+
+
+# -- the fail-closed rules, as a pure function -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requester_known", "token_verified", "audited", "reason", "plan"),
+    [
+        (False, False, False, Reason.NO_CLIENT_CERTIFICATE, RefusalPlan(False, False, False)),
+        (True, False, False, Reason.MISSING_SIGNATURE, RefusalPlan(True, False, False)),
+        (True, False, False, Reason.BAD_SIGNATURE, RefusalPlan(True, False, False)),
+        (True, True, False, Reason.PURPOSE_NOT_ALLOWED, RefusalPlan(True, True, True)),
+        (True, True, False, Reason.REPLAYED, RefusalPlan(True, False, True)),
+        (True, True, True, Reason.BACKEND_TIMEOUT, RefusalPlan(True, False, True)),
+        (True, True, False, Reason.AUDIT_UNAVAILABLE, RefusalPlan(False, True, False)),
+        (True, False, False, Reason.AUDIT_UNAVAILABLE, RefusalPlan(False, False, False)),
+    ],
+    ids=[
+        "no-certificate",
+        "no-token",
+        "forged-token",
+        "policy",
+        "replay",
+        "after-the-record",
+        "audit-down",
+        "audit-down-unverified",
+    ],
+)
+def test_what_a_refusal_records_and_signs(
+    requester_known: bool, token_verified: bool, audited: bool, reason: Reason, plan: RefusalPlan
+) -> None:
+    assert (
+        refusal_plan(
+            requester_known=requester_known,
+            token_verified=token_verified,
+            audited=audited,
+            reason=reason,
+        )
+        == plan
+    )

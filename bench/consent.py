@@ -42,7 +42,7 @@ from bench.common import (
     INSTITUTION,
 )
 from bench.identity import credentials
-from bench.profile import Pipeline, _Context, _cpu_us, _timed
+from bench.profile import Pipeline, _cpu_us, _timed
 from consent import artefact
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap
 from consent.store import ConsentStore, open_store
@@ -52,6 +52,7 @@ from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline.query import Key
 from gateway.security.policy import Grant
+from tests.support.grpc_context import FakeContext
 
 SCOPES = ("composition", "situation")
 OTHER = ("ANSS", "ASD_ELIGIBILITY")  # the grantee and purpose of every fourth consent
@@ -249,7 +250,7 @@ def handler(
         for i in range(calls + 1)
     ]
     handle = p.handler(audit=audit, consent=gate, method=CONSENT_METHOD)
-    context = _Context(CONSENT_INSTITUTION)
+    context = FakeContext(CONSENT_INSTITUTION)
 
     def call(i: int) -> bytes:
         context.metadata = ((SIGNATURE_METADATA, tokens[i]),)

@@ -65,6 +65,7 @@ from gateway.security.receipts import PERMIT, Exchanged
 from gateway.security.tokens import ReplayGuard, verify_request
 from gateway.server import build_adapters, build_security, checkpoint_signer
 from gateway.services import registry_exchange
+from tests.support.grpc_context import FakeContext
 
 WARMUP = 200
 ROUNDS = 5
@@ -82,31 +83,6 @@ class _Details:
 
     method: str
     invocation_metadata: tuple[tuple[str, str], ...] = ()
-
-
-class _Context:
-    """The part of grpc.ServicerContext the gateway's unary handler uses: the metadata
-    (one token), the client certificate's common name, the deadline, the trailers."""
-
-    def __init__(self, institution: str) -> None:
-        self.metadata: tuple[tuple[str, str], ...] = ()
-        self.trailers: Sequence[tuple[str, str | bytes]] = ()
-        self._auth = {"x509_common_name": [institution.encode()]}
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self.metadata
-
-    def auth_context(self) -> dict[str, list[bytes]]:
-        return self._auth
-
-    def time_remaining(self) -> float:
-        return 10.0
-
-    def set_trailing_metadata(self, trailers: Sequence[tuple[str, str | bytes]]) -> None:
-        self.trailers = trailers
-
-    def abort_with_status(self, status: Any) -> None:
-        raise RuntimeError(f"call failed: {status.code} {status.details}")
 
 
 @dataclass
@@ -128,7 +104,7 @@ class Pipeline:
         audit: bool = True,
         consent: ConsentGate | None = None,
         method: str = UNARY_METHOD,
-    ) -> Callable[[bytes, _Context], bytes]:
+    ) -> Callable[[bytes, FakeContext], bytes]:
         """The behaviour `jisr serve` registers for `method` (VerifyEligibility), with its
         own replay guard (so tokens used by the step measurements are not refused); audit
         on, as `jisr serve` always runs, unless `audit=False`."""
@@ -142,7 +118,7 @@ class Pipeline:
         handler = generic.service(_Details(method))
         if handler is None or handler.unary_unary is None:
             raise RuntimeError(f"the gateway serves no {method}")
-        behaviour: Callable[[bytes, _Context], bytes] = handler.unary_unary
+        behaviour: Callable[[bytes, FakeContext], bytes] = handler.unary_unary
         return behaviour
 
     def tokens(self, requests: Sequence[bytes], count: int) -> list[str]:
@@ -429,7 +405,7 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         )
 
     handle = p.handler()
-    context = _Context(institution)
+    context = FakeContext(institution)
 
     def whole(i: int, batch: Sequence[str]) -> object:
         context.metadata = ((SIGNATURE_METADATA, batch[i]),)
@@ -520,7 +496,7 @@ def measure(
 def profile(p: Pipeline, requests: Sequence[bytes], calls: int, top: int) -> str:
     """cProfile of `calls` handler calls: the functions with the most own time."""
     handle = p.handler()
-    context = _Context(INSTITUTION)
+    context = FakeContext(INSTITUTION)
     tokens = p.tokens(requests, calls)
     n = len(requests)
     profiler = cProfile.Profile()

@@ -27,11 +27,9 @@ from gateway.engine.call import (
     chain,
     no_consent_here,
     parse,
-    server_span,
     try_parse,
 )
 from gateway.engine.consent_gate import Permit
-from gateway.engine.steps import drive
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline import disclosure, validation
 from gateway.pipeline.exchange import Screen
@@ -61,33 +59,30 @@ def batch_stream(
 ) -> Streamed:
     """The stream: one answer per envelope, then the closing record and receipt."""
     call = Call(inv.method, streamed=True)
-    with server_span(inv):
-        try:
-            claims = engine.authenticate(call, inv, None)
-            grant = engine.authorize(call, claims, claims.purpose)
-            for seq, raw in enumerate(requests):
-                call.named = _batch_subjects(raw)
-                call.read.clear()
-                with (
-                    tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}),
-                    disclosure.watching(call.read),
-                    fetched_once(),
-                ):
-                    answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
-                yield answer
-            call.named = []  # the close names no subject
-            call.read.clear()
-            rh, sh = chain(call.rhs), chain(call.shs)
-            audit = engine.audit(call, PERMIT, rh=rh, sh=sh, subjects=())
-            receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, batches=len(call.shs), audit=audit)
-            return engine.answered(call, b"", receipt, audit)
-        except ExchangeError as exc:
-            return drive(engine.refuse(call, exc))
-        except GeneratorExit:
-            engine.abandoned(inv, call)
-            raise
-        except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
-            return drive(engine.fault(inv, call, exc))
+    return engine.streamed(inv, call, _answers(engine, inv, call, requests, method))
+
+
+def _answers(
+    engine: Engine, inv: Invocation, call: Call, requests: Iterator[bytes], method: BatchMethod
+) -> Streamed:
+    claims = engine.authenticate(call, inv, None)
+    grant = engine.authorize(call, claims, claims.purpose)
+    for seq, raw in enumerate(requests):
+        call.named = _batch_subjects(raw)
+        call.read.clear()
+        with (
+            tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}),
+            disclosure.watching(call.read),
+            fetched_once(),
+        ):
+            answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
+        yield answer
+    call.named = []  # the close names no subject
+    call.read.clear()
+    rh, sh = chain(call.rhs), chain(call.shs)
+    audit = engine.audit(call, PERMIT, rh=rh, sh=sh, subjects=())
+    receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, batches=len(call.shs), audit=audit)
+    return engine.answered(call, b"", receipt, audit)
 
 
 @dataclass(frozen=True)

@@ -541,25 +541,36 @@ class Engine:
         """A server-streaming call with the same checks: recorded before the first
         message, each message projected to the grant, one receipt at the end."""
         call = Call(inv.method)
+        return self.streamed(inv, call, self._messages(inv, call, raw, method))
+
+    def _messages(
+        self, inv: Invocation, call: Call, raw: bytes, method: StreamMethod[Req]
+    ) -> Streamed:
+        parsed = try_parse(method.request, raw)
+        call.named = disclosure.named(parsed)
+        claims = self.authenticate(call, inv, raw)
+        request = parsed if parsed is not None else parse(method.request, raw)
+        purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
+        grant = self.authorize(call, claims, purpose)
+        ctx = FetchContext(purpose, inv.remaining(), claims.iss)
+        messages = iter(method.run(request, ctx))
+        first = next(messages, None)  # bad filters fail here, before the record
+        audit = self.audit(call, PERMIT, rh=claims.rh, sh="")
+        for message in itertools.chain([first] if first else [], messages):
+            disclose(message, None, grant.fields)
+            body = message.SerializeToString()
+            call.shs.append(body_hash(body))
+            yield body
+        receipt = self.receipt(call, PERMIT, rh=claims.rh, sh=chain(call.shs), audit=audit)
+        return self.answered(call, b"", receipt, audit)
+
+    def streamed(self, inv: Invocation, call: Call, messages: Streamed) -> Streamed:
+        """A response stream in its server span, every way it can end turned into its
+        outcome: a refusal (also one thrown in where it waits: the caller stopped reading,
+        the gateway stops), a fault, or the caller leaving (recorded, then closed)."""
         with server_span(inv):
             try:
-                parsed = try_parse(method.request, raw)
-                call.named = disclosure.named(parsed)
-                claims = self.authenticate(call, inv, raw)
-                request = parsed if parsed is not None else parse(method.request, raw)
-                purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
-                grant = self.authorize(call, claims, purpose)
-                ctx = FetchContext(purpose, inv.remaining(), claims.iss)
-                messages = iter(method.run(request, ctx))
-                first = next(messages, None)  # bad filters fail here, before the record
-                audit = self.audit(call, PERMIT, rh=claims.rh, sh="")
-                for message in itertools.chain([first] if first else [], messages):
-                    disclose(message, None, grant.fields)
-                    body = message.SerializeToString()
-                    call.shs.append(body_hash(body))
-                    yield body
-                receipt = self.receipt(call, PERMIT, rh=claims.rh, sh=chain(call.shs), audit=audit)
-                return self.answered(call, b"", receipt, audit)
+                return (yield from messages)
             except ExchangeError as exc:
                 return drive(self.refuse(call, exc))
             except GeneratorExit:

@@ -169,3 +169,29 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
             elif child in on_stack:
                 low[node] = min(low[node], index[child])
     return components
+
+
+# grpc is a transport: only the edges speak it. The services and the door (the gateway's
+# edge), the SDK and the CLI (a partner's), the composition root, and the two adapters
+# that are themselves gRPC transports (a remote registry's client, the reference backend).
+GRPC_EDGES = ("gateway.services", "gateway.sdk", "gateway.cli", "gateway.server", "gateway.pb")
+GRPC_TRANSPORTS = {"adapters.remote", "adapters.backend"}
+
+
+def test_only_the_edges_import_grpc() -> None:
+    inner = []
+    for name, path in _modules():
+        if _part(name) in GRPC_EDGES or name in GRPC_TRANSPORTS:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n == "grpc" or n.startswith(("grpc.", "grpc_")) for n in names):
+                inner.append(name)
+    assert inner == []

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.base.wire import REGISTRY_EXCHANGE, method_path
 from gateway.config import Config
+from tests.support import processes
 
-SERVICE = "jisr.v1.RegistryExchange"
-UNARY_METHOD = f"/{SERVICE}/VerifyEligibility"
-BATCH_METHOD = f"/{SERVICE}/VerifyEligibilityBatch"
+UNARY_METHOD = method_path(REGISTRY_EXCHANGE, "VerifyEligibility")
+BATCH_METHOD = method_path(REGISTRY_EXCHANGE, "VerifyEligibilityBatch")
 HOST = "127.0.0.1"
-# Both `jisr serve` and `bench.echo` announce readiness with "... on 127.0.0.1:PORT".
-READY = re.compile(r"\bon 127\.0\.0\.1:(\d+)\b")
 # The echo baseline gets the gateway's default thread pool size.
 GATEWAY_WORKERS = Config().workers
 # The calling institution: the shipped policy (gateway/data/policy.toml) grants DEMO every
@@ -30,32 +28,26 @@ BATCH_PURPOSE = "RECERTIFICATION"  # the monthly bulk run
 # holds only under the family's consent (scopes composition and situation).
 CONSENT_INSTITUTION = "MEN"
 CONSENT_PURPOSE = "SCHOOL_SUPPORT"
-CONSENT_METHOD = f"/{SERVICE}/GetHouseholdStatus"
+CONSENT_METHOD = method_path(REGISTRY_EXCHANGE, "GetHouseholdStatus")
 
+child_pids = processes.child_pids  # where bench.tracing imports it from
 _LENGTH = struct.Struct(">I")
 
 
-def write_messages(path: Path, messages: Iterable[bytes]) -> int:
+def write_messages(path: Path, messages: Iterable[bytes]) -> None:
     """Store serialized messages, each behind a 4-byte big-endian length."""
-    count = 0
     with path.open("wb") as out:
         for message in messages:
-            out.write(_LENGTH.pack(len(message)))
-            out.write(message)
-            count += 1
-    return count
+            out.write(_LENGTH.pack(len(message)) + message)
 
 
 def read_messages(path: Path) -> list[bytes]:
     """The messages written by write_messages, in order."""
-    data = path.read_bytes()
-    messages: list[bytes] = []
-    offset = 0
+    data, offset, messages = path.read_bytes(), 0, []
     while offset < len(data):
         (size,) = _LENGTH.unpack_from(data, offset)
-        offset += _LENGTH.size
-        messages.append(data[offset : offset + size])
-        offset += size
+        offset += _LENGTH.size + size
+        messages.append(data[offset - size : offset])
     return messages
 
 
@@ -82,44 +74,51 @@ class ProcessClock:
         )
 
 
+def _cpu_ticks(pid: int | str) -> tuple[int, int]:
+    """utime and stime of a process, in clock ticks (fields 14 and 15 of its stat, counted
+    after the ")" that closes its name)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def process_clock(pid: int) -> ProcessClock | None:
     """The ProcessClock of process `pid` now (None if it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user, system = _cpu_ticks(pid)
     except OSError:
         return None
-    tick = os.sysconf("SC_CLK_TCK")
-    voluntary = involuntary = 0
+    switches = {"voluntary_ctxt_switches:": 0, "nonvoluntary_ctxt_switches:": 0}
     for status in Path(f"/proc/{pid}/task").glob("*/status"):
         try:
-            text = status.read_text()
+            lines = status.read_text().splitlines()
         except OSError:
             continue  # the thread ended meanwhile
-        for line in text.splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                voluntary += int(line.split()[1])
-            elif line.startswith("nonvoluntary_ctxt_switches:"):
-                involuntary += int(line.split()[1])
-    # After the ")" that closes comm: field 3 (state) is fields[0]; utime, stime are 14, 15.
-    return ProcessClock(int(fields[11]) / tick, int(fields[12]) / tick, voluntary, involuntary)
+        for line in lines:
+            name, _, value = line.partition("\t")
+            if name in switches:
+                switches[name] += int(value)
+    tick = os.sysconf("SC_CLK_TCK")
+    return ProcessClock(user / tick, system / tick, *switches.values())
 
 
-def child_pids(pid: int, module: str) -> list[int]:
-    """Children of process `pid` running `python -m module` (e.g. a gateway's span relay)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every local process named `postgres` (the server and its
+    backends, whoever they serve: other sessions' queries count too). 0 if none is local."""
+    total = 0
+    for proc in Path("/proc").iterdir():
         try:
-            children = task.read_text().split()
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "postgres":
+                total += sum(_cpu_ticks(proc.name))
         except OSError:
-            continue
-        for child in children:
-            try:
-                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if module.encode() in argv:
-                found.append(int(child))
-    return found
+            continue  # gone meanwhile
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent not idle by all cores since boot (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -128,11 +127,3 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return 0.0
     rank = max(1, math.ceil(round(q * len(sorted_values), 9)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds spent not idle by all cores since boot (from /proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-    busy = sum(values) - values[3] - values[4]
-    return busy / os.sysconf("SC_CLK_TCK")

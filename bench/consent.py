@@ -1,23 +1,13 @@
 """What a consent check costs an exchange, in-process, one thread, no gRPC.
 
 The grant is the shipped policy's MEN GetHouseholdStatus for SCHOOL_SUPPORT (basis
-`consent`, scopes composition and situation). A consent store (SQLite as the gateway opens
-it, and PostgreSQL when one answers) holds `count` consents, one per registry household:
-three in four to MEN for SCHOOL_SUPPORT covering both scopes (a third of those with a use
-cap, never reached here), the fourth to ANSS for ASD_ELIGIBILITY. Each carries a real
-artefact signed by DEMO (a consent collector). The rows are loaded in one transaction
-behind the store's back (appending 10,000 revisions one fsync at a time would take longer
-than everything measured here; on PostgreSQL followed by ANALYZE, as autovacuum would);
-the store itself creates the schema and does every read.
-
-Timed (µs per call, median of 5 rounds, bounded in calls and seconds):
-- `ConsentGate.check` for a household with one matching uncapped consent (one store
-  query), for a household whose consent has a use cap (the query plus the counter's
-  write), and for a person given by IDCS (the registry's membership lookup, then one query
-  for the person's and the household's consents);
-- the whole GetHouseholdStatus handler `jisr serve` registers, MEN calling with a fresh
-  signed token per call, consent on the same store: audit off, and audit on (the
-  profile's SQLite AuditWriter, one fsync per call on one thread).
+`consent`). A consent store (SQLite as the gateway opens it, and PostgreSQL when one
+answers) holds `count` consents, one per registry household, each with a real artefact
+signed by DEMO; the rows are loaded in one transaction behind the store's back (then
+ANALYZE on PostgreSQL, as autovacuum would), the store itself makes the schema and does
+every read. Timed: `ConsentGate.check` for three kinds of subject, and the whole
+GetHouseholdStatus handler `jisr serve` registers, MEN calling with a fresh signed token
+per call, audit off and on (docs/performance.md, "Consent check per exchange").
 """
 
 from __future__ import annotations
@@ -33,26 +23,24 @@ from typing import Any
 import psycopg
 
 from adapters.base import FetchContext
-from adapters.registry_db import REGISTRY_FILE
-from bench import pg
 from bench.common import (
     CONSENT_INSTITUTION,
     CONSENT_METHOD,
     CONSENT_PURPOSE,
     INSTITUTION,
+    postgres_cpu_s,
 )
-from bench.identity import credentials
-from bench.profile import Pipeline, _cpu_us, _timed
+from bench.profile import Pipeline, caller, cpu_us, timed
 from consent import artefact
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap
 from consent.store import ConsentStore, open_store
 from consent.store_common import COLUMN_LIST, COLUMNS, to_row
-from gateway.base.wire import SIGNATURE_METADATA
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline.query import Key
+from gateway.sdk.client import Credentials
 from gateway.security.policy import Grant
-from tests.support.grpc_context import FakeContext
+from tests.support.registry_rows import connect
 
 SCOPES = ("composition", "situation")
 OTHER = ("ANSS", "ASD_ELIGIBILITY")  # the grantee and purpose of every fourth consent
@@ -72,25 +60,19 @@ class Population:
 
 def _households(data_dir: Path, count: int) -> list[tuple[str, str]]:
     """(household id, its first member's IDCS) of the registry's first `count` households."""
-    conn = sqlite3.connect(f"file:{data_dir / REGISTRY_FILE}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT household_id, idcs FROM membership ORDER BY household_id, position"
-        )
-        first: dict[str, str] = {}
-        for household, idcs in rows:
-            if household not in first:
-                first[household] = idcs
-                if len(first) == count:
-                    break
-    finally:
-        conn.close()
+    first: dict[str, str] = {}
+    with connect(data_dir) as db:
+        query = "SELECT household_id, idcs FROM membership ORDER BY household_id, position"
+        for household, idcs in db.execute(query):
+            first.setdefault(household, idcs)
+            if len(first) == count:
+                break
     return list(first.items())
 
 
 def population(data_dir: Path, pki_dir: Path, count: int) -> Population:
     """`count` consents over as many registry households (fewer if the registry is smaller)."""
-    collector = credentials(pki_dir, INSTITUTION).signer
+    collector = Credentials.from_pki(pki_dir, INSTITUTION).signer
     now = int(time.time())
     records: list[ConsentRecord] = []
     plain: list[str] = []
@@ -214,16 +196,16 @@ def checks(
         "person": [("idcs", p) for p in pop.people],
     }
     out = {
-        kind: round(_timed(_check(gate, grant, keys), calls, seconds=seconds), 1)
+        kind: round(timed(_check(gate, grant, keys), calls, seconds=seconds), 1)
         for kind, keys in kinds.items()
     }
     # CPU of this process (every thread) per household check; the rest of its wall time
     # is waiting (for PostgreSQL: the round trip and the server's work, whose CPU the
     # server's processes report).
-    server0 = pg.server_cpu_s()
-    out["household_cpu"] = round(_cpu_us(_check(gate, grant, kinds["household"]), calls), 1)
+    server0 = postgres_cpu_s()
+    out["household_cpu"] = round(cpu_us(_check(gate, grant, kinds["household"]), calls), 1)
     if postgres:
-        out["household_server_cpu"] = round((pg.server_cpu_s() - server0) / (calls + 1) * 1e6, 1)
+        out["household_server_cpu"] = round((postgres_cpu_s() - server0) / (calls + 1) * 1e6, 1)
     return out
 
 
@@ -243,23 +225,17 @@ def handler(
         ).SerializeToString()
         for h in households
     ]
-    signer = credentials(p.pki_dir, CONSENT_INSTITUTION).signer
+    signer = Credentials.from_pki(p.pki_dir, CONSENT_INSTITUTION).signer
     n = len(requests)
     tokens = [
         signer.request_token(CONSENT_METHOD, CONSENT_PURPOSE, requests[i % n], lifetime=300)
         for i in range(calls + 1)
     ]
     handle = p.handler(audit=audit, consent=gate, method=CONSENT_METHOD)
-    context = FakeContext(CONSENT_INSTITUTION)
-
-    def call(i: int) -> bytes:
-        context.metadata = ((SIGNATURE_METADATA, tokens[i]),)
-        return handle(requests[i % n], context)
-
-    answer = pb.GetHouseholdStatusResponse.FromString(call(calls))
-    if not answer.household.members or not context.trailers:
+    call = caller(handle, CONSENT_INSTITUTION, requests, tokens)
+    if not pb.GetHouseholdStatusResponse.FromString(call(calls)).household.members:
         raise RuntimeError("the consent-based GetHouseholdStatus disclosed nothing")
-    return round(_timed(call, calls, seconds=seconds), 1)
+    return round(timed(call, calls, seconds=seconds), 1)
 
 
 def measure(
@@ -309,15 +285,7 @@ def measure(
             row["share_of_handler_audited"] = round(check / row["handler_audited_us"], 3)
         out[backend] = row
         say(
-            f"    {backend}: ConsentGate.check {check:.0f} µs (household;"
-            f" {row['check_us']['household_cpu']:.0f} µs CPU), capped"
-            f" {row['check_us']['household_capped']:.0f}, by IDCS {row['check_us']['person']:.0f};"
-            f" whole MEN handler {row['handler_us']:.0f} µs audit off"
-            + (
-                f", {row['handler_audited_us']:.0f} µs audit on"
-                if "handler_audited_us" in row
-                else ""
-            )
-            + f" -> check = {row['share_of_handler']:.0%} of the handler (audit off)"
+            f"    {backend}: ConsentGate.check {check:.0f} µs, whole MEN handler"
+            f" {row['handler_us']:.0f} µs audit off: {row['share_of_handler']:.0%}"
         )
     return out

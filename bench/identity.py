@@ -1,10 +1,7 @@
-"""The bench's PKI and the partner side of the wire contract, as the SDK builds it.
-
-A PKI like `make run`'s (gateway CA, server certificate, receipt key, the gateway's own
-client identity JISR, and the calling institution), TLS credentials from it for channels,
-request tokens pre-signed per call (a fresh `jti` each: the gateway refuses replays), and
-signed batch envelopes built exactly as `gateway.sdk.client.JisrClient.verify_batches` does.
-"""
+"""The partner side of the wire contract, as the SDK builds it: request tokens pre-signed
+per call (a fresh `jti` each: the gateway refuses replays), and signed batch envelopes
+built exactly as `gateway.sdk.client.JisrClient.verify_batches` does. The PKI is
+tests.support.identities.make_pki's."""
 
 from __future__ import annotations
 
@@ -12,42 +9,20 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
-
-from bench.common import BATCH_METHOD, CONSENT_INSTITUTION, INSTITUTION
+from bench.common import BATCH_METHOD
 from gateway.base.jws import body_hash
-from gateway.base.wire import GATEWAY_CLIENT, SIGNATURE_METADATA
+from gateway.base.wire import SIGNATURE_METADATA
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.sdk.client import Credentials
 from gateway.sdk.signing import DEFAULT_LIFETIME_S, Signer
-from gateway.security import pki
 from gateway.security.tokens import MAX_LIFETIME_S, SKEW_S
+from tests.support import identities
 
+make_pki = identities.make_pki  # where bench.tracing imports it from
 Metadata = tuple[tuple[str, str], ...]
 # A loop's tokens are signed just before it starts; they must outlive it.
 LIFETIME_MARGIN_S = 30
 MAX_LOOP_S = MAX_LIFETIME_S - LIFETIME_MARGIN_S - SKEW_S
-
-
-def make_pki(root: Path) -> Path:
-    """CA, server certificate, receipt key, JISR's client identity, the caller's, and
-    CONSENT_INSTITUTION's (for the consent-based exchange measured in-process)."""
-    pki.init(root)
-    for name in (GATEWAY_CLIENT, INSTITUTION, CONSENT_INSTITUTION):
-        pki.issue(root, name)
-    return root
-
-
-def credentials(pki_dir: Path, institution: str = INSTITUTION) -> Credentials:
-    """The institution's TLS identity and signing key, the gateway's CA and JWKS."""
-    return Credentials.from_pki(pki_dir, institution, sub="jisr-bench")
-
-
-def channel_credentials(creds: Credentials) -> grpc.ChannelCredentials:
-    """mTLS as the SDK does it: the gateway's CA, the institution's certificate."""
-    return grpc.ssl_channel_credentials(creds.ca_cert, creds.tls_key, creds.tls_cert)
 
 
 def lifetime_for(loop_seconds: float) -> int:
@@ -70,13 +45,9 @@ def signed_metadata(
     """One `x-jisr-signature` per call: call i sends requests[i % n], so its token's `rh`
     covers those bytes; every token has its own random `jti`."""
     n = len(requests)
+    sign = signer.request_token
     return [
-        (
-            (
-                SIGNATURE_METADATA,
-                signer.request_token(method, purpose, requests[i % n], lifetime=lifetime),
-            ),
-        )
+        ((SIGNATURE_METADATA, sign(method, purpose, requests[i % n], lifetime=lifetime)),)
         for i in range(calls)
     ]
 

@@ -1,17 +1,9 @@
 """The gateway's VerifyEligibility path in-process, without gRPC, on one thread: the cost of
-each step in µs per call, the whole handler's, and (`python -m bench.profile`) a cProfile
-of where the handler's time goes.
-
-Everything is the gateway's own code, built as `jisr serve` builds it
-(gateway.server.build_security over a real PKI and trust store, the shipped policy, the
-embedded adapters over the registry, an AuditWriter over a SQLite audit store in a
-state directory of the bench's): request-token verification, the replay check, the
-policy decision, the exchange pipeline, field projection, the durable audit record
-(`AuditRecorder.record`: through the writer, one SQLite commit with synchronous=FULL per
-call, since one thread has no one to share a group commit with), receipt signing, and
-the very handler `jisr serve` registers, audit on (and, for comparison with earlier runs,
-off), called with the bench's requests and a fresh token each. Tokens and every other
-input are made before the timing starts.
+each step in µs per call, alone and in the handler's sequence, the whole handler's with the
+audit on and off, bare ES256 and pyjwt figures beside them, and (`python -m bench.profile`)
+a cProfile of the handler. The parts are the gateway's own, built as `jisr serve` builds
+them, the audit store SQLite in a state directory of the bench's; every input (tokens
+included) is made before the timing starts.
 """
 
 from __future__ import annotations
@@ -20,7 +12,6 @@ import argparse
 import base64
 import cProfile
 import dataclasses
-import io
 import itertools
 import json
 import pstats
@@ -43,7 +34,6 @@ from jwt.types import Options
 from adapters.base import FetchContext
 from adapters.registry_db import REGISTRY_FILE, Registry
 from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE
-from bench.identity import credentials, make_pki
 from bench.workload import load_subjects, unary_requests
 from gateway.audit.recorder import AuditRecorder, load_or_create_key
 from gateway.audit.store import open_audit_store
@@ -58,6 +48,7 @@ from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline import programmes, validation
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.registries import Registries
+from gateway.sdk.client import Credentials
 from gateway.sdk.signing import Signer
 from gateway.security import pki, projection
 from gateway.security.policy import Grant
@@ -65,7 +56,8 @@ from gateway.security.receipts import PERMIT, Exchanged
 from gateway.security.tokens import ReplayGuard, verify_request
 from gateway.server import build_adapters, build_security, checkpoint_signer
 from gateway.services import registry_exchange
-from tests.support.grpc_context import FakeContext
+from tests.support.grpc_context import FakeCallDetails, FakeContext
+from tests.support.identities import make_pki
 
 WARMUP = 200
 ROUNDS = 5
@@ -75,14 +67,6 @@ METHOD_NAME = UNARY_METHOD.rsplit("/", 1)[1]
 # A grant that withholds a field (score_band) of EligibilityDecision, for projection's
 # cost when it has something to clear (DEMO's grant discloses every field).
 MINIMISING = ("CNSS", "AMO_ENROLMENT")
-
-
-@dataclass(frozen=True)
-class _Details:
-    """The part of grpc.HandlerCallDetails a generic handler reads."""
-
-    method: str
-    invocation_metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -95,7 +79,6 @@ class Pipeline:
     audience: str
     pki_dir: Path
     registries: Registries
-    registry: Registry
     audit: AuditRecorder
 
     def handler(
@@ -115,7 +98,7 @@ class Pipeline:
             consent=consent,
         )
         generic = registry_exchange.handler(Engine(security), self.exchange)
-        handler = generic.service(_Details(method))
+        handler = generic.service(FakeCallDetails(method))
         if handler is None or handler.unary_unary is None:
             raise RuntimeError(f"the gateway serves no {method}")
         behaviour: Callable[[bytes, FakeContext], bytes] = handler.unary_unary
@@ -155,11 +138,10 @@ def pipeline(data_dir: Path, pki_dir: Path, state_dir: Path) -> Iterator[Pipelin
         yield Pipeline(
             security=build_security(config),
             exchange=Exchange(registries, programmes.load_default()),
-            signer=credentials(pki_dir).signer,
+            signer=Credentials.from_pki(pki_dir, INSTITUTION, sub="jisr-bench").signer,
             audience=pki.gateway_id(pki_dir),
             pki_dir=pki_dir,
             registries=registries,
-            registry=registry,
             audit=AuditRecorder(writer, load_or_create_key(pki_dir)),
         )
     finally:
@@ -169,7 +151,7 @@ def pipeline(data_dir: Path, pki_dir: Path, state_dir: Path) -> Iterator[Pipelin
         registry.close()
 
 
-def _timed(
+def timed(
     step: Callable[[int], object],
     calls: int,
     rounds: int = ROUNDS,
@@ -219,14 +201,63 @@ IN_SEQUENCE = (
 )
 
 
+def _record(
+    audit: AuditRecorder, grant: Grant, subjects: tuple[str, ...], started: float, **call: str
+) -> str:
+    """One permitted exchange's audit record, durable (`call`: sub, purpose, rh, sh, jti)."""
+    return audit.record(
+        requester=INSTITUTION,
+        method=UNARY_METHOD,
+        basis=grant.basis,
+        subjects=subjects,
+        fields=grant.paths,
+        decision=PERMIT,
+        reason="",
+        part=0,
+        started=started,
+        **call,
+    )
+
+
+def _exchanged(grant: Grant, jti: str, rh: str, sh: str, audit: str = "") -> Exchanged:
+    """What a receipt says of a permitted VerifyEligibility."""
+    return Exchanged(
+        jti=jti,
+        rh=rh,
+        sh=sh,
+        method=UNARY_METHOD,
+        purpose=UNARY_PURPOSE,
+        decision=PERMIT,
+        fields=grant.paths,
+        basis=grant.basis,
+        audit=audit,
+    )
+
+
+def caller(
+    handle: Callable[[bytes, FakeContext], bytes],
+    institution: str,
+    requests: Sequence[bytes],
+    tokens: Sequence[str],
+) -> Callable[[int], bytes]:
+    """Call i of `handle`: requests[i % n] with tokens[i], from `institution`."""
+    context, n = FakeContext(institution), len(requests)
+
+    def call(i: int) -> bytes:
+        context.metadata = ((SIGNATURE_METADATA, tokens[i]),)
+        return handle(requests[i % n], context)
+
+    return call
+
+
 def in_sequence(
     p: Pipeline, requests: Sequence[bytes], tokens: Sequence[str], calls: int
 ) -> dict[str, float]:
     """The handler's steps called in its order, one call after the other, each step timed
     where it runs: µs per call of each (median of ROUNDS rounds). Unlike a step in a
     tight loop of its own, each one here pays for the caches the others evicted, so these
-    add up to (nearly) the handler's total. Capped at MAX_STEP_S like `_timed`."""
-    n, institution, purpose = len(requests), INSTITUTION, UNARY_PURPOSE
+    add up to (nearly) the handler's total. Capped at MAX_STEP_S like `timed`."""
+    n, purpose = len(requests), UNARY_PURPOSE
     guard, policy, trust, audit = ReplayGuard(), p.security.policy, p.security.trust, p.audit
     per_round = max(1, calls // ROUNDS)
     rounds: list[list[float]] = []
@@ -242,7 +273,7 @@ def in_sequence(
             t0 = clock()
             claims = verify_request(
                 tokens[i],
-                institution=institution,
+                institution=INSTITUTION,
                 method=UNARY_METHOD,
                 body=raw,
                 audience=p.audience,
@@ -266,36 +297,20 @@ def in_sequence(
             t6 = clock()
             sh = body_hash(response.SerializeToString())
             t7 = clock()
-            record_id = audit.record(
-                requester=institution,
+            subjects = audit.subjects([validation.subject(request.subject)])
+            record_id = _record(
+                audit,
+                grant,
+                subjects,
+                began,
                 sub=claims.sub,
-                method=UNARY_METHOD,
                 purpose=claims.purpose,
-                basis=grant.basis,
-                subjects=audit.subjects([validation.subject(request.subject)]),
-                fields=grant.paths,
-                decision=PERMIT,
-                reason="",
                 rh=claims.rh,
                 sh=sh,
                 jti=claims.jti,
-                part=0,
-                started=began,
             )
             t8 = clock()
-            p.security.receipts.sign(
-                Exchanged(
-                    jti=claims.jti,
-                    rh=claims.rh,
-                    sh=sh,
-                    method=UNARY_METHOD,
-                    purpose=claims.purpose,
-                    decision=PERMIT,
-                    fields=grant.paths,
-                    basis=grant.basis,
-                    audit=record_id,
-                )
-            )
+            p.security.receipts.sign(_exchanged(grant, claims.jti, claims.rh, sh, record_id))
             t9 = clock()
             stamps = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9)
             for k, (a, b) in enumerate(itertools.pairwise(stamps)):
@@ -319,30 +334,20 @@ def _audit_step(
     subjects = [audit.subjects([validation.subject(r.subject)]) for r in parsed]
     jtis = [secrets.token_urlsafe(18) for _ in receipts]
     started = time.time()
-
-    def record(i: int) -> object:
-        receipt = receipts[i]
-        return audit.record(
-            requester=INSTITUTION,
-            sub="jisr-bench",
-            method=UNARY_METHOD,
-            purpose=UNARY_PURPOSE,
-            basis=grant.basis,
-            subjects=subjects[i % n],
-            fields=grant.paths,
-            decision=PERMIT,
-            reason="",
-            rh=receipt.rh,
-            sh=receipt.sh,
-            jti=jtis[i],
-            part=0,
-            started=started,
-        )
-
-    return record
+    return lambda i: _record(
+        audit,
+        grant,
+        subjects[i % n],
+        started,
+        sub="jisr-bench",
+        purpose=UNARY_PURPOSE,
+        rh=receipts[i].rh,
+        sh=receipts[i].sh,
+        jti=jtis[i],
+    )
 
 
-def _cpu_us(step: Callable[[int], object], calls: int) -> float:
+def cpu_us(step: Callable[[int], object], calls: int) -> float:
     """CPU µs per call of step(0), step(1), ... of every thread of this process."""
     cpu0, wall0, done = time.process_time(), time.perf_counter(), 0
     while done < calls and time.perf_counter() - wall0 < MAX_STEP_S:
@@ -356,7 +361,7 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
     handler's sequence), of the whole handler, and reference figures (DESIGN.md's)."""
     n = len(requests)
     purpose, institution = UNARY_PURPOSE, INSTITUTION
-    warm, measured = p.tokens(requests, WARMUP), p.tokens(requests, calls)
+    measured = p.tokens(requests, calls)
     trust, now = p.security.trust, time.time()
     parsed = [pb.VerifyEligibilityRequest.FromString(raw) for raw in requests]
     fetch = FetchContext(purpose, 10.0)
@@ -370,15 +375,11 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
     grant, minimising = p.grant(), p.grant(*MINIMISING)
     signer = p.security.receipts
     receipts_in = [
-        Exchanged(
-            jti=secrets.token_urlsafe(18),
-            rh=body_hash(requests[i % n]),
-            sh=body_hash(answers[i % len(answers)].SerializeToString()),
-            method=UNARY_METHOD,
-            purpose=purpose,
-            decision=PERMIT,
-            fields=grant.paths,
-            basis=grant.basis,
+        _exchanged(
+            grant,
+            secrets.token_urlsafe(18),
+            body_hash(requests[i % n]),
+            body_hash(answers[i % len(answers)].SerializeToString()),
         )
         for i in range(calls)
     ]
@@ -405,18 +406,13 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         )
 
     handle = p.handler()
-    context = FakeContext(institution)
-
-    def whole(i: int, batch: Sequence[str]) -> object:
-        context.metadata = ((SIGNATURE_METADATA, batch[i]),)
-        return handle(requests[i % n], context)
-
+    warm = caller(handle, institution, requests, p.tokens(requests, WARMUP))
     for i in range(WARMUP):
-        whole(i, warm)
+        warm(i)
     # Fresh tokens: the audit store refuses a jti it has recorded (the replay index).
     in_sequence(p, requests, p.tokens(requests, WARMUP), WARMUP)
-    record = _audit_step(p, parsed, receipts_in, grant)
-    # The options gateway.security.tokens passes: the signature only, claims checked by the gateway.
+    # The options gateway.security.tokens passes: the signature only, claims checked by
+    # the gateway.
     decode_options: Options = {
         "verify_signature": True,
         "verify_exp": False,
@@ -426,51 +422,46 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         "verify_iss": False,
     }
     alone = {
-        "token_verify": _timed(verify, calls),
-        "replay_check": _timed(lambda i: guard.first_use(institution, jtis[i], exp), calls),
-        "parse_request": _timed(
+        "token_verify": timed(verify, calls),
+        "replay_check": timed(lambda i: guard.first_use(institution, jtis[i], exp), calls),
+        "parse_request": timed(
             lambda i: pb.VerifyEligibilityRequest.FromString(requests[i % n]), calls
         ),
-        "policy_authorize": _timed(
+        "policy_authorize": timed(
             lambda _: p.security.policy.authorize(institution, METHOD_NAME, purpose), calls
         ),
-        "exchange_verify": _timed(
+        "exchange_verify": timed(
             lambda i: p.exchange.verify(p.exchange.eligibility_query(parsed[i % n]), fetch), calls
         ),
-        "projection": _timed(
+        "projection": timed(
             lambda i: projection.project(decisions[i % len(decisions)], grant.fields), calls
         ),
-        "projection_minimising": _timed(
+        "projection_minimising": timed(
             lambda i: projection.project(decisions[i % len(decisions)], minimising.fields), calls
         ),
-        "response_serialize_hash": _timed(
+        "response_serialize_hash": timed(
             lambda i: body_hash(answers[i % len(answers)].SerializeToString()), calls
         ),
-        "audit_record": _timed(record, calls),
-        "receipt_sign": _timed(lambda i: signer.sign(receipts_in[i]), calls),
+        "audit_record": timed(_audit_step(p, parsed, receipts_in, grant), calls),
+        "receipt_sign": timed(lambda i: signer.sign(receipts_in[i]), calls),
     }
     # The audit record's CPU (every thread of the process: the caller's and the writer's),
     # beside its wall time above, most of which is the caller waiting for the fsync.
-    audit_cpu = _cpu_us(_audit_step(p, parsed, receipts_in, grant), calls)
+    audit_cpu = cpu_us(_audit_step(p, parsed, receipts_in, grant), calls)
     references = {
-        "es256_verify_raw": _timed(_raw_es256(measured[0], public_key), calls),
-        "es256_sign_raw": _timed(lambda _: gateway_key.sign(to_sign, ecdsa), calls),
-        "pyjwt_decode_verify": _timed(
+        "es256_verify_raw": timed(_raw_es256(measured[0], public_key), calls),
+        "es256_sign_raw": timed(lambda _: gateway_key.sign(to_sign, ecdsa), calls),
+        "pyjwt_decode_verify": timed(
             lambda i: jwt.decode(
                 measured[i], public_key, algorithms=["ES256"], options=decode_options
             ),
             calls,
         ),
-        "pyjwt_unverified_header": _timed(lambda i: jwt.get_unverified_header(measured[i]), calls),
+        "pyjwt_unverified_header": timed(lambda i: jwt.get_unverified_header(measured[i]), calls),
     }
-    total = _timed(lambda i: whole(i, measured), calls)
-    unaudited = p.handler(audit=False)
-
-    def whole_unaudited(i: int) -> object:
-        context.metadata = ((SIGNATURE_METADATA, measured[i]),)
-        return unaudited(requests[i % n], context)
-
-    total_unaudited = _timed(whole_unaudited, calls)
+    total = timed(caller(handle, institution, requests, measured), calls)
+    unaudited = caller(p.handler(audit=False), institution, requests, measured)
+    total_unaudited = timed(unaudited, calls)
     sequence = in_sequence(p, requests, p.tokens(requests, calls), calls)
     return {
         "calls": calls,
@@ -482,34 +473,6 @@ def steps(p: Pipeline, requests: Sequence[bytes], calls: int) -> dict[str, Any]:
         "audit_record_cpu_us": round(audit_cpu, 1),
         "references": {k: round(v, 1) for k, v in references.items()},
     }
-
-
-def measure(
-    data_dir: Path, pki_dir: Path, state_dir: Path, requests: Sequence[bytes], calls: int
-) -> dict[str, Any]:
-    """Every step's µs per call (see `steps`), the gateway built over `data_dir`/`pki_dir`
-    with its audit store in `state_dir`."""
-    with pipeline(data_dir, pki_dir, state_dir) as p:
-        return steps(p, requests, calls)
-
-
-def profile(p: Pipeline, requests: Sequence[bytes], calls: int, top: int) -> str:
-    """cProfile of `calls` handler calls: the functions with the most own time."""
-    handle = p.handler()
-    context = FakeContext(INSTITUTION)
-    tokens = p.tokens(requests, calls)
-    n = len(requests)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for i in range(calls):
-        context.metadata = ((SIGNATURE_METADATA, tokens[i]),)
-        handle(requests[i % n], context)
-    profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
-    return out.getvalue()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -524,7 +487,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pki_dir = args.pki_dir or make_pki(Path(tmp) / "pki")
         with pipeline(args.data_dir, pki_dir, Path(tmp) / "state") as p:
             print(json.dumps(steps(p, requests, args.calls), indent=2))
-            print(profile(p, requests, args.calls, args.top))
+            call = caller(p.handler(), INSTITUTION, requests, p.tokens(requests, args.calls))
+            profiler = cProfile.Profile()
+            profiler.runcall(lambda: [call(i) for i in range(args.calls)])
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(args.top)
+            stats.sort_stats("cumulative").print_stats(args.top)
     return 0
 
 

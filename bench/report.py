@@ -94,52 +94,33 @@ def _step_rows(steps: dict[str, Any]) -> list[str]:
     return lines
 
 
+CONSENT_ROWS = {  # label: key in the backend's row or in its check_us
+    "ConsentGate.check, household, one matching consent": "household",
+    "  ... of which CPU in this process (the rest: waiting for the store)": "household_cpu",
+    "  ... CPU of the PostgreSQL server's processes per check": "household_server_cpu",
+    "ConsentGate.check, household, consent with a use cap (+ counter write)": "household_capped",
+    "ConsentGate.check, by IDCS (membership lookup + person and household)": "person",
+    "whole MEN handler, consent on, audit off": "handler_us",
+    "whole MEN handler, consent on, audit on (SQLite)": "handler_audited_us",
+    "check / handler, audit off (target < 10%)": "share_of_handler",
+    "check / handler, audit on": "share_of_handler_audited",
+}
+
+
 def _consent_rows(results: dict[str, Any]) -> list[str]:
     c = results["consent"]
     lines = [
         f"consent, in-process, {c['consents']:,} consents, MEN GetHouseholdStatus"
         f" SCHOOL_SUPPORT, µs/call {'sqlite':>10} {'postgresql':>11}",
     ]
-    backends = [c.get("sqlite"), c.get("postgresql")]
-
-    def row(label: str, pick: Any, digits: int = 1, pct: bool = False) -> str:
+    for label, key in CONSENT_ROWS.items():
         cells = []
-        for b in backends:
-            value = None if b is None else pick(b)
-            cells.append(
-                "-" if value is None else f"{value:.0%}" if pct else f"{value:,.{digits}f}"
-            )
-        return f"  {label:<72} {cells[0]:>10} {cells[1]:>11}"
-
-    lines += [
-        row(
-            "ConsentGate.check, household, one matching consent",
-            lambda b: b["check_us"]["household"],
-        ),
-        row(
-            "  ... of which CPU in this process (the rest: waiting for the store)",
-            lambda b: b["check_us"]["household_cpu"],
-        ),
-        row(
-            "  ... CPU of the PostgreSQL server's processes per check",
-            lambda b: b["check_us"].get("household_server_cpu"),
-        ),
-        row(
-            "ConsentGate.check, household, consent with a use cap (+ counter write)",
-            lambda b: b["check_us"]["household_capped"],
-        ),
-        row(
-            "ConsentGate.check, by IDCS (membership lookup + person and household)",
-            lambda b: b["check_us"]["person"],
-        ),
-        row("whole MEN handler, consent on, audit off", lambda b: b["handler_us"]),
-        row(
-            "whole MEN handler, consent on, audit on (SQLite)",
-            lambda b: b.get("handler_audited_us"),
-        ),
-        row("check / handler, audit off (target < 10%)", lambda b: b["share_of_handler"], pct=True),
-        row("check / handler, audit on", lambda b: b.get("share_of_handler_audited"), pct=True),
-    ]
+        for backend in ("sqlite", "postgresql"):
+            row = c.get(backend) or {}
+            value = row.get(key, row.get("check_us", {}).get(key))
+            share = key.startswith("share")
+            cells.append("-" if value is None else f"{value:.0%}" if share else f"{value:,.1f}")
+        lines.append(f"  {label:<72} {cells[0]:>10} {cells[1]:>11}")
     return lines
 
 
@@ -195,7 +176,7 @@ def table(results: dict[str, Any]) -> str:
         "",
         *_unary_rows(results),
     ]
-    batch = results["batch"]
+    batch, sdk = results["batch"], results["sdk_import"]
     lines += [
         "",
         f"gateway / echo sync mTLS         {summary['gateway_over_echo_sync_mtls']:.2f}"
@@ -211,9 +192,9 @@ def table(results: dict[str, Any]) -> str:
         f" {batch['receipt_failures']} bad receipts"
         f" -> 1,000,000 in {summary['batch_million_households_s']:.1f} s"
         f" (target <= 30 s: {_met(summary['target_million_in_30s_met'])})",
-        "client probe vs sync echo mTLS   "
-        + ", ".join(f"{k} {v['rps']:,.0f} rps" for k, v in results["client_probe"].items())
-        + f"; measured with {results['client']}",
+        f"import gateway.sdk (a fresh interpreter)  {sdk['sdk_ms']:.0f} ms; import grpc"
+        f" {sdk['grpc_ms']:.0f} ms (SDK / grpc {sdk['ratio']:.2f}); an empty interpreter"
+        f" {sdk['python_ms']:.0f} ms",
         "",
         *_step_rows(results["steps_us"]),
         "",

@@ -3,20 +3,18 @@
 Subjects are a seeded random mix of household ids and member IDCS taken from the registry
 (so every call reaches a real household), programmes AMOT and ASD, no as_of (the gateway
 decides for today, as a counter would). Unary calls ask for UNARY_PURPOSE; batches, the
-EligibilityBatch messages a caller signs, for BATCH_PURPOSE (bench.common). The signed
-envelopes and tokens are made by the load generator just before each measured loop.
+EligibilityBatch messages a caller signs, for BATCH_PURPOSE (bench.common).
 """
 
 from __future__ import annotations
 
 import random
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.registry_db import REGISTRY_FILE
 from bench.common import BATCH_PURPOSE, UNARY_PURPOSE
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from tests.support.registry_rows import connect
 
 PROGRAMMES = ("AMOT", "ASD")
 
@@ -31,14 +29,11 @@ class Subjects:
 
 def load_subjects(data_dir: Path) -> Subjects:
     """Every household id and every member IDCS of the registry in `data_dir`."""
-    conn = sqlite3.connect(f"file:{data_dir / REGISTRY_FILE}?mode=ro", uri=True)
-    try:
-        households = [r[0] for r in conn.execute("SELECT household_id FROM household")]
-        members = [r[0] for r in conn.execute("SELECT idcs FROM membership")]
-    finally:
-        conn.close()
+    with connect(data_dir) as db:
+        households = [r[0] for r in db.execute("SELECT household_id FROM household")]
+        members = [r[0] for r in db.execute("SELECT idcs FROM membership")]
     if not households or not members:
-        raise ValueError(f"{data_dir / REGISTRY_FILE}: no households or members")
+        raise ValueError(f"{data_dir}: no households or members in the registry")
     return Subjects(households, members)
 
 

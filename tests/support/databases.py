@@ -1,4 +1,5 @@
-"""Databases for store tests: an SQLite file, or a fresh PostgreSQL schema per test.
+"""Databases for store tests and the bench: an SQLite file, or a fresh PostgreSQL schema
+per test (or per bench step).
 
 The rule for PostgreSQL: with `CI=true` its tests must run, and a server that does not
 answer is a failure (a silent skip would let CI pass without ever testing the backend
@@ -44,7 +45,7 @@ def configured_url() -> str:
 
 
 @functools.cache
-def _probe(url: str) -> str | None:
+def probe(url: str) -> str | None:
     """None if a server answers at `url`, else why not (probed once per URL and session)."""
     try:
         psycopg.connect(url, connect_timeout=PROBE_TIMEOUT_S, autocommit=True).close()
@@ -56,7 +57,7 @@ def _probe(url: str) -> str | None:
 def postgres_url() -> str | None:
     """The test server's URL; None if none answers, except in CI where that raises."""
     url = configured_url()
-    error = _probe(url)
+    error = probe(url)
     if error is None:
         return url
     if in_ci():
@@ -92,10 +93,11 @@ def with_schema(url: str, schema: str) -> str:
 
 
 @contextmanager
-def postgres_schema(url: str | None = None) -> Iterator[str]:
-    """A new, empty schema on the test server, dropped afterwards; yields its URL."""
+def postgres_schema(url: str | None = None, prefix: str = "jisr_test") -> Iterator[str]:
+    """A new, empty schema `<prefix>_<random>` on the test server (or `url`'s), dropped
+    with everything in it afterwards, whatever happens; yields its URL."""
     base = url or require_postgres()
-    schema = f"jisr_test_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     name = sql.Identifier(schema)
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(name))
@@ -103,7 +105,7 @@ def postgres_schema(url: str | None = None) -> Iterator[str]:
         yield with_schema(base, schema)
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(name))
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
 
 
 @dataclass

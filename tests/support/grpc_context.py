@@ -1,5 +1,5 @@
-"""A stand-in for grpc.ServicerContext: the calls the gRPC edge (gateway/services/binding.py)
-makes on it, for in-process tests and the profile benchmark.
+"""Stand-ins for grpc.ServicerContext (the calls the gRPC edge, gateway/services/binding.py,
+makes on it) and grpc.HandlerCallDetails, for in-process tests and the profile benchmark.
 
 A fake at the boundary grpc owns: the real context is exercised by every integration test
 through real servers. An abort raises `Aborted`, as grpc's does, carrying what a caller
@@ -9,6 +9,7 @@ would receive.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,6 +25,14 @@ class Aborted(Exception):  # noqa: N818 - named for what grpc does
         self.code = code
         self.details = details
         self.trailers = trailers
+
+
+@dataclass(frozen=True)
+class FakeCallDetails:
+    """The part of grpc.HandlerCallDetails a generic handler reads."""
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...] = ()
 
 
 class FakeContext:

@@ -1,4 +1,5 @@
-"""A test PKI like the one `make run` builds, and raw signed calls for crafting attacks."""
+"""A PKI like the one `make run` builds (for the tests and the bench), mTLS channels, and
+raw signed calls for crafting attacks."""
 
 from __future__ import annotations
 
@@ -36,9 +37,13 @@ def make_pki(root: Path) -> Path:
     return root
 
 
+def tls(creds: Credentials) -> grpc.ChannelCredentials:
+    """mTLS as the SDK does it: the gateway's CA, the institution's certificate."""
+    return grpc.ssl_channel_credentials(creds.ca_cert, creds.tls_key, creds.tls_cert)
+
+
 def channel(target: str, creds: Credentials) -> grpc.Channel:
-    tls = grpc.ssl_channel_credentials(creds.ca_cert, creds.tls_key, creds.tls_cert)
-    return grpc.secure_channel(target, tls)
+    return grpc.secure_channel(target, tls(creds))
 
 
 def raw_call(

@@ -1,8 +1,10 @@
-"""Real processes for integration tests: a gateway or a ministry backend, each its own PID.
+"""Real processes for the tests and the bench: a gateway, a ministry backend, an echo
+server, each its own PID.
 
-A process is ready when it prints its banner with the port it bound (port 0 asks the OS
-for a free one, so parallel runs never collide). Output goes to a log file that is shown
-when a test fails to start it.
+A server is ready when it prints its banner with the port it bound (" on 127.0.0.1:PORT";
+port 0 asks the OS for a free one, so parallel runs never collide). Output goes to a log
+file that is shown when it fails to start. It inherits this process's environment without
+the JISR_* variables, so that a gateway runs its defaults unless the caller sets one.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 _PORT = re.compile(r" on 127\.0\.0\.1:(\d+)")
 STARTUP_S = 60.0
+
+
+class StartError(RuntimeError):
+    """A server exited, or did not print its port, within STARTUP_S."""
 
 
 @dataclass
@@ -32,11 +39,15 @@ class Proc:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Signal the process and wait for it; kill it if it does not go."""
+        """Signal the process and wait for it; kill it if it does not go. Idempotent."""
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
             try:
@@ -47,17 +58,23 @@ class Proc:
         return self.popen.returncode
 
 
-def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
-    """Run `jisr ARGS` in a new process and wait for its banner."""
-    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    handle = log.open("wb")
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", *args],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        env=full_env,
-    )
-    handle.close()
+def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A child's environment: this one without JISR_* variables, then `env`."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("JISR_")}
+    return {**inherited, **(env or {}), "PYTHONUNBUFFERED": "1"}
+
+
+def jisr(*args: str) -> list[str]:
+    """The command line of `jisr ARGS` in this interpreter."""
+    return [sys.executable, "-m", "gateway.cli", *args]
+
+
+def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Proc:
+    """Run `argv` in a new process and wait for its banner."""
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, env=environment(env)
+        )
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
         match = _PORT.search(log.read_text(errors="replace"))
@@ -68,4 +85,27 @@ def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc
         time.sleep(0.05)
     popen.kill()
     popen.wait()
-    raise RuntimeError(f"jisr {' '.join(args)} did not start:\n{log.read_text(errors='replace')}")
+    raise StartError(f"{' '.join(argv)} did not start:\n{log.read_text(errors='replace')}")
+
+
+def start(args: list[str], log: Path, env: Mapping[str, str] | None = None) -> Proc:
+    """`jisr ARGS` in a new process, ready (see spawn)."""
+    return spawn(jisr(*args), log, env)
+
+
+def child_pids(pid: int, module: str) -> list[int]:
+    """Children of process `pid` running `python -m module` (e.g. a gateway's span relay)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = task.read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if module.encode() in argv:
+                found.append(int(child))
+    return found

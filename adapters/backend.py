@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from typing import NoReturn
 
 import grpc
+from opentelemetry import propagate, trace
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
 from adapters.embedded import EmbeddedAdapter
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc, records_pb2
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
-from gateway.telemetry import tracing
 
+_tracer = trace.get_tracer("jisr")
 _RECORD_FIELD: dict[type, str] = {
     records_pb2.PersonRecord: "person",
     records_pb2.MembershipRecord: "membership",
@@ -54,16 +55,20 @@ class MinistryBackendServicer(backend_pb2_grpc.MinistryBackendServicer):
         self, request: backend_pb2.FetchRecordsRequest, context: grpc.ServicerContext
     ) -> backend_pb2.FetchRecordsResponse:
         """Continues the gateway's trace: one server span per call."""
-        with tracing.server_span(
+        caller = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        with _tracer.start_as_current_span(
             "jisr.v1.MinistryBackend/FetchRecords",
-            context.invocation_metadata(),
-            {
+            context=propagate.extract(caller),
+            kind=trace.SpanKind.SERVER,
+            attributes={
                 "rpc.system": "grpc",
                 "rpc.service": "jisr.v1.MinistryBackend",
                 "rpc.method": "FetchRecords",
                 "jisr.record_kind": RecordKind.Name(request.kind),
                 "jisr.keys": len(request.keys),
             },
+            record_exception=False,  # an abort's text is not the span's
+            set_status_on_exception=False,
         ):
             return self._fetch(request, context)
 

@@ -11,15 +11,16 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import grpc
+from opentelemetry import propagate, trace
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
 from adapters.record_checks import RecordInvalid, records_by_key
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
-from gateway.telemetry import tracing
 
 BACKEND = backend_pb2.DESCRIPTOR.services_by_name["MinistryBackend"].full_name
 log = logging.getLogger("jisr.remote")
+_tracer = trace.get_tracer("jisr")
 
 
 class RemoteAdapter:
@@ -87,18 +88,22 @@ class RemoteAdapter:
             timeout = min(timeout, left)
         request = backend_pb2.FetchRecordsRequest(kind=kind, keys=keys, purpose=ctx.purpose)
         try:
-            with tracing.span(
+            with _tracer.start_as_current_span(  # the backend's server span continues it
                 f"{BACKEND}/FetchRecords",
-                kind=tracing.CLIENT,
+                kind=trace.SpanKind.CLIENT,
                 attributes={
                     "rpc.system": "grpc",
                     "rpc.service": BACKEND,
                     "rpc.method": "FetchRecords",
                     "jisr.institution": self._institution,
                 },
+                record_exception=False,  # its text is the backend's, maybe quoting data
+                set_status_on_exception=False,
             ):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
                 response: backend_pb2.FetchRecordsResponse = self._stub.FetchRecords(
-                    request, timeout=timeout, metadata=tracing.outgoing()
+                    request, timeout=timeout, metadata=tuple(carrier.items())
                 )
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

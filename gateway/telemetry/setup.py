@@ -3,17 +3,16 @@
 Spans and metrics carry institutions, methods, purposes, decisions, reasons and record ids
 — never an IDCS, a household id, a name or a score. Export follows the standard OTEL_*
 variables: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, the console
-when asked, nothing otherwise. Spans themselves are recorded by gateway.telemetry.tracing.
+when asked, nothing otherwise. Spans themselves are made by gateway.telemetry.tracing.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,83 +30,38 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import start_http_server
 
 from gateway.telemetry import tracing
-from gateway.telemetry.span_relay import RelaySink
+from gateway.telemetry.relay import RelayExporter
 
 TRACER_NAME = "jisr"
 
 
-def _otlp_endpoint(env: Mapping[str, str]) -> bool:
-    return bool(
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-
-
-class Tracing:
-    """What setup_tracing started; `shutdown` exports the last spans."""
-
-    def __init__(self, provider: TracerProvider, sinks: tuple[RelaySink, ...]) -> None:
-        self.provider = provider
-        self.sinks = sinks
-
-    def shutdown(self) -> None:
-        tracing.install(None)
-        for sink in self.sinks:
-            sink.shutdown()
-        self.provider.shutdown()
-
-
-def setup_tracing(
-    service_name: str, *, console: bool = False, exporter: SpanExporter | None = None
-) -> Tracing | None:
-    """Install the span pipeline if any export is wanted; None when tracing is off. OTLP
-    goes through the relay process (gateway.telemetry.span_relay) unless JISR_OTLP_RELAY=0."""
+def setup_tracing(service_name: str, *, console: bool = False) -> TracerProvider | None:
+    """The SDK's tracer provider, with a batch span processor per export wanted (OTLP when
+    an endpoint is set, through the relay child unless JISR_OTLP_RELAY=0; the console when
+    asked), installed for gateway.telemetry.tracing and the OTel API; None when tracing is
+    off. Its `shutdown` exports the last spans."""
     env = os.environ
+    tracing.install(None)
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        tracing.install(None)
         return None
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
-    scope = InstrumentationScope(TRACER_NAME, _version())
     exporters: list[SpanExporter] = []
-    sinks: tuple[RelaySink, ...] = ()
-    if exporter is not None:
-        exporters.append(exporter)
-    if _otlp_endpoint(env):
-        if env.get("JISR_OTLP_RELAY", "1").strip().lower() in ("0", "false", "no"):
-            exporters.append(OTLPSpanExporter())
-        else:
-            sinks = (RelaySink(resource, scope),)
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        in_process = env.get("JISR_OTLP_RELAY", "1").strip().lower() in ("0", "false", "no")
+        exporters.append(OTLPSpanExporter() if in_process else RelayExporter(service_name))
     if console:
         exporters.append(ConsoleSpanExporter())
-    if not exporters and not sinks:
-        tracing.install(None)
+    if not exporters:
         return None
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
     provider = TracerProvider(resource=resource)
-    processors = tuple(BatchSpanProcessor(each) for each in exporters)
-    for processor in processors:
-        provider.add_span_processor(processor)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    tracing.install(
-        tracing.Pipeline(
-            processors=processors,
-            sampler=provider.sampler,
-            ids=provider.id_generator,
-            resource=resource,
-            scope=scope,
-            sinks=sinks,
-        )
-    )
-    return Tracing(provider, sinks)
-
-
-def _version() -> str | None:
-    try:
-        return importlib.metadata.version("jisr")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    tracing.install(provider)
+    return provider
 
 
 def setup_metrics(listen: str | None, service_name: str) -> None:
@@ -123,8 +77,8 @@ def setup_metrics(listen: str | None, service_name: str) -> None:
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     if readers:
         resource = Resource.create({"service.name": service_name})
-        # Exemplars come from the OTel API's current span, which gateway.telemetry.tracing does not
-        # set: the default trace-based filter would only cost ~2 µs per measurement.
+        # Exemplars (the current span's ids next to a measurement) cost ~2 µs per
+        # measurement: off unless asked for.
         exemplars = (
             None if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER") else AlwaysOffExemplarFilter()
         )

@@ -3,7 +3,9 @@ receiver from a real gateway and a real ministry backend, each in its own proces
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import time
 import urllib.request
@@ -17,13 +19,18 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.sdk.client import Credentials, JisrClient, JisrError
+from gateway.telemetry import relay
 from tests.support import identities, otlp, processes, registry_rows
 
 SERVER = "jisr.v1.RegistryExchange/VerifyEligibility"
+FETCH = "jisr.v1.MinistryBackend/FetchRecords"
+RELAY = "gateway.telemetry.relay"
 
 
 @dataclass
@@ -40,6 +47,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _argv(command: str, registry_dir: Path, pki_dir: Path) -> list[str]:
+    where = ["--data-dir", str(registry_dir), "--pki-dir", str(pki_dir)]
+    return [*command.split(), "--listen", "127.0.0.1:0", *where]
+
+
 @pytest.fixture(scope="module")
 def traced(
     registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -54,34 +66,13 @@ def traced(
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
     }
     backend = processes.start(
-        [
-            "backend",
-            "serve",
-            "--institutions",
-            "CNSS",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(registry_dir),
-            "--pki-dir",
-            str(pki_dir),
-        ],
+        _argv("backend serve --institutions CNSS", registry_dir, pki_dir),
         folder / "backend.log",
         env=env,
     )
     port = _free_port()
     gateway = processes.start(
-        [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(registry_dir),
-            "--pki-dir",
-            str(pki_dir),
-            "--metrics-listen",
-            f"127.0.0.1:{port}",
-        ],
+        [*_argv("serve", registry_dir, pki_dir), "--metrics-listen", f"127.0.0.1:{port}"],
         folder / "gateway.log",
         env={**env, "JISR_REMOTE_CNSS": backend.target, "JISR_STATE_DIR": str(folder / "state")},
     )
@@ -130,22 +121,17 @@ def test_one_trace_runs_from_the_partner_through_the_gateway_into_the_backend(
         return bool(spans_of("jisr-ministry-backend")) and SERVER in names
 
     assert traced.receiver.wait_for(arrived)
-    gateway_spans = spans_of("jisr-gateway")
-    server = next(
-        s for s in gateway_spans if s.name == "jisr.v1.RegistryExchange/VerifyEligibility"
-    )
+    # At the edges only: the call served, and one client span per remote fetch.
+    server, client_span = sorted(spans_of("jisr-gateway"), key=lambda s: s.kind)
+    assert (server.name, client_span.name) == (SERVER, FETCH)
     assert int.from_bytes(server.parent_span_id, "big") == parent.span_id
-    client_span = next(s for s in gateway_spans if s.name == "jisr.v1.MinistryBackend/FetchRecords")
-    backend_span = spans_of("jisr-ministry-backend")[0]
+    assert client_span.parent_span_id == server.span_id
+    (backend_span,) = spans_of("jisr-ministry-backend")
     assert backend_span.parent_span_id == client_span.span_id
-    names = {s.name for s in gateway_spans}
-    assert {
-        "jisr.authenticate",
-        "jisr.authorize",
-        "jisr.adapter",
-        "jisr.receipt",
-        "jisr.audit",
-    } <= names
+    # The steps inside the call are one attribute of its span, "name 123us ...; ...".
+    (steps,) = [a.value.string_value for a in server.attributes if a.key == "jisr.steps"]
+    names = {step.split(" ", 1)[0] for step in steps.split("; ")}
+    assert {"authenticate", "authorize", "adapter", "receipt", "audit"} <= names
     assert answer.receipt["trace"] == format(trace_id, "032x")
 
 
@@ -208,7 +194,8 @@ def test_no_subject_identifier_appears_in_any_span(
     time.sleep(1.0)  # the last batches of the span processors
     # The sweep proves nothing unless the spans of these very calls arrived.
     assert swept() == methods
-    assert len(traced.receiver.spans) - before >= 60
+    assert "jisr.batch" in {span.name for _, span in list(traced.receiver.spans)[before:]}
+    assert len(traced.receiver.spans) - before >= 16
     secrets_ = {*hids, *idcs, unknown}
     leaks = []
     for service, span in list(traced.receiver.spans):
@@ -236,3 +223,116 @@ def test_metrics_reach_otlp_and_prometheus(
         text = response.read().decode()
     assert "jisr_exchange_requests" in text
     assert hid not in text
+
+
+def _gateway(
+    registry_dir: Path, pki_dir: Path, folder: Path, endpoint: str, *, delay_ms: int, via: str = "1"
+) -> processes.Proc:
+    (folder / "state").mkdir()
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": str(delay_ms),
+        "JISR_STATE_DIR": str(folder / "state"),
+        "JISR_OTLP_RELAY": via,
+    }
+    return processes.start(_argv("serve", registry_dir, pki_dir), folder / "gateway.log", env=env)
+
+
+def _gone(pid: int, seconds: float = 30.0) -> bool:
+    """Process `pid` has exited (gone, or a zombie not reaped yet)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _verify(gateway: processes.Proc, pki_dir: Path, registry_dir: Path) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
+        assert client.verify("ASD_ELIGIBILITY", hid, "ASD").receipt["trace"]
+
+
+def test_calls_succeed_while_the_collector_is_down_and_spans_flow_once_it_is_back(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    port = _free_port()  # where a collector was: nothing listens there now
+    gateway = _gateway(registry_dir, pki_dir, tmp_path, f"http://127.0.0.1:{port}", delay_ms=100)
+    try:
+        for _ in range(3):
+            _verify(gateway, pki_dir, registry_dir)
+            time.sleep(0.2)  # an export of the spans before has been tried, and failed
+        back = otlp.Receiver(port)
+        try:
+            _verify(gateway, pki_dir, registry_dir)
+            assert back.wait_for(lambda: any(s.name == SERVER for _, s in back.spans))
+        finally:
+            back.stop()
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize("via", ["1", "0"], ids=["relay", "in-process"])
+def test_a_gateway_stopped_by_sigterm_exports_its_last_spans(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path, via: str
+) -> None:
+    receiver = otlp.Receiver()
+    try:
+        # Spans wait a minute in the gateway's batch: only the stop can send them.
+        gateway = _gateway(
+            registry_dir, pki_dir, tmp_path, receiver.endpoint, delay_ms=60_000, via=via
+        )
+        try:
+            children = processes.child_pids(gateway.popen.pid, RELAY)
+            assert len(children) == int(via)
+            _verify(gateway, pki_dir, registry_dir)
+            assert receiver.spans == []
+        finally:
+            assert gateway.stop() == 0
+        assert [span.name for _, span in receiver.spans] == [SERVER]
+        assert all(_gone(child) for child in children)
+    finally:
+        receiver.stop()
+
+
+def test_the_relay_ends_when_its_gateway_is_killed(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    gateway = _gateway(
+        registry_dir, pki_dir, tmp_path, f"http://127.0.0.1:{_free_port()}", delay_ms=100
+    )
+    try:
+        (child,) = processes.child_pids(gateway.popen.pid, RELAY)
+    finally:
+        gateway.stop(signal.SIGKILL)
+    assert _gone(child)
+
+
+def test_a_dead_relay_is_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = otlp.Receiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setattr(relay, "RESTART_S", 0.0)
+    exporter = relay.RelayExporter("jisr-gateway-casa")
+    try:
+        deadline = time.monotonic() + 10  # until the child runs the relay's module
+        while (
+            not (found := processes.child_pids(os.getpid(), RELAY)) and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        (first,) = found
+        os.kill(first, signal.SIGKILL)
+        assert _gone(first)
+        span = ReadableSpan("after the restart", SpanContext(1, 2, False), start_time=1, end_time=2)
+        assert exporter.export([span]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+        receiver.stop()
+    assert [(service, s.name) for service, s in receiver.spans] == [
+        ("jisr-gateway-casa", "after the restart")
+    ]

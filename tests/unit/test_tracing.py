@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
+import marshal
+import re
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    DEFAULT_ON,
-    Decision,
-    ParentBased,
-    Sampler,
-    StaticSampler,
-)
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
-from gateway.telemetry import tracing
+from gateway.telemetry import relay, tracing
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 CALLER_SPAN = 0xB7AD6B7169203331
@@ -33,27 +25,21 @@ TRACEPARENT = f"00-{TRACE_ID:032x}-{CALLER_SPAN:016x}-01"
 METHOD = "jisr.v1.RegistryExchange/VerifyEligibility"
 
 
+def _install(sampler: Sampler) -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "jisr-test"}), sampler=sampler
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    return exporter
+
+
 @pytest.fixture
 def exported() -> Iterator[InMemorySpanExporter]:
     """Spans go to memory through the SDK's simple processor; parent-based always-on."""
-    exporter = InMemorySpanExporter()
-    tracing.install(_pipeline(exporter, ParentBased(ALWAYS_ON)))
-    yield exporter
+    yield _install(ParentBased(ALWAYS_ON))
     tracing.install(None)
-
-
-def _pipeline(exporter: InMemorySpanExporter, sampler: Sampler) -> tracing.Pipeline:
-    return tracing.Pipeline(
-        processors=(SimpleSpanProcessor(exporter),),
-        sampler=sampler,
-        ids=RandomIdGenerator(),
-        resource=Resource.create({"service.name": "jisr-test"}),
-        scope=InstrumentationScope("jisr", "0"),
-    )
-
-
-def _by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
-    return {span.name: span for span in exporter.get_finished_spans()}
 
 
 def _ctx(span: ReadableSpan) -> SpanContext:
@@ -80,8 +66,11 @@ def test_a_server_span_continues_the_callers_traceparent(
     assert server.instrumentation_scope.name == "jisr"
 
 
-def test_without_a_traceparent_a_new_trace_starts(exported: InMemorySpanExporter) -> None:
-    with tracing.server_span(METHOD, [("x-jisr-signature", "token")]):
+@pytest.mark.parametrize("metadata", [[], [("traceparent", "00-not-a-trace-context-01")]])
+def test_without_a_valid_traceparent_a_new_trace_starts(
+    exported: InMemorySpanExporter, metadata: list[tuple[str, str]]
+) -> None:
+    with tracing.server_span(METHOD, [("x-jisr-signature", "token"), *metadata]):
         pass
     (server,) = exported.get_finished_spans()
     assert server.parent is None
@@ -89,39 +78,51 @@ def test_without_a_traceparent_a_new_trace_starts(exported: InMemorySpanExporter
     assert _ctx(server).trace_flags.sampled
 
 
-def test_children_nest_under_the_span_open_when_they_start(
-    exported: InMemorySpanExporter,
-) -> None:
+def test_steps_are_attributes_of_the_span_they_run_in(exported: InMemorySpanExporter) -> None:
     with tracing.server_span(METHOD, []):
         with tracing.span("jisr.authenticate"):
             pass
-        with tracing.span("jisr.consent"), tracing.span("jisr.adapter", {"jisr.keys": 4}):
+        for institution, keys in (("RSU", 1), ("CNSS", 4)):
+            with tracing.span("jisr.adapter", {"jisr.institution": institution, "jisr.keys": keys}):
+                pass
+        with tracing.span("jisr.audit") as audit:
+            audit.set_attribute("jisr.audit_id", "gw-1:42")
+    (server,) = exported.get_finished_spans()
+    steps = str(dict(server.attributes or {})["jisr.steps"]).split("; ")
+    pattern = (
+        r"authenticate \d+us",
+        r"adapter \d+us institution=RSU keys=1",
+        r"adapter \d+us institution=CNSS keys=4",
+        r"audit \d+us audit_id=gw-1:42",
+    )
+    assert len(steps) == len(pattern)
+    for step, expected in zip(steps, pattern, strict=True):
+        assert re.fullmatch(expected, step), step
+
+
+def test_a_batch_and_a_client_call_are_spans_of_their_own(
+    exported: InMemorySpanExporter,
+) -> None:
+    with tracing.server_span(METHOD, []), tracing.span("jisr.batch", {"jisr.batch_index": 0}):
+        with tracing.span("jisr.adapter", {"jisr.keys": 3}):
             pass
-    spans = _by_name(exported)
-    server = _ctx(spans[METHOD])
-    for name in ("jisr.authenticate", "jisr.consent"):
-        parent = spans[name].parent
-        assert parent is not None
-        assert parent.span_id == server.span_id
-        assert not parent.is_remote
-    adapter_parent = spans["jisr.adapter"].parent
-    assert adapter_parent is not None
-    assert adapter_parent.span_id == _ctx(spans["jisr.consent"]).span_id
-    assert {_ctx(s).trace_id for s in spans.values()} == {server.trace_id}
-    assert len({_ctx(s).span_id for s in spans.values()}) == 4
-    assert dict(spans["jisr.adapter"].attributes or {}) == {"jisr.keys": 4}
-
-
-def test_spans_are_timed_and_end_in_order(exported: InMemorySpanExporter) -> None:
-    with tracing.server_span(METHOD, []), tracing.span("jisr.receipt"):
-        pass
-    child, server = exported.get_finished_spans()
-    assert child.name == "jisr.receipt"
+        with tracing.span("FetchRecords", kind=tracing.CLIENT):
+            pass
+    client, batch, server = exported.get_finished_spans()
+    assert (client.kind, batch.kind) == (SpanKind.CLIENT, SpanKind.INTERNAL)
+    assert client.parent is not None
+    assert client.parent.span_id == _ctx(batch).span_id
+    assert batch.parent is not None
+    assert batch.parent.span_id == _ctx(server).span_id
+    assert not batch.parent.is_remote
+    assert {_ctx(s).trace_id for s in (client, batch, server)} == {_ctx(server).trace_id}
+    assert re.fullmatch(r"adapter \d+us keys=3", str(dict(batch.attributes or {})["jisr.steps"]))
+    assert "jisr.steps" not in dict(server.attributes or {})
     assert server.start_time is not None
-    assert child.start_time is not None
-    assert child.end_time is not None
+    assert batch.start_time is not None
+    assert batch.end_time is not None
     assert server.end_time is not None
-    assert server.start_time <= child.start_time <= child.end_time <= server.end_time
+    assert server.start_time <= batch.start_time <= batch.end_time <= server.end_time
 
 
 def test_a_failed_span_carries_the_stable_reason_only(exported: InMemorySpanExporter) -> None:
@@ -138,12 +139,16 @@ def test_an_exception_is_never_recorded(exported: InMemorySpanExporter) -> None:
     with (
         pytest.raises(ValueError, match="IDCS"),
         tracing.server_span(METHOD, []),
+        tracing.span("jisr.batch"),
         tracing.span("jisr.adapter"),
     ):
         raise ValueError("quotes the IDCS AB123456")
-    for span in exported.get_finished_spans():
+    spans = exported.get_finished_spans()
+    assert len(spans) == 2
+    for span in spans:
         assert not span.events
         assert span.status.status_code is StatusCode.UNSET
+        assert "AB123456" not in repr(dict(span.attributes or {}))
 
 
 def test_the_trace_id_and_outgoing_context_are_the_current_spans(
@@ -173,11 +178,10 @@ def test_an_unsampled_caller_gets_no_spans_but_its_context_is_passed_on(
 
 
 def test_a_sampler_that_says_no_records_nothing() -> None:
-    exporter = InMemorySpanExporter()
-    tracing.install(_pipeline(exporter, ALWAYS_OFF))
+    exporter = _install(ALWAYS_OFF)
     try:
-        with tracing.server_span(METHOD, []), tracing.span("jisr.audit"):
-            pass
+        with tracing.server_span(METHOD, []), tracing.span("jisr.batch"):
+            assert tracing.trace_id() != ""
     finally:
         tracing.install(None)
     assert exporter.get_finished_spans() == ()
@@ -187,16 +191,11 @@ def test_with_tracing_off_the_callers_context_still_flows_through() -> None:
     tracing.install(None)
     with tracing.server_span(METHOD, [("traceparent", TRACEPARENT)]):
         assert not tracing.span("jisr.adapter").recording
+        assert not tracing.span("FetchRecords", kind=tracing.CLIENT).recording
         assert tracing.trace_id() == f"{TRACE_ID:032x}"
         sent = dict(tracing.outgoing())
     assert sent["traceparent"] == TRACEPARENT
-
-
-def test_a_malformed_traceparent_starts_a_new_trace(exported: InMemorySpanExporter) -> None:
-    with tracing.server_span(METHOD, [("traceparent", "00-not-a-trace-context-01")]):
-        pass
-    (server,) = exported.get_finished_spans()
-    assert server.parent is None
+    assert tracing.trace_id() == ""
 
 
 def test_outside_an_rpc_the_partners_own_span_is_sent_on() -> None:
@@ -204,77 +203,40 @@ def test_outside_an_rpc_the_partners_own_span_is_sent_on() -> None:
     token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(partner)))
     try:
         assert dict(tracing.outgoing())["traceparent"] == TRACEPARENT
+        assert tracing.current() is tracing.NO_SPAN
     finally:
         otel_context.detach(token)
 
 
-def _what_a_call_makes(sampler: Sampler, metadata: list[tuple[str, str]]) -> tuple[object, ...]:
-    """What a sampler's decision shows: spans recorded, and the context sent on."""
-    exporter = InMemorySpanExporter()
-    tracing.install(_pipeline(exporter, sampler))
-    try:
-        with tracing.server_span(METHOD, metadata):
-            sent = dict(tracing.outgoing())
-            trace_id = tracing.trace_id()
-    finally:
-        tracing.install(None)
-    caller_trace = bool(metadata) and trace_id == f"{TRACE_ID:032x}"
-    flags = sent["traceparent"][-2:]
-    return len(exporter.get_finished_spans()), caller_trace, flags, sent.get("tracestate")
-
-
-@pytest.mark.parametrize(
-    ("default", "asked"),
-    [
-        (DEFAULT_ON, ParentBased(ALWAYS_ON)),  # an equal sampler the SDK is asked about
-        (ALWAYS_ON, StaticSampler(Decision.RECORD_AND_SAMPLE)),
-    ],
-    ids=["parentbased_always_on", "always_on"],
-)
-@pytest.mark.parametrize(
-    "metadata",
-    [
-        [],
-        [("traceparent", TRACEPARENT), ("tracestate", "cnss=1")],
-        [("traceparent", TRACEPARENT[:-2] + "00"), ("tracestate", "cnss=1")],
-    ],
-    ids=["no caller context", "sampled caller", "unsampled caller"],
-)
-def test_the_default_samplers_decide_as_the_sdk_does(
-    default: Sampler, asked: Sampler, metadata: list[tuple[str, str]]
+def test_a_server_span_never_follows_the_serving_threads_own_otel_context(
+    exported: InMemorySpanExporter,
 ) -> None:
-    assert _what_a_call_makes(default, metadata) == _what_a_call_makes(asked, metadata)
-
-
-def test_a_server_span_never_follows_the_serving_threads_own_otel_context() -> None:
     unsampled = SpanContext(TRACE_ID, CALLER_SPAN, is_remote=False, trace_flags=TraceFlags(0))
     token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
     try:
-        asked = _what_a_call_makes(ParentBased(ALWAYS_ON), [])
-        default = _what_a_call_makes(DEFAULT_ON, [])
+        with tracing.server_span(METHOD, []):
+            pass
     finally:
         otel_context.detach(token)
-    assert asked == default
-    assert asked[0] == 1  # recorded, as a new trace, not dropped with the ambient one
+    (server,) = exported.get_finished_spans()  # recorded, as a new trace
+    assert server.parent is None
+    assert _ctx(server).trace_id != TRACE_ID
 
 
-def test_spans_recorded_but_not_sampled_are_not_handed_to_the_sinks() -> None:
-    queued: list[tracing.Span] = []
-
-    class Sink:
-        def put(self, span: tracing.Span) -> None:
-            queued.append(span)
-
-    exporter = InMemorySpanExporter()
-    tracing.install(
-        dataclasses.replace(
-            _pipeline(exporter, StaticSampler(Decision.RECORD_ONLY)), sinks=(Sink(),)
-        )
+def test_the_relay_carries_every_part_of_a_span_to_the_same_otlp(
+    exported: InMemorySpanExporter,
+) -> None:
+    caller = [("traceparent", TRACEPARENT), ("tracestate", "cnss=1")]
+    with tracing.server_span(METHOD, caller, {"rpc.system": "grpc"}) as server:
+        assert isinstance(server, tracing.Span)
+        for key, value in (("n", 2**40), ("x", -0.0), ("ok", True), ("names", ["a", "b"])):
+            server.set_attribute(f"jisr.{key}", value)
+        server.otel.add_event("jisr.event", {"jisr.keys": 4})
+        with tracing.span("jisr.batch"), tracing.span("jisr.adapter"):
+            pass
+        server.fail("CONSENT_MISSING")
+    spans = exported.get_finished_spans()
+    carried = [marshal.loads(marshal.dumps(relay.flat(span))) for span in spans]
+    assert encode_spans([relay.unflat(v, spans[0].resource) for v in carried]) == encode_spans(
+        spans
     )
-    try:
-        with tracing.server_span(METHOD, []) as server, tracing.span("jisr.audit"):
-            assert server.recording
-    finally:
-        tracing.install(None)
-    assert queued == []
-    assert exporter.get_finished_spans() == ()  # the SDK's processors export sampled only

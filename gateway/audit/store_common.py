@@ -106,6 +106,9 @@ class Query:
     until_us: int = 0
     trace_id: str = ""
     nodes: frozenset[str] | None = None  # None: every node; empty: nothing
+    # A refusal's reason: records with it as their reason, or among a batch part's
+    # comma-separated item reasons.
+    reason: str = ""
 
 
 class AuditTrailMissingError(LookupError):
@@ -372,6 +375,10 @@ def query_sql(
             params.append(value)
     if q.trace_id:  # lets the planner use the partial index (trace_id <> '')
         where.append("r.trace_id <> ''")
+    if q.reason:
+        where.append("(r.reason = ? OR ',' || r.reason || ',' LIKE ? ESCAPE '!')")
+        literal = q.reason.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        params.extend((q.reason, f"%,{literal},%"))
     if q.since_us:
         where.append("r.at_us >= ?")
         params.append(q.since_us)

@@ -89,6 +89,8 @@ class Reason(StrEnum):
     UNKNOWN_PURPOSE = "UNKNOWN_PURPOSE"
     CONSENT_STORE_UNAVAILABLE = "CONSENT_STORE_UNAVAILABLE"
     INVALID_PAGE = "INVALID_PAGE"
+    # An audit query's reason filter that is no reason of this table (INVALID_ARGUMENT).
+    INVALID_REASON = "INVALID_REASON"
     # The access could not be recorded durably (UNAVAILABLE): fail closed.
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
     # Audit trail queries.

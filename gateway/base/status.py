@@ -53,6 +53,7 @@ _ARGUMENT = (
     Reason.UNKNOWN_GRANTEE,
     Reason.UNKNOWN_PURPOSE,
     Reason.INVALID_PAGE,
+    Reason.INVALID_REASON,
 )
 _CONSENT = (
     Reason.CONSENT_MISSING,

@@ -32,6 +32,7 @@ from gateway.audit.store import (
     AuditTrailMissingError,
     open_audit_store,
 )
+from gateway.cli import trail
 from gateway.config import Config
 from gateway.config import load as load_config
 from gateway.security import pki
@@ -52,10 +53,14 @@ _EXIT_STATUS = """exit status:
   1  ALTERED: integrity findings, each printed with the record or file at fault
   2  nothing verified: no trail or bundle at the path, an unreadable store, bundle,
      --jwks or PKI file, or bad arguments"""
-_AUDIT_STATUS = """exit status:
-  0  VALID (verify), or done (export, prune)
-  1  ALTERED: verify found integrity findings
-  2  nothing checked, written or deleted: see each action's --help"""
+DEFAULT_PKI = Path("var/pki")
+_AUDIT_STATUS = """verify, export and prune open the store on the gateway's machine; query and
+report ask a running gateway with an institution's credentials.
+
+exit status:
+  0  VALID (verify), or done (export, prune, query, report)
+  1  ALTERED: verify found integrity findings; or the gateway refused (query, report)
+  2  nothing checked, written, deleted or asked: see each action's --help"""
 _EXPORT_STATUS = """exit status:
   0  the bundle was written
   2  nothing written: a bad date or range, --out exists, no trail, an unreadable store"""
@@ -74,8 +79,9 @@ class _RefusedError(Exception):
 def add_parser(sub: Any) -> None:
     audit = sub.add_parser(
         "audit",
-        help="verify, export and prune the audit trail",
-        description="A DPO's tools over the audit trail: the live store or an exported bundle.",
+        help="verify, export, prune, query the audit trail; a citizen's access report",
+        description="A DPO's tools over the audit trail: the live store, an exported bundle,"
+        " or a running gateway's AuditTrail service.",
         epilog=_AUDIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -84,12 +90,17 @@ def add_parser(sub: Any) -> None:
         "--data-dir", type=Path, metavar="DIR", help="where audit.sqlite lives (default var)"
     )
     audit.add_argument(
-        "--pki-dir", type=Path, metavar="DIR", help="for the gateway's keys (default var/pki)"
+        "--pki-dir",
+        type=Path,
+        metavar="DIR",
+        help="the gateway's keys, or the caller's credentials for query and report"
+        " (default var/pki)",
     )
     actions = audit.add_subparsers(dest="action", required=True)
     _verify_parser(actions)
     _export_parser(actions)
     _prune_parser(actions)
+    trail.add_parsers(actions)
     audit.set_defaults(run=run)
 
 
@@ -212,6 +223,8 @@ def _report(report: chain.Report, seconds: float, source: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the action; anything that stops it before an answer is one line and exit 2."""
+    if getattr(args, "remote", None) is not None:
+        return trail.run(args, args.pki_dir or DEFAULT_PKI)
     try:
         return _run(args)
     except _RefusedError as exc:

@@ -72,6 +72,15 @@ class Answer(Generic[M]):
 
 
 @dataclass(frozen=True)
+class Streamed(Generic[M]):
+    """A server stream's messages with the verified receipt that covers them all."""
+
+    messages: tuple[M, ...]
+    receipt: dict[str, Any]
+    receipt_token: str = ""
+
+
+@dataclass(frozen=True)
 class Receipt:
     """A verified receipt that answers no single message: a batch stream's closing one."""
 
@@ -229,6 +238,37 @@ class JisrClient:
         mask = getattr(message, "withheld", None)
         withheld = tuple(mask.paths) if mask is not None else ()
         return Answer(message, claims, withheld, _receipt_token(trailers))
+
+    def stream(
+        self,
+        name: str,
+        request: Message,
+        response_type: type[M],
+        purpose: str,
+        service: str,
+    ) -> Streamed[M]:
+        """Sign `request`, call the server-streaming method `name`, and return its messages
+        once the stream's receipt is verified to cover them all (so nothing of an answer
+        is used before the gateway has signed for it)."""
+        method = method_path(service, name)
+        body = request.SerializeToString()
+        jti = secrets.token_urlsafe(18)
+        token = self.credentials.signer.request_token(method, purpose, body, jti=jti)
+        call = self._channel.unary_stream(method)(
+            body,
+            timeout=self.timeout,
+            metadata=((SIGNATURE_METADATA, token), *propagation.outgoing()),
+        )
+        raws: list[bytes] = []
+        try:
+            raws.extend(call)
+        except grpc.RpcError as exc:
+            raise error_from(exc, self.credentials.gateway_jwks) from None
+        trailers = call.trailing_metadata()
+        sh = _chain([body_hash(raw) for raw in raws])
+        claims = self._checked(trailers, jti, body_hash(body), sh)
+        messages = tuple(response_type.FromString(raw) for raw in raws)
+        return Streamed(messages, claims, _receipt_token(trailers))
 
     def _checked(
         self, trailers: Sequence[tuple[str, str | bytes]] | None, jti: str, rh: str, sh: str

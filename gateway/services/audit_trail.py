@@ -101,6 +101,13 @@ def _messages(records: list[apb.AccessRecord], token: str) -> Iterator[apb.Query
     yield apb.QueryAccessResponse(records=chunk, next_page_token=token)
 
 
+def _reason(value: str) -> str:
+    """A reason filter: one of the documented reasons (docs/errors.md), or none."""
+    if value and value not in Reason.__members__:
+        raise invalid(Reason.INVALID_REASON, "reason is not one of docs/errors.md's", "reason")
+    return value
+
+
 def _denied(message: str) -> ExchangeError:
     return ExchangeError(Reason.NOT_AN_AUDITOR, message)
 
@@ -154,6 +161,7 @@ class AuditTrailService:
             since_us=_us(request.since, request.HasField("since"), "since"),
             until_us=_us(request.until, request.HasField("until"), "until"),
             trace_id=request.trace_id,
+            reason=_reason(request.reason),
         )
         if query.until_us and query.since_us >= query.until_us:
             raise invalid(Reason.INVALID_DATE, "since must be before until", "since")

@@ -120,6 +120,7 @@ class QueryAccessRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     MAX_PAGES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """Purpose of this query, e.g. "DATA_PROTECTION_AUDIT"."""
     requester: _builtins.str
@@ -133,6 +134,10 @@ class QueryAccessRequest(_message.Message):
     page_token: _builtins.str
     max_pages: _builtins.int
     """Messages to stream before stopping (next_page_token resumes); 10 when unset."""
+    reason: _builtins.str
+    """A refusal's reason (an ErrorInfo reason, e.g. "PURPOSE_NOT_ALLOWED"): records whose
+    reason is it, batch parts whose items failed with it among others included.
+    """
     @_builtins.property
     def subject(self) -> _registry_pb2.Subject:
         """A person or household: hashed by the gateway with its audit key."""
@@ -156,10 +161,11 @@ class QueryAccessRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         max_pages: _builtins.int = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "subject", b"subject", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_purpose", b"access_purpose", "decision", b"decision", "max_pages", b"max_pages", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "requester", b"requester", "since", b"since", "subject", b"subject", "trace_id", b"trace_id", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_purpose", b"access_purpose", "decision", b"decision", "max_pages", b"max_pages", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "reason", b"reason", "requester", b"requester", "since", b"since", "subject", b"subject", "trace_id", b"trace_id", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,12 +4,13 @@ The SDK's batch span processor hands each batch to `RelayExporter.export` (the S
 public SpanExporter interface), which writes the spans as plain values, read through
 ReadableSpan's public properties, to a pipe: one `marshal` frame per batch, ~5 µs a span.
 The child, `python -m gateway.telemetry.relay`, at nice 10, rebuilds each span with
-ReadableSpan's public constructor and exports it with the SDK's OTLP exporter, configured
-by the usual OTEL_EXPORTER_OTLP_* variables. Why: the SDK's OTLP encoding is pure Python,
-~30 µs a span, and in the gateway's process it holds the GIL that serves the exchanges
-(docs/performance-tracing.md). Public API only, on both sides; JISR_OTLP_RELAY=0 exports
-in-process instead. tests/unit/test_tracing.py holds the OTLP a span becomes through the
-relay to the SDK's own, and fails if ReadableSpan's public constructor drifts.
+ReadableSpan's public constructor, with the gateway's resource (sent first), and exports
+it with the SDK's OTLP exporter, configured by the usual OTEL_EXPORTER_OTLP_* variables.
+Why: the SDK's OTLP encoding is pure Python, ~30 µs a span, and in the gateway's process
+it holds the GIL that serves the exchanges (docs/performance-tracing.md). Public API only,
+on both sides; JISR_OTLP_RELAY=0 exports in-process instead. tests/unit/test_tracing.py
+holds the OTLP a span becomes through the relay to the SDK's own, and fails if
+ReadableSpan's public constructor drifts. Links are not carried (the gateway makes none).
 
 A child that died is started again at the next batch, at most every RESTART_S; the batches
 in between are dropped (the processor logs a failed export). It reads until its pipe
@@ -25,8 +26,8 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, Final
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -90,17 +91,24 @@ def unflat(values: Sequence[Any], resource: Resource) -> ReadableSpan:
 class RelayExporter(SpanExporter):
     """Ships each batch to the child process that exports it."""
 
-    def __init__(self, service_name: str) -> None:
-        self._argv = [sys.executable, "-m", __name__, service_name]
+    def __init__(self, resource: Resource) -> None:
+        self._head = _frame((dict(resource.attributes), resource.schema_url))
         self._started = time.monotonic()
         self._child: subprocess.Popen[bytes] | None = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        """A child, given the spans' resource (the gateway's) as its first frame."""
         self._started = time.monotonic()
-        return subprocess.Popen(self._argv, stdin=subprocess.PIPE, start_new_session=True)
+        argv = [sys.executable, "-m", __name__]
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
+        with contextlib.suppress(OSError):
+            assert child.stdin is not None
+            child.stdin.write(self._head)
+            child.stdin.flush()
+        return child
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        frame = marshal.dumps([flat(span) for span in spans])
+        frame = _frame([flat(span) for span in spans])
         child = self._child
         if child is None:
             return SpanExportResult.FAILURE  # shut down
@@ -110,7 +118,7 @@ class RelayExporter(SpanExporter):
             child = self._child = self._start()
         try:
             assert child.stdin is not None
-            child.stdin.write(_LENGTH.pack(len(frame)) + frame)
+            child.stdin.write(frame)
             child.stdin.flush()
         except OSError:
             return SpanExportResult.FAILURE
@@ -131,18 +139,29 @@ class RelayExporter(SpanExporter):
             child.wait()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The child: read frames from stdin until it closes, exporting each over OTLP."""
-    (service_name,) = sys.argv[1:] if argv is None else argv
-    os.nice(10)
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    exporter = OTLPSpanExporter()
-    pipe = sys.stdin.buffer
+def _frame(payload: Any) -> bytes:
+    data = marshal.dumps(payload)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _frames(pipe: IO[bytes]) -> Iterator[Any]:
+    """Frames until the pipe closes (a truncated last one, the gateway killed, dropped)."""
     while len(head := pipe.read(_LENGTH.size)) == _LENGTH.size:
         size = _LENGTH.unpack(head)[0]
-        if len(frame := pipe.read(size)) < size:
-            break  # the gateway died mid-frame
-        exporter.export([unflat(values, resource) for values in marshal.loads(frame)])
+        if len(data := pipe.read(size)) < size:
+            return
+        yield marshal.loads(data)
+
+
+def main() -> int:
+    """The child: the resource, then batches of spans, each exported over OTLP."""
+    os.nice(10)
+    frames = _frames(sys.stdin.buffer)
+    attributes, schema_url = next(frames, ({}, None))
+    resource = Resource(attributes, schema_url)
+    exporter = OTLPSpanExporter()
+    for batch in frames:
+        exporter.export([unflat(values, resource) for values in batch])
     exporter.shutdown()
     return 0
 

@@ -47,15 +47,15 @@ def setup_tracing(service_name: str, *, console: bool = False) -> TracerProvider
     tracing.install(None)
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
     exporters: list[SpanExporter] = []
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         in_process = env.get("JISR_OTLP_RELAY", "1").strip().lower() in ("0", "false", "no")
-        exporters.append(OTLPSpanExporter() if in_process else RelayExporter(service_name))
+        exporters.append(OTLPSpanExporter() if in_process else RelayExporter(resource))
     if console:
         exporters.append(ConsoleSpanExporter())
     if not exporters:
         return None
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
     provider = TracerProvider(resource=resource)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -19,6 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -318,7 +319,7 @@ def test_a_dead_relay_is_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     monkeypatch.setattr(relay, "RESTART_S", 0.0)
-    exporter = relay.RelayExporter("jisr-gateway-casa")
+    exporter = relay.RelayExporter(Resource({"service.name": "jisr-gateway-casa"}))
     try:
         deadline = time.monotonic() + 10  # until the child runs the relay's module
         while (

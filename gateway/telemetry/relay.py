@@ -43,8 +43,10 @@ _LENGTH: Final = struct.Struct(">I")
 
 def flat(span: ReadableSpan) -> tuple[Any, ...]:
     """A span as plain values (what marshal carries), through public properties only."""
-    ctx, parent = span.get_span_context(), span.parent
+    ctx, parent, status = span.get_span_context(), span.parent, span.status
     assert ctx is not None
+    scope = span.instrumentation_scope
+    events = span.events
     return (
         span.name,
         ctx.trace_id,
@@ -53,14 +55,17 @@ def flat(span: ReadableSpan) -> tuple[Any, ...]:
         ctx.trace_state.to_header() if ctx.trace_state else "",
         (parent.span_id, parent.is_remote) if parent else None,
         span.kind.value,
-        span.status.status_code.value,
-        span.status.description,
+        status.status_code.value,
+        status.description,
         span.start_time,
         span.end_time,
         dict(span.attributes or {}),
-        [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events],
-        span.instrumentation_scope.name if span.instrumentation_scope else "",
+        [(e.name, e.timestamp, dict(e.attributes or {})) for e in events] if events else [],
+        scope.name if scope else "",
     )
+
+
+_SCOPES: dict[str, InstrumentationScope] = {}
 
 
 def unflat(values: Sequence[Any], resource: Resource) -> ReadableSpan:
@@ -69,6 +74,8 @@ def unflat(values: Sequence[Any], resource: Resource) -> ReadableSpan:
     start, end, attributes, events, scope = values[9:]
     trace_state = TraceState.from_header([state]) if state else None
     context = SpanContext(trace_id, span_id, False, TraceFlags(flags), trace_state)
+    if (instrumentation := _SCOPES.get(scope)) is None:
+        instrumentation = _SCOPES[scope] = InstrumentationScope(scope)
     return ReadableSpan(
         name,
         context=context,
@@ -84,7 +91,7 @@ def unflat(values: Sequence[Any], resource: Resource) -> ReadableSpan:
         status=Status(StatusCode(code), message),
         start_time=start,
         end_time=end,
-        instrumentation_scope=InstrumentationScope(scope),
+        instrumentation_scope=instrumentation,
     )
 
 

@@ -66,17 +66,26 @@ class Span:
     """An SDK span, current (for the OTel API too) while its `with` block runs. Its
     attributes are set when it ends, with the steps run inside it: one call to the SDK."""
 
-    __slots__ = ("_frame_token", "_token", "attributes", "otel", "recording", "steps")
+    __slots__ = ("_frame_token", "_token", "_trace_hex", "attributes", "otel", "recording", "steps")
 
     def __init__(self, otel: trace.Span) -> None:
         self.otel = otel
         self.recording = otel.is_recording()
         self.attributes: dict[str, AttributeValue] = {}
         self.steps: list[str] = []
+        self._trace_hex: str | None = None
 
     @property
     def context(self) -> SpanContext:
         return self.otel.get_span_context()
+
+    def trace_hex(self) -> str:
+        """Its trace id in hex ("" if invalid), worked out once: a call asks for it for
+        its receipt and for its audit record."""
+        if self._trace_hex is None:
+            ctx = self.otel.get_span_context()
+            self._trace_hex = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+        return self._trace_hex
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         self.attributes[key] = value
@@ -101,6 +110,17 @@ class Span:
         self.otel.end()
 
 
+_SHORT: dict[str, str] = {}
+
+
+def _short(name: str) -> str:
+    """A step's or attribute's name without its "jisr." prefix (a few names, kept)."""
+    short = _SHORT.get(name)
+    if short is None:
+        short = _SHORT[name] = name.removeprefix("jisr.")
+    return short
+
+
 class _Step:
     """A step of the span it runs in: timed, and kept in that span's `jisr.steps`."""
 
@@ -118,9 +138,11 @@ class _Step:
 
     def __exit__(self, *exc: object) -> None:
         us = (perf_counter_ns() - self.start) // 1000
-        entry = f"{self.name.removeprefix('jisr.')} {us}us"
-        for key, value in self.attributes.items():
-            entry += f" {key.removeprefix('jisr.')}={value!s}"
+        entry = f"{_short(self.name)} {us}us"
+        if self.attributes:
+            entry += "".join(
+                [f" {_short(key)}={value!s}" for key, value in self.attributes.items()]
+            )
         self.owner.steps.append(entry)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
@@ -204,7 +226,11 @@ def current_context() -> SpanContext | None:
 
 
 def trace_id() -> str:
-    """The current trace id in hex, "" when there is no trace."""
+    """The current trace id in hex, "" when there is no trace. Inside a span of ours,
+    that span's (a span started inside it with the OTel API is of the same trace)."""
+    frame = _frame.get()
+    if frame is not None:
+        return frame.trace_hex()
     ctx = current_context()
     return format(ctx.trace_id, "032x") if ctx is not None else ""
 

@@ -1,34 +1,32 @@
-"""The audit trail's own costs, in-process: durable appends and whole-trail verification.
-
-Appends, on a fresh store per backend (SQLite with synchronous=FULL as the gateway opens
-it, and PostgreSQL when one answers): `threads` threads appending `count` records through
-one `AuditWriter` with the gateway's settings, each append blocking until durable as an
-exchange does; then one thread calling `append_batch` with 512-record batches linked
-beforehand. Verification: a SQLite trail of `records` records (2 nodes, a signed
-checkpoint every 1,000) built once (timed, never counted), then `chain.verify` over the
-store, and three passes that split its time (docs/performance.md, "Audit trail"). Records
-look like the gateway's unary ones; every loop is bounded in records and in seconds.
-"""
+"""The audit trail's own costs, in-process: durable appends through an `AuditWriter` and
+with `append_batch`, on SQLite and PostgreSQL; whole-trail verification of a SQLite trail
+and three passes that split its time (docs/performance.md, "Audit trail"). Records look
+like the gateway's unary ones; every loop is bounded in records and in seconds."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE, percentile
+from bench.common import INSTITUTION, UNARY_METHOD, UNARY_PURPOSE, clocked, percentile
+from bench.procs import say
 from gateway.audit import chain
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
 from gateway.audit.store import AuditStore, open_audit_store
 from gateway.audit.store_common import COLUMN_LIST
 from gateway.audit.writer import AuditWriter
+from gateway.base.jws import body_hash
 from gateway.security import pki
 from gateway.server import checkpoint_signer
+
+if TYPE_CHECKING:
+    from bench.run import Settings
 
 Sign = Callable[[Checkpoint], Checkpoint]
 
@@ -40,14 +38,11 @@ RAW_BATCH = 512  # the writer's max_batch
 VERIFY_NODES = 2
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
 def draft(node: str, i: int, at_us: int) -> AuditRecord:
     """Record i of `node`, unlinked: a permitted VerifyEligibility by DEMO, with a unique
     jti (the store's replay index would refuse a repeat) derived from (node, i)."""
-    digest = hashlib.sha256(f"{node}/{i}".encode()).digest()
+    key = f"{node}/{i}".encode()
+    digest = hashlib.sha256(key).digest()
     return AuditRecord(
         node=node,
         seq=0,
@@ -62,21 +57,20 @@ def draft(node: str, i: int, at_us: int) -> AuditRecord:
         fields=FIELDS_ALL,
         decision="permit",
         reason="",
-        rh=_b64(digest),
-        sh=_b64(hashlib.sha256(digest[::-1]).digest()),
-        jti=_b64(digest[:18]),
+        rh=body_hash(key),
+        sh=body_hash(digest[::-1]),
+        jti=body_hash(digest)[:24],
         part=0,
         latency_us=250 + i % 200,
     )
 
 
-def linked(node: str, count: int, start_us: int) -> list[AuditRecord]:
-    """`count` records of a new chain of `node`, linked and sealed (1 ms apart)."""
+def linked(head: tuple[int, str], drafts: Iterable[AuditRecord]) -> list[AuditRecord]:
+    """`drafts` linked and sealed after `head` (the chain's last seq and hash)."""
     out: list[AuditRecord] = []
-    seq, prev = 0, GENESIS
-    for i in range(count):
-        record = link(seq, prev, draft(node, i, start_us + i * 1_000))
-        out.append(record)
+    seq, prev = head
+    for d in drafts:
+        out.append(record := link(seq, prev, d))
         seq, prev = record.seq, record.hash
     return out
 
@@ -88,9 +82,9 @@ def _now_us() -> int:
 def through_writer(
     store: AuditStore, node: str, sign: Sign, *, count: int, threads: int, seconds: float
 ) -> dict[str, Any]:
-    """`threads` threads appending `count` records in all through one AuditWriter."""
-    per_thread = max(1, count // threads)
-    start = _now_us()
+    """`threads` threads appending `count` records in all through one AuditWriter, each
+    append blocking until durable as an exchange does."""
+    per_thread, start = max(1, count // threads), _now_us()
     drafts = [
         [draft(node, t * per_thread + i, start + i) for i in range(per_thread)]
         for t in range(threads)
@@ -153,10 +147,10 @@ def raw_batches(
 ) -> dict[str, Any]:
     """One thread, the store's `append_batch` with `batch`-record slices of a chain
     linked beforehand (linking is not timed)."""
-    records = linked(node, count, _now_us())
+    start = _now_us()
+    records = linked((0, GENESIS), (draft(node, i, start + i * 1_000) for i in range(count)))
     deadline = time.monotonic() + seconds
-    done = 0
-    spent = 0.0
+    done, spent = 0, 0.0
     for i in range(0, len(records), batch):
         if time.monotonic() > deadline:
             break
@@ -174,84 +168,48 @@ def raw_batches(
     }
 
 
-def appends(
-    backend: str,
-    url: str | None,
-    state_dir: Path,
-    sign: Sign,
-    *,
-    count: int,
-    threads: int,
-    seconds: float,
-) -> dict[str, Any]:
-    """Both append figures on one fresh store (`url`: PostgreSQL; None: SQLite)."""
-    store = open_audit_store(url, state_dir)
-    try:
-        writer = through_writer(
-            store, f"bench-writer-{backend}", sign, count=count, threads=threads, seconds=seconds
-        )
-        raw = raw_batches(store, f"bench-raw-{backend}", count, RAW_BATCH, seconds)
-    finally:
-        store.close()
-    return {"backend": backend, "writer": writer, "raw": raw}
-
-
-# --- verification --------------------------------------------------------------------
-
-
 def build_trail(path_dir: Path, records: int, sign: Sign, seconds: float) -> dict[str, Any]:
     """A SQLite trail of `records` records over VERIFY_NODES nodes, a signed checkpoint
     every CHECKPOINT_EVERY records of a node; chunks go to the nodes in turn, so a build
     cut short by `seconds` still leaves every node a whole number of chunks."""
-    store = open_audit_store(None, path_dir)
     nodes = [f"bench-verify-{k}" for k in range(VERIFY_NODES)]
     heads = {node: (0, GENESIS) for node in nodes}
     per_node = records // VERIFY_NODES
-    start = _now_us() - records * 1_000
-    began = time.perf_counter()
-    deadline = time.monotonic() + seconds
+    start, step = _now_us() - records * 1_000, VERIFY_NODES * 1_000
+    began, deadline = time.perf_counter(), time.monotonic() + seconds
     built = checkpoints = 0
     complete = True
-    try:
+    with closing(open_audit_store(None, path_dir)) as store:
         for first in range(0, per_node, CHECKPOINT_EVERY):
             if time.monotonic() > deadline:
                 complete = False
                 break
             for k, node in enumerate(nodes):
-                seq, prev = heads[node]
-                chunk: list[AuditRecord] = []
-                for i in range(first, min(first + CHECKPOINT_EVERY, per_node)):
-                    at_us = start + (i * VERIFY_NODES + k) * 1_000
-                    record = link(seq, prev, draft(node, i, at_us))
-                    chunk.append(record)
-                    seq, prev = record.seq, record.hash
+                span = range(first, min(first + CHECKPOINT_EVERY, per_node))
+                at = start + k * 1_000  # the nodes' records interleave, 1 ms apart
+                chunk = linked(heads[node], (draft(node, i, at + i * step) for i in span))
+                heads[node] = (chunk[-1].seq, chunk[-1].hash)
                 store.append_batch(chunk)
-                store.append_checkpoint(sign(Checkpoint(node, seq, prev, chunk[-1].at_us)))
-                heads[node] = (seq, prev)
+                store.append_checkpoint(sign(Checkpoint(node, *heads[node], chunk[-1].at_us)))
                 built += len(chunk)
                 checkpoints += 1
-    finally:
-        store.close()
-    elapsed = time.perf_counter() - began
     return {
         "records": built,
         "nodes": VERIFY_NODES,
         "checkpoints": checkpoints,
         "complete": complete,
-        "seconds": round(elapsed, 1),
+        "seconds": round(time.perf_counter() - began, 1),
         "file_mb": round((path_dir / "audit.sqlite").stat().st_size / 2**20, 1),
     }
 
 
-def _raw_rows(path: Path, *, chain: bool) -> tuple[int, float]:
+def _raw_rows(path: Path, *, chain: bool) -> int:
     """References: every row of audit_record, all its columns, in (node, seq) order, as
     Python tuples and nothing more (what any verifier in Python pays to read the trail);
     with `chain`, also SHA-256 of each row's fields joined and each prev_hash checked
     against the previous row's hash (not the canonical encoding: the floor under any
-    verifier reading this file). Rows, seconds."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    began = time.perf_counter()
-    try:
+    verifier reading this file). The rows read."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         sha256 = hashlib.sha256
         prev_node, prev_hash, n = None, GENESIS, 0
         for row in conn.execute(f"SELECT {COLUMN_LIST} FROM audit_record ORDER BY node, seq"):
@@ -264,37 +222,23 @@ def _raw_rows(path: Path, *, chain: bool) -> tuple[int, float]:
             if row[18] != prev_hash:
                 raise RuntimeError(f"bench trail broken at {row[0]}:{row[1]}")
             prev_hash = row[19]
-    finally:
-        conn.close()
-    return n, time.perf_counter() - began
+    return n
 
 
 def verify_trail(path_dir: Path, jwks: dict[str, Any], expected: int) -> dict[str, Any]:
     """Time `chain.verify` over the store (the figure), then reading alone and the bare
     reference over the same file (in the page cache: it was just written)."""
-    store = open_audit_store(None, path_dir)
-    try:
-        began = time.perf_counter()
-        report = chain.verify(store.records(), store.checkpoints(), jwks)
-        verify_s = time.perf_counter() - began
+    with closing(open_audit_store(None, path_dir)) as store:
+        report, verify_s = clocked(lambda: chain.verify(store.records(), store.checkpoints(), jwks))
         if not report.ok or report.records != expected:
             raise RuntimeError(
                 f"bench trail did not verify: {report.records} records, {report.findings[:3]}"
             )
-        began = time.perf_counter()
-        read = sum(1 for _ in store.records())
-        read_s = time.perf_counter() - began
-        began = time.perf_counter()
-        checkpoints = store.checkpoints()
-        listed_s = time.perf_counter() - began
-        began = time.perf_counter()
-        for cp in checkpoints:
-            chain.verify_checkpoint(cp, jwks)
-        checkpoints_s = time.perf_counter() - began
-    finally:
-        store.close()
-    fetched, fetch_s = _raw_rows(path_dir / "audit.sqlite", chain=False)
-    bare, bare_s = _raw_rows(path_dir / "audit.sqlite", chain=True)
+        read, read_s = clocked(lambda: sum(1 for _ in store.records()))
+        checkpoints, listed_s = clocked(store.checkpoints)
+        _, checkpoints_s = clocked(lambda: [chain.verify_checkpoint(c, jwks) for c in checkpoints])
+    fetched, fetch_s = clocked(lambda: _raw_rows(path_dir / "audit.sqlite", chain=False))
+    bare, bare_s = clocked(lambda: _raw_rows(path_dir / "audit.sqlite", chain=True))
     million = 1_000_000 / expected if expected else 0.0
     return {
         "records": report.records,
@@ -314,35 +258,26 @@ def verify_trail(path_dir: Path, jwks: dict[str, Any], expected: int) -> dict[st
     }
 
 
-def measure(
-    work: Path,
-    pki_dir: Path,
-    *,
-    count: int,
-    threads: int,
-    verify_records: int,
-    seconds: float,
-    build_seconds: float,
-    postgres_url: str | None,
-    say: Callable[[str], None],
-) -> dict[str, Any]:
-    """Appends on SQLite (and PostgreSQL when `postgres_url`), then the verification."""
+def measure(work: Path, pki_dir: Path, s: Settings, postgres_url: str | None) -> dict[str, Any]:
+    """`s.audit_records` appends by `s.audit_threads` threads on a fresh SQLite store (and
+    PostgreSQL's, with `postgres_url`), then the verification of `s.verify_records`."""
     sign = checkpoint_signer(pki_dir)
-    backends: list[tuple[str, str | None, Path]] = [("sqlite", None, work / "audit-appends")]
-    if postgres_url is not None:
-        backends.append(("postgresql", postgres_url, work))
+    count, threads, seconds = s.audit_records, s.audit_threads, s.step_seconds
     rows = []
-    for backend, url, state in backends:
-        row = appends(backend, url, state, sign, count=count, threads=threads, seconds=seconds)
-        w, r = row["writer"], row["raw"]
+    postgres = [("postgresql", postgres_url, work)] if postgres_url else []
+    for backend, url, state in [("sqlite", None, work / "audit-appends"), *postgres]:
+        with closing(open_audit_store(url, state)) as store:
+            node = f"bench-writer-{backend}"
+            w = through_writer(store, node, sign, count=count, threads=threads, seconds=seconds)
+            r = raw_batches(store, f"bench-raw-{backend}", count, RAW_BATCH, seconds)
+        rows.append({"backend": backend, "writer": w, "raw": r})
         say(
             f"    {backend}: AuditWriter, {w['threads']} threads, {w['records_per_s']:,}"
             f" records/s ({w['mean_batch']:.1f} per commit); append_batch({r['batch']})"
             f" {r['records_per_s']:,} records/s"
         )
-        rows.append(row)
     trail = work / "audit-verify"
-    build = build_trail(trail, verify_records, sign, build_seconds)
+    build = build_trail(trail, s.verify_records, sign, s.build_seconds)
     check = verify_trail(trail, pki.gateway_jwks(pki_dir), build["records"])
     say(
         f"    verify: {check['records']:,} records (built in {build['seconds']:.1f} s, not"

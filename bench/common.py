@@ -1,14 +1,16 @@
 """What the bench's processes share: method paths, who calls for which purpose, the request
-file format, CPU clocks."""
+files, CPU clocks."""
 
 from __future__ import annotations
 
+import marshal
 import math
 import os
-import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.base.wire import REGISTRY_EXCHANGE, method_path
 from gateway.config import Config
@@ -17,37 +19,30 @@ from tests.support import processes
 UNARY_METHOD = method_path(REGISTRY_EXCHANGE, "VerifyEligibility")
 BATCH_METHOD = method_path(REGISTRY_EXCHANGE, "VerifyEligibilityBatch")
 HOST = "127.0.0.1"
-# The echo baseline gets the gateway's default thread pool size.
-GATEWAY_WORKERS = Config().workers
-# The calling institution: the shipped policy (gateway/data/policy.toml) grants DEMO every
-# method for these purposes, with every field of EligibilityDecision disclosed.
+GATEWAY_WORKERS = Config().workers  # the echo baseline gets the gateway's thread pool size
+# The shipped policy (gateway/data/policy.toml) grants DEMO every method for these
+# purposes, with every field of EligibilityDecision disclosed.
 INSTITUTION = "DEMO"
 UNARY_PURPOSE = "ASD_ELIGIBILITY"  # a counter checking one household
 BATCH_PURPOSE = "RECERTIFICATION"  # the monthly bulk run
-# A consent-based grant of the shipped policy: MEN's GetHouseholdStatus for SCHOOL_SUPPORT
-# holds only under the family's consent (scopes composition and situation).
-CONSENT_INSTITUTION = "MEN"
-CONSENT_PURPOSE = "SCHOOL_SUPPORT"
-CONSENT_METHOD = method_path(REGISTRY_EXCHANGE, "GetHouseholdStatus")
 
 child_pids = processes.child_pids  # where bench.tracing imports it from
-_LENGTH = struct.Struct(">I")
+T = TypeVar("T")
+
+
+def clocked(work: Callable[[], T]) -> tuple[T, float]:
+    """What work() returns, and the seconds it took."""
+    began = time.perf_counter()
+    return work(), time.perf_counter() - began
 
 
 def write_messages(path: Path, messages: Iterable[bytes]) -> None:
-    """Store serialized messages, each behind a 4-byte big-endian length."""
-    with path.open("wb") as out:
-        for message in messages:
-            out.write(_LENGTH.pack(len(message)) + message)
+    """Store serialized messages for read_messages (the bench's own processes)."""
+    path.write_bytes(marshal.dumps(list(messages)))
 
 
 def read_messages(path: Path) -> list[bytes]:
-    """The messages written by write_messages, in order."""
-    data, offset, messages = path.read_bytes(), 0, []
-    while offset < len(data):
-        (size,) = _LENGTH.unpack_from(data, offset)
-        offset += _LENGTH.size + size
-        messages.append(data[offset - size : offset])
+    messages: list[bytes] = marshal.loads(path.read_bytes())
     return messages
 
 
@@ -66,17 +61,11 @@ class ProcessClock:
         return self.user_s + self.system_s
 
     def __sub__(self, before: ProcessClock) -> ProcessClock:
-        return ProcessClock(
-            self.user_s - before.user_s,
-            self.system_s - before.system_s,
-            self.voluntary_switches - before.voluntary_switches,
-            self.involuntary_switches - before.involuntary_switches,
-        )
+        return ProcessClock(*(a - b for a, b in zip(astuple(self), astuple(before), strict=True)))
 
 
 def _cpu_ticks(pid: int | str) -> tuple[int, int]:
-    """utime and stime of a process, in clock ticks (fields 14 and 15 of its stat, counted
-    after the ")" that closes its name)."""
+    """utime and stime of a process, in clock ticks (fields 14 and 15 of its stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])
 
@@ -93,8 +82,7 @@ def process_clock(pid: int) -> ProcessClock | None:
             lines = status.read_text().splitlines()
         except OSError:
             continue  # the thread ended meanwhile
-        for line in lines:
-            name, _, value = line.partition("\t")
+        for name, _, value in (line.partition("\t") for line in lines):
             if name in switches:
                 switches[name] += int(value)
     tick = os.sysconf("SC_CLK_TCK")
@@ -102,8 +90,8 @@ def process_clock(pid: int) -> ProcessClock | None:
 
 
 def postgres_cpu_s() -> float:
-    """CPU seconds used so far by every local process named `postgres` (the server and its
-    backends, whoever they serve: other sessions' queries count too). 0 if none is local."""
+    """CPU seconds used so far by every local process named `postgres` (whoever they
+    serve: other sessions' queries count too). 0 if none is local."""
     total = 0
     for proc in Path("/proc").iterdir():
         try:

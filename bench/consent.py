@@ -1,47 +1,39 @@
-"""What a consent check costs an exchange, in-process, one thread, no gRPC.
-
-The grant is the shipped policy's MEN GetHouseholdStatus for SCHOOL_SUPPORT (basis
-`consent`). A consent store (SQLite as the gateway opens it, and PostgreSQL when one
-answers) holds `count` consents, one per registry household, each with a real artefact
-signed by DEMO; the rows are loaded in one transaction behind the store's back (then
-ANALYZE on PostgreSQL, as autovacuum would), the store itself makes the schema and does
-every read. Timed: `ConsentGate.check` for three kinds of subject, and the whole
-GetHouseholdStatus handler `jisr serve` registers, MEN calling with a fresh signed token
-per call, audit off and on (docs/performance.md, "Consent check per exchange").
-"""
+"""What a consent check costs an exchange, in-process, one thread, no gRPC: the shipped
+policy's consent-based grant (MEN, GetHouseholdStatus, SCHOOL_SUPPORT) over a consent store
+(SQLite, and PostgreSQL when one answers) holding `count` consents with real artefacts,
+loaded behind the store's back (docs/performance.md, "Consent check per exchange")."""
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import FetchContext
-from bench.common import (
-    CONSENT_INSTITUTION,
-    CONSENT_METHOD,
-    CONSENT_PURPOSE,
-    INSTITUTION,
-    postgres_cpu_s,
-)
+from bench.common import INSTITUTION, clocked, postgres_cpu_s
+from bench.identity import tokens
+from bench.procs import say
 from bench.profile import Pipeline, caller, cpu_us, timed
 from consent import artefact
 from consent.model import ConsentRecord, Status, SubjectKind, UseCap
-from consent.store import ConsentStore, open_store
-from consent.store_common import COLUMN_LIST, COLUMNS, to_row
+from gateway.base.wire import REGISTRY_EXCHANGE, method_path
 from gateway.engine.consent_gate import ConsentGate, Permit
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline.query import Key
 from gateway.sdk.client import Credentials
 from gateway.security.policy import Grant
-from tests.support.registry_rows import connect
+from tests.support.databases import ConsentDatabase
+from tests.support.registry_rows import first_members
 
+if TYPE_CHECKING:
+    from bench.run import Settings
+
+CONSENT_INSTITUTION, CONSENT_PURPOSE = "MEN", "SCHOOL_SUPPORT"  # the grant measured
+CONSENT_METHOD = method_path(REGISTRY_EXCHANGE, "GetHouseholdStatus")
 SCOPES = ("composition", "situation")
 OTHER = ("ANSS", "ASD_ELIGIBILITY")  # the grantee and purpose of every fourth consent
 CAP = UseCap(max_uses=100_000_000, period_s=30 * 86_400)
@@ -58,44 +50,20 @@ class Population:
     people: list[str]  # a member (IDCS) of each `plain` household
 
 
-def _households(data_dir: Path, count: int) -> list[tuple[str, str]]:
-    """(household id, its first member's IDCS) of the registry's first `count` households."""
-    first: dict[str, str] = {}
-    with connect(data_dir) as db:
-        query = "SELECT household_id, idcs FROM membership ORDER BY household_id, position"
-        for household, idcs in db.execute(query):
-            first.setdefault(household, idcs)
-            if len(first) == count:
-                break
-    return list(first.items())
-
-
 def population(data_dir: Path, pki_dir: Path, count: int) -> Population:
     """`count` consents over as many registry households (fewer if the registry is smaller)."""
     collector = Credentials.from_pki(pki_dir, INSTITUTION).signer
     now = int(time.time())
     records: list[ConsentRecord] = []
-    plain: list[str] = []
-    capped: list[str] = []
-    people: list[str] = []
-    for i, (household, declarant) in enumerate(_households(data_dir, count)):
+    plain, capped, people = list[str](), list[str](), list[str]()
+    for i, (household, declarant) in enumerate(first_members(data_dir, count)):
         other = i % 4 == 3
         grantee, purpose = OTHER if other else (CONSENT_INSTITUTION, CONSENT_PURPOSE)
         cap = CAP if i % 4 == 0 else None
-        claims: dict[str, Any] = {
-            "act": "grant",
-            "jti": secrets.token_urlsafe(12),
-            "sub_kind": "household",
-            "sub": household,
-            "grantor": declarant,
-            "grantee": grantee,
-            "purposes": [purpose],
-            "scopes": list(SCOPES),
-            "nbf": now - DAY_S,
-            "exp": now + 365 * DAY_S,
-            "method": "counter",
-            "iat": now,
-        }
+        claims: dict[str, Any] = {"act": "grant", "jti": secrets.token_urlsafe(12), "iat": now}
+        claims.update(sub_kind="household", sub=household, grantor=declarant, grantee=grantee)
+        claims.update(purposes=[purpose], scopes=list(SCOPES), nbf=now - DAY_S, method="counter")
+        claims["exp"] = now + 365 * DAY_S
         if cap is not None:
             claims["use_cap"] = {"max_uses": cap.max_uses, "period_s": cap.period_s}
         token = artefact.sign(claims, collector.key, collector.kid, collector.alg)
@@ -120,55 +88,12 @@ def population(data_dir: Path, pki_dir: Path, count: int) -> Population:
                 prev_hash="",
             ).sealed()
         )
-        if other:
-            continue
-        if cap is None:
+        if not other and cap is None:
             plain.append(household)
             people.append(declarant)
-        else:
+        elif not other:
             capped.append(household)
     return Population(records, plain, capped, people)
-
-
-def _load_sqlite(path: Path, records: Sequence[ConsentRecord]) -> None:
-    marks = ", ".join("?" for _ in COLUMNS)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            f"INSERT INTO consent_revision ({COLUMN_LIST}) VALUES ({marks})",
-            [to_row(r) for r in records],
-        )
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
-def _load_postgres(url: str, records: Sequence[ConsentRecord]) -> None:
-    with (
-        psycopg.connect(url) as conn,
-        conn.cursor() as cur,
-        cur.copy(f"COPY consent_revision ({COLUMN_LIST}) FROM STDIN") as copy,
-    ):
-        for r in records:
-            copy.write_row(to_row(r))
-    with psycopg.connect(url, autocommit=True) as conn:
-        # Planner statistics, as autovacuum would gather them on a table this size.
-        conn.execute("ANALYZE consent_revision")
-
-
-def open_filled(url: str | None, state_dir: Path, records: Sequence[ConsentRecord]) -> ConsentStore:
-    """A consent store (migrated by itself) holding `records`."""
-    store = open_store(url, state_dir)
-    try:
-        if url is None:
-            _load_sqlite(state_dir / "consent.sqlite", records)
-        else:
-            _load_postgres(url, records)
-    except BaseException:
-        store.close()
-        raise
-    return store
 
 
 def _check(gate: ConsentGate, grant: Grant, keys: Sequence[Key]) -> Callable[[int], object]:
@@ -181,13 +106,7 @@ def _check(gate: ConsentGate, grant: Grant, keys: Sequence[Key]) -> Callable[[in
 
 
 def checks(
-    gate: ConsentGate,
-    grant: Grant,
-    pop: Population,
-    calls: int,
-    seconds: float,
-    *,
-    postgres: bool,
+    gate: ConsentGate, grant: Grant, pop: Population, s: Settings, pg: bool
 ) -> dict[str, float]:
     """µs per ConsentGate.check of each kind of subject."""
     kinds: dict[str, list[Key]] = {
@@ -195,90 +114,66 @@ def checks(
         "household_capped": [("household_id", h) for h in pop.capped],
         "person": [("idcs", p) for p in pop.people],
     }
+    calls, seconds = s.pipeline_calls, s.step_seconds
     out = {
-        kind: round(timed(_check(gate, grant, keys), calls, seconds=seconds), 1)
-        for kind, keys in kinds.items()
+        k: round(timed(_check(gate, grant, keys), calls, seconds=seconds), 1)
+        for k, keys in kinds.items()
     }
     # CPU of this process (every thread) per household check; the rest of its wall time
     # is waiting (for PostgreSQL: the round trip and the server's work, whose CPU the
     # server's processes report).
     server0 = postgres_cpu_s()
     out["household_cpu"] = round(cpu_us(_check(gate, grant, kinds["household"]), calls), 1)
-    if postgres:
+    if pg:
         out["household_server_cpu"] = round((postgres_cpu_s() - server0) / (calls + 1) * 1e6, 1)
     return out
 
 
 def handler(
-    p: Pipeline,
-    gate: ConsentGate,
-    households: Sequence[str],
-    calls: int,
-    seconds: float,
-    *,
-    audit: bool,
+    p: Pipeline, gate: ConsentGate, households: Sequence[str], s: Settings, audit: bool
 ) -> float:
     """µs per call of the whole GetHouseholdStatus handler for MEN (consent-based)."""
+    subjects = [pb.Subject(household_id=h) for h in households]
     requests = [
-        pb.GetHouseholdStatusRequest(
-            purpose=CONSENT_PURPOSE, subject=pb.Subject(household_id=h)
-        ).SerializeToString()
-        for h in households
+        pb.GetHouseholdStatusRequest(purpose=CONSENT_PURPOSE, subject=subject).SerializeToString()
+        for subject in subjects
     ]
-    signer = Credentials.from_pki(p.pki_dir, CONSENT_INSTITUTION).signer
-    n = len(requests)
-    tokens = [
-        signer.request_token(CONSENT_METHOD, CONSENT_PURPOSE, requests[i % n], lifetime=300)
-        for i in range(calls + 1)
-    ]
+    calls, signer = s.pipeline_calls, Credentials.from_pki(p.pki_dir, CONSENT_INSTITUTION).signer
+    signed = tokens(signer, CONSENT_METHOD, CONSENT_PURPOSE, requests, calls + 1)
     handle = p.handler(audit=audit, consent=gate, method=CONSENT_METHOD)
-    call = caller(handle, CONSENT_INSTITUTION, requests, tokens)
+    call = caller(handle, CONSENT_INSTITUTION, requests, signed)
     if not pb.GetHouseholdStatusResponse.FromString(call(calls)).household.members:
         raise RuntimeError("the consent-based GetHouseholdStatus disclosed nothing")
-    return round(timed(call, calls, seconds=seconds), 1)
+    return round(timed(call, calls, seconds=s.step_seconds), 1)
 
 
 def measure(
-    p: Pipeline,
-    work: Path,
-    data_dir: Path,
-    *,
-    count: int,
-    calls: int,
-    seconds: float,
-    postgres_url: str | None,
-    say: Callable[[str], None],
+    p: Pipeline, work: Path, data_dir: Path, s: Settings, postgres_url: str | None
 ) -> dict[str, Any]:
-    """The checks on SQLite (and PostgreSQL), and the handler around them on SQLite."""
-    grant = p.security.policy.authorize(
-        CONSENT_INSTITUTION, CONSENT_METHOD.rsplit("/", 1)[1], CONSENT_PURPOSE
-    )
+    """The checks over `s.consents` consents on SQLite (and PostgreSQL), and the handler
+    around them on SQLite, `s.pipeline_calls` calls each capped at `s.step_seconds`."""
+    name = CONSENT_METHOD.rsplit("/", 1)[1]
+    grant = p.security.policy.authorize(CONSENT_INSTITUTION, name, CONSENT_PURPOSE)
     if grant is None or not grant.consent_based:
         raise RuntimeError("the shipped policy has no consent-based MEN GetHouseholdStatus")
-    began = time.perf_counter()
-    pop = population(data_dir, p.pki_dir, count)
+    pop, built_s = clocked(lambda: population(data_dir, p.pki_dir, s.consents))
     out: dict[str, Any] = {
         "consents": len(pop.records),
-        "calls": calls,
-        "built_s": round(time.perf_counter() - began, 1),
+        "calls": s.pipeline_calls,
+        "built_s": round(built_s, 1),
     }
-    backends: list[tuple[str, str | None]] = [("sqlite", None)]
-    if postgres_url is not None:
-        backends.append(("postgresql", postgres_url))
-    for backend, url in backends:
+    postgres = [("postgresql", postgres_url)] if postgres_url else []
+    for backend, url in [("sqlite", None), *postgres]:
         state = work / f"consent-{backend}"
         state.mkdir(parents=True, exist_ok=True)
-        store = open_filled(url, state, pop.records)
-        try:
+        with closing(ConsentDatabase(backend, state, url)) as db:
+            store = db.open()  # it makes the schema; the rows go in behind its back
+            db.load(pop.records)
             gate = ConsentGate(store, p.registries)
-            row: dict[str, Any] = {
-                "check_us": checks(gate, grant, pop, calls, seconds, postgres=url is not None)
-            }
-            row["handler_us"] = handler(p, gate, pop.plain, calls, seconds, audit=False)
+            row: dict[str, Any] = {"check_us": checks(gate, grant, pop, s, url is not None)}
+            row["handler_us"] = handler(p, gate, pop.plain, s, audit=False)
             if backend == "sqlite":
-                row["handler_audited_us"] = handler(p, gate, pop.plain, calls, seconds, audit=True)
-        finally:
-            store.close()
+                row["handler_audited_us"] = handler(p, gate, pop.plain, s, audit=True)
         check = row["check_us"]["household"]
         row["share_of_handler"] = round(check / row["handler_us"], 3)
         if "handler_audited_us" in row:

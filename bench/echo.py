@@ -1,18 +1,12 @@
-"""A bare echo server on the gateway's method path: the baseline the gateway is held to.
-
-`--api sync`: grpc.server, a ThreadPoolExecutor of `--workers` threads, a generic handler
-on raw bytes; `--api aio`: grpc.aio. With `--pki-dir`, mTLS with the gateway's own
-credentials (gateway.server.server_credentials); without, plaintext. The answer is the
-request's bytes; its metadata is not looked at. Prints "... on 127.0.0.1:PORT" when ready,
-then serves until SIGTERM or SIGINT.
-"""
+"""A bare echo server on the gateway's method path, the baseline: `--api sync` (grpc.server,
+`--workers` threads) or `aio`; mTLS with the gateway's own credentials with `--pki-dir`,
+else plaintext. Answers the request's bytes; prints "... on 127.0.0.1:PORT" when ready."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
-import threading
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
@@ -25,21 +19,16 @@ from gateway.base.wire import REGISTRY_EXCHANGE
 from gateway.server import server_credentials
 
 
-def _echo(request: bytes, context: Any) -> bytes:
-    return request
-
-
 async def _echo_async(request: bytes, context: Any) -> bytes:
     return request
 
 
-def _serve(server: Any, behaviour: Any, port: int, pki_dir: Path | None) -> str:
-    """Add the echo handler and the port to `server`; its banner."""
+def _serve(server: Any, behaviour: Any, pki_dir: Path | None) -> str:
     handler = grpc.unary_unary_rpc_method_handler(behaviour)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(REGISTRY_EXCHANGE, {"VerifyEligibility": handler}),)
     )
-    address = f"{HOST}:{port}"
+    address = f"{HOST}:0"  # any free port
     if pki_dir is None:
         bound = server.add_insecure_port(address)
     else:
@@ -49,22 +38,9 @@ def _serve(server: Any, behaviour: Any, port: int, pki_dir: Path | None) -> str:
     return f"({'plaintext' if pki_dir is None else 'mTLS'}) on {HOST}:{bound}"
 
 
-def serve_sync(port: int, workers: int, pki_dir: Path | None) -> None:
-    pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="echo")
-    server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
-    banner = _serve(server, _echo, port, pki_dir)
-    server.start()
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    print(f"bench.echo: serving sync echo, {workers} workers {banner}", flush=True)
-    stop.wait()
-    server.stop(1.0).wait()
-
-
-async def serve_aio(port: int, pki_dir: Path | None) -> None:
+async def serve_aio(pki_dir: Path | None) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    banner = _serve(server, _echo_async, port, pki_dir)
+    banner = _serve(server, _echo_async, pki_dir)
     await server.start()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -77,14 +53,20 @@ async def serve_aio(port: int, pki_dir: Path | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.echo", description=__doc__)
     parser.add_argument("--api", choices=("sync", "aio"), default="sync")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--workers", type=int, default=GATEWAY_WORKERS, help="sync only")
     parser.add_argument("--pki-dir", type=Path, help="serve mTLS with this PKI's server cert")
     args = parser.parse_args(argv)
-    if args.api == "sync":
-        serve_sync(args.port, args.workers, args.pki_dir)
-    else:
-        asyncio.run(serve_aio(args.port, args.pki_dir))
+    if args.api == "aio":
+        asyncio.run(serve_aio(args.pki_dir))
+        return 0
+    pool = futures.ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="echo")
+    server = grpc.server(pool, options=[("grpc.so_reuseport", 0)])
+    banner = _serve(server, lambda request, _: request, args.pki_dir)
+    server.start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: server.stop(1.0))
+    print(f"bench.echo: serving sync echo, {args.workers} workers {banner}", flush=True)
+    server.wait_for_termination()
     return 0
 
 

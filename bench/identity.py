@@ -1,7 +1,6 @@
 """The partner side of the wire contract, as the SDK builds it: request tokens pre-signed
 per call (a fresh `jti` each: the gateway refuses replays), and signed batch envelopes
-built exactly as `gateway.sdk.client.JisrClient.verify_batches` does. The PKI is
-tests.support.identities.make_pki's."""
+built exactly as `gateway.sdk.client.JisrClient.verify_batches` does."""
 
 from __future__ import annotations
 
@@ -20,36 +19,30 @@ from tests.support import identities
 
 make_pki = identities.make_pki  # where bench.tracing imports it from
 Metadata = tuple[tuple[str, str], ...]
-# A loop's tokens are signed just before it starts; they must outlive it.
-LIFETIME_MARGIN_S = 30
+LIFETIME_MARGIN_S = 30  # a loop's tokens are signed just before it starts
 MAX_LOOP_S = MAX_LIFETIME_S - LIFETIME_MARGIN_S - SKEW_S
 
 
 def lifetime_for(loop_seconds: float) -> int:
-    """A token lifetime that outlives a loop capped at `loop_seconds` (60 s at least, the
-    SDK's default; 300 s at most, the gateway's limit)."""
+    """A token lifetime that outlives a loop of `loop_seconds` (60 s at least, the SDK's
+    default; 300 s at most, the gateway's limit)."""
     if loop_seconds > MAX_LOOP_S:
         raise ValueError(f"a signed loop may last at most {MAX_LOOP_S} s (tokens live 300 s)")
     return max(DEFAULT_LIFETIME_S, math.ceil(loop_seconds) + LIFETIME_MARGIN_S)
 
 
-def signed_metadata(
+def tokens(
     signer: Signer,
     method: str,
     purpose: str,
     requests: Sequence[bytes],
+    count: int,
     *,
-    calls: int,
-    lifetime: int,
-) -> list[Metadata]:
-    """One `x-jisr-signature` per call: call i sends requests[i % n], so its token's `rh`
-    covers those bytes; every token has its own random `jti`."""
-    n = len(requests)
-    sign = signer.request_token
-    return [
-        ((SIGNATURE_METADATA, sign(method, purpose, requests[i % n], lifetime=lifetime)),)
-        for i in range(calls)
-    ]
+    lifetime: int = MAX_LIFETIME_S,
+) -> list[str]:
+    """`count` request tokens, token i over requests[i % n], each with its own `jti`."""
+    n, sign = len(requests), signer.request_token
+    return [sign(method, purpose, requests[i % n], lifetime=lifetime) for i in range(count)]
 
 
 @dataclass(frozen=True)
@@ -65,8 +58,8 @@ class SignedStream:
 def signed_stream(
     signer: Signer, purpose: str, batches: Sequence[bytes], lifetime: int
 ) -> SignedStream:
-    """Envelopes as JisrClient.verify_batches builds them: each serialized EligibilityBatch
-    signed with (jti, seq, rh); the call's token signed over the first envelope's bytes."""
+    """Each serialized EligibilityBatch signed with (jti, seq, rh); the call's token signed
+    over the first envelope's bytes."""
     jti = secrets.token_urlsafe(18)
     envelopes = [
         pb.VerifyEligibilityBatchRequest(

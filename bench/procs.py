@@ -22,10 +22,7 @@ class BenchError(RuntimeError):
 
 @dataclass
 class Server(Proc):
-    """A server the bench started: whether it serves mTLS (how to connect to it)."""
-
-    label: str = ""
-    tls: bool = False
+    tls: bool = False  # how to connect to it
 
 
 def start_server(
@@ -41,7 +38,7 @@ def start_server(
         proc = spawn(argv, log, env)
     except StartError:
         raise BenchError(f"{label} did not start; see {log}") from None
-    return Server(proc.popen, proc.port, proc.log, label, tls)
+    return Server(proc.popen, proc.port, proc.log, tls)
 
 
 def run_json_together(
@@ -73,11 +70,6 @@ def run_json_together(
                 child.wait()
 
 
-def run_json(label: str, argv: Sequence[str], timeout: float) -> dict[str, Any]:
-    """One child of the kind run_json_together runs."""
-    return run_json_together([(label, argv)], timeout)[0]
-
-
 def run_quiet(label: str, argv: Sequence[str], timeout: float) -> None:
     """Run a child to completion (its stderr passes through), or raise BenchError."""
     try:
@@ -90,22 +82,21 @@ def run_quiet(label: str, argv: Sequence[str], timeout: float) -> None:
         raise BenchError(f"{label} failed with exit code {done.returncode}")
 
 
-def other_load(seconds: float = 1.0) -> float:
-    """Cores kept busy over `seconds` by processes other than the bench (it sleeps)."""
-    before = machine_busy_seconds()
-    time.sleep(seconds)
-    return (machine_busy_seconds() - before) / seconds
-
-
 def wait_for_quiet(max_wait: float, threshold: float = 0.3, sample: float = 1.0) -> float:
-    """Wait (at most `max_wait` s) until other processes use < `threshold` cores, each
-    look at the machine lasting `sample` s; the load last seen."""
+    """Wait (at most `max_wait` s) until processes other than the bench use < `threshold`
+    cores, each look at the machine lasting `sample` s; the load last seen."""
+
+    def other_load() -> float:
+        before = machine_busy_seconds()
+        time.sleep(sample)
+        return (machine_busy_seconds() - before) / sample
+
     deadline = time.monotonic() + max_wait
-    busy = other_load(sample)
+    busy = other_load()
     if busy >= threshold and max_wait > 0:
         say(f"    machine busy: {busy:.2f} cores used elsewhere; waiting up to {max_wait:g} s")
     while busy >= threshold and time.monotonic() < deadline:
-        busy = other_load(sample)
+        busy = other_load()
     if busy >= threshold:
         say(f"    still {busy:.2f} cores busy elsewhere: figures will be low")
     return busy

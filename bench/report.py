@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.profile import IN_SEQUENCE
+from bench.profile import IN_SEQUENCE, STEP_LABELS
 
 
 def _met(flag: bool) -> str:
@@ -15,18 +15,6 @@ def _number(value: Any, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-STEP_LABELS = {
-    "token_verify": "request token verify (pyjwt, trust store, rh)",
-    "replay_check": "replay check (iss, jti)",
-    "parse_request": "parse request",
-    "policy_authorize": "policy authorize",
-    "exchange_verify": "exchange pipeline (Exchange.verify)",
-    "projection": "projection (DEMO: every field)",
-    "projection_minimising": "projection (CNSS: score_band withheld)",
-    "response_serialize_hash": "serialize response + sha256",
-    "audit_record": "audit record (AuditRecorder.record, SQLite)",
-    "receipt_sign": "receipt sign (ReceiptSigner.sign)",
-}
 REFERENCE_LABELS = {
     "es256_verify_raw": ("ES256 verify, cryptography", "~45"),
     "es256_sign_raw": ("ES256 sign, cryptography", "~17"),
@@ -42,25 +30,19 @@ def _unary_rows(results: dict[str, Any]) -> list[str]:
         f"{'VerifyEligibility, ' + str(inflight) + ' in flight':<42} {'rps':>8} {'p50 ms':>7}"
         f" {'p99 ms':>7} {'errors':>6} {'srv us/call':>11} {'srv cores':>9} {'other':>5}",
     ]
-    rows = (
-        ("echo_sync_plain", f"echo, sync grpc.server ({workers} w), plaintext"),
-        ("echo_sync_mtls", f"echo, sync grpc.server ({workers} w), mTLS"),
-        ("echo_aio_plain", "echo, grpc.aio, plaintext"),
-        ("echo_aio_mtls", "echo, grpc.aio, mTLS"),
-        ("gateway", f"gateway ({workers} w), full, audit SQLite"),
-        ("gateway_postgresql", f"gateway ({workers} w), full, PostgreSQL"),
-    )
-    for key, label in rows:
-        row = unary.get(key)
-        if row is None:
-            continue
-
+    rows = {
+        "echo_sync_plain": f"echo, sync grpc.server ({workers} w), plaintext",
+        "echo_sync_mtls": f"echo, sync grpc.server ({workers} w), mTLS",
+        "echo_aio_plain": "echo, grpc.aio, plaintext",
+        "echo_aio_mtls": "echo, grpc.aio, mTLS",
+        "gateway": f"gateway ({workers} w), full, audit SQLite",
+        "gateway_postgresql": f"gateway ({workers} w), full, PostgreSQL",
+    }
+    for label, row in ((label, unary[key]) for key, label in rows.items() if key in unary):
         lines.append(
             f"  {label:<40} {row['rps']:>8,.0f} {row['p50_ms']:>7.1f} {row['p99_ms']:>7.1f}"
-            f" {row['errors']:>6}"
-            f" {_number(row['server_cpu_us_per_call']):>11}"
-            f" {_number(row['server_cpu_cores'], 2):>9}"
-            f" {row['other_cpu_cores']:>5.2f}"
+            f" {row['errors']:>6} {_number(row['server_cpu_us_per_call']):>11}"
+            f" {_number(row['server_cpu_cores'], 2):>9} {row['other_cpu_cores']:>5.2f}"
         )
     pg_row = unary.get("gateway_postgresql")
     if pg_row is not None:
@@ -73,12 +55,9 @@ def _unary_rows(results: dict[str, Any]) -> list[str]:
 
 def _step_rows(steps: dict[str, Any]) -> list[str]:
     alone, sequence = steps["alone"], steps["in_sequence"]
-    lines = [
-        f"{'in-process, one thread, no gRPC, µs/call':<48} {'alone':>7} {'in seq.':>8}",
-    ]
+    lines = [f"{'in-process, one thread, no gRPC, µs/call':<48} {'alone':>7} {'in seq.':>8}"]
     for key, label in STEP_LABELS.items():
-        in_seq = sequence.get(key) if key in IN_SEQUENCE else None
-        lines.append(f"  {label:<46} {alone[key]:>7.1f} {_number(in_seq, 1):>8}")
+        lines.append(f"  {label:<46} {alone[key]:>7.1f} {_number(sequence.get(key), 1):>8}")
     lines += [
         f"  {'sum of the steps':<46} {sum(alone[k] for k in IN_SEQUENCE):>7.1f}"
         f" {steps['in_sequence_sum']:>8.1f}",
@@ -114,12 +93,10 @@ def _consent_rows(results: dict[str, Any]) -> list[str]:
         f" SCHOOL_SUPPORT, µs/call {'sqlite':>10} {'postgresql':>11}",
     ]
     for label, key in CONSENT_ROWS.items():
-        cells = []
-        for backend in ("sqlite", "postgresql"):
-            row = c.get(backend) or {}
-            value = row.get(key, row.get("check_us", {}).get(key))
-            share = key.startswith("share")
-            cells.append("-" if value is None else f"{value:.0%}" if share else f"{value:,.1f}")
+        rows = [c.get(backend) or {} for backend in ("sqlite", "postgresql")]
+        values = [row.get(key, row.get("check_us", {}).get(key)) for row in rows]
+        form = "{:.0%}" if key.startswith("share") else "{:,.1f}"
+        cells = ["-" if value is None else form.format(value) for value in values]
         lines.append(f"  {label:<72} {cells[0]:>10} {cells[1]:>11}")
     return lines
 
@@ -132,16 +109,14 @@ def _audit_rows(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     ]
     for row in a["appends"]:
         w, r = row["writer"], row["raw"]
-        lines.append(
+        lines += [
             f"  {row['backend'] + ', AuditWriter, ' + str(w['threads']) + ' threads':<36}"
             f" {w['records_per_s']:>10,} {w['commits']:>8,} {w['mean_batch']:>10.1f}"
             f" {w['append_p50_ms']:>7.2f} {w['append_p99_ms']:>7.2f}"
-            f" {w['cpu_us_per_record']:>10.1f}"
-        )
-        lines.append(
+            f" {w['cpu_us_per_record']:>10.1f}",
             f"  {row['backend'] + ', append_batch(' + str(r['batch']) + '), 1 thread':<36}"
-            f" {r['records_per_s']:>10,} {'':>8} {'':>10} {r['ms_per_batch']:>7.2f}"
-        )
+            f" {r['records_per_s']:>10,} {'':>8} {'':>10} {r['ms_per_batch']:>7.2f}",
+        ]
     b, v = a["build"], a["verify"]
     lines += [
         "",
@@ -160,9 +135,8 @@ def _audit_rows(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
 
 
 def table(results: dict[str, Any]) -> str:
-    m, unary, summary = results["machine"], results["unary"], results["summary"]
-    gateway = unary["gateway"]
-    inflight = gateway["inflight"]
+    m, summary = results["machine"], results["summary"]
+    gateway, batch, sdk = results["unary"]["gateway"], results["batch"], results["sdk_import"]
     lines = [
         "",
         f"Jisr bench, {results['started_at']}: {m['nproc']} cores ({m['cpu_model']}),"
@@ -175,9 +149,6 @@ def table(results: dict[str, Any]) -> str:
         "every server gets the same request bytes and one pre-signed x-jisr-signature per call",
         "",
         *_unary_rows(results),
-    ]
-    batch, sdk = results["batch"], results["sdk_import"]
-    lines += [
         "",
         f"gateway / echo sync mTLS         {summary['gateway_over_echo_sync_mtls']:.2f}"
         f"   (target >= 0.50 of the echo of the same API: {_met(summary['target_ratio_met'])})",
@@ -185,7 +156,7 @@ def table(results: dict[str, Any]) -> str:
         f"echo sync mTLS / plaintext       {summary['echo_sync_mtls_over_plain']:.2f}",
         f"echo aio / sync (mTLS; plain)    {summary['echo_aio_over_sync_mtls']:.2f};"
         f" {summary['echo_aio_over_sync_plain']:.2f}",
-        f"gateway p99 at {inflight} in flight     {gateway['p99_ms']:.1f} ms"
+        f"gateway p99 at {gateway['inflight']} in flight     {gateway['p99_ms']:.1f} ms"
         f"   (target <= 20 ms: {_met(summary['target_p99_met'])})",
         f"batch, {batch['batches_answered']} x {batch['batch_size']:,} subjects, signed"
         f"  {batch['subjects_per_s']:,.0f} households/s, {batch['subject_errors']} errors,"

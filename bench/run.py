@@ -1,11 +1,7 @@
 """`make bench`: the gateway's full signed mTLS pipeline against bare echo servers of the
-same server API, in one run; each step's cost in-process; the consent check; the audit
-trail; then tracing off against on (bench.tracing). Every server and the load generator
-run in their own processes on 127.0.0.1, every loop is bounded in calls and in seconds,
-and request tokens are signed before each loop (docs/performance.md, "The harness").
-Prints a table and writes bench/results/latest.json; servers are stopped and PostgreSQL
-schemas dropped on every exit path.
-"""
+same server API, each step's cost in-process, the consent check, the audit trail, then
+tracing off against on (docs/performance.md, "The harness"). Prints a table and writes
+bench/results/latest.json; servers are stopped and PostgreSQL schemas dropped on every exit."""
 
 from __future__ import annotations
 
@@ -23,24 +19,15 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import google.protobuf
 import grpc
 
 from adapters.registry_db import REGISTRY_FILE
-from bench import audit, consent, profile, sdk_import, workload
-from bench.common import (
-    GATEWAY_WORKERS,
-    INSTITUTION,
-    UNARY_PURPOSE,
-    postgres_cpu_s,
-    read_messages,
-    write_messages,
-)
+from bench import audit, common, consent, procs, profile, sdk_import, workload
 from bench.identity import MAX_LOOP_S
-from bench.procs import BenchError, Server, run_json, run_quiet, say, start_server, wait_for_quiet
+from bench.procs import BenchError, Server, say
 from bench.report import table
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.storage.postgres import describe
@@ -53,6 +40,7 @@ SEED = 11
 BATCH_SIZE = 1_000
 CLIENT_CPU = 0
 SERVER_CPU = max(os.sched_getaffinity(0))
+PINNED = f"servers on CPU {SERVER_CPU}, load generator on CPU {CLIENT_CPU}"
 _PIN = "import os, sys; os.sched_setaffinity(0, {%d}); os.execv(sys.argv[1], sys.argv[1:])"
 
 
@@ -88,34 +76,21 @@ class Settings:
     @property
     def workers(self) -> int:
         """The gateway's thread pool in this run, and so the sync echo's."""
-        return self.gateway_workers or GATEWAY_WORKERS
+        return self.gateway_workers or common.GATEWAY_WORKERS
 
     def pinned(self, cpu: int, argv: Sequence[str]) -> list[str]:
         """`argv` on one CPU with --pin (servers on the last, the load generator on 0)."""
         return [sys.executable, "-c", _PIN % cpu, *argv] if self.pin else list(argv)
 
     def quiet(self) -> float:
-        """Wait for a quiet machine before a measured loop; the other load seen."""
-        return wait_for_quiet(self.quiet_wait, sample=self.quiet_sample)
+        """Wait for a quiet machine before a measured loop or section; the other load seen."""
+        return round(procs.wait_for_quiet(self.quiet_wait, sample=self.quiet_sample), 2)
 
 
-QUICK: dict[str, Any] = {
-    "households": 2_000,
-    "calls": 2_000,
-    "warmup_calls": 300,
-    "seconds": 10.0,
-    "batches": 10,
-    "batch_seconds": 15.0,
-    "quiet_wait": 0.0,
-    "quiet_sample": 0.2,
-    "pipeline_calls": 500,
-    "step_seconds": 5.0,
-    "consents": 1_000,
-    "audit_records": 2_000,
-    "verify_records": 100_000,
-    "build_seconds": 60.0,
-    "postgres_gateway": False,
-}
+QUICK: dict[str, Any] = {"households": 2_000, "calls": 2_000, "warmup_calls": 300}
+QUICK.update(seconds=10.0, batches=10, batch_seconds=15.0, quiet_wait=0.0, quiet_sample=0.2)
+QUICK.update(pipeline_calls=500, step_seconds=5.0, consents=1_000, audit_records=2_000)
+QUICK.update(verify_records=100_000, build_seconds=60.0, postgres_gateway=False)
 
 
 def machine() -> dict[str, Any]:
@@ -134,38 +109,39 @@ def machine() -> dict[str, Any]:
 class Run:
     """One run: its settings, temporary directory, servers to stop, and results."""
 
-    def __init__(self, settings: Settings, stack: ExitStack, work: Path) -> None:
-        self.settings, self.stack, self.work = settings, stack, work
+    def __init__(self, settings: Settings, stack: ExitStack, results: dict[str, Any]) -> None:
+        self.s, self.stack, self.results = settings, stack, results
+        self.work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jisr-bench-")))
         self.logs = settings.output.parent / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.pki_dir = make_pki(work / "pki")
-        self.requests, self.batches = work / "unary.bin", work / "batches.bin"
+        self.pki_dir = make_pki(self.work / "pki")
+        self.requests, self.batches = self.work / "unary.bin", self.work / "batches.bin"
+        self.data_dir = settings.data_dir or self.work / "data"
+        self.url: str | None = None  # PostgreSQL's, when it answers
 
     def serve(self, label: str, argv: Sequence[str], *, tls: bool, env: dict[str, str]) -> Server:
         log = self.logs / f"{label.replace(' ', '-')}.log"
-        server = start_server(label, self.settings.pinned(SERVER_CPU, argv), log, env, tls=tls)
+        server = procs.start_server(label, self.s.pinned(SERVER_CPU, argv), log, env, tls=tls)
         self.stack.callback(server.stop)
         say(f"    {label}: pid {server.pid} on {server.target}")
         return server
 
     def load(self, mode: str, server: Server, label: str, *extra: str) -> dict[str, Any]:
         """One run of the load generator (bench.load) against `server`."""
-        s = self.settings
-        other = s.quiet()
+        s, other = self.s, self.s.quiet()
         argv = [sys.executable, "-m", "bench.load", mode, "--target", server.target]
         argv += ["--requests", str(self.batches if mode == "batch" else self.requests)]
         argv += ["--server-pid", str(server.pid), "--pki-dir", str(self.pki_dir)]
-        argv += ["--institution", INSTITUTION, "--label", label, *extra]
+        argv += ["--institution", common.INSTITUTION, "--label", label, *extra]
         argv += ["--tls"] if server.tls else []
         seconds = s.batch_seconds if mode == "batch" else s.seconds
         argv += ["--seconds", str(seconds)]
         # Signing the tokens of the warm-up and of the loop takes a few seconds at most.
-        result = run_json(label, s.pinned(CLIENT_CPU, argv), timeout=2 * seconds + 90)
-        result["other_load_before"] = round(other, 2)
-        return result
+        [result] = procs.run_json_together([(label, s.pinned(CLIENT_CPU, argv))], 2 * seconds + 90)
+        return {**result, "other_load_before": other}
 
     def unary(self, server: Server, label: str) -> dict[str, Any]:
-        s = self.settings
+        s = self.s
         calls = ["--calls", str(s.calls), "--inflight", str(s.inflight)]
         result = self.load("unary", server, label, *calls, "--warmup-calls", str(s.warmup_calls))
         say(
@@ -180,14 +156,149 @@ class Run:
     def sdk_call(self, server: Server, household: str) -> dict[str, Any]:
         """One VerifyEligibility through the partner SDK: mTLS, a signed request, the
         receipt verified against the gateway's JWKS and checked to cover this exchange."""
-        creds = Credentials.from_pki(self.pki_dir, INSTITUTION)
+        creds = Credentials.from_pki(self.pki_dir, common.INSTITUTION)
         try:
             with JisrClient(server.target, creds, timeout=10) as client:
-                answer = client.verify(UNARY_PURPOSE, household, workload.PROGRAMMES[0])
+                answer = client.verify(common.UNARY_PURPOSE, household, workload.PROGRAMMES[0])
         except JisrError as exc:
             raise BenchError(f"the gateway refused the SDK's signed call: {exc}") from None
         say(f"    SDK call: {answer.receipt['decision']}, receipt verified")
         return {**answer.receipt, "withheld": list(answer.withheld)}
+
+    def registry(self) -> workload.Subjects:
+        """`jisr demo-data` (unless --data-dir holds a registry); the requests from it."""
+        s, data_dir, started = self.s, self.data_dir, time.monotonic()
+        if (data_dir / REGISTRY_FILE).is_file():
+            say(f"[1/9] registry: reusing {data_dir / REGISTRY_FILE}")
+        else:
+            say(f"[1/9] registry: {s.households:,} households, seed {SEED} -> {data_dir}")
+            sizes = ("--households", str(s.households), "--seed", str(SEED), "--force")
+            argv = processes.jisr("demo-data", *sizes, "--data-dir", str(data_dir))
+            procs.run_quiet("jisr demo-data", argv, timeout=600)
+        subjects = workload.load_subjects(data_dir)
+        common.write_messages(self.requests, workload.unary_requests(subjects, UNARY_POOL, SEED))
+        batches = workload.batch_requests(subjects, s.batches, BATCH_SIZE, SEED)
+        common.write_messages(self.batches, batches)
+        self.results["registry"] = {
+            "households": len(subjects.household_ids),
+            "members": len(subjects.member_idcs),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        return subjects
+
+    def postgres(self) -> None:
+        """Whether PostgreSQL answers at --postgres, and what the results record of it
+        (never the URL itself: it may hold a password)."""
+        url, results = self.s.postgres, self.results
+        if url is None:
+            results["postgres"] = {"available": False, "reason": "--no-postgres"}
+            return
+        reason, where = databases.probe(url), describe(url)
+        results["postgres"] = {"where": where, "available": reason is None, "reason": reason or ""}
+        if reason is None:
+            say(f"    PostgreSQL answers at {where}: its rows are measured too")
+            self.url = url
+        else:
+            say(f"    no PostgreSQL at {where} ({reason.splitlines()[0]}): its rows are skipped")
+
+    def servers(self, household: str) -> None:
+        """The echo servers, then the gateway on SQLite (unary, batch) and on PostgreSQL."""
+        s, results, pki_dir = self.s, self.results, str(self.pki_dir)
+        unary = results.setdefault("unary", {})
+        say(f"[2/9] echo servers ({s.workers} workers for sync), mTLS and plaintext")
+        for key, label, api, tls in ECHOES:
+            argv = [sys.executable, "-m", "bench.echo", "--api", api, "--workers", str(s.workers)]
+            argv += ["--pki-dir", pki_dir] if tls else []
+            server = self.serve(label, argv, tls=tls, env={})
+            unary[key] = self.unary(server, label)
+            server.stop()
+
+        say(f"[3/9] gateway, jisr serve, mTLS ({s.workers} workers), consents and audit on SQLite")
+        listen = ("serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir))
+        gateway = processes.jisr(*listen, "--pki-dir", pki_dir)
+        env = {"JISR_WORKERS": str(s.gateway_workers)} if s.gateway_workers else {}
+        server = self.serve("gateway", gateway, tls=True, env=env)
+        results["sdk_call"] = self.sdk_call(server, household)
+        unary["gateway"] = self.unary(server, "gateway")
+        say("[4/9] gateway, VerifyEligibilityBatch, signed envelopes")
+        batch = self.load("batch", server, "gateway batch")
+        server.stop()
+        results["batch"] = {**batch, "batch_size": BATCH_SIZE}
+        say(
+            f"    {batch['subjects_per_s']:,.0f} households/s ({batch['subjects']:,} subjects,"
+            f" {batch['subject_errors']} errors, {batch['receipt_failures']} bad receipts"
+            f"{', stream failed: ' + batch['stream_error'] if batch['stream_error'] else ''})"
+        )
+        if batch["receipt_failures"]:
+            raise BenchError("a batch receipt did not verify or did not cover its batch")
+
+        if self.url is None or not s.postgres_gateway:
+            why = results["postgres"]["reason"] or "--quick"
+            say(f"[5/9] gateway on PostgreSQL: skipped ({why})")
+            return
+        say("[5/9] gateway with JISR_DATABASE_URL: consents and audit on PostgreSQL")
+        with databases.postgres_schema(self.url, "jisr_bench_gateway") as schema_url:
+            env = {**env, "JISR_DATABASE_URL": schema_url}
+            server = self.serve("gateway postgresql", gateway, tls=True, env=env)
+            try:  # stopped before its schema is dropped
+                self.sdk_call(server, household)
+                pg_before = common.postgres_cpu_s()
+                row = self.unary(server, "gateway postgresql")
+                pg_cpu = common.postgres_cpu_s() - pg_before
+            finally:
+                server.stop()
+        # PostgreSQL's CPU over warm-up and measured calls (its processes are "other" to the
+        # load generator): per call, and in cores over the measured loop.
+        row["postgres_cpu_us_per_call"] = round(pg_cpu / (row["calls"] + s.warmup_calls) * 1e6)
+        row["postgres_cores"] = round(row["postgres_cpu_us_per_call"] * row["rps"] / 1e6, 2)
+        unary["gateway_postgresql"] = row
+
+    def schema(self, stack: ExitStack, prefix: str) -> str | None:
+        """A PostgreSQL schema of its own until `stack` closes (None without PostgreSQL)."""
+        return self.url and stack.enter_context(databases.postgres_schema(self.url, prefix))
+
+    def in_process(self) -> None:
+        """The handler's steps, the consent check, the audit trail; each one after waiting
+        for a quiet machine, PostgreSQL's rows in schemas of their own."""
+        s, results, pool = self.s, self.results, common.read_messages(self.requests)
+        say("[6/9] gateway handler in-process, no gRPC, one thread: each step's cost")
+        other = s.quiet()
+        with (
+            profile.pipeline(self.data_dir, self.pki_dir, self.work / "profile-state") as pipe,
+            ExitStack() as schemas,
+        ):
+            steps = profile.steps(pipe, pool, s.pipeline_calls)
+            results["steps_us"] = {**steps, "other_load_before": other}
+            say(
+                f"    handler {steps['handler_total']:.0f} µs/call audit on"
+                f" ({steps['handler_total_no_audit']:.0f} off)"
+            )
+            say(f"[7/9] consent check per exchange, in-process: {s.consents:,} consents")
+            other = s.quiet()
+            url = self.schema(schemas, "jisr_bench_consent")
+            results["consent"] = consent.measure(pipe, self.work, self.data_dir, s, url)
+            results["consent"]["other_load_before"] = other
+        sizes = f"{s.audit_records:,} appends, verify {s.verify_records:,}"
+        say(f"[8/9] audit trail in-process: {sizes}")
+        other = s.quiet()
+        with ExitStack() as schemas:
+            url = self.schema(schemas, "jisr_bench_audit")
+            results["audit"] = audit.measure(self.work, self.pki_dir, s, url)
+        results["audit"]["other_load_before"] = other
+
+    def tracing(self) -> None:
+        """bench.tracing over the same registry, in its own process: its results, and the
+        table it prints (printed after this run's own)."""
+        say("[9/9] tracing off against on (bench.tracing)")
+        output = self.work / "tracing.json"
+        argv = [sys.executable, "-m", "bench.tracing", "--data-dir", str(self.data_dir)]
+        argv += ["--output", str(output), *(["--quick"] if self.s.quick else [])]
+        env = processes.environment()
+        done = subprocess.run(argv, check=False, stdout=subprocess.PIPE, env=env)
+        if done.returncode != 0:
+            raise BenchError(f"bench.tracing failed with exit code {done.returncode}")
+        result = json.loads(output.read_text())
+        self.results["tracing"] = {**result, "table": done.stdout.decode(errors="replace")}
 
 
 ECHOES = (  # key, label, --api, mTLS
@@ -198,9 +309,8 @@ ECHOES = (  # key, label, --api, mTLS
 )
 
 
-def measure(settings: Settings) -> dict[str, Any]:
+def measure(s: Settings) -> dict[str, Any]:
     """Run every step; servers are stopped on the way out, whatever happens."""
-    s = settings
     results: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
@@ -211,178 +321,18 @@ def measure(settings: Settings) -> dict[str, Any]:
     if s.postgres:  # where, never the URL (it may hold a password)
         results["settings"]["postgres"] = describe(s.postgres)
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jisr-bench-")))
-        run = Run(s, stack, work)
-        started = time.monotonic()
-        data_dir = _registry(s, work)
-        subjects = workload.load_subjects(data_dir)
-        write_messages(run.requests, workload.unary_requests(subjects, UNARY_POOL, SEED))
-        batches = workload.batch_requests(subjects, s.batches, BATCH_SIZE, SEED)
-        write_messages(run.batches, batches)
-        results["registry"] = {
-            "households": len(subjects.household_ids),
-            "members": len(subjects.member_idcs),
-            "seconds": round(time.monotonic() - started, 1),
-        }
+        run = Run(s, stack, results)
+        subjects = run.registry()
         other = s.quiet()
         results["sdk_import"] = sdk_import.measure(3 if s.quick else sdk_import.RUNS)
-        results["sdk_import"]["other_load_before"] = round(other, 2)
-        url, results["postgres"] = _postgres(s)
-        _servers(run, data_dir, subjects.household_ids[0], url, results)
-        _in_process(run, data_dir, read_messages(run.requests), url, results)
+        results["sdk_import"]["other_load_before"] = other
+        run.postgres()
+        run.servers(subjects.household_ids[0])
+        run.in_process()
         if s.tracing:
-            results["tracing"] = _tracing(run, data_dir)
+            run.tracing()
     results["summary"] = summarize(results)
     return results
-
-
-def _servers(
-    run: Run, data_dir: Path, household: str, url: str | None, results: dict[str, Any]
-) -> None:
-    """The echo servers, then the gateway on SQLite (unary, batch) and on PostgreSQL."""
-    s = run.settings
-    unary: dict[str, Any] = {}
-    results["unary"] = unary
-    say(f"[2/9] echo servers ({s.workers} workers for sync), mTLS and plaintext")
-    for key, label, api, tls in ECHOES:
-        argv = [sys.executable, "-m", "bench.echo", "--api", api, "--workers", str(s.workers)]
-        argv += ["--pki-dir", str(run.pki_dir)] if tls else []
-        server = run.serve(label, argv, tls=tls, env={})
-        unary[key] = run.unary(server, label)
-        server.stop()
-
-    say(f"[3/9] gateway, jisr serve, mTLS ({s.workers} workers), consents and audit on SQLite")
-    gateway = processes.jisr("serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir))
-    gateway += ["--pki-dir", str(run.pki_dir)]
-    env = {"JISR_WORKERS": str(s.gateway_workers)} if s.gateway_workers else {}
-    server = run.serve("gateway", gateway, tls=True, env=env)
-    results["sdk_call"] = run.sdk_call(server, household)
-    unary["gateway"] = run.unary(server, "gateway")
-    say("[4/9] gateway, VerifyEligibilityBatch, signed envelopes")
-    batch = run.load("batch", server, "gateway batch")
-    server.stop()
-    results["batch"] = {**batch, "batch_size": BATCH_SIZE}
-    say(
-        f"    {batch['subjects_per_s']:,.0f} households/s ({batch['subjects']:,} subjects,"
-        f" {batch['subject_errors']} errors, {batch['receipt_failures']} bad receipts"
-        f"{', stream failed: ' + batch['stream_error'] if batch['stream_error'] else ''})"
-    )
-    if batch["receipt_failures"]:
-        raise BenchError("a batch receipt did not verify or did not cover its batch")
-
-    if url is None or not s.postgres_gateway:
-        why = results["postgres"]["reason"] or "--quick"
-        say(f"[5/9] gateway on PostgreSQL: skipped ({why})")
-        return
-    say("[5/9] gateway with JISR_DATABASE_URL: consents and audit on PostgreSQL")
-    with databases.postgres_schema(url, "jisr_bench_gateway") as schema_url:
-        env = {**env, "JISR_DATABASE_URL": schema_url}
-        server = run.serve("gateway postgresql", gateway, tls=True, env=env)
-        try:  # stopped before its schema is dropped
-            run.sdk_call(server, household)
-            pg_before = postgres_cpu_s()
-            row = run.unary(server, "gateway postgresql")
-            pg_cpu = postgres_cpu_s() - pg_before
-        finally:
-            server.stop()
-    # PostgreSQL's CPU over warm-up and measured calls (its processes are "other" to the
-    # load generator): per call, and in cores over the measured loop.
-    row["postgres_cpu_us_per_call"] = round(pg_cpu / (row["calls"] + s.warmup_calls) * 1e6)
-    row["postgres_cores"] = round(row["postgres_cpu_us_per_call"] * row["rps"] / 1e6, 2)
-    unary["gateway_postgresql"] = row
-
-
-def _registry(s: Settings, work: Path) -> Path:
-    data_dir = s.data_dir or work / "data"
-    if (data_dir / REGISTRY_FILE).is_file():
-        say(f"[1/9] registry: reusing {data_dir / REGISTRY_FILE}")
-        return data_dir
-    say(f"[1/9] registry: {s.households:,} households, seed {SEED} -> {data_dir}")
-    argv = processes.jisr("demo-data", "--households", str(s.households), "--seed", str(SEED))
-    run_quiet("jisr demo-data", [*argv, "--data-dir", str(data_dir), "--force"], timeout=600)
-    return data_dir
-
-
-def _in_process(
-    run: Run, data_dir: Path, pool: Sequence[bytes], url: str | None, results: dict[str, Any]
-) -> None:
-    """The handler's steps, the consent check, the audit trail; each one after waiting
-    for a quiet machine, PostgreSQL's rows (`url`) in schemas of their own."""
-    s = run.settings
-    say("[6/9] gateway handler in-process, no gRPC, one thread: each step's cost")
-    other = s.quiet()
-    with (
-        profile.pipeline(data_dir, run.pki_dir, run.work / "profile-state") as pipe,
-        ExitStack() as schemas,
-    ):
-        steps = profile.steps(pipe, pool, s.pipeline_calls)
-        results["steps_us"] = {**steps, "other_load_before": round(other, 2)}
-        say(
-            f"    handler {steps['handler_total']:.0f} µs/call audit on"
-            f" ({steps['handler_total_no_audit']:.0f} off)"
-        )
-        say(f"[7/9] consent check per exchange, in-process: {s.consents:,} consents")
-        other = s.quiet()
-        consent_url = url and schemas.enter_context(
-            databases.postgres_schema(url, "jisr_bench_consent")
-        )
-        results["consent"] = consent.measure(
-            pipe,
-            run.work,
-            data_dir,
-            count=s.consents,
-            calls=s.pipeline_calls,
-            seconds=s.step_seconds,
-            postgres_url=consent_url,
-            say=say,
-        )
-        results["consent"]["other_load_before"] = round(other, 2)
-    say(f"[8/9] audit trail in-process: {s.audit_records:,} appends, verify {s.verify_records:,}")
-    other = s.quiet()
-    with ExitStack() as schemas:
-        audit_url = url and schemas.enter_context(
-            databases.postgres_schema(url, "jisr_bench_audit")
-        )
-        results["audit"] = audit.measure(
-            run.work,
-            run.pki_dir,
-            count=s.audit_records,
-            threads=s.audit_threads,
-            verify_records=s.verify_records,
-            seconds=s.step_seconds,
-            build_seconds=s.build_seconds,
-            postgres_url=audit_url,
-            say=say,
-        )
-    results["audit"]["other_load_before"] = round(other, 2)
-
-
-def _tracing(run: Run, data_dir: Path) -> dict[str, Any]:
-    """bench.tracing over the same registry, in its own process: its results, and the
-    table it prints (printed after this run's own)."""
-    say("[9/9] tracing off against on (bench.tracing)")
-    output = run.work / "tracing.json"
-    argv = [sys.executable, "-m", "bench.tracing", "--data-dir", str(data_dir)]
-    argv += ["--output", str(output), *(["--quick"] if run.settings.quick else [])]
-    done = subprocess.run(argv, check=False, stdout=subprocess.PIPE, env=processes.environment())
-    if done.returncode != 0:
-        raise BenchError(f"bench.tracing failed with exit code {done.returncode}")
-    result: dict[str, Any] = json.loads(output.read_text())
-    result["table"] = done.stdout.decode(errors="replace")
-    return result
-
-
-def _postgres(s: Settings) -> tuple[str | None, dict[str, Any]]:
-    """The URL if PostgreSQL answers at --postgres, and what the results record of it
-    (never the URL itself: it may hold a password)."""
-    if s.postgres is None:
-        return None, {"available": False, "reason": "--no-postgres"}
-    reason, where = databases.probe(s.postgres), describe(s.postgres)
-    if reason is None:
-        say(f"    PostgreSQL answers at {where}: its rows are measured too")
-        return s.postgres, {"where": where, "available": True, "reason": ""}
-    say(f"    no PostgreSQL at {where} ({reason.splitlines()[0]}): its rows are skipped")
-    return None, {"where": where, "available": False, "reason": reason}
 
 
 def _ratio(a: float, b: float) -> float:
@@ -422,9 +372,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings_from(argv: Sequence[str] | None) -> Settings:
-    base = Settings()
+    base, url = Settings(), databases.configured_url()
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test")
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small numbers: a smoke test")
     sizes = {
         "--calls": ("calls", "measured unary calls per server"),
         "--inflight": ("inflight", "unary calls in flight"),
@@ -437,50 +388,32 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         "--verify-records": ("verify_records", "records of the trail verified"),
     }
     for flag, (name, what) in sizes.items():
-        kind = float if name == "seconds" else int
-        default, quick = getattr(base, name) or GATEWAY_WORKERS, QUICK.get(name)
+        default, quick = getattr(base, name) or common.GATEWAY_WORKERS, QUICK.get(name)
         shown = f"{default:,}" if isinstance(default, int) else str(default)
         shown += f"; quick {quick:,}" if quick is not None else ""
-        parser.add_argument(flag, dest=name, type=kind, help=f"{what} ({shown})")
-    parser.add_argument("--data-dir", type=Path, help="reuse (or build) the registry here")
-    parser.add_argument(
-        "--postgres",
-        dest="postgres_url",
-        default=databases.configured_url(),
-        help="PostgreSQL for the PostgreSQL rows, when it answers (default %(default)s)",
-    )
-    parser.add_argument("--no-postgres", action="store_true", help="no PostgreSQL rows")
-    parser.add_argument("--no-tracing", action="store_true", help="skip bench.tracing")
-    parser.add_argument(
-        "--pin",
-        action="store_true",
-        help=f"servers on CPU {SERVER_CPU}, load generator on CPU {CLIENT_CPU}",
-    )
-    parser.add_argument("--output", type=Path, default=base.output, help="%(default)s")
+        add(flag, dest=name, type=type(default), help=f"{what} ({shown})")
+    add("--data-dir", type=Path, help="reuse (or build) the registry here")
+    add("--postgres", default=url, help=f"PostgreSQL for its rows, when it answers ({url})")
+    add("--no-postgres", action="store_true", help="no PostgreSQL rows")
+    add("--no-tracing", action="store_true", help="skip bench.tracing")
+    add("--pin", action="store_true", help=PINNED)
+    add("--output", type=Path, default=base.output, help="%(default)s")
     args = parser.parse_args(argv)
     chosen = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
-    settings = replace(
-        base,
-        **{**(QUICK if args.quick else {}), **{k: v for k, v in chosen.items() if v is not None}},
-        postgres=None if args.no_postgres else args.postgres_url,
-        tracing=not args.no_tracing,
-    )
+    given = {k: v for k, v in chosen.items() if v is not None}
+    given.update(postgres=None if args.no_postgres else args.postgres, tracing=not args.no_tracing)
+    settings = replace(base, **{**(QUICK if args.quick else {}), **given})
     if settings.seconds > MAX_LOOP_S:
         parser.error(f"--seconds: at most {MAX_LOOP_S} (signed tokens live 300 s at most)")
     return settings
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM unwinds like Ctrl-C, so that every child process is stopped."""
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    m, pinned = machine(), f"servers on CPU {SERVER_CPU}, load generator on CPU {CLIENT_CPU}"
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwinds as Ctrl-C does
+    m = machine()
     say(f"bench: {m['nproc']} cores ({m['cpu_model']}), Python {m['python']}, grpcio {m['grpcio']}")
-    say(f"bench: everything on 127.0.0.1; {pinned if settings.pin else 'not pinned'}")
+    say(f"bench: everything on 127.0.0.1; {PINNED if settings.pin else 'not pinned'}")
     try:
         results = measure(settings)
     except BenchError as exc:

@@ -1,13 +1,7 @@
-"""How long a partner waits for `import gateway.sdk`, against `import grpc` on the same machine.
-
-Issue 13 point 7 asks for the SDK to import in under 0.2 s. An absolute time moves with the
-machine and its load (the bench shares two cores), so each run also times the SDK's own
-floor, `import grpc`, which every gRPC client pays, and an empty interpreter. The runs
-alternate between the three commands, so that load falls on all of them alike; each figure
-is the median of its runs, the whole process timed (what a partner's script waits for).
-
-`python -m bench.sdk_import` prints them; bench/run.py calls `measure()`.
-"""
+"""How long a partner waits for `import gateway.sdk` (issue 13: under 0.2 s), against its
+floor `import grpc` and an empty interpreter on the same machine, the three alternated so
+that load falls on all alike; medians of whole-process times. `python -m bench.sdk_import`
+prints them; bench/run.py calls `measure()`."""
 
 from __future__ import annotations
 
@@ -19,11 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 10
-COMMANDS = {
-    "sdk_ms": "import gateway.sdk",
-    "grpc_ms": "import grpc",
-    "python_ms": "pass",
-}
+COMMANDS = {"sdk_ms": "import gateway.sdk", "grpc_ms": "import grpc", "python_ms": "pass"}
 
 
 def _once(code: str) -> float:

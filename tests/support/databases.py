@@ -14,7 +14,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from consent.model import ConsentRecord
 from consent.store import ConsentStore, open_store
+from consent.store_common import COLUMN_LIST, COLUMNS, to_row
 from gateway.storage.postgres import describe
 
 URL_ENV = "JISR_TEST_DATABASE_URL"
@@ -135,6 +137,22 @@ class ConsentDatabase:
         with psycopg.connect(self.url, autocommit=True) as pg:
             cur = pg.execute(statement.replace("?", "%s"), params)
             return cur.fetchall() if cur.description else []
+
+    def load(self, records: Sequence[ConsentRecord]) -> None:
+        """Insert `records` in one transaction behind the store's back (its schema made by
+        a store), then on PostgreSQL ANALYZE, as autovacuum would gather on a large table."""
+        rows = [to_row(r) for r in records]
+        if self.url is None:
+            marks = ", ".join("?" * len(COLUMNS))
+            insert = f"INSERT INTO consent_revision ({COLUMN_LIST}) VALUES ({marks})"
+            with closing(sqlite3.connect(self.data_dir / "consent.sqlite")) as conn, conn:
+                conn.executemany(insert, rows)
+            return
+        copy_in = f"COPY consent_revision ({COLUMN_LIST}) FROM STDIN"
+        with psycopg.connect(self.url) as pg, pg.cursor() as cur, cur.copy(copy_in) as copy:
+            for row in rows:
+                copy.write_row(row)
+        self.sql("ANALYZE consent_revision")
 
     def bypass_append_only(self) -> None:
         """Disable the triggers that refuse UPDATE and DELETE of a revision."""

@@ -1,4 +1,5 @@
-"""Independent reading of the registry file for tests: plain SQL, no gateway code.
+"""Independent reading of the registry file for tests and the bench: plain SQL, no gateway
+code.
 
 The oracle here re-derives eligibility from the rows with its own code so that a test can
 compare it with what the gateway answers.
@@ -23,8 +24,37 @@ class Household:
     schemes: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    household_ids: list[str]
+    member_idcs: list[str]
+
+
 def connect(data_dir: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{data_dir / 'registry.sqlite'}?mode=ro", uri=True)
+
+
+def subjects(data_dir: Path) -> Subjects:
+    """Every household id and every member IDCS of the registry."""
+    with connect(data_dir) as db:
+        households = [r[0] for r in db.execute("SELECT household_id FROM household")]
+        members = [r[0] for r in db.execute("SELECT idcs FROM membership")]
+    if not households or not members:
+        raise ValueError(f"{data_dir}: no households or members in the registry")
+    return Subjects(households, members)
+
+
+def first_members(data_dir: Path, count: int) -> list[tuple[str, str]]:
+    """(household id, the IDCS of its first member by position) of the first `count`
+    households by id."""
+    first: dict[str, str] = {}
+    with connect(data_dir) as db:
+        query = "SELECT household_id, idcs FROM membership ORDER BY household_id, position"
+        for household, idcs in db.execute(query):
+            first.setdefault(household, idcs)
+            if len(first) == count:
+                break
+    return list(first.items())
 
 
 def households(data_dir: Path, limit: int) -> list[Household]:

@@ -240,3 +240,22 @@ def test_the_relay_carries_every_part_of_a_span_to_the_same_otlp(
     assert encode_spans([relay.unflat(v, spans[0].resource) for v in carried]) == encode_spans(
         spans
     )
+
+
+def test_the_relays_resource_is_the_same_resource_hashed_once(
+    exported: InMemorySpanExporter,
+) -> None:
+    with tracing.server_span(METHOD, [("traceparent", TRACEPARENT)], {"rpc.system": "grpc"}):
+        with tracing.span("jisr.authenticate"):
+            pass
+        assert tracing.trace_id() == TRACEPARENT.split("-")[1]
+        assert tracing.trace_id() == format(
+            trace.get_current_span().get_span_context().trace_id, "032x"
+        )
+    spans = exported.get_finished_spans()
+    own = spans[0].resource
+    hashed = relay.SpansResource(dict(own.attributes), own.schema_url)
+    assert hashed == own
+    assert hash(hashed) == hash(own)
+    carried = [relay.unflat(relay.flat(span), hashed) for span in spans]
+    assert encode_spans(carried) == encode_spans(spans)

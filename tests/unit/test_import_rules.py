@@ -48,6 +48,10 @@ ALLOWED: dict[str, set[str]] = {
     },
     "gateway.sdk": BASE | {"gateway.security", "consent"},
     "gateway.config": BASE | {"adapters"},
+    # The console is a gateway client (the SDK) with its own store; the audit part for
+    # record hashing and evidence bundles. Never the server, engine or services.
+    "gateway.console": BASE
+    | {"gateway.storage", "gateway.sdk", "gateway.audit", "gateway.security", "consent"},
 }
 # The composition root and the command line may import any part (never each other's
 # callers: nothing imports them but the CLI).

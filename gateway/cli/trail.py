@@ -21,12 +21,10 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.base.errors import Reason
-from gateway.base.identifiers import is_valid_household_id, is_valid_idcs
-from gateway.base.wire import method_path
 from gateway.pb.jisr.v1 import audit_pb2, consent_pb2, registry_pb2
+from gateway.sdk import filters
 from gateway.sdk.client import Credentials, JisrClient, JisrError
-from gateway.sdk.trail import AUDIT_PURPOSE, REPORT_PURPOSE, AccessQuery, Trail
+from gateway.sdk.trail import AUDIT_PURPOSE, REPORT_PURPOSE, Trail
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LIMIT = 100
@@ -128,21 +126,35 @@ def run(args: argparse.Namespace, pki_dir: Path) -> int:
     return EXIT_OK
 
 
+_FLAGS = filters.Filters(
+    subject="--subject",
+    requester="--requester",
+    purpose="--access-purpose",
+    method="--method",
+    decision="--decision",
+    reason="--reason",
+    since="--since",
+    until="--until",
+)
+
+
 def _query(trail: Trail, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError(f"--limit: {args.limit} is not a positive number")
-    query = AccessQuery(
-        who=_subject("--subject", args.subject) if args.subject else "",
+    typed = filters.Filters(
+        subject=args.subject or "",
         requester=args.requester or "",
         purpose=args.access_purpose or "",
-        method=_method(args.method) if args.method else "",
+        method=args.method or "",
         decision=args.decision or "",
-        reason=_reason(args.reason) if args.reason else "",
-        since=_time("--since", args.since) if args.since else None,
-        until=_time("--until", args.until) if args.until else None,
+        reason=args.reason or "",
+        since=args.since or "",
+        until=args.until or "",
     )
-    if query.since and query.until and query.since >= query.until:
-        raise UsageError("--since must be before --until")
+    try:
+        query = filters.access_query(typed, _FLAGS)
+    except filters.FilterError as exc:
+        raise UsageError(str(exc)) from None
     return _print(trail.query(query, limit=args.limit), args.json, _record_line)
 
 
@@ -182,33 +194,14 @@ def _when(stamp: Timestamp) -> str:
 
 
 def _subject(flag: str, value: str) -> str:
-    if is_valid_idcs(value) or is_valid_household_id(value):
-        return value
-    raise UsageError(
-        f"{flag}: not an IDCS (10 digits, valid check digit) or a household id (H and 9 digits)"
-    )
-
-
-def _method(value: str) -> str:
-    """A bare method name becomes its full path; a full path is kept as given."""
-    if value.startswith("/"):
-        return value
-    for module in _SERVICES:
-        for service in module.DESCRIPTOR.services_by_name.values():
-            if value in service.methods_by_name:
-                return method_path(service.full_name, value)
-    raise UsageError(f"--method: no Jisr service has a method {value!r}")
-
-
-def _reason(value: str) -> str:
-    if value in Reason.__members__:
-        return value
-    raise UsageError(f"--reason: {value!r} is not a reason of docs/errors.md")
+    try:
+        return filters.subject(flag, value)
+    except filters.FilterError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _time(flag: str, value: str) -> dt.datetime:
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{flag}: {value!r} is not YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+        return filters.moment(flag, value)
+    except filters.FilterError as exc:
+        raise UsageError(str(exc)) from None

@@ -13,6 +13,8 @@ partner branches on `err.reason`, never on message text.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -207,6 +209,15 @@ class JisrClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    def acting_as(self, sub: str) -> JisrClient:
+        """This client's channel, its calls signed with `sub` as the caller: an
+        application serving several people (the console's officers) names each one by a
+        pseudonymous id, which the gateway records. Close the original, not the view."""
+        view = copy.copy(self)
+        signer = dataclasses.replace(self.credentials.signer, sub=sub)
+        view.credentials = dataclasses.replace(self.credentials, signer=signer)
+        return view
 
     # -- unary ------------------------------------------------------------------------
 

@@ -116,7 +116,7 @@ def test_a_dpo_asking_for_another_institutions_requests_is_refused(
         (["--reason", "NOPE"], "--reason: 'NOPE' is not a reason"),
         (["--method", "Nope"], "--method: no Jisr service has a method 'Nope'"),
         (["--since", "yesterday"], "--since: 'yesterday' is not YYYY-MM-DD"),
-        (["--since", "2026-12-05", "--until", "2026-12-01"], "--since must be before --until"),
+        (["--since", "2026-12-05", "--until", "2026-12-01"], "--until: must be after --since"),
         (["--limit", "0"], "--limit: 0 is not a positive number"),
     ],
     ids=["subject", "reason", "method", "date", "range", "limit"],

@@ -109,6 +109,8 @@ class Query:
     # A refusal's reason: records with it as their reason, or among a batch part's
     # comma-separated item reasons.
     reason: str = ""
+    # One record by its id (node, seq); ("", 0): any.
+    record: tuple[str, int] = ("", 0)
 
 
 class AuditTrailMissingError(LookupError):
@@ -379,6 +381,9 @@ def query_sql(
         where.append("(r.reason = ? OR ',' || r.reason || ',' LIKE ? ESCAPE '!')")
         literal = q.reason.replace("!", "!!").replace("%", "!%").replace("_", "!_")
         params.extend((q.reason, f"%,{literal},%"))
+    if q.record[0]:
+        where.append("r.node = ? AND r.seq = ?")
+        params.extend(q.record)
     if q.since_us:
         where.append("r.at_us >= ?")
         params.append(q.since_us)

@@ -91,6 +91,8 @@ class Reason(StrEnum):
     INVALID_PAGE = "INVALID_PAGE"
     # An audit query's reason filter that is no reason of this table (INVALID_ARGUMENT).
     INVALID_REASON = "INVALID_REASON"
+    # An audit query's record id that is not "<node>:<seq>" (INVALID_ARGUMENT).
+    INVALID_RECORD_ID = "INVALID_RECORD_ID"
     # The access could not be recorded durably (UNAVAILABLE): fail closed.
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
     # Audit trail queries.

@@ -54,6 +54,7 @@ _ARGUMENT = (
     Reason.UNKNOWN_PURPOSE,
     Reason.INVALID_PAGE,
     Reason.INVALID_REASON,
+    Reason.INVALID_RECORD_ID,
 )
 _CONSENT = (
     Reason.CONSENT_MISSING,

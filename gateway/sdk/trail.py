@@ -51,6 +51,7 @@ class AccessQuery:
     reason: str = ""
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    record_id: str = ""  # one record, "<node>:<seq>"
 
     def message(self, purpose: str, page_size: int, token: str) -> apb.QueryAccessRequest:
         request = apb.QueryAccessRequest(
@@ -63,6 +64,7 @@ class AccessQuery:
             page_size=page_size,
             page_token=token,
             max_pages=MAX_PAGES,
+            record_id=self.record_id,
         )
         if self.who:
             request.subject.CopyFrom(subject(self.who))

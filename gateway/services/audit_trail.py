@@ -108,6 +108,16 @@ def _reason(value: str) -> str:
     return value
 
 
+def _record_id(value: str) -> tuple[str, int]:
+    """("", 0) for none; else the (node, seq) of "<node>:<seq>"."""
+    if not value:
+        return ("", 0)
+    node, _, seq = value.rpartition(":")
+    if not node or not seq.isdigit() or not 1 <= int(seq) < 2**63 or len(value) > 200:
+        raise invalid(Reason.INVALID_RECORD_ID, "record_id is <node>:<seq>", "record_id")
+    return (node, int(seq))
+
+
 def _denied(message: str) -> ExchangeError:
     return ExchangeError(Reason.NOT_AN_AUDITOR, message)
 
@@ -162,6 +172,7 @@ class AuditTrailService:
             until_us=_us(request.until, request.HasField("until"), "until"),
             trace_id=request.trace_id,
             reason=_reason(request.reason),
+            record=_record_id(request.record_id),
         )
         if query.until_us and query.since_us >= query.until_us:
             raise invalid(Reason.INVALID_DATE, "since must be before until", "since")

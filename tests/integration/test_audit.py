@@ -383,3 +383,29 @@ def test_a_bad_page_token_is_invalid_and_the_failure_is_recorded(
             list(stream)
     error = error_from(err.value)
     assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "INVALID_PAGE")
+
+
+def test_one_record_is_found_by_the_id_its_receipt_quotes(
+    gateway: processes.Proc, pki_dir: Path, registry_dir: Path
+) -> None:
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1 OFFSET 79")
+    with (
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "ANSS")) as anss,
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp,
+    ):
+        audit_id = anss.verify("ASD_ELIGIBILITY", hid, "ASD").receipt["audit"]
+        found = _query(cndp, record_id=audit_id)
+    assert [f"{r.node}:{r.seq}" for r in found] == [audit_id]
+    assert found[0].requester == "ANSS"
+
+
+@pytest.mark.parametrize("record_id", ["17", "node:", "node:0", ":5", "node:x"])
+def test_a_malformed_record_id_is_invalid(
+    gateway: processes.Proc, pki_dir: Path, record_id: str
+) -> None:
+    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
+        with pytest.raises(grpc.RpcError) as err:
+            _query(cndp, record_id=record_id)
+    error = error_from(err.value)
+    assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "INVALID_RECORD_ID")
+    assert error.metadata.get("field") == "record_id"

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway.pb.jisr.v1 import registry_pb2 as jisr_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13jisr/v1/audit.proto\x12\x07jisr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16jisr/v1/registry.proto\"\x99\x03\n\x0c\x41\x63\x63\x65ssRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x11\n\trequester\x18\x06 \x01(\t\x12\x15\n\rrequester_sub\x18\x07 \x01(\t\x12\x0e\n\x06method\x18\x08 \x01(\t\x12\x0f\n\x07purpose\x18\t \x01(\t\x12\r\n\x05\x62\x61sis\x18\n \x01(\t\x12\x16\n\x0esubject_hashes\x18\x0b \x03(\t\x12\x0e\n\x06\x66ields\x18\x0c \x03(\t\x12\x10\n\x08\x64\x65\x63ision\x18\r \x01(\t\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x14\n\x0crequest_hash\x18\x0f \x01(\t\x12\x15\n\rresponse_hash\x18\x10 \x01(\t\x12\x0b\n\x03jti\x18\x11 \x01(\t\x12\x0c\n\x04part\x18\x12 \x01(\r\x12\x12\n\nlatency_us\x18\x13 \x01(\x04\x12\x11\n\tprev_hash\x18\x14 \x01(\t\x12\x0c\n\x04hash\x18\x15 \x01(\t\"\xc7\x02\n\x12QueryAccessRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12!\n\x07subject\x18\x02 \x01(\x0b\x32\x10.jisr.v1.Subject\x12\x11\n\trequester\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65ss_purpose\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\x12)\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\t \x01(\t\x12\x11\n\tpage_size\x18\n \x01(\r\x12\x12\n\npage_token\x18\x0b \x01(\t\x12\x11\n\tmax_pages\x18\x0c \x01(\r\x12\x0e\n\x06reason\x18\r \x01(\t\"V\n\x13QueryAccessResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.jisr.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x16VerifyIntegrityRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\"K\n\x10IntegrityFinding\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\x87\x01\n\x17VerifyIntegrityResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x13\n\x0b\x63heckpoints\x18\x03 \x01(\x04\x12\r\n\x05nodes\x18\x04 \x01(\r\x12+\n\x08\x66indings\x18\x05 \x03(\x0b\x32\x19.jisr.v1.IntegrityFinding\"5\n\x14GetCheckpointRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"\x80\x01\n\nCheckpoint\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\"A\n\x15GetCheckpointResponse\x12(\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x13.jisr.v1.Checkpoint\"t\n\x13\x41\x63\x63\x65ssReportRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12!\n\x07subject\x18\x02 \x01(\x0b\x32\x10.jisr.v1.Subject\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0b\x41\x63\x63\x65ssEntry\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\"=\n\x14\x41\x63\x63\x65ssReportResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.jisr.v1.AccessEntry2\xcb\x02\n\nAuditTrail\x12J\n\x0bQueryAccess\x12\x1b.jisr.v1.QueryAccessRequest\x1a\x1c.jisr.v1.QueryAccessResponse0\x01\x12T\n\x0fVerifyIntegrity\x12\x1f.jisr.v1.VerifyIntegrityRequest\x1a .jisr.v1.VerifyIntegrityResponse\x12N\n\rGetCheckpoint\x12\x1d.jisr.v1.GetCheckpointRequest\x1a\x1e.jisr.v1.GetCheckpointResponse\x12K\n\x0c\x41\x63\x63\x65ssReport\x12\x1c.jisr.v1.AccessReportRequest\x1a\x1d.jisr.v1.AccessReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13jisr/v1/audit.proto\x12\x07jisr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16jisr/v1/registry.proto\"\x99\x03\n\x0c\x41\x63\x63\x65ssRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x11\n\trequester\x18\x06 \x01(\t\x12\x15\n\rrequester_sub\x18\x07 \x01(\t\x12\x0e\n\x06method\x18\x08 \x01(\t\x12\x0f\n\x07purpose\x18\t \x01(\t\x12\r\n\x05\x62\x61sis\x18\n \x01(\t\x12\x16\n\x0esubject_hashes\x18\x0b \x03(\t\x12\x0e\n\x06\x66ields\x18\x0c \x03(\t\x12\x10\n\x08\x64\x65\x63ision\x18\r \x01(\t\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x14\n\x0crequest_hash\x18\x0f \x01(\t\x12\x15\n\rresponse_hash\x18\x10 \x01(\t\x12\x0b\n\x03jti\x18\x11 \x01(\t\x12\x0c\n\x04part\x18\x12 \x01(\r\x12\x12\n\nlatency_us\x18\x13 \x01(\x04\x12\x11\n\tprev_hash\x18\x14 \x01(\t\x12\x0c\n\x04hash\x18\x15 \x01(\t\"\xda\x02\n\x12QueryAccessRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12!\n\x07subject\x18\x02 \x01(\x0b\x32\x10.jisr.v1.Subject\x12\x11\n\trequester\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65ss_purpose\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\x12)\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\t \x01(\t\x12\x11\n\tpage_size\x18\n \x01(\r\x12\x12\n\npage_token\x18\x0b \x01(\t\x12\x11\n\tmax_pages\x18\x0c \x01(\r\x12\x0e\n\x06reason\x18\r \x01(\t\x12\x11\n\trecord_id\x18\x0e \x01(\t\"V\n\x13QueryAccessResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.jisr.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x16VerifyIntegrityRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\"K\n\x10IntegrityFinding\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\x87\x01\n\x17VerifyIntegrityResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x13\n\x0b\x63heckpoints\x18\x03 \x01(\x04\x12\r\n\x05nodes\x18\x04 \x01(\r\x12+\n\x08\x66indings\x18\x05 \x03(\x0b\x32\x19.jisr.v1.IntegrityFinding\"5\n\x14GetCheckpointRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"\x80\x01\n\nCheckpoint\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x11\n\tsignature\x18\x06 \x01(\t\"A\n\x15GetCheckpointResponse\x12(\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x13.jisr.v1.Checkpoint\"t\n\x13\x41\x63\x63\x65ssReportRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12!\n\x07subject\x18\x02 \x01(\x0b\x32\x10.jisr.v1.Subject\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0b\x41\x63\x63\x65ssEntry\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\"=\n\x14\x41\x63\x63\x65ssReportResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.jisr.v1.AccessEntry2\xcb\x02\n\nAuditTrail\x12J\n\x0bQueryAccess\x12\x1b.jisr.v1.QueryAccessRequest\x1a\x1c.jisr.v1.QueryAccessResponse0\x01\x12T\n\x0fVerifyIntegrity\x12\x1f.jisr.v1.VerifyIntegrityRequest\x1a .jisr.v1.VerifyIntegrityResponse\x12N\n\rGetCheckpoint\x12\x1d.jisr.v1.GetCheckpointRequest\x1a\x1e.jisr.v1.GetCheckpointResponse\x12K\n\x0c\x41\x63\x63\x65ssReport\x12\x1c.jisr.v1.AccessReportRequest\x1a\x1d.jisr.v1.AccessReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSRECORD']._serialized_start=90
   _globals['_ACCESSRECORD']._serialized_end=499
   _globals['_QUERYACCESSREQUEST']._serialized_start=502
-  _globals['_QUERYACCESSREQUEST']._serialized_end=829
-  _globals['_QUERYACCESSRESPONSE']._serialized_start=831
-  _globals['_QUERYACCESSRESPONSE']._serialized_end=917
-  _globals['_VERIFYINTEGRITYREQUEST']._serialized_start=919
-  _globals['_VERIFYINTEGRITYREQUEST']._serialized_end=960
-  _globals['_INTEGRITYFINDING']._serialized_start=962
-  _globals['_INTEGRITYFINDING']._serialized_end=1037
-  _globals['_VERIFYINTEGRITYRESPONSE']._serialized_start=1040
-  _globals['_VERIFYINTEGRITYRESPONSE']._serialized_end=1175
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1177
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1230
-  _globals['_CHECKPOINT']._serialized_start=1233
-  _globals['_CHECKPOINT']._serialized_end=1361
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1363
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1428
-  _globals['_ACCESSREPORTREQUEST']._serialized_start=1430
-  _globals['_ACCESSREPORTREQUEST']._serialized_end=1546
-  _globals['_ACCESSENTRY']._serialized_start=1549
-  _globals['_ACCESSENTRY']._serialized_end=1691
-  _globals['_ACCESSREPORTRESPONSE']._serialized_start=1693
-  _globals['_ACCESSREPORTRESPONSE']._serialized_end=1754
-  _globals['_AUDITTRAIL']._serialized_start=1757
-  _globals['_AUDITTRAIL']._serialized_end=2088
+  _globals['_QUERYACCESSREQUEST']._serialized_end=848
+  _globals['_QUERYACCESSRESPONSE']._serialized_start=850
+  _globals['_QUERYACCESSRESPONSE']._serialized_end=936
+  _globals['_VERIFYINTEGRITYREQUEST']._serialized_start=938
+  _globals['_VERIFYINTEGRITYREQUEST']._serialized_end=979
+  _globals['_INTEGRITYFINDING']._serialized_start=981
+  _globals['_INTEGRITYFINDING']._serialized_end=1056
+  _globals['_VERIFYINTEGRITYRESPONSE']._serialized_start=1059
+  _globals['_VERIFYINTEGRITYRESPONSE']._serialized_end=1194
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1196
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1249
+  _globals['_CHECKPOINT']._serialized_start=1252
+  _globals['_CHECKPOINT']._serialized_end=1380
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1382
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1447
+  _globals['_ACCESSREPORTREQUEST']._serialized_start=1449
+  _globals['_ACCESSREPORTREQUEST']._serialized_end=1565
+  _globals['_ACCESSENTRY']._serialized_start=1568
+  _globals['_ACCESSENTRY']._serialized_end=1710
+  _globals['_ACCESSREPORTRESPONSE']._serialized_start=1712
+  _globals['_ACCESSREPORTRESPONSE']._serialized_end=1773
+  _globals['_AUDITTRAIL']._serialized_start=1776
+  _globals['_AUDITTRAIL']._serialized_end=2107
 # @@protoc_insertion_point(module_scope)

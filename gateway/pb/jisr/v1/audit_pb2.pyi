@@ -121,6 +121,7 @@ class QueryAccessRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     MAX_PAGES_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """Purpose of this query, e.g. "DATA_PROTECTION_AUDIT"."""
     requester: _builtins.str
@@ -138,6 +139,8 @@ class QueryAccessRequest(_message.Message):
     """A refusal's reason (an ErrorInfo reason, e.g. "PURPOSE_NOT_ALLOWED"): records whose
     reason is it, batch parts whose items failed with it among others included.
     """
+    record_id: _builtins.str
+    """One record by its id, "<node>:<seq>", as receipts quote it in `audit`."""
     @_builtins.property
     def subject(self) -> _registry_pb2.Subject:
         """A person or household: hashed by the gateway with its audit key."""
@@ -162,10 +165,11 @@ class QueryAccessRequest(_message.Message):
         page_token: _builtins.str = ...,
         max_pages: _builtins.int = ...,
         reason: _builtins.str = ...,
+        record_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "subject", b"subject", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_purpose", b"access_purpose", "decision", b"decision", "max_pages", b"max_pages", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "reason", b"reason", "requester", b"requester", "since", b"since", "subject", b"subject", "trace_id", b"trace_id", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_purpose", b"access_purpose", "decision", b"decision", "max_pages", b"max_pages", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "reason", b"reason", "record_id", b"record_id", "requester", b"requester", "since", b"since", "subject", b"subject", "trace_id", b"trace_id", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

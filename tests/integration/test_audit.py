@@ -403,9 +403,11 @@ def test_one_record_is_found_by_the_id_its_receipt_quotes(
 def test_a_malformed_record_id_is_invalid(
     gateway: processes.Proc, pki_dir: Path, record_id: str
 ) -> None:
-    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
-        with pytest.raises(grpc.RpcError) as err:
-            _query(cndp, record_id=record_id)
+    with (
+        JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        _query(cndp, record_id=record_id)
     error = error_from(err.value)
     assert (error.code.name, error.reason) == ("INVALID_ARGUMENT", "INVALID_RECORD_ID")
     assert error.metadata.get("field") == "record_id"

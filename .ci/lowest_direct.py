@@ -5,19 +5,21 @@ every install takes the newest releases, and it was broken (the generated code i
 gateway/pb refuses to import below the grpcio and protobuf that generated it). pip has no
 lowest-resolution mode, so this script does a "lowest-direct" resolution by hand:
 
-1. It reads the direct dependencies (`[project] dependencies`, the `server` and `dev`
-   extras; `dev` names `jisr[server]`, the project itself, which is no dependency to pin)
-   and `[build-system] requires`, each of which must have a `>=` floor.
+1. It reads the direct dependencies (`[project] dependencies`, the `dev` extra and the
+   extras that `dev` brings in through its reference to the project itself,
+   `jisr[server,console]`: that reference is no dependency to pin, but its extras'
+   requirements are) and `[build-system] requires`, each of which must have a `>=` floor.
 2. It writes a pip constraints file pinning each direct dependency to its floor
    (`name==floor`; extras such as `psycopg[binary]` are dropped there, as pip requires:
    the extra's own pins follow the pinned version), and a build-constraints file pinning
    the build backend (setuptools) to its floor. Transitive dependencies resolve as usual.
 3. In a fresh virtualenv made with this interpreter (run it with the lowest Python the
-   project supports): `pip install -e .[dev]` (which installs `server` too) under those
-   constraints, then
-   `python -c 'import gateway, consent, adapters'`, `pytest -q tests/unit`, and ruff and
-   mypy at their floors (which also check the code against the floors' APIs). Integration
-   tests are left out for time.
+   project supports): `pip install -e .[dev]` (which installs `server` and `console` too)
+   under those constraints, then
+   `python -c 'import gateway, consent, adapters'`, `pytest -q tests/unit`, the browser
+   kit's test (Selenium at its floor driving Debian's Chromium, a few seconds), and ruff
+   and mypy at their floors (which also check the code against the floors' APIs). The
+   other integration tests are left out for time.
 
 Run as `python3 .ci/lowest_direct.py` (what `make lowest` and .ci/run do). It prints each
 step as it goes and ends with one summary line; the exit status is non-zero if a step
@@ -38,15 +40,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRA = "dev"  # what is installed; it includes `jisr[server]`
-EXTRAS = ("server", EXTRA)  # whose direct dependencies are pinned to their floors
+EXTRA = "dev"  # what is installed; its `jisr[...]` names the other extras it brings in
 IMPORTS = "import gateway, consent, adapters"
 HINT = "raise the floor at fault in pyproject.toml, docs/dependencies.md says why each"
-TESTS = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit"]
+PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
+TESTS = [*PYTEST, "tests/unit"]
+BROWSER = [*PYTEST, "tests/integration/test_browser_kit.py"]
 
 # name, optional [extras], specifiers, optional ; marker (PEP 508, no URLs)
 _REQUIREMENT = re.compile(
-    r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*"
+    r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[(?P<extras>[^\]]*)\])?\s*"
     r"(?P<specs>[^;]*?)\s*(?:;\s*(?P<marker>.+))?$"
 )
 _FLOOR = re.compile(r"^>=\s*(?P<version>[0-9][A-Za-z0-9.+!-]*)$")
@@ -94,22 +97,48 @@ def floor_of(requirement: str) -> Floor:
 
 
 def read_floors(pyproject: Path) -> tuple[list[Floor], list[Floor]]:
-    """(direct dependencies: base, then each of EXTRAS; build-system requirements). An
-    extra's reference to the project itself (`jisr[server]`) is left out: it is no
-    dependency, and EXTRAS lists what it brings in."""
+    """(direct dependencies: base, then each extra that installing EXTRA installs;
+    build-system requirements). An extra's reference to the project itself
+    (`jisr[server,console]`) is left out: it is no dependency, and the extras it names are
+    read in its place."""
     data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     project = data["project"]
-    extras = project["optional-dependencies"]
-    direct = [*project["dependencies"], *(r for extra in EXTRAS for r in extras[extra])]
-    build = data["build-system"]["requires"]
+    extras: dict[str, list[str]] = project["optional-dependencies"]
     own = project["name"]
-    return [floor_of(r) for r in direct if not _names(r, own)], [floor_of(r) for r in build]
+    direct = [*project["dependencies"]]
+    for extra in installed_extras(extras, own):
+        direct += (r for r in extras[extra] if _own_extras(r, own) is None)
+    build = data["build-system"]["requires"]
+    return [floor_of(r) for r in direct], [floor_of(r) for r in build]
 
 
-def _names(requirement: str, project: str) -> bool:
-    """Whether `requirement` names `project` (a self-reference such as `jisr[server]`)."""
+def installed_extras(extras: dict[str, list[str]], project: str) -> list[str]:
+    """The extras that `pip install .[EXTRA]` installs: EXTRA, and those it names through
+    the project itself, theirs in turn; in order, those named first (`server`, `console`,
+    `dev` for `dev = ["jisr[server,console]", ...]`)."""
+    found: list[str] = []
+
+    def visit(extra: str) -> None:
+        if extra in found:
+            return
+        if extra not in extras:
+            raise StepFailedError(f"pyproject.toml has no extra {extra!r}")
+        found.append(extra)
+        for requirement in extras[extra]:
+            for named in _own_extras(requirement, project) or []:
+                visit(named)
+
+    visit(EXTRA)
+    return [*found[1:], found[0]]
+
+
+def _own_extras(requirement: str, project: str) -> list[str] | None:
+    """The extras a reference to `project` itself names (`jisr[server,console]`: server,
+    console), or None when `requirement` names another distribution."""
     match = _REQUIREMENT.match(requirement)
-    return match is not None and _normal(match.group("name")) == _normal(project)
+    if match is None or _normal(match.group("name")) != _normal(project):
+        return None
+    return [e.strip() for e in (match.group("extras") or "").split(",") if e.strip()]
 
 
 def _normal(name: str) -> str:
@@ -195,6 +224,7 @@ def check(venv: Path) -> tuple[list[str], list[str]]:
     checks = [
         ("imports", [python, "-c", IMPORTS]),
         ("tests/unit", [python, *TESTS]),
+        ("browser kit", [python, *BROWSER]),
         # The linters at their floors also check the code against the floors' APIs and
         # types (mypy found bench's use of a pyjwt type newer than pyjwt's old floor).
         ("ruff check", [str(bin_ / "ruff"), "check", "--no-cache", "."]),

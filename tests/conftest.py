@@ -11,6 +11,9 @@ from adapters.demo_data import generate
 from gateway.sdk.client import Credentials, JisrClient
 from tests.support import identities, processes
 
+# The browser fixture (a real headless Chromium) for the console's tests.
+pytest_plugins = ("tests.support.browser",)
+
 SESSION_HOUSEHOLDS = 12_000
 SESSION_SEED = 5
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.base.wire import GATEWAY_CLIENT
 from gateway.cli import audit as audit_cli
+from gateway.cli import console as console_cli
 from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
 from gateway.security import pki, receipts
 
@@ -394,6 +395,7 @@ def parser() -> argparse.ArgumentParser:
         _call_parser,
         _consent_parser,
         audit_cli.add_parser,
+        console_cli.add_parser,
     ):
         add(sub)
     return top

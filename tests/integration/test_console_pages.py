@@ -1,0 +1,349 @@
+"""The DPO and regulator console as its officers use it: a real gateway, the console in its
+own process, and a real browser (headless Chromium) signing in, searching, opening an
+exchange, checking a receipt, downloading the evidence bundle, in French and Arabic."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from gateway.sdk.client import Credentials, JisrClient, JisrError
+from tests.support import browser as kit
+from tests.support import console_site, processes, registry_rows
+
+pytestmark = pytest.mark.integration
+
+PURPOSE = "ASD_ELIGIBILITY"
+
+
+@dataclass
+class Scene:
+    """A gateway with a few exchanges in its trail, and the console in front of it."""
+
+    gateway: processes.Proc
+    site: console_site.Site
+    state_dir: Path
+    pki_dir: Path
+    person: str  # an IDCS DEMO looked up twice
+    receipt: str  # DEMO's receipt for its first look-up of `person`
+
+
+def _exchanges(target: str, pki_dir: Path, registry_dir: Path) -> tuple[str, str]:
+    """DEMO: five eligibility checks, two looks at one person, two refusals; CNSS: one
+    check. Returns the person's IDCS and the receipt of the first look."""
+    members = registry_rows.first_members(registry_dir, 6)
+    person = members[0][1]
+    with JisrClient(target, Credentials.from_pki(pki_dir, "DEMO")) as demo:
+        for household, _ in members[1:]:
+            demo.verify(PURPOSE, household, "ASD")
+        receipt = demo.person_status("AMO_ENROLMENT", person).receipt_token
+        demo.person_status("AMO_ENROLMENT", person)
+        for household, _ in members[1:3]:
+            with pytest.raises(JisrError):
+                demo.verify("SCHOOL_SUPPORT", household, "ASD")
+    with JisrClient(target, Credentials.from_pki(pki_dir, "CNSS")) as cnss:
+        cnss.verify("AMO_ENROLMENT", members[1][0], "AMOT")
+    return person, receipt
+
+
+def _scene(registry_dir: Path, pki_dir: Path, folder: Path) -> Iterator[Scene]:
+    state = folder / "state"
+    state.mkdir()
+    env = {"JISR_STATE_DIR": str(state), "JISR_AUDIT_CHECKPOINT_EVERY": "5"}
+    args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
+    gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env)
+    try:
+        person, receipt = _exchanges(gateway.target, pki_dir, registry_dir)
+        site = console_site.start(gateway.target, pki_dir, folder / "console", folder / "c.log")
+        try:
+            yield Scene(gateway, site, state, pki_dir, person, receipt)
+        finally:
+            site.proc.stop()
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def scene(
+    registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scene]:
+    """Shared by the tests that only read."""
+    yield from _scene(registry_dir, pki_dir, tmp_path_factory.mktemp("console"))
+
+
+def _search(driver: webdriver.Chrome, scene: Scene, **filters: str) -> None:
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    driver.get(f"{scene.site.url}/search?q=1&{query}")
+    kit.wait_for(driver, "#results-title, #error-title, #error-subject")
+
+
+def _rows(driver: webdriver.Chrome) -> list[list[str]]:
+    cells = driver.find_elements(By.CSS_SELECTOR, "#results tbody tr")
+    return [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in cells]
+
+
+# -- signing in ----------------------------------------------------------------------
+
+
+def test_a_wrong_password_is_refused_without_saying_which_part(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in(browser, scene.site, "dpo-demo", "not-the-password-1")
+    shown = kit.wait_for(browser, "#login-error").text
+    assert shown == "Identifiant, mot de passe ou code incorrect."
+    console_site.sign_in(browser, scene.site, "nobody-here", "not-the-password-1")
+    assert kit.wait_for(browser, "#login-error").text == shown
+
+
+def test_five_failures_lock_the_account_even_against_the_right_password(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    password = "Locked-officer-42"
+    add = ["console", "user", "add", "locked-officer", "--institution", "DEMO"]
+    added = subprocess.run(
+        [*processes.jisr(*add), "--password-stdin", "--state-dir", str(scene.site.state_dir)],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=processes.environment(),
+    )
+    assert added.returncode == 0, added.stderr
+    for _ in range(5):
+        console_site.sign_in(browser, scene.site, "locked-officer", "wrong-Password-0")
+        kit.wait_for(browser, "#login-error")
+    assert "verrouillé" in console_site.text(browser, "login-error")
+    console_site.sign_in(browser, scene.site, "locked-officer", password)
+    assert "verrouillé" in kit.wait_for(browser, "#login-error").text
+    assert browser.find_elements(By.ID, "search-form") == []
+
+
+def test_a_page_asked_before_signing_in_opens_after_it(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    browser.get(f"{scene.site.url}/integrity")
+    kit.wait_for(browser, "#username")
+    browser.find_element(By.ID, "username").send_keys("cndp")
+    browser.find_element(By.ID, "password").send_keys(scene.site.passwords["cndp"])
+    browser.find_element(By.ID, "login").click()
+    kit.wait_for(browser, "#verdict")
+    assert browser.current_url == f"{scene.site.url}/integrity"
+
+
+def test_signing_out_ends_the_session(browser: webdriver.Chrome, scene: Scene) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    browser.find_element(By.ID, "logout").click()
+    assert kit.wait_for(browser, "#note").text == "Vous êtes déconnecté."
+    browser.get(f"{scene.site.url}/search")
+    kit.wait_for(browser, "#username")
+
+
+def test_a_form_without_its_csrf_token_is_refused(browser: webdriver.Chrome, scene: Scene) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    browser.execute_script(
+        "document.querySelector('form[action=\"/logout\"] input[name=csrf]').value = 'forged';"
+    )
+    browser.find_element(By.ID, "logout").click()
+    assert kit.wait_for(browser, "#error-title").text == "Erreur 403"
+    browser.get(f"{scene.site.url}/search")
+    kit.wait_for(browser, "#search-form")  # still signed in: nothing was done
+
+
+# -- the trail -----------------------------------------------------------------------
+
+
+def test_a_dpo_finds_the_exchanges_about_a_person_by_idcs(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    _search(browser, scene, subject=scene.person)
+    rows = _rows(browser)
+    assert [(r[1], r[3], r[4]) for r in rows] == [("DEMO", "AMO_ENROLMENT", "GetPersonStatus")] * 2
+    assert scene.person not in browser.page_source  # shown hashed: only the count of subjects
+
+
+def test_a_bad_filter_is_named_and_nothing_is_asked(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    _search(browser, scene, subject="12345")
+    assert console_site.text(browser, "error-subject").startswith("Personne ou ménage")
+    assert browser.find_elements(By.ID, "results") == []
+
+
+def test_a_dpo_sees_only_its_own_institutions_requests(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    _search(browser, scene, purpose="AMO_ENROLMENT", method="VerifyEligibility")
+    assert _rows(browser) == []  # CNSS's check is not DEMO's to see
+
+
+def test_a_dpo_asking_for_another_institution_is_refused_and_the_refusal_audited(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    officer = browser.find_element(By.ID, "who").text
+    _search(browser, scene, requester="CNSS")
+    assert console_site.text(browser, "error-title") == "Erreur 403"
+    assert "Ce refus est lui-même tracé" in console_site.text(browser, "error-text")
+    assert officer.startswith("dpo-demo")
+    browser.find_element(By.ID, "logout").click()
+    console_site.sign_in_as(browser, scene.site, "cndp")
+    _search(browser, scene, requester="DEMO", method="QueryAccess", decision="deny")
+    refused = [r for r in _rows(browser) if "NOT_AN_AUDITOR" in r[5]]
+    assert refused, _rows(browser)
+    assert refused[0][2].startswith("officer-")  # the officer's pseudonym, not the name
+
+
+def test_every_search_is_itself_an_audited_exchange_under_the_officers_pseudonym(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    _search(browser, scene, purpose="ASD_ELIGIBILITY")
+    browser.find_element(By.ID, "logout").click()
+    console_site.sign_in_as(browser, scene.site, "cndp")
+    _search(browser, scene, requester="DEMO", method="QueryAccess", decision="permit")
+    looks = _rows(browser)
+    assert looks
+    assert all(r[2].startswith("officer-") for r in looks)
+    assert all(r[3] == "DATA_PROTECTION_AUDIT" for r in looks)
+
+
+def test_opening_a_refusal_shows_its_reason_and_that_nothing_was_disclosed(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    _search(browser, scene, decision="deny", reason="PURPOSE_NOT_ALLOWED")
+    browser.find_element(By.CSS_SELECTOR, "#results a.open").click()
+    kit.wait_for(browser, "#exchange")
+    assert console_site.text(browser, "x-decision") == "refusé"
+    assert console_site.text(browser, "x-reason") == "PURPOSE_NOT_ALLOWED"
+    assert console_site.text(browser, "x-purpose") == "SCHOOL_SUPPORT"
+    assert console_site.text(browser, "x-fields") == "rien n'a été communiqué"
+    assert "ok" in str(browser.find_element(By.ID, "x-hash").get_attribute("class"))
+
+
+def test_a_receipt_pasted_on_its_exchange_is_verified_claim_by_claim(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    _search(browser, scene, subject=scene.person)
+    links = browser.find_elements(By.CSS_SELECTOR, "#results a.open")
+    links[-1].click()  # the oldest: the first look, whose receipt the scene kept
+    kit.wait_for(browser, "#receipt").send_keys(scene.receipt)
+    browser.find_element(By.ID, "check-receipt").click()
+    verdict = kit.wait_for(browser, "#receipt-verdict")
+    assert "ok" in str(verdict.get_attribute("class")), verdict.text
+    assert "✗" not in verdict.text
+
+
+def test_a_forged_receipt_is_named_as_not_signed(browser: webdriver.Chrome, scene: Scene) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    _search(browser, scene, subject=scene.person)
+    browser.find_elements(By.CSS_SELECTOR, "#results a.open")[-1].click()
+    head, payload, signature = scene.receipt.split(".")
+    forged = f"{head}.{payload}.{signature[:-4]}AAAA"
+    kit.wait_for(browser, "#receipt").send_keys(forged)
+    browser.find_element(By.ID, "check-receipt").click()
+    verdict = kit.wait_for(browser, "#receipt-verdict")
+    assert "bad" in str(verdict.get_attribute("class"))
+
+
+def test_a_record_outside_the_officers_view_is_not_found(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "cndp")
+    _search(browser, scene, requester="CNSS", method="VerifyEligibility")
+    cnss_record = _rows(browser)[0][7]
+    browser.find_element(By.ID, "logout").click()
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    browser.get(f"{scene.site.url}/exchange?id={cnss_record}")
+    assert kit.wait_for(browser, "#error-title").text == "Erreur 404"
+
+
+# -- integrity -----------------------------------------------------------------------
+
+
+def test_the_regulator_downloads_a_bundle_that_jisr_audit_verify_accepts(
+    browser: webdriver.Chrome, scene: Scene, download_dir: Path, tmp_path: Path
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "cndp")
+    browser.get(f"{scene.site.url}/integrity")
+    assert kit.wait_for(browser, "#verdict").text.startswith("VALIDE")
+    browser.find_element(By.ID, "download-bundle").click()
+    archive = kit.wait_for_download(download_dir, ".zip")
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path)
+    checked = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "audit", "verify", str(tmp_path / "evidence")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ},
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "VALID" in checked.stdout
+
+
+def test_a_dpo_is_told_the_bundle_is_the_regulators(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    browser.get(f"{scene.site.url}/integrity/evidence.zip")
+    assert kit.wait_for(browser, "#error-title").text == "Erreur 403"
+    assert "régulateur" in console_site.text(browser, "error-text")
+
+
+def test_a_tampered_record_is_named_on_the_integrity_page(
+    browser: webdriver.Chrome, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    for scene in _scene(registry_dir, pki_dir, tmp_path):
+        db = sqlite3.connect(scene.state_dir / "audit.sqlite", isolation_level=None)
+        try:
+            db.execute("DROP TRIGGER IF EXISTS audit_record_no_update")
+            node = db.execute("SELECT node FROM audit_record LIMIT 1").fetchone()[0]
+            forge = "UPDATE audit_record SET purpose = 'FORGED' WHERE seq = 3 AND node = ?"
+            db.execute(forge, (node,))
+        finally:
+            db.close()
+        console_site.sign_in_as(browser, scene.site, "cndp")
+        browser.get(f"{scene.site.url}/integrity")
+        assert kit.wait_for(browser, "#verdict").text.startswith("ALTÉRÉE")
+        findings = browser.find_element(By.ID, "findings").text
+        assert f"{node}" in findings
+        assert "modified" in findings
+        browser.find_element(By.CSS_SELECTOR, "#findings a").click()
+        kit.wait_for(browser, "#exchange")
+        assert console_site.text(browser, "x-purpose") == "FORGED"
+        assert "bad" in str(browser.find_element(By.ID, "x-hash").get_attribute("class"))
+
+
+# -- languages -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("browser", ["ar"], indirect=True)
+def test_an_arabic_reader_gets_right_to_left_pages_and_can_switch(
+    browser: webdriver.Chrome, scene: Scene
+) -> None:
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    browser.find_element(By.ID, "lang-ar").click()
+    kit.wait_for(browser, "#lang-fr")
+    html = browser.find_element(By.TAG_NAME, "html")
+    assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("ar", "rtl")
+    assert browser.execute_script("return getComputedStyle(document.body).direction") == "rtl"
+    browser.find_element(By.ID, "lang-fr").click()
+    kit.wait_for(browser, "#lang-ar")
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == "ltr"

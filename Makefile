@@ -20,14 +20,24 @@ install: $(STAMP)
 $(DATA)/registry.sqlite: | $(STAMP)
 	$(BIN)/jisr demo-data --households $(HOUSEHOLDS) --seed 1 --data-dir $(DATA)
 
-# A development PKI: gateway CA, server certificate, receipt key, and the DEMO institution
-# that `jisr call` uses. Keys are unencrypted on disk: for development only.
+# A development PKI: gateway CA, server certificate, receipt key, the DEMO institution
+# that `jisr call` uses, and the CNDP (the regulator's console login). Keys are
+# unencrypted on disk: for development only.
 $(PKI)/ca.crt: | $(STAMP)
 	$(BIN)/jisr pki --dir $(PKI) init
 	$(BIN)/jisr pki --dir $(PKI) issue DEMO
 
-## Serve the gateway with mTLS on 127.0.0.1:50051 over the synthetic registry.
-run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt
+# Its own target, so that a PKI made before the console gains the CNDP's credentials.
+$(PKI)/institutions/CNDP/tls.crt: | $(PKI)/ca.crt
+	$(BIN)/jisr pki --dir $(PKI) issue CNDP
+
+## Serve the gateway with mTLS on 127.0.0.1:50051 over the synthetic registry, and the
+## DPO console on http://127.0.0.1:8080/ beside it (development logins printed at start;
+## Ctrl-C stops both).
+run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt $(PKI)/institutions/CNDP/tls.crt
+	$(BIN)/jisr console serve --listen 127.0.0.1:8080 --gateway 127.0.0.1:50051 \
+	  --pki-dir $(PKI) --state-dir $(DATA) --dev-accounts & console=$$!; \
+	trap 'kill $$console 2>/dev/null; wait $$console' EXIT INT TERM; \
 	$(BIN)/jisr serve --data-dir $(DATA) --pki-dir $(PKI)
 
 ## The whole test suite (unit, then integration with real server processes), with line

@@ -84,7 +84,7 @@ def create_app(store: ConsoleStore, link: GatewayLink, *, secure_cookies: bool) 
             Route("/login", pages_auth.login, methods=["POST"]),
             Route("/logout", pages_auth.logout, methods=["POST"]),
             Route("/language", pages_auth.switch_language, methods=["POST"]),
-            Route("/search", pages_trail.search, methods=["GET"]),
+            Route("/search", pages_trail.search, methods=["GET", "POST"]),
             Route("/exchange", pages_trail.exchange, methods=["GET"]),
             Route("/exchange/receipt", pages_trail.check_receipt, methods=["POST"]),
             Route("/integrity", pages_integrity.integrity, methods=["GET"]),

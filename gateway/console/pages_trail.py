@@ -8,6 +8,7 @@ again with the field named, and nothing is asked.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -23,16 +24,24 @@ SHOWN = 100  # records on one page of results, newest first
 FIELDS = filters.Filters()  # the form's input names are the field names
 
 
-def _typed(request: Request) -> filters.Filters:
-    q = request.query_params
-    return filters.Filters(*(q.get(name, "")[:200] for name in FIELDS.__dataclass_fields__))
+def _typed(values: Mapping[str, Any]) -> filters.Filters:
+    return filters.Filters(
+        *(str(values.get(name) or "")[:200] for name in FIELDS.__dataclass_fields__)
+    )
 
 
 async def search(request: Request) -> Response:
+    """The form posts (CSRF-checked), so that an IDCS typed in it never lands in a URL, a
+    browser's history or a proxy's log; GET with filters in the query serves links the
+    console makes (never with a subject)."""
     who = await signed_in(request)
     if not isinstance(who, Officer):
         return who
-    typed = _typed(request)
+    if request.method == "POST":
+        values: Mapping[str, Any] = await checked_form(request, who)
+    else:
+        values = request.query_params
+    typed = _typed(values)
     context: dict[str, Any] = {
         "typed": typed,
         "errors": {},
@@ -40,7 +49,7 @@ async def search(request: Request) -> Response:
         "methods": filters.method_names(),
         "shown": SHOWN,
     }
-    if "q" not in request.query_params:
+    if "q" not in values:
         return render(request, "search.html", context, officer=who)
     found = filters.problems(typed, zone=i18n.ZONE)
     if isinstance(found, list):

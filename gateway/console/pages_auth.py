@@ -39,7 +39,13 @@ NOTES = ("expired", "signed_out")
 
 def _next(value: str | None) -> str:
     """Where to go after login: a path of this site only (never another origin)."""
-    if not value or not value.startswith("/") or value.startswith("//"):
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value  # browsers read "/\\host" as "//host"
+        or any(c < " " or c == "\x7f" for c in value)
+    ):
         return "/search"
     parts = urlsplit(value)
     return "/search" if parts.scheme or parts.netloc else value

@@ -191,12 +191,17 @@ def login_token(request: Request) -> str:
     return request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
 
 
+def refusal_status(error: JisrError) -> tuple[int, str]:
+    """The HTTP status and message key of a gateway's refusal, by the gRPC code's name (the
+    console stays free of grpc: the SDK is its one edge); anything unforeseen is 502."""
+    return REFUSALS.get(error.code.name, (502, "error.gateway"))
+
+
 def refusal_page(request: Request, officer: Officer, error: JisrError) -> Response:
     """What the gateway refused, as the officer should read it: 403 when the policy
     does not let this institution see it (the refusal is in the trail), 503 when the
     gateway cannot be reached, 400 for a filter it refused."""
-    # By the code's name: the console stays free of grpc (the SDK is its one edge).
-    status, key = REFUSALS.get(error.code.name, (502, "error.gateway"))
+    status, key = refusal_status(error)
     context = {"status": status, "key": key, "reason": error.reason}
     return render(request, "error.html", context, officer=officer, status=status)
 

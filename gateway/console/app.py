@@ -24,7 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.console import pages_auth, pages_integrity, pages_trail
+from gateway.console import pages_attention, pages_auth, pages_integrity, pages_trail
 from gateway.console.link import GatewayLink
 from gateway.console.store import ConsoleStore
 from gateway.console.web import SECURITY_HEADERS, Console, http_error, now_us, server_error
@@ -88,6 +88,7 @@ def create_app(store: ConsoleStore, link: GatewayLink, *, secure_cookies: bool) 
             Route("/exchange", pages_trail.exchange, methods=["GET"]),
             Route("/exchange/receipt", pages_trail.check_receipt, methods=["POST"]),
             Route("/integrity", pages_integrity.integrity, methods=["GET"]),
+            Route("/attention", pages_attention.attention, methods=["GET"]),
             Route("/integrity/evidence.zip", pages_integrity.evidence, methods=["GET"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],

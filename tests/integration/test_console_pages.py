@@ -282,6 +282,23 @@ def test_a_record_outside_the_officers_view_is_not_found(
     assert kit.wait_for(browser, "#error-title").text == "Erreur 404"
 
 
+def test_a_burst_of_refusals_is_on_the_attention_list_with_its_records(
+    browser: webdriver.Chrome, scene: Scene, registry_dir: Path
+) -> None:
+    household = registry_rows.first_members(registry_dir, 1)[0][0]
+    with JisrClient(scene.gateway.target, Credentials.from_pki(scene.pki_dir, "DEMO")) as demo:
+        for _ in range(21):
+            with pytest.raises(JisrError):
+                demo.verify("SCHOOL_SUPPORT", household, "ASD")
+    console_site.sign_in_as(browser, scene.site, "dpo-demo")
+    browser.find_element(By.ID, "nav-attention").click()
+    burst = kit.wait_for(browser, "#findings tr.refusal_burst")
+    assert "DEMO" in burst.text
+    burst.find_element(By.CSS_SELECTOR, "a").click()
+    kit.wait_for(browser, "#exchange")
+    assert console_site.text(browser, "x-reason") == "PURPOSE_NOT_ALLOWED"
+
+
 # -- integrity -----------------------------------------------------------------------
 
 

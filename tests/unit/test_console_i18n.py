@@ -8,7 +8,7 @@ import re
 import string
 from pathlib import Path
 
-from gateway.console import i18n, pages_auth
+from gateway.console import attention, i18n, pages_auth
 from gateway.console.i18n import Words, catalogue, local_time
 
 CONSOLE = Path(i18n.__file__).parent
@@ -93,11 +93,18 @@ def test_a_template_gives_each_message_exactly_the_values_it_shows() -> None:
     assert mismatched == []
 
 
-def test_keys_built_in_templates_are_only_the_decisions_and_the_login_notes() -> None:
+def test_keys_built_in_templates_are_only_those_whose_endings_are_checked() -> None:
     built = {
         key for path in TEMPLATES for key in BUILT_CALL.findall(path.read_text(encoding="utf-8"))
     }
-    assert built == {"decision.", "login.note."}
+    assert built == {"decision.", "login.note.", "attention.kind.", "attention.msg."}
+
+
+def test_every_attention_finding_has_words_for_its_kind_and_message() -> None:
+    for lang in i18n.LANGUAGES:
+        words = set(catalogue(lang))
+        assert {f"attention.kind.{k}" for k in attention.KINDS} <= words
+        assert {f"attention.msg.{m}" for m in attention.MESSAGES} <= words
 
 
 def test_both_decisions_have_words() -> None:

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -20,7 +22,7 @@ from selenium.webdriver.support.select import Select
 
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from tests.support import browser as kit
-from tests.support import console_site, processes, registry_rows
+from tests.support import console_site, databases, processes, registry_rows
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +39,11 @@ class Scene:
     pki_dir: Path
     person: str  # an IDCS DEMO looked up twice
     receipt: str  # DEMO's receipt for its first look-up of `person`
+    url: str | None  # the PostgreSQL schema of the trail and the console, None for SQLite
+
+    def env(self) -> dict[str, str]:
+        """The environment `jisr console user` needs to reach the console's store."""
+        return processes.environment({"JISR_DATABASE_URL": self.url} if self.url else {})
 
 
 def _exchanges(target: str, pki_dir: Path, registry_dir: Path) -> tuple[str, str]:
@@ -57,29 +64,66 @@ def _exchanges(target: str, pki_dir: Path, registry_dir: Path) -> tuple[str, str
     return person, receipt
 
 
-def _scene(registry_dir: Path, pki_dir: Path, folder: Path) -> Iterator[Scene]:
+@contextmanager
+def _scene(registry_dir: Path, pki_dir: Path, folder: Path, url: str | None) -> Iterator[Scene]:
+    """The gateway's trail and the console's store on PostgreSQL when `url` is given (both
+    in one schema, as a deployment may share one), else SQLite files."""
     state = folder / "state"
     state.mkdir()
     env = {"JISR_STATE_DIR": str(state), "JISR_AUDIT_CHECKPOINT_EVERY": "5"}
+    if url:
+        env["JISR_DATABASE_URL"] = url
     args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
     gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env)
     try:
         person, receipt = _exchanges(gateway.target, pki_dir, registry_dir)
-        site = console_site.start(gateway.target, pki_dir, folder / "console", folder / "c.log")
+        site = console_site.start(
+            gateway.target, pki_dir, folder / "console", folder / "console.log", env
+        )
         try:
-            yield Scene(gateway, site, state, pki_dir, person, receipt)
+            yield Scene(gateway, site, state, pki_dir, person, receipt, url)
         finally:
             site.proc.stop()
     finally:
         gateway.stop()
 
 
-@pytest.fixture(scope="module")
+def _database(backend: str) -> AbstractContextManager[str | None]:
+    return databases.postgres_schema() if backend == "postgresql" else nullcontext()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def scene(
-    registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    registry_dir: Path,
+    pki_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scene]:
-    """Shared by the tests that only read."""
-    yield from _scene(registry_dir, pki_dir, tmp_path_factory.mktemp("console"))
+    """Shared by the tests that only read, on each backend."""
+    folder = tmp_path_factory.mktemp("console")
+    with _database(request.param) as url, _scene(registry_dir, pki_dir, folder, url) as scene:
+        yield scene
+
+
+def _forge(scene: Scene) -> str:
+    """As an attacker with database access: record 3's purpose rewritten, behind the
+    store's back (its no-update guard dropped). Returns the record's node."""
+    forge = "UPDATE audit_record SET purpose = 'FORGED' WHERE seq = 3 AND node = %s"
+    if scene.url:
+        with psycopg.connect(scene.url, autocommit=True) as pg:
+            pg.execute("ALTER TABLE audit_record DISABLE TRIGGER USER")
+            row = pg.execute("SELECT node FROM audit_record LIMIT 1").fetchone()
+            assert row is not None
+            pg.execute(forge.encode(), (row[0],))
+            return str(row[0])
+    db = sqlite3.connect(scene.state_dir / "audit.sqlite", isolation_level=None)
+    try:
+        db.execute("DROP TRIGGER IF EXISTS audit_record_no_update")
+        node = str(db.execute("SELECT node FROM audit_record LIMIT 1").fetchone()[0])
+        db.execute(forge.replace("%s", "?"), (node,))
+    finally:
+        db.close()
+    return node
 
 
 def _search(driver: webdriver.Chrome, scene: Scene, **filters: str) -> None:
@@ -125,7 +169,7 @@ def test_five_failures_lock_the_account_even_against_the_right_password(
         text=True,
         timeout=60,
         check=False,
-        env=processes.environment(),
+        env=scene.env(),
     )
     assert added.returncode == 0, added.stderr
     for _ in range(5):
@@ -333,18 +377,12 @@ def test_a_dpo_is_told_the_bundle_is_the_regulators(
     assert "régulateur" in console_site.text(browser, "error-text")
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_tampered_record_is_named_on_the_integrity_page(
-    browser: webdriver.Chrome, registry_dir: Path, pki_dir: Path, tmp_path: Path
+    browser: webdriver.Chrome, registry_dir: Path, pki_dir: Path, tmp_path: Path, backend: str
 ) -> None:
-    for scene in _scene(registry_dir, pki_dir, tmp_path):
-        db = sqlite3.connect(scene.state_dir / "audit.sqlite", isolation_level=None)
-        try:
-            db.execute("DROP TRIGGER IF EXISTS audit_record_no_update")
-            node = db.execute("SELECT node FROM audit_record LIMIT 1").fetchone()[0]
-            forge = "UPDATE audit_record SET purpose = 'FORGED' WHERE seq = 3 AND node = ?"
-            db.execute(forge, (node,))
-        finally:
-            db.close()
+    with _database(backend) as url, _scene(registry_dir, pki_dir, tmp_path, url) as scene:
+        node = _forge(scene)
         console_site.sign_in_as(browser, scene.site, "cndp")
         browser.get(f"{scene.site.url}/integrity")
         assert kit.wait_for(browser, "#verdict").text.startswith("ALTÉRÉE")

@@ -4,6 +4,7 @@ gateway, its development logins, and signing in through a real browser."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,11 @@ class Site:
         return f"http://{self.proc.target}"
 
 
-def start(gateway: str, pki_dir: Path, state_dir: Path, log: Path) -> Site:
-    """`jisr console serve --dev-accounts` on a free loopback port, against `gateway`."""
+def start(
+    gateway: str, pki_dir: Path, state_dir: Path, log: Path, env: Mapping[str, str] | None = None
+) -> Site:
+    """`jisr console serve --dev-accounts` on a free loopback port, against `gateway`
+    (its store on PostgreSQL when `env` names JISR_DATABASE_URL)."""
     proc = processes.start(
         [
             "console",
@@ -45,6 +49,7 @@ def start(gateway: str, pki_dir: Path, state_dir: Path, log: Path) -> Site:
             "--dev-accounts",
         ],
         log,
+        env,
     )
     passwords = dict(_DEV_LOGIN.findall(proc.output()))
     return Site(proc, state_dir, passwords)

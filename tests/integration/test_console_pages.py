@@ -46,24 +46,6 @@ class Scene:
         return processes.environment({"JISR_DATABASE_URL": self.url} if self.url else {})
 
 
-def _exchanges(target: str, pki_dir: Path, registry_dir: Path) -> tuple[str, str]:
-    """DEMO: five eligibility checks, two looks at one person, two refusals; CNSS: one
-    check. Returns the person's IDCS and the receipt of the first look."""
-    members = registry_rows.first_members(registry_dir, 6)
-    person = members[0][1]
-    with JisrClient(target, Credentials.from_pki(pki_dir, "DEMO")) as demo:
-        for household, _ in members[1:]:
-            demo.verify(PURPOSE, household, "ASD")
-        receipt = demo.person_status("AMO_ENROLMENT", person).receipt_token
-        demo.person_status("AMO_ENROLMENT", person)
-        for household, _ in members[1:3]:
-            with pytest.raises(JisrError):
-                demo.verify("SCHOOL_SUPPORT", household, "ASD")
-    with JisrClient(target, Credentials.from_pki(pki_dir, "CNSS")) as cnss:
-        cnss.verify("AMO_ENROLMENT", members[1][0], "AMOT")
-    return person, receipt
-
-
 @contextmanager
 def _scene(registry_dir: Path, pki_dir: Path, folder: Path, url: str | None) -> Iterator[Scene]:
     """The gateway's trail and the console's store on PostgreSQL when `url` is given (both
@@ -76,7 +58,7 @@ def _scene(registry_dir: Path, pki_dir: Path, folder: Path, url: str | None) -> 
     args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
     gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env)
     try:
-        person, receipt = _exchanges(gateway.target, pki_dir, registry_dir)
+        person, receipt = console_site.seed_trail(gateway.target, pki_dir, registry_dir)
         site = console_site.start(
             gateway.target, pki_dir, folder / "console", folder / "console.log", env
         )

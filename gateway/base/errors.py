@@ -97,6 +97,12 @@ class Reason(StrEnum):
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
     # Audit trail queries.
     NOT_AN_AUDITOR = "NOT_AN_AUDITOR"
+    # Contest cases (gateway/contests/cases.py): an actor who may not move this case
+    # (PERMISSION_DENIED), a step its state or deadline does not allow (FAILED_PRECONDITION),
+    # a statement, answer or decision out of bounds (INVALID_ARGUMENT).
+    CASE_NOT_YOURS = "CASE_NOT_YOURS"
+    CASE_STATE = "CASE_STATE"
+    CASE_TEXT_INVALID = "CASE_TEXT_INVALID"
     # A fault of the gateway itself, never of the request.
     INTERNAL = "INTERNAL"
 

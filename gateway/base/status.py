@@ -55,6 +55,7 @@ _ARGUMENT = (
     Reason.INVALID_PAGE,
     Reason.INVALID_REASON,
     Reason.INVALID_RECORD_ID,
+    Reason.CASE_TEXT_INVALID,
 )
 _CONSENT = (
     Reason.CONSENT_MISSING,
@@ -82,6 +83,8 @@ CODES: Mapping[Reason, int] = MappingProxyType(
         Reason.PURPOSE_NOT_ALLOWED: code_pb2.PERMISSION_DENIED,
         Reason.NOT_A_CONSENT_COLLECTOR: code_pb2.PERMISSION_DENIED,
         Reason.NOT_AN_AUDITOR: code_pb2.PERMISSION_DENIED,
+        Reason.CASE_NOT_YOURS: code_pb2.PERMISSION_DENIED,
+        Reason.CASE_STATE: code_pb2.FAILED_PRECONDITION,
         Reason.SUBJECT_NOT_FOUND: code_pb2.NOT_FOUND,
         Reason.CONSENT_NOT_FOUND: code_pb2.NOT_FOUND,
         Reason.CONSENT_CONFLICT: code_pb2.ALREADY_EXISTS,

@@ -52,6 +52,9 @@ ALLOWED: dict[str, set[str]] = {
     # record hashing and evidence bundles. Never the server, engine or services.
     "gateway.console": BASE
     | {"gateway.storage", "gateway.sdk", "gateway.audit", "gateway.security", "consent"},
+    # Contest cases: a pure state machine and its stores; the services, the console and the
+    # portal call it, never the other way round.
+    "gateway.contests": {"gateway.base", "gateway.storage"},
 }
 # The composition root and the command line may import any part (never each other's
 # callers: nothing imports them but the CLI).

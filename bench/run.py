@@ -1,6 +1,7 @@
 """`make bench`: the gateway's full signed mTLS pipeline against bare echo servers of the
-same server API, each step's cost in-process, the consent check, the audit trail, then
-tracing off against on (docs/performance.md, "The harness"). Prints a table and writes
+same server API, each step's cost in-process, the consent check, the audit trail, the
+console's searches on a trail of 1,000,000 records, then tracing off against on
+(docs/performance.md, "The harness"). Prints a table and writes
 bench/results/latest.json; servers are stopped and PostgreSQL schemas dropped on every exit."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import google.protobuf
 import grpc
 
 from adapters.registry_db import REGISTRY_FILE
-from bench import audit, common, consent, procs, profile, sdk_import, workload
+from bench import audit, audit_search, common, consent, procs, profile, sdk_import, workload
 from bench.identity import MAX_LOOP_S
 from bench.procs import BenchError, Server, say
 from bench.report import table
@@ -64,6 +65,9 @@ class Settings:
     audit_threads: int = 8
     verify_records: int = 1_000_000
     build_seconds: float = 600.0
+    search_records: int = audit_search.FULL_SIZE
+    search_repeat: int = 30
+    searches: bool = True  # bench.audit_search
     postgres: str | None = databases.DEFAULT_URL
     postgres_gateway: bool = True
     tracing: bool = True
@@ -91,6 +95,7 @@ QUICK: dict[str, Any] = {"households": 2_000, "calls": 2_000, "warmup_calls": 30
 QUICK.update(seconds=10.0, batches=10, batch_seconds=15.0, quiet_wait=0.0, quiet_sample=0.2)
 QUICK.update(pipeline_calls=500, step_seconds=5.0, consents=1_000, audit_records=2_000)
 QUICK.update(verify_records=100_000, build_seconds=60.0, postgres_gateway=False)
+QUICK.update(search_records=50_000, search_repeat=10)
 
 
 def machine() -> dict[str, Any]:
@@ -169,9 +174,9 @@ class Run:
         """`jisr demo-data` (unless --data-dir holds a registry); the requests from it."""
         s, data_dir, started = self.s, self.data_dir, time.monotonic()
         if (data_dir / REGISTRY_FILE).is_file():
-            say(f"[1/9] registry: reusing {data_dir / REGISTRY_FILE}")
+            say(f"[1/10] registry: reusing {data_dir / REGISTRY_FILE}")
         else:
-            say(f"[1/9] registry: {s.households:,} households, seed {SEED} -> {data_dir}")
+            say(f"[1/10] registry: {s.households:,} households, seed {SEED} -> {data_dir}")
             sizes = ("--households", str(s.households), "--seed", str(SEED), "--force")
             argv = processes.jisr("demo-data", *sizes, "--data-dir", str(data_dir))
             procs.run_quiet("jisr demo-data", argv, timeout=600)
@@ -205,7 +210,7 @@ class Run:
         """The echo servers, then the gateway on SQLite (unary, batch) and on PostgreSQL."""
         s, results, pki_dir = self.s, self.results, str(self.pki_dir)
         unary = results.setdefault("unary", {})
-        say(f"[2/9] echo servers ({s.workers} workers for sync), mTLS and plaintext")
+        say(f"[2/10] echo servers ({s.workers} workers for sync), mTLS and plaintext")
         for key, label, api, tls in ECHOES:
             argv = [sys.executable, "-m", "bench.echo", "--api", api, "--workers", str(s.workers)]
             argv += ["--pki-dir", pki_dir] if tls else []
@@ -213,14 +218,14 @@ class Run:
             unary[key] = self.unary(server, label)
             server.stop()
 
-        say(f"[3/9] gateway, jisr serve, mTLS ({s.workers} workers), consents and audit on SQLite")
+        say(f"[3/10] gateway, jisr serve, mTLS ({s.workers} workers), consents and audit on SQLite")
         listen = ("serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir))
         gateway = processes.jisr(*listen, "--pki-dir", pki_dir)
         env = {"JISR_WORKERS": str(s.gateway_workers)} if s.gateway_workers else {}
         server = self.serve("gateway", gateway, tls=True, env=env)
         results["sdk_call"] = self.sdk_call(server, household)
         unary["gateway"] = self.unary(server, "gateway")
-        say("[4/9] gateway, VerifyEligibilityBatch, signed envelopes")
+        say("[4/10] gateway, VerifyEligibilityBatch, signed envelopes")
         batch = self.load("batch", server, "gateway batch")
         server.stop()
         results["batch"] = {**batch, "batch_size": BATCH_SIZE}
@@ -234,9 +239,9 @@ class Run:
 
         if self.url is None or not s.postgres_gateway:
             why = results["postgres"]["reason"] or "--quick"
-            say(f"[5/9] gateway on PostgreSQL: skipped ({why})")
+            say(f"[5/10] gateway on PostgreSQL: skipped ({why})")
             return
-        say("[5/9] gateway with JISR_DATABASE_URL: consents and audit on PostgreSQL")
+        say("[5/10] gateway with JISR_DATABASE_URL: consents and audit on PostgreSQL")
         with databases.postgres_schema(self.url, "jisr_bench_gateway") as schema_url:
             env = {**env, "JISR_DATABASE_URL": schema_url}
             server = self.serve("gateway postgresql", gateway, tls=True, env=env)
@@ -261,7 +266,7 @@ class Run:
         """The handler's steps, the consent check, the audit trail; each one after waiting
         for a quiet machine, PostgreSQL's rows in schemas of their own."""
         s, results, pool = self.s, self.results, common.read_messages(self.requests)
-        say("[6/9] gateway handler in-process, no gRPC, one thread: each step's cost")
+        say("[6/10] gateway handler in-process, no gRPC, one thread: each step's cost")
         other = s.quiet()
         with (
             profile.pipeline(self.data_dir, self.pki_dir, self.work / "profile-state") as pipe,
@@ -273,23 +278,43 @@ class Run:
                 f"    handler {steps['handler_total']:.0f} µs/call audit on"
                 f" ({steps['handler_total_no_audit']:.0f} off)"
             )
-            say(f"[7/9] consent check per exchange, in-process: {s.consents:,} consents")
+            say(f"[7/10] consent check per exchange, in-process: {s.consents:,} consents")
             other = s.quiet()
             url = self.schema(schemas, "jisr_bench_consent")
             results["consent"] = consent.measure(pipe, self.work, self.data_dir, s, url)
             results["consent"]["other_load_before"] = other
         sizes = f"{s.audit_records:,} appends, verify {s.verify_records:,}"
-        say(f"[8/9] audit trail in-process: {sizes}")
+        say(f"[8/10] audit trail in-process: {sizes}")
         other = s.quiet()
         with ExitStack() as schemas:
             url = self.schema(schemas, "jisr_bench_audit")
             results["audit"] = audit.measure(self.work, self.pki_dir, s, url)
         results["audit"]["other_load_before"] = other
 
+    def audit_search(self) -> None:
+        """bench.audit_search in its own process: the console's searches through a gateway
+        on a trail of `search_records` records, SQLite and PostgreSQL (when it answers);
+        its results and its table (printed after this run's own). Exit status 1 (a p95
+        over the target at full size) is a result, not a failure."""
+        s = self.s
+        backends = "sqlite,postgresql" if self.url else "sqlite"
+        say(f"[9/10] audit search: {s.search_records:,} records, {backends} (bench.audit_search)")
+        output = self.work / "audit-search.json"
+        argv = [sys.executable, "-m", "bench.audit_search", "--records", str(s.search_records)]
+        argv += ["--repeat", str(s.search_repeat), "--backends", backends]
+        argv += ["--output", str(output), "--logs", str(self.logs)]
+        argv += ["--postgres", self.url] if self.url else []
+        env = processes.environment()
+        done = subprocess.run(argv, check=False, stdout=subprocess.PIPE, env=env)
+        if done.returncode not in {0, 1}:
+            raise BenchError(f"bench.audit_search failed with exit code {done.returncode}")
+        result = json.loads(output.read_text())
+        self.results["audit_search"] = {**result, "table": done.stdout.decode(errors="replace")}
+
     def tracing(self) -> None:
         """bench.tracing over the same registry, in its own process: its results, and the
         table it prints (printed after this run's own)."""
-        say("[9/9] tracing off against on (bench.tracing)")
+        say("[10/10] tracing off against on (bench.tracing)")
         output = self.work / "tracing.json"
         argv = [sys.executable, "-m", "bench.tracing", "--data-dir", str(self.data_dir)]
         argv += ["--output", str(output), *(["--quick"] if self.s.quick else [])]
@@ -329,6 +354,8 @@ def measure(s: Settings) -> dict[str, Any]:
         run.postgres()
         run.servers(subjects.household_ids[0])
         run.in_process()
+        if s.searches:
+            run.audit_search()
         if s.tracing:
             run.tracing()
     results["summary"] = summarize(results)
@@ -349,6 +376,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     verify_s = float(results["audit"]["verify"]["million_s"])
     share = float(results["consent"]["sqlite"]["share_of_handler"])
     pg_rps = rps.get("gateway_postgresql")
+    search = results.get("audit_search")
     return {
         "gateway_over_echo_sync_mtls": ratio,
         "gateway_over_echo_sync_plain": _ratio(rps["gateway"], rps["echo_sync_plain"]),
@@ -368,6 +396,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "target_verify_3s_met": verify_s <= 3.0,
         "consent_share_of_handler": share,
         "target_consent_10pct_met": share < 0.10,
+        "audit_search_worst_p95_ms": search["worst_p95_ms"] if search else None,
+        "target_audit_search_1s_met": search["target_met"] if search else None,
     }
 
 
@@ -386,6 +416,8 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         "--audit-records": ("audit_records", "records appended per audit store"),
         "--audit-threads": ("audit_threads", "threads appending them"),
         "--verify-records": ("verify_records", "records of the trail verified"),
+        "--search-records": ("search_records", "records of the trail searched"),
+        "--search-repeat": ("search_repeat", "searches of each kind, per backend"),
     }
     for flag, (name, what) in sizes.items():
         default, quick = getattr(base, name) or common.GATEWAY_WORKERS, QUICK.get(name)
@@ -395,6 +427,7 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     add("--data-dir", type=Path, help="reuse (or build) the registry here")
     add("--postgres", default=url, help=f"PostgreSQL for its rows, when it answers ({url})")
     add("--no-postgres", action="store_true", help="no PostgreSQL rows")
+    add("--no-audit-search", action="store_true", help="skip bench.audit_search")
     add("--no-tracing", action="store_true", help="skip bench.tracing")
     add("--pin", action="store_true", help=PINNED)
     add("--output", type=Path, default=base.output, help="%(default)s")
@@ -402,6 +435,7 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     chosen = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
     given = {k: v for k, v in chosen.items() if v is not None}
     given.update(postgres=None if args.no_postgres else args.postgres, tracing=not args.no_tracing)
+    given.update(searches=not args.no_audit_search)
     settings = replace(base, **{**(QUICK if args.quick else {}), **given})
     if settings.seconds > MAX_LOOP_S:
         parser.error(f"--seconds: at most {MAX_LOOP_S} (signed tokens live 300 s at most)")
@@ -425,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings.output.parent.mkdir(parents=True, exist_ok=True)
     settings.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(table(results))
+    if "audit_search" in results:
+        print("\n" + results["audit_search"]["table"])
     if "tracing" in results:
         print("\n" + results["tracing"]["table"])
     print(f"results: {settings.output}", flush=True)

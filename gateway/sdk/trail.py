@@ -53,7 +53,9 @@ class AccessQuery:
     until: dt.datetime | None = None
     record_id: str = ""  # one record, "<node>:<seq>"
 
-    def message(self, purpose: str, page_size: int, token: str) -> apb.QueryAccessRequest:
+    def message(
+        self, purpose: str, page_size: int, token: str, max_pages: int = MAX_PAGES
+    ) -> apb.QueryAccessRequest:
         request = apb.QueryAccessRequest(
             purpose=purpose,
             requester=self.requester,
@@ -63,7 +65,7 @@ class AccessQuery:
             reason=self.reason,
             page_size=page_size,
             page_token=token,
-            max_pages=MAX_PAGES,
+            max_pages=max_pages,
             record_id=self.record_id,
         )
         if self.who:
@@ -90,9 +92,11 @@ class Trail:
         token, given = "", 0
         while True:
             size = page_size if limit is None else max(1, min(page_size, limit - given))
+            # Never ask for pages past the limit: the gateway reads each from the store.
+            pages = MAX_PAGES if limit is None else min(MAX_PAGES, -(-(limit - given) // size))
             answer = self.client.stream(
                 "QueryAccess",
-                query.message(self.purpose, size, token),
+                query.message(self.purpose, size, token, pages),
                 apb.QueryAccessResponse,
                 self.purpose,
                 AUDIT_TRAIL,

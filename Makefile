@@ -27,17 +27,24 @@ $(PKI)/ca.crt: | $(STAMP)
 	$(BIN)/jisr pki --dir $(PKI) init
 	$(BIN)/jisr pki --dir $(PKI) issue DEMO
 
-# Its own target, so that a PKI made before the console gains the CNDP's credentials.
+# Their own targets, so that a PKI made before the console and the portal gains the
+# CNDP's (the regulator's console login) and the ANR's (the citizen portal) credentials.
 $(PKI)/institutions/CNDP/tls.crt: | $(PKI)/ca.crt
 	$(BIN)/jisr pki --dir $(PKI) issue CNDP
 
-## Serve the gateway with mTLS on 127.0.0.1:50051 over the synthetic registry, and the
-## DPO console on http://127.0.0.1:8080/ beside it (development logins printed at start;
-## Ctrl-C stops both).
-run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt $(PKI)/institutions/CNDP/tls.crt
+$(PKI)/institutions/ANR/tls.crt: | $(PKI)/ca.crt
+	$(BIN)/jisr pki --dir $(PKI) issue ANR
+
+## Serve the gateway with mTLS on 127.0.0.1:50051 over the synthetic registry, the DPO
+## console on http://127.0.0.1:8080/ (development logins printed at start) and the citizen
+## portal on http://127.0.0.1:8081/ (development sign-in); Ctrl-C stops all three.
+run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt $(PKI)/institutions/CNDP/tls.crt \
+     $(PKI)/institutions/ANR/tls.crt
 	$(BIN)/jisr console serve --listen 127.0.0.1:8080 --gateway 127.0.0.1:50051 \
 	  --pki-dir $(PKI) --state-dir $(DATA) --dev-accounts & console=$$!; \
-	trap 'kill $$console 2>/dev/null; wait $$console' EXIT INT TERM; \
+	$(BIN)/jisr portal serve --listen 127.0.0.1:8081 --gateway 127.0.0.1:50051 \
+	  --pki-dir $(PKI) --dev-login & portal=$$!; \
+	trap 'kill $$console $$portal 2>/dev/null; wait $$console $$portal' EXIT INT TERM; \
 	$(BIN)/jisr serve --data-dir $(DATA) --pki-dir $(PKI)
 
 ## The whole test suite (unit, then integration with real server processes), with line

@@ -72,14 +72,14 @@ def add_parser(sub: Any) -> None:
     add_user_parsers(actions)
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
 
 
-def _bind(listen: str) -> socket.socket:
+def bind_socket(listen: str) -> socket.socket:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -107,13 +107,15 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     host = args.listen.rpartition(":")[0].strip("[]")
-    secure = args.secure_cookies == "yes" or (args.secure_cookies == "auto" and not _loopback(host))
+    secure = args.secure_cookies == "yes" or (
+        args.secure_cookies == "auto" and not is_loopback(host)
+    )
     store = open_console_store(os.environ.get("JISR_DATABASE_URL"), args.state_dir)
     link = GatewayLink(args.gateway, args.pki_dir, insecure_plaintext=args.insecure_plaintext)
     try:
         if args.dev_accounts:
             _dev_accounts(store, link, accounts)
-        sock = _bind(args.listen)
+        sock = bind_socket(args.listen)
         bound_host, port = sock.getsockname()[:2]
         config = uvicorn.Config(
             create_app(store, link, secure_cookies=secure),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.base.wire import GATEWAY_CLIENT
 from gateway.cli import audit as audit_cli
 from gateway.cli import console as console_cli
+from gateway.cli import portal as portal_cli
 from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
 from gateway.security import pki, receipts
 
@@ -396,6 +397,7 @@ def parser() -> argparse.ArgumentParser:
         _consent_parser,
         audit_cli.add_parser,
         console_cli.add_parser,
+        portal_cli.add_parser,
     ):
         add(sub)
     return top

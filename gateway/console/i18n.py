@@ -20,12 +20,13 @@ ZONE = ZoneInfo("Africa/Casablanca")
 
 
 @cache
-def catalogue(lang: str) -> dict[str, str]:
-    """The messages of `lang` (one of LANGUAGES), read once."""
+def catalogue(lang: str, package: str = "gateway.console") -> dict[str, str]:
+    """The messages of `lang` (one of LANGUAGES) in `package`'s locales folder (the
+    console's, or the citizen portal's), read once."""
     if lang not in LANGUAGES:
         raise ValueError(f"no catalogue for {lang!r}")
     text = (
-        resources.files("gateway.console")
+        resources.files(package)
         .joinpath("locales", f"{lang}.toml")
         .read_text(encoding="utf-8")
     )
@@ -42,13 +43,18 @@ class Words:
     """What a template calls as `t("key", name=value)`, in one language."""
 
     lang: str
+    package: str = "gateway.console"
 
     @property
     def direction(self) -> str:
         return "rtl" if self.lang == "ar" else "ltr"
 
     def __call__(self, key: str, **values: object) -> str:
-        text = catalogue(self.lang).get(key) or catalogue(DEFAULT).get(key) or key
+        text = (
+            catalogue(self.lang, self.package).get(key)
+            or catalogue(DEFAULT, self.package).get(key)
+            or key
+        )
         return text.format(**values) if values else text
 
 

@@ -55,6 +55,10 @@ ALLOWED: dict[str, set[str]] = {
     # Contest cases: a pure state machine and its stores; the services, the console and the
     # portal call it, never the other way round.
     "gateway.contests": {"gateway.base", "gateway.storage"},
+    # The reference citizen portal: a gateway client like the console, whose link to the
+    # gateway, words and pages it shares.
+    "gateway.portal": BASE
+    | {"gateway.sdk", "gateway.security", "consent", "gateway.console", "gateway.contests"},
 }
 # The composition root and the command line may import any part (never each other's
 # callers: nothing imports them but the CLI).

@@ -38,11 +38,7 @@ def add_parser(sub: Any) -> None:
         "institution, naming the officer by a pseudonymous id.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help="host:port (default: %(default)s)")
-    serve.add_argument(
-        "--gateway", default=DEFAULT_GATEWAY, help="the gateway's host:port (default: %(default)s)"
-    )
-    serve.add_argument("--pki-dir", type=Path, default=Path("var/pki"), help="PKI directory")
+    add_web_client_flags(serve, DEFAULT_LISTEN)
     serve.add_argument(
         "--state-dir",
         type=Path,
@@ -61,15 +57,25 @@ def add_parser(sub: Any) -> None:
         default="auto",
         help="Secure session cookies (auto: yes unless listening on loopback)",
     )
-    serve.add_argument(
-        "--insecure-plaintext", action="store_true", help="UNSAFE: no TLS to the gateway"
-    )
     serve.set_defaults(run=_serve)
     try:
         from gateway.cli.console_users import add_user_parsers
     except ModuleNotFoundError:  # pragma: no cover - the console extra is missing
         return
     add_user_parsers(actions)
+
+
+def add_web_client_flags(serve: argparse.ArgumentParser, listen: str) -> None:
+    """The flags of a web app that is a client of the gateway (the console, the portal):
+    where it listens, which gateway it calls, with which PKI, and the unsafe plaintext."""
+    serve.add_argument("--listen", default=listen, help="host:port (default: %(default)s)")
+    serve.add_argument(
+        "--gateway", default=DEFAULT_GATEWAY, help="the gateway's host:port (default: %(default)s)"
+    )
+    serve.add_argument("--pki-dir", type=Path, default=Path("var/pki"), help="PKI directory")
+    serve.add_argument(
+        "--insecure-plaintext", action="store_true", help="UNSAFE: no TLS to the gateway"
+    )
 
 
 def is_loopback(host: str) -> bool:

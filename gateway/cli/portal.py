@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from gateway.cli.console import CONSOLE_EXTRA_PIP, DEFAULT_GATEWAY, bind_socket, is_loopback
+from gateway.cli.console import (
+    CONSOLE_EXTRA_PIP,
+    add_web_client_flags,
+    bind_socket,
+    is_loopback,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
 
@@ -29,11 +33,7 @@ def add_parser(sub: Any) -> None:
         "portal institution's credentials.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help="host:port (default: %(default)s)")
-    serve.add_argument(
-        "--gateway", default=DEFAULT_GATEWAY, help="the gateway's host:port (default: %(default)s)"
-    )
-    serve.add_argument("--pki-dir", type=Path, default=Path("var/pki"), help="PKI directory")
+    add_web_client_flags(serve, DEFAULT_LISTEN)
     serve.add_argument(
         "--institution", default="ANR", help="the portal institution (default: %(default)s)"
     )
@@ -42,9 +42,6 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="DEVELOPMENT: sign a citizen in on a well-formed IDCS alone (required: this"
         " reference has no other sign-in)",
-    )
-    serve.add_argument(
-        "--insecure-plaintext", action="store_true", help="UNSAFE: no TLS to the gateway"
     )
     serve.set_defaults(run=_serve)
 

@@ -50,6 +50,8 @@ class FetchContext:
     timeout: float | None = None
     # The requesting institution (from its certificate), for backends that log it.
     requester: str = ""
+    # The caller's pseudonymous system or officer id (the request token's `sub`).
+    requester_sub: str = ""
     # Monotonic instant by which every lookup must have ended: the caller's deadline less
     # the answer margin. Derived from `timeout`; None when the caller set no deadline.
     fetch_by: float | None = field(init=False, default=None, repr=False, compare=False)

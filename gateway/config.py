@@ -58,6 +58,10 @@ class Config:
     metrics_listen: str | None = None
     # PostgreSQL URL for consents (and, later, the audit); None: SQLite in data_dir.
     database_url: str | None = None
+    # Contest cases (docs/contests.md): days a DPO has to answer (fractions allowed, for
+    # trials), and seconds between two sweeps escalating the unanswered ones.
+    contest_answer_days: float = 30.0
+    contest_sweep_seconds: float = 60.0
     institutions: Mapping[str, Transport] = field(
         default_factory=lambda: {name: Transport("embedded") for name in INSTITUTIONS}
     )
@@ -194,6 +198,16 @@ def _seconds(env: Mapping[str, str], name: str) -> float:
     return value
 
 
+def _days(env: Mapping[str, str], name: str) -> float:
+    try:
+        value = float(env[name])
+    except ValueError:
+        raise ConfigError(f"environment: {name}: must be a number of days") from None
+    if not 0 < value <= 3650:
+        raise ConfigError(f"environment: {name}: must be more than 0 and at most 3650 days")
+    return value
+
+
 def _path(env: Mapping[str, str], name: str) -> Path:
     return Path(env[name])
 
@@ -222,6 +236,8 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_AUDIT_CHECKPOINT_EVERY": ("audit_checkpoint_every", _whole),
     "JISR_AUDIT_CHECKPOINT_SECONDS": ("audit_checkpoint_seconds", _seconds),
     "JISR_METRICS_LISTEN": ("metrics_listen", _text),
+    "JISR_CONTEST_ANSWER_DAYS": ("contest_answer_days", _days),
+    "JISR_CONTEST_SWEEP_SECONDS": ("contest_sweep_seconds", _seconds),
 }
 
 

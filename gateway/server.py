@@ -41,6 +41,7 @@ from gateway.audit.store import open_audit_store
 from gateway.audit.writer import AuditWriter
 from gateway.base.wire import GATEWAY_CLIENT
 from gateway.config import Config
+from gateway.contests.store import open_contest_store
 from gateway.engine.call import Engine, Security
 from gateway.engine.consent_gate import ConsentGate
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
@@ -54,6 +55,8 @@ from gateway.services.audit_trail import SERVICE as AUDIT_SERVICE
 from gateway.services.audit_trail import AuditTrailService
 from gateway.services.consent_registry import SERVICE as CONSENT_SERVICE
 from gateway.services.consent_registry import ConsentRegistryService
+from gateway.services.contest_cases import SERVICE as CONTEST_SERVICE
+from gateway.services.contest_cases import ContestCasesService, Sweeper
 from gateway.services.door import Door, Limits, run_loop
 from gateway.services.registry_exchange import SERVICE
 from gateway.telemetry import setup as telemetry
@@ -301,6 +304,7 @@ def start_gateway(config: Config) -> Running:
     try:
         store = open_store(config.database_url, state_dir)
         audit_store = open_audit_store(config.database_url, state_dir)
+        contest_store = open_contest_store(config.database_url, state_dir)
         writer = AuditWriter(
             audit_store,
             node_id(),
@@ -310,8 +314,8 @@ def start_gateway(config: Config) -> Running:
         )
     except _store_errors() as exc:
         raise StateStoreError(
-            f"{where}: cannot open the consent and audit stores ({exc}); the gateway needs"
-            " to write there"
+            f"{where}: cannot open the consent, audit and contest stores ({exc}); the gateway"
+            " needs to write there"
         ) from exc
     security.consent = ConsentGate(store, registries)
     # A consent check may write (a use cap) under the store lock: never on the event loop.
@@ -327,6 +331,15 @@ def start_gateway(config: Config) -> Running:
         pki.gateway_jwks(config.pki_dir),
         registries,
     )
+    contests = ContestCasesService(
+        contest_store,
+        security.audit,
+        audit_store,
+        security.policy,
+        registries,
+        answer_days=config.contest_answer_days,
+    )
+    sweeper = Sweeper(contests, config.contest_sweep_seconds)
     door = Door(limits(config), engine.refused_at_door)
     port, drain = _serve_aio(
         config,
@@ -335,11 +348,12 @@ def start_gateway(config: Config) -> Running:
             registry_exchange.handler(engine, Exchange(registries, catalogue)),
             consents.handler(engine),
             trail.handler(engine),
+            contests.handler(engine),
         ],
-        [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE],
+        [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE, CONTEST_SERVICE],
     )
     # Closed in order after the drain: the writer flushes and checkpoints before its store.
-    closers: list[Closer] = [registries, store, writer, audit_store]
+    closers: list[Closer] = [registries, store, sweeper, contest_store, writer, audit_store]
     if registry is not None:
         closers.append(registry)
     return Running(port, drain, closers, lambda: _reload(security))

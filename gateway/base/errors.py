@@ -103,6 +103,12 @@ class Reason(StrEnum):
     CASE_NOT_YOURS = "CASE_NOT_YOURS"
     CASE_STATE = "CASE_STATE"
     CASE_TEXT_INVALID = "CASE_TEXT_INVALID"
+    # A contest naming an audit record that does not exist or is not about the citizen
+    # (NOT_FOUND): the two are one answer, so a portal learns nothing of others' records.
+    CASE_RECORD_NOT_FOUND = "CASE_RECORD_NOT_FOUND"
+    # A ListCases filter out of bounds: an unknown state, a combination the caller's
+    # role cannot ask (INVALID_ARGUMENT).
+    CASE_FILTER_INVALID = "CASE_FILTER_INVALID"
     # A fault of the gateway itself, never of the request.
     INTERNAL = "INTERNAL"
 

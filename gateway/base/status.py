@@ -56,6 +56,7 @@ _ARGUMENT = (
     Reason.INVALID_REASON,
     Reason.INVALID_RECORD_ID,
     Reason.CASE_TEXT_INVALID,
+    Reason.CASE_FILTER_INVALID,
 )
 _CONSENT = (
     Reason.CONSENT_MISSING,
@@ -87,6 +88,7 @@ CODES: Mapping[Reason, int] = MappingProxyType(
         Reason.CASE_STATE: code_pb2.FAILED_PRECONDITION,
         Reason.SUBJECT_NOT_FOUND: code_pb2.NOT_FOUND,
         Reason.CONSENT_NOT_FOUND: code_pb2.NOT_FOUND,
+        Reason.CASE_RECORD_NOT_FOUND: code_pb2.NOT_FOUND,
         Reason.CONSENT_CONFLICT: code_pb2.ALREADY_EXISTS,
         Reason.CONCURRENT_CHANGE: code_pb2.ABORTED,
         Reason.MESSAGE_TOO_LARGE: code_pb2.RESOURCE_EXHAUSTED,

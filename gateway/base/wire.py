@@ -11,6 +11,7 @@ from typing import Final
 REGISTRY_EXCHANGE: Final = "jisr.v1.RegistryExchange"
 CONSENT_REGISTRY: Final = "jisr.v1.ConsentRegistry"
 AUDIT_TRAIL: Final = "jisr.v1.AuditTrail"
+CONTEST_CASES: Final = "jisr.v1.ContestCases"
 MINISTRY_BACKEND: Final = "jisr.v1.MinistryBackend"
 
 # The request token (a compact JWS) rides in this metadata key; the receipt in this trailer.

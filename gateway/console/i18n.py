@@ -25,11 +25,7 @@ def catalogue(lang: str, package: str = "gateway.console") -> dict[str, str]:
     console's, or the citizen portal's), read once."""
     if lang not in LANGUAGES:
         raise ValueError(f"no catalogue for {lang!r}")
-    text = (
-        resources.files(package)
-        .joinpath("locales", f"{lang}.toml")
-        .read_text(encoding="utf-8")
-    )
+    text = resources.files(package).joinpath("locales", f"{lang}.toml").read_text(encoding="utf-8")
     return {str(k): str(v) for k, v in tomllib.loads(text).items()}
 
 

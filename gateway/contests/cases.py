@@ -192,8 +192,10 @@ def open_case(
     statement: str,
     actor: Actor,
     now_us: int,
+    answer_days: float = ANSWER_DAYS,
 ) -> tuple[Case, CaseEvent]:
-    """A new case, OPEN, due ANSWER_DAYS from now, opened by a citizen through `portal`.
+    """A new case, OPEN, due `answer_days` (ANSWER_DAYS unless the gateway is configured
+    otherwise) from now, opened by a citizen through `portal`.
     Keyword arguments: four strings in a row are too easy to swap (institution, portal).
 
     `subject_hash` and `institution` come from the audit record (the gateway has checked
@@ -205,6 +207,8 @@ def open_case(
         raise ValueError("subject_hash is not a hex SHA-256 (never a raw IDCS)")
     if not INSTITUTION.fullmatch(institution) or not INSTITUTION.fullmatch(portal):
         raise ValueError(f"{institution!r} or {portal!r} is not an institution id")
+    if not answer_days > 0:
+        raise ValueError(f"answer_days must be positive, not {answer_days}")
     text = check_text(statement, "statement")
     case = Case(
         case_id=CASE_PREFIX + secrets.token_hex(8),
@@ -214,7 +218,7 @@ def open_case(
         portal=portal,
         state=OPEN,
         opened_us=now_us,
-        answer_due_us=now_us + ANSWER_DAYS * DAY_US,
+        answer_due_us=now_us + max(1, round(answer_days * DAY_US)),
         appeal_due_us=None,
         updated_us=now_us,
         version=1,

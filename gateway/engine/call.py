@@ -516,7 +516,7 @@ class Engine:
                 purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
                 grant = self.authorize(call, claims, purpose)
                 query = method.read(request) if method.read else cast(Q, request)
-                ctx = FetchContext(purpose, inv.remaining(), claims.iss)
+                ctx = FetchContext(purpose, inv.remaining(), claims.iss, claims.sub)
                 fields = grant.fields
                 if grant.consent_based:
                     if self.security.consent_blocks:
@@ -552,7 +552,7 @@ class Engine:
         request = parsed if parsed is not None else parse(method.request, raw)
         purpose = validation.purpose(getattr(request, "purpose"))  # noqa: B009
         grant = self.authorize(call, claims, purpose)
-        ctx = FetchContext(purpose, inv.remaining(), claims.iss)
+        ctx = FetchContext(purpose, inv.remaining(), claims.iss, claims.sub)
         messages = iter(method.run(request, ctx))
         first = next(messages, None)  # bad filters fail here, before the record
         audit = self.audit(call, PERMIT, rh=claims.rh, sh="")

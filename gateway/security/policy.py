@@ -24,6 +24,7 @@ from google.protobuf.descriptor import Descriptor
 
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
+from gateway.pb.jisr.v1 import contests_pb2 as kpb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.security import projection
 from gateway.security.projection import FieldTree
@@ -60,6 +61,7 @@ class Method:
 _EXCHANGE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
 _CONSENT = cpb.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
 _AUDIT = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
+_CONTESTS = kpb.DESCRIPTOR.services_by_name["ContestCases"].full_name
 
 METHODS: Mapping[str, Method] = {
     method.name: method
@@ -78,6 +80,14 @@ METHODS: Mapping[str, Method] = {
         Method(_AUDIT, "VerifyIntegrity", apb.VerifyIntegrityResponse.DESCRIPTOR),
         Method(_AUDIT, "GetCheckpoint", apb.GetCheckpointResponse.DESCRIPTOR),
         Method(_AUDIT, "AccessReport", apb.AccessReportResponse.DESCRIPTOR),
+        Method(_CONTESTS, "OpenCase", kpb.OpenCaseResponse.DESCRIPTOR),
+        Method(_CONTESTS, "ListCases", kpb.ListCasesResponse.DESCRIPTOR),
+        Method(_CONTESTS, "GetCase", kpb.GetCaseResponse.DESCRIPTOR),
+        Method(_CONTESTS, "AnswerCase", kpb.AnswerCaseResponse.DESCRIPTOR),
+        Method(_CONTESTS, "AcceptCase", kpb.AcceptCaseResponse.DESCRIPTOR),
+        Method(_CONTESTS, "EscalateCase", kpb.EscalateCaseResponse.DESCRIPTOR),
+        Method(_CONTESTS, "WithdrawCase", kpb.WithdrawCaseResponse.DESCRIPTOR),
+        Method(_CONTESTS, "DecideCase", kpb.DecideCaseResponse.DESCRIPTOR),
     )
 }
 """Methods a grant may name, by short name. Another service's methods join this table."""

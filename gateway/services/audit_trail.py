@@ -246,6 +246,7 @@ class AuditTrailService:
                     time=_ts(r.at_us),
                     fields=r.fields,
                     decision=r.decision,
+                    record_id=r.record_id,
                 )
                 for r in ordered
             ]

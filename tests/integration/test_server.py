@@ -32,6 +32,7 @@ def test_reflection_lists_the_jisr_services(gateway: processes.Proc, demo: Crede
         (response,) = stub.ServerReflectionInfo(iter([request]), timeout=10)
     names = {s.name for s in response.list_services_response.service}
     assert "jisr.v1.RegistryExchange" in names
+    assert "jisr.v1.ContestCases" in names
     assert "grpc.health.v1.Health" in names
 
 

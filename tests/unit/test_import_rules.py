@@ -45,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "gateway.pipeline",
         "gateway.engine",
         "gateway.telemetry",
+        "gateway.contests",
     },
     "gateway.sdk": BASE | {"gateway.security", "consent"},
     "gateway.config": BASE | {"adapters"},

@@ -293,7 +293,16 @@ def test_every_method_a_grant_can_name_discloses_a_message() -> None:
         "VerifyIntegrity",
         "GetCheckpoint",
         "AccessReport",
+        "OpenCase",
+        "ListCases",
+        "GetCase",
+        "AnswerCase",
+        "AcceptCase",
+        "EscalateCase",
+        "WithdrawCase",
+        "DecideCase",
     }
+    assert METHODS["OpenCase"].path == "/jisr.v1.ContestCases/OpenCase"
     assert METHODS["VerifyEligibilityBatch"].disclosed is pb.EligibilityDecision.DESCRIPTOR
     assert METHODS["GetPersonStatus"].path == "/jisr.v1.RegistryExchange/GetPersonStatus"
 

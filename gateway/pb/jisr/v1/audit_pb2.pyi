@@ -401,10 +401,13 @@ class AccessEntry(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
     institution: _builtins.str
     purpose: _builtins.str
     basis: _builtins.str
     decision: _builtins.str
+    record_id: _builtins.str
+    """The audit record, "<node>:<seq>": what a contest of this access names."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -418,10 +421,11 @@ class AccessEntry(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         fields: _abc.Iterable[_builtins.str] | None = ...,
         decision: _builtins.str = ...,
+        record_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "decision", b"decision", "fields", b"fields", "institution", b"institution", "purpose", b"purpose", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "decision", b"decision", "fields", b"fields", "institution", b"institution", "purpose", b"purpose", "record_id", b"record_id", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

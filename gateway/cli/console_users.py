@@ -70,7 +70,7 @@ def add_user_parsers(console_sub: Any) -> None:
         ("enable", "let a disabled officer log in again", _enable),
     ):
         cmd = actions.add_parser(name, parents=[common], help=text)
-        cmd.add_argument("username")
+        cmd.add_argument("username", help="the officer's username")
         cmd.set_defaults(run=_runner(action))
     _passwd_parser(actions, common)
     _totp_parser(actions, common)
@@ -99,7 +99,7 @@ def _passwd_parser(actions: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="set a new password (ends the officer's sessions and lifts a login lock)",
     )
-    passwd.add_argument("username")
+    passwd.add_argument("username", help="the officer's username")
     _password_flag(passwd)
     passwd.set_defaults(run=_passwd)
 
@@ -110,7 +110,7 @@ def _totp_parser(actions: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="require TOTP with a new secret, or stop requiring it (ends sessions)",
     )
-    totp.add_argument("username")
+    totp.add_argument("username", help="the officer's username")
     which = totp.add_mutually_exclusive_group(required=True)
     which.add_argument("--enable", action="store_true", help="a new secret to enrol")
     which.add_argument("--disable", action="store_true", help="password only")

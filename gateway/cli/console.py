@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -78,6 +79,19 @@ def add_web_client_flags(serve: argparse.ArgumentParser, listen: str) -> None:
     )
 
 
+def serve_until_stopped(server: Any, sock: socket.socket) -> None:
+    """Run a uvicorn server until SIGTERM or SIGINT, then exit normally. uvicorn shuts
+    down gracefully and then raises the signal again to the handler found at start; ours
+    turns SIGTERM into a normal exit (status 0, exit handlers run, as `jisr serve` does)
+    rather than death by the signal."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    server.run(sockets=[sock])
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -135,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
             f" gateway {args.gateway}",
             flush=True,
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        serve_until_stopped(uvicorn.Server(config), sock)
     finally:
         link.close()
         store.close()

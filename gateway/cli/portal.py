@@ -17,6 +17,7 @@ from gateway.cli.console import (
     add_web_client_flags,
     bind_socket,
     is_loopback,
+    serve_until_stopped,
 )
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
@@ -90,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
             f" gateway {args.gateway}, as {args.institution}; DEVELOPMENT sign-in",
             flush=True,
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        serve_until_stopped(uvicorn.Server(config), sock)
     finally:
         link.close()
     return 0

@@ -14,6 +14,8 @@ from functools import cache
 from importlib import resources
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
+
 LANGUAGES = ("fr", "ar")
 DEFAULT = "fr"
 ZONE = ZoneInfo("Africa/Casablanca")
@@ -57,3 +59,11 @@ class Words:
 def local_time(moment: dt.datetime) -> str:
     """`moment` in Casablanca's time, to the second, with the offset (never ambiguous)."""
     return moment.astimezone(ZONE).strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def when(moment: dt.datetime) -> Markup:
+    """A time as pages show it: Casablanca's, in a <time> element laid out left to right,
+    so that an Arabic page does not reorder its digits and offset."""
+    return Markup('<time dir="ltr" datetime="{}">{}</time>').format(
+        moment.isoformat(), local_time(moment)
+    )

@@ -10,7 +10,6 @@ token of its own cookie), checked before anything is done.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 import time
@@ -20,7 +19,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -76,15 +74,7 @@ templates = Jinja2Templates(
 )
 
 
-def when(moment: dt.datetime) -> Markup:
-    """A time as pages show it: Casablanca's, in a <time> element laid out left to right,
-    so that an Arabic page does not reorder its digits and offset."""
-    return Markup('<time dir="ltr" datetime="{}">{}</time>').format(
-        moment.isoformat(), i18n.local_time(moment)
-    )
-
-
-templates.env.filters["when"] = when
+templates.env.filters["when"] = i18n.when
 
 
 @dataclass

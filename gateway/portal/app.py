@@ -11,7 +11,6 @@ portal institution, purpose CITIZEN_ACCESS_REQUEST, with the session's pseudonym
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import logging
 import secrets
@@ -21,7 +20,6 @@ from importlib import resources
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -64,13 +62,6 @@ REFUSALS = {
 log = logging.getLogger("jisr.portal")
 
 
-def when(moment: dt.datetime) -> Markup:
-    """A time in Casablanca's clock, laid out left to right even on an Arabic page."""
-    return Markup('<time dir="ltr" datetime="{}">{}</time>').format(
-        moment.isoformat(), i18n.local_time(moment)
-    )
-
-
 templates = Jinja2Templates(
     env=Environment(
         loader=PackageLoader(PACKAGE, "templates"),
@@ -79,7 +70,7 @@ templates = Jinja2Templates(
         lstrip_blocks=True,
     )
 )
-templates.env.filters["when"] = when
+templates.env.filters["when"] = i18n.when
 
 
 @dataclass
@@ -172,8 +163,7 @@ async def report(request: Request) -> Response:
     if session is None:
         return RedirectResponse("/login", status_code=303)
     portal = _portal(request)
-    # The citizen's pseudonym in the trail: this session's, never the IDCS.
-    sub = "citizen-session-" + session.csrf[:12]
+    sub = session.pseudonym  # the citizen in the trail: this session's, never the IDCS
 
     def ask() -> list[plain.Access]:
         trail = portal.link.trail(portal.institution, sub, REPORT_PURPOSE)

@@ -85,7 +85,7 @@ def access(entry: apb.AccessEntry) -> Access:
         groups=groups,
         unnamed=unnamed,
         permitted=entry.decision == "permit",
-        record_id=getattr(entry, "record_id", ""),
+        record_id=entry.record_id,
     )
 
 

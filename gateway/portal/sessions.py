@@ -24,6 +24,7 @@ _US = 1_000_000
 @dataclass(frozen=True)
 class CitizenSession:
     subject: str
+    pseudonym: str  # the `sub` of the portal's calls for this session: random, not the IDCS
     csrf: str
     lang: str
     created_us: int
@@ -44,7 +45,14 @@ class Sessions:
     def start(self, subject: str, lang: str, now_us: int) -> str:
         """A new session for `subject`; returns the cookie's token."""
         token = secrets.token_urlsafe(32)
-        session = CitizenSession(subject, secrets.token_urlsafe(32), lang, now_us, now_us)
+        session = CitizenSession(
+            subject,
+            "citizen-session-" + secrets.token_hex(6),
+            secrets.token_urlsafe(32),
+            lang,
+            now_us,
+            now_us,
+        )
         with self._lock:
             self._expire(now_us)
             while len(self._by_hash) >= MAX_SESSIONS:

@@ -40,7 +40,7 @@ from gateway.base.wire import (
     method_path,
 )
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.sdk import propagation
+from gateway.sdk.propagation import outgoing as trace_headers
 from gateway.sdk.signing import Signer
 from gateway.security import pki, receipts
 from gateway.security.receipts import ReceiptError
@@ -239,7 +239,7 @@ class JisrClient:
             raw, call = stub.with_call(
                 body,
                 timeout=self.timeout,
-                metadata=((SIGNATURE_METADATA, token), *propagation.outgoing()),
+                metadata=((SIGNATURE_METADATA, token), *trace_headers()),
             )
         except grpc.RpcError as exc:
             raise error_from(exc, self.credentials.gateway_jwks) from None
@@ -268,7 +268,7 @@ class JisrClient:
         call = self._channel.unary_stream(method)(
             body,
             timeout=self.timeout,
-            metadata=((SIGNATURE_METADATA, token), *propagation.outgoing()),
+            metadata=((SIGNATURE_METADATA, token), *trace_headers()),
         )
         raws: list[bytes] = []
         try:
@@ -384,7 +384,7 @@ class JisrClient:
         call = self._channel.stream_stream(method)(
             itertools.chain([first], stream),
             timeout=timeout,
-            metadata=((SIGNATURE_METADATA, token), *propagation.outgoing()),
+            metadata=((SIGNATURE_METADATA, token), *trace_headers()),
         )
         received: list[str] = []
         try:

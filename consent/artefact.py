@@ -82,8 +82,17 @@ def _int(claims: dict[str, Any], name: str) -> int:
     return value
 
 
-def verify(token: str, *, caller: str, collectors: Sequence[str], trust: Keys) -> Artefact:
-    """Check signature and content; the signer must be the caller and a consent collector."""
+def verify(
+    token: str,
+    *,
+    caller: str,
+    collectors: Sequence[str],
+    trust: Keys,
+    revokers: Sequence[str] = (),
+) -> Artefact:
+    """Check signature and content; the signer must be the caller and a consent collector,
+    or, for a revocation, one of `revokers` (citizens' portals: a citizen withdraws a
+    consent where they are signed in, without going back to the counter that took it)."""
     try:
         claims, _ = signed_claims(token, ARTEFACT_TYP, caller, trust)
     except TokenError as exc:
@@ -92,13 +101,13 @@ def verify(token: str, *, caller: str, collectors: Sequence[str], trust: Keys) -
         raise ArtefactError(
             Reason.CONSENT_ARTEFACT_INVALID, "the artefact's iss is not the calling institution"
         )
-    if caller not in collectors:
-        raise ArtefactError(
-            Reason.NOT_A_CONSENT_COLLECTOR, "this institution may not collect consents"
-        )
     action = _str(claims, "act")
     if action not in ACTIONS:
         raise ArtefactError(Reason.CONSENT_ARTEFACT_INVALID, "act must be grant or revoke")
+    if caller not in collectors and not (action == "revoke" and caller in revokers):
+        raise ArtefactError(
+            Reason.NOT_A_CONSENT_COLLECTOR, "this institution may not collect consents"
+        )
     if action == "revoke":
         return _revocation(claims, caller, token)
     kind = _str(claims, "sub_kind")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -35,6 +35,10 @@ from gateway.services.binding import service_handler
 
 SERVICE = cpb.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
 COLLECTOR = "consent_collector"
+# A citizen's portal: lists the consents about its citizen and revokes those they gave.
+PORTAL = "citizen_portal"
+# Page tokens of a list `with_household`: which of the two lists the page continues.
+_OWN, _HOUSEHOLD = "p.", "h."
 _STATUS = {
     Status.ACTIVE: cpb.CONSENT_STATUS_ACTIVE,
     Status.REVOKED: cpb.CONSENT_STATUS_REVOKED,
@@ -114,6 +118,7 @@ class ConsentRegistryService:
                 caller=ctx.requester,
                 collectors=tuple(self.policy.holders(COLLECTOR)),
                 trust=self.trust,
+                revokers=tuple(self.policy.holders(PORTAL)),
             )
         except artefacts.ArtefactError as exc:
             metadata = {"field": exc.field} if exc.field else None
@@ -253,15 +258,58 @@ class ConsentRegistryService:
         if not 1 <= size <= 500:
             raise invalid(Reason.INVALID_PAGE, "page_size is 1 to 500", "page_size")
         subject_kind = SubjectKind.PERSON if kind == "idcs" else SubjectKind.HOUSEHOLD
+        if request.with_household:
+            if subject_kind != SubjectKind.PERSON:
+                raise invalid(
+                    Reason.MALFORMED_REQUEST,
+                    "with_household lists a person's consents and their household's:"
+                    " name the person (subject.idcs)",
+                    "with_household",
+                )
+            return self._list_with_household(key, size, request.page_token, ctx)
+        records, token = self._page(subject_kind, key, size, request.page_token)
+        return self._listed(records, token, ctx)
+
+    def _list_with_household(
+        self, idcs: str, size: int, page_token: str, ctx: FetchContext
+    ) -> cpb.ListConsentsResponse:
+        """The person's own consents, then (the next page on) their household's, each
+        token saying which list it continues."""
+        if page_token and not page_token.startswith((_OWN, _HOUSEHOLD)):
+            raise invalid(Reason.INVALID_PAGE, "page_token is not one we gave", "page_token")
+        if not page_token.startswith(_HOUSEHOLD):
+            records, token = self._page(SubjectKind.PERSON, idcs, size, page_token[2:])
+            if token:
+                return self._listed(records, _OWN + token, ctx)
+            link = fetch_or_unavailable(self.registries.memberships, [idcs], ctx).get(idcs)
+            return self._listed(records, _HOUSEHOLD if link is not None else "", ctx)
+        link = fetch_or_unavailable(self.registries.memberships, [idcs], ctx).get(idcs)
+        if link is None:  # left the household between two pages
+            return cpb.ListConsentsResponse()
+        records, token = self._page(SubjectKind.HOUSEHOLD, link.household_id, size, page_token[2:])
+        return self._listed(records, _HOUSEHOLD + token if token else "", ctx)
+
+    def _page(
+        self, kind: SubjectKind, key: str, size: int, token: str
+    ) -> tuple[Sequence[ConsentRecord], str]:
         try:
-            records, token = self.store.list_by_subject(subject_kind, key, size, request.page_token)
+            return self.store.list_by_subject(kind, key, size, token)
         except ValueError:
             raise invalid(
                 Reason.INVALID_PAGE, "page_token is not one we gave", "page_token"
             ) from None
+
+    def _listed(
+        self, records: Sequence[ConsentRecord], token: str, ctx: FetchContext
+    ) -> cpb.ListConsentsResponse:
+        """A page as the caller may see it: a portal, everything about the citizen it
+        names (it vouches for them); others, the consents they collected or receive."""
+        portal = self.policy.has_role(ctx.requester, PORTAL)
         now = int(self.clock())
         return cpb.ListConsentsResponse(
-            consents=[to_message(r, now) for r in records if self._visible(r, ctx.requester)],
+            consents=[
+                to_message(r, now) for r in records if portal or self._visible(r, ctx.requester)
+            ],
             next_page_token=token,
         )
 

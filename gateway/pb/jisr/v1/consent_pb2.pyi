@@ -300,10 +300,16 @@ class ListConsentsRequest(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    WITH_HOUSEHOLD_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     page_size: _builtins.int
     """1 to 500; 50 when unset."""
     page_token: _builtins.str
+    with_household: _builtins.bool
+    """A person (subject.idcs): their household's consents too, listed after their own
+    (a citizen's portal shows everything that lets an institution see their data). The
+    pages' tokens are then this mode's: ask the next page with the flag still set.
+    """
     @_builtins.property
     def subject(self) -> _registry_pb2.Subject: ...
     def __init__(
@@ -313,10 +319,11 @@ class ListConsentsRequest(_message.Message):
         subject: _registry_pb2.Subject | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        with_household: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "subject", b"subject", "with_household", b"with_household"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

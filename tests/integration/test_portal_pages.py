@@ -15,70 +15,60 @@ from selenium.webdriver.common.by import By
 from gateway.sdk.client import Credentials, JisrClient
 from gateway.sdk.trail import AccessQuery, Trail
 from tests.support import browser as kit
-from tests.support import console_site, processes, registry_rows
+from tests.support import console_site, portal_site, processes, registry_rows
 
 pytestmark = pytest.mark.integration
 
 
 @dataclass
-class Portal:
-    gateway: processes.Proc
-    portal: processes.Proc
-    pki_dir: Path
+class Seeded:
+    site: portal_site.Portal
     person: str  # DEMO looked this person up twice, and refused twice at the household
     stranger: str  # nobody looked this person up
 
     @property
     def url(self) -> str:
-        return f"http://{self.portal.target}"
+        return self.site.url
+
+    @property
+    def gateway(self) -> processes.Proc:
+        return self.site.gateway
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.site.pki_dir
 
 
 @pytest.fixture(scope="module")
 def portal(
     registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Portal]:
-    folder = tmp_path_factory.mktemp("portal")
-    (folder / "state").mkdir()
-    args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
-    env = {"JISR_STATE_DIR": str(folder / "state")}
-    gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env)
-    try:
-        person, _ = console_site.seed_trail(gateway.target, pki_dir, registry_dir)
+) -> Iterator[Seeded]:
+    with portal_site.running(registry_dir, pki_dir, tmp_path_factory.mktemp("portal")) as site:
+        person, _ = console_site.seed_trail(site.gateway.target, pki_dir, registry_dir)
         stranger = registry_rows.first_members(registry_dir, 40)[-1][1]
-        serve = ["portal", "serve", "--listen", "127.0.0.1:0", "--gateway", gateway.target]
-        site = processes.start(
-            [*serve, "--pki-dir", str(pki_dir), "--dev-login"], folder / "portal.log"
-        )
-        try:
-            yield Portal(gateway, site, pki_dir, person, stranger)
-        finally:
-            site.stop()
-    finally:
-        gateway.stop()
+        yield Seeded(site, person, stranger)
 
 
-def _sign_in(driver: webdriver.Chrome, portal: Portal, idcs: str) -> None:
-    driver.get(portal.url + "/login")
-    kit.wait_for(driver, "#idcs").send_keys(idcs)
-    driver.find_element(By.ID, "login").click()
+def _sign_in(driver: webdriver.Chrome, portal: Seeded, idcs: str) -> None:
+    portal_site.sign_in(driver, portal.site, idcs)
 
 
 def test_a_malformed_idcs_is_named_and_nothing_is_asked(
-    browser: webdriver.Chrome, portal: Portal
+    browser: webdriver.Chrome, portal: Seeded
 ) -> None:
     _sign_in(browser, portal, "1234567890")
     assert kit.wait_for(browser, "#login-error").text.startswith("Identifiant : ")
 
 
 def test_the_sign_in_says_it_is_for_development_only(
-    browser: webdriver.Chrome, portal: Portal
+    browser: webdriver.Chrome, portal: Seeded
 ) -> None:
     browser.get(portal.url + "/login")
     assert "DÉVELOPPEMENT" in kit.wait_for(browser, "#dev-note").text
 
 
 def test_a_citizen_reads_who_looked_at_their_data_in_plain_words(
-    browser: webdriver.Chrome, portal: Portal
+    browser: webdriver.Chrome, portal: Seeded
 ) -> None:
     _sign_in(browser, portal, portal.person)
     kit.wait_for(browser, "#accesses")
@@ -91,13 +81,13 @@ def test_a_citizen_reads_who_looked_at_their_data_in_plain_words(
     assert "Base légale : illustrative" in looks[0]
 
 
-def test_a_citizen_nobody_looked_up_is_told_so(browser: webdriver.Chrome, portal: Portal) -> None:
+def test_a_citizen_nobody_looked_up_is_told_so(browser: webdriver.Chrome, portal: Seeded) -> None:
     _sign_in(browser, portal, portal.stranger)
     assert kit.wait_for(browser, "#no-accesses").text.startswith("Aucune consultation")
 
 
 def test_reading_the_report_is_itself_recorded_without_the_idcs(
-    browser: webdriver.Chrome, portal: Portal
+    browser: webdriver.Chrome, portal: Seeded
 ) -> None:
     _sign_in(browser, portal, portal.person)
     kit.wait_for(browser, "#report-title")
@@ -110,7 +100,7 @@ def test_reading_the_report_is_itself_recorded_without_the_idcs(
     assert not [r for r in looks if portal.person in str(r)]
 
 
-def test_signing_out_ends_the_session(browser: webdriver.Chrome, portal: Portal) -> None:
+def test_signing_out_ends_the_session(browser: webdriver.Chrome, portal: Seeded) -> None:
     _sign_in(browser, portal, portal.person)
     kit.wait_for(browser, "#logout").click()
     kit.wait_for(browser, "#idcs")
@@ -120,7 +110,7 @@ def test_signing_out_ends_the_session(browser: webdriver.Chrome, portal: Portal)
 
 @pytest.mark.parametrize("browser", ["ar"], indirect=True)
 def test_an_arabic_reader_gets_the_report_right_to_left(
-    browser: webdriver.Chrome, portal: Portal
+    browser: webdriver.Chrome, portal: Seeded
 ) -> None:
     browser.get(portal.url + "/login")
     kit.wait_for(browser, "#lang-ar").click()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from importlib import resources
 
 from gateway.console.i18n import LANGUAGES, catalogue
 from gateway.pb.jisr.v1 import audit_pb2 as apb
+from gateway.pb.jisr.v1 import consent_pb2 as cpb
+from gateway.pb.jisr.v1 import contests_pb2 as kpb
+from gateway.pb.jisr.v1.registry_pb2 import Subject
 from gateway.portal import plain
+from gateway.portal.pages_contests import text_problem
 
 PACKAGE = "gateway.portal"
 
@@ -54,3 +59,69 @@ def test_every_key_a_template_names_is_in_both_catalogues() -> None:
     assert keys
     for lang in LANGUAGES:
         assert keys - set(catalogue(lang, PACKAGE)) == set()
+
+
+def _case(state: str, appeal_due: int = 0) -> kpb.ContestCase:
+    c = kpb.ContestCase(case_id="case-0123456789abcdef", state=state, institution="DEMO")
+    c.opened.seconds = 1_800_000_000
+    c.appeal_due.seconds = appeal_due
+    return c
+
+
+NOW = dt.datetime.fromtimestamp(1_800_000_500, dt.UTC)
+
+
+def test_an_answered_case_may_be_accepted_escalated_or_withdrawn_within_the_window() -> None:
+    shown = plain.case(_case("answered", appeal_due=1_800_001_000), NOW)
+    assert (shown.can_accept, shown.can_escalate, shown.can_withdraw) == (True, True, True)
+
+
+def test_past_the_appeal_window_no_escalation_is_offered() -> None:
+    shown = plain.case(_case("answered", appeal_due=1_800_000_400), NOW)
+    assert (shown.can_accept, shown.can_escalate, shown.can_withdraw) == (True, False, True)
+
+
+def test_an_open_case_may_only_be_withdrawn_and_an_escalated_one_not_at_all() -> None:
+    opened = plain.case(_case("open"), NOW)
+    escalated = plain.case(_case("escalated"), NOW)
+    assert (opened.can_accept, opened.can_escalate, opened.can_withdraw) == (False, False, True)
+    assert (escalated.can_accept, escalated.can_escalate, escalated.can_withdraw) == (
+        False,
+        False,
+        False,
+    )
+
+
+def test_an_unset_deadline_is_none_not_the_epoch() -> None:
+    assert plain.case(_case("open"), NOW).appeal_due is None
+
+
+def _consent(grantor: str, status: cpb.ConsentStatus.ValueType) -> cpb.Consent:
+    return cpb.Consent(
+        consent_id="C" + "0" * 24,
+        subject=Subject(household_id="H000000001"),
+        grantor_idcs=grantor,
+        grantee="MEN",
+        scopes=["situation", "identity", "new_scope"],
+        status=status,
+    )
+
+
+def test_only_the_grantor_may_revoke_an_active_consent() -> None:
+    mine = plain.consent(_consent("1111111111", cpb.CONSENT_STATUS_ACTIVE), "1111111111")
+    theirs = plain.consent(_consent("2222222222", cpb.CONSENT_STATUS_ACTIVE), "1111111111")
+    revoked = plain.consent(_consent("1111111111", cpb.CONSENT_STATUS_REVOKED), "1111111111")
+    assert (mine.can_revoke, theirs.can_revoke, revoked.can_revoke) == (True, False, False)
+    assert (mine.about_household, revoked.status) == (True, "revoked")
+
+
+def test_a_consents_kinds_of_data_keep_the_reports_order_and_an_unknown_one() -> None:
+    shown = plain.consent(_consent("1111111111", cpb.CONSENT_STATUS_ACTIVE), "1111111111")
+    assert shown.scopes == ("identity", "situation", "new_scope")
+
+
+def test_a_citizens_text_is_checked_as_the_gateway_would() -> None:
+    assert text_problem("  \n ") == "contest.text_empty"
+    assert text_problem("x" * 2001) == "contest.text_long"
+    assert text_problem("a\x00b") == "contest.text_control"
+    assert text_problem("Ligne 1\nLigne 2") == ""

@@ -1,0 +1,53 @@
+"""The reference citizen portal as its tests meet it: `jisr portal serve --dev-login` in
+its own process beside a real gateway, and a citizen signing in through a real browser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from tests.support import browser, processes
+
+
+@dataclass
+class Portal:
+    gateway: processes.Proc
+    portal: processes.Proc
+    pki_dir: Path
+    registry_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.portal.target}"
+
+
+@contextmanager
+def running(registry_dir: Path, pki_dir: Path, folder: Path) -> Iterator[Portal]:
+    """A gateway (state in `folder`) and the portal as ANR, both on free loopback ports."""
+    (folder / "state").mkdir()
+    args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
+    env = {"JISR_STATE_DIR": str(folder / "state")}
+    gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env)
+    try:
+        serve = ["portal", "serve", "--listen", "127.0.0.1:0", "--gateway", gateway.target]
+        site = processes.start(
+            [*serve, "--pki-dir", str(pki_dir), "--dev-login"], folder / "portal.log"
+        )
+        try:
+            yield Portal(gateway, site, pki_dir, registry_dir)
+        finally:
+            site.stop()
+    finally:
+        gateway.stop()
+
+
+def sign_in(driver: webdriver.Chrome, portal: Portal, idcs: str) -> None:
+    """The development sign-in as `idcs` (whatever the outcome)."""
+    driver.get(portal.url + "/login")
+    browser.wait_for(driver, "#idcs").send_keys(idcs)
+    driver.find_element(By.ID, "login").click()

@@ -125,5 +125,6 @@ def _exchange_context(r: apb.AccessRecord, receipt: records.ReceiptCheck | None)
         "row": _row(r),
         "basis_kind": "consent" if r.basis.startswith("consent:") else "statute",
         "hash_holds": records.hash_holds(r),
+        "withheld": records.withheld(r.method, r.fields),
         "receipt": receipt,
     }

@@ -10,13 +10,14 @@ gateway signed it and that it tells the same story as the trail.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit.record import AuditRecord
 from gateway.pb.jisr.v1 import audit_pb2 as apb
-from gateway.security import receipts
+from gateway.security import projection, receipts
+from gateway.security.policy import METHODS
 
 
 def at_us(record: apb.AccessRecord) -> int:
@@ -51,6 +52,22 @@ def audit_record(r: apb.AccessRecord) -> AuditRecord:
         latency_us=r.latency_us,
         prev_hash=r.prev_hash,
         hash=r.hash,
+    )
+
+
+def withheld(method: str, disclosed: Sequence[str]) -> tuple[str, ...]:
+    """The fields of the method's answer that the exchange did not disclose, for a DPO
+    asking what the institution did *not* receive: every leaf of the disclosed message
+    (`policy.METHODS`) that no disclosed path names or contains. The trail records what
+    was disclosed; this is its complement, so a refusal (nothing disclosed) or a method
+    the console does not know withholds nothing worth listing: ()."""
+    known = METHODS.get(method.rsplit("/", 1)[-1])
+    if known is None or not disclosed:
+        return ()
+    return tuple(
+        leaf
+        for leaf in projection.all_paths(known.disclosed)
+        if not any(leaf == d or leaf.startswith(d + ".") for d in disclosed)
     )
 
 

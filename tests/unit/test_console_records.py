@@ -193,3 +193,27 @@ def test_the_hash_no_longer_holds_once_the_time_is_moved_by_a_microsecond(
 def test_the_time_is_read_to_the_microsecond_in_utc(record: apb.AccessRecord) -> None:
     assert records.at_us(record) == 1_780_000_000_123_456
     assert records.moment(record).isoformat() == "2026-05-28T20:26:40.123456+00:00"
+
+
+def test_what_an_exchange_did_not_disclose_is_the_rest_of_its_answer() -> None:
+    hidden = records.withheld(
+        "/jisr.v1.RegistryExchange/GetPersonStatus", ["vital_status", "death_date"]
+    )
+    assert "idcs" in hidden
+    assert "vital_status" not in hidden
+    assert "death_date" not in hidden
+
+
+def test_a_disclosed_member_field_withholds_the_members_other_fields() -> None:
+    hidden = records.withheld(
+        "/jisr.v1.RegistryExchange/GetHouseholdStatus", ["members.relationship", "region"]
+    )
+    assert "members.idcs" in hidden
+    assert "members.birth_date" in hidden
+    assert "members.relationship" not in hidden
+    assert "region" not in hidden
+
+
+def test_a_refusal_or_an_unknown_method_lists_nothing_withheld() -> None:
+    assert records.withheld("/jisr.v1.RegistryExchange/GetPersonStatus", []) == ()
+    assert records.withheld("/jisr.v1.Elsewhere/Unknown", ["x"]) == ()

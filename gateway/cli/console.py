@@ -53,6 +53,13 @@ def add_parser(sub: Any) -> None:
         " passwords, printed at start",
     )
     serve.add_argument(
+        "--oidc-config",
+        type=Path,
+        metavar="FILE",
+        help="sign-in through identity providers (OpenID Connect): a TOML file naming each"
+        " provider, its client and the institution it signs in (docs/console.md)",
+    )
+    serve.add_argument(
         "--secure-cookies",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -118,6 +125,8 @@ def _serve(args: argparse.Namespace) -> int:
         from gateway.console import accounts
         from gateway.console.app import create_app
         from gateway.console.link import GatewayLink
+        from gateway.console.oidc import OidcConfigError, load_config
+        from gateway.console.oidc_client import OidcLogins
         from gateway.console.store import open_console_store
     except ModuleNotFoundError as exc:
         print(
@@ -126,6 +135,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    oidc = None
+    if args.oidc_config is not None:
+        try:
+            oidc = OidcLogins(load_config(args.oidc_config))
+        except OidcConfigError as exc:
+            print(f"jisr console serve: {exc}", file=sys.stderr)
+            return 2
     host = args.listen.rpartition(":")[0].strip("[]")
     secure = args.secure_cookies == "yes" or (
         args.secure_cookies == "auto" and not is_loopback(host)
@@ -137,8 +153,14 @@ def _serve(args: argparse.Namespace) -> int:
             _dev_accounts(store, link, accounts)
         sock = bind_socket(args.listen)
         bound_host, port = sock.getsockname()[:2]
+        for provider in oidc.buttons() if oidc is not None else []:
+            print(
+                f"jisr console: sign-in through {provider.id} ({provider.issuer}) for the"
+                f" officers of {provider.institution}",
+                flush=True,
+            )
         config = uvicorn.Config(
-            create_app(store, link, secure_cookies=secure),
+            create_app(store, link, secure_cookies=secure, oidc=oidc),
             log_level="warning",
             access_log=False,  # URLs carry search filters (an IDCS): never logged
             server_header=False,

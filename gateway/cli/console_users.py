@@ -1,6 +1,6 @@
-"""`jisr console user add|list|disable|enable|passwd|totp`: the console's officers, managed
-on the console's machine (there is no web page for it: whoever can run this can already
-read the console's store).
+"""`jisr console user add|list|disable|enable|passwd|totp|link-oidc|unlink-oidc`: the
+console's officers, managed on the console's machine (there is no web page for it: whoever
+can run this can already read the console's store).
 
 The store is the console's own (gateway/console/store.py): PostgreSQL when
 JISR_DATABASE_URL is set, else console.sqlite in --state-dir (default: JISR_STATE_DIR,
@@ -9,7 +9,11 @@ else `var`, where `make run` keeps its data).
 Exit status: 0 done; 2 nothing changed (a bad username, institution or password, an
 existing or unknown user, a store that cannot be opened), said in one line
 `jisr console user <action>: <field>: <problem>`, never a traceback. Whatever ends an
-officer's access (disable, passwd, totp) also ends their open sessions at once.
+officer's access (disable, passwd, totp, unlink-oidc) also ends their open sessions at once.
+
+`link-oidc` lets an identity provider's subject (its `sub` claim, at its issuer) sign in as
+an officer through `jisr console serve --oidc-config`: the provider says who the person
+is, the account what they may do (gateway/console/oidc.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway.console import accounts
+from gateway.console import accounts, oidc
 from gateway.console.accounts import Account, AccountError, UnknownAccountError
 from gateway.console.store import ConsoleStore, open_console_store
 from gateway.storage.migrations import SchemaTooNewError
@@ -74,6 +78,7 @@ def add_user_parsers(console_sub: Any) -> None:
         cmd.set_defaults(run=_runner(action))
     _passwd_parser(actions, common)
     _totp_parser(actions, common)
+    _oidc_parsers(actions, common)
 
 
 def _add_parser(actions: Any, common: argparse.ArgumentParser) -> None:
@@ -115,6 +120,39 @@ def _totp_parser(actions: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--enable", action="store_true", help="a new secret to enrol")
     which.add_argument("--disable", action="store_true", help="password only")
     totp.set_defaults(run=_runner(_totp))
+
+
+def _oidc_parsers(actions: Any, common: argparse.ArgumentParser) -> None:
+    link = actions.add_parser(
+        "link-oidc",
+        parents=[common],
+        help="let an identity provider's subject sign in as the officer",
+        description="Link the officer's account to a subject of an identity provider: a"
+        " sign-in through that provider as that subject opens the officer's session (one"
+        " subject per issuer; the provider must sign in the officer's institution).",
+    )
+    link.add_argument("username", help="the officer's username")
+    link.add_argument(
+        "--issuer",
+        required=True,
+        help="the provider's issuer URL, exactly as in its ID tokens' `iss` (and in --oidc-config)",
+    )
+    link.add_argument(
+        "--subject",
+        required=True,
+        help="the person's subject at that provider, exactly as in its ID tokens' `sub`",
+    )
+    link.set_defaults(run=_runner(_link_oidc))
+    unlink = actions.add_parser(
+        "unlink-oidc",
+        parents=[common],
+        help="stop an identity provider's sign-in as the officer (ends sessions)",
+    )
+    unlink.add_argument("username", help="the officer's username")
+    unlink.add_argument(
+        "--issuer", required=True, help="the provider's issuer URL whose link to remove"
+    )
+    unlink.set_defaults(run=_runner(_unlink_oidc))
 
 
 def _password_flag(parser: argparse.ArgumentParser) -> None:
@@ -306,4 +344,23 @@ def _totp(args: argparse.Namespace, store: ConsoleStore) -> int:
     print(f"TOTP {state} for {account.username}; {ended} session(s) ended")
     if account.totp_secret is not None:
         _show_totp(account)
+    return EXIT_OK
+
+
+def _link_oidc(args: argparse.Namespace, store: ConsoleStore) -> int:
+    oidc.check_issuer(args.issuer)
+    oidc.check_subject(args.subject)
+    account = _existing(store, args.username)
+    store.link_oidc(account.username, args.issuer, args.subject, _now_us())
+    print(f"linked {account.username} to subject {args.subject} at {args.issuer}")
+    return EXIT_OK
+
+
+def _unlink_oidc(args: argparse.Namespace, store: ConsoleStore) -> int:
+    """Unlinked first, then sessions ended (a session may have been opened through it)."""
+    account = _existing(store, args.username)
+    if not store.unlink_oidc(account.username, args.issuer):
+        raise AccountError(f"issuer: {account.username} has no link at {args.issuer}")
+    ended = store.delete_sessions_of(account.username)
+    print(f"unlinked {account.username} at {args.issuer}; {ended} session(s) ended")
     return EXIT_OK

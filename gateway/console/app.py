@@ -24,8 +24,17 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.console import pages_attention, pages_auth, pages_integrity, pages_trail
+from gateway.console import (
+    pages_attention,
+    pages_auth,
+    pages_contests,
+    pages_integrity,
+    pages_oidc,
+    pages_trail,
+)
 from gateway.console.link import GatewayLink
+from gateway.console.oidc import CALLBACK_PATH
+from gateway.console.oidc_client import OidcLogins
 from gateway.console.store import ConsoleStore
 from gateway.console.web import SECURITY_HEADERS, Console, http_error, now_us, server_error
 
@@ -75,13 +84,21 @@ def _lifespan(store: ConsoleStore) -> Any:
     return lifespan
 
 
-def create_app(store: ConsoleStore, link: GatewayLink, *, secure_cookies: bool) -> Starlette:
+def create_app(
+    store: ConsoleStore,
+    link: GatewayLink,
+    *,
+    secure_cookies: bool,
+    oidc: OidcLogins | None = None,
+) -> Starlette:
     static = str(resources.files("gateway.console").joinpath("static"))
     app = Starlette(
         routes=[
             Route("/", home),
             Route("/login", pages_auth.login_page, methods=["GET"]),
             Route("/login", pages_auth.login, methods=["POST"]),
+            Route(CALLBACK_PATH, pages_oidc.callback, methods=["GET"], name="oidc_callback"),
+            Route("/login/oidc/{provider}", pages_oidc.start, methods=["GET"]),
             Route("/logout", pages_auth.logout, methods=["POST"]),
             Route("/language", pages_auth.switch_language, methods=["POST"]),
             Route("/search", pages_trail.search, methods=["GET", "POST"]),
@@ -90,11 +107,15 @@ def create_app(store: ConsoleStore, link: GatewayLink, *, secure_cookies: bool) 
             Route("/integrity", pages_integrity.integrity, methods=["GET"]),
             Route("/attention", pages_attention.attention, methods=["GET"]),
             Route("/integrity/evidence.zip", pages_integrity.evidence, methods=["GET"]),
+            Route("/contests", pages_contests.contests, methods=["GET"]),
+            Route("/contests/case", pages_contests.case, methods=["GET"]),
+            Route("/contests/answer", pages_contests.answer, methods=["POST"]),
+            Route("/contests/decide", pages_contests.decide, methods=["POST"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],
         middleware=[Middleware(Guard)],
         exception_handlers={HTTPException: http_error},
         lifespan=_lifespan(store),
     )
-    app.state.console = Console(store, link, secure_cookies)
+    app.state.console = Console(store, link, secure_cookies, oidc)
     return app

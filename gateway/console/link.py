@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.sdk.client import Credentials, JisrClient
+from gateway.sdk.contests import HANDLING_PURPOSE, Contests
 from gateway.sdk.trail import AUDIT_PURPOSE, Trail
 from gateway.security import pki
 
@@ -55,6 +56,11 @@ class GatewayLink:
     def trail(self, institution: str, officer_id: str, purpose: str = AUDIT_PURPOSE) -> Trail:
         """The AuditTrail as this officer of this institution."""
         return Trail(self.client(institution).acting_as(officer_id), purpose)
+
+    def contests(self, institution: str, officer_id: str) -> Contests:
+        """The ContestCases service as this officer of this institution (a DPO or the
+        regulator handling cases: purpose CONTEST_HANDLING)."""
+        return Contests(self.client(institution).acting_as(officer_id), HANDLING_PURPOSE)
 
     def gateway_jwks(self) -> Mapping[str, Any]:
         """The gateway's published receipt and checkpoint keys."""

@@ -10,6 +10,10 @@ Tables:
 - `console_login_failure`: one row per failed login (by the username typed, known or not),
   read back by time to throttle; rows older than the lookback are purged.
 - `console_session`: one row per live session, keyed by the SHA-256 of its cookie token.
+- `console_oidc_link` (2): which account an identity provider's subject signs in, by
+  (issuer, subject); an account has at most one subject per issuer.
+- `console_oidc_pending` (2): sign-ins sent to a provider and not back yet, keyed by the
+  SHA-256 of their state; taken once, purged after gateway/console/oidc.py's STATE_TTL_S.
 
 The row mappings live here, beside the columns they depend on, so that both backends
 share them without importing gateway/console/store.py (which imports the backends).
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.console.accounts import Account
+from gateway.console.oidc import PendingLogin
 from gateway.console.sessions import Session
 from gateway.storage.migrations import Migration, VersionLine
 
@@ -37,8 +42,10 @@ ACCOUNT_COLUMNS = (
     "created_us",
 )
 SESSION_COLUMNS = ("token_hash", "username", "csrf", "created_us", "last_seen_us", "lang")
+PENDING_COLUMNS = ("state_hash", "provider", "nonce", "code_verifier", "next", "created_us")
 ACCOUNT_LIST = ", ".join(ACCOUNT_COLUMNS)
 SESSION_LIST = ", ".join(SESSION_COLUMNS)
+PENDING_LIST = ", ".join(PENDING_COLUMNS)
 
 SQLITE: tuple[Migration, ...] = (
     Migration(
@@ -75,6 +82,33 @@ SQLITE: tuple[Migration, ...] = (
             ) WITHOUT ROWID
             """,
             "CREATE INDEX console_session_by_user ON console_session (username)",
+        ),
+    ),
+    Migration(
+        2,
+        "identity providers: links to their subjects, pending sign-ins",
+        (
+            """
+            CREATE TABLE console_oidc_link (
+                issuer TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                username TEXT NOT NULL,
+                created_us INTEGER NOT NULL,
+                PRIMARY KEY (issuer, subject),
+                UNIQUE (username, issuer)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE console_oidc_pending (
+                state_hash TEXT PRIMARY KEY,
+                provider TEXT NOT NULL,
+                nonce TEXT NOT NULL,
+                code_verifier TEXT NOT NULL,
+                next TEXT NOT NULL,
+                created_us INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX console_oidc_pending_by_time ON console_oidc_pending (created_us)",
         ),
     ),
 )
@@ -116,6 +150,35 @@ POSTGRES: tuple[Migration, ...] = (
             )
             """,
             "CREATE INDEX console_session_by_user ON console_session (username)",
+        ),
+    ),
+    Migration(
+        2,
+        "identity providers: links to their subjects, pending sign-ins",
+        (
+            # Issuers and subjects are compared exactly (bytewise), as OpenID Connect does.
+            """
+            CREATE TABLE console_oidc_link (
+                issuer text COLLATE "C" NOT NULL,
+                subject text COLLATE "C" NOT NULL,
+                username text COLLATE "C" NOT NULL
+                    REFERENCES console_account (username) ON DELETE CASCADE,
+                created_us bigint NOT NULL,
+                PRIMARY KEY (issuer, subject),
+                UNIQUE (username, issuer)
+            )
+            """,
+            """
+            CREATE TABLE console_oidc_pending (
+                state_hash text PRIMARY KEY,
+                provider text NOT NULL,
+                nonce text NOT NULL,
+                code_verifier text NOT NULL,
+                next text NOT NULL,
+                created_us bigint NOT NULL
+            )
+            """,
+            "CREATE INDEX console_oidc_pending_by_time ON console_oidc_pending (created_us)",
         ),
     ),
 )
@@ -168,4 +231,29 @@ def session_from_row(row: Sequence[Any]) -> Session:
     token, username, csrf, created_us, last_seen_us, lang = row
     return Session(
         str(token), str(username), str(csrf), int(created_us), int(last_seen_us), str(lang)
+    )
+
+
+def pending_row(pending: PendingLogin) -> tuple[Any, ...]:
+    """The pending sign-in's values in PENDING_COLUMNS order."""
+    return (
+        pending.state_hash,
+        pending.provider,
+        pending.nonce,
+        pending.code_verifier,
+        pending.next,
+        pending.created_us,
+    )
+
+
+def pending_from_row(row: Sequence[Any]) -> PendingLogin:
+    """A pending sign-in from a row in PENDING_COLUMNS order."""
+    state_hash, provider, nonce, code_verifier, next_path, created_us = row
+    return PendingLogin(
+        str(state_hash),
+        str(provider),
+        str(nonce),
+        str(code_verifier),
+        str(next_path),
+        int(created_us),
     )

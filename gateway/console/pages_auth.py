@@ -3,7 +3,8 @@
 A login checks, in order: the form's CSRF token, the account's lock (repeated failures
 lock it for a while, whatever the password), the password (argon2id), then the TOTP
 code when the account has one. Every failure shows the same message, so the page never
-tells which usernames exist; each one counts towards the lock.
+tells which usernames exist; each one counts towards the lock. A sign-in through an
+identity provider (gateway/console/pages_oidc.py) ends in the same `open_session`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.console import accounts, i18n, sessions
+from gateway.console.oidc import Provider
 from gateway.console.web import (
     LANG_COOKIE,
     LOGIN_COOKIE,
@@ -37,7 +39,7 @@ from gateway.console.web import (
 NOTES = ("expired", "signed_out")
 
 
-def _next(value: str | None) -> str:
+def safe_next(value: str | None) -> str:
     """Where to go after login: a path of this site only (never another origin)."""
     if (
         not value
@@ -65,15 +67,17 @@ def _password_ok(account: accounts.Account | None, password: str) -> bool:
     return accounts.password_ok(account, password)
 
 
-def _form_page(request: Request, *, error: str = "", status: int = 200) -> Response:
+def form_page(request: Request, *, error: str = "", status: int = 200) -> Response:
+    """The login page, with an error's message key when a sign-in failed."""
     token = login_token(request)
     note = request.query_params.get("note", "")
     context = {
         "login_csrf": token,
         "error": error,
         "note": note if note in NOTES else "",
-        "next": _next(request.query_params.get("next")),
+        "next": safe_next(request.query_params.get("next")),
         "username": "",
+        "providers": oidc_buttons(request),
     }
     response = render(request, "login.html", context, status=status)
     secure = console(request).secure_cookies
@@ -84,7 +88,7 @@ def _form_page(request: Request, *, error: str = "", status: int = 200) -> Respo
 
 
 async def login_page(request: Request) -> Response:
-    return _form_page(request)
+    return form_page(request)
 
 
 async def login(request: Request) -> Response:
@@ -92,7 +96,7 @@ async def login(request: Request) -> Response:
     submitted = str(form.get("csrf") or "")
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(submitted, expected):
-        return _form_page(request, error="login.stale", status=400)
+        return form_page(request, error="login.stale", status=400)
     username = str(form.get("username") or "").strip().lower()
     password = str(form.get("password") or "")
     code = str(form.get("totp") or "").strip()
@@ -102,7 +106,7 @@ async def login(request: Request) -> Response:
     failures = await run_in_threadpool(store.failures_since, username, since)
     if accounts.locked_until_us(failures, now) is not None:
         await run_in_threadpool(store.record_failure, username, now)
-        return _form_page(request, error="login.locked", status=429)
+        return form_page(request, error="login.locked", status=429)
     found = await run_in_threadpool(store.account, username)
     account = found if found is not None and not found.disabled else None
     ok = await run_in_threadpool(_password_ok, account, password)
@@ -112,17 +116,31 @@ async def login(request: Request) -> Response:
         await run_in_threadpool(store.record_failure, username, now)
         failures = [*failures, now]
         locked = accounts.locked_until_us(failures, now) is not None
-        return _form_page(request, error="login.locked" if locked else "login.failed", status=401)
+        return form_page(request, error="login.locked" if locked else "login.failed", status=401)
     await run_in_threadpool(store.clear_failures, username)
     if accounts.needs_rehash(account):
         rehashed = await run_in_threadpool(accounts.with_password, account, password)
         await run_in_threadpool(store.update_account, rehashed)
-    token, session = sessions.new_session(account.username, words(request).lang, now)
-    await run_in_threadpool(store.save_session, session)
-    response = RedirectResponse(_next(str(form.get("next") or "")), status_code=303)
+    token = await open_session(request, account, now)
+    response = RedirectResponse(safe_next(str(form.get("next") or "")), status_code=303)
     set_session_cookie(request, response, token)
     response.delete_cookie(LOGIN_COOKIE, path="/login")
     return response
+
+
+async def open_session(request: Request, account: accounts.Account, now: int) -> str:
+    """A new session for `account`, whose sign-in passed every check: stored, and the
+    token for its cookie (`set_session_cookie`) returned. The password login and the
+    identity providers' sign-ins (pages_oidc.py) both end here."""
+    token, session = sessions.new_session(account.username, words(request).lang, now)
+    await run_in_threadpool(console(request).store.save_session, session)
+    return token
+
+
+def oidc_buttons(request: Request) -> list[Provider]:
+    """The identity providers the login page offers (none when not configured)."""
+    logins = console(request).oidc
+    return logins.buttons() if logins is not None else []
 
 
 async def logout(request: Request) -> Response:
@@ -140,7 +158,7 @@ async def switch_language(request: Request) -> Response:
     """The language of this session (and of the login page, by cookie)."""
     form = await request.form()
     lang = i18n.language(str(form.get("lang") or ""))
-    back = _next(str(form.get("back") or ""))
+    back = safe_next(str(form.get("back") or ""))
     who = await signed_in(request)
     if isinstance(who, Officer):
         await checked_form(request, who)

@@ -1,5 +1,5 @@
-"""Where the console keeps its officers, failed logins and sessions: one interface, an SQLite
-and a PostgreSQL backend.
+"""Where the console keeps its officers, failed logins and sessions (and the links to, and
+sign-ins through, identity providers): one interface, an SQLite and a PostgreSQL backend.
 
 The web app calls the store from a thread pool, and `jisr console user` from another
 process at the same time, so both backends are safe for concurrent use (SQLite: pooled
@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.console.accounts import Account, AccountExists, UnknownAccountError
+from gateway.console.oidc import LinkTakenError, PendingLogin
 from gateway.console.sessions import Session
 
 __all__ = [
     "FILE_NAME",
     "AccountExists",
     "ConsoleStore",
+    "LinkTakenError",
     "UnknownAccountError",
     "open_console_store",
 ]
@@ -84,10 +86,35 @@ class ConsoleStore(Protocol):
         """End every session of the user (disabled, password or TOTP changed); how many."""
         ...
 
+    def link_oidc(self, username: str, issuer: str, subject: str, at_us: int) -> None:
+        """Let the provider's (issuer, subject) sign in as `username`; UnknownAccountError
+        if there is no such account, LinkTakenError if the subject is linked already or the
+        account has a link at that issuer already (unlink it first)."""
+        ...
+
+    def unlink_oidc(self, username: str, issuer: str) -> bool:
+        """Remove the account's link at `issuer`; whether there was one."""
+        ...
+
+    def oidc_account(self, issuer: str, subject: str) -> Account | None:
+        """The account linked to (issuer, subject), disabled or not; None if none is."""
+        ...
+
+    def save_oidc_login(self, pending: PendingLogin, live_since_us: int, limit: int) -> bool:
+        """Store a pending sign-in unless `limit` of them created after `live_since_us`
+        are stored already (then False: too many sign-ins under way)."""
+        ...
+
+    def take_oidc_login(self, state_hash: str) -> PendingLogin | None:
+        """The pending sign-in of that state hash, deleted as it is read: of two callers
+        with the same state (a replay), one gets it and the other None. Expired or not."""
+        ...
+
     def purge_expired(self, now_us: int) -> int:
         """Delete the sessions expired at `now_us` (sessions.expired) and return how many;
         also forget failed logins too old to matter for a lock (accounts.FAILURE_LOOKBACK_S),
-        so that names typed by guessers do not pile up."""
+        so that names typed by guessers do not pile up, and pending sign-ins older than
+        oidc.STATE_TTL_S."""
         ...
 
     def close(self) -> None:

@@ -14,19 +14,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.console import accounts, sessions
+from gateway.console import accounts, oidc, sessions
 from gateway.console.accounts import Account, AccountExists, UnknownAccountError
 from gateway.console.migrations import (
     ACCOUNT_COLUMNS,
     ACCOUNT_LIST,
+    PENDING_COLUMNS,
+    PENDING_LIST,
     POSTGRES_LINE,
     SESSION_COLUMNS,
     SESSION_LIST,
     account_from_row,
     account_row,
+    pending_from_row,
+    pending_row,
     session_from_row,
     session_row,
 )
+from gateway.console.oidc import PendingLogin
 from gateway.console.sessions import Session
 from gateway.storage.postgres import (
     OPEN_TIMEOUT_S,
@@ -59,6 +64,21 @@ _DELETE_SESSION = "DELETE FROM console_session WHERE token_hash = %s"
 _DELETE_SESSIONS_OF = "DELETE FROM console_session WHERE username = %s"
 _PURGE_SESSIONS = "DELETE FROM console_session WHERE last_seen_us <= %s OR created_us <= %s"
 _PURGE_FAILURES = "DELETE FROM console_login_failure WHERE at_us < %s"
+_LINK = """INSERT INTO console_oidc_link (issuer, subject, username, created_us)
+    SELECT %s, %s, username, %s FROM console_account WHERE username = %s
+    ON CONFLICT DO NOTHING"""
+_HOLDER = "SELECT username FROM console_oidc_link WHERE issuer = %s AND subject = %s"
+_UNLINK = "DELETE FROM console_oidc_link WHERE username = %s AND issuer = %s"
+_LINKED = f"""SELECT {", ".join(f"a.{c}" for c in ACCOUNT_COLUMNS)}
+    FROM console_oidc_link l JOIN console_account a ON a.username = l.username
+    WHERE l.issuer = %s AND l.subject = %s"""
+# The count and the insert are one statement; two processes racing at the limit may
+# both insert (READ COMMITTED): the bound is approximate by a few, which is its purpose.
+_SAVE_PENDING = f"""INSERT INTO console_oidc_pending ({PENDING_LIST})
+    SELECT {", ".join("%s" for _ in PENDING_COLUMNS)}
+    WHERE (SELECT count(*) FROM console_oidc_pending WHERE created_us > %s) < %s"""
+_TAKE_PENDING = f"DELETE FROM console_oidc_pending WHERE state_hash = %s RETURNING {PENDING_LIST}"
+_PURGE_PENDING = "DELETE FROM console_oidc_pending WHERE created_us <= %s"
 
 
 class PostgresConsoleStore:
@@ -145,10 +165,32 @@ class PostgresConsoleStore:
     def delete_sessions_of(self, username: str) -> int:
         return self._count(_DELETE_SESSIONS_OF, (username,))
 
+    def link_oidc(self, username: str, issuer: str, subject: str, at_us: int) -> None:
+        if self._count(_LINK, (issuer, subject, at_us, username)) == 1:
+            return
+        known = self._one(_ACCOUNT, (username,)) is not None
+        holder = self._one(_HOLDER, (issuer, subject))
+        raise oidc.link_refused(username, issuer, known=known, holder=holder and holder[0])
+
+    def unlink_oidc(self, username: str, issuer: str) -> bool:
+        return self._count(_UNLINK, (username, issuer)) > 0
+
+    def oidc_account(self, issuer: str, subject: str) -> Account | None:
+        row = self._one(_LINKED, (issuer, subject))
+        return None if row is None else account_from_row(row)
+
+    def save_oidc_login(self, pending: PendingLogin, live_since_us: int, limit: int) -> bool:
+        return self._count(_SAVE_PENDING, (*pending_row(pending), live_since_us, limit)) == 1
+
+    def take_oidc_login(self, state_hash: str) -> PendingLogin | None:
+        row = self._one(_TAKE_PENDING, (state_hash,))
+        return None if row is None else pending_from_row(row)
+
     def purge_expired(self, now_us: int) -> int:
         cutoffs = (sessions.idle_cutoff_us(now_us), sessions.absolute_cutoff_us(now_us))
         purged = self._count(_PURGE_SESSIONS, cutoffs)
         self._count(_PURGE_FAILURES, (accounts.failures_since_us(now_us),))
+        self._count(_PURGE_PENDING, (oidc.pending_cutoff_us(now_us),))
         return purged
 
     def close(self) -> None:

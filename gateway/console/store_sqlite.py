@@ -17,19 +17,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.console import accounts, sessions
+from gateway.console import accounts, oidc, sessions
 from gateway.console.accounts import Account, AccountExists, UnknownAccountError
 from gateway.console.migrations import (
     ACCOUNT_COLUMNS,
     ACCOUNT_LIST,
+    PENDING_COLUMNS,
+    PENDING_LIST,
     SESSION_COLUMNS,
     SESSION_LIST,
     SQLITE_LINE,
     account_from_row,
     account_row,
+    pending_from_row,
+    pending_row,
     session_from_row,
     session_row,
 )
+from gateway.console.oidc import PendingLogin
 from gateway.console.sessions import Session
 from gateway.storage.sqlite import BUSY_TIMEOUT_MS, SQLiteFile
 
@@ -53,6 +58,19 @@ _DELETE_SESSION = "DELETE FROM console_session WHERE token_hash = ?"
 _DELETE_SESSIONS_OF = "DELETE FROM console_session WHERE username = ?"
 _PURGE_SESSIONS = "DELETE FROM console_session WHERE last_seen_us <= ? OR created_us <= ?"
 _PURGE_FAILURES = "DELETE FROM console_login_failure WHERE at_us < ?"
+_LINK = """INSERT INTO console_oidc_link (issuer, subject, username, created_us)
+    SELECT ?, ?, username, ? FROM console_account WHERE username = ?
+    ON CONFLICT DO NOTHING"""
+_HOLDER = "SELECT username FROM console_oidc_link WHERE issuer = ? AND subject = ?"
+_UNLINK = "DELETE FROM console_oidc_link WHERE username = ? AND issuer = ?"
+_LINKED = f"""SELECT {", ".join(f"a.{c}" for c in ACCOUNT_COLUMNS)}
+    FROM console_oidc_link l JOIN console_account a ON a.username = l.username
+    WHERE l.issuer = ? AND l.subject = ?"""
+_SAVE_PENDING = f"""INSERT INTO console_oidc_pending ({PENDING_LIST})
+    SELECT {", ".join("?" for _ in PENDING_COLUMNS)}
+    WHERE (SELECT count(*) FROM console_oidc_pending WHERE created_us > ?) < ?"""
+_TAKE_PENDING = f"DELETE FROM console_oidc_pending WHERE state_hash = ? RETURNING {PENDING_LIST}"
+_PURGE_PENDING = "DELETE FROM console_oidc_pending WHERE created_us <= ?"
 
 
 class SQLiteConsoleStore:
@@ -127,11 +145,39 @@ class SQLiteConsoleStore:
         with self._db.write(self._durable) as conn:
             return int(conn.execute(_DELETE_SESSIONS_OF, (username,)).rowcount)
 
+    def link_oidc(self, username: str, issuer: str, subject: str, at_us: int) -> None:
+        with self._db.write(self._durable) as conn:
+            if conn.execute(_LINK, (issuer, subject, at_us, username)).rowcount == 1:
+                return
+            known = conn.execute(_ACCOUNT, (username,)).fetchone() is not None
+            holder = conn.execute(_HOLDER, (issuer, subject)).fetchone()
+        raise oidc.link_refused(username, issuer, known=known, holder=holder and holder[0])
+
+    def unlink_oidc(self, username: str, issuer: str) -> bool:
+        with self._db.write(self._durable) as conn:
+            return int(conn.execute(_UNLINK, (username, issuer)).rowcount) > 0
+
+    def oidc_account(self, issuer: str, subject: str) -> Account | None:
+        with self._db.read() as conn:
+            row = conn.execute(_LINKED, (issuer, subject)).fetchone()
+        return None if row is None else account_from_row(row)
+
+    def save_oidc_login(self, pending: PendingLogin, live_since_us: int, limit: int) -> bool:
+        values = (*pending_row(pending), live_since_us, limit)
+        with self._db.write(self._activity) as conn:
+            return int(conn.execute(_SAVE_PENDING, values).rowcount) == 1
+
+    def take_oidc_login(self, state_hash: str) -> PendingLogin | None:
+        with self._db.write(self._activity) as conn:
+            rows = conn.execute(_TAKE_PENDING, (state_hash,)).fetchall()  # done before COMMIT
+        return pending_from_row(rows[0]) if rows else None
+
     def purge_expired(self, now_us: int) -> int:
         cutoffs = (sessions.idle_cutoff_us(now_us), sessions.absolute_cutoff_us(now_us))
         with self._db.write(self._activity) as conn:
             purged = int(conn.execute(_PURGE_SESSIONS, cutoffs).rowcount)
             conn.execute(_PURGE_FAILURES, (accounts.failures_since_us(now_us),))
+            conn.execute(_PURGE_PENDING, (oidc.pending_cutoff_us(now_us),))
         return purged
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from starlette.templating import Jinja2Templates
 from gateway.console import i18n, sessions
 from gateway.console.accounts import Account
 from gateway.console.link import GatewayLink
+from gateway.console.oidc_client import OidcLogins
 from gateway.console.sessions import Session
 from gateway.console.store import ConsoleStore
 from gateway.sdk.client import JisrError
@@ -44,6 +45,9 @@ REFUSALS = {
     "DEADLINE_EXCEEDED": (503, "error.unavailable"),
     "INVALID_ARGUMENT": (400, "error.invalid"),
     "NOT_FOUND": (404, "error.no_record"),
+    # A step on something another step changed meanwhile, or that its state does not allow.
+    "ABORTED": (409, "error.changed"),
+    "FAILED_PRECONDITION": (409, "error.conflict"),
 }
 
 log = logging.getLogger("jisr.console")
@@ -84,6 +88,7 @@ class Console:
     store: ConsoleStore
     link: GatewayLink
     secure_cookies: bool
+    oidc: OidcLogins | None = None  # the identity providers, when configured
 
 
 @dataclass(frozen=True)

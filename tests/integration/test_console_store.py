@@ -424,6 +424,8 @@ def test_the_console_keeps_its_own_version_line_beside_the_gateways(db: ConsoleD
         "console_account",
         "console_login_failure",
         "console_session",
+        "console_oidc_link",
+        "console_oidc_pending",
     }
 
 

@@ -21,6 +21,7 @@ from selenium.webdriver.common.by import By
 
 from adapters.demo_data import generate
 from gateway.sdk.client import Credentials, JisrClient, JisrError
+from gateway.sdk.contests import CITIZEN_PURPOSE, Contests
 from tests.support import browser, console_site, identities, processes, registry_rows
 
 HOUSEHOLDS = 500
@@ -33,6 +34,18 @@ def _burst(target: str, pki_dir: Path, registry_dir: Path) -> None:
         for _ in range(21):
             with contextlib.suppress(JisrError):
                 demo.verify("SCHOOL_SUPPORT", household, "ASD")
+
+
+def _contest(target: str, pki_dir: Path, registry_dir: Path) -> None:
+    """A citizen's contest, through the ANR portal, of an eligibility check DEMO made."""
+    household = registry_rows.first_members(registry_dir, 2)[1][0]
+    with (
+        JisrClient(target, Credentials.from_pki(pki_dir, "DEMO")) as demo,
+        JisrClient(target, Credentials.from_pki(pki_dir, "ANR")) as anr,
+    ):
+        record = str(demo.verify("ASD_ELIGIBILITY", household, "ASD").receipt["audit"])
+        statement = "Je n'ai jamais demandé l'ASD : pourquoi avoir consulté mon ménage ?"
+        Contests(anr.acting_as("citizen-ref-1"), CITIZEN_PURPOSE).open(household, record, statement)
 
 
 def _save(driver: webdriver.Chrome, out: Path, name: str) -> None:
@@ -58,6 +71,10 @@ def _pages(driver: webdriver.Chrome, site: console_site.Site, person: str, out: 
     driver.find_element(By.ID, "nav-attention").click()
     browser.wait_for(driver, "#findings")
     _save(driver, out, "console-attention.png")
+    driver.find_element(By.ID, "nav-contests").click()
+    browser.wait_for(driver, "#cases a.open").click()
+    browser.wait_for(driver, "#answer-text")
+    _save(driver, out, "console-case.png")
     driver.find_element(By.ID, "lang-ar").click()
     browser.wait_for(driver, "#lang-fr")
     _save(driver, out, "console-attention-ar.png")
@@ -92,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             person, _ = console_site.seed_trail(gateway.target, pki_dir, root / "registry")
             _burst(gateway.target, pki_dir, root / "registry")
+            _contest(gateway.target, pki_dir, root / "registry")
             site = console_site.start(gateway.target, pki_dir, root / "console", root / "c.log")
             driver = browser.chrome("fr")
             try:

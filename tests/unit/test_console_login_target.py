@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from gateway.console import web
-from gateway.console.pages_auth import _next
+from gateway.console.pages_auth import safe_next as _next
 from gateway.console.web import REFUSALS
 from gateway.sdk.client import JisrError
 
@@ -82,6 +82,8 @@ def test_the_refusals_are_those_of_the_table() -> None:
         "DEADLINE_EXCEEDED": (503, "error.unavailable"),
         "INVALID_ARGUMENT": (400, "error.invalid"),
         "NOT_FOUND": (404, "error.no_record"),
+        "ABORTED": (409, "error.changed"),
+        "FAILED_PRECONDITION": (409, "error.conflict"),
     }
 
 

@@ -34,16 +34,19 @@ def running(registry_dir: Path, pki_dir: Path, folder: Path) -> Iterator[Portal]
     env = {"JISR_STATE_DIR": str(folder / "state")}
     gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env)
     try:
-        serve = ["portal", "serve", "--listen", "127.0.0.1:0", "--gateway", gateway.target]
-        site = processes.start(
-            [*serve, "--pki-dir", str(pki_dir), "--dev-login"], folder / "portal.log"
-        )
+        site = start(gateway.target, pki_dir, folder / "portal.log")
         try:
             yield Portal(gateway, site, pki_dir, registry_dir)
         finally:
             site.stop()
     finally:
         gateway.stop()
+
+
+def start(gateway: str, pki_dir: Path, log: Path) -> processes.Proc:
+    """`jisr portal serve --dev-login` as ANR on a free loopback port, against `gateway`."""
+    serve = ["portal", "serve", "--listen", "127.0.0.1:0", "--gateway", gateway]
+    return processes.start([*serve, "--pki-dir", str(pki_dir), "--dev-login"], log)
 
 
 def sign_in(driver: webdriver.Chrome, portal: Portal, idcs: str) -> None:

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 from gateway.base.errors import Reason
 from gateway.base.identifiers import is_valid_household_id, is_valid_idcs
 from gateway.base.wire import method_path
-from gateway.pb.jisr.v1 import audit_pb2, consent_pb2, registry_pb2
+from gateway.pb.jisr.v1 import audit_pb2, consent_pb2, contests_pb2, registry_pb2
 from gateway.sdk.trail import AccessQuery
 
-_SERVICES = (registry_pb2, consent_pb2, audit_pb2)
+_SERVICES = (registry_pb2, consent_pb2, audit_pb2, contests_pb2)
 DECISIONS = ("permit", "deny")
 UTC = ZoneInfo("UTC")
 

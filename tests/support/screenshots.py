@@ -1,4 +1,4 @@
-"""The console's screenshots in docs/console.md, taken the way its tests see it.
+"""The console's and the portal's screenshots in docs/, taken the way their tests see them.
 
     .venv/bin/python -m tests.support.screenshots docs/images
 
@@ -22,7 +22,14 @@ from selenium.webdriver.common.by import By
 from adapters.demo_data import generate
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.sdk.contests import CITIZEN_PURPOSE, Contests
-from tests.support import browser, console_site, identities, processes, registry_rows
+from tests.support import (
+    browser,
+    console_site,
+    identities,
+    portal_site,
+    processes,
+    registry_rows,
+)
 
 HOUSEHOLDS = 500
 
@@ -87,6 +94,20 @@ def _pages(driver: webdriver.Chrome, site: console_site.Site, person: str, out: 
     _save(driver, out, "console-integrity.png")
 
 
+def _portal(driver: webdriver.Chrome, site: portal_site.Portal, person: str, out: Path) -> None:
+    """The citizen's report and a contest on the reference portal."""
+    portal_site.sign_in(driver, site, person)
+    browser.wait_for(driver, "#accesses")
+    _save(driver, out, "portal-report.png")
+    browser.wait_for(driver, "a.contest-link").click()
+    browser.wait_for(driver, "#statement").send_keys(
+        "Je n'ai pas demandé l'AMO : pourquoi DEMO a-t-elle vérifié si je suis en vie ?"
+    )
+    driver.find_element(By.ID, "open-case").click()
+    browser.wait_for(driver, "#case-state")
+    _save(driver, out, "portal-case.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="where the PNG files go (e.g. docs/images)")
@@ -111,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             _burst(gateway.target, pki_dir, root / "registry")
             _contest(gateway.target, pki_dir, root / "registry")
             site = console_site.start(gateway.target, pki_dir, root / "console", root / "c.log")
+            portal = portal_site.start(gateway.target, pki_dir, root / "p.log")
             driver = browser.chrome("fr")
             try:
                 _pages(driver, site, person, args.out)
+                citizen = portal_site.Portal(gateway, portal, pki_dir, root / "registry")
+                _portal(driver, citizen, person, args.out)
             finally:
                 driver.quit()
+                portal.stop()
                 site.proc.stop()
         finally:
             gateway.stop()

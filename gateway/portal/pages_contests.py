@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from gateway.contests import cases as rules
 from gateway.pb.jisr.v1 import contests_pb2 as kpb
 from gateway.portal import plain
 from gateway.portal.sessions import CitizenSession
@@ -37,7 +38,7 @@ from gateway.sdk.trail import REPORT_PURPOSE, Trail
 CASE_ID = re.compile(r"case-[0-9a-f]{16}")
 RECORD_ID = re.compile(r"[A-Za-z0-9._-]{1,64}:[0-9]{1,19}")
 STEPS = ("accept", "escalate", "withdraw")
-MAX_TEXT = 2000  # the gateway's bound on a statement or a reason (docs/contests.md)
+MAX_TEXT = rules.MAX_TEXT  # the gateway's bound on a statement or a reason
 
 
 def _contests(client: JisrClient) -> Contests:
@@ -45,21 +46,24 @@ def _contests(client: JisrClient) -> Contests:
 
 
 def text_problem(value: str) -> str:
-    """The message key of what is wrong with a citizen's text, or "" (the gateway's
-    rule: 1 to MAX_TEXT characters once trimmed, no control character but a newline)."""
-    text = value.strip()
+    """The message key of what the gateway would refuse in a citizen's text once cleaned
+    (`_clean`), or "": its own rule (gateway/contests/cases.py's check_text), so a French
+    non-breaking space or an Arabic joiner passes, and a NUL or an escape does not."""
+    text = _clean(value)
     if not text:
         return "contest.text_empty"
     if len(text) > MAX_TEXT:
         return "contest.text_long"
-    if any(not c.isprintable() and c not in "\n\r\t" for c in text):
+    try:
+        rules.check_text(text)
+    except rules.CaseError:
         return "contest.text_control"
     return ""
 
 
 def _clean(value: str) -> str:
-    """A text as sent: trimmed, line ends as newlines, tabs as spaces."""
-    return value.strip().replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    """A text as sent: line ends as newlines, tabs as spaces, trimmed."""
+    return value.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ").strip()
 
 
 # -- opening a case ------------------------------------------------------------------------

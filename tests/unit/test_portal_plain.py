@@ -7,6 +7,7 @@ import re
 from importlib import resources
 
 from gateway.console.i18n import LANGUAGES, catalogue
+from gateway.contests import cases
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import contests_pb2 as kpb
@@ -125,3 +126,23 @@ def test_a_citizens_text_is_checked_as_the_gateway_would() -> None:
     assert text_problem("x" * 2001) == "contest.text_long"
     assert text_problem("a\x00b") == "contest.text_control"
     assert text_problem("Ligne 1\nLigne 2") == ""
+
+
+def test_a_french_non_breaking_space_and_an_arabic_joiner_are_not_control_characters() -> None:
+    assert text_problem("Pourquoi\u202f? l'AMO\u00a0!") == ""
+    assert text_problem("لا\u200dأعرف") == ""
+
+
+def test_tabs_and_carriage_returns_are_cleaned_not_refused() -> None:
+    assert text_problem("a\tb\r\nc\rd") == ""
+
+
+def test_the_portal_refuses_exactly_what_the_gateway_refuses_once_cleaned() -> None:
+    for text in ("", " \n", "a" * 2000, "a" * 2001, "a\x1bb", "\ud800", "ok\x00"):
+        cleaned = text.replace("\t", " ").strip()
+        try:
+            cases.check_text(cleaned)
+            accepted = True
+        except cases.CaseError:
+            accepted = False
+        assert (text_problem(text) == "") == accepted, repr(text)

@@ -25,16 +25,16 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.console.accounts import INSTITUTION
+from gateway.console.link import GatewayLink
 from gateway.console.web import (
     Officer,
+    attempt,
     checked_form,
-    console,
     refusal_page,
     render,
     signed_in,
@@ -94,19 +94,8 @@ ACTOR_WORDS = {
 async def ask_contests(
     request: Request, officer: Officer, work: Callable[[Contests], T]
 ) -> T | JisrError | Response:
-    """`work` on ContestCases as the officer, in a worker thread: its result, the
-    gateway's refusal (for the page to explain), or the page saying the console holds no
-    credentials of the officer's institution."""
-    account = officer.account
-    try:
-        desk = console(request).link.contests(account.institution, account.officer_id)
-    except (OSError, ValueError):
-        context = {"status": 503, "key": "error.no_credentials", "reason": ""}
-        return render(request, "error.html", context, officer=officer, status=503)
-    try:
-        return await run_in_threadpool(work, desk)
-    except JisrError as refused:
-        return refused
+    """`work` on ContestCases as the officer (web.attempt)."""
+    return await attempt(request, officer, GatewayLink.contests, work)
 
 
 def not_found(request: Request, officer: Officer) -> Response:

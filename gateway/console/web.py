@@ -36,6 +36,7 @@ from gateway.sdk.client import JisrError
 from gateway.sdk.trail import Trail
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 # The gateway's refusals as HTTP answers, by gRPC code name (anything else: 502).
 REFUSALS = {
@@ -213,19 +214,34 @@ def refusal_page(request: Request, officer: Officer, error: JisrError) -> Respon
     return render(request, "error.html", context, officer=officer, status=status)
 
 
-async def ask(request: Request, officer: Officer, work: Callable[[Trail], T]) -> T | Response:
-    """`work` on the officer's trail (the officer's institution, the officer's id as
-    `sub`) in a worker thread; a refusal becomes its page."""
+async def attempt(
+    request: Request,
+    officer: Officer,
+    desk: Callable[[GatewayLink, str, str], D],
+    work: Callable[[D], T],
+) -> T | JisrError | Response:
+    """`work` on the officer's desk (`desk(link, institution, officer_id)`: the trail, the
+    contest cases) in a worker thread: its result, the gateway's refusal (for the page to
+    explain), or the page saying the console holds no credentials of the institution."""
     account = officer.account
     try:
-        trail = console(request).link.trail(account.institution, account.officer_id)
+        opened = desk(console(request).link, account.institution, account.officer_id)
     except (OSError, ValueError):
         context = {"status": 503, "key": "error.no_credentials", "reason": ""}
         return render(request, "error.html", context, officer=officer, status=503)
     try:
-        return await run_in_threadpool(work, trail)
-    except JisrError as exc:
-        return refusal_page(request, officer, exc)
+        return await run_in_threadpool(work, opened)
+    except JisrError as refused:
+        return refused
+
+
+async def ask(request: Request, officer: Officer, work: Callable[[Trail], T]) -> T | Response:
+    """`work` on the officer's trail (the officer's institution, the officer's id as
+    `sub`); a refusal becomes its page."""
+    result = await attempt(request, officer, GatewayLink.trail, work)
+    if isinstance(result, JisrError):
+        return refusal_page(request, officer, result)
+    return result
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

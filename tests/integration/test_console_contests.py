@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,10 +72,6 @@ def _add_officer(site: console_site.Site, env: dict[str, str]) -> None:
     site.passwords[OTHER_DPO] = OTHER_PASSWORD
 
 
-def _database(backend: str) -> AbstractContextManager[str | None]:
-    return databases.postgres_schema() if backend == "postgresql" else nullcontext()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def scene(
     request: pytest.FixtureRequest,
@@ -84,7 +80,7 @@ def scene(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scene]:
     folder = tmp_path_factory.mktemp("console-contests")
-    with _database(request.param) as url, ExitStack() as stack:
+    with databases.for_backend(request.param) as url, ExitStack() as stack:
         state = folder / "state"
         state.mkdir()
         env = {"JISR_STATE_DIR": str(state)} | ({"JISR_DATABASE_URL": url} if url else {})

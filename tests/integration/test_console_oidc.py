@@ -18,7 +18,6 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
@@ -122,10 +121,6 @@ institution = "DEMO"
     return config
 
 
-def _database(backend: str) -> AbstractContextManager[str | None]:
-    return databases.postgres_schema() if backend == "postgresql" else nullcontext()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def site(
     request: pytest.FixtureRequest,
@@ -134,7 +129,7 @@ def site(
 ) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("console-oidc")
     state = folder / "state"
-    with _database(request.param) as url:
+    with databases.for_backend(request.param) as url:
         _accounts(url, state, idp.issuer)
         env = {SECRET_ENV: idp.client_secret, **({"JISR_DATABASE_URL": url} if url else {})}
         argv = ["console", "serve", "--listen", "127.0.0.1:0", "--gateway", "127.0.0.1:9"]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +70,6 @@ def _scene(registry_dir: Path, pki_dir: Path, folder: Path, url: str | None) -> 
         gateway.stop()
 
 
-def _database(backend: str) -> AbstractContextManager[str | None]:
-    return databases.postgres_schema() if backend == "postgresql" else nullcontext()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def scene(
     request: pytest.FixtureRequest,
@@ -83,7 +79,10 @@ def scene(
 ) -> Iterator[Scene]:
     """Shared by the tests that only read, on each backend."""
     folder = tmp_path_factory.mktemp("console")
-    with _database(request.param) as url, _scene(registry_dir, pki_dir, folder, url) as scene:
+    with (
+        databases.for_backend(request.param) as url,
+        _scene(registry_dir, pki_dir, folder, url) as scene,
+    ):
         yield scene
 
 
@@ -363,7 +362,10 @@ def test_a_dpo_is_told_the_bundle_is_the_regulators(
 def test_a_tampered_record_is_named_on_the_integrity_page(
     browser: webdriver.Chrome, registry_dir: Path, pki_dir: Path, tmp_path: Path, backend: str
 ) -> None:
-    with _database(backend) as url, _scene(registry_dir, pki_dir, tmp_path, url) as scene:
+    with (
+        databases.for_backend(backend) as url,
+        _scene(registry_dir, pki_dir, tmp_path, url) as scene,
+    ):
         node = _forge(scene)
         console_site.sign_in_as(browser, scene.site, "cndp")
         browser.get(f"{scene.site.url}/integrity")

@@ -7,7 +7,7 @@ processes; the trail and stores on SQLite, or on one PostgreSQL schema."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +30,6 @@ class Stage:
     person: str  # DEMO looked this person up: the access the citizen contests
 
 
-def _database(backend: str) -> AbstractContextManager[str | None]:
-    return databases.postgres_schema() if backend == "postgresql" else nullcontext()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stage(
     request: pytest.FixtureRequest,
@@ -42,7 +38,7 @@ def stage(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stage]:
     folder = tmp_path_factory.mktemp("journey")
-    with _database(request.param) as url, ExitStack() as stack:
+    with databases.for_backend(request.param) as url, ExitStack() as stack:
         state = folder / "state"
         state.mkdir()
         env = {"JISR_STATE_DIR": str(state)} | ({"JISR_DATABASE_URL": url} if url else {})

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,3 +201,9 @@ def through(url: str, host: str, port: int) -> str:
     userinfo, _, _ = parts.netloc.rpartition("@")
     netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def for_backend(backend: str) -> AbstractContextManager[str | None]:
+    """A fresh PostgreSQL schema's URL for "postgresql", None (SQLite files) otherwise: the
+    `with` of a fixture parametrised over both stores."""
+    return postgres_schema() if backend == "postgresql" else nullcontext()

@@ -467,6 +467,8 @@ def generate(
         finally:
             conn.close()
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the gateway may run as another user
+        for stale in ("-wal", "-shm"):  # the old file's WAL must never pair with the new one
+            Path(f"{target}{stale}").unlink(missing_ok=True)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -547,4 +549,7 @@ def _build(
     conn.execute("COMMIT")
     conn.execute("DETACH DATABASE stage")
     conn.executescript(INDEXES)
+    # WAL is persistent in the file: `jisr registry apply` then writes while the gateway
+    # reads (adapters/registry_db.py). Set last: the bulk load runs without a journal.
+    conn.execute("PRAGMA journal_mode=WAL")
     return builder

@@ -62,6 +62,12 @@ class Config:
     # trials), and seconds between two sweeps escalating the unanswered ones.
     contest_answer_days: float = 30.0
     contest_sweep_seconds: float = 60.0
+    # Registry events (docs/events.md): seconds between two reads of the registries'
+    # journals, days the log keeps an event, and the longest a followed Subscribe stream
+    # lasts before it ends and the subscriber resumes from its cursor.
+    events_poll_seconds: float = 0.2
+    events_retention_days: float = 90.0
+    events_max_stream_seconds: float = 3600.0
     institutions: Mapping[str, Transport] = field(
         default_factory=lambda: {name: Transport("embedded") for name in INSTITUTIONS}
     )
@@ -238,6 +244,9 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_METRICS_LISTEN": ("metrics_listen", _text),
     "JISR_CONTEST_ANSWER_DAYS": ("contest_answer_days", _days),
     "JISR_CONTEST_SWEEP_SECONDS": ("contest_sweep_seconds", _seconds),
+    "JISR_EVENTS_POLL_SECONDS": ("events_poll_seconds", _seconds),
+    "JISR_EVENTS_RETENTION_DAYS": ("events_retention_days", _days),
+    "JISR_EVENTS_MAX_STREAM_SECONDS": ("events_max_stream_seconds", _seconds),
 }
 
 

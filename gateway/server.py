@@ -44,6 +44,8 @@ from gateway.config import Config
 from gateway.contests.store import open_contest_store
 from gateway.engine.call import Engine, Security
 from gateway.engine.consent_gate import ConsentGate
+from gateway.events.ingest import Ingester, Poller, household_lookup
+from gateway.events.store import open_event_store
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pipeline import programmes
 from gateway.pipeline.exchange import Exchange
@@ -58,6 +60,9 @@ from gateway.services.consent_registry import ConsentRegistryService
 from gateway.services.contest_cases import SERVICE as CONTEST_SERVICE
 from gateway.services.contest_cases import ContestCasesService, Sweeper
 from gateway.services.door import Door, Limits, run_loop
+from gateway.services.registry_events import SERVICE as EVENTS_SERVICE
+from gateway.services.registry_events import Delivery, RegistryEventsService
+from gateway.services.registry_events import handler as event_handler
 from gateway.services.registry_exchange import SERVICE
 from gateway.telemetry import setup as telemetry
 
@@ -305,6 +310,7 @@ def start_gateway(config: Config) -> Running:
         store = open_store(config.database_url, state_dir)
         audit_store = open_audit_store(config.database_url, state_dir)
         contest_store = open_contest_store(config.database_url, state_dir)
+        event_store = open_event_store(config.database_url, state_dir)
         writer = AuditWriter(
             audit_store,
             node_id(),
@@ -314,8 +320,8 @@ def start_gateway(config: Config) -> Running:
         )
     except _store_errors() as exc:
         raise StateStoreError(
-            f"{where}: cannot open the consent, audit and contest stores ({exc}); the gateway"
-            " needs to write there"
+            f"{where}: cannot open the consent, audit, contest and event stores ({exc});"
+            " the gateway needs to write there"
         ) from exc
     security.consent = ConsentGate(store, registries)
     # A consent check may write (a use cap) under the store lock: never on the event loop.
@@ -340,6 +346,27 @@ def start_gateway(config: Config) -> Running:
         answer_days=config.contest_answer_days,
     )
     sweeper = Sweeper(contests, config.contest_sweep_seconds)
+    events = RegistryEventsService(
+        event_store,
+        security.policy,
+        delivery=Delivery(
+            poll_s=config.events_poll_seconds, max_stream_s=config.events_max_stream_seconds
+        ),
+    )
+    poller = (
+        Poller(
+            Ingester(
+                registry,
+                event_store,
+                catalogue.bands,
+                household_lookup(registry.connection),
+            ),
+            config.events_poll_seconds,
+            config.events_retention_days * 86_400,
+        )
+        if registry is not None
+        else None
+    )
     door = Door(limits(config), engine.refused_at_door)
     port, drain = _serve_aio(
         config,
@@ -349,11 +376,15 @@ def start_gateway(config: Config) -> Running:
             consents.handler(engine),
             trail.handler(engine),
             contests.handler(engine),
+            event_handler(engine, events),
         ],
-        [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE, CONTEST_SERVICE],
+        [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE, CONTEST_SERVICE, EVENTS_SERVICE],
     )
     # Closed in order after the drain: the writer flushes and checkpoints before its store.
     closers: list[Closer] = [registries, store, sweeper, contest_store, writer, audit_store]
+    if poller is not None:
+        closers.insert(0, poller)
+    closers.append(event_store)
     if registry is not None:
         closers.append(registry)
     return Running(port, drain, closers, lambda: _reload(security))

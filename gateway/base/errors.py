@@ -109,6 +109,19 @@ class Reason(StrEnum):
     # A ListCases filter out of bounds: an unknown state, a combination the caller's
     # role cannot ask (INVALID_ARGUMENT).
     CASE_FILTER_INVALID = "CASE_FILTER_INVALID"
+    # Registry events (docs/events.md): a cursor before the retention window or beyond the
+    # log's head (OUT_OF_RANGE, with the oldest cursor in the metadata); a subscription that
+    # is not the caller's or does not exist, one answer (NOT_FOUND); one that was cancelled
+    # (FAILED_PRECONDITION); a type the caller's Subscribe grant does not allow
+    # (PERMISSION_DENIED); a type or a subject list out of bounds (INVALID_ARGUMENT); the
+    # event log out of reach (UNAVAILABLE).
+    CURSOR_OUT_OF_RANGE = "CURSOR_OUT_OF_RANGE"
+    SUBSCRIPTION_NOT_FOUND = "SUBSCRIPTION_NOT_FOUND"
+    SUBSCRIPTION_CANCELLED = "SUBSCRIPTION_CANCELLED"
+    EVENT_TYPE_NOT_ALLOWED = "EVENT_TYPE_NOT_ALLOWED"
+    INVALID_EVENT_TYPE = "INVALID_EVENT_TYPE"
+    TOO_MANY_SUBJECTS = "TOO_MANY_SUBJECTS"
+    EVENTS_UNAVAILABLE = "EVENTS_UNAVAILABLE"
     # A fault of the gateway itself, never of the request.
     INTERNAL = "INTERNAL"
 

@@ -57,6 +57,8 @@ _ARGUMENT = (
     Reason.INVALID_RECORD_ID,
     Reason.CASE_TEXT_INVALID,
     Reason.CASE_FILTER_INVALID,
+    Reason.INVALID_EVENT_TYPE,
+    Reason.TOO_MANY_SUBJECTS,
 )
 _CONSENT = (
     Reason.CONSENT_MISSING,
@@ -73,6 +75,7 @@ _UNAVAILABLE = (
     Reason.CONSENT_STORE_UNAVAILABLE,
     Reason.AUDIT_UNAVAILABLE,
     Reason.GATEWAY_STOPPING,
+    Reason.EVENTS_UNAVAILABLE,
 )
 
 CODES: Mapping[Reason, int] = MappingProxyType(
@@ -98,6 +101,10 @@ CODES: Mapping[Reason, int] = MappingProxyType(
         Reason.RESPONSE_NOT_READ: code_pb2.DEADLINE_EXCEEDED,
         Reason.CALLER_DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
         Reason.CALLER_CANCELLED: code_pb2.CANCELLED,
+        Reason.CURSOR_OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
+        Reason.SUBSCRIPTION_NOT_FOUND: code_pb2.NOT_FOUND,
+        Reason.SUBSCRIPTION_CANCELLED: code_pb2.FAILED_PRECONDITION,
+        Reason.EVENT_TYPE_NOT_ALLOWED: code_pb2.PERMISSION_DENIED,
         Reason.INTERNAL: code_pb2.INTERNAL,
     }
 )

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from gateway.base.wire import GATEWAY_CLIENT
 from gateway.cli import audit as audit_cli
 from gateway.cli import console as console_cli
 from gateway.cli import portal as portal_cli
+from gateway.cli import registry as registry_cli
 from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
 from gateway.security import pki, receipts
 
@@ -128,7 +130,58 @@ def _transport(config: config_mod.Config) -> str:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    return demo_data(args.data_dir, args.households, args.seed, force=args.force)
+    if args.changes is not None:
+        return _demo_changes(args)
+    if args.month is not None or args.count is not None:
+        print("jisr demo-data: --month and --count need --changes FILE", file=sys.stderr)
+        return 2
+    households = 10_000 if args.households is None else args.households
+    return demo_data(args.data_dir, households, args.seed, force=args.force)
+
+
+def _demo_changes(args: argparse.Namespace) -> int:
+    """A month of SYNTHETIC changes for the registry of --data-dir (adapters/demo_changes.py);
+    the summary goes to stderr when the lines go to stdout."""
+    from adapters.demo_changes import DemoChangesError, generate_changes
+    from adapters.registry_db import REGISTRY_FILE
+
+    if args.households is not None or args.force:
+        print(
+            "jisr demo-data: --changes reads the registry of --data-dir;"
+            " --households and --force are for making one",
+            file=sys.stderr,
+        )
+        return 2
+    to_stdout = str(args.changes) == "-"
+    last = [time.monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            said = "registry read, writing" if done == 0 else f"{done:,} of"
+            print(f"jisr demo-data: {said} ~{total:,} changes", file=sys.stderr, flush=True)
+
+    try:
+        summary = generate_changes(
+            args.data_dir / REGISTRY_FILE,
+            sys.stdout if to_stdout else args.changes,
+            month=args.month,
+            seed=args.seed,
+            count=args.count,
+            progress=progress,
+        )
+    except DemoChangesError as exc:
+        print(f"jisr demo-data: {exc}", file=sys.stderr)
+        return 2
+    given = f"; {summary.substituted:,} given to rescorings (the registry is small for --count)"
+    print(
+        f"jisr demo-data: SYNTHETIC changes for {summary.month} written to"
+        f" {'stdout' if to_stdout else args.changes}:"
+        f" {summary.lines:,} lines ({summary.line()}){given if summary.substituted else ''};"
+        f" seed {args.seed}, {summary.seconds:.1f} s",
+        file=sys.stderr if to_stdout else sys.stdout,
+    )
+    return 0
 
 
 def _backend(args: argparse.Namespace) -> int:
@@ -279,15 +332,27 @@ def _pki_parsers(sub: Any) -> None:
 
 
 def _data_parsers(sub: Any) -> None:
-    demo = sub.add_parser("demo-data", help="generate a synthetic registry")
+    demo = sub.add_parser("demo-data", help="generate a synthetic registry, or a month of changes")
+    demo.add_argument("--households", type=int, help="how many households (default: 10000)")
     demo.add_argument(
-        "--households", type=int, default=10_000, help="how many households (default: %(default)s)"
-    )
-    demo.add_argument(
-        "--seed", type=int, default=1, help="same seed, same registry (default: %(default)s)"
+        "--seed", type=int, default=1, help="same seed, same data (default: %(default)s)"
     )
     demo.add_argument("--data-dir", type=Path, default=DATA_DIR, help=_DATA_DIR_HELP)
     demo.add_argument("--force", action="store_true", help="replace an existing registry")
+    demo.add_argument(
+        "--changes",
+        type=Path,
+        metavar="FILE",
+        help="instead, write a month of changes for the registry of --data-dir (- for stdout)",
+    )
+    demo.add_argument(
+        "--month",
+        metavar="YYYY-MM",
+        help="with --changes: the month (default: the one after the registry's latest date)",
+    )
+    demo.add_argument(
+        "--count", type=int, metavar="N", help="with --changes: about N lines (rates scaled)"
+    )
     demo.set_defaults(run=_demo_data)
 
     backend = sub.add_parser("backend", help="run a ministry's MinistryBackend")
@@ -398,6 +463,7 @@ def parser() -> argparse.ArgumentParser:
         audit_cli.add_parser,
         console_cli.add_parser,
         portal_cli.add_parser,
+        registry_cli.add_parser,
     ):
         add(sub)
     return top

@@ -281,6 +281,24 @@ class JisrClient:
         messages = tuple(response_type.FromString(raw) for raw in raws)
         return Streamed(messages, claims, _receipt_token(trailers))
 
+    def open_stream(
+        self, service: str, name: str, body: bytes, purpose: str, *, jti: str, timeout: float | None
+    ) -> Any:
+        """Start the server-streaming method `name` with `body`, signed under `jti`, and
+        return grpc's call (iterate it for the raw messages, then read its trailers): for
+        streams whose messages carry receipts of their own (gateway/sdk/events.py)."""
+        method = method_path(service, name)
+        token = self.credentials.signer.request_token(method, purpose, body, jti=jti)
+        return self._channel.unary_stream(method)(
+            body, timeout=timeout, metadata=((SIGNATURE_METADATA, token), *trace_headers())
+        )
+
+    def check_receipt(
+        self, trailers: Sequence[tuple[str, str | bytes]] | None, jti: str, rh: str, sh: str
+    ) -> Receipt:
+        """The call's closing receipt, verified to cover `jti`, `rh` and `sh`."""
+        return Receipt(self._checked(trailers, jti, rh, sh), _receipt_token(trailers))
+
     def _checked(
         self, trailers: Sequence[tuple[str, str | bytes]] | None, jti: str, rh: str, sh: str
     ) -> dict[str, Any]:

@@ -22,9 +22,11 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor
 
+from gateway.base import event_types
 from gateway.pb.jisr.v1 import audit_pb2 as apb
 from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import contests_pb2 as kpb
+from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.security import projection
 from gateway.security.projection import FieldTree
@@ -62,6 +64,9 @@ _EXCHANGE = pb.DESCRIPTOR.services_by_name["RegistryExchange"].full_name
 _CONSENT = cpb.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
 _AUDIT = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
 _CONTESTS = kpb.DESCRIPTOR.services_by_name["ContestCases"].full_name
+_EVENTS = epb.DESCRIPTOR.services_by_name["RegistryEvents"].full_name
+SUBSCRIBE = "Subscribe"
+"""The method whose grants name the event types an institution may receive."""
 
 METHODS: Mapping[str, Method] = {
     method.name: method
@@ -88,6 +93,13 @@ METHODS: Mapping[str, Method] = {
         Method(_CONTESTS, "EscalateCase", kpb.EscalateCaseResponse.DESCRIPTOR),
         Method(_CONTESTS, "WithdrawCase", kpb.WithdrawCaseResponse.DESCRIPTOR),
         Method(_CONTESTS, "DecideCase", kpb.DecideCaseResponse.DESCRIPTOR),
+        Method(_EVENTS, "CreateSubscription", epb.CreateSubscriptionResponse.DESCRIPTOR),
+        # Each notification's event is projected to the grant.
+        Method(_EVENTS, SUBSCRIBE, epb.ChangeEvent.DESCRIPTOR),
+        Method(_EVENTS, "Acknowledge", epb.AcknowledgeResponse.DESCRIPTOR),
+        Method(_EVENTS, "GetDigest", epb.GetDigestResponse.DESCRIPTOR),
+        Method(_EVENTS, "GetSubscription", epb.GetSubscriptionResponse.DESCRIPTOR),
+        Method(_EVENTS, "CancelSubscription", epb.CancelSubscriptionResponse.DESCRIPTOR),
     )
 }
 """Methods a grant may name, by short name. Another service's methods join this table."""
@@ -107,6 +119,8 @@ class Grant:
     scope_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Consent grants only: whether a consent covering some scopes discloses those alone.
     partial: bool = False
+    # Subscribe grants only: the event types (gateway/base/event_types.py) it may receive.
+    events: frozenset[str] = frozenset()
 
     @property
     def consent_based(self) -> bool:
@@ -291,7 +305,12 @@ def _grants(
     table: dict[str, Any], scopes: Mapping[str, tuple[str, ...]], source: str, where: str
 ) -> list[Grant]:
     """The grants of one [[grant]] table: one per purpose it lists."""
-    _only(table, {"institution", "method", "purposes", "basis", "fields", "partial"}, source, where)
+    _only(
+        table,
+        {"institution", "method", "purposes", "basis", "fields", "partial", "events"},
+        source,
+        where,
+    )
     institution = _institution(table.get("institution"), source, f"{where}.institution")
     method_name = table.get("method")
     if method_name is None:
@@ -320,6 +339,7 @@ def _grants(
     if partial and basis != CONSENT:
         raise PolicyError(f"{source}: {where}.partial: only a consent-based grant is partial")
     scope_paths = _scope_paths(paths, scopes, source, where) if basis == CONSENT else ()
+    events = _events(table, method.name, source, where)
     return [
         Grant(
             institution=institution,
@@ -330,9 +350,28 @@ def _grants(
             paths=paths,
             scope_paths=scope_paths,
             partial=partial,
+            events=events,
         )
         for purpose in purposes
     ]
+
+
+def _events(table: dict[str, Any], method: str, source: str, where: str) -> frozenset[str]:
+    """A Subscribe grant's event types: required there, refused anywhere else."""
+    if method != SUBSCRIBE:
+        if "events" in table:
+            raise PolicyError(f"{source}: {where}.events: only a {SUBSCRIBE} grant names events")
+        return frozenset()
+    names = _strings(table, "events", source, where)
+    if not names:
+        raise PolicyError(f"{source}: {where}.events: a {SUBSCRIBE} grant names at least one")
+    for j, name in enumerate(names):
+        if name not in event_types.NAMES:
+            raise PolicyError(
+                f"{source}: {where}.events[{j}]: {name!r} is not an event type; "
+                f"known: {', '.join(event_types.NAMES)}"
+            )
+    return frozenset(names)
 
 
 def _institution(value: Any, source: str, where: str) -> str:

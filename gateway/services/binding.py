@@ -1,11 +1,12 @@
 """The gRPC edge of the call engine: a grpc context in, an outcome applied to it.
 
 A service is a table of methods (gateway/engine/call.py's `UnaryMethod`, `StreamMethod`,
-gateway/engine/batch.py's `BatchMethod`); `service_handler` turns the table into a grpc
-generic handler. Each handler reads the call into a plain `Invocation`, lets the engine
-run it, and answers: the body with the receipt in the trailers, or an abort with the
-status of the refusal's reason (gateway/services/edge.py), its rich details and, once the
-caller is known, the deny receipt.
+gateway/engine/batch.py's `BatchMethod`, gateway/engine/notify.py's `NotifyMethod`);
+`service_handler` turns the table into a grpc generic handler. Each handler reads the call
+into a plain `Invocation`, lets the engine run it, and answers: the body with the receipt
+in the trailers, or an abort with the status of the refusal's reason
+(gateway/services/edge.py), its rich details and, once the caller is known, the deny
+receipt.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from gateway.engine.call import (
     StreamMethod,
     UnaryMethod,
 )
+from gateway.engine.notify import NotifyMethod, notification_stream
 from gateway.engine.steps import Steps, Unary
 from gateway.services.edge import grpc_status
 
-Method = UnaryMethod[Any, Any] | StreamMethod[Any] | BatchMethod
+Method = UnaryMethod[Any, Any] | StreamMethod[Any] | BatchMethod | NotifyMethod
 
 
 class _Status(NamedTuple):
@@ -90,6 +92,16 @@ def stream_handler(engine: Engine, path: str, method: StreamMethod[Any]) -> grpc
     return grpc.unary_stream_rpc_method_handler(handle)
 
 
+def notify_handler(engine: Engine, path: str, method: NotifyMethod) -> grpc.RpcMethodHandler:
+    """A notification stream: one envelope per batch of events, then its outcome."""
+
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        outcome = yield from notification_stream(engine, invocation(path, context), raw, method)
+        answer(outcome, context)
+
+    return grpc.unary_stream_rpc_method_handler(handle)
+
+
 def batch_handler(engine: Engine, path: str, method: BatchMethod) -> grpc.RpcMethodHandler:
     """The signed-batch stream: one answer per envelope, then its outcome."""
 
@@ -111,6 +123,8 @@ def service_handler(
             handlers[name] = unary_handler(engine, path, method)
         elif isinstance(method, StreamMethod):
             handlers[name] = stream_handler(engine, path, method)
+        elif isinstance(method, NotifyMethod):
+            handlers[name] = notify_handler(engine, path, method)
         else:
             handlers[name] = batch_handler(engine, path, method)
     return grpc.method_handlers_generic_handler(service, handlers)

@@ -46,6 +46,7 @@ ALLOWED: dict[str, set[str]] = {
         "gateway.engine",
         "gateway.telemetry",
         "gateway.contests",
+        "gateway.events",
     },
     "gateway.sdk": BASE | {"gateway.security", "consent"},
     "gateway.config": BASE | {"adapters"},
@@ -56,6 +57,9 @@ ALLOWED: dict[str, set[str]] = {
     # Contest cases: a pure state machine and its stores; the services, the console and the
     # portal call it, never the other way round.
     "gateway.contests": {"gateway.base", "gateway.storage"},
+    # Registry events: the log and its stores, and the ingester that reads the registries'
+    # journals (adapters) and shows scores as bands (the programmes' catalogue).
+    "gateway.events": BASE | {"gateway.storage", "adapters", "gateway.pipeline"},
     # The reference citizen portal: a gateway client like the console, whose link to the
     # gateway, words and pages it shares.
     "gateway.portal": BASE

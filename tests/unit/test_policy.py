@@ -301,6 +301,12 @@ def test_every_method_a_grant_can_name_discloses_a_message() -> None:
         "EscalateCase",
         "WithdrawCase",
         "DecideCase",
+        "CreateSubscription",
+        "Subscribe",
+        "Acknowledge",
+        "GetDigest",
+        "GetSubscription",
+        "CancelSubscription",
     }
     assert METHODS["OpenCase"].path == "/jisr.v1.ContestCases/OpenCase"
     assert METHODS["VerifyEligibilityBatch"].disclosed is pb.EligibilityDecision.DESCRIPTOR
@@ -381,3 +387,51 @@ def test_every_registry_exchange_grant_of_the_shipped_policy_is_in_the_documente
             for method in (*exchange, "VerifyEligibilityBatch"):
                 if shipped.authorize(institution, method, purpose) is not None:
                     assert (institution, method, purpose) in documented
+
+
+def test_a_subscribe_grant_names_the_event_types_it_allows() -> None:
+    grant = load_default().authorize("CNSS", "Subscribe", "AMO_ENROLMENT")
+    assert grant is not None
+    assert "coverage.started" in grant.events
+    assert "household.region_changed" not in grant.events
+
+
+def test_a_subscribe_grant_without_events_is_refused_naming_the_field() -> None:
+    text = """
+[[grant]]
+institution = "CNSS"
+method = "Subscribe"
+purposes = ["AMO_ENROLMENT"]
+basis = "a statute"
+fields = ["event_id"]
+"""
+    with pytest.raises(PolicyError, match=r"grant\[0\]\.events: must be a non-empty list"):
+        parse(text, "p.toml")
+
+
+def test_an_unknown_event_type_is_refused_naming_the_known_ones() -> None:
+    text = """
+[[grant]]
+institution = "CNSS"
+method = "Subscribe"
+purposes = ["AMO_ENROLMENT"]
+basis = "a statute"
+fields = ["event_id"]
+events = ["person.resurrected"]
+"""
+    with pytest.raises(PolicyError, match=r"events\[0\]: 'person.resurrected' .*person\.died"):
+        parse(text, "p.toml")
+
+
+def test_events_on_another_method_are_refused() -> None:
+    text = """
+[[grant]]
+institution = "CNSS"
+method = "GetPersonStatus"
+purposes = ["AMO_ENROLMENT"]
+basis = "a statute"
+fields = ["vital_status"]
+events = ["person.died"]
+"""
+    with pytest.raises(PolicyError, match=r"grant\[0\]\.events: only a Subscribe grant"):
+        parse(text, "p.toml")

@@ -1,0 +1,1 @@
+"""Registry change events: the log, its sources, subscriptions and delivery (docs/events.md)."""

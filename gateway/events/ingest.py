@@ -1,0 +1,252 @@
+"""Registry journals into the gateway's event log.
+
+A source registry records each change in its journal, in the same transaction as the
+change (the embedded registry: adapters/registry_db.py's `change_journal`). The ingester
+reads each source's journal after the log's head for that source and appends what it
+read (gateway/events/store.py): replicas may all do so, the log keeps each event once.
+
+Reading turns a journal row into the `ChangeEvent` partners may see: scores become bands
+(the raw score never leaves the gateway), enumerations their wire numbers, and a person's
+event names the household the person belongs to when the gateway reads it, so that a
+subscription restricted to households receives its members' deaths. What the row replaced
+and put, scores included, stays in the log's `detail` for the gateway's own reasoning.
+
+A journal whose sequence jumps (a row missing) is a source fault: the ingester stops
+taking that source at the gap, logs it (source and sequence numbers only) and counts it,
+and tries again on its next round; the other sources go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from google.type.date_pb2 import Date
+
+from adapters.registry_db import JournalRow
+from gateway.base import event_types
+from gateway.events.model import NewEvent
+from gateway.events.store import EventStore
+from gateway.pb.jisr.v1 import events_pb2 as epb
+from gateway.pb.jisr.v1 import records_pb2 as rec
+from gateway.pipeline.programmes import ScoreBands
+
+log = logging.getLogger("jisr.events")
+
+# Journal rows read and appended in one transaction.
+CHUNK = 5_000
+
+
+class Journal(Protocol):
+    """A source registry's journal, as the ingester reads it."""
+
+    def journal_heads(self) -> dict[str, int]: ...
+
+    def journal_after(self, source: str, seq: int, limit: int) -> list[JournalRow]: ...
+
+
+# The household a person belongs to now ("" if none): for a person's events.
+HouseholdOf = Callable[[str], str]
+
+
+def _date(text: str) -> Date:
+    day = dt.date.fromisoformat(text)
+    return Date(year=day.year, month=day.month, day=day.day)
+
+
+def _recorded_us(text: str) -> int:
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(when.timestamp() * 1_000_000)
+
+
+def _enum(enum: Any, prefix: str, value: Any) -> int:
+    """An enumeration stored as its number or its short name ("CHILD")."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value:
+        return int(enum.Value(prefix + value))
+    return 0
+
+
+def _relationship(value: Any) -> rec.Relationship.ValueType:
+    return rec.Relationship.ValueType(_enum(rec.Relationship, "RELATIONSHIP_", value))
+
+
+def _region(value: Any) -> rec.Region.ValueType:
+    return rec.Region.ValueType(_enum(rec.Region, "REGION_", value))
+
+
+def _area(value: Any) -> rec.Area.ValueType:
+    return rec.Area.ValueType(_enum(rec.Area, "AREA_", value))
+
+
+def change_event(row: JournalRow, household: str, bands: ScoreBands) -> epb.ChangeEvent:
+    """The event partners may see of one journal row (before projection to a grant)."""
+    before, after = row.before, row.after
+    event = epb.ChangeEvent(
+        event_id=row.event_id,
+        source=row.source,
+        source_seq=row.seq,
+        type=event_types.number(row.type),
+        effective=_date(row.effective),
+        idcs=row.idcs or "",
+        household_id=household,
+    )
+    event.recorded.FromMicroseconds(_recorded_us(row.recorded))
+    kind = row.type if row.type != "correction" else (row.corrected_type or "")
+    if kind in {"member.joined", "member.left"} or after.get("relationship"):
+        event.relationship = _relationship(after.get("relationship") or before.get("relationship"))
+    if "score" in after:
+        event.score_band = bands.band(float(after["score"]))
+    if "score" in before:
+        event.previous_score_band = bands.band(float(before["score"]))
+    if "region" in after:
+        event.region = _region(after["region"])
+        event.area = _area(after.get("area"))
+    if "region" in before:
+        event.previous_region = _region(before["region"])
+        event.previous_area = _area(before.get("area"))
+    scheme = after.get("scheme") or before.get("scheme")
+    if isinstance(scheme, str):
+        event.scheme = scheme
+    if "members" in after:
+        event.members = int(after["members"])
+    if row.corrects:
+        event.corrects = row.corrects
+        if row.corrected_type:
+            event.corrected_type = event_types.number(row.corrected_type)
+    return event
+
+
+class Ingester:
+    """Moves new journal rows into the log, one source at a time, in chunks."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        store: EventStore,
+        bands: ScoreBands,
+        household_of: HouseholdOf,
+        *,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.journal = journal
+        self.store = store
+        self.bands = bands
+        self.household_of = household_of
+        self.clock = clock
+        self.gaps = 0
+
+    def run_once(self) -> int:
+        """Ingest everything the journals hold beyond the log's heads; how many were added."""
+        added = 0
+        heads = self.store.heads()
+        for source, top in sorted(self.journal.journal_heads().items()):
+            added += self._source(source, heads.get(source, 0), top)
+        return added
+
+    def _source(self, source: str, head: int, top: int) -> int:
+        added = 0
+        while head < top:
+            rows = self.journal.journal_after(source, head, CHUNK)
+            contiguous = _contiguous(rows, head)
+            if len(contiguous) < len(rows) or not rows:
+                self._gap(source, head, rows[0].seq if rows else top)
+            if not contiguous:
+                return added
+            added += self.store.append([self._new(r) for r in contiguous], self.clock())
+            head = contiguous[-1].seq
+        return added
+
+    def _new(self, row: JournalRow) -> NewEvent:
+        household = row.household_id or ""
+        if not household and row.idcs:
+            household = self.household_of(row.idcs)
+        return NewEvent(
+            source=row.source,
+            source_seq=row.seq,
+            event_id=row.event_id,
+            type=row.type,
+            idcs=row.idcs or "",
+            household_id=household,
+            recorded_us=_recorded_us(row.recorded),
+            payload=change_event(row, household, self.bands).SerializeToString(),
+            detail=json.dumps({"before": row.before, "after": row.after}, sort_keys=True),
+        )
+
+    def _gap(self, source: str, head: int, found: int) -> None:
+        self.gaps += 1
+        log.error(
+            "event source gap",
+            extra={"source": source, "expected_seq": head + 1, "found_seq": found},
+        )
+
+
+def _contiguous(rows: list[JournalRow], head: int) -> list[JournalRow]:
+    """The rows that follow `head` without a jump."""
+    kept: list[JournalRow] = []
+    for row in rows:
+        if row.seq != head + 1 + len(kept):
+            break
+        kept.append(row)
+    return kept
+
+
+# Seconds between two prunings of the log past its retention window.
+PRUNE_EVERY_S = 60.0
+
+
+class Poller:
+    """Runs an ingester every `interval` seconds on a thread of its own until closed, and
+    prunes the log of events older than `retention_s` about once a minute.
+
+    A round that fails (the store or the registry out of reach) is logged by the
+    exception's type only and retried on the next round."""
+
+    def __init__(self, ingester: Ingester, interval: float, retention_s: float) -> None:
+        self.ingester = ingester
+        self.interval = interval
+        self.retention_s = retention_s
+        self._pruned_at = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jisr-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.ingester.run_once()
+                self._prune()
+            except Exception as exc:  # a fault of one round is retried on the next
+                log.warning("event ingest round failed", extra={"error": type(exc).__name__})
+            self._stop.wait(self.interval)
+
+    def _prune(self) -> None:
+        if time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = time.monotonic()
+        horizon = self.ingester.clock() - int(self.retention_s * 1_000_000)
+        self.ingester.store.prune(horizon)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def household_lookup(conn_of: Callable[[], Any]) -> HouseholdOf:
+    """The household of a person in the embedded registry, from its membership table."""
+
+    def household_of(idcs: str) -> str:
+        row = (
+            conn_of()
+            .execute("SELECT household_id FROM membership WHERE idcs = ?", (idcs,))
+            .fetchone()
+        )
+        return str(row[0]) if row else ""
+
+    return household_of

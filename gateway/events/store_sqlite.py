@@ -1,0 +1,204 @@
+"""The embedded event store: state_dir/events.sqlite in WAL mode, safe from many threads.
+
+gateway/storage/sqlite.py makes it safe: pooled reader connections that never wait (WAL),
+and writes serialised under one process lock in BEGIN IMMEDIATE transactions, which also
+serialise writers of other processes: `append` reads the heads and assigns positions
+inside that transaction, so positions are committed in order and a reader never sees
+position N+1 without N (`page` reads the head first and never past it). One writer,
+synchronous=FULL: an acknowledged cursor or an appended event must survive a power cut;
+appends come in batches, so the fsync per commit is paid per batch, not per event.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.events.migrations import (
+    EVENT_COLUMNS,
+    EVENT_LIST,
+    SQLITE_LINE,
+    SUBSCRIPTION_COLUMNS,
+    SUBSCRIPTION_LIST,
+    check_page,
+    duplicate_event_id,
+    event_from_row,
+    positioned,
+    read_page,
+    subscription_from_row,
+    subscription_rows,
+)
+from gateway.events.model import Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.storage.sqlite import BUSY_TIMEOUT_MS, SQLiteFile
+
+_HEADS = "SELECT source, head FROM event_source"
+_SET_HEAD = """INSERT INTO event_source (source, head) VALUES (?, ?)
+    ON CONFLICT (source) DO UPDATE SET head = excluded.head"""
+# One statement, so one snapshot: a prune committing between two reads could otherwise
+# pair the old floor with the emptied log and hand out pruned positions again.
+_BOUNDS = """SELECT floor, max(floor, coalesce((SELECT max(position) FROM event_log), 0))
+    FROM event_log_meta"""
+_INSERT = f"INSERT INTO event_log ({EVENT_LIST}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+_EVENT = f"SELECT {EVENT_LIST} FROM event_log WHERE event_id = ?"
+_PRUNED = "SELECT count(*), max(position) FROM event_log WHERE ingested_us < ?"
+_PRUNE = "DELETE FROM event_log WHERE ingested_us < ?"
+_RAISE_FLOOR = "UPDATE event_log_meta SET floor = max(floor, ?)"
+_SUBJECTS = "SELECT subjects FROM event_subscription WHERE subscription_id = ?"
+
+_CREATE = f"""INSERT INTO event_subscription ({SUBSCRIPTION_LIST})
+    VALUES ({", ".join("?" * len(SUBSCRIPTION_COLUMNS))})
+    ON CONFLICT (subscription_id) DO NOTHING"""
+_ADD_SUBJECT = """INSERT INTO event_subscription_subject (subscription_id, kind, value)
+    VALUES (?, ?, ?)"""
+_SUBSCRIPTION = f"SELECT {SUBSCRIPTION_LIST} FROM event_subscription WHERE subscription_id = ?"
+_ACKNOWLEDGE = """UPDATE event_subscription SET acknowledged = max(acknowledged, ?)
+    WHERE subscription_id = ? RETURNING acknowledged"""
+_CANCEL = f"""UPDATE event_subscription SET cancelled_us = coalesce(cancelled_us, ?)
+    WHERE subscription_id = ? RETURNING {SUBSCRIPTION_LIST}"""
+
+# A restricted subscription's events: about one of its households or persons (primary
+# key lookups; '' is no subject, and never a subscription's).
+_ABOUT_SUBJECTS = """
+        AND ((e.household_id <> '' AND EXISTS (SELECT 1 FROM event_subscription_subject AS s
+                WHERE s.subscription_id = ? AND s.kind = 'h' AND s.value = e.household_id))
+            OR (e.idcs <> '' AND EXISTS (SELECT 1 FROM event_subscription_subject AS s
+                WHERE s.subscription_id = ? AND s.kind = 'p' AND s.value = e.idcs)))"""
+
+
+@functools.lru_cache(maxsize=64)
+def _page_sql(types: int, restricted: bool) -> str:
+    """One window of a page (migrations.read_page) for `types` distinct types: each
+    type's first `need` positions in (low, high] come from the (type, position, ...)
+    index in order, without a sort and without reading a row; their merge keeps the first
+    `need`, and only those rows are read. A single `type IN (...)` would make SQLite sort
+    every match of the range: a catch-up in pages would read the range once per page."""
+    about = _ABOUT_SUBJECTS if restricted else ""
+    one = f"""SELECT position FROM (SELECT e.position FROM event_log AS e
+        WHERE e.type = ? AND e.position > ? AND e.position <= ?{about}
+        ORDER BY e.position LIMIT ?)"""
+    merged = " UNION ALL ".join([one] * types)
+    return f"""SELECT {EVENT_LIST} FROM event_log WHERE position IN
+        (SELECT position FROM ({merged}) ORDER BY position LIMIT ?)
+        ORDER BY position"""
+
+
+class SQLiteEventStore:
+    """EventStore over one SQLite file (see the module docstring for why)."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        self._db = SQLiteFile(path, what="event store", busy_timeout_ms=busy_timeout_ms)
+        try:
+            self._writer = self._db.writer("FULL")
+            self._db.migrate(self._writer, SQLITE_LINE)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the log ------------------------------------------------------------------------
+
+    def heads(self) -> dict[str, int]:
+        return {str(s): int(h) for s, h in self._select(_HEADS, ())}
+
+    def append(self, events: Sequence[NewEvent], now_us: int) -> int:
+        if not events:
+            return 0
+        with self._db.write(self._writer) as conn:
+            heads = {str(s): int(h) for s, h in conn.execute(_HEADS).fetchall()}
+            _, head = conn.execute(_BOUNDS).fetchone()
+            rows, changed = positioned(events, heads, int(head), now_us)
+            try:
+                conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError as exc:
+                if "event_id" in str(exc):
+                    raise duplicate_event_id(rows) from exc
+                raise
+            conn.executemany(_SET_HEAD, changed.items())
+        return len(rows)
+
+    def bounds(self) -> Bounds:
+        floor, head = self._select(_BOUNDS, ())[0]
+        return Bounds(floor=int(floor), head=int(head))
+
+    def page(
+        self,
+        after: int,
+        *,
+        through: int,
+        types: Sequence[str],
+        subscription_id: str | None,
+        limit: int,
+    ) -> Page:
+        check_page(after, through, limit)
+        wanted = list(dict.fromkeys(types))
+        with self._db.read() as conn:
+            restricted = False
+            if subscription_id is not None:
+                found = conn.execute(_SUBJECTS, (subscription_id,)).fetchone()
+                if found is None:
+                    raise KeyError(f"no subscription {subscription_id}")
+                restricted = int(found[0]) > 0
+            _, head = conn.execute(_BOUNDS).fetchone()
+            through = max(after, min(through, int(head)))
+            about = (subscription_id, subscription_id) if restricted else ()
+            sql = _page_sql(len(wanted), restricted)
+
+            def window(low: int, high: int, need: int) -> list[StoredEvent]:
+                params: list[Any] = []
+                for type_ in wanted:
+                    params += [type_, low, high, *about, need]
+                return [event_from_row(r) for r in conn.execute(sql, [*params, need])]
+
+            events, cursor = read_page(window, after, through, limit) if wanted else ([], through)
+        return Page(after=after, cursor=cursor, head=int(head), events=events)
+
+    def event(self, event_id: str) -> StoredEvent | None:
+        rows = self._select(_EVENT, (event_id,))
+        return event_from_row(rows[0]) if rows else None
+
+    def prune(self, before_us: int) -> int:
+        with self._db.write(self._writer) as conn:
+            count, highest = conn.execute(_PRUNED, (before_us,)).fetchone()
+            if not count:
+                return 0
+            conn.execute(_PRUNE, (before_us,))
+            conn.execute(_RAISE_FLOOR, (highest,))
+        return int(count)
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    def create_subscription(
+        self, subscription: Subscription, subjects: Sequence[tuple[str, str]]
+    ) -> None:
+        row, subject_rows = subscription_rows(subscription, subjects)
+        with self._db.write(self._writer) as conn:
+            if conn.execute(_CREATE, row).rowcount != 1:
+                raise ValueError(f"subscription {subscription.subscription_id} exists already")
+            conn.executemany(_ADD_SUBJECT, subject_rows)
+
+    def subscription(self, subscription_id: str) -> Subscription | None:
+        rows = self._select(_SUBSCRIPTION, (subscription_id,))
+        return subscription_from_row(rows[0]) if rows else None
+
+    def acknowledge(self, subscription_id: str, cursor: int) -> int:
+        with self._db.write(self._writer) as conn:
+            rows = conn.execute(_ACKNOWLEDGE, (cursor, subscription_id)).fetchall()
+        if not rows:
+            raise KeyError(f"no subscription {subscription_id}")
+        return int(rows[0][0])
+
+    def cancel(self, subscription_id: str, now_us: int) -> Subscription | None:
+        with self._db.write(self._writer) as conn:
+            rows = conn.execute(_CANCEL, (now_us, subscription_id)).fetchall()
+        return subscription_from_row(rows[0]) if rows else None
+
+    def _select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._db.read() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close every connection (a WAL checkpoint runs when the last one closes)."""
+        self._db.close()

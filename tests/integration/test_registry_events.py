@@ -1,0 +1,339 @@
+"""Registry change events end to end, with real processes: `jisr registry apply` changes a
+registry, the gateway reads its journal into the event log (SQLite, or PostgreSQL shared
+by two replicas), and subscribers create subscriptions, read signed batches, resume from
+their acknowledged cursor and reconcile with a digest (docs/events.md)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from adapters.demo_data import generate
+from gateway.base.wire import REGISTRY_EVENTS, method_path
+from gateway.pb.jisr.v1 import events_pb2 as epb
+from gateway.pb.jisr.v1 import records_pb2
+from gateway.sdk.client import Credentials, JisrClient, JisrError
+from gateway.sdk.events import Events, local_digest
+from tests.support import databases, processes, registry_rows
+
+pytestmark = pytest.mark.integration
+
+ASD = "ASD_ELIGIBILITY"
+AMO = "AMO_ENROLMENT"
+WAIT_S = 30.0  # how long an applied change may take to reach the log, on a busy machine
+
+
+@dataclass
+class Site:
+    """A registry of its own, one or two gateways on it, and clients by institution."""
+
+    data_dir: Path
+    gateways: list[processes.Proc]
+    pki_dir: Path
+    stack: ExitStack
+    households: Iterator[registry_rows.Household]
+    serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def client(self, institution: str, replica: int = 0) -> JisrClient:
+        creds = Credentials.from_pki(self.pki_dir, institution)
+        return self.stack.enter_context(
+            JisrClient(self.gateways[replica].target, creds, timeout=30)
+        )
+
+    def apply(self, *changes: dict[str, object]) -> None:
+        """Apply change lines with the real CLI, as a source registry would."""
+        path = self.data_dir / f"changes-{next(self.serial)}.ndjson"
+        path.write_text("".join(json.dumps(c) + "\n" for c in changes), encoding="utf-8")
+        done = subprocess.run(
+            processes.jisr("registry", "apply", str(path), "--data-dir", str(self.data_dir)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def death(self) -> tuple[str, str, dict[str, object]]:
+        """(household id, person, change line) for the death of a living member."""
+        household, person = next(
+            (h, m) for h in self.households for m in h.members if self.alive(m)
+        )
+        line: dict[str, object] = {
+            "id": f"RNP-T-{next(self.serial)}",
+            "source": "RNP",
+            "type": "person.died",
+            "effective": "2026-11-03",
+            "idcs": person,
+        }
+        return household.household_id, person, line
+
+    def alive(self, idcs: str) -> bool:
+        with closing(registry_rows.connect(self.data_dir)) as conn:
+            row = conn.execute("SELECT vital_status FROM person WHERE idcs = ?", (idcs,)).fetchone()
+        return bool(row) and row[0] == records_pb2.VITAL_STATUS_ALIVE
+
+    def rescoring(self, score: float = 9.9) -> tuple[str, dict[str, object]]:
+        household = next(self.households)
+        line: dict[str, object] = {
+            "id": f"RSU-T-{next(self.serial)}",
+            "source": "RSU",
+            "type": "household.rescored",
+            "effective": "2026-11-04",
+            "household_id": household.household_id,
+            "score": score,
+        }
+        return household.household_id, line
+
+
+def _start(
+    folder: Path, data_dir: Path, pki_dir: Path, url: str | None, n: int
+) -> list[processes.Proc]:
+    env = {"JISR_EVENTS_POLL_SECONDS": "0.1"}
+    if url:
+        env["JISR_DATABASE_URL"] = url
+    procs = []
+    for i in range(n):
+        state = folder / f"state-{i}"
+        args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+        procs.append(
+            processes.start(
+                [*args, "--pki-dir", str(pki_dir)],
+                folder / f"gateway-{i}.log",
+                env={**env, "JISR_STATE_DIR": str(state)},
+            )
+        )
+    return procs
+
+
+@contextmanager
+def _site(backend: str, replicas: int, pki_dir: Path, folder: Path) -> Iterator[Site]:
+    """A registry of its own and `replicas` gateways on it, state on `backend`."""
+    data_dir = folder / "data"
+    generate(data_dir, 1_500, 21)
+    database = databases.postgres_schema() if backend == "postgresql" else nullcontext()
+    with database as url, ExitStack() as stack:
+        gateways = _start(folder, data_dir, pki_dir, url, replicas)
+        site = Site(
+            data_dir, gateways, pki_dir, stack, iter(registry_rows.households(data_dir, 1_000))
+        )
+        try:
+            yield site
+        finally:
+            stack.close()
+            for proc in gateways:
+                assert proc.stop() == 0
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    with _site(request.param, 1, pki_dir, tmp_path_factory.mktemp("events")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def replicas(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """Two gateways sharing one PostgreSQL, as replicas do (SQLite state is one gateway's)."""
+    with _site("postgresql", 2, pki_dir, tmp_path_factory.mktemp("replicas")) as started:
+        yield started
+
+
+def _until(found: Callable[[], list[epb.Notification]]) -> list[epb.Notification]:
+    """Read until something arrives (the gateway reads journals every 0.1 s)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        got = found()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def _read(events: Events, sid: str, after: int | None = None) -> list[epb.Notification]:
+    stream = events.subscribe(sid, after=after)
+    return [n for answer in stream for n in answer.message.notifications]
+
+
+def _at_least(events: Events, sid: str, count: int) -> list[epb.Notification]:
+    return _until(lambda: got if len(got := _read(events, sid)) >= count else [])
+
+
+def _error(run: Callable[[], object]) -> JisrError:
+    with pytest.raises(JisrError) as caught:
+        run()
+    return caught.value
+
+
+def test_a_programme_learns_of_a_death_in_civil_status(site: Site) -> None:
+    events = Events(site.client("ANSS"), ASD)
+    sid = events.create(["person.died"]).message.subscription.subscription_id
+    household, person, line = site.death()
+    site.apply(line)
+    got = _until(lambda: _read(events, sid))
+    assert [(n.event.type, n.event.idcs, n.event.household_id) for n in got] == [
+        (epb.EVENT_TYPE_PERSON_DIED, person, household)
+    ]
+    assert got[0].event.event_id == line["id"]
+    assert (got[0].event.effective.year, got[0].event.effective.month) == (2026, 11)
+
+
+def test_each_batch_is_signed_for_its_place_in_the_stream(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    sid = events.create(["household.rescored"]).message.subscription.subscription_id
+    site.apply(site.rescoring()[1])
+    _until(lambda: _read(events, sid))
+    stream = events.subscribe(sid)
+    answers = list(stream)
+    assert [a.receipt["seq"] for a in answers] == list(range(len(answers)))
+    assert all(a.receipt["method"] == method_path(REGISTRY_EVENTS, "Subscribe") for a in answers)
+    assert all(a.receipt["audit"] for a in answers)
+    assert stream.closing is not None
+    assert stream.closing.claims["batches"] == len(answers)
+
+
+def test_a_rescoring_reaches_anss_as_bands_and_cnss_without_them(site: Site) -> None:
+    anss, cnss = Events(site.client("ANSS"), ASD), Events(site.client("CNSS"), AMO)
+    a = anss.create(["household.rescored"]).message.subscription.subscription_id
+    c = cnss.create(["household.rescored"]).message.subscription.subscription_id
+    household, line = site.rescoring(10.2)
+    site.apply(line)
+    seen_by_anss = _until(lambda: _read(anss, a))
+    seen_by_cnss = _until(lambda: _read(cnss, c))
+    assert seen_by_anss[0].event.household_id == household
+    assert seen_by_anss[0].event.score_band == "S6"
+    assert seen_by_anss[0].event.previous_score_band
+    assert seen_by_cnss[0].event.household_id == household
+    assert (seen_by_cnss[0].event.score_band, seen_by_cnss[0].event.previous_score_band) == (
+        "",
+        "",
+    )
+
+
+def test_a_subscriber_resumes_after_its_acknowledged_cursor(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    sid = events.create(["person.died"]).message.subscription.subscription_id
+    first = site.death()
+    site.apply(first[2])
+    got = _until(lambda: _read(events, sid))
+    assert events.acknowledge(sid, got[-1].cursor).message.acknowledged == got[-1].cursor
+    second = site.death()
+    site.apply(second[2])
+    resumed = _until(lambda: _read(events, sid))
+    assert [n.event.idcs for n in resumed] == [second[1]]
+
+
+def test_an_acknowledged_cursor_never_moves_back(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    sid = events.create(["person.died"]).message.subscription.subscription_id
+    site.apply(site.death()[2])
+    got = _until(lambda: _read(events, sid))
+    events.acknowledge(sid, got[-1].cursor)
+    assert events.acknowledge(sid, 0).message.acknowledged == got[-1].cursor
+
+
+def test_a_subscription_restricted_to_a_household_hears_only_of_it(site: Site) -> None:
+    events = Events(site.client("ANSS"), ASD)
+    mine, person, mine_line = site.death()
+    _, _, other_line = site.death()
+    sid = events.create(["person.died"], [mine]).message.subscription.subscription_id
+    site.apply(other_line, mine_line)
+    got = _until(lambda: _read(events, sid))
+    assert [(n.event.household_id, n.event.idcs) for n in got] == [(mine, person)]
+
+
+def test_a_followed_stream_delivers_an_event_applied_while_it_is_open(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    sid = events.create(["household.rescored"]).message.subscription.subscription_id
+    household, line = site.rescoring()
+    received: list[epb.Notification] = []
+
+    def follow() -> None:
+        for answer in events.subscribe(sid, follow=True, timeout=WAIT_S):
+            received.extend(answer.message.notifications)
+            if received:
+                return
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    time.sleep(0.5)
+    site.apply(line)
+    reader.join(WAIT_S + 10)
+    assert [n.event.household_id for n in received] == [household]
+
+
+def test_the_digest_proves_a_subscriber_missed_nothing(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    created = events.create(["person.died", "household.rescored"]).message.subscription
+    start = created.start_cursor
+    site.apply(site.death()[2], site.rescoring()[1], site.death()[2])
+    got = _at_least(events, created.subscription_id, 3)
+    through = got[-1].cursor
+    mine, per_source = local_digest(n.event for n in got)
+    theirs = events.digest(created.subscription_id, start, through).message
+    assert (theirs.count, theirs.sha256) == (mine.count, mine.sha256) == (3, theirs.sha256)
+    assert {(s.source, s.count, s.sha256) for s in theirs.sources} == {
+        (source, d.count, d.sha256) for source, d in per_source.items()
+    }
+
+
+def test_a_cursor_beyond_the_head_is_out_of_range_with_the_oldest_cursor(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    sid = events.create(["person.died"]).message.subscription.subscription_id
+    error = _error(lambda: _read(events, sid, after=10**12))
+    assert (error.code, error.reason) == (grpc.StatusCode.OUT_OF_RANGE, "CURSOR_OUT_OF_RANGE")
+    assert error.metadata["oldest_cursor"] == "0"
+
+
+def test_a_purpose_without_a_subscribe_grant_is_denied(site: Site) -> None:
+    events = Events(site.client("MEN"), "SCHOOL_SUPPORT")
+    error = _error(lambda: events.create(["person.died"]))
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PURPOSE_NOT_ALLOWED")
+
+
+def test_a_type_the_grant_does_not_allow_is_denied(site: Site) -> None:
+    events = Events(site.client("CNSS"), AMO)
+    error = _error(lambda: events.create(["household.region_changed"]))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "EVENT_TYPE_NOT_ALLOWED",
+    )
+
+
+def test_another_institutions_subscription_is_not_found(site: Site) -> None:
+    sid = Events(site.client("DEMO"), ASD).create(["person.died"]).message.subscription
+    error = _error(lambda: _read(Events(site.client("ANSS"), ASD), sid.subscription_id))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "SUBSCRIPTION_NOT_FOUND")
+
+
+def test_a_cancelled_subscription_delivers_nothing_more(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    sid = events.create(["person.died"]).message.subscription.subscription_id
+    assert events.cancel(sid).message.subscription.HasField("cancelled")
+    error = _error(lambda: _read(events, sid))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "SUBSCRIPTION_CANCELLED",
+    )
+
+
+def test_replicas_on_one_database_log_each_event_once(replicas: Site) -> None:
+    site = replicas
+    first = Events(site.client("DEMO", 0), ASD)
+    sid = first.create(["person.died"]).message.subscription.subscription_id
+    lines = [site.death()[2] for _ in range(5)]
+    site.apply(*lines)
+    second = Events(site.client("DEMO", 1), ASD)
+    got = _at_least(second, sid, 5)
+    ids = [n.event.event_id for n in got]
+    assert sorted(ids) == sorted(str(line["id"]) for line in lines)
+    assert [n.cursor for n in got] == sorted({n.cursor for n in got})

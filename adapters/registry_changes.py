@@ -86,7 +86,18 @@ _FAMILY = {
     "coverage.ended": ("coverage", "idcs"),
 }
 
-_INSERT_JOURNAL = "INSERT INTO change_journal VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_JOURNAL = "INSERT INTO change_journal VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+# Changes that may turn a household's eligibility (its score, its members' coverage): the
+# journal keeps the household's facts right after each, so a reader judges the decision
+# before and after exactly, in the order the changes were made (docs/events.md).
+TURNING = frozenset(
+    {"household.rescored", "coverage.started", "coverage.ended", "member.joined", "member.left"}
+)
+_FACTS = """SELECT h.score,
+    (SELECT group_concat(c.scheme, '|') FROM membership m JOIN coverage c ON c.idcs = m.idcs
+        WHERE m.household_id = h.household_id),
+    (SELECT scheme FROM coverage WHERE idcs = ?)
+FROM household h WHERE h.household_id = ?"""
 _JOURNAL_BY_ID = (
     "SELECT source, seq, type, effective, idcs, household_id, before, after, corrects"
     " FROM change_journal WHERE event_id = ?"
@@ -322,9 +333,11 @@ class _Applier:
         *,
         event_id: str | None = None,
         corrects: str | None = None,
+        kind: str | None = None,
     ) -> None:
         """Write one journal row with the source's next seq; `about` is its (idcs,
-        household_id), None where the event names none."""
+        household_id), None where the event names none; `kind` the type of change it
+        makes (a correction's: the type it undoes), for the household facts it keeps."""
         source = change.source
         seq = self.seq[source] + 1
         self.seq[source] = seq
@@ -341,9 +354,24 @@ class _Applier:
                 _dumps(before),
                 _dumps(after),
                 corrects,
+                self.facts(*about) if (kind or type_) in TURNING else None,
             ),
         )
         self.summary.applied[(source, type_)] += 1
+
+    def facts(self, idcs: str | None, household_id: str | None) -> str | None:
+        """The household's score and covered members' schemes as they now stand, and the
+        person's own scheme: JSON, None when the change concerns no household."""
+        if household_id is None and idcs is not None:
+            household_id = self.membership(idcs)["household_id"]
+        if household_id is None:
+            return None
+        row = self.conn.execute(_FACTS, (idcs, household_id)).fetchone()
+        if row is None:
+            return None
+        schemes = sorted(row[1].split("|")) if row[1] else []
+        facts = {"household_id": household_id, "score": row[0], "schemes": schemes}
+        return str(_dumps({**facts, "person_scheme": row[2]}))
 
     def composition(self, change: Change, household_id: str, before: int, after: int) -> None:
         """The household's member count, journaled by the registry beside a membership
@@ -577,6 +605,7 @@ class _Applier:
             target.after,
             target.before,
             corrects=change.corrects,
+            kind=target.type,
         )
         if target.type in (MemberJoined.TYPE, MemberLeft.TYPE):
             assert target.household_id is not None  # membership events name their household

@@ -45,6 +45,7 @@ CREATE TABLE change_journal (
     before TEXT NOT NULL,
     after TEXT NOT NULL,
     corrects TEXT,
+    facts TEXT,
     PRIMARY KEY (source, seq)
 ) WITHOUT ROWID;
 CREATE INDEX change_journal_by_idcs ON change_journal (idcs) WHERE idcs IS NOT NULL;
@@ -129,11 +130,14 @@ class JournalRow:
     after: dict[str, Any]
     corrects: str | None
     corrected_type: str | None
+    # For a change that may turn an eligibility decision: the household's facts right
+    # after it ({"household_id", "score", "schemes", "person_scheme"}), else None.
+    facts: dict[str, Any] | None = None
 
 
 _JOURNAL_AFTER = """
 SELECT j.source, j.seq, j.event_id, j.type, j.effective, j.recorded, j.idcs, j.household_id,
-       j.before, j.after, j.corrects, c.type
+       j.before, j.after, j.corrects, c.type, j.facts
 FROM change_journal j LEFT JOIN change_journal c ON c.event_id = j.corrects
 WHERE j.source = ? AND j.seq > ? ORDER BY j.seq LIMIT ?
 """
@@ -251,6 +255,7 @@ def _journal_row(row: tuple[Any, ...]) -> JournalRow:
         after=json.loads(row[9]),
         corrects=row[10],
         corrected_type=row[11],
+        facts=json.loads(row[12]) if row[12] else None,
     )
 
 

@@ -355,12 +355,7 @@ def start_gateway(config: Config) -> Running:
     )
     poller = (
         Poller(
-            Ingester(
-                registry,
-                event_store,
-                catalogue.bands,
-                household_lookup(registry.connection),
-            ),
+            Ingester(registry, event_store, catalogue, household_lookup(registry.connection)),
             config.events_poll_seconds,
             config.events_retention_days * 86_400,
         )

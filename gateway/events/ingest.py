@@ -30,16 +30,20 @@ from google.type.date_pb2 import Date
 
 from adapters.registry_db import JournalRow
 from gateway.base import event_types
+from gateway.events import consequences
+from gateway.events.consequences import Turn
 from gateway.events.model import NewEvent
 from gateway.events.store import EventStore
 from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.pb.jisr.v1 import records_pb2 as rec
-from gateway.pipeline.programmes import ScoreBands
+from gateway.pipeline.programmes import Catalogue, ScoreBands
 
 log = logging.getLogger("jisr.events")
 
 # Journal rows read and appended in one transaction.
 CHUNK = 5_000
+# The source of the events the gateway itself derives (eligibility changes).
+DERIVED = "JISR"
 
 
 class Journal(Protocol):
@@ -130,20 +134,22 @@ class Ingester:
         self,
         journal: Journal,
         store: EventStore,
-        bands: ScoreBands,
+        catalogue: Catalogue,
         household_of: HouseholdOf,
         *,
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
         self.journal = journal
         self.store = store
-        self.bands = bands
+        self.catalogue = catalogue
+        self.bands = catalogue.bands
         self.household_of = household_of
         self.clock = clock
         self.gaps = 0
 
     def run_once(self) -> int:
-        """Ingest everything the journals hold beyond the log's heads; how many were added."""
+        """Ingest everything the journals hold beyond the log's heads; how many were added
+        (derived events included)."""
         added = 0
         heads = self.store.heads()
         for source, top in sorted(self.journal.journal_heads().items()):
@@ -159,9 +165,52 @@ class Ingester:
                 self._gap(source, head, rows[0].seq if rows else top)
             if not contiguous:
                 return added
-            added += self.store.append([self._new(r) for r in contiguous], self.clock())
+            added += self.store.append(self._events(contiguous), self.clock())
             head = contiguous[-1].seq
         return added
+
+    def _events(self, rows: list[JournalRow]) -> list[NewEvent]:
+        """The rows' events, each followed by the eligibility changes it causes, numbered
+        after the derived source's head (replicas derive the same numbers from the same
+        rows; the log keeps the first to commit)."""
+        derived_seq = self.store.heads().get(DERIVED, 0)
+        events: list[NewEvent] = []
+        for row in rows:
+            event = self._new(row)
+            events.append(event)
+            for turn in consequences.turns(row, self.catalogue):
+                derived_seq += 1
+                events.append(self._derived(row, event, turn, derived_seq))
+        return events
+
+    def _derived(self, row: JournalRow, cause: NewEvent, turn: Turn, seq: int) -> NewEvent:
+        threshold = turn.after.threshold
+        payload = epb.ChangeEvent(
+            event_id=f"{row.event_id}/eligibility/{turn.programme.code}",
+            source=DERIVED,
+            source_seq=seq,
+            type=event_types.number("eligibility.changed"),
+            effective=_date(row.effective),
+            household_id=consequences.household_of(row),
+            programme=turn.programme.code,
+            eligible=turn.after.eligible,
+            previous_eligible=turn.before.eligible,
+            reasons=list(turn.after.reasons),
+            previous_reasons=list(turn.before.reasons),
+            threshold_version=threshold.version if threshold is not None else "",
+            cause=row.event_id,
+        )
+        payload.recorded.FromMicroseconds(cause.recorded_us)
+        return NewEvent(
+            source=DERIVED,
+            source_seq=seq,
+            event_id=payload.event_id,
+            type="eligibility.changed",
+            idcs="",
+            household_id=consequences.household_of(row),
+            recorded_us=cause.recorded_us,
+            payload=payload.SerializeToString(),
+        )
 
     def _new(self, row: JournalRow) -> NewEvent:
         household = row.household_id or ""
@@ -242,11 +291,10 @@ def household_lookup(conn_of: Callable[[], Any]) -> HouseholdOf:
     """The household of a person in the embedded registry, from its membership table."""
 
     def household_of(idcs: str) -> str:
-        row = (
-            conn_of()
-            .execute("SELECT household_id FROM membership WHERE idcs = ?", (idcs,))
-            .fetchone()
-        )
+        row = conn_of().execute(_HOUSEHOLD_OF, (idcs,)).fetchone()
         return str(row[0]) if row else ""
 
     return household_of
+
+
+_HOUSEHOLD_OF = "SELECT household_id FROM membership WHERE idcs = ?"

@@ -21,7 +21,7 @@ import pytest
 from adapters.demo_data import generate
 from gateway.base.wire import REGISTRY_EVENTS, method_path
 from gateway.pb.jisr.v1 import events_pb2 as epb
-from gateway.pb.jisr.v1 import records_pb2
+from gateway.pb.jisr.v1 import records_pb2, registry_pb2
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.sdk.events import Events, local_digest
 from tests.support import databases, processes, registry_rows
@@ -217,6 +217,59 @@ def test_a_rescoring_reaches_anss_as_bands_and_cnss_without_them(site: Site) -> 
         "",
         "",
     )
+
+
+def test_a_rescoring_across_the_asd_threshold_tells_anss_the_old_and_new_decision(
+    site: Site,
+) -> None:
+    anss = Events(site.client("ANSS"), ASD)
+    sid = anss.create(["eligibility.changed"]).message.subscription.subscription_id
+    household = next(h for h in site.households if h.score < 9.3 and not h.schemes)
+    line: dict[str, object] = {
+        "id": f"RSU-T-{next(site.serial)}",
+        "source": "RSU",
+        "type": "household.rescored",
+        "effective": "2026-11-04",
+        "household_id": household.household_id,
+        "score": 12.0,
+    }
+    site.apply(line)
+    got = {n.event.programme: n.event for n in _at_least(anss, sid, 2)}
+    asd = got["ASD"]
+    assert (asd.household_id, asd.source, asd.cause) == (household.household_id, "JISR", line["id"])
+    assert (asd.previous_eligible, asd.eligible) == (True, False)
+    assert list(asd.previous_reasons) == [registry_pb2.REASON_CODE_SCORE_BELOW_THRESHOLD]
+    assert list(asd.reasons) == [registry_pb2.REASON_CODE_SCORE_ABOVE_THRESHOLD]
+    assert asd.threshold_version == "ASD-2023"
+    assert (got["AMOT"].previous_eligible, got["AMOT"].eligible) == (True, False)
+
+
+def test_changes_applied_together_are_judged_in_the_order_they_were_made(site: Site) -> None:
+    events = Events(site.client("DEMO"), AMO)
+    sid = events.create(["eligibility.changed"]).message.subscription.subscription_id
+    household = next(h for h in site.households if h.score < 9.3 and not h.schemes)
+    person = next(m for m in household.members if site.alive(m))
+    rescored: dict[str, object] = {
+        "id": f"RSU-T-{next(site.serial)}",
+        "source": "RSU",
+        "type": "household.rescored",
+        "effective": "2026-11-04",
+        "household_id": household.household_id,
+        "score": 12.0,
+    }
+    covered: dict[str, object] = {
+        "id": f"CNSS-T-{next(site.serial)}",
+        "source": "CNSS",
+        "type": "coverage.started",
+        "effective": "2026-11-05",
+        "idcs": person,
+        "scheme": "AMO_SALARIES",
+    }
+    site.apply(rescored, covered)
+    got = _at_least(events, sid, 2)
+    turned = sorted((n.event.programme, n.event.cause, n.event.eligible) for n in got)
+    # The rescoring ended both; the coverage, coming after it, turned nothing more.
+    assert turned == [("AMOT", rescored["id"], False), ("ASD", rescored["id"], False)]
 
 
 def test_a_subscriber_resumes_after_its_acknowledged_cursor(site: Site) -> None:

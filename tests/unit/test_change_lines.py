@@ -68,8 +68,9 @@ def test_every_type_parses_into_its_change(type_: str) -> None:
         assert getattr(change, member) == value
 
 
-def test_the_line_types_are_the_wire_event_types_but_the_registry_own() -> None:
-    assert {*cl.TYPES, cl.COMPOSITION_CHANGED} == set(event_types.NAMES)
+def test_the_line_types_are_the_wire_event_types_but_the_registry_and_gateway_own() -> None:
+    derived = {cl.COMPOSITION_CHANGED, "eligibility.changed"}
+    assert {*cl.TYPES, *derived} == set(event_types.NAMES)
 
 
 def test_an_integer_score_is_a_number() -> None:

@@ -51,6 +51,10 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """CNSS: a person's AMO coverage ended (`scheme`)."""
     EVENT_TYPE_CORRECTION: _EventType.ValueType  # 10
     """Any source: an earlier event was wrong and is undone (`corrects`, `corrected_type`)."""
+    EVENT_TYPE_ELIGIBILITY_CHANGED: _EventType.ValueType  # 11
+    """The gateway (source "JISR"): a change turned a household's decision for a programme
+    (`programme`, `eligible` and `reasons` now and before, `cause`: the event that did it).
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """What changed. Stable: types are added, never renumbered."""
@@ -76,6 +80,10 @@ EVENT_TYPE_COVERAGE_ENDED: EventType.ValueType  # 9
 """CNSS: a person's AMO coverage ended (`scheme`)."""
 EVENT_TYPE_CORRECTION: EventType.ValueType  # 10
 """Any source: an earlier event was wrong and is undone (`corrects`, `corrected_type`)."""
+EVENT_TYPE_ELIGIBILITY_CHANGED: EventType.ValueType  # 11
+"""The gateway (source "JISR"): a change turned a household's decision for a programme
+(`programme`, `eligible` and `reasons` now and before, `cause`: the event that did it).
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
@@ -103,6 +111,13 @@ class ChangeEvent(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     CORRECTS_FIELD_NUMBER: _builtins.int
     CORRECTED_TYPE_FIELD_NUMBER: _builtins.int
+    PROGRAMME_FIELD_NUMBER: _builtins.int
+    ELIGIBLE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ELIGIBLE_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_REASONS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_VERSION_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique across sources: the key to de-duplicate on."""
     source: _builtins.str
@@ -133,6 +148,14 @@ class ChangeEvent(_message.Message):
     corrects: _builtins.str
     """correction: the event undone, and its type."""
     corrected_type: Global___EventType.ValueType
+    programme: _builtins.str
+    """eligibility.changed: the programme, its decision now and before the change (on the
+    change's effective date), the threshold version applied, and the event that caused it.
+    """
+    eligible: _builtins.bool
+    previous_eligible: _builtins.bool
+    threshold_version: _builtins.str
+    cause: _builtins.str
     @_builtins.property
     def effective(self) -> _date_pb2.Date:
         """When the change took effect in the world."""
@@ -141,6 +164,10 @@ class ChangeEvent(_message.Message):
     def recorded(self) -> _timestamp_pb2.Timestamp:
         """When the source registry recorded it."""
 
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_registry_pb2.ReasonCode.ValueType]: ...
+    @_builtins.property
+    def previous_reasons(self) -> _containers.RepeatedScalarFieldContainer[_registry_pb2.ReasonCode.ValueType]: ...
     def __init__(
         self,
         *,
@@ -163,10 +190,17 @@ class ChangeEvent(_message.Message):
         members: _builtins.int = ...,
         corrects: _builtins.str = ...,
         corrected_type: Global___EventType.ValueType = ...,
+        programme: _builtins.str = ...,
+        eligible: _builtins.bool = ...,
+        previous_eligible: _builtins.bool = ...,
+        reasons: _abc.Iterable[_registry_pb2.ReasonCode.ValueType] | None = ...,
+        previous_reasons: _abc.Iterable[_registry_pb2.ReasonCode.ValueType] | None = ...,
+        threshold_version: _builtins.str = ...,
+        cause: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "recorded", b"recorded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "corrected_type", b"corrected_type", "corrects", b"corrects", "effective", b"effective", "event_id", b"event_id", "household_id", b"household_id", "idcs", b"idcs", "members", b"members", "previous_area", b"previous_area", "previous_region", b"previous_region", "previous_score_band", b"previous_score_band", "recorded", b"recorded", "region", b"region", "relationship", b"relationship", "scheme", b"scheme", "score_band", b"score_band", "source", b"source", "source_seq", b"source_seq", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "cause", b"cause", "corrected_type", b"corrected_type", "corrects", b"corrects", "effective", b"effective", "eligible", b"eligible", "event_id", b"event_id", "household_id", b"household_id", "idcs", b"idcs", "members", b"members", "previous_area", b"previous_area", "previous_eligible", b"previous_eligible", "previous_reasons", b"previous_reasons", "previous_region", b"previous_region", "previous_score_band", b"previous_score_band", "programme", b"programme", "reasons", b"reasons", "recorded", b"recorded", "region", b"region", "relationship", b"relationship", "scheme", b"scheme", "score_band", b"score_band", "source", b"source", "source_seq", b"source_seq", "threshold_version", b"threshold_version", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

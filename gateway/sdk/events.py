@@ -200,6 +200,13 @@ def _receipt_error(message: str) -> JisrError:
 
 
 def local_digest(events: Iterable[epb.ChangeEvent]) -> tuple[Digest, dict[str, Digest]]:
-    """The digest of received events (in cursor order, duplicates removed first), to
-    compare with `Events.digest` over the same range."""
-    return digests((e.source, e.event_id) for e in events)
+    """The digest of received events, in the order received (cursor order), each event id
+    counted once however often it was delivered (at least once), to compare with
+    `Events.digest` over the same range."""
+    seen: set[str] = set()
+    unique: list[tuple[str, str]] = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            unique.append((event.source, event.event_id))
+    return digests(unique)

@@ -667,6 +667,10 @@ async def _outcome(
         return await asyncio.shield(job)
     except asyncio.CancelledError:
         on_worker.gone.set()
+        # The job ends on its own, its end recorded; no one is left to answer, so its
+        # outcome (an abort, usually) is read here rather than logged by asyncio as
+        # "never retrieved".
+        job.add_done_callback(_settled)
         raise
     except Aborted as aborted:
         if not context.done():
@@ -679,6 +683,12 @@ async def _outcome(
     except Exception as exc:  # the pipeline answers its own faults: a last resort
         await _fault(context, exc)
         return None
+
+
+def _settled(job: asyncio.Future[Any]) -> None:
+    """Read a finished job's outcome that no caller will."""
+    if not job.cancelled():
+        job.exception()
 
 
 async def _fault(context: aio.ServicerContext[Any, Any], exc: Exception) -> None:

@@ -336,7 +336,7 @@ class RegistryEventsService:
         (at the end of a catch-up, and while following at most every `empty_every_s`)."""
         restricted = sub.subscription_id if sub.subjects else None
         started = time.monotonic()
-        sent_at, sent_cursor = started, after
+        sent_at, sent_cursor, sent_any = started, after, False
         while True:
             bounds: Bounds = self._read(self.store.bounds)
             model.check_cursor(after, bounds)  # pruned under a slow subscriber: say so
@@ -344,9 +344,12 @@ class RegistryEventsService:
             caught_up = page.cursor >= page.head
             moved = page.cursor > sent_cursor
             quiet = time.monotonic() - sent_at >= self.delivery.empty_every_s
-            if page.events or (moved and caught_up and (not follow or quiet)):
+            # A catch-up always ends with a batch saying where the log's head is, even
+            # when nothing came since the cursor: the subscriber learns it is caught up.
+            closing = caught_up and not follow and (moved or not sent_any)
+            if page.events or closing or (moved and caught_up and quiet):
                 yield _batch(sub, page), [subject_key(e) for e in page.events]
-                sent_at, sent_cursor = time.monotonic(), page.cursor
+                sent_at, sent_cursor, sent_any = time.monotonic(), page.cursor, True
             after = page.cursor
             if caught_up:
                 if not follow or time.monotonic() - started >= self.delivery.max_stream_s:

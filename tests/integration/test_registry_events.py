@@ -339,6 +339,22 @@ def test_the_digest_proves_a_subscriber_missed_nothing(site: Site) -> None:
     }
 
 
+def test_a_catch_up_with_nothing_new_still_says_where_the_head_is(site: Site) -> None:
+    events = Events(site.client("DEMO"), ASD)
+    sid = events.create(["person.born"]).message.subscription.subscription_id
+    stream = events.subscribe(sid)
+    (only,) = [answer.message for answer in stream]
+    assert (len(only.notifications), only.after, only.cursor) == (0, only.cursor, only.head)
+    assert stream.cursor == only.head
+
+
+def test_an_event_delivered_twice_counts_once_in_the_local_digest() -> None:
+    event = epb.ChangeEvent(event_id="RNP-1", source="RNP")
+    twice, _ = local_digest([event, event])
+    once, _ = local_digest([event])
+    assert (twice.count, twice.sha256) == (once.count, once.sha256) == (1, once.sha256)
+
+
 def test_a_cursor_beyond_the_head_is_out_of_range_with_the_oldest_cursor(site: Site) -> None:
     events = Events(site.client("DEMO"), ASD)
     sid = events.create(["person.died"]).message.subscription.subscription_id

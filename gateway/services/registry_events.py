@@ -138,13 +138,13 @@ class RegistryEventsService:
         store: EventStore,
         policy: Policy,
         *,
-        delivery: Delivery = Delivery(),
+        delivery: Delivery | None = None,
         clock: Callable[[], int] = now_us,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.policy = policy
-        self.delivery = delivery
+        self.delivery = delivery or Delivery()
         self.clock = clock
         self.sleep = sleep
 

@@ -105,7 +105,7 @@ def _person_change(kind: str, idcs: str, households: list[str], rng: random.Rand
             "relationship": "OTHER_RELATIVE"}  # fmt: skip
 
 
-def _households_of(path: Path) -> dict[str, str]:
+def households_of(path: Path) -> dict[str, str]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return dict(db.execute("SELECT idcs, household_id FROM membership").fetchall())
@@ -123,7 +123,7 @@ def measure(data_dir: Path, lines: int, households: int = HOUSEHOLDS) -> dict[st
         registry = Path(work) / REGISTRY_FILE
         shutil.copyfile(source, registry)
         changes_file = Path(work) / "changes.ndjson"
-        member_of = _households_of(registry)
+        member_of = households_of(registry)
         with changes_file.open("w", encoding="utf-8") as out:
             for change in changes(registry, lines):
                 if change["type"] == "member.left":

@@ -1,7 +1,7 @@
 """`make bench`: the gateway's full signed mTLS pipeline against bare echo servers of the
 same server API, each step's cost in-process, the consent check, the audit trail, the
-console's searches on a trail of 1,000,000 records, then tracing off against on
-(docs/performance.md, "The harness"). Prints a table and writes
+console's searches on a trail of 1,000,000 records, tracing off against on, then registry
+events (docs/performance.md, "The harness"). Prints a table and writes
 bench/results/latest.json; servers are stopped and PostgreSQL schemas dropped on every exit."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import grpc
 
 from adapters.registry_db import REGISTRY_FILE
 from bench import audit, audit_search, common, consent, procs, profile, sdk_import, workload
+from bench import events as registry_events
 from bench.identity import MAX_LOOP_S
 from bench.procs import BenchError, Server, say
 from bench.report import table
@@ -71,6 +72,10 @@ class Settings:
     postgres: str | None = databases.DEFAULT_URL
     postgres_gateway: bool = True
     tracing: bool = True
+    events: bool = True  # bench.events
+    event_lines: int = registry_events.FULL["lines"]
+    event_households: int = registry_events.FULL["households"]
+    event_catchup: int = registry_events.FULL["catchup"]
     pin: bool = False
     gateway_workers: int | None = None
     data_dir: Path | None = None
@@ -96,6 +101,7 @@ QUICK.update(seconds=10.0, batches=10, batch_seconds=15.0, quiet_wait=0.0, quiet
 QUICK.update(pipeline_calls=500, step_seconds=5.0, consents=1_000, audit_records=2_000)
 QUICK.update(verify_records=100_000, build_seconds=60.0, postgres_gateway=False)
 QUICK.update(search_records=50_000, search_repeat=10)
+QUICK.update({f"event_{k}": v for k, v in registry_events.QUICK.items()})
 
 
 def machine() -> dict[str, Any]:
@@ -174,9 +180,9 @@ class Run:
         """`jisr demo-data` (unless --data-dir holds a registry); the requests from it."""
         s, data_dir, started = self.s, self.data_dir, time.monotonic()
         if (data_dir / REGISTRY_FILE).is_file():
-            say(f"[1/10] registry: reusing {data_dir / REGISTRY_FILE}")
+            say(f"[1/11] registry: reusing {data_dir / REGISTRY_FILE}")
         else:
-            say(f"[1/10] registry: {s.households:,} households, seed {SEED} -> {data_dir}")
+            say(f"[1/11] registry: {s.households:,} households, seed {SEED} -> {data_dir}")
             sizes = ("--households", str(s.households), "--seed", str(SEED), "--force")
             argv = processes.jisr("demo-data", *sizes, "--data-dir", str(data_dir))
             procs.run_quiet("jisr demo-data", argv, timeout=600)
@@ -210,7 +216,7 @@ class Run:
         """The echo servers, then the gateway on SQLite (unary, batch) and on PostgreSQL."""
         s, results, pki_dir = self.s, self.results, str(self.pki_dir)
         unary = results.setdefault("unary", {})
-        say(f"[2/10] echo servers ({s.workers} workers for sync), mTLS and plaintext")
+        say(f"[2/11] echo servers ({s.workers} workers for sync), mTLS and plaintext")
         for key, label, api, tls in ECHOES:
             argv = [sys.executable, "-m", "bench.echo", "--api", api, "--workers", str(s.workers)]
             argv += ["--pki-dir", pki_dir] if tls else []
@@ -218,14 +224,14 @@ class Run:
             unary[key] = self.unary(server, label)
             server.stop()
 
-        say(f"[3/10] gateway, jisr serve, mTLS ({s.workers} workers), consents and audit on SQLite")
+        say(f"[3/11] gateway, jisr serve, mTLS ({s.workers} workers), consents and audit on SQLite")
         listen = ("serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir))
         gateway = processes.jisr(*listen, "--pki-dir", pki_dir)
         env = {"JISR_WORKERS": str(s.gateway_workers)} if s.gateway_workers else {}
         server = self.serve("gateway", gateway, tls=True, env=env)
         results["sdk_call"] = self.sdk_call(server, household)
         unary["gateway"] = self.unary(server, "gateway")
-        say("[4/10] gateway, VerifyEligibilityBatch, signed envelopes")
+        say("[4/11] gateway, VerifyEligibilityBatch, signed envelopes")
         batch = self.load("batch", server, "gateway batch")
         server.stop()
         results["batch"] = {**batch, "batch_size": BATCH_SIZE}
@@ -239,9 +245,9 @@ class Run:
 
         if self.url is None or not s.postgres_gateway:
             why = results["postgres"]["reason"] or "--quick"
-            say(f"[5/10] gateway on PostgreSQL: skipped ({why})")
+            say(f"[5/11] gateway on PostgreSQL: skipped ({why})")
             return
-        say("[5/10] gateway with JISR_DATABASE_URL: consents and audit on PostgreSQL")
+        say("[5/11] gateway with JISR_DATABASE_URL: consents and audit on PostgreSQL")
         with databases.postgres_schema(self.url, "jisr_bench_gateway") as schema_url:
             env = {**env, "JISR_DATABASE_URL": schema_url}
             server = self.serve("gateway postgresql", gateway, tls=True, env=env)
@@ -266,7 +272,7 @@ class Run:
         """The handler's steps, the consent check, the audit trail; each one after waiting
         for a quiet machine, PostgreSQL's rows in schemas of their own."""
         s, results, pool = self.s, self.results, common.read_messages(self.requests)
-        say("[6/10] gateway handler in-process, no gRPC, one thread: each step's cost")
+        say("[6/11] gateway handler in-process, no gRPC, one thread: each step's cost")
         other = s.quiet()
         with (
             profile.pipeline(self.data_dir, self.pki_dir, self.work / "profile-state") as pipe,
@@ -278,13 +284,13 @@ class Run:
                 f"    handler {steps['handler_total']:.0f} µs/call audit on"
                 f" ({steps['handler_total_no_audit']:.0f} off)"
             )
-            say(f"[7/10] consent check per exchange, in-process: {s.consents:,} consents")
+            say(f"[7/11] consent check per exchange, in-process: {s.consents:,} consents")
             other = s.quiet()
             url = self.schema(schemas, "jisr_bench_consent")
             results["consent"] = consent.measure(pipe, self.work, self.data_dir, s, url)
             results["consent"]["other_load_before"] = other
         sizes = f"{s.audit_records:,} appends, verify {s.verify_records:,}"
-        say(f"[8/10] audit trail in-process: {sizes}")
+        say(f"[8/11] audit trail in-process: {sizes}")
         other = s.quiet()
         with ExitStack() as schemas:
             url = self.schema(schemas, "jisr_bench_audit")
@@ -298,7 +304,7 @@ class Run:
         over the target at full size) is a result, not a failure."""
         s = self.s
         backends = "sqlite,postgresql" if self.url else "sqlite"
-        say(f"[9/10] audit search: {s.search_records:,} records, {backends} (bench.audit_search)")
+        say(f"[9/11] audit search: {s.search_records:,} records, {backends} (bench.audit_search)")
         output = self.work / "audit-search.json"
         argv = [sys.executable, "-m", "bench.audit_search", "--records", str(s.search_records)]
         argv += ["--repeat", str(s.search_repeat), "--backends", backends]
@@ -314,7 +320,7 @@ class Run:
     def tracing(self) -> None:
         """bench.tracing over the same registry, in its own process: its results, and the
         table it prints (printed after this run's own)."""
-        say("[10/10] tracing off against on (bench.tracing)")
+        say("[10/11] tracing off against on (bench.tracing)")
         output = self.work / "tracing.json"
         argv = [sys.executable, "-m", "bench.tracing", "--data-dir", str(self.data_dir)]
         argv += ["--output", str(output), *(["--quick"] if self.s.quick else [])]
@@ -324,6 +330,17 @@ class Run:
             raise BenchError(f"bench.tracing failed with exit code {done.returncode}")
         result = json.loads(output.read_text())
         self.results["tracing"] = {**result, "table": done.stdout.decode(errors="replace")}
+
+    def events(self) -> None:
+        """bench.events: the apply of `event_lines` changes, then subscribers of a gateway
+        on a registry of its own catching up on `event_catchup` events."""
+        s = self.s
+        say(f"[11/11] registry events: apply {s.event_lines:,}, catch up {s.event_catchup:,}")
+        other = s.quiet()
+        sizes = {"lines": s.event_lines, "households": s.event_households}
+        sizes["catchup"] = s.event_catchup
+        found = registry_events.measure(self.work, self.pki_dir, self.logs, sizes)
+        self.results["events"] = {**found, "other_load_before": other}
 
 
 ECHOES = (  # key, label, --api, mTLS
@@ -358,6 +375,8 @@ def measure(s: Settings) -> dict[str, Any]:
             run.audit_search()
         if s.tracing:
             run.tracing()
+        if s.events:
+            run.events()
     results["summary"] = summarize(results)
     return results
 
@@ -376,7 +395,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     verify_s = float(results["audit"]["verify"]["million_s"])
     share = float(results["consent"]["sqlite"]["share_of_handler"])
     pg_rps = rps.get("gateway_postgresql")
-    search = results.get("audit_search")
+    search, events = results.get("audit_search"), results.get("events")
     return {
         "gateway_over_echo_sync_mtls": ratio,
         "gateway_over_echo_sync_plain": _ratio(rps["gateway"], rps["echo_sync_plain"]),
@@ -398,6 +417,21 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "target_consent_10pct_met": share < 0.10,
         "audit_search_worst_p95_ms": search["worst_p95_ms"] if search else None,
         "target_audit_search_1s_met": search["target_met"] if search else None,
+        **(_events_summary(events) if events else {}),
+    }
+
+
+def _events_summary(events: dict[str, Any]) -> dict[str, Any]:
+    apply, catchup, crowd = events["apply"], events["catchup"], events["crowd"]
+    return {
+        "events_apply_s": apply["seconds"],
+        "events_apply_lines": apply["lines"],
+        "target_events_apply_60s_met": apply["target_met"],
+        "events_catchup_s": catchup["seconds"],
+        "events_catchup_events": catchup["events"],
+        "target_events_catchup_10s_met": catchup["target_met"],
+        "events_slow_subscriber_ratio": crowd["ratio"],
+        "target_events_slow_subscriber_met": crowd["target_met"],
     }
 
 
@@ -418,6 +452,9 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         "--verify-records": ("verify_records", "records of the trail verified"),
         "--search-records": ("search_records", "records of the trail searched"),
         "--search-repeat": ("search_repeat", "searches of each kind, per backend"),
+        "--event-lines": ("event_lines", "registry changes applied (bench.events)"),
+        "--event-households": ("event_households", "registry they apply to"),
+        "--event-catchup": ("event_catchup", "events each subscriber catches up on"),
     }
     for flag, (name, what) in sizes.items():
         default, quick = getattr(base, name) or common.GATEWAY_WORKERS, QUICK.get(name)
@@ -429,13 +466,14 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     add("--no-postgres", action="store_true", help="no PostgreSQL rows")
     add("--no-audit-search", action="store_true", help="skip bench.audit_search")
     add("--no-tracing", action="store_true", help="skip bench.tracing")
+    add("--no-events", action="store_true", help="skip bench.events")
     add("--pin", action="store_true", help=PINNED)
     add("--output", type=Path, default=base.output, help="%(default)s")
     args = parser.parse_args(argv)
     chosen = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
     given = {k: v for k, v in chosen.items() if v is not None}
     given.update(postgres=None if args.no_postgres else args.postgres, tracing=not args.no_tracing)
-    given.update(searches=not args.no_audit_search)
+    given.update(searches=not args.no_audit_search, events=not args.no_events)
     settings = replace(base, **{**(QUICK if args.quick else {}), **given})
     if settings.seconds > MAX_LOOP_S:
         parser.error(f"--seconds: at most {MAX_LOOP_S} (signed tokens live 300 s at most)")
@@ -463,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n" + results["audit_search"]["table"])
     if "tracing" in results:
         print("\n" + results["tracing"]["table"])
+    if "events" in results:
+        print("\n" + registry_events.table(results["events"]))
     print(f"results: {settings.output}", flush=True)
     return 0
 

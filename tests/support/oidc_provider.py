@@ -334,7 +334,9 @@ def start(log: Path, client_id: str = "jisr-console") -> FakeIdentityProvider:
     (`client_id`, with a new random secret)."""
     secret = secrets.token_urlsafe(24)
     argv = [sys.executable, "-m", "tests.support.oidc_provider", "--client-id", client_id]
-    proc = processes.spawn([*argv, "--client-secret", secret], log)
+    # "--opt=value": a random secret may begin with "-", which argparse would read as an
+    # option of its own.
+    proc = processes.spawn([*argv, f"--client-secret={secret}"], log)
     return FakeIdentityProvider(proc, client_id, secret)
 
 

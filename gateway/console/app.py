@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.base.times import now_us
 from gateway.console import (
     pages_attention,
     pages_auth,
@@ -36,7 +37,7 @@ from gateway.console.link import GatewayLink
 from gateway.console.oidc import CALLBACK_PATH
 from gateway.console.oidc_client import OidcLogins
 from gateway.console.store import ConsoleStore
-from gateway.console.web import SECURITY_HEADERS, Console, http_error, now_us, server_error
+from gateway.console.web import SECURITY_HEADERS, Console, http_error, server_error
 
 PURGE_EVERY_S = 300.0
 log = logging.getLogger("jisr.console")

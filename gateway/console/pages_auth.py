@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from gateway.base.times import now_us
 from gateway.console import accounts, i18n, sessions
 from gateway.console.oidc import Provider
 from gateway.console.web import (
@@ -29,7 +30,6 @@ from gateway.console.web import (
     checked_form,
     console,
     login_token,
-    now_us,
     render,
     set_session_cookie,
     signed_in,

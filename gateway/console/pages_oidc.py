@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from gateway.base.times import now_us
 from gateway.console import accounts, oidc
 from gateway.console.oidc_client import (
     IdentityProvider,
@@ -36,7 +37,7 @@ from gateway.console.oidc_client import (
     ProviderUnavailableError,
 )
 from gateway.console.pages_auth import form_page, open_session, safe_next
-from gateway.console.web import console, now_us, render, set_session_cookie
+from gateway.console.web import console, render, set_session_cookie
 
 STATE_COOKIE = "jisr_oidc"
 COOKIE_PATH = "/login/oidc"

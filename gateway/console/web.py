@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from gateway.base.times import now_us
 from gateway.console import i18n, sessions
 from gateway.console.accounts import Account
 from gateway.console.link import GatewayLink
@@ -101,10 +101,6 @@ class Officer:
 def console(request: Request) -> Console:
     found: Console = request.app.state.console
     return found
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def words(request: Request, session: Session | None = None) -> i18n.Words:

@@ -118,10 +118,9 @@ def _screened(
     sent, whether or not their fields were disclosed, for the batch's audit record: the
     access is about those subjects either way."""
     permits: list[Permit | None] = [None] * len(keys)
-    if grant.consent_based:
-        gate = engine.security.consent
-        checked = gate.check_many(grant, keys, ctx) if gate is not None and keys else []
-        permits = [p if isinstance(p, Permit) else None for p in checked] or permits
+    gate = engine.security.consent
+    if grant.consent_based and gate is not None and keys:
+        permits = [p if isinstance(p, Permit) else None for p in gate.check_many(grant, keys, ctx)]
     kept: list[epb.Notification] = []
     about: list[Key] = []
     withheld: set[str] = set()

@@ -29,7 +29,6 @@ __all__ = [
     "out_of_range",
 ]
 
-SOURCES = ("RNP", "RSU", "CNSS")
 # Person ("p") or household ("h"): how a subscription's subjects are stored.
 PERSON = "p"
 HOUSEHOLD = "h"

@@ -47,7 +47,6 @@ class EventGapError(Exception):
 class _Call:
     jti: str
     rh: str
-    after: int
 
 
 class NotificationStream:
@@ -156,7 +155,7 @@ class Events:
         try:
             for raw in call:
                 envelope = epb.SubscribeResponse.FromString(raw)
-                answer = self._batch(envelope, _Call(jti, body_hash(body), 0), received)
+                answer = self._batch(envelope, _Call(jti, body_hash(body)), received)
                 if cursor is not None and answer.message.after != cursor:
                     raise EventGapError(
                         f"batch {len(received) - 1} continues from cursor "

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.base import FetchContext
 from gateway.audit.record import AuditRecord
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import AuditStore, Query
 from gateway.base.errors import ExchangeError, Reason, invalid
+from gateway.base.times import now_us, timestamp
 from gateway.contests import cases
 from gateway.contests.cases import Actor, Case, CaseError, CaseEvent
 from gateway.contests.store import ContestStore
@@ -53,12 +52,6 @@ _ACTIVE = (cases.OPEN, cases.ANSWERED, cases.ESCALATED)
 log = logging.getLogger("jisr.contests")
 
 
-def _ts(at_us: int | None) -> Timestamp | None:
-    if at_us is None:
-        return None
-    return Timestamp(seconds=at_us // 1_000_000, nanos=(at_us % 1_000_000) * 1000)
-
-
 def case_message(case: Case) -> kpb.ContestCase:
     return kpb.ContestCase(
         case_id=case.case_id,
@@ -67,10 +60,10 @@ def case_message(case: Case) -> kpb.ContestCase:
         institution=case.institution,
         portal=case.portal,
         state=case.state,
-        opened=_ts(case.opened_us),
-        answer_due=_ts(case.answer_due_us),
-        appeal_due=_ts(case.appeal_due_us),
-        updated=_ts(case.updated_us),
+        opened=timestamp(case.opened_us),
+        answer_due=timestamp(case.answer_due_us),
+        appeal_due=timestamp(case.appeal_due_us),
+        updated=timestamp(case.updated_us),
         version=case.version,
         statement=case.statement,
         answer=case.answer,
@@ -82,7 +75,7 @@ def case_message(case: Case) -> kpb.ContestCase:
 def event_message(event: CaseEvent) -> kpb.CaseEvent:
     return kpb.CaseEvent(
         seq=event.seq,
-        time=_ts(event.at_us),
+        time=timestamp(event.at_us),
         actor_kind=event.actor_kind,
         actor_institution=event.actor_institution,
         actor_id=event.actor_id,
@@ -103,10 +96,6 @@ def _stale(expected: int, case: Case) -> ExchangeError:
         Reason.CONCURRENT_CHANGE,
         f"the case is at version {case.version}, not {expected}: read it again and retry",
     )
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class ContestCasesService:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.base import FetchContext
 from gateway.base import event_types
 from gateway.base.errors import ExchangeError, Reason, invalid
+from gateway.base.times import now_us, timestamp
 from gateway.engine.call import Engine, UnaryMethod
 from gateway.engine.notify import Gone, NotifyMethod
 from gateway.events import model
@@ -47,10 +47,6 @@ SCAN = 10_000
 MAX_DIGEST_RANGE = 1_000_000
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
 @dataclass(frozen=True)
 class Delivery:
     """How a followed stream waits and when it ends.
@@ -65,12 +61,6 @@ class Delivery:
     max_stream_s: float = 3600.0
 
 
-def _ts(at_us: int | None) -> Timestamp | None:
-    if at_us is None:
-        return None
-    return Timestamp(seconds=at_us // 1_000_000, nanos=(at_us % 1_000_000) * 1000)
-
-
 def subscription_message(sub: Subscription) -> epb.Subscription:
     return epb.Subscription(
         subscription_id=sub.subscription_id,
@@ -80,8 +70,8 @@ def subscription_message(sub: Subscription) -> epb.Subscription:
         subjects=sub.subjects,
         start_cursor=sub.start_cursor,
         acknowledged=sub.acknowledged,
-        created=_ts(sub.created_us),
-        cancelled=_ts(sub.cancelled_us),
+        created=timestamp(sub.created_us),
+        cancelled=timestamp(sub.cancelled_us),
     )
 
 
@@ -285,15 +275,8 @@ class RegistryEventsService:
             after = page.cursor
 
     def _delivered(self, sub: Subscription, ctx: FetchContext) -> tuple[str, ...]:
-        """The subscription's types the grant still allows."""
-        allowed = self._allowed(ctx)
-        types = tuple(t for t in sub.types if t in allowed)
-        if not types:
-            raise ExchangeError(
-                Reason.EVENT_TYPE_NOT_ALLOWED,
-                "your grant for this purpose no longer covers any of this subscription's types",
-            )
-        return types
+        """The subscription's types the caller's Subscribe grant still allows."""
+        return _still_allowed(sub, self._allowed(ctx))
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -305,12 +288,7 @@ class RegistryEventsService:
         sub = self._owned(request.subscription_id, ctx)
         if not sub.active:
             raise ExchangeError(Reason.SUBSCRIPTION_CANCELLED, "the subscription was cancelled")
-        types = tuple(t for t in sub.types if t in grant.events)
-        if not types:
-            raise ExchangeError(
-                Reason.EVENT_TYPE_NOT_ALLOWED,
-                "your grant for this purpose no longer covers any of this subscription's types",
-            )
+        types = _still_allowed(sub, grant.events)
         size = request.max_batch or DEFAULT_BATCH
         if size > MAX_BATCH:
             raise invalid(
@@ -358,6 +336,17 @@ class RegistryEventsService:
                 ended = gone()
                 if ended is not None:
                     raise ended
+
+
+def _still_allowed(sub: Subscription, allowed: frozenset[str]) -> tuple[str, ...]:
+    """The subscription's types a grant (read again at each call) still allows."""
+    types = tuple(t for t in sub.types if t in allowed)
+    if not types:
+        raise ExchangeError(
+            Reason.EVENT_TYPE_NOT_ALLOWED,
+            "your grant for this purpose no longer covers any of this subscription's types",
+        )
+    return types
 
 
 def _batch(sub: Subscription, page: Page) -> epb.NotificationBatch:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,50 +50,17 @@ DPO = Actor("dpo", "CNSS", "officer-1a2b3c4d5e6f7a8b")
 REGULATOR = Actor("regulator", "CNDP", "officer-cndp000000000001")
 
 
-@dataclass
-class ContestDatabase:
-    """One contest database under test, and direct SQL on it (what a DBA could do)."""
+ContestDatabase = databases.StoreDatabase[ContestStore]
 
-    backend: str  # "sqlite" or "postgresql"
-    state_dir: Path
-    url: str | None  # None for SQLite
-    stores: list[ContestStore] = field(default_factory=list)
 
-    def open(self) -> ContestStore:
-        """A new store on this database, as another gateway process would open it."""
-        store = open_contest_store(self.url, self.state_dir)
-        self.stores.append(store)
-        return store
-
-    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement outside the store (placeholders `?` on both backends)."""
-        if self.url is None:
-            conn = sqlite3.connect(self.state_dir / FILE_NAME, isolation_level=None)
-            try:
-                return conn.execute(statement, params).fetchall()
-            finally:
-                conn.close()
-        with psycopg.connect(self.url, autocommit=True) as pg:
-            cur = pg.execute(statement.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
-
-    def close(self) -> None:
-        for store in self.stores:
-            store.close()
-        self.stores.clear()
+def _database(backend: str, state_dir: Path, url: str | None) -> ContestDatabase:
+    return databases.StoreDatabase(backend, state_dir, url, open_contest_store, FILE_NAME)
 
 
 @contextmanager
 def contest_database(backend: str, state_dir: Path) -> Iterator[ContestDatabase]:
-    if backend == "sqlite":
-        db = ContestDatabase(backend, state_dir, None)
-        try:
-            yield db
-        finally:
-            db.close()
-        return
-    with databases.postgres_schema() as url:
-        db = ContestDatabase(backend, state_dir, url)
+    with databases.for_backend(backend) as url:
+        db = _database(backend, state_dir, url)
         try:
             yield db
         finally:

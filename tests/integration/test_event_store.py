@@ -10,14 +10,12 @@ run).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from gateway.events.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE
@@ -38,43 +36,17 @@ HOUSEHOLD_ID = "H042117093"
 OTHER_HOUSEHOLD = "H000000001"
 
 
-@dataclass
-class EventDatabase:
-    """One event database under test, and direct SQL on it (what a DBA could do)."""
+EventDatabase = databases.StoreDatabase[EventStore]
 
-    backend: str  # "sqlite" or "postgresql"
-    state_dir: Path
-    url: str | None  # None for SQLite
-    stores: list[EventStore] = field(default_factory=list)
 
-    def open(self) -> EventStore:
-        """A new store on this database, as another gateway process would open it."""
-        store = open_event_store(self.url, self.state_dir)
-        self.stores.append(store)
-        return store
-
-    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement outside the store (placeholders `?` on both backends)."""
-        if self.url is None:
-            conn = sqlite3.connect(self.state_dir / FILE_NAME, isolation_level=None)
-            try:
-                return conn.execute(statement, params).fetchall()
-            finally:
-                conn.close()
-        with psycopg.connect(self.url, autocommit=True) as pg:
-            cur = pg.execute(statement.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
-
-    def close(self) -> None:
-        for store in self.stores:
-            store.close()
-        self.stores.clear()
+def _database(backend: str, state_dir: Path, url: str | None) -> EventDatabase:
+    return databases.StoreDatabase(backend, state_dir, url, open_event_store, FILE_NAME)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventDatabase]:
     with databases.for_backend(request.param) as url:
-        database = EventDatabase(request.param, tmp_path, url)
+        database = _database(request.param, tmp_path, url)
         try:
             yield database
         finally:

@@ -13,11 +13,11 @@ import functools
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -207,3 +207,47 @@ def for_backend(backend: str) -> AbstractContextManager[str | None]:
     """A fresh PostgreSQL schema's URL for "postgresql", None (SQLite files) otherwise: the
     `with` of a fixture parametrised over both stores."""
     return postgres_schema() if backend == "postgresql" else nullcontext()
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Closable)
+
+
+@dataclass
+class StoreDatabase(Generic[S]):
+    """One store's database under test (an SQLite file in `state_dir`, or the PostgreSQL
+    schema of `url`), the stores opened on it as gateway processes would, and direct SQL
+    on it (what a DBA, or an attacker with database access, could do behind their back)."""
+
+    backend: str  # "sqlite" or "postgresql"
+    state_dir: Path
+    url: str | None  # None for SQLite
+    opener: Callable[[str | None, Path], S]
+    file_name: str  # the SQLite file in state_dir
+    stores: list[S] = field(default_factory=list)
+
+    def open(self) -> S:
+        """A new store on this database, as another gateway process would open it."""
+        store = self.opener(self.url, self.state_dir)
+        self.stores.append(store)
+        return store
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement outside the store (placeholders `?` on both backends)."""
+        if self.url is None:
+            conn = sqlite3.connect(self.state_dir / self.file_name, isolation_level=None)
+            try:
+                return conn.execute(statement, params).fetchall()
+            finally:
+                conn.close()
+        with psycopg.connect(self.url, autocommit=True) as pg:
+            cur = pg.execute(statement.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+        self.stores.clear()

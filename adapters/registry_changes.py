@@ -91,8 +91,20 @@ _INSERT_JOURNAL = "INSERT INTO change_journal VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 # journal keeps the household's facts right after each, so a reader judges the decision
 # before and after exactly, in the order the changes were made (docs/events.md).
 TURNING = frozenset(
-    {"household.rescored", "coverage.started", "coverage.ended", "member.joined", "member.left"}
+    {
+        "household.rescored",
+        "coverage.started",
+        "coverage.ended",
+        "member.joined",
+        "member.left",
+        "person.died",
+    }
 )
+# Changes after which the facts also count the household's living members: a death or a
+# departure can leave it with none, which ends its benefits (gateway/pipeline/due_process.py).
+EMPTYING = frozenset({"member.left", "person.died"})
+_LIVING = f"""SELECT count(*) FROM membership m JOIN person p ON p.idcs = m.idcs
+    WHERE m.household_id = ? AND p.vital_status <> {_DECEASED}"""
 _FACTS = """SELECT h.score,
     (SELECT group_concat(c.scheme, '|') FROM membership m JOIN coverage c ON c.idcs = m.idcs
         WHERE m.household_id = h.household_id),
@@ -354,14 +366,15 @@ class _Applier:
                 _dumps(before),
                 _dumps(after),
                 corrects,
-                self.facts(*about) if (kind or type_) in TURNING else None,
+                self.facts(*about, kind or type_) if (kind or type_) in TURNING else None,
             ),
         )
         self.summary.applied[(source, type_)] += 1
 
-    def facts(self, idcs: str | None, household_id: str | None) -> str | None:
+    def facts(self, idcs: str | None, household_id: str | None, kind: str) -> str | None:
         """The household's score and covered members' schemes as they now stand, and the
-        person's own scheme: JSON, None when the change concerns no household."""
+        person's own scheme (after a death or a departure, its living members too): JSON,
+        None when the change concerns no household."""
         if household_id is None and idcs is not None:
             household_id = self.membership(idcs)["household_id"]
         if household_id is None:
@@ -370,7 +383,9 @@ class _Applier:
         if row is None:
             return None
         schemes = sorted(row[1].split("|")) if row[1] else []
-        facts = {"household_id": household_id, "score": row[0], "schemes": schemes}
+        facts: dict[str, Any] = {"household_id": household_id, "score": row[0], "schemes": schemes}
+        if kind in EMPTYING:
+            facts["living"] = self.conn.execute(_LIVING, (household_id,)).fetchone()[0]
         return str(_dumps({**facts, "person_scheme": row[2]}))
 
     def composition(self, change: Change, household_id: str, before: int, after: int) -> None:

@@ -60,6 +60,7 @@ from gateway.services.consent_registry import ConsentRegistryService
 from gateway.services.contest_cases import SERVICE as CONTEST_SERVICE
 from gateway.services.contest_cases import ContestCasesService, Sweeper
 from gateway.services.door import Door, Limits, run_loop
+from gateway.services.due_process import DueProcessPoller, DueProcessSweep
 from gateway.services.registry_events import SERVICE as EVENTS_SERVICE
 from gateway.services.registry_events import Delivery, RegistryEventsService
 from gateway.services.registry_events import handler as event_handler
@@ -362,12 +363,16 @@ def start_gateway(config: Config) -> Running:
         if registry is not None
         else None
     )
+    due = DueProcessPoller(
+        DueProcessSweep(event_store, contest_store, security.audit, catalogue),
+        config.events_poll_seconds,
+    )
     door = Door(limits(config), engine.refused_at_door)
     port, drain = _serve_aio(
         config,
         door,
         [
-            registry_exchange.handler(engine, Exchange(registries, catalogue)),
+            registry_exchange.handler(engine, Exchange(registries, catalogue, event_store.holding)),
             consents.handler(engine),
             trail.handler(engine),
             contests.handler(engine),
@@ -376,7 +381,15 @@ def start_gateway(config: Config) -> Running:
         [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE, CONTEST_SERVICE, EVENTS_SERVICE],
     )
     # Closed in order after the drain: the writer flushes and checkpoints before its store.
-    closers: list[Closer] = [registries, store, sweeper, contest_store, writer, audit_store]
+    closers: list[Closer] = [
+        due,
+        registries,
+        store,
+        sweeper,
+        contest_store,
+        writer,
+        audit_store,
+    ]
     if poller is not None:
         closers.insert(0, poller)
     closers.append(event_store)

@@ -79,6 +79,9 @@ _INDEXES = (
     "CREATE INDEX contest_case_by_due ON contest_case (state, answer_due_us, case_id)",
 )
 
+# Due process: the sweep finds the contest of a proposed action by its audit record.
+_BY_RECORD = "CREATE INDEX contest_case_by_record ON contest_case (record_id, opened_us)"
+
 SQLITE: tuple[Migration, ...] = (
     Migration(
         1,
@@ -129,6 +132,7 @@ SQLITE: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(2, "cases by audit record (due process)", (_BY_RECORD,)),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -194,6 +198,7 @@ POSTGRES: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(2, "cases by audit record (due process)", (_BY_RECORD,)),
 )
 
 SQLITE_LINE = VersionLine("contest", MIGRATIONS_TABLE, SQLITE)

@@ -52,6 +52,10 @@ class ContestStore(Protocol):
         """A citizen's cases opened through `portal`, newest first."""
         ...
 
+    def latest_for_records(self, record_ids: Sequence[str]) -> dict[str, Case]:
+        """Per audit record, the case last opened on it (records without one: absent)."""
+        ...
+
     def escalated(self, limit: int) -> list[Case]:
         """The regulator's queue: ESCALATED cases, longest waiting first."""
         ...

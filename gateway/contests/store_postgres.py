@@ -52,6 +52,8 @@ _FOR_INSTITUTION = f"""SELECT {CASE_LIST} FROM contest_case
     WHERE institution = %s AND state = ANY(%s) ORDER BY answer_due_us, case_id LIMIT %s"""
 _FOR_SUBJECT = f"""SELECT {CASE_LIST} FROM contest_case WHERE subject_hash = %s AND portal = %s
     ORDER BY opened_us DESC, case_id"""
+_FOR_RECORDS = f"""SELECT {CASE_LIST} FROM contest_case WHERE record_id = ANY(%s)
+    ORDER BY opened_us, case_id"""
 _ESCALATED = f"""SELECT {CASE_LIST} FROM contest_case WHERE state = '{ESCALATED}'
     ORDER BY updated_us, case_id LIMIT %s"""
 _OVERDUE = f"""SELECT {CASE_LIST} FROM contest_case
@@ -121,6 +123,13 @@ class PostgresContestStore:
 
     def cases_for_subject(self, subject_hash: str, portal: str) -> list[Case]:
         return [case_from_row(r) for r in self._all(_FOR_SUBJECT, (subject_hash, portal))]
+
+    def latest_for_records(self, record_ids: Sequence[str]) -> dict[str, Case]:
+        found: dict[str, Case] = {}
+        for row in self._all(_FOR_RECORDS, (list(dict.fromkeys(record_ids)),)):
+            case = case_from_row(row)
+            found[case.record_id] = case  # oldest first: the last one stays
+        return found
 
     def escalated(self, limit: int) -> list[Case]:
         check_limit(limit)

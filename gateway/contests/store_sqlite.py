@@ -47,6 +47,10 @@ _ESCALATED = f"""SELECT {CASE_LIST} FROM contest_case WHERE state = '{ESCALATED}
     ORDER BY updated_us, case_id LIMIT ?"""
 _OVERDUE = f"""SELECT {CASE_LIST} FROM contest_case
     WHERE state = '{OPEN}' AND answer_due_us <= ? ORDER BY answer_due_us, case_id LIMIT ?"""
+_FOR_RECORDS = f"""SELECT {CASE_LIST} FROM contest_case WHERE record_id IN ({{marks}})
+    ORDER BY opened_us, case_id"""
+# Records per query of `latest_for_records` (well under SQLite's bound-parameter limit).
+_RECORD_CHUNK = 500
 _HISTORY = f"SELECT {EVENT_LIST} FROM contest_event WHERE case_id = ? ORDER BY seq"
 
 
@@ -95,6 +99,17 @@ class SQLiteContestStore:
 
     def cases_for_subject(self, subject_hash: str, portal: str) -> list[Case]:
         return [case_from_row(r) for r in self._select(_FOR_SUBJECT, (subject_hash, portal))]
+
+    def latest_for_records(self, record_ids: Sequence[str]) -> dict[str, Case]:
+        wanted = list(dict.fromkeys(record_ids))
+        found: dict[str, Case] = {}
+        for start in range(0, len(wanted), _RECORD_CHUNK):
+            chunk = wanted[start : start + _RECORD_CHUNK]
+            sql = _FOR_RECORDS.format(marks=", ".join("?" * len(chunk)))
+            for row in self._select(sql, tuple(chunk)):
+                case = case_from_row(row)
+                found[case.record_id] = case  # oldest first: the last one stays
+        return found
 
     def escalated(self, limit: int) -> list[Case]:
         check_limit(limit)

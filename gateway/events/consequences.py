@@ -1,12 +1,13 @@
 """What a registry change does to eligibility: the `eligibility.changed` events the gateway
 derives from a change (docs/events.md, "Eligibility changes").
 
-A household's decision for a programme rests on its score and its members' AMO coverage
+A household's decision for a programme rests on its score, its members' AMO coverage
+and, after a death or a departure, whether any member is alive in it
 (gateway/pipeline/eligibility.py). A rescoring, a coverage started or ended, a member
-joining or leaving (their coverage comes or goes with them), or the correction of one of
-these, may turn it. The registry journals, with each such change, the household's facts
-right after it (adapters/registry_changes.py); the facts right before follow by putting
-back the one fact the change replaced. The household is judged on both, on the change's
+joining, leaving or dying, or the correction of one of these, may turn it. The registry
+journals, with each such change, the household's facts right after it
+(adapters/registry_changes.py); the facts right before follow by putting back the one fact
+the change replaced. The household is judged on both, on the change's
 effective date: where the outcomes differ, an `eligibility.changed` event follows the change
 in the log. Facts taken as each change was made, not as the registry stands when the
 gateway reads it, so changes read together are judged in the order they were made.
@@ -65,7 +66,12 @@ def household_of(row: JournalRow) -> str:
 
 
 def _after(facts: Mapping[str, Any]) -> HouseholdFacts:
-    return HouseholdFacts(float(facts["score"]), tuple(facts.get("schemes") or ()))
+    living = facts.get("living")
+    return HouseholdFacts(
+        float(facts["score"]),
+        tuple(facts.get("schemes") or ()),
+        int(living) if living is not None else None,
+    )
 
 
 def _before(row: JournalRow, facts: Mapping[str, Any], after: HouseholdFacts) -> HouseholdFacts:
@@ -82,7 +88,15 @@ def _before(row: JournalRow, facts: Mapping[str, Any], after: HouseholdFacts) ->
         is_in = after_side.get("household_id") == household
         if was_in != is_in:
             _swap(schemes, gone=own if was_in else None, came=own if is_in else None)
-    return HouseholdFacts(score, tuple(schemes))
+    return HouseholdFacts(score, tuple(schemes), _living_before(row, after.living))
+
+
+def _living_before(row: JournalRow, living: int | None) -> int | None:
+    """Living members before a death or a departure: one more (one fewer before its
+    correction, which brings the person back)."""
+    if living is None:
+        return None
+    return living - 1 if row.type == "correction" else living + 1
 
 
 def _swap(schemes: list[str], *, gone: str | None, came: str | None) -> None:

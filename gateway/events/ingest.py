@@ -24,26 +24,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from google.type.date_pb2 import Date
 
 from adapters.registry_db import JournalRow
 from gateway.base import event_types
-from gateway.events import consequences
+from gateway.events import actions, consequences
+from gateway.events.actions import DERIVED
 from gateway.events.consequences import Turn
-from gateway.events.model import NewEvent
+from gateway.events.model import ActionChange, NewEvent
 from gateway.events.store import EventStore
 from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.pb.jisr.v1 import records_pb2 as rec
+from gateway.pipeline import due_process
+from gateway.pipeline.due_process import ProposedAction, Step
 from gateway.pipeline.programmes import Catalogue, ScoreBands
 
 log = logging.getLogger("jisr.events")
 
 # Journal rows read and appended in one transaction.
 CHUNK = 5_000
-# The source of the events the gateway itself derives (eligibility changes).
-DERIVED = "JISR"
 
 
 class Journal(Protocol):
@@ -165,25 +167,78 @@ class Ingester:
                 self._gap(source, head, rows[0].seq if rows else top)
             if not contiguous:
                 return added
-            added += self.store.append(self._events(contiguous), self.clock())
+            events, changes = self._events(contiguous)
+            added += self.store.append(events, self.clock(), changes)
             head = contiguous[-1].seq
         return added
 
-    def _events(self, rows: list[JournalRow]) -> list[NewEvent]:
-        """The rows' events, each followed by the eligibility changes it causes, numbered
-        after the derived source's head (replicas derive the same numbers from the same
-        rows; the log keeps the first to commit)."""
-        derived_seq = self.store.heads().get(DERIVED, 0)
-        events: list[NewEvent] = []
-        for row in rows:
+    def _events(self, rows: list[JournalRow]) -> tuple[list[NewEvent], list[ActionChange]]:
+        """The rows' events, each followed by what it causes: an eligibility change, or,
+        where due process applies, a proposed action or its withdrawal (see
+        gateway/pipeline/due_process.py); numbered after the derived source's head
+        (replicas derive the same numbers from the same rows; the log keeps the first to
+        commit), with the actions to write beside them."""
+        derived = _Derived(self.store.heads().get(DERIVED, 0), self.clock())
+        turned = [(row, consequences.turns(row, self.catalogue)) for row in rows]
+        households = [consequences.household_of(r) for r, found in turned if found]
+        derived.holding = self.store.holding(households) if households else {}
+        for row, found in turned:
             event = self._new(row)
-            events.append(event)
-            for turn in consequences.turns(row, self.catalogue):
-                derived_seq += 1
-                events.append(self._derived(row, event, turn, derived_seq))
-        return events
+            derived.events.append(event)
+            for turn in found:
+                self._turn(row, event, turn, derived)
+        return derived.events, derived.changes
 
-    def _derived(self, row: JournalRow, cause: NewEvent, turn: Turn, seq: int) -> NewEvent:
+    def _turn(self, row: JournalRow, cause: NewEvent, turn: Turn, derived: _Derived) -> None:
+        """What one turned decision sends and writes."""
+        key = (consequences.household_of(row), turn.programme.code)
+        holding = derived.holding.get(key)
+        ends = turn.before.eligible and not turn.after.eligible
+        step = due_process.on_turn(
+            ends=ends, notice_days=turn.programme.notice_days, holding=holding
+        )
+        if step is Step.NOTHING:
+            return
+        if step is Step.RELEASE and holding is not None:
+            released = replace(holding, state=due_process.RELEASED, resolved_us=derived.now)
+            derived.changes.append(ActionChange(row.source, row.seq, released, holding.state))
+            derived.holding.pop(key)
+            return
+        seq = derived.next_seq()
+        if step is Step.PROPOSE:
+            action = due_process.propose(
+                cause=row.event_id,
+                household_id=key[0],
+                programme=key[1],
+                notice_days=turn.programme.notice_days,
+                now_us=derived.now,
+                reasons=tuple(turn.after.reasons),
+                previous_reasons=tuple(turn.before.reasons),
+                threshold_version=_version(turn),
+            )
+            derived.events.append(actions.proposed(action, seq))
+            derived.changes.append(ActionChange(DERIVED, seq, action))
+            derived.holding[key] = action
+        elif step is Step.WITHDRAW and holding is not None:
+            because = due_process.withdrawn_because(holding, row.corrects)
+            gone = replace(
+                holding, state=due_process.WITHDRAWN, resolution=because, resolved_us=derived.now
+            )
+            derived.events.append(actions.withdrawn(gone, because, row.event_id, seq, derived.now))
+            derived.changes.append(ActionChange(DERIVED, seq, gone, holding.state))
+            derived.holding.pop(key)
+        else:
+            action_id = ""
+            if step is Step.REVERSE and holding is not None:
+                reversed_ = replace(holding, state=due_process.REVERSED, resolved_us=derived.now)
+                derived.changes.append(ActionChange(DERIVED, seq, reversed_, holding.state))
+                derived.holding.pop(key)
+                action_id = holding.action_id
+            derived.events.append(self._derived(row, cause, turn, seq, action_id))
+
+    def _derived(
+        self, row: JournalRow, cause: NewEvent, turn: Turn, seq: int, action_id: str = ""
+    ) -> NewEvent:
         threshold = turn.after.threshold
         payload = epb.ChangeEvent(
             event_id=f"{row.event_id}/eligibility/{turn.programme.code}",
@@ -199,6 +254,7 @@ class Ingester:
             previous_reasons=list(turn.before.reasons),
             threshold_version=threshold.version if threshold is not None else "",
             cause=row.event_id,
+            action_id=action_id,
         )
         payload.recorded.FromMicroseconds(cause.recorded_us)
         return NewEvent(
@@ -234,6 +290,27 @@ class Ingester:
             "event source gap",
             extra={"source": source, "expected_seq": head + 1, "found_seq": found},
         )
+
+
+class _Derived:
+    """What one chunk derives: its events and action changes, the derived source's
+    running sequence, and the actions holding benefits as the chunk goes."""
+
+    def __init__(self, seq: int, now: int) -> None:
+        self.seq = seq
+        self.now = now
+        self.events: list[NewEvent] = []
+        self.changes: list[ActionChange] = []
+        self.holding: dict[tuple[str, str], ProposedAction] = {}
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+def _version(turn: Turn) -> str:
+    threshold = turn.after.threshold or turn.before.threshold
+    return threshold.version if threshold is not None else ""
 
 
 def _contiguous(rows: list[JournalRow], head: int) -> list[JournalRow]:

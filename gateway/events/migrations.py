@@ -18,6 +18,9 @@ Tables:
   bounds are right, and positions are never reused, even when every event was pruned.
 - `event_subscription` and `event_subscription_subject`: durable subscriptions, their
   acknowledged cursors and the subjects ("p" person, "h" household) they are restricted to.
+- `proposed_action` (version 2): due process (gateway/pipeline/due_process.py), one row per
+  action, written with the event that proposes, withdraws or carries it out, so that the
+  two never disagree; reasons as comma-separated ReasonCode numbers.
 
 The index `event_log_by_type` serves `page`: per type, the positions in order, with the
 subject columns beside them (covering on SQLite, INCLUDE on PostgreSQL), so that a page
@@ -33,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.events.model import HOUSEHOLD, PERSON, NewEvent, StoredEvent, Subscription
+from gateway.pipeline.due_process import HOLDING, STATES, ProposedAction
 from gateway.storage.migrations import Migration, VersionLine
 
 MIGRATIONS_TABLE = "event_schema_migrations"
@@ -62,13 +66,34 @@ SUBSCRIPTION_COLUMNS = (
     "created_us",
     "cancelled_us",
 )
+ACTION_COLUMNS = (
+    "action_id",
+    "household_id",
+    "programme",
+    "cause",
+    "proposed_us",
+    "notice_until_us",
+    "state",
+    "reasons",
+    "previous_reasons",
+    "threshold_version",
+    "record_id",
+    "resolution",
+    "resolved_us",
+)
 EVENT_LIST = ", ".join(EVENT_COLUMNS)
+ACTION_LIST = ", ".join(ACTION_COLUMNS)
+_STATE_CHECK = f"CHECK (state IN ({', '.join(repr(s) for s in STATES)}))"
 SUBSCRIPTION_LIST = ", ".join(SUBSCRIPTION_COLUMNS)
 SUBJECT_KINDS = (PERSON, HOUSEHOLD)
 _KIND_CHECK = f"CHECK (kind IN ({', '.join(repr(k) for k in SUBJECT_KINDS)}))"
 
 _PRUNE_INDEX = "CREATE INDEX event_log_by_ingested ON event_log (ingested_us)"
 _FLOOR_ROW = "INSERT INTO event_log_meta (id, floor) VALUES (1, 0)"
+_ACTION_BY_HOUSEHOLD = (
+    "CREATE INDEX proposed_action_by_household ON proposed_action (household_id, programme)"
+)
+_ACTION_BY_STATE = "CREATE INDEX proposed_action_by_state ON proposed_action (state)"
 
 SQLITE: tuple[Migration, ...] = (
     Migration(
@@ -131,6 +156,31 @@ SQLITE: tuple[Migration, ...] = (
                 PRIMARY KEY (subscription_id, kind, value)
             ) WITHOUT ROWID
             """,
+        ),
+    ),
+    Migration(
+        2,
+        "proposed actions (due process)",
+        (
+            f"""
+            CREATE TABLE proposed_action (
+                action_id TEXT PRIMARY KEY,
+                household_id TEXT NOT NULL,
+                programme TEXT NOT NULL,
+                cause TEXT NOT NULL,
+                proposed_us INTEGER NOT NULL,
+                notice_until_us INTEGER NOT NULL,
+                state TEXT NOT NULL {_STATE_CHECK},
+                reasons TEXT NOT NULL,
+                previous_reasons TEXT NOT NULL,
+                threshold_version TEXT NOT NULL,
+                record_id TEXT NOT NULL,
+                resolution TEXT NOT NULL,
+                resolved_us INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            _ACTION_BY_HOUSEHOLD,
+            _ACTION_BY_STATE,
         ),
     ),
 )
@@ -197,6 +247,31 @@ POSTGRES: tuple[Migration, ...] = (
                 PRIMARY KEY (subscription_id, kind, value)
             )
             """,
+        ),
+    ),
+    Migration(
+        2,
+        "proposed actions (due process)",
+        (
+            f"""
+            CREATE TABLE proposed_action (
+                action_id text COLLATE "C" PRIMARY KEY,
+                household_id text COLLATE "C" NOT NULL,
+                programme text COLLATE "C" NOT NULL,
+                cause text NOT NULL,
+                proposed_us bigint NOT NULL,
+                notice_until_us bigint NOT NULL,
+                state text COLLATE "C" NOT NULL {_STATE_CHECK},
+                reasons text NOT NULL,
+                previous_reasons text NOT NULL,
+                threshold_version text NOT NULL,
+                record_id text NOT NULL,
+                resolution text NOT NULL,
+                resolved_us bigint NOT NULL
+            )
+            """,
+            _ACTION_BY_HOUSEHOLD,
+            _ACTION_BY_STATE,
         ),
     ),
 )
@@ -376,3 +451,68 @@ def subscription_from_row(row: Sequence[Any]) -> Subscription:
         created_us=int(created_us),
         cancelled_us=None if cancelled_us is None else int(cancelled_us),
     )
+
+
+# -- proposed actions -------------------------------------------------------------------
+
+
+def _codes(reasons: Sequence[int]) -> str:
+    return ",".join(str(int(r)) for r in reasons)
+
+
+def _uncodes(text: str) -> tuple[int, ...]:
+    return tuple(int(r) for r in text.split(",")) if text else ()
+
+
+def action_row(action: ProposedAction) -> tuple[Any, ...]:
+    """The action's row, in ACTION_COLUMNS order."""
+    return (
+        action.action_id,
+        action.household_id,
+        action.programme,
+        action.cause,
+        action.proposed_us,
+        action.notice_until_us,
+        action.state,
+        _codes(action.reasons),
+        _codes(action.previous_reasons),
+        action.threshold_version,
+        action.record_id,
+        action.resolution,
+        action.resolved_us,
+    )
+
+
+def action_from_row(row: Sequence[Any]) -> ProposedAction:
+    """An action from a row in ACTION_COLUMNS order."""
+    (
+        action_id, household_id, programme, cause, proposed_us, notice_until_us, state,
+        reasons, previous_reasons, threshold_version, record_id, resolution, resolved_us,
+    ) = row  # fmt: skip
+    return ProposedAction(
+        action_id=str(action_id),
+        household_id=str(household_id),
+        programme=str(programme),
+        cause=str(cause),
+        proposed_us=int(proposed_us),
+        notice_until_us=int(notice_until_us),
+        state=str(state),
+        reasons=_uncodes(str(reasons)),
+        previous_reasons=_uncodes(str(previous_reasons)),
+        threshold_version=str(threshold_version),
+        record_id=str(record_id),
+        resolution=str(resolution),
+        resolved_us=int(resolved_us),
+    )
+
+
+def latest_holding(actions: Iterable[ProposedAction]) -> dict[tuple[str, str], ProposedAction]:
+    """Per (household, programme), the newest action that holds its benefit."""
+    found: dict[tuple[str, str], ProposedAction] = {}
+    for action in actions:
+        if action.state not in HOLDING:
+            continue
+        key = (action.household_id, action.programme)
+        if key not in found or action.proposed_us > found[key].proposed_us:
+            found[key] = action
+    return found

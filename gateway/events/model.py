@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from gateway.base.errors import ExchangeError, Reason
 from gateway.base.event_digest import Digest, digests
+from gateway.pipeline.due_process import ProposedAction
 
 __all__ = [
+    "ActionChange",
     "Bounds",
     "Digest",
     "NewEvent",
@@ -52,6 +54,19 @@ class NewEvent:
     recorded_us: int
     payload: bytes
     detail: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionChange:
+    """A proposed action written with the event that proposes, withdraws or settles it
+    (its source and sequence): only if that event enters the log, so that replicas
+    offering the same events change the action once. `expected` None inserts the action;
+    a state moves it from that state only (a replica that moved it first wins)."""
+
+    source: str
+    source_seq: int
+    action: ProposedAction
+    expected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,12 @@ and `open_event_store`, the one module importing the backends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from gateway.events.model import Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.events.model import ActionChange, Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.pipeline.due_process import ProposedAction
 
 __all__ = ["FILE_NAME", "EventStore", "open_event_store"]
 
@@ -38,14 +39,17 @@ class EventStore(Protocol):
         before it are gone."""
         ...
 
-    def append(self, events: Sequence[NewEvent], now_us: int) -> int:
+    def append(
+        self, events: Sequence[NewEvent], now_us: int, actions: Sequence[ActionChange] = ()
+    ) -> int:
         """Add the events the log lacks, in the order given, at the next positions, in one
         transaction under the log's write lock; an event whose (source, source_seq) is
         there already is skipped, as is one at or below its source's head (held before a
         prune). `now_us` is their `ingested_us`. Returns how many were added. ValueError,
         nothing added, if an event would leave a gap in its source's sequence (its seq is
         not the source's head + 1 once the earlier ones are in) or reuses an event id under
-        another (source, seq)."""
+        another (source, seq). Each of `actions` whose event was added is applied in the
+        same transaction (model.ActionChange)."""
         ...
 
     def bounds(self) -> Bounds:
@@ -77,6 +81,43 @@ class EventStore(Protocol):
     def prune(self, before_us: int) -> int:
         """Remove events received (`ingested_us`) before `before_us`, raising the floor to
         the highest position removed. Returns how many went."""
+        ...
+
+    # -- proposed actions (due process) --------------------------------------------------
+
+    def holding(
+        self, households: Sequence[str], programme: str | None = None
+    ) -> dict[tuple[str, str], ProposedAction]:
+        """Per (household, programme), the newest action holding the household's benefit
+        (due_process.HOLDING), for the households given (and the one programme, if named)."""
+        ...
+
+    def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
+        """Actions in one of `states`, oldest proposed first, at most `limit`."""
+        ...
+
+    def unrecorded(self, limit: int) -> list[ProposedAction]:
+        """Actions whose audit record is not written yet, oldest first, at most `limit`."""
+        ...
+
+    def action(self, action_id: str) -> ProposedAction | None: ...
+
+    def record_action(self, action_id: str, record_id: str) -> bool:
+        """Note the audit record of an action that has none yet; False if it had one."""
+        ...
+
+    def settle(
+        self,
+        action: ProposedAction,
+        expected: str,
+        event_of: Callable[[int], NewEvent] | None,
+        source: str,
+        now_us: int,
+    ) -> bool:
+        """Move the action to `action`'s state, resolution and time if it is still in
+        `expected`, and append `event_of(seq)` (seq: the next of `source`) in the same
+        transaction under the log's write lock. False, nothing written, if another
+        replica moved it first."""
         ...
 
     # -- subscriptions -------------------------------------------------------------------

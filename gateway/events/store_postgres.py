@@ -20,25 +20,31 @@ Tables live in the connection's current schema (the URL's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from psycopg import errors
+from psycopg import Cursor, errors
 
 from gateway.events.migrations import (
+    ACTION_COLUMNS,
+    ACTION_LIST,
     EVENT_LIST,
     POSTGRES_LINE,
     SUBSCRIPTION_COLUMNS,
     SUBSCRIPTION_LIST,
+    action_from_row,
+    action_row,
     check_page,
     duplicate_event_id,
     event_from_row,
+    latest_holding,
     positioned,
     read_page,
     subscription_from_row,
     subscription_rows,
 )
-from gateway.events.model import Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.events.model import ActionChange, Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.pipeline.due_process import HOLDING, ProposedAction
 from gateway.storage.postgres import (
     LOCK,
     OPEN_TIMEOUT_S,
@@ -64,6 +70,22 @@ _PRUNE = """WITH gone AS (DELETE FROM event_log WHERE ingested_us < %s RETURNING
     raised AS (UPDATE event_log_meta SET floor = greatest(floor, (SELECT max(position) FROM gone)))
     SELECT count(*) FROM gone"""
 _SUBJECTS = "SELECT subjects FROM event_subscription WHERE subscription_id = %s"
+_HEAD_OF = "SELECT head FROM event_source WHERE source = %s"
+
+_ADD_ACTION = f"""INSERT INTO proposed_action ({ACTION_LIST})
+    VALUES ({", ".join("%s" for _ in ACTION_COLUMNS)}) ON CONFLICT (action_id) DO NOTHING"""
+_MOVE_ACTION = """UPDATE proposed_action SET state = %s, resolution = %s, resolved_us = %s
+    WHERE action_id = %s AND state = %s"""
+_ACTION = f"SELECT {ACTION_LIST} FROM proposed_action WHERE action_id = %s"
+_RECORD_ACTION = """UPDATE proposed_action SET record_id = %s
+    WHERE action_id = %s AND record_id = ''"""
+_UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE record_id = ''
+    ORDER BY proposed_us LIMIT %s"""
+_ACTIONS = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE state = ANY(%s)
+    ORDER BY proposed_us LIMIT %s"""
+_HOLDING = f"""SELECT {ACTION_LIST} FROM proposed_action
+    WHERE household_id = ANY(%(households)s) AND state = ANY(%(states)s)
+    AND (%(programme)s::text IS NULL OR programme = %(programme)s)"""
 
 _CREATE = f"""INSERT INTO event_subscription ({SUBSCRIPTION_LIST})
     VALUES ({", ".join("%s" for _ in SUBSCRIPTION_COLUMNS)})
@@ -101,6 +123,44 @@ _PAGE_ALL = _PAGE.format(columns=EVENT_LIST, about="")
 _PAGE_RESTRICTED = _PAGE.format(columns=EVENT_LIST, about=_ABOUT_SUBJECTS)
 
 
+def _insert(cur: Cursor[Any], events: Sequence[NewEvent], now_us: int) -> list[tuple[Any, ...]]:
+    """Append under the lock the caller holds: the rows added."""
+    heads = {str(s): int(h) for s, h in cur.execute(_HEADS).fetchall()}
+    bounds = cur.execute(_BOUNDS).fetchone()
+    assert bounds is not None  # the migration inserts the one row
+    rows, changed = positioned(events, heads, int(bounds[1]), now_us)
+    if not rows:
+        return rows
+    try:
+        with cur.copy(_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == _EVENT_ID_KEY:
+            raise duplicate_event_id(rows) from exc
+        raise
+    cur.executemany(_SET_HEAD, list(changed.items()))
+    return rows
+
+
+def _apply(cur: Cursor[Any], change: ActionChange, now_us: int) -> None:
+    """Insert the action, or move it from the expected state."""
+    action = change.action
+    if change.expected is None:
+        cur.execute(_ADD_ACTION, action_row(action))
+    else:
+        cur.execute(
+            _MOVE_ACTION,
+            (
+                action.state,
+                action.resolution,
+                action.resolved_us or now_us,
+                action.action_id,
+                change.expected,
+            ),
+        )
+
+
 class PostgresEventStore:
     """EventStore over PostgreSQL (see the module docstring for the concurrency rules)."""
 
@@ -135,27 +195,18 @@ class PostgresEventStore:
     def heads(self) -> dict[str, int]:
         return {str(s): int(h) for s, h in self._all(_HEADS, ())}
 
-    def append(self, events: Sequence[NewEvent], now_us: int) -> int:
+    def append(
+        self, events: Sequence[NewEvent], now_us: int, actions: Sequence[ActionChange] = ()
+    ) -> int:
         if not events:
             return 0
-        rows: list[tuple[Any, ...]] = []
-        with self._pool.connection() as conn:
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(LOCK, (self._append_key,))
-                    heads = {str(s): int(h) for s, h in cur.execute(_HEADS).fetchall()}
-                    bounds = cur.execute(_BOUNDS).fetchone()
-                    assert bounds is not None  # the migration inserts the one row
-                    rows, changed = positioned(events, heads, int(bounds[1]), now_us)
-                    if rows:
-                        with cur.copy(_COPY) as copy:
-                            for row in rows:
-                                copy.write_row(row)
-                        cur.executemany(_SET_HEAD, list(changed.items()))
-            except errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == _EVENT_ID_KEY:
-                    raise duplicate_event_id(rows) from exc
-                raise
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(LOCK, (self._append_key,))
+            rows = _insert(cur, events, now_us)
+            added = {(row[1], row[2]) for row in rows}
+            for change in actions:
+                if (change.source, change.source_seq) in added:
+                    _apply(cur, change, now_us)
         return len(rows)
 
     def bounds(self) -> Bounds:
@@ -205,6 +256,55 @@ class PostgresEventStore:
 
     def prune(self, before_us: int) -> int:
         return int(self._all(_PRUNE, (before_us,))[0][0])
+
+    # -- proposed actions ----------------------------------------------------------------
+
+    def holding(
+        self, households: Sequence[str], programme: str | None = None
+    ) -> dict[tuple[str, str], ProposedAction]:
+        params = {
+            "households": list(dict.fromkeys(households)),
+            "states": list(HOLDING),
+            "programme": programme,
+        }
+        with self._pool.connection() as conn:
+            rows = conn.execute(_HOLDING, params).fetchall()
+        return latest_holding(action_from_row(r) for r in rows)
+
+    def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
+        return [action_from_row(r) for r in self._all(_ACTIONS, (list(states), limit))]
+
+    def unrecorded(self, limit: int) -> list[ProposedAction]:
+        return [action_from_row(r) for r in self._all(_UNRECORDED, (limit,))]
+
+    def action(self, action_id: str) -> ProposedAction | None:
+        rows = self._all(_ACTION, (action_id,))
+        return action_from_row(rows[0]) if rows else None
+
+    def record_action(self, action_id: str, record_id: str) -> bool:
+        with self._pool.connection() as conn:
+            return conn.execute(_RECORD_ACTION, (record_id, action_id)).rowcount == 1
+
+    def settle(
+        self,
+        action: ProposedAction,
+        expected: str,
+        event_of: Callable[[int], NewEvent] | None,
+        source: str,
+        now_us: int,
+    ) -> bool:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(LOCK, (self._append_key,))
+            moved = cur.execute(
+                _MOVE_ACTION,
+                (action.state, action.resolution, action.resolved_us, action.action_id, expected),
+            )
+            if moved.rowcount != 1:
+                return False
+            if event_of is not None:
+                row = cur.execute(_HEAD_OF, (source,)).fetchone()
+                _insert(cur, [event_of((int(row[0]) if row else 0) + 1)], now_us)
+        return True
 
     # -- subscriptions -------------------------------------------------------------------
 

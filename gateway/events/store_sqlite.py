@@ -13,25 +13,31 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway.events.migrations import (
+    ACTION_COLUMNS,
+    ACTION_LIST,
     EVENT_COLUMNS,
     EVENT_LIST,
     SQLITE_LINE,
     SUBSCRIPTION_COLUMNS,
     SUBSCRIPTION_LIST,
+    action_from_row,
+    action_row,
     check_page,
     duplicate_event_id,
     event_from_row,
+    latest_holding,
     positioned,
     read_page,
     subscription_from_row,
     subscription_rows,
 )
-from gateway.events.model import Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.events.model import ActionChange, Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.pipeline.due_process import HOLDING, ProposedAction
 from gateway.storage.sqlite import BUSY_TIMEOUT_MS, SQLiteFile
 
 _HEADS = "SELECT source, head FROM event_source"
@@ -59,6 +65,28 @@ _ACKNOWLEDGE = """UPDATE event_subscription SET acknowledged = max(acknowledged,
 _CANCEL = f"""UPDATE event_subscription SET cancelled_us = coalesce(cancelled_us, ?)
     WHERE subscription_id = ? RETURNING {SUBSCRIPTION_LIST}"""
 
+_ADD_ACTION = f"""INSERT INTO proposed_action ({ACTION_LIST})
+    VALUES ({", ".join("?" * len(ACTION_COLUMNS))}) ON CONFLICT (action_id) DO NOTHING"""
+_MOVE_ACTION = """UPDATE proposed_action SET state = ?, resolution = ?, resolved_us = ?
+    WHERE action_id = ? AND state = ?"""
+_ACTION = f"SELECT {ACTION_LIST} FROM proposed_action WHERE action_id = ?"
+_RECORD_ACTION = """UPDATE proposed_action SET record_id = ?
+    WHERE action_id = ? AND record_id = ''"""
+_UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE record_id = ''
+    ORDER BY proposed_us LIMIT ?"""
+
+
+def _holding_sql(households: int, programme: bool) -> str:
+    marks = ", ".join("?" * households)
+    states = ", ".join("?" * len(HOLDING))
+    one = " AND programme = ?" if programme else ""
+    return f"""SELECT {ACTION_LIST} FROM proposed_action
+        WHERE household_id IN ({marks}){one} AND state IN ({states})"""
+
+
+# Households per query of `holding` (SQLite's limit of bound parameters is 32,766).
+_HOLDING_CHUNK = 500
+
 # A restricted subscription's events: about one of its households or persons (primary
 # key lookups; '' is no subject, and never a subscription's).
 _ABOUT_SUBJECTS = """
@@ -85,6 +113,27 @@ def _page_sql(types: int, restricted: bool) -> str:
         ORDER BY position"""
 
 
+_HEAD_OF = "SELECT head FROM event_source WHERE source = ?"
+
+
+def _apply(conn: sqlite3.Connection, change: ActionChange, now_us: int) -> None:
+    """Insert the action, or move it from the expected state."""
+    action = change.action
+    if change.expected is None:
+        conn.execute(_ADD_ACTION, action_row(action))
+    else:
+        conn.execute(
+            _MOVE_ACTION,
+            (
+                action.state,
+                action.resolution,
+                action.resolved_us or now_us,
+                action.action_id,
+                change.expected,
+            ),
+        )
+
+
 class SQLiteEventStore:
     """EventStore over one SQLite file (see the module docstring for why)."""
 
@@ -103,21 +152,34 @@ class SQLiteEventStore:
     def heads(self) -> dict[str, int]:
         return {str(s): int(h) for s, h in self._select(_HEADS, ())}
 
-    def append(self, events: Sequence[NewEvent], now_us: int) -> int:
+    def append(
+        self, events: Sequence[NewEvent], now_us: int, actions: Sequence[ActionChange] = ()
+    ) -> int:
         if not events:
             return 0
         with self._db.write(self._writer) as conn:
-            heads = {str(s): int(h) for s, h in conn.execute(_HEADS).fetchall()}
-            _, head = conn.execute(_BOUNDS).fetchone()
-            rows, changed = positioned(events, heads, int(head), now_us)
-            try:
-                conn.executemany(_INSERT, rows)
-            except sqlite3.IntegrityError as exc:
-                if "event_id" in str(exc):
-                    raise duplicate_event_id(rows) from exc
-                raise
-            conn.executemany(_SET_HEAD, changed.items())
+            rows = self._insert(conn, events, now_us)
+            added = {(row[1], row[2]) for row in rows}
+            for change in actions:
+                if (change.source, change.source_seq) in added:
+                    _apply(conn, change, now_us)
         return len(rows)
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection, events: Sequence[NewEvent], now_us: int
+    ) -> list[tuple[Any, ...]]:
+        heads = {str(s): int(h) for s, h in conn.execute(_HEADS).fetchall()}
+        _, head = conn.execute(_BOUNDS).fetchone()
+        rows, changed = positioned(events, heads, int(head), now_us)
+        try:
+            conn.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError as exc:
+            if "event_id" in str(exc):
+                raise duplicate_event_id(rows) from exc
+            raise
+        conn.executemany(_SET_HEAD, changed.items())
+        return rows
 
     def bounds(self) -> Bounds:
         floor, head = self._select(_BOUNDS, ())[0]
@@ -167,6 +229,58 @@ class SQLiteEventStore:
             conn.execute(_PRUNE, (before_us,))
             conn.execute(_RAISE_FLOOR, (highest,))
         return int(count)
+
+    # -- proposed actions ----------------------------------------------------------------
+
+    def holding(
+        self, households: Sequence[str], programme: str | None = None
+    ) -> dict[tuple[str, str], ProposedAction]:
+        wanted = list(dict.fromkeys(households))
+        found: list[ProposedAction] = []
+        with self._db.read() as conn:
+            for start in range(0, len(wanted), _HOLDING_CHUNK):
+                chunk = wanted[start : start + _HOLDING_CHUNK]
+                params = [*chunk, *([programme] if programme else []), *HOLDING]
+                sql = _holding_sql(len(chunk), programme is not None)
+                found += [action_from_row(r) for r in conn.execute(sql, params)]
+        return latest_holding(found)
+
+    def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
+        marks = ", ".join("?" * len(states))
+        sql = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE state IN ({marks})
+            ORDER BY proposed_us LIMIT ?"""
+        return [action_from_row(r) for r in self._select(sql, (*states, limit))]
+
+    def unrecorded(self, limit: int) -> list[ProposedAction]:
+        return [action_from_row(r) for r in self._select(_UNRECORDED, (limit,))]
+
+    def action(self, action_id: str) -> ProposedAction | None:
+        rows = self._select(_ACTION, (action_id,))
+        return action_from_row(rows[0]) if rows else None
+
+    def record_action(self, action_id: str, record_id: str) -> bool:
+        with self._db.write(self._writer) as conn:
+            return conn.execute(_RECORD_ACTION, (record_id, action_id)).rowcount == 1
+
+    def settle(
+        self,
+        action: ProposedAction,
+        expected: str,
+        event_of: Callable[[int], NewEvent] | None,
+        source: str,
+        now_us: int,
+    ) -> bool:
+        with self._db.write(self._writer) as conn:
+            moved = conn.execute(
+                _MOVE_ACTION,
+                (action.state, action.resolution, action.resolved_us, action.action_id, expected),
+            )
+            if moved.rowcount != 1:
+                return False
+            if event_of is not None:
+                row = conn.execute(_HEAD_OF, (source,)).fetchone()
+                self._insert(conn, [event_of((int(row[0]) if row else 0) + 1)], now_us)
+        return True
 
     # -- subscriptions -------------------------------------------------------------------
 

@@ -28,17 +28,21 @@ NO_OTHER_AMO = ReasonCode.REASON_CODE_NO_OTHER_AMO_COVERAGE
 DECEASED = ReasonCode.REASON_CODE_SUBJECT_DECEASED
 NOT_IN_RSU = ReasonCode.REASON_CODE_NOT_REGISTERED_IN_RSU
 NOT_IN_FORCE = ReasonCode.REASON_CODE_PROGRAMME_NOT_IN_FORCE
+NO_LIVING = ReasonCode.REASON_CODE_NO_LIVING_MEMBER
 
 # Reasons that mean "not eligible"; the others record a condition that was met.
-FAILING = frozenset({SCORE_ABOVE, OTHER_AMO, DECEASED, NOT_IN_RSU, NOT_IN_FORCE})
+FAILING = frozenset({SCORE_ABOVE, OTHER_AMO, DECEASED, NOT_IN_RSU, NOT_IN_FORCE, NO_LIVING})
 
 
 @dataclass(frozen=True, slots=True)
 class HouseholdFacts:
-    """What the rules need about a household: its score and its members' AMO schemes."""
+    """What the rules need about a household: its score and its members' AMO schemes;
+    and, where a registry change says it, how many members are alive and in it (None:
+    not known, as on a query; registry events know it after a death or a departure)."""
 
     score: float
     coverage_schemes: tuple[str, ...] = ()
+    living: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,8 @@ def decide(programme: Programme, household: HouseholdFacts, as_of: dt.date) -> D
     if programme.needs_coverage:
         other = has_other_coverage(household.coverage_schemes, programme.ignored_coverage_schemes)
         reasons.append(OTHER_AMO if other else NO_OTHER_AMO)
+    if household.living == 0:
+        reasons.append(NO_LIVING)
     eligible = not any(r in FAILING for r in reasons)
     return Decision(eligible=eligible, reasons=tuple(reasons), threshold=threshold)
 

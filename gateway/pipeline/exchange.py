@@ -21,7 +21,8 @@ from gateway.base.status import rich_status
 from gateway.base.wire import MAX_BATCH
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pb.jisr.v1.records_pb2 import HouseholdRecord, VitalStatus
-from gateway.pipeline import validation
+from gateway.pipeline import due_process, validation
+from gateway.pipeline.due_process import ProposedAction, Standing
 from gateway.pipeline.eligibility import (
     DECEASED,
     NOT_IN_RSU,
@@ -39,6 +40,9 @@ DEAD = VitalStatus.VITAL_STATUS_DECEASED
 
 Outcome = pb.EligibilityDecision | ExchangeError
 Screen = Callable[[list[Key | ExchangeError]], list[Key | ExchangeError]]
+# The actions holding households' benefits under a programme (the event store's
+# `holding`): due process keeps a benefit in place while an action waits.
+Holding = Callable[[Sequence[str], str], Mapping[tuple[str, str], ProposedAction]]
 V = TypeVar("V")
 M = TypeVar("M", bound=Message)
 
@@ -55,9 +59,12 @@ class _Pending:
 class Exchange:
     """Answers the RegistryExchange methods from the registries and the programme rules."""
 
-    def __init__(self, registries: Registries, catalogue: Catalogue) -> None:
+    def __init__(
+        self, registries: Registries, catalogue: Catalogue, holding: Holding | None = None
+    ) -> None:
         self.registries = registries
         self.catalogue = catalogue
+        self.holding = holding
 
     # -- persons and households -------------------------------------------------------
 
@@ -232,6 +239,7 @@ class Exchange:
         wanted = list(dict.fromkeys(p.household_id for p in pending))
         households = fetch_or_unavailable(self.registries.households, wanted, ctx)
         schemes = self._coverage(households, ctx) if programme.needs_coverage else {}
+        held = self.holding(wanted, programme.code) if self.holding is not None else {}
         for item in pending:
             household = households.get(item.household_id)
             if household is None:
@@ -239,9 +247,14 @@ class Exchange:
                 continue
             facts = HouseholdFacts(household.score, schemes.get(item.household_id, ()))
             band = self.catalogue.bands.band(household.score)
-            outcomes[item.index] = self._decision(
-                programme, decide(programme, facts, as_of), as_of, band
+            decision = decide(programme, facts, as_of)
+            standing = due_process.overlay(
+                decision.eligible,
+                tuple(decision.reasons),
+                held.get((item.household_id, programme.code)),
+                programme.during_notice,
             )
+            outcomes[item.index] = self._decision(programme, decision, as_of, band, standing)
 
     def _coverage(
         self, households: Mapping[str, HouseholdRecord], ctx: FetchContext
@@ -256,15 +269,30 @@ class Exchange:
 
     @staticmethod
     def _decision(
-        programme: Programme, decision: Decision, as_of: dt.date, band: str
+        programme: Programme,
+        decision: Decision,
+        as_of: dt.date,
+        band: str,
+        standing: Standing | None = None,
     ) -> pb.EligibilityDecision:
+        """The decision as answered: the rules' own, or as due process keeps it (`standing`)."""
         threshold = decision.threshold
+        if standing is None:
+            standing = due_process.overlay(decision.eligible, tuple(decision.reasons), None, "")
         out = pb.EligibilityDecision(
             programme=programme.code,
-            eligible=decision.eligible,
-            reasons=decision.reasons,
+            eligible=standing.eligible,
+            reasons=standing.reasons,  # type: ignore[arg-type]
             score_band=band,
+            payment=pb.Payment.ValueType(int(standing.payment)),
         )
+        if standing.pending is not None:
+            action = standing.pending
+            out.pending_action.action_id = action.action_id
+            out.pending_action.contested = action.state == due_process.CONTESTED
+            until = dt.datetime.fromtimestamp(action.notice_until_us / 1e6, tz=dt.UTC).date()
+            day = out.pending_action.notice_until
+            day.year, day.month, day.day = until.year, until.month, until.day
         out.as_of.year, out.as_of.month, out.as_of.day = as_of.year, as_of.month, as_of.day
         if threshold is not None:
             out.threshold_version = threshold.version

@@ -54,6 +54,11 @@ class Programme:
     conditions: frozenset[str]
     ignored_coverage_schemes: frozenset[str]
     thresholds: tuple[Threshold, ...]  # sorted by effective_from
+    # Due process (docs/events.md): days of notice before a change that ends the benefit is
+    # carried out (0: at once, no proposed action), and whether the benefit is paid or held
+    # meanwhile.
+    notice_days: float = 0.0
+    during_notice: str = "pay"
 
     def threshold_on(self, day: dt.date) -> Threshold | None:
         """The newest threshold version in force on `day`, if any."""
@@ -93,6 +98,10 @@ class Catalogue:
 
 
 DEFAULT_FILE = "programmes.toml"
+MAX_NOTICE_DAYS = 365
+# While a proposed action is pending: the benefit is paid as before, or held (kept for the
+# household, paid once the action is withdrawn).
+DURING_NOTICE = ("pay", "hold")
 
 
 def load_default() -> Catalogue:
@@ -157,7 +166,16 @@ def _bands(raw: Sequence[Any], source: str) -> ScoreBands:
 def _programme(table: dict[str, Any], source: str, where: str) -> Programme:
     _only(
         table,
-        {"code", "name", "operator", "conditions", "ignored_coverage_schemes", "threshold"},
+        {
+            "code",
+            "name",
+            "operator",
+            "conditions",
+            "ignored_coverage_schemes",
+            "threshold",
+            "notice_days",
+            "during_notice",
+        },
         source,
         where,
     )
@@ -185,7 +203,32 @@ def _programme(table: dict[str, Any], source: str, where: str) -> Programme:
             _strings(table, "ignored_coverage_schemes", source, where, required=False)
         ),
         thresholds=tuple(sorted(thresholds, key=lambda t: t.effective_from)),
+        notice_days=_notice_days(table, source, where),
+        during_notice=_during_notice(table, source, where),
     )
+
+
+def _notice_days(table: dict[str, Any], source: str, where: str) -> float:
+    """Days of notice, 0 to 365 (fractions allowed: a test runs a notice of seconds)."""
+    if "notice_days" not in table:
+        return 0.0
+    days = _number(table, "notice_days", source, where)
+    if not 0 <= days <= MAX_NOTICE_DAYS:
+        raise ProgrammeConfigError(
+            f"{source}: {_at(where, 'notice_days')}: must be from 0 to {MAX_NOTICE_DAYS}"
+        )
+    return days
+
+
+def _during_notice(table: dict[str, Any], source: str, where: str) -> str:
+    if "during_notice" not in table:
+        return "pay"
+    value = table["during_notice"]
+    if value not in DURING_NOTICE:
+        raise ProgrammeConfigError(
+            f"{source}: {_at(where, 'during_notice')}: must be one of {list(DURING_NOTICE)}"
+        )
+    return str(value)
 
 
 def _threshold(table: dict[str, Any], source: str, where: str) -> Threshold:

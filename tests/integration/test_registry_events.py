@@ -5,173 +5,46 @@ their acknowledged cursor and reconcile with a digest (docs/events.md)."""
 
 from __future__ import annotations
 
-import itertools
-import json
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from adapters.demo_data import generate
 from gateway.base.wire import REGISTRY_EVENTS, method_path
 from gateway.pb.jisr.v1 import events_pb2 as epb
-from gateway.pb.jisr.v1 import records_pb2, registry_pb2
-from gateway.sdk.client import Credentials, JisrClient, JisrError
+from gateway.pb.jisr.v1 import registry_pb2
 from gateway.sdk.events import Events, local_digest
-from tests.support import databases, processes, registry_rows
+from tests.support.event_site import (
+    AMO,
+    ASD,
+    WAIT_S,
+    Site,
+    at_least,
+    error,
+    read,
+    started_site,
+    until,
+)
 
 pytestmark = pytest.mark.integration
-
-ASD = "ASD_ELIGIBILITY"
-AMO = "AMO_ENROLMENT"
-WAIT_S = 30.0  # how long an applied change may take to reach the log, on a busy machine
-
-
-@dataclass
-class Site:
-    """A registry of its own, one or two gateways on it, and clients by institution."""
-
-    data_dir: Path
-    gateways: list[processes.Proc]
-    pki_dir: Path
-    stack: ExitStack
-    households: Iterator[registry_rows.Household]
-    serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-
-    def client(self, institution: str, replica: int = 0) -> JisrClient:
-        creds = Credentials.from_pki(self.pki_dir, institution)
-        return self.stack.enter_context(
-            JisrClient(self.gateways[replica].target, creds, timeout=30)
-        )
-
-    def apply(self, *changes: dict[str, object]) -> None:
-        """Apply change lines with the real CLI, as a source registry would."""
-        path = self.data_dir / f"changes-{next(self.serial)}.ndjson"
-        path.write_text("".join(json.dumps(c) + "\n" for c in changes), encoding="utf-8")
-        done = subprocess.run(
-            processes.jisr("registry", "apply", str(path), "--data-dir", str(self.data_dir)),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-
-    def death(self) -> tuple[str, str, dict[str, object]]:
-        """(household id, person, change line) for the death of a living member."""
-        household, person = next(
-            (h, m) for h in self.households for m in h.members if self.alive(m)
-        )
-        line: dict[str, object] = {
-            "id": f"RNP-T-{next(self.serial)}",
-            "source": "RNP",
-            "type": "person.died",
-            "effective": "2026-11-03",
-            "idcs": person,
-        }
-        return household.household_id, person, line
-
-    def alive(self, idcs: str) -> bool:
-        with closing(registry_rows.connect(self.data_dir)) as conn:
-            row = conn.execute("SELECT vital_status FROM person WHERE idcs = ?", (idcs,)).fetchone()
-        return bool(row) and row[0] == records_pb2.VITAL_STATUS_ALIVE
-
-    def rescoring(self, score: float = 9.9) -> tuple[str, dict[str, object]]:
-        household = next(self.households)
-        line: dict[str, object] = {
-            "id": f"RSU-T-{next(self.serial)}",
-            "source": "RSU",
-            "type": "household.rescored",
-            "effective": "2026-11-04",
-            "household_id": household.household_id,
-            "score": score,
-        }
-        return household.household_id, line
-
-
-def _start(
-    folder: Path, data_dir: Path, pki_dir: Path, url: str | None, n: int
-) -> list[processes.Proc]:
-    env = {"JISR_EVENTS_POLL_SECONDS": "0.1"}
-    if url:
-        env["JISR_DATABASE_URL"] = url
-    procs = []
-    for i in range(n):
-        state = folder / f"state-{i}"
-        args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
-        procs.append(
-            processes.start(
-                [*args, "--pki-dir", str(pki_dir)],
-                folder / f"gateway-{i}.log",
-                env={**env, "JISR_STATE_DIR": str(state)},
-            )
-        )
-    return procs
-
-
-@contextmanager
-def _site(backend: str, replicas: int, pki_dir: Path, folder: Path) -> Iterator[Site]:
-    """A registry of its own and `replicas` gateways on it, state on `backend`."""
-    data_dir = folder / "data"
-    generate(data_dir, 1_500, 21)
-    database = databases.postgres_schema() if backend == "postgresql" else nullcontext()
-    with database as url, ExitStack() as stack:
-        gateways = _start(folder, data_dir, pki_dir, url, replicas)
-        site = Site(
-            data_dir, gateways, pki_dir, stack, iter(registry_rows.households(data_dir, 1_000))
-        )
-        try:
-            yield site
-        finally:
-            stack.close()
-            for proc in gateways:
-                assert proc.stop() == 0
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def site(
     request: pytest.FixtureRequest, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
-    with _site(request.param, 1, pki_dir, tmp_path_factory.mktemp("events")) as started:
+    with started_site(request.param, 1, pki_dir, tmp_path_factory.mktemp("events")) as started:
         yield started
 
 
 @pytest.fixture(scope="module")
 def replicas(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """Two gateways sharing one PostgreSQL, as replicas do (SQLite state is one gateway's)."""
-    with _site("postgresql", 2, pki_dir, tmp_path_factory.mktemp("replicas")) as started:
+    with started_site("postgresql", 2, pki_dir, tmp_path_factory.mktemp("replicas")) as started:
         yield started
-
-
-def _until(found: Callable[[], list[epb.Notification]]) -> list[epb.Notification]:
-    """Read until something arrives (the gateway reads journals every 0.1 s)."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        got = found()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
-
-
-def _read(events: Events, sid: str, after: int | None = None) -> list[epb.Notification]:
-    stream = events.subscribe(sid, after=after)
-    return [n for answer in stream for n in answer.message.notifications]
-
-
-def _at_least(events: Events, sid: str, count: int) -> list[epb.Notification]:
-    return _until(lambda: got if len(got := _read(events, sid)) >= count else [])
-
-
-def _error(run: Callable[[], object]) -> JisrError:
-    with pytest.raises(JisrError) as caught:
-        run()
-    return caught.value
 
 
 def test_a_programme_learns_of_a_death_in_civil_status(site: Site) -> None:
@@ -179,7 +52,7 @@ def test_a_programme_learns_of_a_death_in_civil_status(site: Site) -> None:
     sid = events.create(["person.died"]).message.subscription.subscription_id
     household, person, line = site.death()
     site.apply(line)
-    got = _until(lambda: _read(events, sid))
+    got = until(lambda: read(events, sid))
     assert [(n.event.type, n.event.idcs, n.event.household_id) for n in got] == [
         (epb.EVENT_TYPE_PERSON_DIED, person, household)
     ]
@@ -191,7 +64,7 @@ def test_each_batch_is_signed_for_its_place_in_the_stream(site: Site) -> None:
     events = Events(site.client("DEMO"), ASD)
     sid = events.create(["household.rescored"]).message.subscription.subscription_id
     site.apply(site.rescoring()[1])
-    _until(lambda: _read(events, sid))
+    until(lambda: read(events, sid))
     stream = events.subscribe(sid)
     answers = list(stream)
     assert [a.receipt["seq"] for a in answers] == list(range(len(answers)))
@@ -207,8 +80,8 @@ def test_a_rescoring_reaches_anss_as_bands_and_cnss_without_them(site: Site) -> 
     c = cnss.create(["household.rescored"]).message.subscription.subscription_id
     household, line = site.rescoring(10.2)
     site.apply(line)
-    seen_by_anss = _until(lambda: _read(anss, a))
-    seen_by_cnss = _until(lambda: _read(cnss, c))
+    seen_by_anss = until(lambda: read(anss, a))
+    seen_by_cnss = until(lambda: read(cnss, c))
     assert seen_by_anss[0].event.household_id == household
     assert seen_by_anss[0].event.score_band == "S6"
     assert seen_by_anss[0].event.previous_score_band
@@ -223,8 +96,8 @@ def test_a_rescoring_across_the_asd_threshold_tells_anss_the_old_and_new_decisio
     site: Site,
 ) -> None:
     anss = Events(site.client("ANSS"), ASD)
-    sid = anss.create(["eligibility.changed"]).message.subscription.subscription_id
     household = next(h for h in site.households if h.score < 9.3 and not h.schemes)
+    sid = anss.create(["eligibility.changed"], [household.household_id]).message.subscription
     line: dict[str, object] = {
         "id": f"RSU-T-{next(site.serial)}",
         "source": "RSU",
@@ -234,8 +107,12 @@ def test_a_rescoring_across_the_asd_threshold_tells_anss_the_old_and_new_decisio
         "score": 12.0,
     }
     site.apply(line)
-    got = {n.event.programme: n.event for n in _at_least(anss, sid, 2)}
+    # Carried out once the (test's one-second) notice of the proposed action is over.
+    seen = at_least(anss, sid.subscription_id, 2)
+    got = {n.event.programme: n.event for n in seen}
+    assert "ASD" in got, [(n.event.programme, n.event.event_id, n.event.type) for n in seen]
     asd = got["ASD"]
+    assert asd.action_id == f"{line['id']}/action/ASD"
     assert (asd.household_id, asd.source, asd.cause) == (household.household_id, "JISR", line["id"])
     assert (asd.previous_eligible, asd.eligible) == (True, False)
     assert list(asd.previous_reasons) == [registry_pb2.REASON_CODE_SCORE_BELOW_THRESHOLD]
@@ -246,8 +123,9 @@ def test_a_rescoring_across_the_asd_threshold_tells_anss_the_old_and_new_decisio
 
 def test_changes_applied_together_are_judged_in_the_order_they_were_made(site: Site) -> None:
     events = Events(site.client("DEMO"), AMO)
-    sid = events.create(["eligibility.changed"]).message.subscription.subscription_id
     household = next(h for h in site.households if h.score < 9.3 and not h.schemes)
+    subjects = [household.household_id]
+    sid = events.create(["eligibility.changed"], subjects).message.subscription.subscription_id
     person = next(m for m in household.members if site.alive(m))
     rescored: dict[str, object] = {
         "id": f"RSU-T-{next(site.serial)}",
@@ -266,7 +144,7 @@ def test_changes_applied_together_are_judged_in_the_order_they_were_made(site: S
         "scheme": "AMO_SALARIES",
     }
     site.apply(rescored, covered)
-    got = _at_least(events, sid, 2)
+    got = at_least(events, sid, 2)
     turned = sorted((n.event.programme, n.event.cause, n.event.eligible) for n in got)
     # The rescoring ended both; the coverage, coming after it, turned nothing more.
     assert turned == [("AMOT", rescored["id"], False), ("ASD", rescored["id"], False)]
@@ -277,11 +155,11 @@ def test_a_subscriber_resumes_after_its_acknowledged_cursor(site: Site) -> None:
     sid = events.create(["person.died"]).message.subscription.subscription_id
     first = site.death()
     site.apply(first[2])
-    got = _until(lambda: _read(events, sid))
+    got = until(lambda: read(events, sid))
     assert events.acknowledge(sid, got[-1].cursor).message.acknowledged == got[-1].cursor
     second = site.death()
     site.apply(second[2])
-    resumed = _until(lambda: _read(events, sid))
+    resumed = until(lambda: read(events, sid))
     assert [n.event.idcs for n in resumed] == [second[1]]
 
 
@@ -289,7 +167,7 @@ def test_an_acknowledged_cursor_never_moves_back(site: Site) -> None:
     events = Events(site.client("DEMO"), ASD)
     sid = events.create(["person.died"]).message.subscription.subscription_id
     site.apply(site.death()[2])
-    got = _until(lambda: _read(events, sid))
+    got = until(lambda: read(events, sid))
     events.acknowledge(sid, got[-1].cursor)
     assert events.acknowledge(sid, 0).message.acknowledged == got[-1].cursor
 
@@ -300,7 +178,7 @@ def test_a_subscription_restricted_to_a_household_hears_only_of_it(site: Site) -
     _, _, other_line = site.death()
     sid = events.create(["person.died"], [mine]).message.subscription.subscription_id
     site.apply(other_line, mine_line)
-    got = _until(lambda: _read(events, sid))
+    got = until(lambda: read(events, sid))
     assert [(n.event.household_id, n.event.idcs) for n in got] == [(mine, person)]
 
 
@@ -329,7 +207,7 @@ def test_the_digest_proves_a_subscriber_missed_nothing(site: Site) -> None:
     created = events.create(["person.died", "household.rescored"]).message.subscription
     start = created.start_cursor
     site.apply(site.death()[2], site.rescoring()[1], site.death()[2])
-    got = _at_least(events, created.subscription_id, 3)
+    got = at_least(events, created.subscription_id, 3)
     through = got[-1].cursor
     mine, per_source = local_digest(n.event for n in got)
     theirs = events.digest(created.subscription_id, start, through).message
@@ -358,21 +236,24 @@ def test_an_event_delivered_twice_counts_once_in_the_local_digest() -> None:
 def test_a_cursor_beyond_the_head_is_out_of_range_with_the_oldest_cursor(site: Site) -> None:
     events = Events(site.client("DEMO"), ASD)
     sid = events.create(["person.died"]).message.subscription.subscription_id
-    error = _error(lambda: _read(events, sid, after=10**12))
-    assert (error.code, error.reason) == (grpc.StatusCode.OUT_OF_RANGE, "CURSOR_OUT_OF_RANGE")
-    assert error.metadata["oldest_cursor"] == "0"
+    refused = error(lambda: read(events, sid, after=10**12))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.OUT_OF_RANGE, "CURSOR_OUT_OF_RANGE")
+    assert refused.metadata["oldest_cursor"] == "0"
 
 
 def test_a_purpose_without_a_subscribe_grant_is_denied(site: Site) -> None:
     events = Events(site.client("MEN"), "SCHOOL_SUPPORT")
-    error = _error(lambda: events.create(["person.died"]))
-    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PURPOSE_NOT_ALLOWED")
+    refused = error(lambda: events.create(["person.died"]))
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PURPOSE_NOT_ALLOWED",
+    )
 
 
 def test_a_type_the_grant_does_not_allow_is_denied(site: Site) -> None:
     events = Events(site.client("CNSS"), AMO)
-    error = _error(lambda: events.create(["household.region_changed"]))
-    assert (error.code, error.reason) == (
+    refused = error(lambda: events.create(["household.region_changed"]))
+    assert (refused.code, refused.reason) == (
         grpc.StatusCode.PERMISSION_DENIED,
         "EVENT_TYPE_NOT_ALLOWED",
     )
@@ -380,16 +261,16 @@ def test_a_type_the_grant_does_not_allow_is_denied(site: Site) -> None:
 
 def test_another_institutions_subscription_is_not_found(site: Site) -> None:
     sid = Events(site.client("DEMO"), ASD).create(["person.died"]).message.subscription
-    error = _error(lambda: _read(Events(site.client("ANSS"), ASD), sid.subscription_id))
-    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "SUBSCRIPTION_NOT_FOUND")
+    refused = error(lambda: read(Events(site.client("ANSS"), ASD), sid.subscription_id))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.NOT_FOUND, "SUBSCRIPTION_NOT_FOUND")
 
 
 def test_a_cancelled_subscription_delivers_nothing_more(site: Site) -> None:
     events = Events(site.client("DEMO"), ASD)
     sid = events.create(["person.died"]).message.subscription.subscription_id
     assert events.cancel(sid).message.subscription.HasField("cancelled")
-    error = _error(lambda: _read(events, sid))
-    assert (error.code, error.reason) == (
+    refused = error(lambda: read(events, sid))
+    assert (refused.code, refused.reason) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "SUBSCRIPTION_CANCELLED",
     )
@@ -402,7 +283,7 @@ def test_replicas_on_one_database_log_each_event_once(replicas: Site) -> None:
     lines = [site.death()[2] for _ in range(5)]
     site.apply(*lines)
     second = Events(site.client("DEMO", 1), ASD)
-    got = _at_least(second, sid, 5)
+    got = at_least(second, sid, 5)
     ids = [n.event.event_id for n in got]
     assert sorted(ids) == sorted(str(line["id"]) for line in lines)
     assert [n.cursor for n in got] == sorted({n.cursor for n in got})

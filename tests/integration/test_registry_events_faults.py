@@ -24,15 +24,8 @@ from gateway.base import event_types
 from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.sdk.events import Events, local_digest
-from tests.integration.test_registry_events import (
-    ASD,
-    WAIT_S,
-    Site,
-    _read,
-    _start,
-    _until,
-)
 from tests.support import databases, processes, registry_rows
+from tests.support.event_site import ASD, WAIT_S, Site, read, start, until
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +85,7 @@ class Lab:
 
     def start_gateway(self) -> None:
         site = self.site
-        site.gateways[:0] = _start(self.folder, site.data_dir, site.pki_dir, self.url, 1)
+        site.gateways[:0] = start(self.folder, site.data_dir, site.pki_dir, self.url, 1)
 
     def changes(self, count: int) -> list[dict[str, object]]:
         """About `count` SYNTHETIC change lines for the site's registry as it stands (the
@@ -127,7 +120,7 @@ def _lab(backend: str, pki_dir: Path, folder: Path) -> Iterator[Lab]:
     data_dir = folder / "data"
     generate(data_dir, 1_500, 21)
     with databases.for_backend(backend) as url, ExitStack() as stack:
-        gateways = _start(folder, data_dir, pki_dir, url, 1)
+        gateways = start(folder, data_dir, pki_dir, url, 1)
         households = iter(registry_rows.households(data_dir, 1_000))
         site = Site(data_dir, gateways, pki_dir, stack, households)
         try:
@@ -318,10 +311,10 @@ def test_a_gateway_killed_mid_delivery_loses_nothing_acknowledged(lab: Lab) -> N
     remaining = expected - {event_id for _, _, event_id in acked}
 
     def resumed_all() -> list[epb.Notification]:
-        got = _read(events, sid)
+        got = read(events, sid)
         return got if remaining <= {n.event.event_id for n in got} else []
 
-    _until(resumed_all)
+    until(resumed_all)
     resumed = events.subscribe(sid, max_batch=50)
     batches = [answer.message for answer in resumed]
     assert batches[0].after == cursor
@@ -363,10 +356,10 @@ def test_a_slow_subscriber_does_not_hold_back_another(lab: Lab) -> None:
             seen.update(n.event.event_id for n in got)
             return got if wanted <= seen else []
 
-        assert _until(lambda: fast_reads(caught_up)), "ANSS did not catch up"
+        assert until(lambda: fast_reads(caught_up)), "ANSS did not catch up"
         household, line = site.rescoring()
         site.apply(line)
-        fresh = _until(lambda: fast_reads({str(line["id"])}))
+        fresh = until(lambda: fast_reads({str(line["id"])}))
         assert str(line["id"]) in seen, f"the fresh event did not reach ANSS in {WAIT_S:.0f} s"
         assert household in {n.event.household_id for n in fresh}
 

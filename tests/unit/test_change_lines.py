@@ -69,7 +69,7 @@ def test_every_type_parses_into_its_change(type_: str) -> None:
 
 
 def test_the_line_types_are_the_wire_event_types_but_the_registry_and_gateway_own() -> None:
-    derived = {cl.COMPOSITION_CHANGED, "eligibility.changed"}
+    derived = {cl.COMPOSITION_CHANGED, "eligibility.changed", "action.proposed", "action.withdrawn"}
     assert {*cl.TYPES, *derived} == set(event_types.NAMES)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from adapters.registry_db import JournalRow
 from gateway.events.consequences import household_of, turns
 from gateway.pipeline import programmes
-from gateway.pipeline.eligibility import NO_OTHER_AMO, SCORE_ABOVE, SCORE_BELOW
+from gateway.pipeline.eligibility import NO_LIVING, NO_OTHER_AMO, SCORE_ABOVE, SCORE_BELOW
 
 CATALOGUE = programmes.load_default()
 HOUSEHOLD = "H000000001"
@@ -26,6 +26,7 @@ def _row(
     schemes: tuple[str, ...] = (),
     own: str | None = None,
     corrects: str | None = None,
+    living: int | None = None,
 ) -> JournalRow:
     correction = corrects is not None
     return JournalRow(
@@ -46,6 +47,7 @@ def _row(
             "score": score,
             "schemes": list(schemes),
             "person_scheme": own,
+            **({} if living is None else {"living": living}),
         },
     )
 
@@ -146,3 +148,34 @@ def test_a_change_without_household_facts_turns_nothing() -> None:
     )  # fmt: skip
     assert turns(plain, CATALOGUE) == []
     assert household_of(plain) == ""
+
+
+def test_the_death_of_the_last_living_member_ends_every_benefit() -> None:
+    row = _row("person.died", {"vital_status": "ALIVE"}, {"vital_status": "DECEASED"},
+               score=9.0, living=0)  # fmt: skip
+    assert _turned(row) == {"AMOT": (True, False), "ASD": (True, False)}
+    asd = next(t for t in turns(row, CATALOGUE) if t.programme.code == "ASD")
+    assert NO_LIVING in asd.after.reasons
+
+
+def test_a_death_that_leaves_a_living_member_turns_nothing() -> None:
+    row = _row("person.died", {"vital_status": "ALIVE"}, {"vital_status": "DECEASED"},
+               score=9.0, living=1)  # fmt: skip
+    assert _turned(row) == {}
+
+
+def test_the_last_member_leaving_ends_every_benefit() -> None:
+    row = _row(
+        "member.left",
+        {"household_id": HOUSEHOLD, "relationship": "DECLARANT", "position": 1},
+        {"household_id": None, "relationship": None, "position": None},
+        score=9.0,
+        living=0,
+    )
+    assert _turned(row) == {"AMOT": (True, False), "ASD": (True, False)}
+
+
+def test_the_correction_of_the_last_death_brings_the_benefits_back() -> None:
+    row = _row("person.died", {"vital_status": "DECEASED"}, {"vital_status": "ALIVE"},
+               score=9.0, living=1, corrects="E-0")  # fmt: skip
+    assert _turned(row) == {"AMOT": (False, True), "ASD": (False, True)}

@@ -10,6 +10,7 @@ import io
 import json
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -624,3 +625,36 @@ def test_a_refused_file_leaves_a_schema_1_registry_as_it_was(registry: Path) -> 
 
 def test_the_registry_file_is_in_wal_mode(registry: Path) -> None:
     assert one(registry, "PRAGMA journal_mode") == "wal"
+
+
+def _living_in(registry: Path, household: str) -> list[str]:
+    with closing(sqlite3.connect(registry)) as db:
+        rows = db.execute(
+            "SELECT m.idcs FROM membership m JOIN person p USING (idcs)"
+            " WHERE m.household_id = ? AND p.vital_status = 1 ORDER BY m.idcs",
+            (household,),
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def test_a_death_journals_how_many_members_are_still_alive(registry: Path) -> None:
+    idcs, household = living_member(registry)
+    alive = len(_living_in(registry, household))
+    apply(registry, died(idcs))
+    [row] = journal(registry)
+    assert row.facts is not None
+    assert (row.facts["household_id"], row.facts["living"]) == (household, alive - 1)
+
+
+def test_the_last_death_in_a_household_journals_no_living_member(registry: Path) -> None:
+    _, household = living_member(registry)
+    people = _living_in(registry, household)
+    apply(registry, *(died(p, f"RNP-{i}") for i, p in enumerate(people, 1)))
+    assert journal(registry)[-1].facts["living"] == 0  # type: ignore[index]
+
+
+def test_a_rescoring_journals_no_living_count(registry: Path) -> None:
+    apply(registry, rescored(a_household(registry), 9.5))
+    [row] = journal(registry)
+    assert row.facts is not None
+    assert "living" not in row.facts

@@ -29,49 +29,49 @@ from gateway.pb.jisr.v1 import records_pb2 as jisr_dot_v1_dot_records__pb2
 from gateway.pb.jisr.v1 import registry_pb2 as jisr_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14jisr/v1/events.proto\x12\x07jisr.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x15jisr/v1/records.proto\x1a\x16jisr/v1/registry.proto\"\xe7\x05\n\x0b\x43hangeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nsource_seq\x18\x03 \x01(\x04\x12 \n\x04type\x18\x04 \x01(\x0e\x32\x12.jisr.v1.EventType\x12$\n\teffective\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12,\n\x08recorded\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04idcs\x18\x07 \x01(\t\x12\x14\n\x0chousehold_id\x18\x08 \x01(\t\x12+\n\x0crelationship\x18\t \x01(\x0e\x32\x15.jisr.v1.Relationship\x12\x12\n\nscore_band\x18\n \x01(\t\x12\x1b\n\x13previous_score_band\x18\x0b \x01(\t\x12\x1f\n\x06region\x18\x0c \x01(\x0e\x32\x0f.jisr.v1.Region\x12\x1b\n\x04\x61rea\x18\r \x01(\x0e\x32\r.jisr.v1.Area\x12(\n\x0fprevious_region\x18\x0e \x01(\x0e\x32\x0f.jisr.v1.Region\x12$\n\rprevious_area\x18\x0f \x01(\x0e\x32\r.jisr.v1.Area\x12\x0e\n\x06scheme\x18\x10 \x01(\t\x12\x0f\n\x07members\x18\x11 \x01(\r\x12\x10\n\x08\x63orrects\x18\x12 \x01(\t\x12*\n\x0e\x63orrected_type\x18\x13 \x01(\x0e\x32\x12.jisr.v1.EventType\x12\x11\n\tprogramme\x18\x14 \x01(\t\x12\x10\n\x08\x65ligible\x18\x15 \x01(\x08\x12\x19\n\x11previous_eligible\x18\x16 \x01(\x08\x12$\n\x07reasons\x18\x17 \x03(\x0e\x32\x13.jisr.v1.ReasonCode\x12-\n\x10previous_reasons\x18\x18 \x03(\x0e\x32\x13.jisr.v1.ReasonCode\x12\x19\n\x11threshold_version\x18\x19 \x01(\t\x12\r\n\x05\x63\x61use\x18\x1a \x01(\t\"\x8a\x02\n\x0cSubscription\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x13\n\x0binstitution\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12!\n\x05types\x18\x04 \x03(\x0e\x32\x12.jisr.v1.EventType\x12\x10\n\x08subjects\x18\x05 \x01(\r\x12\x14\n\x0cstart_cursor\x18\x06 \x01(\x04\x12\x14\n\x0c\x61\x63knowledged\x18\x07 \x01(\x04\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcancelled\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\x19\x43reateSubscriptionRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12!\n\x05types\x18\x02 \x03(\x0e\x32\x12.jisr.v1.EventType\x12\"\n\x08subjects\x18\x03 \x03(\x0b\x32\x10.jisr.v1.Subject\x12\x13\n\x0b\x66rom_oldest\x18\x04 \x01(\x08\"I\n\x1a\x43reateSubscriptionResponse\x12+\n\x0csubscription\x18\x01 \x01(\x0b\x32\x15.jisr.v1.Subscription\"}\n\x10SubscribeRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x12\n\x05\x61\x66ter\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x11\n\tmax_batch\x18\x05 \x01(\rB\x08\n\x06_after\"C\n\x0cNotification\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12#\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x14.jisr.v1.ChangeEvent\"\xca\x01\n\x11NotificationBatch\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61tch_index\x18\x02 \x01(\x04\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x04\x12\x0c\n\x04head\x18\x05 \x01(\x04\x12,\n\rnotifications\x18\x06 \x03(\x0b\x32\x15.jisr.v1.Notification\x12,\n\x08withheld\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"3\n\x11SubscribeResponse\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x0c\x12\x0f\n\x07receipt\x18\x02 \x01(\t\"N\n\x12\x41\x63knowledgeRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x04\"+\n\x13\x41\x63knowledgeResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x04\"\\\n\x10GetDigestRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x04\x12\x0f\n\x07through\x18\x04 \x01(\x04\"=\n\x0cSourceDigest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"z\n\x11GetDigestResponse\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x04\x12\x0f\n\x07through\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12&\n\x07sources\x18\x05 \x03(\x0b\x32\x15.jisr.v1.SourceDigest\"B\n\x16GetSubscriptionRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"F\n\x17GetSubscriptionResponse\x12+\n\x0csubscription\x18\x01 \x01(\x0b\x32\x15.jisr.v1.Subscription\"E\n\x19\x43\x61ncelSubscriptionRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"I\n\x1a\x43\x61ncelSubscriptionResponse\x12+\n\x0csubscription\x18\x01 \x01(\x0b\x32\x15.jisr.v1.Subscription*\x92\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45VENT_TYPE_PERSON_DIED\x10\x01\x12\x1a\n\x16\x45VENT_TYPE_PERSON_BORN\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_MEMBER_JOINED\x10\x03\x12\x1a\n\x16\x45VENT_TYPE_MEMBER_LEFT\x10\x04\x12,\n(EVENT_TYPE_HOUSEHOLD_COMPOSITION_CHANGED\x10\x05\x12!\n\x1d\x45VENT_TYPE_HOUSEHOLD_RESCORED\x10\x06\x12\'\n#EVENT_TYPE_HOUSEHOLD_REGION_CHANGED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_COVERAGE_STARTED\x10\x08\x12\x1d\n\x19\x45VENT_TYPE_COVERAGE_ENDED\x10\t\x12\x19\n\x15\x45VENT_TYPE_CORRECTION\x10\n\x12\"\n\x1e\x45VENT_TYPE_ELIGIBILITY_CHANGED\x10\x0b\x32\xf8\x03\n\x0eRegistryEvents\x12]\n\x12\x43reateSubscription\x12\".jisr.v1.CreateSubscriptionRequest\x1a#.jisr.v1.CreateSubscriptionResponse\x12\x44\n\tSubscribe\x12\x19.jisr.v1.SubscribeRequest\x1a\x1a.jisr.v1.SubscribeResponse0\x01\x12H\n\x0b\x41\x63knowledge\x12\x1b.jisr.v1.AcknowledgeRequest\x1a\x1c.jisr.v1.AcknowledgeResponse\x12\x42\n\tGetDigest\x12\x19.jisr.v1.GetDigestRequest\x1a\x1a.jisr.v1.GetDigestResponse\x12T\n\x0fGetSubscription\x12\x1f.jisr.v1.GetSubscriptionRequest\x1a .jisr.v1.GetSubscriptionResponse\x12]\n\x12\x43\x61ncelSubscription\x12\".jisr.v1.CancelSubscriptionRequest\x1a#.jisr.v1.CancelSubscriptionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14jisr/v1/events.proto\x12\x07jisr.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x15jisr/v1/records.proto\x1a\x16jisr/v1/registry.proto\"\xbe\x06\n\x0b\x43hangeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nsource_seq\x18\x03 \x01(\x04\x12 \n\x04type\x18\x04 \x01(\x0e\x32\x12.jisr.v1.EventType\x12$\n\teffective\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12,\n\x08recorded\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04idcs\x18\x07 \x01(\t\x12\x14\n\x0chousehold_id\x18\x08 \x01(\t\x12+\n\x0crelationship\x18\t \x01(\x0e\x32\x15.jisr.v1.Relationship\x12\x12\n\nscore_band\x18\n \x01(\t\x12\x1b\n\x13previous_score_band\x18\x0b \x01(\t\x12\x1f\n\x06region\x18\x0c \x01(\x0e\x32\x0f.jisr.v1.Region\x12\x1b\n\x04\x61rea\x18\r \x01(\x0e\x32\r.jisr.v1.Area\x12(\n\x0fprevious_region\x18\x0e \x01(\x0e\x32\x0f.jisr.v1.Region\x12$\n\rprevious_area\x18\x0f \x01(\x0e\x32\r.jisr.v1.Area\x12\x0e\n\x06scheme\x18\x10 \x01(\t\x12\x0f\n\x07members\x18\x11 \x01(\r\x12\x10\n\x08\x63orrects\x18\x12 \x01(\t\x12*\n\x0e\x63orrected_type\x18\x13 \x01(\x0e\x32\x12.jisr.v1.EventType\x12\x11\n\tprogramme\x18\x14 \x01(\t\x12\x10\n\x08\x65ligible\x18\x15 \x01(\x08\x12\x19\n\x11previous_eligible\x18\x16 \x01(\x08\x12$\n\x07reasons\x18\x17 \x03(\x0e\x32\x13.jisr.v1.ReasonCode\x12-\n\x10previous_reasons\x18\x18 \x03(\x0e\x32\x13.jisr.v1.ReasonCode\x12\x19\n\x11threshold_version\x18\x19 \x01(\t\x12\r\n\x05\x63\x61use\x18\x1a \x01(\t\x12\x11\n\taction_id\x18\x1b \x01(\t\x12\'\n\x0cnotice_until\x18\x1c \x01(\x0b\x32\x11.google.type.Date\x12\x19\n\x11withdrawn_because\x18\x1d \x01(\t\"\x8a\x02\n\x0cSubscription\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x13\n\x0binstitution\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12!\n\x05types\x18\x04 \x03(\x0e\x32\x12.jisr.v1.EventType\x12\x10\n\x08subjects\x18\x05 \x01(\r\x12\x14\n\x0cstart_cursor\x18\x06 \x01(\x04\x12\x14\n\x0c\x61\x63knowledged\x18\x07 \x01(\x04\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcancelled\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\x19\x43reateSubscriptionRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12!\n\x05types\x18\x02 \x03(\x0e\x32\x12.jisr.v1.EventType\x12\"\n\x08subjects\x18\x03 \x03(\x0b\x32\x10.jisr.v1.Subject\x12\x13\n\x0b\x66rom_oldest\x18\x04 \x01(\x08\"I\n\x1a\x43reateSubscriptionResponse\x12+\n\x0csubscription\x18\x01 \x01(\x0b\x32\x15.jisr.v1.Subscription\"}\n\x10SubscribeRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x12\n\x05\x61\x66ter\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x11\n\tmax_batch\x18\x05 \x01(\rB\x08\n\x06_after\"C\n\x0cNotification\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12#\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x14.jisr.v1.ChangeEvent\"\xca\x01\n\x11NotificationBatch\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61tch_index\x18\x02 \x01(\x04\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x04\x12\x0c\n\x04head\x18\x05 \x01(\x04\x12,\n\rnotifications\x18\x06 \x03(\x0b\x32\x15.jisr.v1.Notification\x12,\n\x08withheld\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"3\n\x11SubscribeResponse\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x0c\x12\x0f\n\x07receipt\x18\x02 \x01(\t\"N\n\x12\x41\x63knowledgeRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x04\"+\n\x13\x41\x63knowledgeResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x04\"\\\n\x10GetDigestRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x04\x12\x0f\n\x07through\x18\x04 \x01(\x04\"=\n\x0cSourceDigest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"z\n\x11GetDigestResponse\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x04\x12\x0f\n\x07through\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12&\n\x07sources\x18\x05 \x03(\x0b\x32\x15.jisr.v1.SourceDigest\"B\n\x16GetSubscriptionRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"F\n\x17GetSubscriptionResponse\x12+\n\x0csubscription\x18\x01 \x01(\x0b\x32\x15.jisr.v1.Subscription\"E\n\x19\x43\x61ncelSubscriptionRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"I\n\x1a\x43\x61ncelSubscriptionResponse\x12+\n\x0csubscription\x18\x01 \x01(\x0b\x32\x15.jisr.v1.Subscription*\xd3\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45VENT_TYPE_PERSON_DIED\x10\x01\x12\x1a\n\x16\x45VENT_TYPE_PERSON_BORN\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_MEMBER_JOINED\x10\x03\x12\x1a\n\x16\x45VENT_TYPE_MEMBER_LEFT\x10\x04\x12,\n(EVENT_TYPE_HOUSEHOLD_COMPOSITION_CHANGED\x10\x05\x12!\n\x1d\x45VENT_TYPE_HOUSEHOLD_RESCORED\x10\x06\x12\'\n#EVENT_TYPE_HOUSEHOLD_REGION_CHANGED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_COVERAGE_STARTED\x10\x08\x12\x1d\n\x19\x45VENT_TYPE_COVERAGE_ENDED\x10\t\x12\x19\n\x15\x45VENT_TYPE_CORRECTION\x10\n\x12\"\n\x1e\x45VENT_TYPE_ELIGIBILITY_CHANGED\x10\x0b\x12\x1e\n\x1a\x45VENT_TYPE_ACTION_PROPOSED\x10\x0c\x12\x1f\n\x1b\x45VENT_TYPE_ACTION_WITHDRAWN\x10\r2\xf8\x03\n\x0eRegistryEvents\x12]\n\x12\x43reateSubscription\x12\".jisr.v1.CreateSubscriptionRequest\x1a#.jisr.v1.CreateSubscriptionResponse\x12\x44\n\tSubscribe\x12\x19.jisr.v1.SubscribeRequest\x1a\x1a.jisr.v1.SubscribeResponse0\x01\x12H\n\x0b\x41\x63knowledge\x12\x1b.jisr.v1.AcknowledgeRequest\x1a\x1c.jisr.v1.AcknowledgeResponse\x12\x42\n\tGetDigest\x12\x19.jisr.v1.GetDigestRequest\x1a\x1a.jisr.v1.GetDigestResponse\x12T\n\x0fGetSubscription\x12\x1f.jisr.v1.GetSubscriptionRequest\x1a .jisr.v1.GetSubscriptionResponse\x12]\n\x12\x43\x61ncelSubscription\x12\".jisr.v1.CancelSubscriptionRequest\x1a#.jisr.v1.CancelSubscriptionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jisr.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=2547
-  _globals['_EVENTTYPE']._serialized_end=2949
+  _globals['_EVENTTYPE']._serialized_start=2634
+  _globals['_EVENTTYPE']._serialized_end=3101
   _globals['_CHANGEEVENT']._serialized_start=172
-  _globals['_CHANGEEVENT']._serialized_end=915
-  _globals['_SUBSCRIPTION']._serialized_start=918
-  _globals['_SUBSCRIPTION']._serialized_end=1184
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=1187
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=1323
-  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_start=1325
-  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_end=1398
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1400
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1525
-  _globals['_NOTIFICATION']._serialized_start=1527
-  _globals['_NOTIFICATION']._serialized_end=1594
-  _globals['_NOTIFICATIONBATCH']._serialized_start=1597
-  _globals['_NOTIFICATIONBATCH']._serialized_end=1799
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1801
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1852
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1854
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1932
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1934
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1977
-  _globals['_GETDIGESTREQUEST']._serialized_start=1979
-  _globals['_GETDIGESTREQUEST']._serialized_end=2071
-  _globals['_SOURCEDIGEST']._serialized_start=2073
-  _globals['_SOURCEDIGEST']._serialized_end=2134
-  _globals['_GETDIGESTRESPONSE']._serialized_start=2136
-  _globals['_GETDIGESTRESPONSE']._serialized_end=2258
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=2260
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=2326
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=2328
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=2398
-  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_start=2400
-  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_end=2469
-  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_start=2471
-  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_end=2544
-  _globals['_REGISTRYEVENTS']._serialized_start=2952
-  _globals['_REGISTRYEVENTS']._serialized_end=3456
+  _globals['_CHANGEEVENT']._serialized_end=1002
+  _globals['_SUBSCRIPTION']._serialized_start=1005
+  _globals['_SUBSCRIPTION']._serialized_end=1271
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=1274
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=1410
+  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_start=1412
+  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_end=1485
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1487
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1612
+  _globals['_NOTIFICATION']._serialized_start=1614
+  _globals['_NOTIFICATION']._serialized_end=1681
+  _globals['_NOTIFICATIONBATCH']._serialized_start=1684
+  _globals['_NOTIFICATIONBATCH']._serialized_end=1886
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1888
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1939
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1941
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=2019
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=2021
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=2064
+  _globals['_GETDIGESTREQUEST']._serialized_start=2066
+  _globals['_GETDIGESTREQUEST']._serialized_end=2158
+  _globals['_SOURCEDIGEST']._serialized_start=2160
+  _globals['_SOURCEDIGEST']._serialized_end=2221
+  _globals['_GETDIGESTRESPONSE']._serialized_start=2223
+  _globals['_GETDIGESTRESPONSE']._serialized_end=2345
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=2347
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=2413
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=2415
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=2485
+  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_start=2487
+  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_end=2556
+  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_start=2558
+  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_end=2631
+  _globals['_REGISTRYEVENTS']._serialized_start=3104
+  _globals['_REGISTRYEVENTS']._serialized_end=3608
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,18 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """The gateway (source "JISR"): a change turned a household's decision for a programme
     (`programme`, `eligible` and `reasons` now and before, `cause`: the event that did it).
     """
+    EVENT_TYPE_ACTION_PROPOSED: _EventType.ValueType  # 12
+    """The gateway: a change would end a household's benefit under a programme whose rules
+    give notice first (docs/events.md, "Due process"). The benefit goes on until
+    `notice_until` (or the end of a contest); the household may contest the action
+    through the citizen channel. `action_id` names it; `programme`, `reasons` (what the
+    new facts say) and `previous_reasons`, `cause` as for an eligibility change. The
+    final change, if it comes, is an ELIGIBILITY_CHANGED event with the same `action_id`.
+    """
+    EVENT_TYPE_ACTION_WITHDRAWN: _EventType.ValueType  # 13
+    """The gateway: a proposed action will not be carried out (`action_id`, `programme`,
+    `withdrawn_because`); the household's benefit was never stopped.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """What changed. Stable: types are added, never renumbered."""
@@ -83,6 +95,18 @@ EVENT_TYPE_CORRECTION: EventType.ValueType  # 10
 EVENT_TYPE_ELIGIBILITY_CHANGED: EventType.ValueType  # 11
 """The gateway (source "JISR"): a change turned a household's decision for a programme
 (`programme`, `eligible` and `reasons` now and before, `cause`: the event that did it).
+"""
+EVENT_TYPE_ACTION_PROPOSED: EventType.ValueType  # 12
+"""The gateway: a change would end a household's benefit under a programme whose rules
+give notice first (docs/events.md, "Due process"). The benefit goes on until
+`notice_until` (or the end of a contest); the household may contest the action
+through the citizen channel. `action_id` names it; `programme`, `reasons` (what the
+new facts say) and `previous_reasons`, `cause` as for an eligibility change. The
+final change, if it comes, is an ELIGIBILITY_CHANGED event with the same `action_id`.
+"""
+EVENT_TYPE_ACTION_WITHDRAWN: EventType.ValueType  # 13
+"""The gateway: a proposed action will not be carried out (`action_id`, `programme`,
+`withdrawn_because`); the household's benefit was never stopped.
 """
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
@@ -118,6 +142,9 @@ class ChangeEvent(_message.Message):
     PREVIOUS_REASONS_FIELD_NUMBER: _builtins.int
     THRESHOLD_VERSION_FIELD_NUMBER: _builtins.int
     CAUSE_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    NOTICE_UNTIL_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_BECAUSE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique across sources: the key to de-duplicate on."""
     source: _builtins.str
@@ -156,6 +183,14 @@ class ChangeEvent(_message.Message):
     previous_eligible: _builtins.bool
     threshold_version: _builtins.str
     cause: _builtins.str
+    action_id: _builtins.str
+    """Due process: the proposed action this event proposes, withdraws or carries out
+    (an ELIGIBILITY_CHANGED that ends a benefit after notice).
+    """
+    withdrawn_because: _builtins.str
+    """ACTION_WITHDRAWN: "facts_restored" (a later change or a correction turned the decision
+    back), "contest_upheld" (the regulator found for the household).
+    """
     @_builtins.property
     def effective(self) -> _date_pb2.Date:
         """When the change took effect in the world."""
@@ -168,6 +203,12 @@ class ChangeEvent(_message.Message):
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_registry_pb2.ReasonCode.ValueType]: ...
     @_builtins.property
     def previous_reasons(self) -> _containers.RepeatedScalarFieldContainer[_registry_pb2.ReasonCode.ValueType]: ...
+    @_builtins.property
+    def notice_until(self) -> _date_pb2.Date:
+        """ACTION_PROPOSED: the last day of the notice period; the benefit ends after it unless
+        the action is withdrawn or a contest is still open.
+        """
+
     def __init__(
         self,
         *,
@@ -197,10 +238,13 @@ class ChangeEvent(_message.Message):
         previous_reasons: _abc.Iterable[_registry_pb2.ReasonCode.ValueType] | None = ...,
         threshold_version: _builtins.str = ...,
         cause: _builtins.str = ...,
+        action_id: _builtins.str = ...,
+        notice_until: _date_pb2.Date | None = ...,
+        withdrawn_because: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "recorded", b"recorded"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "notice_until", b"notice_until", "recorded", b"recorded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "cause", b"cause", "corrected_type", b"corrected_type", "corrects", b"corrects", "effective", b"effective", "eligible", b"eligible", "event_id", b"event_id", "household_id", b"household_id", "idcs", b"idcs", "members", b"members", "previous_area", b"previous_area", "previous_eligible", b"previous_eligible", "previous_reasons", b"previous_reasons", "previous_region", b"previous_region", "previous_score_band", b"previous_score_band", "programme", b"programme", "reasons", b"reasons", "recorded", b"recorded", "region", b"region", "relationship", b"relationship", "scheme", b"scheme", "score_band", b"score_band", "source", b"source", "source_seq", b"source_seq", "threshold_version", b"threshold_version", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "area", b"area", "cause", b"cause", "corrected_type", b"corrected_type", "corrects", b"corrects", "effective", b"effective", "eligible", b"eligible", "event_id", b"event_id", "household_id", b"household_id", "idcs", b"idcs", "members", b"members", "notice_until", b"notice_until", "previous_area", b"previous_area", "previous_eligible", b"previous_eligible", "previous_reasons", b"previous_reasons", "previous_region", b"previous_region", "previous_score_band", b"previous_score_band", "programme", b"programme", "reasons", b"reasons", "recorded", b"recorded", "region", b"region", "relationship", b"relationship", "scheme", b"scheme", "score_band", b"score_band", "source", b"source", "source_seq", b"source_seq", "threshold_version", b"threshold_version", "type", b"type", "withdrawn_because", b"withdrawn_because"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

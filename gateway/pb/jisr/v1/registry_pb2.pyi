@@ -44,6 +44,10 @@ class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasonCode
     """No threshold version of the programme is in force on the as-of date."""
     REASON_CODE_NO_OTHER_AMO_COVERAGE: _ReasonCode.ValueType  # 7
     """No member of the household has other AMO coverage."""
+    REASON_CODE_NO_LIVING_MEMBER: _ReasonCode.ValueType  # 8
+    """No member of the household is alive and in it any more (the only member died or
+    left): registry events end the household's benefits for this reason.
+    """
 
 class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
     """Why a household is or is not eligible. Stable: codes are added, never renumbered."""
@@ -63,7 +67,41 @@ REASON_CODE_PROGRAMME_NOT_IN_FORCE: ReasonCode.ValueType  # 6
 """No threshold version of the programme is in force on the as-of date."""
 REASON_CODE_NO_OTHER_AMO_COVERAGE: ReasonCode.ValueType  # 7
 """No member of the household has other AMO coverage."""
+REASON_CODE_NO_LIVING_MEMBER: ReasonCode.ValueType  # 8
+"""No member of the household is alive and in it any more (the only member died or
+left): registry events end the household's benefits for this reason.
+"""
 Global___ReasonCode: _TypeAlias = ReasonCode  # noqa: Y015
+
+class _Payment:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_UNSPECIFIED: _Payment.ValueType  # 0
+    PAYMENT_DUE: _Payment.ValueType  # 1
+    """Eligible: pay."""
+    PAYMENT_HELD: _Payment.ValueType  # 2
+    """Eligible, but a proposed action to end the benefit is pending and the programme holds
+    payments during the notice period: keep the amount for the household, do not stop it.
+    """
+    PAYMENT_NONE: _Payment.ValueType  # 3
+    """Not eligible: nothing to pay."""
+
+class Payment(_Payment, metaclass=_PaymentEnumTypeWrapper):
+    """What a paying operator does with a decision."""
+
+PAYMENT_UNSPECIFIED: Payment.ValueType  # 0
+PAYMENT_DUE: Payment.ValueType  # 1
+"""Eligible: pay."""
+PAYMENT_HELD: Payment.ValueType  # 2
+"""Eligible, but a proposed action to end the benefit is pending and the programme holds
+payments during the notice period: keep the amount for the household, do not stop it.
+"""
+PAYMENT_NONE: Payment.ValueType  # 3
+"""Not eligible: nothing to pay."""
+Global___Payment: _TypeAlias = Payment  # noqa: Y015
 
 @_typing.final
 class Subject(_message.Message):
@@ -369,6 +407,8 @@ class EligibilityDecision(_message.Message):
     LEGAL_REFERENCE_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     SCORE_BAND_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    PENDING_ACTION_FIELD_NUMBER: _builtins.int
     programme: _builtins.str
     eligible: _builtins.bool
     threshold_version: _builtins.str
@@ -377,12 +417,20 @@ class EligibilityDecision(_message.Message):
     """Legal reference of the threshold applied."""
     score_band: _builtins.str
     """Band of the household's score; empty when the household is unknown."""
+    payment: Global___Payment.ValueType
+    """Whether to pay the benefit for the period asked about (docs/events.md, "Payments")."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[Global___ReasonCode.ValueType]:
         """Every condition that decided the outcome, met or failed, in a stable order."""
 
     @_builtins.property
     def as_of(self) -> _date_pb2.Date: ...
+    @_builtins.property
+    def pending_action(self) -> Global___PendingAction:
+        """Set while a proposed action would end the benefit: the household is still eligible
+        (`eligible` and `reasons` are the decision before the change) until it is carried out.
+        """
+
     def __init__(
         self,
         *,
@@ -393,14 +441,47 @@ class EligibilityDecision(_message.Message):
         legal_reference: _builtins.str = ...,
         as_of: _date_pb2.Date | None = ...,
         score_band: _builtins.str = ...,
+        payment: Global___Payment.ValueType = ...,
+        pending_action: Global___PendingAction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "pending_action", b"pending_action"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "eligible", b"eligible", "legal_reference", b"legal_reference", "programme", b"programme", "reasons", b"reasons", "score_band", b"score_band", "threshold_version", b"threshold_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "eligible", b"eligible", "legal_reference", b"legal_reference", "payment", b"payment", "pending_action", b"pending_action", "programme", b"programme", "reasons", b"reasons", "score_band", b"score_band", "threshold_version", b"threshold_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EligibilityDecision: _TypeAlias = EligibilityDecision  # noqa: Y015
+
+@_typing.final
+class PendingAction(_message.Message):
+    """A proposed action pending on a household's benefit (registry events, due process)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    NOTICE_UNTIL_FIELD_NUMBER: _builtins.int
+    CONTESTED_FIELD_NUMBER: _builtins.int
+    action_id: _builtins.str
+    contested: _builtins.bool
+    """True once the household has contested it: it waits for the contest's outcome."""
+    @_builtins.property
+    def notice_until(self) -> _date_pb2.Date:
+        """The last day of the notice period."""
+
+    def __init__(
+        self,
+        *,
+        action_id: _builtins.str = ...,
+        notice_until: _date_pb2.Date | None = ...,
+        contested: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice_until", b"notice_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "contested", b"contested", "notice_until", b"notice_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingAction: _TypeAlias = PendingAction  # noqa: Y015
 
 @_typing.final
 class VerifyEligibilityResponse(_message.Message):

@@ -1,0 +1,147 @@
+"""The due-process sweep: makes each proposed action contestable, and carries it out or
+drops it when its time comes (gateway/pipeline/due_process.py has the rules).
+
+1. A new action gets an audit record in the programme operator's name (method
+   `jisr.v1.DueProcess/ProposeAction`, the household as subject): the household sees it in
+   its access report like any use of its data and contests it through the citizen portal
+   with the ordinary contest flow (docs/contests.md); the operator's DPO answers. An action
+   without its record is never carried out: the household could not have contested it.
+2. A waiting action moves on its contest's state (the case last opened on its record) and
+   the clock: contested, kept, or carried out with the final `eligibility.changed`.
+
+Every replica may sweep: each move is conditional on the state read (the store's
+`settle`), so one replica carries an action out, once. Two replicas racing on a new
+action may each write its audit record; the first noted is the one the household sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from gateway.audit.recorder import AuditRecorder
+from gateway.base.times import now_us
+from gateway.contests import cases
+from gateway.contests.store import ContestStore
+from gateway.events import actions
+from gateway.events.model import NewEvent
+from gateway.events.store import EventStore
+from gateway.pipeline import due_process
+from gateway.pipeline.due_process import Contest, ProposedAction
+from gateway.pipeline.programmes import Catalogue
+
+log = logging.getLogger("jisr.due_process")
+
+METHOD = "jisr.v1.DueProcess/ProposeAction"
+PURPOSE = "DUE_PROCESS"
+SUB = "jisr:due-process"
+# Actions handled per round and step.
+BATCH = 500
+
+
+class DueProcessSweep:
+    """One round at a time (`run_once`); `DueProcessPoller` runs rounds on a thread."""
+
+    def __init__(
+        self,
+        events: EventStore,
+        contests: ContestStore,
+        recorder: AuditRecorder,
+        catalogue: Catalogue,
+        *,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        self.events = events
+        self.contests = contests
+        self.recorder = recorder
+        self.catalogue = catalogue
+        self.clock = clock
+
+    def run_once(self) -> int:
+        """Record new actions, then move waiting ones; how many changed."""
+        return self._record() + self._settle()
+
+    def _record(self) -> int:
+        done = 0
+        for action in self.events.unrecorded(BATCH):
+            programme = self.catalogue.programmes.get(action.programme)
+            operator = programme.operator if programme is not None else "JISR"
+            record_id = self.recorder.record(
+                requester=operator,
+                sub=SUB,
+                method=METHOD,
+                purpose=PURPOSE,
+                basis=f"proposed action {action.action_id}",
+                subjects=(self.recorder.subject("household_id", action.household_id),),
+                fields=("eligible",),
+                decision="permit",
+                reason="",
+                rh=_hash(action.action_id),
+                sh="",
+                jti=action.action_id,
+                part=0,
+                started=time.time(),
+            )
+            done += self.events.record_action(action.action_id, record_id)
+        return done
+
+    def _settle(self) -> int:
+        waiting = [a for a in self.events.actions(due_process.WAITING, BATCH) if a.record_id]
+        if not waiting:
+            return 0
+        found = self.contests.latest_for_records([a.record_id for a in waiting])
+        now = self.clock()
+        moved = 0
+        for action in waiting:
+            case = found.get(action.record_id)
+            contest = (
+                Contest(case.case_id, case.state == cases.CLOSED, case.outcome) if case else None
+            )
+            new = due_process.settle(action, contest, now)
+            if new is not None:
+                moved += self.events.settle(
+                    new, action.state, _event_of(new, now), actions.DERIVED, now
+                )
+        return moved
+
+
+def _event_of(action: ProposedAction, now: int) -> Callable[[int], NewEvent] | None:
+    """The event a move sends: the final change, a withdrawal, or none (contested)."""
+    if action.state == due_process.CONFIRMED:
+        return lambda seq: actions.carried_out(action, seq, now)
+    if action.state == due_process.KEPT:
+        return lambda seq: actions.withdrawn(action, due_process.CONTEST_UPHELD, "", seq, now)
+    return None
+
+
+def _hash(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class DueProcessPoller:
+    """Runs the sweep every `interval` seconds on a thread of its own until closed; a round
+    that fails (a store or the audit trail out of reach) is logged by the exception's type
+    only and retried on the next."""
+
+    def __init__(self, sweep: DueProcessSweep, interval: float) -> None:
+        self.sweep = sweep
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jisr-due-process", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep.run_once()
+            except Exception as exc:  # the next round tries again
+                log.warning("due-process round failed", extra={"error": type(exc).__name__})
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -30,9 +30,10 @@ from grpc_reflection.v1alpha import reflection
 
 from adapters import catalog
 from adapters.backend import MinistryBackendServicer
-from adapters.base import Adapter
+from adapters.base import Adapter, AdapterError, FetchContext
 from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
+from adapters.remote_journal import RemoteJournal
 from consent.store import open_store
 from gateway.audit import chain
 from gateway.audit.record import Checkpoint
@@ -44,7 +45,14 @@ from gateway.config import Config
 from gateway.contests.store import open_contest_store
 from gateway.engine.call import Engine, Security
 from gateway.engine.consent_gate import ConsentGate
-from gateway.events.ingest import Ingester, Poller, household_lookup
+from gateway.events.ingest import (
+    HouseholdOf,
+    Ingester,
+    Journal,
+    Journals,
+    Poller,
+    household_lookup,
+)
 from gateway.events.store import open_event_store
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pipeline import programmes
@@ -142,6 +150,39 @@ def build_adapters(config: Config, registry: Registry | None) -> list[Adapter]:
                 raise ValueError("an embedded institution needs the registry file")
             adapters.append(catalog.embedded(name, registry))
     return adapters
+
+
+def build_journals(
+    config: Config, registry: Registry | None
+) -> list[tuple[Journal, frozenset[str]]]:
+    """The change journals the gateway reads (registry events): the embedded registry's for
+    its embedded institutions' sources, each remote institution's from its backend."""
+    embedded = frozenset(n for n, t in config.institutions.items() if t.kind == "embedded")
+    journals: list[tuple[Journal, frozenset[str]]] = []
+    if registry is not None and embedded:
+        journals.append((registry, embedded))
+    for name, transport in config.institutions.items():
+        if transport.kind == "remote":
+            channel = backend_channel(config, transport.target)
+            journals.append((RemoteJournal(name, channel), frozenset({name})))
+    return journals
+
+
+def household_of(registry: Registry | None, registries: Registries) -> HouseholdOf:
+    """Where a person's events find the person's household: the embedded registry's
+    membership table, else the RSU's backend (an outage: no household, logged there)."""
+    if registry is not None:
+        return household_lookup(registry.connection)
+
+    def remote(idcs: str) -> str:
+        try:
+            found = registries.memberships([idcs], FetchContext(purpose="REGISTRY_EVENTS"))
+        except AdapterError:
+            return ""
+        link = found.get(idcs)
+        return link.household_id if link is not None else ""
+
+    return remote
 
 
 def _grpc_server(workers: int) -> grpc.Server:
@@ -354,13 +395,16 @@ def start_gateway(config: Config) -> Running:
             poll_s=config.events_poll_seconds, max_stream_s=config.events_max_stream_seconds
         ),
     )
+    journals = build_journals(config, registry)
     poller = (
         Poller(
-            Ingester(registry, event_store, catalogue, household_lookup(registry.connection)),
+            Ingester(
+                Journals(journals), event_store, catalogue, household_of(registry, registries)
+            ),
             config.events_poll_seconds,
             config.events_retention_days * 86_400,
         )
-        if registry is not None
+        if journals
         else None
     )
     due = DueProcessPoller(
@@ -411,7 +455,9 @@ def start_backend(
     server = _grpc_server(8)
     backend_pb2_grpc.add_MinistryBackendServicer_to_server(
         MinistryBackendServicer(
-            adapters, None if config.insecure_plaintext else frozenset({GATEWAY_CLIENT})
+            adapters,
+            None if config.insecure_plaintext else frozenset({GATEWAY_CLIENT}),
+            journal=registry,
         ),
         server,
     )

@@ -13,7 +13,12 @@ and put, scores included, stays in the log's `detail` for the gateway's own reas
 
 A journal whose sequence jumps (a row missing) is a source fault: the ingester stops
 taking that source at the gap, logs it (source and sequence numbers only) and counts it,
-and tries again on its next round; the other sources go on.
+and tries again on its next round; the other sources go on. So does a source whose
+journal cannot be read (a remote backend down, or answering outside the contract:
+adapters/remote_journal.py).
+
+The journals are the embedded registry's, for the sources whose institution is embedded,
+and each remote institution's own, read from its MinistryBackend (`Journals`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,39 @@ class Journal(Protocol):
     def journal_heads(self) -> dict[str, int]: ...
 
     def journal_after(self, source: str, seq: int, limit: int) -> list[JournalRow]: ...
+
+
+class Journals:
+    """Several journals read as one: each source from the journal that serves it (the
+    first to report it). A journal that cannot report its heads is left out of the round,
+    logged by institution and error type; the others go on."""
+
+    def __init__(self, journals: list[tuple[Journal, frozenset[str]]]) -> None:
+        # Each journal with the sources it may serve (an embedded registry may hold rows
+        # of a source whose institution is remote: the remote one is authoritative).
+        self._journals = journals
+        self._by_source: dict[str, Journal] = {}
+
+    def journal_heads(self) -> dict[str, int]:
+        heads: dict[str, int] = {}
+        for journal, sources in self._journals:
+            try:
+                found = journal.journal_heads()
+            except Exception as exc:  # one journal's fault never stalls the others
+                log.warning(
+                    "journal heads unavailable",
+                    extra={"sources": sorted(sources), "error": type(exc).__name__},
+                )
+                continue
+            for source, head in found.items():
+                if source in sources and source not in heads:
+                    heads[source] = head
+                    self._by_source[source] = journal
+        return heads
+
+    def journal_after(self, source: str, seq: int, limit: int) -> list[JournalRow]:
+        journal = self._by_source.get(source)
+        return journal.journal_after(source, seq, limit) if journal is not None else []
 
 
 # The household a person belongs to now ("" if none): for a person's events.
@@ -148,6 +186,7 @@ class Ingester:
         self.household_of = household_of
         self.clock = clock
         self.gaps = 0
+        self.faults = 0
 
     def run_once(self) -> int:
         """Ingest everything the journals hold beyond the log's heads; how many were added
@@ -155,7 +194,14 @@ class Ingester:
         added = 0
         heads = self.store.heads()
         for source, top in sorted(self.journal.journal_heads().items()):
-            added += self._source(source, heads.get(source, 0), top)
+            try:
+                added += self._source(source, heads.get(source, 0), top)
+            except Exception as exc:  # this source waits for the next round; others go on
+                self.faults += 1
+                log.warning(
+                    "event source unreadable",
+                    extra={"source": source, "error": type(exc).__name__},
+                )
         return added
 
     def _source(self, source: str, head: int, top: int) -> int:

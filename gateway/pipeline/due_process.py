@@ -47,7 +47,8 @@ STATES = (PENDING, CONTESTED, CONFIRMED, WITHDRAWN, KEPT, RELEASED, REVERSED)
 WAITING = (PENDING, CONTESTED)
 HOLDING = (PENDING, CONTESTED, KEPT, CONFIRMED)
 
-# Why an action was withdrawn (ChangeEvent.withdrawn_because).
+# Why an action was withdrawn (ChangeEvent.withdrawn_because; also a kept action's
+# resolution).
 FACTS_RESTORED = "facts_restored"
 CORRECTED = "corrected"
 CONTEST_UPHELD = "contest_upheld"
@@ -55,7 +56,8 @@ CONTEST_UPHELD = "contest_upheld"
 NOTICE_OVER = "notice_over"
 CONTEST_LOST = "contest_lost"
 
-# Contest outcomes (gateway/contests/cases.py) that let the action proceed.
+# The contest outcome (gateway/contests/cases.py) that stops the action; every other end
+# of a contest lets it proceed.
 UPHELD = "upheld"
 
 NO_LIVING_MEMBER = ReasonCode.REASON_CODE_NO_LIVING_MEMBER

@@ -23,6 +23,7 @@ from gateway.pb.jisr.v1.backend_pb2 import Record
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.server import server_credentials
 from tests.support import processes, registry_rows
+from tests.support.fake_backend import RecordsOnlyBackend
 
 PURPOSE = "AMO_ENROLMENT"
 
@@ -206,7 +207,7 @@ def _asked_households(**changes: Any) -> Answer:
     return answer
 
 
-class LyingBackend(backend_pb2_grpc.MinistryBackendServicer):
+class LyingBackend(RecordsOnlyBackend):
     """The RSU's MinistryBackend as a test crafts it: whatever `answer` returns.
 
     A fake at a boundary Jisr does not own (the ministry's own system) — the only way to

@@ -29,6 +29,7 @@ from adapters.remote import RemoteAdapter
 from gateway.base.identifiers import make_idcs
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1 import records_pb2 as rec
+from tests.support.fake_backend import RecordsOnlyBackend
 
 HID = "H000000042"
 Answer = Callable[[backend_pb2.FetchRecordsRequest], list[backend_pb2.Record]]
@@ -52,7 +53,7 @@ def households(request: backend_pb2.FetchRecordsRequest) -> list[backend_pb2.Rec
 
 
 @dataclass
-class RecordingBackend(backend_pb2_grpc.MinistryBackendServicer):
+class RecordingBackend(RecordsOnlyBackend):
     """Answers with `answer`; keeps the time each call had left when it arrived."""
 
     answer: Answer = households

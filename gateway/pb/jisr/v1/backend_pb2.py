@@ -25,21 +25,35 @@ _sym_db = _symbol_database.Default()
 from gateway.pb.jisr.v1 import records_pb2 as jisr_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15jisr/v1/backend.proto\x12\x07jisr.v1\x1a\x15jisr/v1/records.proto\"W\n\x13\x46\x65tchRecordsRequest\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.jisr.v1.RecordKind\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"8\n\x14\x46\x65tchRecordsResponse\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.jisr.v1.Record\"\xf7\x01\n\x06Record\x12\'\n\x06person\x18\x01 \x01(\x0b\x32\x15.jisr.v1.PersonRecordH\x00\x12/\n\nmembership\x18\x02 \x01(\x0b\x32\x19.jisr.v1.MembershipRecordH\x00\x12-\n\thousehold\x18\x03 \x01(\x0b\x32\x18.jisr.v1.HouseholdRecordH\x00\x12+\n\x08\x63overage\x18\x04 \x01(\x0b\x32\x17.jisr.v1.CoverageRecordH\x00\x12-\n\tenrolment\x18\x05 \x01(\x0b\x32\x18.jisr.v1.EnrolmentRecordH\x00\x42\x08\n\x06record*\xad\x01\n\nRecordKind\x12\x1b\n\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12RECORD_KIND_PERSON\x10\x01\x12\x1a\n\x16RECORD_KIND_MEMBERSHIP\x10\x02\x12\x19\n\x15RECORD_KIND_HOUSEHOLD\x10\x03\x12\x18\n\x14RECORD_KIND_COVERAGE\x10\x04\x12\x19\n\x15RECORD_KIND_ENROLMENT\x10\x05\x32^\n\x0fMinistryBackend\x12K\n\x0c\x46\x65tchRecords\x12\x1c.jisr.v1.FetchRecordsRequest\x1a\x1d.jisr.v1.FetchRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15jisr/v1/backend.proto\x12\x07jisr.v1\x1a\x15jisr/v1/records.proto\"\x15\n\x13JournalHeadsRequest\"}\n\x14JournalHeadsResponse\x12\x37\n\x05heads\x18\x01 \x03(\x0b\x32(.jisr.v1.JournalHeadsResponse.HeadsEntry\x1a,\n\nHeadsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"H\n\x14StreamJournalRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"?\n\x15StreamJournalResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.jisr.v1.JournalEntry\"\xfb\x01\n\x0cJournalEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x11\n\teffective\x18\x05 \x01(\t\x12\x10\n\x08recorded\x18\x06 \x01(\t\x12\x0c\n\x04idcs\x18\x07 \x01(\t\x12\x14\n\x0chousehold_id\x18\x08 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_json\x18\t \x01(\t\x12\x12\n\nafter_json\x18\n \x01(\t\x12\x10\n\x08\x63orrects\x18\x0b \x01(\t\x12\x16\n\x0e\x63orrected_type\x18\x0c \x01(\t\x12\x12\n\nfacts_json\x18\r \x01(\t\"W\n\x13\x46\x65tchRecordsRequest\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.jisr.v1.RecordKind\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"8\n\x14\x46\x65tchRecordsResponse\x12 \n\x07records\x18\x01 \x03(\x0b\x32\x0f.jisr.v1.Record\"\xf7\x01\n\x06Record\x12\'\n\x06person\x18\x01 \x01(\x0b\x32\x15.jisr.v1.PersonRecordH\x00\x12/\n\nmembership\x18\x02 \x01(\x0b\x32\x19.jisr.v1.MembershipRecordH\x00\x12-\n\thousehold\x18\x03 \x01(\x0b\x32\x18.jisr.v1.HouseholdRecordH\x00\x12+\n\x08\x63overage\x18\x04 \x01(\x0b\x32\x17.jisr.v1.CoverageRecordH\x00\x12-\n\tenrolment\x18\x05 \x01(\x0b\x32\x18.jisr.v1.EnrolmentRecordH\x00\x42\x08\n\x06record*\xad\x01\n\nRecordKind\x12\x1b\n\x17RECORD_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12RECORD_KIND_PERSON\x10\x01\x12\x1a\n\x16RECORD_KIND_MEMBERSHIP\x10\x02\x12\x19\n\x15RECORD_KIND_HOUSEHOLD\x10\x03\x12\x18\n\x14RECORD_KIND_COVERAGE\x10\x04\x12\x19\n\x15RECORD_KIND_ENROLMENT\x10\x05\x32\xfd\x01\n\x0fMinistryBackend\x12K\n\x0c\x46\x65tchRecords\x12\x1c.jisr.v1.FetchRecordsRequest\x1a\x1d.jisr.v1.FetchRecordsResponse\x12K\n\x0cJournalHeads\x12\x1c.jisr.v1.JournalHeadsRequest\x1a\x1d.jisr.v1.JournalHeadsResponse\x12P\n\rStreamJournal\x12\x1d.jisr.v1.StreamJournalRequest\x1a\x1e.jisr.v1.StreamJournalResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jisr.v1.backend_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDKIND']._serialized_start=455
-  _globals['_RECORDKIND']._serialized_end=628
-  _globals['_FETCHRECORDSREQUEST']._serialized_start=57
-  _globals['_FETCHRECORDSREQUEST']._serialized_end=144
-  _globals['_FETCHRECORDSRESPONSE']._serialized_start=146
-  _globals['_FETCHRECORDSRESPONSE']._serialized_end=202
-  _globals['_RECORD']._serialized_start=205
-  _globals['_RECORD']._serialized_end=452
-  _globals['_MINISTRYBACKEND']._serialized_start=630
-  _globals['_MINISTRYBACKEND']._serialized_end=724
+  _globals['_JOURNALHEADSRESPONSE_HEADSENTRY']._loaded_options = None
+  _globals['_JOURNALHEADSRESPONSE_HEADSENTRY']._serialized_options = b'8\001'
+  _globals['_RECORDKIND']._serialized_start=998
+  _globals['_RECORDKIND']._serialized_end=1171
+  _globals['_JOURNALHEADSREQUEST']._serialized_start=57
+  _globals['_JOURNALHEADSREQUEST']._serialized_end=78
+  _globals['_JOURNALHEADSRESPONSE']._serialized_start=80
+  _globals['_JOURNALHEADSRESPONSE']._serialized_end=205
+  _globals['_JOURNALHEADSRESPONSE_HEADSENTRY']._serialized_start=161
+  _globals['_JOURNALHEADSRESPONSE_HEADSENTRY']._serialized_end=205
+  _globals['_STREAMJOURNALREQUEST']._serialized_start=207
+  _globals['_STREAMJOURNALREQUEST']._serialized_end=279
+  _globals['_STREAMJOURNALRESPONSE']._serialized_start=281
+  _globals['_STREAMJOURNALRESPONSE']._serialized_end=344
+  _globals['_JOURNALENTRY']._serialized_start=347
+  _globals['_JOURNALENTRY']._serialized_end=598
+  _globals['_FETCHRECORDSREQUEST']._serialized_start=600
+  _globals['_FETCHRECORDSREQUEST']._serialized_end=687
+  _globals['_FETCHRECORDSRESPONSE']._serialized_start=689
+  _globals['_FETCHRECORDSRESPONSE']._serialized_end=745
+  _globals['_RECORD']._serialized_start=748
+  _globals['_RECORD']._serialized_end=995
+  _globals['_MINISTRYBACKEND']._serialized_start=1174
+  _globals['_MINISTRYBACKEND']._serialized_end=1427
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,181 @@ RECORD_KIND_ENROLMENT: RecordKind.ValueType  # 5
 Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
 
 @_typing.final
+class JournalHeadsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JournalHeadsRequest: _TypeAlias = JournalHeadsRequest  # noqa: Y015
+
+@_typing.final
+class JournalHeadsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    HEADS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def heads(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Source ("RNP", "RSU", "CNSS") -> its highest sequence number (absent: no change yet)."""
+
+    def __init__(
+        self,
+        *,
+        heads: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heads", b"heads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JournalHeadsResponse: _TypeAlias = JournalHeadsResponse  # noqa: Y015
+
+@_typing.final
+class StreamJournalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    after_seq: _builtins.int
+    """Entries with a sequence number above this one."""
+    limit: _builtins.int
+    """1 to 5000."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "limit", b"limit", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamJournalRequest: _TypeAlias = StreamJournalRequest  # noqa: Y015
+
+@_typing.final
+class StreamJournalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___JournalEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___JournalEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamJournalResponse: _TypeAlias = StreamJournalResponse  # noqa: Y015
+
+@_typing.final
+class JournalEntry(_message.Message):
+    """One change as the source's journal keeps it (the change line's meaning, after it was
+    applied). Personal data: it travels only between the backend and the gateway, over mTLS.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    IDCS_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_ID_FIELD_NUMBER: _builtins.int
+    BEFORE_JSON_FIELD_NUMBER: _builtins.int
+    AFTER_JSON_FIELD_NUMBER: _builtins.int
+    CORRECTS_FIELD_NUMBER: _builtins.int
+    CORRECTED_TYPE_FIELD_NUMBER: _builtins.int
+    FACTS_JSON_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    seq: _builtins.int
+    """1, 2, 3... per source, without gaps."""
+    event_id: _builtins.str
+    """Unique across sources; never contains "/" (the gateway derives ids with it)."""
+    type: _builtins.str
+    """A change line type, e.g. "person.died", "coverage.started", "correction"."""
+    effective: _builtins.str
+    """The date it took effect, ISO 8601 ("2026-11-03")."""
+    recorded: _builtins.str
+    """When the source recorded it, RFC 3339 in UTC ("2026-11-05T08:30:00.000000Z")."""
+    idcs: _builtins.str
+    """The person and the household it is about; empty where it names none."""
+    household_id: _builtins.str
+    before_json: _builtins.str
+    """JSON objects: what the change replaced and what it put."""
+    after_json: _builtins.str
+    corrects: _builtins.str
+    """A correction: the event it undoes, and that event's type."""
+    corrected_type: _builtins.str
+    facts_json: _builtins.str
+    """JSON object, or empty: the household's facts right after the change (score, covered
+    schemes, living members), from which the gateway judges eligibility changes. A
+    backend that cannot give them leaves it empty: its changes turn no decision.
+    """
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        event_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        effective: _builtins.str = ...,
+        recorded: _builtins.str = ...,
+        idcs: _builtins.str = ...,
+        household_id: _builtins.str = ...,
+        before_json: _builtins.str = ...,
+        after_json: _builtins.str = ...,
+        corrects: _builtins.str = ...,
+        corrected_type: _builtins.str = ...,
+        facts_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_json", b"after_json", "before_json", b"before_json", "corrected_type", b"corrected_type", "corrects", b"corrects", "effective", b"effective", "event_id", b"event_id", "facts_json", b"facts_json", "household_id", b"household_id", "idcs", b"idcs", "recorded", b"recorded", "seq", b"seq", "source", b"source", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JournalEntry: _TypeAlias = JournalEntry  # noqa: Y015
+
+@_typing.final
 class FetchRecordsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

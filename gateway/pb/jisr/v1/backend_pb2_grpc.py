@@ -42,6 +42,16 @@ class MinistryBackendStub:
                 request_serializer=jisr_dot_v1_dot_backend__pb2.FetchRecordsRequest.SerializeToString,
                 response_deserializer=jisr_dot_v1_dot_backend__pb2.FetchRecordsResponse.FromString,
                 _registered_method=True)
+        self.JournalHeads = channel.unary_unary(
+                '/jisr.v1.MinistryBackend/JournalHeads',
+                request_serializer=jisr_dot_v1_dot_backend__pb2.JournalHeadsRequest.SerializeToString,
+                response_deserializer=jisr_dot_v1_dot_backend__pb2.JournalHeadsResponse.FromString,
+                _registered_method=True)
+        self.StreamJournal = channel.unary_stream(
+                '/jisr.v1.MinistryBackend/StreamJournal',
+                request_serializer=jisr_dot_v1_dot_backend__pb2.StreamJournalRequest.SerializeToString,
+                response_deserializer=jisr_dot_v1_dot_backend__pb2.StreamJournalResponse.FromString,
+                _registered_method=True)
 
 
 class MinistryBackendServicer:
@@ -57,6 +67,24 @@ class MinistryBackendServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JournalHeads(self, request, context):
+        """Registry events (docs/events.md): the highest sequence number of each change source
+        this backend keeps a journal for (its institutions' own changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamJournal(self, request, context):
+        """Streams one source's journal entries after a sequence number, in sequence order,
+        without gaps, at most `limit` of them, in messages of any size. The gateway polls it
+        and resumes from the last sequence it holds, so a backend keeps its journal at least
+        as long as the gateway's retention window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MinistryBackendServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +92,16 @@ def add_MinistryBackendServicer_to_server(servicer, server):
                     servicer.FetchRecords,
                     request_deserializer=jisr_dot_v1_dot_backend__pb2.FetchRecordsRequest.FromString,
                     response_serializer=jisr_dot_v1_dot_backend__pb2.FetchRecordsResponse.SerializeToString,
+            ),
+            'JournalHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.JournalHeads,
+                    request_deserializer=jisr_dot_v1_dot_backend__pb2.JournalHeadsRequest.FromString,
+                    response_serializer=jisr_dot_v1_dot_backend__pb2.JournalHeadsResponse.SerializeToString,
+            ),
+            'StreamJournal': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJournal,
+                    request_deserializer=jisr_dot_v1_dot_backend__pb2.StreamJournalRequest.FromString,
+                    response_serializer=jisr_dot_v1_dot_backend__pb2.StreamJournalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -96,6 +134,60 @@ class MinistryBackend:
             '/jisr.v1.MinistryBackend/FetchRecords',
             jisr_dot_v1_dot_backend__pb2.FetchRecordsRequest.SerializeToString,
             jisr_dot_v1_dot_backend__pb2.FetchRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JournalHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jisr.v1.MinistryBackend/JournalHeads',
+            jisr_dot_v1_dot_backend__pb2.JournalHeadsRequest.SerializeToString,
+            jisr_dot_v1_dot_backend__pb2.JournalHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJournal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jisr.v1.MinistryBackend/StreamJournal',
+            jisr_dot_v1_dot_backend__pb2.StreamJournalRequest.SerializeToString,
+            jisr_dot_v1_dot_backend__pb2.StreamJournalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,16 @@ class MinistryBackendStub:
     def __new__(cls, channel: _aio.Channel) -> MinistryBackendAsyncStub: ...
     FetchRecords: _grpc.UnaryUnaryMultiCallable[_backend_pb2.FetchRecordsRequest, _backend_pb2.FetchRecordsResponse]
     """Returns the records found for the given keys, in any order; unknown keys are omitted."""
+    JournalHeads: _grpc.UnaryUnaryMultiCallable[_backend_pb2.JournalHeadsRequest, _backend_pb2.JournalHeadsResponse]
+    """Registry events (docs/events.md): the highest sequence number of each change source
+    this backend keeps a journal for (its institutions' own changes).
+    """
+    StreamJournal: _grpc.UnaryStreamMultiCallable[_backend_pb2.StreamJournalRequest, _backend_pb2.StreamJournalResponse]
+    """Streams one source's journal entries after a sequence number, in sequence order,
+    without gaps, at most `limit` of them, in messages of any size. The gateway polls it
+    and resumes from the last sequence it holds, so a backend keeps its journal at least
+    as long as the gateway's retention window.
+    """
 
 @_typing.type_check_only
 class MinistryBackendAsyncStub(MinistryBackendStub):
@@ -49,6 +59,16 @@ class MinistryBackendAsyncStub(MinistryBackendStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     FetchRecords: _aio.UnaryUnaryMultiCallable[_backend_pb2.FetchRecordsRequest, _backend_pb2.FetchRecordsResponse]  # type: ignore[assignment]
     """Returns the records found for the given keys, in any order; unknown keys are omitted."""
+    JournalHeads: _aio.UnaryUnaryMultiCallable[_backend_pb2.JournalHeadsRequest, _backend_pb2.JournalHeadsResponse]  # type: ignore[assignment]
+    """Registry events (docs/events.md): the highest sequence number of each change source
+    this backend keeps a journal for (its institutions' own changes).
+    """
+    StreamJournal: _aio.UnaryStreamMultiCallable[_backend_pb2.StreamJournalRequest, _backend_pb2.StreamJournalResponse]  # type: ignore[assignment]
+    """Streams one source's journal entries after a sequence number, in sequence order,
+    without gaps, at most `limit` of them, in messages of any size. The gateway polls it
+    and resumes from the last sequence it holds, so a backend keeps its journal at least
+    as long as the gateway's retention window.
+    """
 
 class MinistryBackendServicer(metaclass=_abc_1.ABCMeta):
     """What a ministry's own system implements so that a Jisr remote adapter can reach its
@@ -63,5 +83,27 @@ class MinistryBackendServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backend_pb2.FetchRecordsResponse, _abc.Awaitable[_backend_pb2.FetchRecordsResponse]]:
         """Returns the records found for the given keys, in any order; unknown keys are omitted."""
+
+    @_abc_1.abstractmethod
+    def JournalHeads(
+        self,
+        request: _backend_pb2.JournalHeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backend_pb2.JournalHeadsResponse, _abc.Awaitable[_backend_pb2.JournalHeadsResponse]]:
+        """Registry events (docs/events.md): the highest sequence number of each change source
+        this backend keeps a journal for (its institutions' own changes).
+        """
+
+    @_abc_1.abstractmethod
+    def StreamJournal(
+        self,
+        request: _backend_pb2.StreamJournalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_backend_pb2.StreamJournalResponse], _abc.AsyncIterator[_backend_pb2.StreamJournalResponse]]:
+        """Streams one source's journal entries after a sequence number, in sequence order,
+        without gaps, at most `limit` of them, in messages of any size. The gateway polls it
+        and resumes from the last sequence it holds, so a backend keeps its journal at least
+        as long as the gateway's retention window.
+        """
 
 def add_MinistryBackendServicer_to_server(servicer: MinistryBackendServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

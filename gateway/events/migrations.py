@@ -339,6 +339,13 @@ def duplicate_event_id(rows: Sequence[tuple[Any, ...]]) -> ValueError:
     )
 
 
+def check_limit(limit: int) -> None:
+    """ValueError for a limit below 1 (SQLite would read a negative one as none, PostgreSQL
+    refuse it: the backends must agree)."""
+    if limit < 1:
+        raise ValueError(f"limit must be 1 or more, not {limit}")
+
+
 def check_page(after: int, through: int, limit: int) -> None:
     """ValueError for a page the caller cannot mean: a limit below 1 (SQLite would read a
     negative one as none) or an upper bound below the cursor."""
@@ -513,6 +520,10 @@ def latest_holding(actions: Iterable[ProposedAction]) -> dict[tuple[str, str], P
         if action.state not in HOLDING:
             continue
         key = (action.household_id, action.programme)
-        if key not in found or action.proposed_us > found[key].proposed_us:
+        held = found.get(key)
+        if held is None or (action.proposed_us, action.action_id) > (
+            held.proposed_us,
+            held.action_id,
+        ):
             found[key] = action
     return found

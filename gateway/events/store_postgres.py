@@ -34,6 +34,7 @@ from gateway.events.migrations import (
     SUBSCRIPTION_LIST,
     action_from_row,
     action_row,
+    check_limit,
     check_page,
     duplicate_event_id,
     event_from_row,
@@ -80,9 +81,9 @@ _ACTION = f"SELECT {ACTION_LIST} FROM proposed_action WHERE action_id = %s"
 _RECORD_ACTION = """UPDATE proposed_action SET record_id = %s
     WHERE action_id = %s AND record_id = ''"""
 _UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE record_id = ''
-    ORDER BY proposed_us LIMIT %s"""
+    ORDER BY proposed_us, action_id LIMIT %s"""
 _ACTIONS = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE state = ANY(%s)
-    ORDER BY proposed_us LIMIT %s"""
+    ORDER BY proposed_us, action_id LIMIT %s"""
 _HOLDING = f"""SELECT {ACTION_LIST} FROM proposed_action
     WHERE household_id = ANY(%(households)s) AND state = ANY(%(states)s)
     AND (%(programme)s::text IS NULL OR programme = %(programme)s)"""
@@ -143,7 +144,7 @@ def _insert(cur: Cursor[Any], events: Sequence[NewEvent], now_us: int) -> list[t
     return rows
 
 
-def _apply(cur: Cursor[Any], change: ActionChange, now_us: int) -> None:
+def _apply(cur: Cursor[Any], change: ActionChange) -> None:
     """Insert the action, or move it from the expected state."""
     action = change.action
     if change.expected is None:
@@ -154,7 +155,7 @@ def _apply(cur: Cursor[Any], change: ActionChange, now_us: int) -> None:
             (
                 action.state,
                 action.resolution,
-                action.resolved_us or now_us,
+                action.resolved_us,
                 action.action_id,
                 change.expected,
             ),
@@ -206,7 +207,7 @@ class PostgresEventStore:
             added = {(row[1], row[2]) for row in rows}
             for change in actions:
                 if (change.source, change.source_seq) in added:
-                    _apply(cur, change, now_us)
+                    _apply(cur, change)
         return len(rows)
 
     def bounds(self) -> Bounds:
@@ -272,9 +273,11 @@ class PostgresEventStore:
         return latest_holding(action_from_row(r) for r in rows)
 
     def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
+        check_limit(limit)
         return [action_from_row(r) for r in self._all(_ACTIONS, (list(states), limit))]
 
     def unrecorded(self, limit: int) -> list[ProposedAction]:
+        check_limit(limit)
         return [action_from_row(r) for r in self._all(_UNRECORDED, (limit,))]
 
     def action(self, action_id: str) -> ProposedAction | None:

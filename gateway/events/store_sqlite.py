@@ -27,6 +27,7 @@ from gateway.events.migrations import (
     SUBSCRIPTION_LIST,
     action_from_row,
     action_row,
+    check_limit,
     check_page,
     duplicate_event_id,
     event_from_row,
@@ -73,7 +74,7 @@ _ACTION = f"SELECT {ACTION_LIST} FROM proposed_action WHERE action_id = ?"
 _RECORD_ACTION = """UPDATE proposed_action SET record_id = ?
     WHERE action_id = ? AND record_id = ''"""
 _UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE record_id = ''
-    ORDER BY proposed_us LIMIT ?"""
+    ORDER BY proposed_us, action_id LIMIT ?"""
 
 
 def _holding_sql(households: int, programme: bool) -> str:
@@ -116,7 +117,7 @@ def _page_sql(types: int, restricted: bool) -> str:
 _HEAD_OF = "SELECT head FROM event_source WHERE source = ?"
 
 
-def _apply(conn: sqlite3.Connection, change: ActionChange, now_us: int) -> None:
+def _apply(conn: sqlite3.Connection, change: ActionChange) -> None:
     """Insert the action, or move it from the expected state."""
     action = change.action
     if change.expected is None:
@@ -127,7 +128,7 @@ def _apply(conn: sqlite3.Connection, change: ActionChange, now_us: int) -> None:
             (
                 action.state,
                 action.resolution,
-                action.resolved_us or now_us,
+                action.resolved_us,
                 action.action_id,
                 change.expected,
             ),
@@ -162,7 +163,7 @@ class SQLiteEventStore:
             added = {(row[1], row[2]) for row in rows}
             for change in actions:
                 if (change.source, change.source_seq) in added:
-                    _apply(conn, change, now_us)
+                    _apply(conn, change)
         return len(rows)
 
     @staticmethod
@@ -240,18 +241,20 @@ class SQLiteEventStore:
         with self._db.read() as conn:
             for start in range(0, len(wanted), _HOLDING_CHUNK):
                 chunk = wanted[start : start + _HOLDING_CHUNK]
-                params = [*chunk, *([programme] if programme else []), *HOLDING]
+                params = [*chunk, *([programme] if programme is not None else []), *HOLDING]
                 sql = _holding_sql(len(chunk), programme is not None)
                 found += [action_from_row(r) for r in conn.execute(sql, params)]
         return latest_holding(found)
 
     def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
+        check_limit(limit)
         marks = ", ".join("?" * len(states))
         sql = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE state IN ({marks})
-            ORDER BY proposed_us LIMIT ?"""
+            ORDER BY proposed_us, action_id LIMIT ?"""
         return [action_from_row(r) for r in self._select(sql, (*states, limit))]
 
     def unrecorded(self, limit: int) -> list[ProposedAction]:
+        check_limit(limit)
         return [action_from_row(r) for r in self._select(_UNRECORDED, (limit,))]
 
     def action(self, action_id: str) -> ProposedAction | None:

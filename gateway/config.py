@@ -42,6 +42,10 @@ class Config:
     stream_idle_s: float = 60.0  # a stream's next request, or the caller taking its next answer
     calls_per_institution: int = 256  # calls open at once (arrived or not)
     streams_per_institution: int = 2  # batch streams and audit queries open at once
+    # Registry-event subscriptions (Subscribe streams): long-lived, so a lane of their own,
+    # never taking a batch stream's place (docs/events.md, "Delivery").
+    subscription_workers: int = 16
+    subscriptions_per_institution: int = 4
     max_message_bytes: int = 1024 * 1024  # one request message
     data_dir: Path = Path("var")
     # Where the gateway writes (consents on SQLite); None: data_dir.
@@ -126,6 +130,15 @@ def _from_file(path: Path) -> Config:
         streams_per_institution=_int(
             server, "max_streams_per_institution", config.streams_per_institution, where
         ),
+        subscription_workers=_int(
+            server, "subscription_workers", config.subscription_workers, where
+        ),
+        subscriptions_per_institution=_int(
+            server,
+            "max_subscriptions_per_institution",
+            config.subscriptions_per_institution,
+            where,
+        ),
         max_message_bytes=_int(server, "max_message_bytes", config.max_message_bytes, where),
         data_dir=base / _str(data, "dir", str(config.data_dir), f"{path}: [data]"),
         programmes=_optional_path(base, data, "programmes", f"{path}: [data]"),
@@ -160,6 +173,8 @@ _SERVER_KEYS = {
     "stream_idle_seconds",
     "max_calls_per_institution",
     "max_streams_per_institution",
+    "subscription_workers",
+    "max_subscriptions_per_institution",
     "max_message_bytes",
 }
 
@@ -231,6 +246,8 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_STREAM_IDLE_SECONDS": ("stream_idle_s", _seconds),
     "JISR_MAX_CALLS_PER_INSTITUTION": ("calls_per_institution", _whole),
     "JISR_MAX_STREAMS_PER_INSTITUTION": ("streams_per_institution", _whole),
+    "JISR_SUBSCRIPTION_WORKERS": ("subscription_workers", _whole),
+    "JISR_MAX_SUBSCRIPTIONS_PER_INSTITUTION": ("subscriptions_per_institution", _whole),
     "JISR_MAX_MESSAGE_BYTES": ("max_message_bytes", _whole),
     "JISR_DATA_DIR": ("data_dir", _path),
     "JISR_STATE_DIR": ("state_dir", _path),

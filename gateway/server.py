@@ -291,6 +291,8 @@ def limits(config: Config) -> Limits:
         stream_idle_s=config.stream_idle_s,
         calls_per_institution=config.calls_per_institution,
         streams_per_institution=config.streams_per_institution,
+        subscription_workers=config.subscription_workers,
+        subscriptions_per_institution=config.subscriptions_per_institution,
         max_message_bytes=config.max_message_bytes,
     )
 

@@ -44,6 +44,7 @@ from grpc import aio
 
 from gateway.audit.writer import APPEND_TIMEOUT_S, Pending
 from gateway.base.errors import DEADLINE_SLACK_S, ExchangeError, Reason, caller_ended
+from gateway.base.wire import REGISTRY_EVENTS, method_path
 from gateway.engine.steps import OFFLOAD, Steps, drive, thrown
 from gateway.services.edge import grpc_status
 
@@ -79,6 +80,8 @@ class Limits:
     stream_idle_s: float = 60.0
     calls_per_institution: int = 256
     streams_per_institution: int = 2
+    subscription_workers: int = 16
+    subscriptions_per_institution: int = 4
     max_message_bytes: int = 1024 * 1024
 
     def server_options(self) -> list[tuple[str, Any]]:
@@ -255,13 +258,25 @@ class _Quiet:
         log.warning(message, extra={**extra, "suppressed": folded})
 
 
+# Lanes a call is admitted to: a unary call, a batch stream or audit query, a registry
+# events subscription (long-lived: a pool and a per-institution limit of its own).
+CALL = "call"
+STREAM = "stream"
+SUBSCRIPTION = "subscription"
+# Methods admitted as subscriptions.
+SUBSCRIPTION_METHODS = frozenset({method_path(REGISTRY_EVENTS, "Subscribe")})
+
+
 class _Counts:
     """Calls and streams open per institution (touched on the event loop only)."""
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = defaultdict(int)
-        self.streams: dict[str, int] = defaultdict(int)
-        self.all_streams = 0
+        self.lanes: dict[str, dict[str, int]] = {
+            STREAM: defaultdict(int),
+            SUBSCRIPTION: defaultdict(int),
+        }
+        self.all: dict[str, int] = {STREAM: 0, SUBSCRIPTION: 0}
         self.on_workers: dict[str, asyncio.Semaphore] = {}
 
 
@@ -273,6 +288,9 @@ class Door:
         self._refused = refused
         self._workers = ThreadPoolExecutor(limits.workers, thread_name_prefix="jisr")
         self._streamers = ThreadPoolExecutor(limits.stream_workers, thread_name_prefix="jisr-s")
+        self._subscribers = ThreadPoolExecutor(
+            limits.subscription_workers, thread_name_prefix="jisr-sub"
+        )
         self._counts = _Counts()
         self._quiet = _Quiet()
         self._stop_at: float | None = None  # read by workers; set once, by `stopping`
@@ -287,6 +305,7 @@ class Door:
         records GATEWAY_STOPPING, so that no call admitted ends without its record."""
         self._workers.shutdown(wait=True)
         self._streamers.shutdown(wait=True)
+        self._subscribers.shutdown(wait=True)
 
     def wrap(self, inner: grpc.GenericRpcHandler) -> grpc.GenericRpcHandler:
         """The same service, each method behind the door."""
@@ -322,7 +341,7 @@ class Door:
         pipeline's own CPU work is a few hundred microseconds, so the loop does it."""
         steps = getattr(behaviour, "steps", None) or _offloaded(behaviour)
         institution = _institution(context)
-        refusal = self._admit(institution, stream=False)
+        refusal = self._admit(institution, CALL)
         if refusal is not None:
             await self._refuse(context, method, institution, refusal)
             return None
@@ -358,7 +377,7 @@ class Door:
             )
         finally:
             if not handed:
-                self._release(institution, stream=False)
+                self._release(institution, CALL)
 
     async def _rest_on_worker(
         self,
@@ -382,7 +401,7 @@ class Door:
             ending = loop.run_in_executor(
                 self._workers, own.run, self._end, method, institution, work, on
             )
-            ending.add_done_callback(lambda _: self._release(institution, stream=False))
+            ending.add_done_callback(lambda _: self._release(institution, CALL))
             raise
         try:
             job = loop.run_in_executor(
@@ -390,12 +409,12 @@ class Door:
             )
         except BaseException:
             slots.release()
-            self._release(institution, stream=False)
+            self._release(institution, CALL)
             raise
 
         def done(_: object) -> None:
             slots.release()
-            self._release(institution, stream=False)
+            self._release(institution, CALL)
 
         job.add_done_callback(done)
         result = await _outcome(job, context, on)
@@ -431,10 +450,11 @@ class Door:
         behaviour: Callable[[bytes, ThreadContext], Generator[bytes, None, None]],
         context: aio.ServicerContext[Any, Any],
     ) -> None:
-        """A response stream (QueryAccess): admitted as a stream, its request read on the
-        loop, then produced on a stream worker of its own."""
+        """A response stream (QueryAccess, Subscribe): admitted to its lane, its request
+        read on the loop, then produced on a worker of its own."""
         institution = _institution(context)
-        refusal = self._admit(institution, stream=True)
+        lane = SUBSCRIPTION if method in SUBSCRIPTION_METHODS else STREAM
+        refusal = self._admit(institution, lane)
         if refusal is not None:
             await self._refuse(context, method, institution, refusal)
             return
@@ -447,8 +467,8 @@ class Door:
             handed = True
         finally:
             if not handed:
-                self._release(institution, stream=True)
-        await self._stream_on_worker(institution, context, on, lambda: behaviour(raw, on))
+                self._release(institution, lane)
+        await self._stream_on_worker(institution, context, on, lambda: behaviour(raw, on), lane)
 
     async def stream_stream(
         self,
@@ -459,7 +479,7 @@ class Door:
         """A batch stream: admitted, then read and answered on a stream worker of its own;
         its first request is due `request_timeout_s` after its headers."""
         institution = _institution(context)
-        refusal = self._admit(institution, stream=True)
+        refusal = self._admit(institution, STREAM)
         if refusal is not None:
             await self._refuse(context, method, institution, refusal)
             return
@@ -467,9 +487,11 @@ class Door:
             on = self._thread_context(context)
             requests = _Requests(on, self.limits)
         except BaseException:
-            self._release(institution, stream=True)
+            self._release(institution, STREAM)
             raise
-        await self._stream_on_worker(institution, context, on, lambda: behaviour(requests, on))
+        await self._stream_on_worker(
+            institution, context, on, lambda: behaviour(requests, on), STREAM
+        )
 
     async def _stream_on_worker(
         self,
@@ -477,42 +499,49 @@ class Door:
         context: aio.ServicerContext[Any, Any],
         on: ThreadContext,
         handler: Callable[[], Generator[bytes, None, None]],
+        lane: str,
     ) -> None:
         """Run a stream's handler on a stream worker, writing what it yields. Admission
         keeps open streams within the stream workers, so a stream never waits for one."""
         loop = asyncio.get_running_loop()
+        pool = self._subscribers if lane == SUBSCRIPTION else self._streamers
         try:
-            job = loop.run_in_executor(self._streamers, _pump, handler, on)
+            job = loop.run_in_executor(pool, _pump, handler, on)
         except BaseException:
-            self._release(institution, stream=True)
+            self._release(institution, lane)
             raise
-        job.add_done_callback(lambda _: self._release(institution, stream=True))
+        job.add_done_callback(lambda _: self._release(institution, lane))
         if await _outcome(job, context, on) is not None:
             context.set_trailing_metadata(on.trailers)
 
     # -- admission ---------------------------------------------------------------------
 
-    def _admit(self, institution: str, *, stream: bool) -> ExchangeError | None:
+    def _admit(self, institution: str, lane: str) -> ExchangeError | None:
         """Count the call in, or say why not."""
         counts, limits = self._counts, self.limits
         if counts.calls[institution] >= limits.calls_per_institution:
             return _too_many("calls")
-        if stream:
-            if counts.streams[institution] >= limits.streams_per_institution:
-                return _too_many("streams")
-            if counts.all_streams >= limits.stream_workers:
+        if lane != CALL:
+            mine, most = (
+                (limits.subscriptions_per_institution, limits.subscription_workers)
+                if lane == SUBSCRIPTION
+                else (limits.streams_per_institution, limits.stream_workers)
+            )
+            if counts.lanes[lane][institution] >= mine:
+                return _too_many("subscriptions" if lane == SUBSCRIPTION else "streams")
+            if counts.all[lane] >= most:
                 return _busy()
-            counts.streams[institution] += 1
-            counts.all_streams += 1
+            counts.lanes[lane][institution] += 1
+            counts.all[lane] += 1
         counts.calls[institution] += 1
         return None
 
-    def _release(self, institution: str, *, stream: bool) -> None:
+    def _release(self, institution: str, lane: str) -> None:
         """Called on the loop, or from a job's done callback (which asyncio runs there)."""
         self._counts.calls[institution] -= 1
-        if stream:
-            self._counts.streams[institution] -= 1
-            self._counts.all_streams -= 1
+        if lane != CALL:
+            self._counts.lanes[lane][institution] -= 1
+            self._counts.all[lane] -= 1
 
     def _slot(self, institution: str) -> asyncio.Semaphore:
         """An institution's share of the workers: one fewer than there are (at least one),

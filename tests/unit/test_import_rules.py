@@ -188,10 +188,11 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 # grpc is a transport: only the edges speak it. The services and the door (the gateway's
-# edge), the SDK and the CLI (a partner's), the composition root, and the two adapters
-# that are themselves gRPC transports (a remote registry's client, the reference backend).
+# edge), the SDK and the CLI (a partner's), the composition root, and the adapters
+# that are themselves gRPC transports (a remote registry's client and journal reader, the
+# reference backend).
 GRPC_EDGES = ("gateway.services", "gateway.sdk", "gateway.cli", "gateway.server", "gateway.pb")
-GRPC_TRANSPORTS = {"adapters.remote", "adapters.backend"}
+GRPC_TRANSPORTS = {"adapters.remote", "adapters.remote_journal", "adapters.backend"}
 
 
 def test_only_the_edges_import_grpc() -> None:

@@ -11,7 +11,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.sdk.client import Credentials, JisrClient
 from gateway.sdk.events import Events
-from tests.support import identities, processes, registry_rows
+from tests.support import databases, identities, processes, registry_rows
 from tests.support.event_site import AMO, WAIT_S, programmes_file, read
 
 pytestmark = pytest.mark.integration
@@ -111,8 +111,11 @@ def _start_backend(
     return processes.start([*args, "--data-dir", str(data_dir), "--pki-dir", str(pki_dir)], log)
 
 
-@pytest.fixture(scope="module")
-def remote(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def remote(
+    request: pytest.FixtureRequest, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Remote]:
+    """The gateway's state on SQLite, or on PostgreSQL."""
     folder = tmp_path_factory.mktemp("remote-events")
     gateway_data, backend_data = folder / "gateway-data", folder / "cnss-data"
     generate(gateway_data, 300, 5)
@@ -125,11 +128,20 @@ def remote(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "JISR_STATE_DIR": str(folder / "state"),
     }
     args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(gateway_data)]
-    gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env=env)
-    with ExitStack() as stack:
-        yield Remote(gateway, backend, gateway_data, backend_data, pki_dir, stack)
-    assert gateway.stop() == 0
-    backend.stop()
+    database = databases.postgres_schema() if request.param == "postgresql" else nullcontext()
+    with database as url, ExitStack() as stack:
+        if url:
+            env["JISR_DATABASE_URL"] = url
+        gateway = processes.start(
+            [*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env=env
+        )
+        remote = Remote(gateway, backend, gateway_data, backend_data, pki_dir, stack)
+        try:
+            yield remote
+        finally:
+            stack.close()
+            assert gateway.stop() == 0
+            remote.backend.stop()  # the one running now (a test restarts it)
 
 
 def test_a_coverage_started_at_cnss_reaches_its_subscriber(remote: Remote) -> None:

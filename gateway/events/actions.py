@@ -1,6 +1,15 @@
 """The events due process sends (gateway/pipeline/due_process.py): a proposed action, its
 withdrawal, and the eligibility change that carries it out, as entries of the gateway's
-own source ("JISR") in the event log.
+own sources in the event log.
+
+Two sources, each with its own sequence, because two different loops number them: "JISR"
+for what the ingester derives from the registries' changes (eligibility changes,
+proposals, withdrawals when the facts turn back), numbered from the rows it reads, so that
+replicas reading the same rows number them alike; "JISR-DUE" for what the due-process
+sweep decides on the clock and on contests (the final change, a withdrawal on an upheld
+contest), numbered inside the transaction that moves the action. Sharing one sequence,
+a sweep committing between the ingester's numbering and its append would take the
+number of one of the ingester's events.
 
 Ids derive from the action's id, itself derived from the change that caused it, so that
 replicas deriving the same step produce the same event and the log keeps it once.
@@ -17,8 +26,9 @@ from gateway.events.model import NewEvent
 from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.pipeline.due_process import ProposedAction
 
-# The source of the events the gateway itself derives (eligibility changes, due process).
+# The sources of the events the gateway itself derives (see the module docstring).
 DERIVED = "JISR"
+SWEPT = "JISR-DUE"
 
 
 def _utc_date(us: int) -> Date:
@@ -26,12 +36,12 @@ def _utc_date(us: int) -> Date:
     return Date(year=day.year, month=day.month, day=day.day)
 
 
-def _base(
-    action: ProposedAction, kind: str, event_id: str, seq: int, at_us: int
+def _base(  # noqa: PLR0917
+    action: ProposedAction, kind: str, event_id: str, seq: int, at_us: int, source: str
 ) -> epb.ChangeEvent:
     event = epb.ChangeEvent(
         event_id=event_id,
-        source=DERIVED,
+        source=source,
         source_seq=seq,
         type=event_types.number(kind),
         effective=_utc_date(at_us),
@@ -46,7 +56,7 @@ def _base(
 
 def _entry(event: epb.ChangeEvent, kind: str, at_us: int) -> NewEvent:
     return NewEvent(
-        source=DERIVED,
+        source=event.source,
         source_seq=event.source_seq,
         event_id=event.event_id,
         type=kind,
@@ -60,7 +70,7 @@ def _entry(event: epb.ChangeEvent, kind: str, at_us: int) -> NewEvent:
 def proposed(action: ProposedAction, seq: int) -> NewEvent:
     """`action.proposed`: the benefit would end; it goes on until `notice_until`."""
     kind = "action.proposed"
-    event = _base(action, kind, action.action_id, seq, action.proposed_us)
+    event = _base(action, kind, action.action_id, seq, action.proposed_us, DERIVED)
     event.eligible, event.previous_eligible = False, True
     event.reasons.extend(action.reasons)  # type: ignore[arg-type]
     event.previous_reasons.extend(action.previous_reasons)  # type: ignore[arg-type]
@@ -69,11 +79,13 @@ def proposed(action: ProposedAction, seq: int) -> NewEvent:
     return _entry(event, kind, action.proposed_us)
 
 
-def withdrawn(action: ProposedAction, because: str, cause: str, seq: int, at_us: int) -> NewEvent:
+def withdrawn(  # noqa: PLR0917
+    action: ProposedAction, because: str, cause: str, seq: int, at_us: int, source: str
+) -> NewEvent:
     """`action.withdrawn`: the action will not be carried out (`because`); `cause` is the
-    change that turned the decision back, "" when a contest did."""
+    change that turned the decision back (source DERIVED), "" when a contest did (SWEPT)."""
     kind = "action.withdrawn"
-    event = _base(action, kind, f"{action.action_id}/withdrawn", seq, at_us)
+    event = _base(action, kind, f"{action.action_id}/withdrawn", seq, at_us, source)
     event.eligible, event.previous_eligible = True, True
     event.reasons.extend(action.previous_reasons)  # type: ignore[arg-type]
     event.withdrawn_because = because
@@ -82,9 +94,9 @@ def withdrawn(action: ProposedAction, because: str, cause: str, seq: int, at_us:
 
 
 def carried_out(action: ProposedAction, seq: int, at_us: int) -> NewEvent:
-    """The final `eligibility.changed` of an action: the benefit ends now."""
+    """The final `eligibility.changed` of an action (source SWEPT): the benefit ends now."""
     kind = "eligibility.changed"
-    event = _base(action, kind, f"{action.action_id}/carried-out", seq, at_us)
+    event = _base(action, kind, f"{action.action_id}/carried-out", seq, at_us, SWEPT)
     event.eligible, event.previous_eligible = False, True
     event.reasons.extend(action.reasons)  # type: ignore[arg-type]
     event.previous_reasons.extend(action.previous_reasons)  # type: ignore[arg-type]

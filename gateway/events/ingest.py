@@ -199,7 +199,7 @@ class Ingester:
             except Exception as exc:  # this source waits for the next round; others go on
                 self.faults += 1
                 log.warning(
-                    "event source unreadable",
+                    "event source round failed",
                     extra={"source": source, "error": type(exc).__name__},
                 )
         return added
@@ -270,7 +270,9 @@ class Ingester:
             gone = replace(
                 holding, state=due_process.WITHDRAWN, resolution=because, resolved_us=derived.now
             )
-            derived.events.append(actions.withdrawn(gone, because, row.event_id, seq, derived.now))
+            derived.events.append(
+                actions.withdrawn(gone, because, row.event_id, seq, derived.now, DERIVED)
+            )
             derived.changes.append(ActionChange(DERIVED, seq, gone, holding.state))
             derived.holding.pop(key)
         else:

@@ -23,6 +23,7 @@ __all__ = [
     "Digest",
     "NewEvent",
     "Page",
+    "StaleActionError",
     "StoredEvent",
     "Subscription",
     "check_cursor",
@@ -56,12 +57,19 @@ class NewEvent:
     detail: str = "{}"
 
 
+class StaleActionError(ValueError):
+    """An action change's expected state was no longer the stored one (another process
+    moved the action since it was read): the whole append is rolled back, so that no event
+    contradicts the action's state; the ingester derives again from fresh state."""
+
+
 @dataclass(frozen=True, slots=True)
 class ActionChange:
     """A proposed action written with the event that proposes, withdraws or settles it
     (its source and sequence): only if that event enters the log, so that replicas
     offering the same events change the action once. `expected` None inserts the action;
-    a state moves it from that state only (a replica that moved it first wins)."""
+    a state moves it from that state only: if it is in another by then, the append fails
+    with StaleActionError and writes nothing."""
 
     source: str
     source_seq: int

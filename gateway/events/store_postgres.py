@@ -44,7 +44,15 @@ from gateway.events.migrations import (
     subscription_from_row,
     subscription_rows,
 )
-from gateway.events.model import ActionChange, Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.events.model import (
+    ActionChange,
+    Bounds,
+    NewEvent,
+    Page,
+    StaleActionError,
+    StoredEvent,
+    Subscription,
+)
 from gateway.pipeline.due_process import HOLDING, ProposedAction
 from gateway.storage.postgres import (
     LOCK,
@@ -145,20 +153,19 @@ def _insert(cur: Cursor[Any], events: Sequence[NewEvent], now_us: int) -> list[t
 
 
 def _apply(cur: Cursor[Any], change: ActionChange) -> None:
-    """Insert the action, or move it from the expected state."""
+    """Insert the action, or move it from the expected state (StaleActionError if it is no
+    longer in it: the caller's transaction is rolled back, nothing is appended)."""
     action = change.action
     if change.expected is None:
         cur.execute(_ADD_ACTION, action_row(action))
-    else:
-        cur.execute(
-            _MOVE_ACTION,
-            (
-                action.state,
-                action.resolution,
-                action.resolved_us,
-                action.action_id,
-                change.expected,
-            ),
+        return
+    moved = cur.execute(
+        _MOVE_ACTION,
+        (action.state, action.resolution, action.resolved_us, action.action_id, change.expected),
+    )
+    if moved.rowcount != 1:
+        raise StaleActionError(
+            f"action {action.action_id} is no longer {change.expected}; nothing was appended"
         )
 
 

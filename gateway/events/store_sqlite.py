@@ -37,7 +37,15 @@ from gateway.events.migrations import (
     subscription_from_row,
     subscription_rows,
 )
-from gateway.events.model import ActionChange, Bounds, NewEvent, Page, StoredEvent, Subscription
+from gateway.events.model import (
+    ActionChange,
+    Bounds,
+    NewEvent,
+    Page,
+    StaleActionError,
+    StoredEvent,
+    Subscription,
+)
 from gateway.pipeline.due_process import HOLDING, ProposedAction
 from gateway.storage.sqlite import BUSY_TIMEOUT_MS, SQLiteFile
 
@@ -118,20 +126,19 @@ _HEAD_OF = "SELECT head FROM event_source WHERE source = ?"
 
 
 def _apply(conn: sqlite3.Connection, change: ActionChange) -> None:
-    """Insert the action, or move it from the expected state."""
+    """Insert the action, or move it from the expected state (StaleActionError if it is no
+    longer in it: the caller's transaction is rolled back, nothing is appended)."""
     action = change.action
     if change.expected is None:
         conn.execute(_ADD_ACTION, action_row(action))
-    else:
-        conn.execute(
-            _MOVE_ACTION,
-            (
-                action.state,
-                action.resolution,
-                action.resolved_us,
-                action.action_id,
-                change.expected,
-            ),
+        return
+    moved = conn.execute(
+        _MOVE_ACTION,
+        (action.state, action.resolution, action.resolved_us, action.action_id, change.expected),
+    )
+    if moved.rowcount != 1:
+        raise StaleActionError(
+            f"action {action.action_id} is no longer {change.expected}; nothing was appended"
         )
 
 

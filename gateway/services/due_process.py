@@ -104,7 +104,7 @@ class DueProcessSweep:
             new = due_process.settle(action, contest, now)
             if new is not None:
                 moved += self.events.settle(
-                    new, action.state, _event_of(new, now), actions.DERIVED, now
+                    new, action.state, _event_of(new, now), actions.SWEPT, now
                 )
         return moved
 
@@ -114,7 +114,9 @@ def _event_of(action: ProposedAction, now: int) -> Callable[[int], NewEvent] | N
     if action.state == due_process.CONFIRMED:
         return lambda seq: actions.carried_out(action, seq, now)
     if action.state == due_process.KEPT:
-        return lambda seq: actions.withdrawn(action, due_process.CONTEST_UPHELD, "", seq, now)
+        return lambda seq: actions.withdrawn(
+            action, due_process.CONTEST_UPHELD, "", seq, now, actions.SWEPT
+        )
     return None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.events.model import ActionChange, NewEvent
+from gateway.events.model import ActionChange, NewEvent, StaleActionError
 from gateway.events.store import FILE_NAME, EventStore, open_event_store
 from gateway.pb.jisr.v1.registry_pb2 import ReasonCode
 from gateway.pipeline.due_process import (
@@ -231,15 +231,17 @@ def test_a_move_offered_with_its_event_applies_from_the_expected_state(
     assert store.action(action.action_id) == withdrawn
 
 
-def test_a_move_from_a_stale_expected_state_leaves_the_action_unchanged(
-    store: EventStore,
-) -> None:
+def test_a_move_from_a_stale_expected_state_appends_nothing(store: EventStore) -> None:
+    """Another process moved the action since it was read: no event may contradict it, so
+    the whole append is refused and the ingester derives again."""
     action = proposal(1)
     offer(store, action)
     released = replace(action, state=RELEASED, resolution=FACTS_RESTORED, resolved_us=T0)
     change = ActionChange(RSU, 2, released, expected=KEPT)
-    assert store.append([event(2)], T0 + SECOND, [change]) == 1
+    with pytest.raises(StaleActionError, match="no longer kept"):
+        store.append([event(2)], T0 + SECOND, [change])
     assert store.action(action.action_id) == action
+    assert store.heads()[RSU] == 1
 
 
 def test_a_move_offered_with_an_event_the_log_holds_is_not_applied(db: EventDatabase) -> None:

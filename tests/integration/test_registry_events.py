@@ -113,7 +113,11 @@ def test_a_rescoring_across_the_asd_threshold_tells_anss_the_old_and_new_decisio
     assert "ASD" in got, [(n.event.programme, n.event.event_id, n.event.type) for n in seen]
     asd = got["ASD"]
     assert asd.action_id == f"{line['id']}/action/ASD"
-    assert (asd.household_id, asd.source, asd.cause) == (household.household_id, "JISR", line["id"])
+    assert (asd.household_id, asd.source, asd.cause) == (
+        household.household_id,
+        "JISR-DUE",
+        line["id"],
+    )
     assert (asd.previous_eligible, asd.eligible) == (True, False)
     assert list(asd.previous_reasons) == [registry_pb2.REASON_CODE_SCORE_BELOW_THRESHOLD]
     assert list(asd.reasons) == [registry_pb2.REASON_CODE_SCORE_ABOVE_THRESHOLD]

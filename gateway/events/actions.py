@@ -22,13 +22,12 @@ import datetime as dt
 from google.type.date_pb2 import Date
 
 from gateway.base import event_types
-from gateway.events.model import NewEvent
+from gateway.events.model import DERIVED, SWEPT, NewEvent
 from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.pipeline.due_process import ProposedAction
 
 # The sources of the events the gateway itself derives (see the module docstring).
-DERIVED = "JISR"
-SWEPT = "JISR-DUE"
+__all__ = ["DERIVED", "SWEPT", "carried_out", "proposed", "withdrawn"]
 
 
 def _utc_date(us: int) -> Date:

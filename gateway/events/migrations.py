@@ -35,7 +35,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from gateway.events.model import HOUSEHOLD, PERSON, NewEvent, StoredEvent, Subscription
+from gateway.events.model import (
+    DERIVED_SOURCES,
+    HOUSEHOLD,
+    PERSON,
+    NewEvent,
+    NumberTakenError,
+    StoredEvent,
+    Subscription,
+)
 from gateway.pipeline.due_process import HOLDING, STATES, ProposedAction
 from gateway.storage.migrations import Migration, VersionLine
 
@@ -323,6 +331,31 @@ def positioned(
         )
     changed = {source: seq for source, seq in running.items() if heads.get(source) != seq}
     return rows, changed
+
+
+def skipped_derived(
+    events: Sequence[NewEvent], rows: Sequence[tuple[Any, ...]]
+) -> dict[tuple[str, int], str]:
+    """The derived events `positioned` skipped as held ((source, seq) -> event id): a
+    registry's own events at a held number are the same events, but the gateway's derived
+    ones are numbered by whoever derives them, so the log must hold those very events."""
+    added = {(row[1], row[2]) for row in rows}
+    return {
+        (e.source, e.source_seq): e.event_id
+        for e in events
+        if e.source in DERIVED_SOURCES and (e.source, e.source_seq) not in added
+    }
+
+
+def check_held(skipped: Mapping[tuple[str, int], str], held: Mapping[tuple[str, int], str]) -> None:
+    """NumberTakenError if a skipped derived event's number holds another event (a pruned
+    one is taken as held: it was delivered, or its retention passed)."""
+    for key, event_id in skipped.items():
+        if held.get(key, event_id) != event_id:
+            raise NumberTakenError(
+                f"event source {key[0]}: sequence {key[1]} holds another event (a replica "
+                "numbered its derived events at the same time); nothing was appended"
+            )
 
 
 def duplicate_event_id(rows: Sequence[tuple[Any, ...]]) -> ValueError:

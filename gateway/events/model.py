@@ -22,6 +22,7 @@ __all__ = [
     "Bounds",
     "Digest",
     "NewEvent",
+    "NumberTakenError",
     "Page",
     "StaleActionError",
     "StoredEvent",
@@ -31,6 +32,11 @@ __all__ = [
     "new_subscription_id",
     "out_of_range",
 ]
+
+# The gateway's own sources (gateway/events/actions.py says why two).
+DERIVED = "JISR"
+SWEPT = "JISR-DUE"
+DERIVED_SOURCES = frozenset({DERIVED, SWEPT})
 
 # Person ("p") or household ("h"): how a subscription's subjects are stored.
 PERSON = "p"
@@ -55,6 +61,12 @@ class NewEvent:
     recorded_us: int
     payload: bytes
     detail: str = "{}"
+
+
+class NumberTakenError(ValueError):
+    """A derived event's number is held by another event: a replica numbered its own
+    derived events from the same head at the same time. The append is rolled back; the
+    ingester numbers again from the new head on its next round."""
 
 
 class StaleActionError(ValueError):

@@ -34,6 +34,7 @@ from gateway.events.migrations import (
     SUBSCRIPTION_LIST,
     action_from_row,
     action_row,
+    check_held,
     check_limit,
     check_page,
     duplicate_event_id,
@@ -41,6 +42,7 @@ from gateway.events.migrations import (
     latest_holding,
     positioned,
     read_page,
+    skipped_derived,
     subscription_from_row,
     subscription_rows,
 )
@@ -80,6 +82,9 @@ _PRUNE = """WITH gone AS (DELETE FROM event_log WHERE ingested_us < %s RETURNING
     SELECT count(*) FROM gone"""
 _SUBJECTS = "SELECT subjects FROM event_subscription WHERE subscription_id = %s"
 _HEAD_OF = "SELECT head FROM event_source WHERE source = %s"
+_HELD = """SELECT e.source, e.source_seq, e.event_id FROM event_log e
+    JOIN unnest(%s::text[], %s::bigint[]) AS k(source, seq)
+    ON e.source = k.source AND e.source_seq = k.seq"""
 
 _ADD_ACTION = f"""INSERT INTO proposed_action ({ACTION_LIST})
     VALUES ({", ".join("%s" for _ in ACTION_COLUMNS)}) ON CONFLICT (action_id) DO NOTHING"""
@@ -138,6 +143,9 @@ def _insert(cur: Cursor[Any], events: Sequence[NewEvent], now_us: int) -> list[t
     bounds = cur.execute(_BOUNDS).fetchone()
     assert bounds is not None  # the migration inserts the one row
     rows, changed = positioned(events, heads, int(bounds[1]), now_us)
+    skipped = skipped_derived(events, rows)
+    if skipped:
+        check_held(skipped, _held(cur, list(skipped)))
     if not rows:
         return rows
     try:
@@ -150,6 +158,14 @@ def _insert(cur: Cursor[Any], events: Sequence[NewEvent], now_us: int) -> list[t
         raise
     cur.executemany(_SET_HEAD, list(changed.items()))
     return rows
+
+
+def _held(cur: Cursor[Any], keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """The event ids the log holds at these (source, seq), where it holds one."""
+    sources = [s for s, _ in keys]
+    seqs = [q for _, q in keys]
+    rows = cur.execute(_HELD, (sources, seqs)).fetchall()
+    return {(str(s), int(q)): str(e) for s, q, e in rows}
 
 
 def _apply(cur: Cursor[Any], change: ActionChange) -> None:

@@ -27,6 +27,7 @@ from gateway.events.migrations import (
     SUBSCRIPTION_LIST,
     action_from_row,
     action_row,
+    check_held,
     check_limit,
     check_page,
     duplicate_event_id,
@@ -34,6 +35,7 @@ from gateway.events.migrations import (
     latest_holding,
     positioned,
     read_page,
+    skipped_derived,
     subscription_from_row,
     subscription_rows,
 )
@@ -123,6 +125,17 @@ def _page_sql(types: int, restricted: bool) -> str:
 
 
 _HEAD_OF = "SELECT head FROM event_source WHERE source = ?"
+_HELD = "SELECT event_id FROM event_log WHERE source = ? AND source_seq = ?"
+
+
+def _held(conn: sqlite3.Connection, keys: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """The event ids the log holds at these (source, seq), where it holds one."""
+    found: dict[tuple[str, int], str] = {}
+    for key in keys:
+        row = conn.execute(_HELD, key).fetchone()
+        if row is not None:
+            found[key] = str(row[0])
+    return found
 
 
 def _apply(conn: sqlite3.Connection, change: ActionChange) -> None:
@@ -180,6 +193,9 @@ class SQLiteEventStore:
         heads = {str(s): int(h) for s, h in conn.execute(_HEADS).fetchall()}
         _, head = conn.execute(_BOUNDS).fetchone()
         rows, changed = positioned(events, heads, int(head), now_us)
+        skipped = skipped_derived(events, rows)
+        if skipped:
+            check_held(skipped, _held(conn, list(skipped)))
         try:
             conn.executemany(_INSERT, rows)
         except sqlite3.IntegrityError as exc:

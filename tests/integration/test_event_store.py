@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from gateway.events.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE
-from gateway.events.model import HOUSEHOLD, PERSON, NewEvent, StoredEvent, Subscription
+from gateway.events.model import (
+    HOUSEHOLD,
+    PERSON,
+    NewEvent,
+    NumberTakenError,
+    StoredEvent,
+    Subscription,
+)
 from gateway.events.store import FILE_NAME, EventStore, open_event_store
 from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
@@ -542,3 +549,29 @@ def test_a_database_with_a_newer_schema_is_refused(db: EventDatabase) -> None:
 def test_another_url_scheme_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported event database URL scheme: 'mysql'"):
         open_event_store("mysql://somewhere/jisr", tmp_path)
+
+
+# -- the gateway's derived events --------------------------------------------------------
+
+
+def _derived(seq: int, cause: str) -> NewEvent:
+    return replace(event(seq, "JISR"), event_id=f"{cause}/eligibility/ASD")
+
+
+def test_derived_events_offered_again_by_a_replica_are_skipped(db: EventDatabase) -> None:
+    first, second = db.open(), db.open()
+    offered = [event(1, "RSU"), _derived(1, "RSU-2026-11-000001")]
+    assert first.append(offered, T0) == 2
+    assert second.append(offered, T0) == 0
+
+
+def test_a_derived_number_another_replica_took_refuses_the_whole_append(
+    db: EventDatabase,
+) -> None:
+    """Two replicas number their derived events from the same head at once, from different
+    sources' changes: the second must not take the first's event for its own."""
+    first, second = db.open(), db.open()
+    assert first.append([event(1, "RSU"), _derived(1, "RSU-2026-11-000001")], T0) == 2
+    with pytest.raises(NumberTakenError, match="JISR: sequence 1 holds another event"):
+        second.append([event(1, "CNSS"), _derived(1, "CNSS-2026-11-000001")], T0)
+    assert "CNSS" not in second.heads()

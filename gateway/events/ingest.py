@@ -231,8 +231,11 @@ class Ingester:
         for row, found in turned:
             event = self._new(row)
             derived.events.append(event)
+            first = len(derived.events)
             for turn in found:
                 self._turn(row, event, turn, derived)
+            cause = (row.source, row.seq)
+            derived.events[first:] = [replace(e, cause=cause) for e in derived.events[first:]]
         return derived.events, derived.changes
 
     def _turn(self, row: JournalRow, cause: NewEvent, turn: Turn, derived: _Derived) -> None:

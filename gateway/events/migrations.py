@@ -296,12 +296,16 @@ def positioned(
 ) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
     """The rows (EVENT_COLUMNS order) of the events the log lacks, at positions head + 1,
     + 2..., and the sources' new heads. An event at or below its source's head is skipped:
-    the log holds it, or held it before a prune. ValueError if an event would leave a gap
+    the log holds it, or held it before a prune; so is a derived event whose cause was not
+    added by this call. ValueError if an event would leave a gap
     (its seq is not its source's head + 1 once the earlier ones of the call are in); the
     message names the source and the sequences, never a subject."""
     running = dict(heads)
     rows: list[tuple[Any, ...]] = []
+    added: set[tuple[str, int]] = set()
     for event in events:
+        if event.cause is not None and event.cause not in added:
+            continue  # its change was held already: whoever added it derived this
         if event.source_seq < 1:
             raise ValueError(f"event source {event.source}: sequence {event.source_seq} is below 1")
         last = running.get(event.source, 0)
@@ -313,6 +317,7 @@ def positioned(
                 f"the log's head {last} (a gap: {last + 1} expected); nothing was appended"
             )
         running[event.source] = event.source_seq
+        added.add((event.source, event.source_seq))
         head += 1
         rows.append(
             (
@@ -343,7 +348,9 @@ def skipped_derived(
     return {
         (e.source, e.source_seq): e.event_id
         for e in events
-        if e.source in DERIVED_SOURCES and (e.source, e.source_seq) not in added
+        if e.source in DERIVED_SOURCES
+        and (e.source, e.source_seq) not in added
+        and (e.cause is None or e.cause in added)
     }
 
 

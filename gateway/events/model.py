@@ -61,6 +61,10 @@ class NewEvent:
     recorded_us: int
     payload: bytes
     detail: str = "{}"
+    # A derived event: the (source, seq) of the change it follows from. It enters the log
+    # only with that change, in the same call: a replica that finds the change held
+    # already derived nothing more from it (the one that added it derived its events).
+    cause: tuple[str, int] | None = None
 
 
 class NumberTakenError(ValueError):

@@ -171,3 +171,41 @@ def test_the_sweep_committing_between_numbering_and_append_takes_no_derived_numb
     derived = _types(store, "JISR")
     assert [seq for seq, _, _ in derived] == list(range(1, len(derived) + 1))
     assert [t[1] for t in _types(store, actions.SWEPT)] == ["eligibility.changed"]
+
+
+class OtherReplicaFirst(SweepFirst):
+    """The real store, with another replica's whole round committed after this replica
+    read the registry's head (its first `heads`) and before it numbers what it derives (its
+    second), once."""
+
+    def __init__(self, store: EventStore) -> None:
+        super().__init__(store)
+        self.other: Any = None
+        self._reads = 0
+
+    def heads(self) -> dict[str, int]:
+        self._reads += 1
+        if self._reads == 2 and self.other is not None:
+            self.other()
+        return self.store.heads()
+
+
+def test_a_replica_late_on_a_change_derives_nothing_more_from_it(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Replica A adds a correction and withdraws the action; replica B, which read the same
+    correction before A committed, then sees no action holding the benefit: it must not
+    send an eligibility change for a benefit that never stopped."""
+    journal = Journal()
+    late = OtherReplicaFirst(store)
+    first = Ingester(journal, store, CATALOGUE, lambda _: "", clock=lambda: T0)
+    second = Ingester(journal, late, CATALOGUE, lambda _: "", clock=lambda: T0)
+    rescoring = journal.add("household.rescored", 9.0, 12.0)
+    first.run_once()
+    journal.add("household.rescored", 12.0, 9.0, corrects=rescoring)
+    late.other = first.run_once
+    second.run_once()
+    kinds = [t[1] for t in _types(store, "JISR")]
+    assert kinds.count("action.withdrawn") == 2  # ASD and AMOT, once each
+    assert "eligibility.changed" not in kinds
+    assert second.faults == 0

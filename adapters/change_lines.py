@@ -306,6 +306,11 @@ _TYPES: dict[str, tuple[type[Change], tuple[tuple[str, Check], ...]]] = {
     "correction": (Correction, (("corrects", _event_id),)),
 }
 TYPES = tuple(_TYPES)
+# The one source that records each type (None: any source, for its own events).
+SOURCE_OF: dict[str, str | None] = {
+    **{type_: cls.SOURCE for type_, (cls, _) in _TYPES.items()},
+    COMPOSITION_CHANGED: "RSU",
+}
 _ALLOWED = {
     type_: frozenset({"type", *(m for m, _ in _COMMON), *(m for m, _ in members)})
     for type_, (_, members) in _TYPES.items()

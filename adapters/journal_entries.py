@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from adapters.base import AdapterError
-from adapters.change_lines import COMPOSITION_CHANGED, TYPES
+from adapters.change_lines import COMPOSITION_CHANGED, SOURCE_OF, TYPES
 from adapters.registry_db import JournalRow
 from gateway.pb.jisr.v1 import backend_pb2
 
@@ -52,25 +52,9 @@ def from_entry(entry: backend_pb2.JournalEntry, source: str) -> JournalRow:
     def bad(field: str, why: str) -> AdapterError:
         return AdapterError(source, f"journal entry {entry.seq}: {field} {why}", invalid=True)
 
-    if entry.source != source:
-        raise bad("source", "is not the source asked for")
-    if entry.seq < 1:
-        raise bad("seq", "must be 1 or more")
-    if not _identifier(entry.event_id) or "/" in entry.event_id:
-        raise bad("event_id", f"must be 1 to {MAX_ID} printable characters without '/'")
-    if entry.type not in SOURCE_TYPES:
-        raise bad("type", "is not a change type")
-    if not _date(entry.effective):
-        raise bad("effective", "is not an ISO date")
-    if not _instant(entry.recorded):
-        raise bad("recorded", "is not an RFC 3339 time with its offset")
-    for field in ("idcs", "household_id"):
-        value = getattr(entry, field)
-        if value and not _identifier(value):
-            raise bad(field, "is not an identifier")
-    correction = entry.type == "correction"
-    if correction and not (_identifier(entry.corrects) and entry.corrected_type in SOURCE_TYPES):
-        raise bad("corrects", "and corrected_type must name the change undone")
+    problem = _header_problem(entry, source) or _correction_problem(entry, source)
+    if problem is not None:
+        raise bad(*problem)
     before = _object(entry.before_json)
     after = _object(entry.after_json)
     if before is None or after is None:
@@ -78,6 +62,9 @@ def from_entry(entry: backend_pb2.JournalEntry, source: str) -> JournalRow:
     facts = _facts(entry.facts_json) if entry.facts_json else None
     if entry.facts_json and facts is None:
         raise bad("facts_json", "is not household facts")
+    if facts is not None and entry.household_id and facts["household_id"] != entry.household_id:
+        raise bad("facts_json", "are about another household than the entry")
+    correction = entry.type == "correction"
     return JournalRow(
         source=entry.source,
         seq=entry.seq,
@@ -93,6 +80,46 @@ def from_entry(entry: backend_pb2.JournalEntry, source: str) -> JournalRow:
         corrected_type=(entry.corrected_type or None) if correction else None,
         facts=facts,
     )
+
+
+def _header_problem(entry: backend_pb2.JournalEntry, source: str) -> tuple[str, str] | None:
+    """(field, why) of the first fault among the entry's identifying fields."""
+    checks = (
+        (entry.source == source, "source", "is not the source asked for"),
+        (entry.seq >= 1, "seq", "must be 1 or more"),
+        (
+            _identifier(entry.event_id) and "/" not in entry.event_id,
+            "event_id",
+            f"must be 1 to {MAX_ID} printable characters without '/'",
+        ),
+        (entry.type in SOURCE_TYPES, "type", "is not a change type"),
+        (
+            SOURCE_OF.get(entry.type) in (None, source),
+            "type",
+            "is not a change this source records",
+        ),
+        (_date(entry.effective), "effective", "is not an ISO date"),
+        (_instant(entry.recorded), "recorded", "is not an RFC 3339 time with its offset"),
+        (not entry.idcs or _identifier(entry.idcs), "idcs", "is not an identifier"),
+        (
+            not entry.household_id or _identifier(entry.household_id),
+            "household_id",
+            "is not an identifier",
+        ),
+    )
+    return next(((field, why) for ok, field, why in checks if not ok), None)
+
+
+def _correction_problem(entry: backend_pb2.JournalEntry, source: str) -> tuple[str, str] | None:
+    if entry.type != "correction":
+        return None
+    if (
+        _identifier(entry.corrects)
+        and entry.corrected_type in SOURCE_TYPES
+        and SOURCE_OF.get(entry.corrected_type) in (None, source)
+    ):
+        return None
+    return "corrects", "and corrected_type must name a change of this source undone"
 
 
 def _identifier(text: str) -> bool:
@@ -129,7 +156,7 @@ def _facts(text: str) -> dict[str, Any] | None:
     if facts is None:
         return None
     score, schemes, living = facts.get("score"), facts.get("schemes"), facts.get("living")
-    own = facts.get("person_scheme")
+    own, alive = facts.get("person_scheme"), facts.get("person_alive")
     checks = (
         isinstance(facts.get("household_id"), str) and _identifier(facts["household_id"]),
         isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score),
@@ -137,5 +164,6 @@ def _facts(text: str) -> dict[str, Any] | None:
         living is None
         or (isinstance(living, int) and not isinstance(living, bool) and living >= 0),
         own is None or isinstance(own, str),
+        alive is None or isinstance(alive, bool),
     )
     return facts if all(checks) else None

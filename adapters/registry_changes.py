@@ -100,16 +100,25 @@ TURNING = frozenset(
         "person.died",
     }
 )
-# Changes after which the facts also count the household's living members: a death or a
-# departure can leave it with none, which ends its benefits (gateway/pipeline/due_process.py).
-EMPTYING = frozenset({"member.left", "person.died"})
-_LIVING = f"""SELECT count(*) FROM membership m JOIN person p ON p.idcs = m.idcs
-    WHERE m.household_id = ? AND p.vital_status <> {_DECEASED}"""
-_FACTS = """SELECT h.score,
+# Changes after which the facts also count the household's living members, and say
+# whether the person is alive: a death or a departure can leave it with none, which ends
+# its benefits (gateway/pipeline/due_process.py); an arrival can bring someone back.
+EMPTYING = frozenset({"member.left", "person.died", "member.joined"})
+
+# The household's facts in one statement (the apply runs it for most lines): the
+# household named, or else the person's; its score, its members' schemes, the person's
+# own scheme, and (when asked) its living members.
+_FACTS = """SELECT h.household_id, h.score,
     (SELECT group_concat(c.scheme, '|') FROM membership m JOIN coverage c ON c.idcs = m.idcs
         WHERE m.household_id = h.household_id),
-    (SELECT scheme FROM coverage WHERE idcs = ?)
-FROM household h WHERE h.household_id = ?"""
+    (SELECT scheme FROM coverage WHERE idcs = :idcs),
+    CASE WHEN :living THEN (SELECT count(*) FROM membership m JOIN person p ON p.idcs = m.idcs
+        WHERE m.household_id = h.household_id AND p.vital_status <> {deceased}) END,
+    CASE WHEN :living THEN (SELECT vital_status <> {deceased} FROM person WHERE idcs = :idcs) END
+FROM household h
+WHERE h.household_id = coalesce(:household,
+    (SELECT household_id FROM membership WHERE idcs = :idcs))"""
+_FACTS_SQL = _FACTS.format(deceased=_DECEASED)
 _JOURNAL_BY_ID = (
     "SELECT source, seq, type, effective, idcs, household_id, before, after, corrects"
     " FROM change_journal WHERE event_id = ?"
@@ -375,18 +384,24 @@ class _Applier:
         """The household's score and covered members' schemes as they now stand, and the
         person's own scheme (after a death or a departure, its living members too): JSON,
         None when the change concerns no household."""
-        if household_id is None and idcs is not None:
-            household_id = self.membership(idcs)["household_id"]
-        if household_id is None:
+        if household_id is None and idcs is None:
             return None
-        row = self.conn.execute(_FACTS, (idcs, household_id)).fetchone()
+        living = kind in EMPTYING
+        row = self.conn.execute(
+            _FACTS_SQL, {"idcs": idcs, "household": household_id, "living": living}
+        ).fetchone()
         if row is None:
             return None
-        schemes = sorted(row[1].split("|")) if row[1] else []
-        facts: dict[str, Any] = {"household_id": household_id, "score": row[0], "schemes": schemes}
-        if kind in EMPTYING:
-            facts["living"] = self.conn.execute(_LIVING, (household_id,)).fetchone()[0]
-        return str(_dumps({**facts, "person_scheme": row[2]}))
+        found, score, schemes, own, alive, person_alive = row
+        facts: dict[str, Any] = {
+            "household_id": found,
+            "score": score,
+            "schemes": sorted(schemes.split("|")) if schemes else [],
+        }
+        if living:
+            facts["living"] = alive
+            facts["person_alive"] = bool(person_alive)
+        return str(_dumps({**facts, "person_scheme": own}))
 
     def composition(self, change: Change, household_id: str, before: int, after: int) -> None:
         """The household's member count, journaled by the registry beside a membership

@@ -20,6 +20,8 @@ from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 log = logging.getLogger("jisr.remote")
 # Seconds a journal read may take: a page of entries, not a lookup on a caller's clock.
 JOURNAL_TIMEOUT_S = 30.0
+# Seconds the heads may take: a backend that does not answer them holds up the round.
+HEADS_TIMEOUT_S = 5.0
 
 
 class RemoteJournal:
@@ -38,7 +40,7 @@ class RemoteJournal:
         ministry system older than registry events): it is not a fault, said once."""
         try:
             response: backend_pb2.JournalHeadsResponse = self._stub.JournalHeads(
-                backend_pb2.JournalHeadsRequest(), timeout=self._timeout
+                backend_pb2.JournalHeadsRequest(), timeout=min(self._timeout, HEADS_TIMEOUT_S)
             )
         except grpc.RpcError as exc:
             if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.UNIMPLEMENTED:

@@ -92,11 +92,15 @@ def _before(row: JournalRow, facts: Mapping[str, Any], after: HouseholdFacts) ->
 
 
 def _living_before(row: JournalRow, living: int | None) -> int | None:
-    """Living members before a death or a departure: one more (one fewer before its
-    correction, which brings the person back)."""
-    if living is None:
+    """Living members before the change: a death took one (the person was alive); a
+    departure took one and an arrival brought one, if the person is alive. A correction
+    undoes the change, so the other way round."""
+    if living is None or row.facts is None:
         return None
-    return living - 1 if row.type == "correction" else living + 1
+    alive = bool(row.facts.get("person_alive", True))
+    counted = {"person.died": 1, "member.left": int(alive), "member.joined": -int(alive)}
+    delta = counted.get(kind_of(row), 0)
+    return living - delta if row.type == "correction" else living + delta
 
 
 def _swap(schemes: list[str], *, gone: str | None, came: str | None) -> None:

@@ -51,6 +51,9 @@ log = logging.getLogger("jisr.events")
 
 # Journal rows read and appended in one transaction.
 CHUNK = 5_000
+# Chunks taken from one source per round at most: a source with a long backlog (or a
+# backend that keeps sending) cannot hold the other sources back.
+CHUNKS_PER_ROUND = 20
 
 
 class Journal(Protocol):
@@ -71,18 +74,24 @@ class Journals:
         # of a source whose institution is remote: the remote one is authoritative).
         self._journals = journals
         self._by_source: dict[str, Journal] = {}
+        self._failing: set[int] = set()  # journals whose heads could not be read last time
 
     def journal_heads(self) -> dict[str, int]:
         heads: dict[str, int] = {}
-        for journal, sources in self._journals:
+        for index, (journal, sources) in enumerate(self._journals):
             try:
                 found = journal.journal_heads()
             except Exception as exc:  # one journal's fault never stalls the others
-                log.warning(
-                    "journal heads unavailable",
-                    extra={"sources": sorted(sources), "error": type(exc).__name__},
-                )
+                if index not in self._failing:  # said once, not every round
+                    self._failing.add(index)
+                    log.warning(
+                        "journal heads unavailable",
+                        extra={"sources": sorted(sources), "error": type(exc).__name__},
+                    )
                 continue
+            if index in self._failing:
+                self._failing.discard(index)
+                log.info("journal heads available again", extra={"sources": sorted(sources)})
             for source, head in found.items():
                 if source in sources and source not in heads:
                     heads[source] = head
@@ -187,11 +196,13 @@ class Ingester:
         self.clock = clock
         self.gaps = 0
         self.faults = 0
+        self.behind = False  # the last round left rows for the next (a source's cap)
 
     def run_once(self) -> int:
         """Ingest everything the journals hold beyond the log's heads; how many were added
         (derived events included)."""
         added = 0
+        self.behind = False
         heads = self.store.heads()
         for source, top in sorted(self.journal.journal_heads().items()):
             try:
@@ -206,7 +217,12 @@ class Ingester:
 
     def _source(self, source: str, head: int, top: int) -> int:
         added = 0
-        while head < top:
+        for chunk in range(CHUNKS_PER_ROUND + 1):
+            if head >= top:
+                break
+            if chunk == CHUNKS_PER_ROUND:
+                self.behind = True  # the next round starts at once
+                break
             rows = self.journal.journal_after(source, head, CHUNK)
             contiguous = _contiguous(rows, head)
             if len(contiguous) < len(rows) or not rows:
@@ -401,7 +417,8 @@ class Poller:
                 self._prune()
             except Exception as exc:  # a fault of one round is retried on the next
                 log.warning("event ingest round failed", extra={"error": type(exc).__name__})
-            self._stop.wait(self.interval)
+            if not self.ingester.behind:
+                self._stop.wait(self.interval)
 
     def _prune(self) -> None:
         if time.monotonic() - self._pruned_at < PRUNE_EVERY_S:

@@ -20,7 +20,9 @@ Tables:
   acknowledged cursors and the subjects ("p" person, "h" household) they are restricted to.
 - `proposed_action` (version 2): due process (gateway/pipeline/due_process.py), one row per
   action, written with the event that proposes, withdraws or carries it out, so that the
-  two never disagree; reasons as comma-separated ReasonCode numbers.
+  two never disagree; reasons as comma-separated ReasonCode numbers. `record_id` is the
+  action's audit record, '' before it is written, or `claim:...` while one sweep writes it
+  (`claimed_us`: since when; a claim older than the sweep's timeout may be taken over).
 
 The index `event_log_by_type` serves `page`: per type, the positions in order, with the
 subject columns beside them (covering on SQLite, INCLUDE on PostgreSQL), so that a page
@@ -184,7 +186,8 @@ SQLITE: tuple[Migration, ...] = (
                 threshold_version TEXT NOT NULL,
                 record_id TEXT NOT NULL,
                 resolution TEXT NOT NULL,
-                resolved_us INTEGER NOT NULL
+                resolved_us INTEGER NOT NULL,
+                claimed_us INTEGER NOT NULL DEFAULT 0
             ) WITHOUT ROWID
             """,
             _ACTION_BY_HOUSEHOLD,
@@ -275,7 +278,8 @@ POSTGRES: tuple[Migration, ...] = (
                 threshold_version text NOT NULL,
                 record_id text NOT NULL,
                 resolution text NOT NULL,
-                resolved_us bigint NOT NULL
+                resolved_us bigint NOT NULL,
+                claimed_us bigint NOT NULL DEFAULT 0
             )
             """,
             _ACTION_BY_HOUSEHOLD,
@@ -509,6 +513,9 @@ def _codes(reasons: Sequence[int]) -> str:
 
 def _uncodes(text: str) -> tuple[int, ...]:
     return tuple(int(r) for r in text.split(",")) if text else ()
+
+
+CLAIM = "claim:"
 
 
 def action_row(action: ProposedAction) -> tuple[Any, ...]:

@@ -92,18 +92,36 @@ class EventStore(Protocol):
         (due_process.HOLDING), for the households given (and the one programme, if named)."""
         ...
 
-    def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
-        """Actions in one of `states`, oldest proposed first, at most `limit`."""
+    def actions(
+        self, states: Sequence[str], limit: int, after: tuple[int, str] | None = None
+    ) -> list[ProposedAction]:
+        """Actions in one of `states`, oldest proposed first (ties by id), at most `limit`,
+        after the (proposed_us, action_id) `after` when given: a reader pages through all."""
         ...
 
-    def unrecorded(self, limit: int) -> list[ProposedAction]:
-        """Actions whose audit record is not written yet, oldest first, at most `limit`."""
+    def unrecorded(self, limit: int, stale_before_us: int = 0) -> list[ProposedAction]:
+        """Waiting actions whose audit record is not written yet (nor claimed since
+        `stale_before_us`), oldest first, at most `limit`."""
+        ...
+
+    def claim_record(self, action_id: str, seen: str, claim: str, now_us: int) -> bool:
+        """Mark the action's record as being written by this sweep (`claim`), if its
+        record_id is still `seen` (as `unrecorded` read it): False if another took it."""
         ...
 
     def action(self, action_id: str) -> ProposedAction | None: ...
 
-    def record_action(self, action_id: str, record_id: str) -> bool:
-        """Note the audit record of an action that has none yet; False if it had one."""
+    def record_action(
+        self,
+        action_id: str,
+        record_id: str,
+        *,
+        claim: str = "",
+        notice_until_us: int | None = None,
+    ) -> bool:
+        """Note the action's audit record where its record_id is still `claim` ('' by
+        default: none yet), and its notice's end if given (the notice runs from when the
+        household can see the action); False if it was not."""
         ...
 
     def settle(

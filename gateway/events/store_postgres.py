@@ -91,12 +91,17 @@ _ADD_ACTION = f"""INSERT INTO proposed_action ({ACTION_LIST})
 _MOVE_ACTION = """UPDATE proposed_action SET state = %s, resolution = %s, resolved_us = %s
     WHERE action_id = %s AND state = %s"""
 _ACTION = f"SELECT {ACTION_LIST} FROM proposed_action WHERE action_id = %s"
-_RECORD_ACTION = """UPDATE proposed_action SET record_id = %s
-    WHERE action_id = %s AND record_id = ''"""
-_UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE record_id = ''
+_RECORD_ACTION = """UPDATE proposed_action
+    SET record_id = %s, notice_until_us = coalesce(%s::bigint, notice_until_us)
+    WHERE action_id = %s AND record_id = %s"""
+_CLAIM_RECORD = """UPDATE proposed_action SET record_id = %s, claimed_us = %s
+    WHERE action_id = %s AND record_id = %s"""
+_UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action
+    WHERE state IN ('pending', 'contested')
+    AND (record_id = '' OR (record_id LIKE 'claim:%%' AND claimed_us < %s))
     ORDER BY proposed_us, action_id LIMIT %s"""
 _ACTIONS = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE state = ANY(%s)
-    ORDER BY proposed_us, action_id LIMIT %s"""
+    AND (proposed_us, action_id) > (%s, %s) ORDER BY proposed_us, action_id LIMIT %s"""
 _HOLDING = f"""SELECT {ACTION_LIST} FROM proposed_action
     WHERE household_id = ANY(%(households)s) AND state = ANY(%(states)s)
     AND (%(programme)s::text IS NULL OR programme = %(programme)s)"""
@@ -295,21 +300,39 @@ class PostgresEventStore:
             rows = conn.execute(_HOLDING, params).fetchall()
         return latest_holding(action_from_row(r) for r in rows)
 
-    def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
+    def actions(
+        self, states: Sequence[str], limit: int, after: tuple[int, str] | None = None
+    ) -> list[ProposedAction]:
         check_limit(limit)
-        return [action_from_row(r) for r in self._all(_ACTIONS, (list(states), limit))]
+        since = after or (-1, "")
+        rows = self._all(_ACTIONS, (list(states), *since, limit))
+        return [action_from_row(r) for r in rows]
 
-    def unrecorded(self, limit: int) -> list[ProposedAction]:
+    def unrecorded(self, limit: int, stale_before_us: int = 0) -> list[ProposedAction]:
         check_limit(limit)
-        return [action_from_row(r) for r in self._all(_UNRECORDED, (limit,))]
+        rows = self._all(_UNRECORDED, (stale_before_us, limit))
+        return [action_from_row(r) for r in rows]
+
+    def claim_record(self, action_id: str, seen: str, claim: str, now_us: int) -> bool:
+        with self._pool.connection() as conn:
+            moved = conn.execute(_CLAIM_RECORD, (claim, now_us, action_id, seen))
+            return moved.rowcount == 1
 
     def action(self, action_id: str) -> ProposedAction | None:
         rows = self._all(_ACTION, (action_id,))
         return action_from_row(rows[0]) if rows else None
 
-    def record_action(self, action_id: str, record_id: str) -> bool:
+    def record_action(
+        self,
+        action_id: str,
+        record_id: str,
+        *,
+        claim: str = "",
+        notice_until_us: int | None = None,
+    ) -> bool:
+        params = (record_id, notice_until_us, action_id, claim)
         with self._pool.connection() as conn:
-            return conn.execute(_RECORD_ACTION, (record_id, action_id)).rowcount == 1
+            return conn.execute(_RECORD_ACTION, params).rowcount == 1
 
     def settle(
         self,

@@ -81,9 +81,14 @@ _ADD_ACTION = f"""INSERT INTO proposed_action ({ACTION_LIST})
 _MOVE_ACTION = """UPDATE proposed_action SET state = ?, resolution = ?, resolved_us = ?
     WHERE action_id = ? AND state = ?"""
 _ACTION = f"SELECT {ACTION_LIST} FROM proposed_action WHERE action_id = ?"
-_RECORD_ACTION = """UPDATE proposed_action SET record_id = ?
-    WHERE action_id = ? AND record_id = ''"""
-_UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE record_id = ''
+_RECORD_ACTION = """UPDATE proposed_action
+    SET record_id = ?, notice_until_us = coalesce(?, notice_until_us)
+    WHERE action_id = ? AND record_id = ?"""
+_CLAIM_RECORD = """UPDATE proposed_action SET record_id = ?, claimed_us = ?
+    WHERE action_id = ? AND record_id = ?"""
+_UNRECORDED = f"""SELECT {ACTION_LIST} FROM proposed_action
+    WHERE state IN ('pending', 'contested')
+    AND (record_id = '' OR (record_id LIKE 'claim:%' AND claimed_us < ?))
     ORDER BY proposed_us, action_id LIMIT ?"""
 
 
@@ -269,24 +274,40 @@ class SQLiteEventStore:
                 found += [action_from_row(r) for r in conn.execute(sql, params)]
         return latest_holding(found)
 
-    def actions(self, states: Sequence[str], limit: int) -> list[ProposedAction]:
+    def actions(
+        self, states: Sequence[str], limit: int, after: tuple[int, str] | None = None
+    ) -> list[ProposedAction]:
         check_limit(limit)
         marks = ", ".join("?" * len(states))
         sql = f"""SELECT {ACTION_LIST} FROM proposed_action WHERE state IN ({marks})
-            ORDER BY proposed_us, action_id LIMIT ?"""
-        return [action_from_row(r) for r in self._select(sql, (*states, limit))]
+            AND (proposed_us, action_id) > (?, ?) ORDER BY proposed_us, action_id LIMIT ?"""
+        since = after or (-1, "")
+        return [action_from_row(r) for r in self._select(sql, (*states, *since, limit))]
 
-    def unrecorded(self, limit: int) -> list[ProposedAction]:
+    def unrecorded(self, limit: int, stale_before_us: int = 0) -> list[ProposedAction]:
         check_limit(limit)
-        return [action_from_row(r) for r in self._select(_UNRECORDED, (limit,))]
+        rows = self._select(_UNRECORDED, (stale_before_us, limit))
+        return [action_from_row(r) for r in rows]
+
+    def claim_record(self, action_id: str, seen: str, claim: str, now_us: int) -> bool:
+        with self._db.write(self._writer) as conn:
+            return conn.execute(_CLAIM_RECORD, (claim, now_us, action_id, seen)).rowcount == 1
 
     def action(self, action_id: str) -> ProposedAction | None:
         rows = self._select(_ACTION, (action_id,))
         return action_from_row(rows[0]) if rows else None
 
-    def record_action(self, action_id: str, record_id: str) -> bool:
+    def record_action(
+        self,
+        action_id: str,
+        record_id: str,
+        *,
+        claim: str = "",
+        notice_until_us: int | None = None,
+    ) -> bool:
+        params = (record_id, notice_until_us, action_id, claim)
         with self._db.write(self._writer) as conn:
-            return conn.execute(_RECORD_ACTION, (record_id, action_id)).rowcount == 1
+            return conn.execute(_RECORD_ACTION, params).rowcount == 1
 
     def settle(
         self,

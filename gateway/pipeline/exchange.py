@@ -239,7 +239,7 @@ class Exchange:
         wanted = list(dict.fromkeys(p.household_id for p in pending))
         households = fetch_or_unavailable(self.registries.households, wanted, ctx)
         schemes = self._coverage(households, ctx) if programme.needs_coverage else {}
-        held = self.holding(wanted, programme.code) if self.holding is not None else {}
+        held = self._held(wanted, programme)
         for item in pending:
             household = households.get(item.household_id)
             if household is None:
@@ -248,13 +248,28 @@ class Exchange:
             facts = HouseholdFacts(household.score, schemes.get(item.household_id, ()))
             band = self.catalogue.bands.band(household.score)
             decision = decide(programme, facts, as_of)
+            # Due process speaks only while the programme is in force on the date asked.
+            action = held.get((item.household_id, programme.code)) if decision.threshold else None
             standing = due_process.overlay(
-                decision.eligible,
-                tuple(decision.reasons),
-                held.get((item.household_id, programme.code)),
-                programme.during_notice,
+                decision.eligible, tuple(decision.reasons), action, programme.during_notice
             )
             outcomes[item.index] = self._decision(programme, decision, as_of, band, standing)
+
+    def _held(
+        self, households: Sequence[str], programme: Programme
+    ) -> Mapping[tuple[str, str], ProposedAction]:
+        """The actions holding these households' benefits, for a programme that gives
+        notice (no other has any). The event log out of reach is UNAVAILABLE: answering
+        without it could stop a benefit the household was given notice of."""
+        if self.holding is None or programme.notice_days <= 0:
+            return {}
+        try:
+            return self.holding(households, programme.code)
+        except Exception as exc:  # the store's own errors: never their text (it may quote rows)
+            raise ExchangeError(
+                Reason.EVENTS_UNAVAILABLE,
+                "the event log could not be reached; retry later",
+            ) from exc
 
     def _coverage(
         self, households: Mapping[str, HouseholdRecord], ctx: FetchContext

@@ -10,8 +10,9 @@ drops it when its time comes (gateway/pipeline/due_process.py has the rules).
    the clock: contested, kept, or carried out with the final `eligibility.changed`.
 
 Every replica may sweep: each move is conditional on the state read (the store's
-`settle`), so one replica carries an action out, once. Two replicas racing on a new
-action may each write its audit record; the first noted is the one the household sees.
+`settle`), so one replica carries an action out, once; and a sweep claims an action
+before writing its audit record, so that one record is written per action (a second only
+if a sweep held its claim past CLAIM_TIMEOUT_S; the one noted is the one contests count).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from gateway.base.times import now_us
 from gateway.contests import cases
 from gateway.contests.store import ContestStore
 from gateway.events import actions
+from gateway.events.migrations import CLAIM
 from gateway.events.model import NewEvent
 from gateway.events.store import EventStore
 from gateway.pipeline import due_process
@@ -37,10 +40,16 @@ from gateway.pipeline.programmes import Catalogue
 log = logging.getLogger("jisr.due_process")
 
 METHOD = "jisr.v1.DueProcess/ProposeAction"
+# Pages of waiting actions read per round at most: the rest wait for the next round, which
+# goes on from where this one stopped (so open contests never starve newer actions).
+MAX_PAGES = 40
 PURPOSE = "DUE_PROCESS"
 SUB = "jisr:due-process"
 # Actions handled per round and step.
 BATCH = 500
+# Seconds after which a sweep's claim on writing an action's record is taken over (the
+# sweep died, or its audit trail hung): far above an audit append's own timeout.
+CLAIM_TIMEOUT_S = 120.0
 
 
 class DueProcessSweep:
@@ -60,37 +69,64 @@ class DueProcessSweep:
         self.recorder = recorder
         self.catalogue = catalogue
         self.clock = clock
+        self._after: tuple[int, str] | None = None  # where the next page of waiting starts
 
     def run_once(self) -> int:
         """Record new actions, then move waiting ones; how many changed."""
         return self._record() + self._settle()
 
     def _record(self) -> int:
+        """Write the audit record of each new action, one sweep per action: it claims the
+        action first, so that replicas do not each write one (a claim older than
+        CLAIM_TIMEOUT_S, its sweep gone, may be taken over)."""
         done = 0
-        for action in self.events.unrecorded(BATCH):
-            programme = self.catalogue.programmes.get(action.programme)
-            operator = programme.operator if programme is not None else "JISR"
-            record_id = self.recorder.record(
-                requester=operator,
-                sub=SUB,
-                method=METHOD,
-                purpose=PURPOSE,
-                basis=f"proposed action {action.action_id}",
-                subjects=(self.recorder.subject("household_id", action.household_id),),
-                fields=("eligible",),
-                decision="permit",
-                reason="",
-                rh=_hash(action.action_id),
-                sh="",
-                jti=action.action_id,
-                part=0,
-                started=time.time(),
+        now = self.clock()
+        for action in self.events.unrecorded(BATCH, now - round(CLAIM_TIMEOUT_S * 1e6)):
+            claim = f"{CLAIM}{secrets.token_hex(8)}"
+            if not self.events.claim_record(action.action_id, action.record_id, claim, now):
+                continue
+            record_id = self._write_record(action)
+            # The notice runs from when the household can see the action in its report.
+            notice = action.notice_until_us - action.proposed_us
+            until = max(action.notice_until_us, self.clock() + notice)
+            done += self.events.record_action(
+                action.action_id, record_id, claim=claim, notice_until_us=until
             )
-            done += self.events.record_action(action.action_id, record_id)
         return done
 
+    def _write_record(self, action: ProposedAction) -> str:
+        programme = self.catalogue.programmes.get(action.programme)
+        operator = programme.operator if programme is not None else "JISR"
+        return self.recorder.record(
+            requester=operator,
+            sub=SUB,
+            method=METHOD,
+            purpose=PURPOSE,
+            basis=f"proposed action {action.action_id}",
+            subjects=(self.recorder.subject("household_id", action.household_id),),
+            fields=("eligible",),
+            decision="permit",
+            reason="",
+            rh=_hash(action.action_id),
+            sh="",
+            jti=action.action_id,
+            part=0,
+            started=time.time(),
+        )
+
     def _settle(self) -> int:
-        waiting = [a for a in self.events.actions(due_process.WAITING, BATCH) if a.record_id]
+        moved = 0
+        for _ in range(MAX_PAGES):
+            page = self.events.actions(due_process.WAITING, BATCH, self._after)
+            self._after = (page[-1].proposed_us, page[-1].action_id) if len(page) == BATCH else None
+            moved += self._settle_page(
+                [a for a in page if a.record_id and not a.record_id.startswith(CLAIM)]
+            )
+            if self._after is None:
+                break
+        return moved
+
+    def _settle_page(self, waiting: list[ProposedAction]) -> int:
         if not waiting:
             return 0
         found = self.contests.latest_for_records([a.record_id for a in waiting])

@@ -405,14 +405,41 @@ def test_actions_are_at_most_the_limit_and_the_oldest(store: EventStore) -> None
 # Audit records.
 
 
-def test_unrecorded_lists_the_actions_without_an_audit_record_oldest_first(
+def test_unrecorded_lists_the_waiting_actions_without_an_audit_record_oldest_first(
     store: EventStore,
 ) -> None:
+    """A withdrawn action needs no record: the household will never be asked to contest it."""
     newer = proposal(1, at=T0 + 2 * SECOND)
     recorded = replace(proposal(2, at=T0), record_id="audit-0001")
-    older = replace(proposal(3, at=T0 + SECOND), state=WITHDRAWN)
-    offer(store, newer, recorded, older)
+    withdrawn = replace(proposal(3, at=T0 + SECOND), state=WITHDRAWN)
+    older = replace(proposal(4, at=T0 + SECOND // 2), state="contested")
+    offer(store, newer, recorded, withdrawn, older)
     assert store.unrecorded(10) == [older, newer]
+
+
+def test_a_claimed_record_is_not_listed_again_until_its_claim_is_stale(
+    store: EventStore,
+) -> None:
+    action = proposal(1)
+    offer(store, action)
+    assert store.claim_record(action.action_id, "", "claim:a", T0)
+    assert not store.claim_record(action.action_id, "", "claim:b", T0)  # another sweep
+    assert store.unrecorded(10, stale_before_us=T0) == []
+    (stale,) = store.unrecorded(10, stale_before_us=T0 + 1)
+    assert stale.record_id == "claim:a"
+    assert store.claim_record(action.action_id, "claim:a", "claim:b", T0 + 1)
+
+
+def test_a_record_is_noted_only_under_its_claim_with_the_notice_moved(store: EventStore) -> None:
+    action = proposal(1)
+    offer(store, action)
+    store.claim_record(action.action_id, "", "claim:a", T0)
+    assert not store.record_action(action.action_id, "node:1", claim="claim:other")
+    later = action.notice_until_us + SECOND
+    assert store.record_action(action.action_id, "node:1", claim="claim:a", notice_until_us=later)
+    assert store.action(action.action_id) == replace(
+        action, record_id="node:1", notice_until_us=later
+    )
 
 
 def test_unrecorded_lists_at_most_the_limit(store: EventStore) -> None:

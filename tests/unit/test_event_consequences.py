@@ -27,6 +27,7 @@ def _row(
     own: str | None = None,
     corrects: str | None = None,
     living: int | None = None,
+    alive: bool = True,
 ) -> JournalRow:
     correction = corrects is not None
     return JournalRow(
@@ -47,7 +48,7 @@ def _row(
             "score": score,
             "schemes": list(schemes),
             "person_scheme": own,
-            **({} if living is None else {"living": living}),
+            **({} if living is None else {"living": living, "person_alive": alive}),
         },
     )
 
@@ -178,4 +179,28 @@ def test_the_last_member_leaving_ends_every_benefit() -> None:
 def test_the_correction_of_the_last_death_brings_the_benefits_back() -> None:
     row = _row("person.died", {"vital_status": "DECEASED"}, {"vital_status": "ALIVE"},
                score=9.0, living=1, corrects="E-0")  # fmt: skip
+    assert _turned(row) == {"AMOT": (False, True), "ASD": (False, True)}
+
+
+def test_a_deceased_member_leaving_an_emptied_household_turns_nothing() -> None:
+    """Its benefits ended with the last death; the departure of the dead changes no count."""
+    row = _row(
+        "member.left",
+        {"household_id": HOUSEHOLD, "relationship": "CHILD", "position": 2},
+        {"household_id": None, "relationship": None, "position": None},
+        score=9.0,
+        living=0,
+        alive=False,
+    )
+    assert _turned(row) == {}
+
+
+def test_a_living_person_joining_an_emptied_household_brings_its_benefits_back() -> None:
+    row = _row(
+        "member.joined",
+        {"household_id": None, "relationship": None, "position": None},
+        {"household_id": HOUSEHOLD, "relationship": "SPOUSE", "position": 2},
+        score=9.0,
+        living=1,
+    )
     assert _turned(row) == {"AMOT": (False, True), "ASD": (False, True)}

@@ -60,6 +60,7 @@ def test_an_entry_without_facts_reads_back_without_them() -> None:
         ("event_id", "CNSS-7/eligibility/ASD"),
         ("event_id", "x" * 129),
         ("type", "eligibility.changed"),
+        ("type", "household.rescored"),  # an RSU change, from CNSS's backend
         ("type", "action.proposed"),
         ("effective", "10/11/2026"),
         ("recorded", "2026-11-11T08:30:00"),
@@ -69,6 +70,7 @@ def test_an_entry_without_facts_reads_back_without_them() -> None:
         ("facts_json", '{"household_id": "H1", "score": "NaN", "schemes": []}'),
         ("facts_json", '{"household_id": "H1", "score": 9.1, "schemes": [], "living": -1}'),
         ("facts_json", '{"household_id": "H1", "score": true, "schemes": []}'),
+        ("facts_json", '{"household_id": "H1", "score": 9.1, "schemes": [], "person_alive": 1}'),
     ],
 )
 def test_an_entry_outside_the_contract_is_refused_naming_the_field(
@@ -87,3 +89,13 @@ def test_a_correction_must_name_what_it_undoes() -> None:
 def test_a_refusal_never_quotes_the_value() -> None:
     message = _refusal(idcs="9999 PERSONAL")
     assert "PERSONAL" not in message
+
+
+def test_facts_about_another_household_than_the_entry_are_refused() -> None:
+    message = _refusal(household_id="H000000009")
+    assert "facts_json" in message
+
+
+def test_a_correction_of_another_sources_change_is_refused() -> None:
+    message = _refusal(type="correction", corrects="RSU-1", corrected_type="household.rescored")
+    assert "corrects" in message

@@ -36,7 +36,7 @@ QUICK = {"lines": 50_000, "households": 10_000, "catchup": 10_000}
 SUBSCRIBERS = 20  # at once: 19 fast and the slow one
 APPLY_TARGET_S, CATCHUP_TARGET_S = 60.0, 10.0
 CROWD_TARGET = 1.2  # the fast ones' slowest time with the slow one / without it, at most
-STREAMS, MAX_BATCH = 32, 1_000  # the gateway's stream_workers and per-institution streams
+STREAMS, MAX_BATCH = 32, 1_000  # the gateway's subscription workers, per institution too
 SLOW_PAUSE_S = 1.0  # the slow subscriber's pause after each batch
 STABLE_S, CAP_S = 3.0, 600.0  # the head unchanged: the journal is read; any one wait
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,7 +61,10 @@ def _feed(source: Path, data_dir: Path, lines: int) -> int:
 def _serve(stack: ExitStack, work: Path, data_dir: Path, pki_dir: Path, logs: Path) -> Server:
     """`jisr serve` on data_dir, SQLite state of its own, stream limits raised by a config."""
     config, state = work / "events-gateway.toml", json.dumps(str(work / "events-state"))
-    text = f"[server]\nstream_workers = {STREAMS}\nmax_streams_per_institution = {STREAMS}\n"
+    text = (
+        f"[server]\nsubscription_workers = {STREAMS}\n"
+        f"max_subscriptions_per_institution = {STREAMS}\n"
+    )
     config.write_text(f"{text}[data]\nstate_dir = {state}\n", encoding="utf-8")
     argv = processes.jisr("serve", "--config", str(config), "--listen", "127.0.0.1:0")
     argv += ["--data-dir", str(data_dir), "--pki-dir", str(pki_dir)]
@@ -191,7 +194,7 @@ def table(r: dict[str, Any]) -> str:
     a, log, c, crowd = r["apply"], r["log"], r["catchup"], r["crowd"]
     met, fast = {True: "met", False: "NOT met"}, f"{crowd['fast']} at once"
     lines = [
-        f"registry events (bench.events): gateway on SQLite, {STREAMS} stream workers;"
+        f"registry events (bench.events): gateway on SQLite, {STREAMS} subscription workers;"
         f" DEMO subscribers, max_batch {MAX_BATCH:,}, every batch's receipt verified",
         f"  jisr registry apply, {a['lines']:,} lines ({a['journal_rows']:,} journal rows):"
         f" {a['seconds']:.1f} s, {a['lines_per_second']:,} lines/s"

@@ -17,6 +17,7 @@ from gateway.cli import audit as audit_cli
 from gateway.cli import console as console_cli
 from gateway.cli import portal as portal_cli
 from gateway.cli import registry as registry_cli
+from gateway.cli import transparency as transparency_cli
 from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
 from gateway.security import pki, receipts
 
@@ -464,6 +465,7 @@ def parser() -> argparse.ArgumentParser:
         console_cli.add_parser,
         portal_cli.add_parser,
         registry_cli.add_parser,
+        transparency_cli.add_parser,
     ):
         add(sub)
     return top

@@ -65,6 +65,11 @@ class ContestStore(Protocol):
         escalation sweep moves."""
         ...
 
+    def steps_between(self, since_us: int, until_us: int) -> list[tuple[str, int, CaseEvent]]:
+        """Every step taken in [since_us, until_us), oldest first, each with its case's
+        institution and opening time (for the transparency indicators)."""
+        ...
+
     def history(self, case_id: str) -> list[CaseEvent]:
         """The case's events by seq (empty for an unknown case)."""
         ...

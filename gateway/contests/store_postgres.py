@@ -59,6 +59,9 @@ _ESCALATED = f"""SELECT {CASE_LIST} FROM contest_case WHERE state = '{ESCALATED}
 _OVERDUE = f"""SELECT {CASE_LIST} FROM contest_case
     WHERE state = '{OPEN}' AND answer_due_us <= %s ORDER BY answer_due_us, case_id LIMIT %s"""
 _HISTORY = f"SELECT {EVENT_LIST} FROM contest_event WHERE case_id = %s ORDER BY seq"
+_STEPS = f"""SELECT c.institution, c.opened_us, {", ".join("e." + col for col in EVENT_COLUMNS)}
+    FROM contest_event e JOIN contest_case c ON c.case_id = e.case_id
+    WHERE e.at_us >= %s AND e.at_us < %s ORDER BY e.at_us, e.case_id, e.seq"""
 
 
 class PostgresContestStore:
@@ -138,6 +141,10 @@ class PostgresContestStore:
     def overdue(self, now_us: int, limit: int) -> list[Case]:
         check_limit(limit)
         return [case_from_row(r) for r in self._all(_OVERDUE, (now_us, limit))]
+
+    def steps_between(self, since_us: int, until_us: int) -> list[tuple[str, int, CaseEvent]]:
+        rows = self._all(_STEPS, (since_us, until_us))
+        return [(str(r[0]), int(r[1]), event_from_row(r[2:])) for r in rows]
 
     def history(self, case_id: str) -> list[CaseEvent]:
         return [event_from_row(r) for r in self._all(_HISTORY, (case_id,))]

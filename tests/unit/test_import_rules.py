@@ -60,6 +60,10 @@ ALLOWED: dict[str, set[str]] = {
     # Registry events: the log and its stores, and the ingester that reads the registries'
     # journals (adapters) and shows scores as bands (the programmes' catalogue).
     "gateway.events": BASE | {"gateway.storage", "adapters", "gateway.pipeline"},
+    # Transparency: the month's counts (pure), their disclosure control (pure), the
+    # signed publication, and the readers of the stores they are counted from.
+    "gateway.transparency": BASE
+    | {"gateway.audit", "gateway.contests", "gateway.events", "gateway.pipeline"},
     # The reference citizen portal: a gateway client like the console, whose link to the
     # gateway, words and pages it shares.
     "gateway.portal": BASE

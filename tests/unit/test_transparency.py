@@ -1,0 +1,246 @@
+"""The transparency indicators (docs/transparency.md): counts that agree with an
+independent recount, disclosure control that an attacker cannot undo, and a signed
+publication that any change breaks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from gateway.audit.record import AuditRecord
+from gateway.contests.cases import CaseEvent
+from gateway.transparency import disclosure, indicators, publication
+from gateway.transparency.indicators import Counts, Durations
+from gateway.transparency.publication import Method
+from gateway.transparency.sources import month_of
+
+NOVEMBER = month_of("2026-11")
+DAY = indicators.DAY_US
+K = 10
+
+
+def _counts(rows: dict[tuple[str, ...], int]) -> Counts:
+    return Counts("t", "a table", ("institution",), rows)
+
+
+# -- the month -------------------------------------------------------------------------
+
+
+def test_a_month_is_its_calendar_days_in_utc() -> None:
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp() * 1_000_000
+    end = dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp() * 1_000_000
+    assert (NOVEMBER.start_us, NOVEMBER.end_us) == (start, end)
+    assert month_of("2026-12").end_us == dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp() * 1e6
+
+
+@pytest.mark.parametrize("text", ["2026-13", "11/2026", "2026-1-1", ""])
+def test_a_month_that_is_not_yyyy_mm_is_refused_naming_the_format(text: str) -> None:
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        month_of(text)
+
+
+# -- disclosure control ------------------------------------------------------------------
+
+
+def test_a_count_below_the_threshold_is_suppressed() -> None:
+    table = disclosure.protect(_counts({("A",): 3, ("B",): 40, ("C",): 12}), K)
+    assert {c.key[0]: c.value for c in table.cells} == {"A": None, "B": 40, "C": 12}
+
+
+def test_one_suppressed_cell_suppresses_the_total_too() -> None:
+    table = disclosure.protect(_counts({("A",): 3, ("B",): 40}), K)
+    assert table.total is None
+
+
+def test_suppressed_cells_summing_below_the_threshold_suppress_the_total() -> None:
+    table = disclosure.protect(_counts({("A",): 1, ("B",): 2, ("C",): 40}), K)
+    assert table.total is None
+
+
+def test_suppressed_cells_summing_to_the_threshold_leave_the_total() -> None:
+    table = disclosure.protect(_counts({("A",): 4, ("B",): 6, ("C",): 40}), K)
+    assert table.total == 50
+
+
+def test_a_total_below_the_threshold_is_suppressed() -> None:
+    assert disclosure.protect(_counts({("A",): 4}), K).total is None
+
+
+def test_a_table_with_nothing_suppressed_publishes_its_total() -> None:
+    assert disclosure.protect(_counts({("A",): 10, ("B",): 11}), K).total == 21
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 2])
+def test_a_threshold_that_protects_nobody_is_refused(threshold: int) -> None:
+    with pytest.raises(ValueError, match="at least 3"):
+        disclosure.protect(_counts({("A",): 4}), threshold)
+
+
+def test_a_median_of_a_small_group_is_suppressed() -> None:
+    durations = Durations("d", "days", ("institution",), {("A",): [1.0, 2.0], ("B",): [3.0] * K})
+    groups = {g.key[0]: g for g in disclosure.protect_durations(durations, K).groups}
+    assert (groups["A"].count, groups["A"].median_days) == (None, None)
+    assert (groups["B"].count, groups["B"].median_days) == (K, 3.0)
+
+
+def _derivable(table: disclosure.Table) -> list[tuple[str, ...]]:
+    """What an attacker recovers from cells and total: a suppressed cell is known when it
+    is the only one and the total is published, and each is bounded to a handful when the
+    suppressed cells' sum (total minus the published cells) is below the threshold."""
+    hidden = [c for c in table.cells if c.value is None]
+    if table.total is None or not hidden:
+        return []
+    rest = table.total - sum(c.value or 0 for c in table.cells)
+    if len(hidden) == 1 or rest < K:
+        return [c.key for c in hidden]
+    return []
+
+
+def test_a_planted_household_cannot_be_found_in_the_published_tables() -> None:
+    """One household contested its proposed action at the CNDP-escalated stage in a month
+    where every other institution's figures are large; the attacker knows everyone else's
+    exact counts and the published table, and tries to recover the planted one's."""
+    rng = random.Random(7)
+    for _ in range(200):
+        rows: dict[tuple[str, ...], int] = {
+            (f"I{i}",): rng.randint(K, 500) for i in range(rng.randint(1, 6))
+        }
+        rows |= {(f"S{i}",): rng.randint(1, K - 1) for i in range(rng.randint(0, 3))}
+        planted = ("PLANTED",)
+        rows[planted] = 1
+        table = disclosure.protect(_counts(rows), K)
+        published = {c.key: c.value for c in table.cells}
+        assert published[planted] is None
+        assert _derivable(table) == []
+
+
+# -- the counts against an independent recount -------------------------------------------
+
+
+def _record(rng: random.Random, seq: int) -> AuditRecord:
+    return AuditRecord(
+        node="n1",
+        seq=seq,
+        at_us=rng.randint(NOVEMBER.start_us - 5 * DAY, NOVEMBER.end_us + 5 * DAY),
+        trace_id="",
+        requester=rng.choice(["ANSS", "CNSS", "MEN"]),
+        requester_sub="s",
+        method=rng.choice(
+            [
+                "/jisr.v1.RegistryExchange/VerifyEligibility",
+                "/jisr.v1.RegistryExchange/GetPersonStatus",
+                "/jisr.v1.DueProcess/ProposeAction",
+            ]
+        ),
+        purpose=rng.choice(["ASD_ELIGIBILITY", "AMO_ENROLMENT"]),
+        basis="",
+        subjects=(),
+        fields=(),
+        decision=rng.choice(["permit", "deny"]),
+        reason=rng.choice(["", "PURPOSE_NOT_ALLOWED"]),
+        rh="",
+        sh="",
+        jti="",
+        part=rng.choice([0, 0, 0, 1, 2]),
+        latency_us=1,
+    )
+
+
+def test_exchanges_agree_with_an_independent_recount() -> None:
+    rng = random.Random(11)
+    records = [_record(rng, i) for i in range(1, 3_000)]
+    counted = indicators.exchanges(records, NOVEMBER).rows
+    recount: dict[tuple[str, ...], int] = {}
+    for r in records:
+        in_month = NOVEMBER.start_us <= r.at_us < NOVEMBER.end_us
+        if in_month and r.part == 0 and "DueProcess" not in r.method:
+            key = (r.requester, r.purpose, r.method.split("/")[-1], r.decision, r.reason)
+            recount[key] = recount.get(key, 0) + 1
+    assert counted == recount
+    assert sum(counted.values()) > 100
+
+
+def _step(at_us: int, action: str) -> CaseEvent:
+    return CaseEvent("case-1", 2, at_us, "dpo", "ANSS", "o1", action, "open", "answered", "")
+
+
+def test_answer_days_count_answers_given_in_the_month_from_the_opening() -> None:
+    opened = NOVEMBER.start_us - 3 * DAY
+    steps = [
+        ("ANSS", _step(NOVEMBER.start_us + 2 * DAY, "answer"), opened),
+        ("ANSS", _step(NOVEMBER.start_us + 2 * DAY, "escalate"), opened),
+        ("ANSS", _step(NOVEMBER.end_us + DAY, "answer"), opened),
+    ]
+    assert indicators.answer_days(steps, NOVEMBER).values == {("ANSS",): [5.0]}
+
+
+# -- the publication -------------------------------------------------------------------
+
+
+def _key() -> tuple[ec.EllipticCurvePrivateKey, dict[str, object]]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    return key, {"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]}
+
+
+def _publish(folder: Path, rows: dict[tuple[str, ...], int]) -> dict[str, object]:
+    key, jwks = _key()
+    now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    tables = [disclosure.protect(_counts(rows), K)]
+    files = publication.contents("2026-11", now, Method(K), tables, [])
+    publication.write(folder, "2026-11", files, key=key, kid="k1", now=now)
+    return jwks
+
+
+def test_a_publication_verifies_against_the_gateways_keys(tmp_path: Path) -> None:
+    jwks = _publish(tmp_path / "p", {("A",): 12, ("B",): 3})
+    assert publication.verify(tmp_path / "p", jwks) == []
+    document = json.loads((tmp_path / "p" / "indicators.json").read_text())
+    assert document["method"]["threshold"] == K
+    assert document["tables"][0]["cells"][1] == {
+        "key": {"institution": "B"},
+        "count": None,
+        "suppressed": True,
+    }
+
+
+def test_a_changed_file_is_named(tmp_path: Path) -> None:
+    jwks = _publish(tmp_path / "p", {("A",): 12})
+    csv = tmp_path / "p" / "t.csv"
+    csv.write_text(csv.read_text().replace("12", "13"))
+    assert publication.verify(tmp_path / "p", jwks) == ["t.csv: changed since it was signed"]
+
+
+def test_an_added_or_removed_file_is_named(tmp_path: Path) -> None:
+    jwks = _publish(tmp_path / "p", {("A",): 12})
+    (tmp_path / "p" / "extra.csv").write_text("x\n")
+    (tmp_path / "p" / "t.csv").unlink()
+    assert publication.verify(tmp_path / "p", jwks) == [
+        "t.csv: missing",
+        "extra.csv: not signed (added)",
+    ]
+
+
+def test_a_publication_signed_by_another_key_does_not_verify(tmp_path: Path) -> None:
+    _publish(tmp_path / "p", {("A",): 12})
+    _, other = _key()
+    assert publication.verify(tmp_path / "p", other) == [
+        "manifest.jws: the signature does not verify"
+    ]
+
+
+def test_an_empty_month_is_a_signed_publication_saying_so(tmp_path: Path) -> None:
+    jwks = _publish(tmp_path / "p", {})
+    assert publication.verify(tmp_path / "p", jwks) == []
+    document = json.loads((tmp_path / "p" / "indicators.json").read_text())
+    assert document["note"] == "no data for this month"
+    assert (tmp_path / "p" / "t.csv").read_text().splitlines() == [
+        "institution,count,suppressed",
+        "(total),0,no",
+    ]

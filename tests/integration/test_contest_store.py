@@ -390,3 +390,21 @@ def test_a_database_with_a_newer_schema_is_refused(db: ContestDatabase) -> None:
 def test_another_url_scheme_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported contest database URL scheme: 'mysql'"):
         open_contest_store("mysql://somewhere/jisr", tmp_path)
+
+
+def test_steps_between_are_the_steps_taken_in_the_window_with_their_case(
+    store: ContestStore,
+) -> None:
+    """What the transparency indicators count: each step in [since, until), oldest first,
+    with its case's institution and opening time."""
+    case, opening = new_case(T0, institution="ANSS")
+    store.create(case, opening)
+    answered, answer = cases.answer(case, Actor("dpo", "ANSS", "o1"), "Art. 4.", T0 + DAY_US)
+    assert store.apply(answered, answer, 1)
+    other = stored(store, T0 + 3 * DAY_US, n=1)
+    window = store.steps_between(T0 + 1, T0 + 4 * DAY_US)
+    assert window == [
+        ("ANSS", T0, answer),
+        ("CNSS", other.opened_us, store.history(other.case_id)[0]),
+    ]
+    assert store.steps_between(T0, T0 + 1) == [("ANSS", T0, opening)]

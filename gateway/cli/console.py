@@ -60,6 +60,14 @@ def add_parser(sub: Any) -> None:
         " provider, its client and the institution it signs in (docs/console.md)",
     )
     serve.add_argument(
+        "--publications",
+        type=Path,
+        default=Path("var/publications"),
+        metavar="DIR",
+        help="the transparency publications shown on the public page /transparency, one"
+        " directory per month as `jisr transparency publish` writes (default: %(default)s)",
+    )
+    serve.add_argument(
         "--secure-cookies",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -160,7 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         config = uvicorn.Config(
-            create_app(store, link, secure_cookies=secure, oidc=oidc),
+            create_app(
+                store, link, secure_cookies=secure, oidc=oidc, publications=args.publications
+            ),
             log_level="warning",
             access_log=False,  # URLs carry search filters (an IDCS): never logged
             server_header=False,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,6 +33,7 @@ from gateway.console import (
     pages_integrity,
     pages_oidc,
     pages_trail,
+    pages_transparency,
 )
 from gateway.console.link import GatewayLink
 from gateway.console.oidc import CALLBACK_PATH
@@ -91,6 +93,7 @@ def create_app(
     *,
     secure_cookies: bool,
     oidc: OidcLogins | None = None,
+    publications: Path | None = None,
 ) -> Starlette:
     static = str(resources.files("gateway.console").joinpath("static"))
     app = Starlette(
@@ -112,11 +115,12 @@ def create_app(
             Route("/contests/case", pages_contests.case, methods=["GET"]),
             Route("/contests/answer", pages_contests.answer, methods=["POST"]),
             Route("/contests/decide", pages_contests.decide, methods=["POST"]),
+            Route("/transparency", pages_transparency.transparency, methods=["GET"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],
         middleware=[Middleware(Guard)],
         exception_handlers={HTTPException: http_error},
         lifespan=_lifespan(store),
     )
-    app.state.console = Console(store, link, secure_cookies, oidc)
+    app.state.console = Console(store, link, secure_cookies, oidc, publications)
     return app

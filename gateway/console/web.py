@@ -14,6 +14,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -90,6 +91,7 @@ class Console:
     link: GatewayLink
     secure_cookies: bool
     oidc: OidcLogins | None = None  # the identity providers, when configured
+    publications: Path | None = None  # the public transparency page's directory
 
 
 @dataclass(frozen=True)

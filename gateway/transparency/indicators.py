@@ -23,6 +23,9 @@ from gateway.contests.cases import ANSWER, CaseEvent
 from gateway.pipeline.due_process import ProposedAction
 
 DAY_US = 86_400 * 1_000_000
+# Every table a publication holds, counts then durations (their titles are the console's
+# words `transparency.table.<name>`).
+TABLES = ("exchanges", "contest_steps", "due_process", "contest_answer_days", "death_to_end_days")
 DUE_PROCESS_METHOD = "jisr.v1.DueProcess/ProposeAction"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.console import attention, i18n, pages_auth
 from gateway.console.i18n import Words, catalogue, local_time
+from gateway.transparency.indicators import TABLES
 
 CONSOLE = Path(i18n.__file__).parent
 TEMPLATES = sorted((CONSOLE / "templates").glob("*.html"))
@@ -97,7 +98,13 @@ def test_keys_built_in_templates_are_only_those_whose_endings_are_checked() -> N
     built = {
         key for path in TEMPLATES for key in BUILT_CALL.findall(path.read_text(encoding="utf-8"))
     }
-    assert built == {"decision.", "login.note.", "attention.kind.", "attention.msg."}
+    assert built == {
+        "decision.",
+        "login.note.",
+        "attention.kind.",
+        "attention.msg.",
+        "transparency.table.",
+    }
 
 
 def test_every_attention_finding_has_words_for_its_kind_and_message() -> None:
@@ -105,6 +112,11 @@ def test_every_attention_finding_has_words_for_its_kind_and_message() -> None:
         words = set(catalogue(lang))
         assert {f"attention.kind.{k}" for k in attention.KINDS} <= words
         assert {f"attention.msg.{m}" for m in attention.MESSAGES} <= words
+
+
+def test_every_published_table_has_a_title_in_both_languages() -> None:
+    for lang in i18n.LANGUAGES:
+        assert {f"transparency.table.{n}" for n in TABLES} <= set(catalogue(lang))
 
 
 def test_both_decisions_have_words() -> None:

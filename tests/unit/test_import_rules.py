@@ -53,7 +53,14 @@ ALLOWED: dict[str, set[str]] = {
     # The console is a gateway client (the SDK) with its own store; the audit part for
     # record hashing and evidence bundles. Never the server, engine or services.
     "gateway.console": BASE
-    | {"gateway.storage", "gateway.sdk", "gateway.audit", "gateway.security", "consent"},
+    | {
+        "gateway.storage",
+        "gateway.sdk",
+        "gateway.audit",
+        "gateway.security",
+        "consent",
+        "gateway.transparency",
+    },
     # Contest cases: a pure state machine and its stores; the services, the console and the
     # portal call it, never the other way round.
     "gateway.contests": {"gateway.base", "gateway.storage"},

@@ -244,3 +244,14 @@ def test_an_empty_month_is_a_signed_publication_saying_so(tmp_path: Path) -> Non
         "institution,count,suppressed",
         "(total),0,no",
     ]
+
+
+def test_every_table_counted_is_a_named_table() -> None:
+    made = [
+        indicators.exchanges([], NOVEMBER),
+        indicators.contest_steps([], NOVEMBER),
+        indicators.due_process([], NOVEMBER),
+        indicators.answer_days([], NOVEMBER),
+        indicators.death_to_end_days([], NOVEMBER),
+    ]
+    assert tuple(t.name for t in made) == indicators.TABLES

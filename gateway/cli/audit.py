@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import bundle, chain
+from gateway.audit import bundle, chain, witness
 from gateway.audit.record import AuditRecord, Checkpoint
 from gateway.audit.store import (
     AuditSchemaTooOldError,
@@ -35,6 +35,7 @@ from gateway.audit.store import (
 from gateway.cli import trail
 from gateway.config import Config
 from gateway.config import load as load_config
+from gateway.sdk.client import Credentials
 from gateway.security import pki
 from gateway.storage.migrations import SchemaTooNewError
 
@@ -61,6 +62,10 @@ exit status:
   0  VALID (verify), or done (export, prune, query, report)
   1  ALTERED: verify found integrity findings; or the gateway refused (query, report)
   2  nothing checked, written, deleted or asked: see each action's --help"""
+_WITNESS_STATUS = """exit status:
+  0  the bundle verifies; its new checkpoints are countersigned into the log
+  1  the bundle does not verify, or contradicts a checkpoint witnessed before
+  2  nothing done: no bundle, keys or credentials"""
 _EXPORT_STATUS = """exit status:
   0  the bundle was written
   2  nothing written: a bad date or range, --out exists, no trail, an unreadable store"""
@@ -98,6 +103,7 @@ def add_parser(sub: Any) -> None:
     )
     actions = audit.add_subparsers(dest="action", required=True)
     _verify_parser(actions)
+    _witness_parser(actions)
     _export_parser(actions)
     _prune_parser(actions)
     trail.add_parsers(actions)
@@ -122,6 +128,42 @@ def _verify_parser(actions: Any) -> None:
         "--jwks",
         type=Path,
         help="the gateway's published keys (`jisr keys export`); default: the bundle's copy",
+    )
+    verify.add_argument(
+        "--witness-log",
+        type=Path,
+        help="a witness's log (`jisr audit witness`): the bundle must agree with every"
+        " checkpoint it countersigned",
+    )
+    verify.add_argument(
+        "--witness-jwks",
+        type=Path,
+        help="the witness institution's public keys (with --witness-log)",
+    )
+
+
+def _witness_parser(actions: Any) -> None:
+    witness = actions.add_parser(
+        "witness",
+        help="countersign a bundle's checkpoints as an outside witness (the observatory)",
+        description="Verify an exported bundle against the gateway's published keys, then"
+        " countersign its checkpoints with the witness institution's key into the witness's"
+        " own log; refuse a checkpoint that contradicts one witnessed before"
+        " (docs/audit-format.md, 'Witnessed checkpoints').",
+        epilog=_WITNESS_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    witness.add_argument("bundle", type=Path, help="an exported bundle directory")
+    witness.add_argument(
+        "--jwks", type=Path, required=True, help="the gateway's published keys (`jisr keys export`)"
+    )
+    witness.add_argument(
+        "--log", type=Path, required=True, help="the witness's log (JSON lines, appended to)"
+    )
+    witness.add_argument(
+        "--institution",
+        default="ONDH",
+        help="the witness institution whose signing key --pki-dir holds (default %(default)s)",
     )
 
 
@@ -254,6 +296,8 @@ def _unreadable() -> tuple[type[BaseException], ...]:
 def _run(args: argparse.Namespace) -> int:
     if args.action == "verify" and args.bundle is not None:
         return _verify_bundle(args)
+    if args.action == "witness":
+        return _witness(args)
     config = _config(args)
     if args.action == "prune":
         return _prune(config, args)
@@ -266,8 +310,56 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     started = time.monotonic()
     pinned = _pinned_jwks(args.jwks) if args.jwks else None
     path = _bundle_dir(args.bundle)
+    if (args.witness_log is None) != (args.witness_jwks is None):
+        raise _RefusedError("--witness-log and --witness-jwks go together")
     report = bundle.verify_bundle(path, progress=_progress("verifying"), jwks=pinned)
+    if args.witness_log is not None:
+        log = witness.read_log(args.witness_log)
+        if not log:
+            raise _RefusedError(f"{args.witness_log}: no witnessed checkpoint")
+        keys = _pinned_jwks(args.witness_jwks)
+        found = witness.check_signatures(log, keys)
+        records, _, _, _ = bundle.read_bundle(path)
+        found += witness.against_records(log, records)
+        report = chain.Report(
+            report.ok and not found,
+            report.records,
+            report.checkpoints,
+            report.nodes,
+            report.findings + found,
+            report.chains,
+        )
     return _report(report, time.monotonic() - started, str(path))
+
+
+def _witness(args: argparse.Namespace) -> int:
+    """Countersign a verified bundle's checkpoints into the witness's log."""
+    path = _bundle_dir(args.bundle)
+    report = bundle.verify_bundle(path, jwks=_pinned_jwks(args.jwks))
+    if not report.ok:
+        print(f"jisr audit witness: {path}: the bundle does not verify; nothing countersigned")
+        return _report(report, 0.0, str(path))
+    _, checkpoints, _, _ = bundle.read_bundle(path)
+    log = witness.read_log(args.log)
+    contradicted = witness.contradictions(log, checkpoints)
+    for line in contradicted:
+        print(f"jisr audit witness: {line}", file=sys.stderr)
+    if contradicted:
+        return EXIT_ALTERED
+    own = Credentials.from_pki(args.pki_dir or DEFAULT_PKI, args.institution).signer
+    signer = witness.Signer(own.key, own.kid, own.alg, args.institution)
+    now = dt.datetime.now(dt.UTC)
+    seen = {(w.node, w.seq) for w in log}
+    new = [
+        witness.countersign(cp, signer, now) for cp in checkpoints if (cp.node, cp.seq) not in seen
+    ]
+    with args.log.open("a", encoding="utf-8") as file:
+        file.writelines(w.line() + "\n" for w in new)
+    print(
+        f"jisr audit witness: {path}: {len(new)} checkpoint(s) countersigned by"
+        f" {args.institution} into {args.log} ({len(checkpoints) - len(new)} already witnessed)"
+    )
+    return EXIT_VALID
 
 
 def _verify_store(config: Config) -> int:

@@ -13,7 +13,7 @@ from gateway.sdk.client import Credentials
 from gateway.security import pki
 from gateway.services.registry_exchange import SERVICE
 
-INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS", "CNDP", "ANR", "PAYER")
+INSTITUTIONS = ("DEMO", "CNSS", "ANSS", "MEN", "MS", "CNDP", "ANR", "PAYER", "ONDH")
 
 
 # CNSS's first signing key, kept here after being revoked, so a test can sign with it.

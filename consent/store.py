@@ -60,6 +60,15 @@ class ConsentStore(Protocol):
         replicas poll it to drop cached consents revoked through another replica."""
         ...
 
+    def revisions_between(self, since_s: int, until_s: int) -> list[ConsentRecord]:
+        """Every revision recorded in [since_s, until_s) (grants, revocations), by time:
+        what the transparency indicators count."""
+        ...
+
+    def expiring_between(self, since_s: int, until_s: int) -> list[ConsentRecord]:
+        """Latest revisions still active whose validity ends in [since_s, until_s)."""
+        ...
+
     def close(self) -> None:
         """Release connections; the store must not be used afterwards."""
         ...

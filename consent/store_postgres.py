@@ -70,6 +70,11 @@ _BY_SUBJECT = f"""SELECT {_R_COLUMNS} FROM consent_revision AS r
 _COUNT_USE = """INSERT INTO consent_use (consent_id, window_start, count) VALUES (%s, %s, 1)
     ON CONFLICT (consent_id, window_start) DO UPDATE SET count = consent_use.count + 1
     RETURNING count"""
+_BETWEEN = f"""SELECT {COLUMN_LIST} FROM consent_revision
+    WHERE recorded_at >= %s AND recorded_at < %s ORDER BY recorded_at, consent_id, revision"""
+_EXPIRING = f"""SELECT {_R_COLUMNS} FROM consent_revision AS r
+    WHERE r.valid_until >= %s AND r.valid_until < %s AND r.status = 'active' AND {_IS_LATEST}
+    ORDER BY r.valid_until, r.consent_id"""
 _CHANGED = "SELECT seq, consent_id FROM consent_revision WHERE seq > %s ORDER BY seq LIMIT %s"
 
 
@@ -184,6 +189,16 @@ class PostgresConsentStore:
         with self._pool.connection() as conn:
             rows = self._run(conn, _CHANGED, (cursor, limit)).fetchall()
         return new_cursor(cursor, rows)
+
+    def revisions_between(self, since_s: int, until_s: int) -> list[ConsentRecord]:
+        with self._pool.connection() as conn:
+            rows = self._run(conn, _BETWEEN, (since_s, until_s)).fetchall()
+        return [from_row(r) for r in rows]
+
+    def expiring_between(self, since_s: int, until_s: int) -> list[ConsentRecord]:
+        with self._pool.connection() as conn:
+            rows = self._run(conn, _EXPIRING, (since_s, until_s)).fetchall()
+        return [from_row(r) for r in rows]
 
     def close(self) -> None:
         self._pool.close()

@@ -67,6 +67,11 @@ _BY_SUBJECT = f"""SELECT {_R_COLUMNS} FROM consent_revision AS r
 _COUNT_USE = """INSERT INTO consent_use (consent_id, window_start, count) VALUES (?, ?, 1)
     ON CONFLICT (consent_id, window_start) DO UPDATE SET count = count + 1
     RETURNING count"""
+_BETWEEN = f"""SELECT {COLUMN_LIST} FROM consent_revision
+    WHERE recorded_at >= ? AND recorded_at < ? ORDER BY recorded_at, consent_id, revision"""
+_EXPIRING = f"""SELECT {_R_COLUMNS} FROM consent_revision AS r
+    WHERE r.valid_until >= ? AND r.valid_until < ? AND r.status = 'active' AND {_IS_LATEST}
+    ORDER BY r.valid_until, r.consent_id"""
 _CHANGED = "SELECT seq, consent_id FROM consent_revision WHERE seq > ? ORDER BY seq LIMIT ?"
 
 
@@ -156,6 +161,16 @@ class SQLiteConsentStore:
         with self._db.read() as conn:
             rows = self._run(conn, _CHANGED, (cursor, limit))
         return new_cursor(cursor, rows)
+
+    def revisions_between(self, since_s: int, until_s: int) -> list[ConsentRecord]:
+        with self._db.read() as conn:
+            rows = self._run(conn, _BETWEEN, (since_s, until_s))
+        return [from_row(r) for r in rows]
+
+    def expiring_between(self, since_s: int, until_s: int) -> list[ConsentRecord]:
+        with self._db.read() as conn:
+            rows = self._run(conn, _EXPIRING, (since_s, until_s))
+        return [from_row(r) for r in rows]
 
     def close(self) -> None:
         """Close every connection (a WAL checkpoint runs when the last one closes)."""

@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from consent.store import open_store
 from gateway.audit.store import AuditSchemaTooOldError, AuditTrailMissingError, open_audit_store
 from gateway.config import Config, ConfigError
 from gateway.config import load as load_config
@@ -118,7 +119,9 @@ def run_publish(args: argparse.Namespace) -> int:
         stack.callback(contests.close)
         events = open_event_store(config.database_url, state)
         stack.callback(events.close)
-        found = sources.read(month, audit, contests, events, _progress)
+        consents = open_store(config.database_url, state)
+        stack.callback(consents.close)
+        found = sources.read(month, sources.Stores(audit, consents, contests, events), _progress)
     tables = [disclosure.protect(c, threshold) for c in found.counts]
     medians = [disclosure.protect_durations(d, threshold) for d in found.durations]
     now = dt.datetime.now(dt.UTC)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from consent.model import ConsentRecord, Status
 from gateway.audit.record import AuditRecord
 from gateway.contests.cases import ANSWER, CaseEvent
 from gateway.pipeline.due_process import ProposedAction
@@ -25,7 +26,15 @@ from gateway.pipeline.due_process import ProposedAction
 DAY_US = 86_400 * 1_000_000
 # Every table a publication holds, counts then durations (their titles are the console's
 # words `transparency.table.<name>`).
-TABLES = ("exchanges", "contest_steps", "due_process", "contest_answer_days", "death_to_end_days")
+TABLES = (
+    "exchanges",
+    "consents",
+    "contest_steps",
+    "due_process",
+    "contest_answer_days",
+    "death_to_end_days",
+)
+USE_CAP_REASON = "CONSENT_USE_EXCEEDED"
 DUE_PROCESS_METHOD = "jisr.v1.DueProcess/ProposeAction"
 
 
@@ -84,6 +93,41 @@ def exchanges(records: Iterable[AuditRecord], month: Month) -> Counts:
         "Exchanges through the gateway: calls permitted and refused, by the institution "
         "that asked, its purpose, the method, the decision and the refusal's reason.",
         ("institution", "purpose", "method", "decision", "reason"),
+        dict(rows),
+    )
+
+
+def consents(
+    revisions: Iterable[ConsentRecord],
+    expiring: Iterable[ConsentRecord],
+    records: Iterable[AuditRecord],
+    month: Month,
+) -> Counts:
+    """Citizens' consents, by the institution they allow (the grantee) and purpose: granted
+    and revoked in the month (revisions recorded then, times in seconds), expired in the
+    month (still active, validity ending then), and calls refused because a consent's use
+    cap was reached (from the audit trail)."""
+    rows: Counter[tuple[str, ...]] = Counter()
+    start_s, end_s = month.start_us // 1_000_000, month.end_us // 1_000_000
+    for r in revisions:
+        if not start_s <= r.recorded_at < end_s:
+            continue
+        step = "granted" if r.revision == 1 else "revoked" if r.status == Status.REVOKED else ""
+        for purpose in r.purposes if step else ():
+            rows[(r.grantee, purpose, step)] += 1
+    for r in expiring:
+        if start_s <= r.valid_until < end_s:
+            for purpose in r.purposes:
+                rows[(r.grantee, purpose, "expired")] += 1
+    for a in records:
+        if a.part == 0 and a.reason == USE_CAP_REASON and month.holds(a.at_us):
+            rows[(a.requester, a.purpose, "use_cap_reached")] += 1
+    return Counts(
+        "consents",
+        "Citizens' consents by the institution they allow and the purpose: granted, revoked "
+        "and expired in the month, and calls refused because a consent's use cap was "
+        "reached (one consent naming several purposes counts once per purpose).",
+        ("institution", "purpose", "step"),
         dict(rows),
     )
 

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from consent.store import ConsentStore
 from gateway.audit.record import AuditRecord
 from gateway.audit.store import AuditStore
 from gateway.audit.store_common import Query
@@ -49,16 +50,28 @@ class Indicators:
 Progress = Callable[[str], None]
 
 
-def read(
-    month: Month,
-    audit: AuditStore,
-    contests: ContestStore,
-    events: EventStore,
-    progress: Progress = lambda _: None,
-) -> Indicators:
-    """Count the month from the three stores."""
-    records = _records(audit, month, progress)
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The stores a month is counted from (opened by the caller)."""
+
+    audit: AuditStore
+    consents: ConsentStore
+    contests: ContestStore
+    events: EventStore
+
+
+def read(month: Month, stores: Stores, progress: Progress = lambda _: None) -> Indicators:
+    """Count the month from the stores."""
+    audit, contests, events = stores.audit, stores.contests, stores.events
+    records = list(_records(audit, month, progress))
     exchanges = indicators.exchanges(records, month)
+    start_s, end_s = month.start_us // 1_000_000, month.end_us // 1_000_000
+    consents = indicators.consents(
+        stores.consents.revisions_between(start_s, end_s),
+        stores.consents.expiring_between(start_s, end_s),
+        records,
+        month,
+    )
     steps = contests.steps_between(month.start_us, month.end_us)
     progress(f"contest steps: {len(steps):,}")
     actions = list(_actions(events))
@@ -66,6 +79,7 @@ def read(
     return Indicators(
         counts=[
             exchanges,
+            consents,
             indicators.contest_steps(((i, s) for i, _, s in steps), month),
             indicators.due_process(actions, month),
         ],

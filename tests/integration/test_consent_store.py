@@ -369,3 +369,27 @@ def test_in_ci_an_unreachable_test_server_is_an_error(monkeypatch: pytest.Monkey
 def test_the_schema_option_is_added_to_the_url() -> None:
     url = databases.with_schema("postgresql://u@h:5432/db?sslmode=disable", "s1")
     assert url == "postgresql://u@h:5432/db?sslmode=disable&options=-csearch_path%3Ds1"
+
+
+def test_revisions_between_are_the_grants_and_revocations_recorded_then(
+    store: ConsentStore,
+) -> None:
+    """What the transparency indicators count, by when each revision was recorded."""
+    first, second = grant("c-1"), grant("c-2")
+    store.append(first)
+    store.append(second)
+    revoked = first.revoked(at=1_700_001_000)
+    store.append(revoked)
+    assert store.revisions_between(1_700_000_000, 1_700_000_101) == [first, second]
+    assert store.revisions_between(1_700_000_101, 1_700_002_000) == [revoked]
+
+
+def test_expiring_between_are_active_consents_whose_validity_ends_then(
+    store: ConsentStore,
+) -> None:
+    active, revoked = grant("c-1"), grant("c-2")
+    store.append(active)
+    store.append(revoked)
+    store.append(revoked.revoked(at=1_700_001_000))
+    assert store.expiring_between(1_799_999_999, 1_800_000_001) == [active]
+    assert store.expiring_between(1_800_000_001, 1_900_000_000) == []

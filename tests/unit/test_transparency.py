@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from consent.model import ConsentRecord, Status, SubjectKind
 from gateway.audit.record import AuditRecord
 from gateway.contests.cases import CaseEvent
 from gateway.transparency import disclosure, indicators, publication
@@ -249,6 +251,7 @@ def test_an_empty_month_is_a_signed_publication_saying_so(tmp_path: Path) -> Non
 def test_every_table_counted_is_a_named_table() -> None:
     counts = [
         indicators.exchanges([], NOVEMBER),
+        indicators.consents([], [], [], NOVEMBER),
         indicators.contest_steps([], NOVEMBER),
         indicators.due_process([], NOVEMBER),
     ]
@@ -258,3 +261,52 @@ def test_every_table_counted_is_a_named_table() -> None:
     ]
     names = [c.name for c in counts] + [d.name for d in durations]
     assert tuple(names) == indicators.TABLES
+
+
+def _consent(revision: int, recorded_s: int, status: Status, valid_until_s: int) -> ConsentRecord:
+    return ConsentRecord(
+        consent_id="c-1",
+        revision=revision,
+        subject_kind=SubjectKind.HOUSEHOLD,
+        subject="H000000001",
+        grantor="AB123456",
+        grantee="MEN",
+        purposes=("SCHOOL_SUPPORT",),
+        scopes=("composition",),
+        valid_from=0,
+        valid_until=valid_until_s,
+        use_cap=None,
+        status=status,
+        collected_by="ANSS",
+        collection_method="counter",
+        artefact="x",
+        recorded_at=recorded_s,
+        prev_hash="",
+    )
+
+
+def test_consents_count_grants_revocations_expiries_and_use_caps_in_the_month() -> None:
+    start = NOVEMBER.start_us // 1_000_000
+    later = start + 86_400
+    revisions = [
+        _consent(1, later, Status.ACTIVE, later + 10),
+        _consent(2, later + 5, Status.REVOKED, later + 10),
+        _consent(1, start - 1, Status.ACTIVE, later),  # granted the month before
+    ]
+    expiring = [_consent(1, start - 1, Status.ACTIVE, later)]
+    capped = replace(
+        _record(random.Random(1), 1),
+        at_us=NOVEMBER.start_us + DAY,
+        part=0,
+        requester="MEN",
+        purpose="SCHOOL_SUPPORT",
+        decision="deny",
+        reason=indicators.USE_CAP_REASON,
+    )
+    rows = indicators.consents(revisions, expiring, [capped], NOVEMBER).rows
+    assert rows == {
+        ("MEN", "SCHOOL_SUPPORT", "granted"): 1,
+        ("MEN", "SCHOOL_SUPPORT", "revoked"): 1,
+        ("MEN", "SCHOOL_SUPPORT", "expired"): 1,
+        ("MEN", "SCHOOL_SUPPORT", "use_cap_reached"): 1,
+    }

@@ -20,12 +20,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from adapters.registry_db import REGISTRY_FILE, Registry
 from consent.store import open_store
+from gateway.audit.recorder import KEY_FILE
 from gateway.audit.store import AuditSchemaTooOldError, AuditTrailMissingError, open_audit_store
 from gateway.config import Config, ConfigError
 from gateway.config import load as load_config
 from gateway.contests.store import open_contest_store
 from gateway.events.store import open_event_store
+from gateway.pipeline import programmes
 from gateway.security import pki
 from gateway.transparency import disclosure, publication, sources
 from gateway.transparency.publication import Method
@@ -121,7 +124,8 @@ def run_publish(args: argparse.Namespace) -> int:
         stack.callback(events.close)
         consents = open_store(config.database_url, state)
         stack.callback(consents.close)
-        found = sources.read(month, sources.Stores(audit, consents, contests, events), _progress)
+        stores = sources.Stores(audit, consents, contests, events)
+        found = sources.read(month, stores, _registry_view(config, stack), _progress)
     tables = [disclosure.protect(c, threshold) for c in found.counts]
     medians = [disclosure.protect_durations(d, threshold) for d in found.durations]
     now = dt.datetime.now(dt.UTC)
@@ -134,6 +138,22 @@ def run_publish(args: argparse.Namespace) -> int:
         f" ({hidden:,} suppressed below {threshold}), signed by key {kid}"
     )
     return EXIT_DONE
+
+
+def _registry_view(config: Config, stack: ExitStack) -> sources.RegistryView | None:
+    """The embedded registry, its programmes and the audit key, if the gateway has one
+    (a gateway reaching every institution remotely has none: the registry tables are
+    then empty)."""
+    path = config.data_dir / REGISTRY_FILE
+    key_file = config.pki_dir / KEY_FILE
+    if not path.is_file() or not key_file.is_file():
+        return None
+    registry = Registry(path)
+    stack.callback(registry.close)
+    catalogue = (
+        programmes.load(config.programmes) if config.programmes else programmes.load_default()
+    )
+    return sources.RegistryView(registry, key_file.read_bytes(), catalogue)
 
 
 def _progress(message: str) -> None:

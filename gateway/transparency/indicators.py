@@ -13,28 +13,37 @@ never a subject.
 
 from __future__ import annotations
 
+import datetime as dt
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from consent.model import ConsentRecord, Status
 from gateway.audit.record import AuditRecord
 from gateway.contests.cases import ANSWER, CaseEvent
+from gateway.pb.jisr.v1 import records_pb2 as rec
+from gateway.pipeline import eligibility
 from gateway.pipeline.due_process import ProposedAction
+from gateway.pipeline.programmes import Catalogue
 
 DAY_US = 86_400 * 1_000_000
 # Every table a publication holds, counts then durations (their titles are the console's
 # words `transparency.table.<name>`).
 TABLES = (
     "exchanges",
+    "lookups_by_region",
     "consents",
     "contest_steps",
     "due_process",
+    "eligibility_by_band",
+    "eligibility_by_region",
     "contest_answer_days",
     "death_to_end_days",
 )
 USE_CAP_REASON = "CONSENT_USE_EXCEEDED"
+# Tables of the registry as it stands when published, not of what happened in the month.
+SNAPSHOTS = frozenset({"eligibility_by_band", "eligibility_by_region"})
 DUE_PROCESS_METHOD = "jisr.v1.DueProcess/ProposeAction"
 
 
@@ -200,4 +209,83 @@ def death_to_end_days(ended: Iterable[tuple[ProposedAction, int]], month: Month)
         "caused (after the notice and any contest), for benefits ended in the month.",
         ("programme",),
         values,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Household:
+    """What the eligibility snapshot needs of a household: no identifier is kept."""
+
+    region: int
+    area: int
+    score: float
+    schemes: tuple[str, ...]
+
+
+def region_name(region: int, area: int) -> tuple[str, str]:
+    """("CASABLANCA_SETTAT", "URBAN") of the registry's numbers."""
+    return (
+        rec.Region.Name(rec.Region.ValueType(region)).removeprefix("REGION_"),
+        rec.Area.Name(rec.Area.ValueType(area)).removeprefix("AREA_"),
+    )
+
+
+def lookups_by_region(
+    records: Iterable[AuditRecord], where: Mapping[str, tuple[str, str]], month: Month
+) -> Counts:
+    """Subjects looked up in the month, by the region and area of their household, the
+    purpose and the decision. `where`: a subject's keyed hash (as records hold it) -> its
+    household's (region, area), computed inside the gateway with its audit key; subjects
+    it does not know (malformed ids, people in no household) are not counted."""
+    rows: Counter[tuple[str, ...]] = Counter()
+    for r in records:
+        if not month.holds(r.at_us) or r.method.endswith(DUE_PROCESS_METHOD):
+            continue
+        for subject in r.subjects:
+            place = where.get(subject)
+            if place is not None:
+                rows[(*place, r.purpose, r.decision)] += 1
+    return Counts(
+        "lookups_by_region",
+        "Persons and households looked up in the month (each subject of each exchange), by "
+        "the region and area (urban or rural) of the household, the purpose and the decision.",
+        ("region", "area", "purpose", "decision"),
+        dict(rows),
+    )
+
+
+def eligibility_snapshot(
+    households: Iterable[Household], catalogue: Catalogue, as_of: dt.date
+) -> tuple[Counts, Counts]:
+    """Every RSU household judged for each programme on `as_of` with the programme's own
+    rules: counted by programme, score band and decision, and by programme, region, area
+    and decision. A snapshot of the registry as it stands (it keeps no history)."""
+    by_band: Counter[tuple[str, ...]] = Counter()
+    by_region: Counter[tuple[str, ...]] = Counter()
+    for h in households:
+        facts = eligibility.HouseholdFacts(h.score, h.schemes)
+        band = catalogue.bands.band(h.score)
+        region, area = region_name(h.region, h.area)
+        for programme in catalogue.programmes.values():
+            decision = eligibility.decide(programme, facts, as_of)
+            outcome = "eligible" if decision.eligible else "not_eligible"
+            by_band[(programme.code, band, outcome)] += 1
+            by_region[(programme.code, region, area, outcome)] += 1
+    described = (
+        "RSU households by programme and decision on the month's last day, judged with the "
+        "programme's rules on the registry as it stands when published (it keeps no history)"
+    )
+    return (
+        Counts(
+            "eligibility_by_band",
+            f"{described}, by score band.",
+            ("programme", "score_band", "decision"),
+            dict(by_band),
+        ),
+        Counts(
+            "eligibility_by_region",
+            f"{described}, by region and area.",
+            ("programme", "region", "area", "decision"),
+            dict(by_region),
+        ),
     )

@@ -30,6 +30,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 from gateway.transparency.disclosure import MedianTable, Table
+from gateway.transparency.indicators import SNAPSHOTS
 
 TYP = "jisr-publication+jwt"
 ALG = "ES256"
@@ -118,7 +119,8 @@ def contents(
     medians: Sequence[MedianTable],
 ) -> dict[str, bytes]:
     """Every file of the publication but its signature, by name."""
-    empty = not any(t.cells for t in tables) and not any(m.groups for m in medians)
+    happened = [t for t in tables if t.name not in SNAPSHOTS]
+    empty = not any(t.cells for t in happened) and not any(m.groups for m in medians)
     document = {
         "month": month,
         "generated": generated.isoformat().replace("+00:00", "Z"),

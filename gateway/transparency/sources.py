@@ -10,16 +10,18 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from adapters.registry_db import Registry
 from consent.store import ConsentStore
-from gateway.audit.record import AuditRecord
+from gateway.audit.record import AuditRecord, subject_hash
 from gateway.audit.store import AuditStore
 from gateway.audit.store_common import Query
 from gateway.contests.store import ContestStore
 from gateway.events.store import EventStore
-from gateway.pipeline import due_process
+from gateway.pipeline import due_process, programmes
 from gateway.pipeline.due_process import ProposedAction
+from gateway.pipeline.programmes import Catalogue
 from gateway.transparency import indicators
-from gateway.transparency.indicators import Counts, Durations, Month
+from gateway.transparency.indicators import Counts, Durations, Household, Month
 
 PAGE = 1_000
 MONTH_FORMAT = "YYYY-MM"
@@ -60,8 +62,53 @@ class Stores:
     events: EventStore
 
 
-def read(month: Month, stores: Stores, progress: Progress = lambda _: None) -> Indicators:
-    """Count the month from the stores."""
+@dataclass(frozen=True, slots=True)
+class RegistryView:
+    """The embedded registry and what reading it needs: the audit key (to place the
+    trail's keyed subject hashes in their household's region) and the programmes."""
+
+    registry: Registry
+    audit_key: bytes
+    catalogue: Catalogue
+
+
+_HOUSEHOLDS = """SELECT h.region, h.area, h.score,
+    (SELECT group_concat(c.scheme, '|') FROM membership m JOIN coverage c ON c.idcs = m.idcs
+        WHERE m.household_id = h.household_id)
+FROM household h"""
+_PLACES = """SELECT h.household_id, h.region, h.area, m.idcs
+FROM household h LEFT JOIN membership m ON m.household_id = h.household_id
+ORDER BY h.household_id"""
+
+
+def places(view: RegistryView, progress: Progress) -> dict[str, tuple[str, str]]:
+    """Each household's and member's keyed hash -> the household's (region, area)."""
+    found: dict[str, tuple[str, str]] = {}
+    conn = view.registry.connection()
+    last = ""
+    for household, region, area, idcs in conn.execute(_PLACES):
+        place = indicators.region_name(region, area)
+        if household != last:
+            found[subject_hash(view.audit_key, "household_id", household)] = place
+            last = household
+        if idcs is not None:
+            found[subject_hash(view.audit_key, "idcs", idcs)] = place
+    progress(f"subjects placed in their region: {len(found):,}")
+    return found
+
+
+def _households(view: RegistryView) -> Iterator[Household]:
+    for region, area, score, schemes in view.registry.connection().execute(_HOUSEHOLDS):
+        yield Household(region, area, float(score), tuple(schemes.split("|")) if schemes else ())
+
+
+def read(
+    month: Month,
+    stores: Stores,
+    view: RegistryView | None = None,
+    progress: Progress = lambda _: None,
+) -> Indicators:
+    """Count the month from the stores (and the embedded registry, when there is one)."""
     audit, contests, events = stores.audit, stores.contests, stores.events
     records = list(_records(audit, month, progress))
     exchanges = indicators.exchanges(records, month)
@@ -76,12 +123,24 @@ def read(month: Month, stores: Stores, progress: Progress = lambda _: None) -> I
     progress(f"contest steps: {len(steps):,}")
     actions = list(_actions(events))
     progress(f"proposed actions: {len(actions):,}")
+    where = places(view, progress) if view is not None else {}
+    by_region = indicators.lookups_by_region(records, where, month)
+    last_day = dt.datetime.fromtimestamp(month.end_us / 1e6 - 1, dt.UTC).date()
+    if view is not None:
+        by_band, by_place = indicators.eligibility_snapshot(
+            _households(view), view.catalogue, last_day
+        )
+    else:  # no embedded registry: the tables, empty
+        by_band, by_place = indicators.eligibility_snapshot((), programmes.load_default(), last_day)
     return Indicators(
         counts=[
             exchanges,
+            by_region,
             consents,
             indicators.contest_steps(((i, s) for i, _, s in steps), month),
             indicators.due_process(actions, month),
+            by_band,
+            by_place,
         ],
         durations=[
             indicators.answer_days(((i, s, o) for i, o, s in steps), month),

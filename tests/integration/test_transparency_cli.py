@@ -140,3 +140,30 @@ def test_a_bad_month_is_refused_in_one_line(trail: Trail, tmp_path: Path, month:
     assert done.stderr.count("\n") == 1
     assert "YYYY-MM" in done.stderr
     assert not (tmp_path / "pub").exists()
+
+
+def _table(out: Path, name: str) -> dict[str, object]:
+    document = json.loads((out / "indicators.json").read_text(encoding="utf-8"))
+    (table,) = [t for t in document["tables"] if t["name"] == name]
+    return dict(table)
+
+
+def test_lookups_are_counted_in_the_region_of_the_household_looked_up(
+    trail: Trail, tmp_path: Path
+) -> None:
+    assert _publish(trail, tmp_path / "pub").returncode == 0
+    table = _table(tmp_path / "pub", "lookups_by_region")
+    cells = [c for c in table["cells"] if c["key"]["purpose"] == "AMO_ENROLMENT"]  # type: ignore[attr-defined]
+    assert [c["count"] for c in cells] == [CALLS]  # one household, one region, twelve looks
+    assert cells[0]["key"]["area"] in {"URBAN", "RURAL"}
+
+
+def test_the_registrys_households_are_counted_by_programme_and_band(
+    trail: Trail, tmp_path: Path
+) -> None:
+    assert _publish(trail, tmp_path / "pub").returncode == 0
+    table = _table(tmp_path / "pub", "eligibility_by_band")
+    programmes = {c["key"]["programme"] for c in table["cells"]}  # type: ignore[attr-defined]
+    assert programmes == {"ASD", "AMOT"}
+    households = len(registry_rows.subjects(trail.data_dir).household_ids)
+    assert table["total"] in (None, 2 * households)  # every household, once per programme

@@ -70,7 +70,14 @@ ALLOWED: dict[str, set[str]] = {
     # Transparency: the month's counts (pure), their disclosure control (pure), the
     # signed publication, and the readers of the stores they are counted from.
     "gateway.transparency": BASE
-    | {"gateway.audit", "gateway.contests", "gateway.events", "gateway.pipeline", "consent"},
+    | {
+        "gateway.audit",
+        "gateway.contests",
+        "gateway.events",
+        "gateway.pipeline",
+        "consent",
+        "adapters",
+    },
     # The reference citizen portal: a gateway client like the console, whose link to the
     # gateway, words and pages it shares.
     "gateway.portal": BASE

@@ -17,12 +17,14 @@ from jwt.algorithms import ECAlgorithm
 from consent.model import ConsentRecord, Status, SubjectKind
 from gateway.audit.record import AuditRecord
 from gateway.contests.cases import CaseEvent
+from gateway.pipeline import programmes
 from gateway.transparency import disclosure, indicators, publication
 from gateway.transparency.indicators import Counts, Durations
 from gateway.transparency.publication import Method
 from gateway.transparency.sources import month_of
 
 NOVEMBER = month_of("2026-11")
+CATALOGUE = programmes.load_default()
 DAY = indicators.DAY_US
 K = 10
 
@@ -249,11 +251,15 @@ def test_an_empty_month_is_a_signed_publication_saying_so(tmp_path: Path) -> Non
 
 
 def test_every_table_counted_is_a_named_table() -> None:
+    by_band, by_region = indicators.eligibility_snapshot([], CATALOGUE, dt.date(2026, 11, 30))
     counts = [
         indicators.exchanges([], NOVEMBER),
+        indicators.lookups_by_region([], {}, NOVEMBER),
         indicators.consents([], [], [], NOVEMBER),
         indicators.contest_steps([], NOVEMBER),
         indicators.due_process([], NOVEMBER),
+        by_band,
+        by_region,
     ]
     durations = [
         indicators.answer_days([], NOVEMBER),
@@ -310,3 +316,41 @@ def test_consents_count_grants_revocations_expiries_and_use_caps_in_the_month() 
         ("MEN", "SCHOOL_SUPPORT", "expired"): 1,
         ("MEN", "SCHOOL_SUPPORT", "use_cap_reached"): 1,
     }
+
+
+def test_lookups_are_placed_in_their_households_region() -> None:
+    rng = random.Random(3)
+    records = [
+        replace(
+            _record(rng, i), at_us=NOVEMBER.start_us + i, subjects=(s,), method="/x/GetPersonStatus"
+        )
+        for i, s in enumerate(["h1", "h1", "p2", "unknown"], 1)
+    ]
+    where = {"h1": ("ORIENTAL", "RURAL"), "p2": ("SOUSS_MASSA", "URBAN")}
+    rows = indicators.lookups_by_region(records, where, NOVEMBER).rows
+    assert sum(rows.values()) == 3
+    assert {k[:2] for k in rows} == {("ORIENTAL", "RURAL"), ("SOUSS_MASSA", "URBAN")}
+
+
+def test_the_eligibility_snapshot_agrees_with_a_recount_from_the_thresholds() -> None:
+    """The recount applies the published thresholds directly (ASD: score below 9.743001;
+    AMO Tadamon: below 9.3264284 and no AMO scheme but AMO Tadamon's own)."""
+    rng = random.Random(5)
+    homes = [
+        indicators.Household(
+            rng.randint(1, 12),
+            rng.randint(1, 2),
+            round(rng.uniform(8.5, 11.0), 3),
+            tuple(rng.sample(["AMO_SALARIES", "AMO_TADAMON", "AMO_TNS"], rng.randint(0, 2))),
+        )
+        for _ in range(2_000)
+    ]
+    by_band, _ = indicators.eligibility_snapshot(homes, CATALOGUE, dt.date(2026, 11, 30))
+    counted: dict[tuple[str, str], int] = {}
+    for (programme, _, outcome), n in by_band.rows.items():
+        counted[(programme, outcome)] = counted.get((programme, outcome), 0) + n
+    asd = sum(1 for h in homes if h.score < 9.743001)
+    amot = sum(1 for h in homes if h.score < 9.3264284 and set(h.schemes) <= {"AMO_TADAMON"})
+    assert counted[("ASD", "eligible")] == asd
+    assert counted[("ASD", "not_eligible")] == len(homes) - asd
+    assert counted[("AMOT", "eligible")] == amot

@@ -72,6 +72,9 @@ class Config:
     events_poll_seconds: float = 0.2
     events_retention_days: float = 90.0
     events_max_stream_seconds: float = 3600.0
+    # Transparency (docs/transparency.md): where `jisr transparency publish` writes, read by
+    # the observatory's gRPC read; None: data_dir/publications.
+    publications: Path | None = None
     institutions: Mapping[str, Transport] = field(
         default_factory=lambda: {name: Transport("embedded") for name in INSTITUTIONS}
     )
@@ -264,6 +267,7 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_EVENTS_POLL_SECONDS": ("events_poll_seconds", _seconds),
     "JISR_EVENTS_RETENTION_DAYS": ("events_retention_days", _days),
     "JISR_EVENTS_MAX_STREAM_SECONDS": ("events_max_stream_seconds", _seconds),
+    "JISR_PUBLICATIONS_DIR": ("publications", _path),
 }
 
 

@@ -73,6 +73,8 @@ from gateway.services.registry_events import SERVICE as EVENTS_SERVICE
 from gateway.services.registry_events import Delivery, RegistryEventsService
 from gateway.services.registry_events import handler as event_handler
 from gateway.services.registry_exchange import SERVICE
+from gateway.services.transparency import SERVICE as TRANSPARENCY_SERVICE
+from gateway.services.transparency import TransparencyService
 from gateway.telemetry import setup as telemetry
 
 # The institution id the gateway itself uses as a TLS client of ministry backends.
@@ -423,8 +425,18 @@ def start_gateway(config: Config) -> Running:
             trail.handler(engine),
             contests.handler(engine),
             event_handler(engine, events),
+            TransparencyService(config.publications or config.data_dir / "publications").handler(
+                engine
+            ),
         ],
-        [SERVICE, CONSENT_SERVICE, AUDIT_SERVICE, CONTEST_SERVICE, EVENTS_SERVICE],
+        [
+            SERVICE,
+            CONSENT_SERVICE,
+            AUDIT_SERVICE,
+            CONTEST_SERVICE,
+            EVENTS_SERVICE,
+            TRANSPARENCY_SERVICE,
+        ],
     )
     # Closed in order after the drain: the writer flushes and checkpoints before its store.
     closers: list[Closer] = [

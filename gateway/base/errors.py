@@ -122,6 +122,10 @@ class Reason(StrEnum):
     INVALID_EVENT_TYPE = "INVALID_EVENT_TYPE"
     TOO_MANY_SUBJECTS = "TOO_MANY_SUBJECTS"
     EVENTS_UNAVAILABLE = "EVENTS_UNAVAILABLE"
+    # Transparency (docs/transparency.md): a month that is not YYYY-MM (INVALID_ARGUMENT);
+    # one that was not published (NOT_FOUND).
+    INVALID_MONTH = "INVALID_MONTH"
+    PUBLICATION_NOT_FOUND = "PUBLICATION_NOT_FOUND"
     # A fault of the gateway itself, never of the request.
     INTERNAL = "INTERNAL"
 

@@ -59,6 +59,7 @@ _ARGUMENT = (
     Reason.CASE_FILTER_INVALID,
     Reason.INVALID_EVENT_TYPE,
     Reason.TOO_MANY_SUBJECTS,
+    Reason.INVALID_MONTH,
 )
 _CONSENT = (
     Reason.CONSENT_MISSING,
@@ -92,6 +93,7 @@ CODES: Mapping[Reason, int] = MappingProxyType(
         Reason.SUBJECT_NOT_FOUND: code_pb2.NOT_FOUND,
         Reason.CONSENT_NOT_FOUND: code_pb2.NOT_FOUND,
         Reason.CASE_RECORD_NOT_FOUND: code_pb2.NOT_FOUND,
+        Reason.PUBLICATION_NOT_FOUND: code_pb2.NOT_FOUND,
         Reason.CONSENT_CONFLICT: code_pb2.ALREADY_EXISTS,
         Reason.CONCURRENT_CHANGE: code_pb2.ABORTED,
         Reason.MESSAGE_TOO_LARGE: code_pb2.RESOURCE_EXHAUSTED,

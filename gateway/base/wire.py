@@ -13,6 +13,7 @@ CONSENT_REGISTRY: Final = "jisr.v1.ConsentRegistry"
 AUDIT_TRAIL: Final = "jisr.v1.AuditTrail"
 CONTEST_CASES: Final = "jisr.v1.ContestCases"
 REGISTRY_EVENTS: Final = "jisr.v1.RegistryEvents"
+TRANSPARENCY: Final = "jisr.v1.Transparency"
 MINISTRY_BACKEND: Final = "jisr.v1.MinistryBackend"
 
 # The request token (a compact JWS) rides in this metadata key; the receipt in this trailer.

@@ -28,6 +28,7 @@ from gateway.pb.jisr.v1 import consent_pb2 as cpb
 from gateway.pb.jisr.v1 import contests_pb2 as kpb
 from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.pb.jisr.v1 import transparency_pb2 as tpb
 from gateway.security import projection
 from gateway.security.projection import FieldTree
 
@@ -65,6 +66,7 @@ _CONSENT = cpb.DESCRIPTOR.services_by_name["ConsentRegistry"].full_name
 _AUDIT = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
 _CONTESTS = kpb.DESCRIPTOR.services_by_name["ContestCases"].full_name
 _EVENTS = epb.DESCRIPTOR.services_by_name["RegistryEvents"].full_name
+_TRANSPARENCY = tpb.DESCRIPTOR.services_by_name["Transparency"].full_name
 SUBSCRIBE = "Subscribe"
 """The method whose grants name the event types an institution may receive."""
 
@@ -100,6 +102,8 @@ METHODS: Mapping[str, Method] = {
         Method(_EVENTS, "GetDigest", epb.GetDigestResponse.DESCRIPTOR),
         Method(_EVENTS, "GetSubscription", epb.GetSubscriptionResponse.DESCRIPTOR),
         Method(_EVENTS, "CancelSubscription", epb.CancelSubscriptionResponse.DESCRIPTOR),
+        Method(_TRANSPARENCY, "ListPublications", tpb.ListPublicationsResponse.DESCRIPTOR),
+        Method(_TRANSPARENCY, "GetPublication", tpb.GetPublicationResponse.DESCRIPTOR),
     )
 }
 """Methods a grant may name, by short name. Another service's methods join this table."""

@@ -47,6 +47,7 @@ ALLOWED: dict[str, set[str]] = {
         "gateway.telemetry",
         "gateway.contests",
         "gateway.events",
+        "gateway.transparency",
     },
     "gateway.sdk": BASE | {"gateway.security", "consent"},
     "gateway.config": BASE | {"adapters"},

@@ -307,6 +307,8 @@ def test_every_method_a_grant_can_name_discloses_a_message() -> None:
         "GetDigest",
         "GetSubscription",
         "CancelSubscription",
+        "ListPublications",
+        "GetPublication",
     }
     assert METHODS["OpenCase"].path == "/jisr.v1.ContestCases/OpenCase"
     assert METHODS["VerifyEligibilityBatch"].disclosed is pb.EligibilityDecision.DESCRIPTOR

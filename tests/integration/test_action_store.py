@@ -11,7 +11,6 @@ schema each (tests/support/databases.py says when they run).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +38,7 @@ from gateway.pipeline.due_process import (
     propose,
 )
 from tests.support import databases
+from tests.support.threads import run_together
 
 T0 = 1_750_000_000_000_000
 SECOND = 1_000_000
@@ -57,18 +57,10 @@ BELOW = int(ReasonCode.REASON_CODE_SCORE_BELOW_THRESHOLD)
 EventDatabase = databases.StoreDatabase[EventStore]
 
 
-def _database(backend: str, state_dir: Path, url: str | None) -> EventDatabase:
-    return databases.StoreDatabase(backend, state_dir, url, open_event_store, FILE_NAME)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventDatabase]:
-    with databases.for_backend(request.param) as url:
-        database = _database(request.param, tmp_path, url)
-        try:
-            yield database
-        finally:
-            database.close()
+    with databases.store_database(request.param, tmp_path, open_event_store, FILE_NAME) as made:
+        yield made
 
 
 @pytest.fixture
@@ -131,26 +123,6 @@ def offer(store: EventStore, *actions: ProposedAction, now_us: int = T0) -> None
     batch = [event(first + i, household_id=a.household_id) for i, a in enumerate(actions)]
     changes = [ActionChange(RSU, e.source_seq, a) for e, a in zip(batch, actions, strict=True)]
     assert store.append(batch, now_us, changes) == len(batch)
-
-
-def run_together(n: int, job: Callable[[int], object]) -> list[object]:
-    """Run job(0..n-1) in n threads released at once; exceptions are returned, not raised."""
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def one(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = job(i)
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 # Offering actions with their events.

@@ -36,6 +36,7 @@ from gateway.audit.store import (
 from gateway.audit.writer import AuditUnavailable, AuditWriter
 from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
+from tests.support.threads import run_together
 
 T0 = 1_750_000_000_000_000  # microseconds since the epoch
 METHOD = "/jisr.v1.RegistryExchange/GetHouseholdStatus"
@@ -166,21 +167,6 @@ def assert_contiguous(records: Sequence[AuditRecord], first_seq: int = 1) -> Non
         assert after.prev_hash == before.hash
     for r in records:
         assert r.sealed().hash == r.hash
-
-
-def run_together(n: int, job: Callable[[int], object]) -> list[object]:
-    """Run job(0..n-1) in n threads released at once; exceptions are returned, not raised."""
-    barrier = threading.Barrier(n)
-
-    def one(i: int) -> object:
-        barrier.wait()
-        try:
-            return job(i)
-        except Exception as exc:
-            return exc
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 # The store.

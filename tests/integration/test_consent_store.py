@@ -7,9 +7,7 @@ schema each (tests/support/databases.py says when they run).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from consent.store_sqlite import SQLiteConsentStore
 from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
 from tests.support.databases import ConsentDatabase
+from tests.support.threads import run_together
 
 HOUSEHOLD = SubjectKind.HOUSEHOLD
 PERSON = SubjectKind.PERSON
@@ -66,21 +65,6 @@ def grant(
         recorded_at=1_700_000_100,
         prev_hash="",
     ).sealed()
-
-
-def run_together(n: int, job: Callable[[int], object]) -> list[object]:
-    """Run job(0..n-1) in n threads released at once; exceptions are returned, not raised."""
-    barrier = threading.Barrier(n)
-
-    def one(i: int) -> object:
-        barrier.wait()
-        try:
-            return job(i)
-        except Exception as exc:
-            return exc
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 def test_appended_records_read_back_equal(store: ConsentStore) -> None:

@@ -22,8 +22,8 @@ from tests.integration.test_console_store import (
     ConsoleDatabase,
     console_database,
     officer,
-    run_together,
 )
+from tests.support.threads import run_together
 
 S = 1_000_000
 ISSUER = "https://idp.cnss.ma/realms/agents"

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from gateway.console.store_postgres import PostgresConsoleStore
 from gateway.console.store_sqlite import SQLiteConsoleStore
 from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
+from tests.support.threads import run_together
 
 T0 = 1_750_000_000_000_000  # microseconds since the epoch
 S = 1_000_000
@@ -117,26 +117,6 @@ def officer(username: str = "amina.b", *, totp: bool = False, n: int = 0) -> Acc
 
 def session_of(username: str = "amina.b", at_us: int = T0, lang: str = "fr") -> Session:
     return sessions.new_session(username, lang, at_us)[1]
-
-
-def run_together(n: int, job: Callable[[int], object]) -> list[object]:
-    """Run job(0..n-1) in n threads released at once; exceptions are returned, not raised."""
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def one(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = job(i)
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 # Accounts.

@@ -10,8 +10,7 @@ fresh schema each (tests/support/databases.py says when they run).
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +41,7 @@ from gateway.contests.store import (
 )
 from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
+from tests.support.threads import run_together
 
 T0 = 1_750_000_000_000_000
 DUE = T0 + 30 * DAY_US
@@ -111,26 +111,6 @@ def step(store: ContestStore, made: tuple[Case, CaseEvent], expected: int | None
     case, event = made
     assert store.apply(case, event, case.version - 1 if expected is None else expected)
     return case
-
-
-def run_together(n: int, job: Callable[[int], object]) -> list[object]:
-    """Run job(0..n-1) in n threads released at once; exceptions are returned, not raised."""
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def one(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = job(i)
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 # Creating and reading.

@@ -93,12 +93,8 @@ class SweepFirst:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    with databases.for_backend(request.param) as url:
-        db = databases.StoreDatabase(request.param, tmp_path, url, open_event_store, FILE_NAME)
-        try:
-            yield db.open()
-        finally:
-            db.close()
+    with databases.store_database(request.param, tmp_path, open_event_store, FILE_NAME) as db:
+        yield db.open()
 
 
 def _types(store: EventStore, source: str) -> list[tuple[int, str, str]]:

@@ -11,7 +11,7 @@ run).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from gateway.events.model import (
 from gateway.events.store import FILE_NAME, EventStore, open_event_store
 from gateway.storage.migrations import SchemaTooNewError
 from tests.support import databases
+from tests.support.threads import run_together
 
 T0 = 1_750_000_000_000_000
 SECOND = 1_000_000
@@ -46,18 +47,10 @@ OTHER_HOUSEHOLD = "H000000001"
 EventDatabase = databases.StoreDatabase[EventStore]
 
 
-def _database(backend: str, state_dir: Path, url: str | None) -> EventDatabase:
-    return databases.StoreDatabase(backend, state_dir, url, open_event_store, FILE_NAME)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventDatabase]:
-    with databases.for_backend(request.param) as url:
-        database = _database(request.param, tmp_path, url)
-        try:
-            yield database
-        finally:
-            database.close()
+    with databases.store_database(request.param, tmp_path, open_event_store, FILE_NAME) as made:
+        yield made
 
 
 @pytest.fixture
@@ -127,26 +120,6 @@ def read_all(
         out += page.events
         after = page.cursor
     return out
-
-
-def run_together(n: int, job: Callable[[int], object]) -> list[object]:
-    """Run job(0..n-1) in n threads released at once; exceptions are returned, not raised."""
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def one(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = job(i)
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 # Appending.

@@ -251,3 +251,18 @@ class StoreDatabase(Generic[S]):
         for store in self.stores:
             store.close()
         self.stores.clear()
+
+
+@contextmanager
+def store_database(
+    backend: str, state_dir: Path, opener: Callable[[str | None, Path], S], file_name: str
+) -> Iterator[StoreDatabase[S]]:
+    """A store's database on `backend` (a fresh PostgreSQL schema, or SQLite files in
+    `state_dir`), its stores closed at the end: the body of a fixture parametrised over
+    both backends."""
+    with for_backend(backend) as url:
+        database = StoreDatabase(backend, state_dir, url, opener, file_name)
+        try:
+            yield database
+        finally:
+            database.close()

@@ -161,6 +161,16 @@ class CaseEvent:
     text: str  # the statement, answer, escalation reason or decision; "" for none
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A step of the history with what a reader across cases needs of its case."""
+
+    institution: str
+    opened_us: int
+    subject_hash: str
+    event: CaseEvent
+
+
 def check_text(text: str, field: str = "text") -> str:
     """The text as kept: stripped, CRLF read as a newline (browsers send it), and 1 to
     MAX_TEXT characters with no control character but the newline (no NUL, escape or

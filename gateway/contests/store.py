@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from gateway.contests.cases import Case, CaseEvent, DuplicateCaseError
+from gateway.contests.cases import Case, CaseEvent, DuplicateCaseError, Step
 
 __all__ = ["FILE_NAME", "ContestStore", "DuplicateCaseError", "open_contest_store"]
 
@@ -65,9 +65,9 @@ class ContestStore(Protocol):
         escalation sweep moves."""
         ...
 
-    def steps_between(self, since_us: int, until_us: int) -> list[tuple[str, int, CaseEvent]]:
+    def steps_between(self, since_us: int, until_us: int) -> list[Step]:
         """Every step taken in [since_us, until_us), oldest first, each with its case's
-        institution and opening time (for the transparency indicators)."""
+        institution, opening time and subject hash (for the transparency indicators)."""
         ...
 
     def history(self, case_id: str) -> list[CaseEvent]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.contests.cases import ESCALATED, OPEN, Case, CaseEvent, DuplicateCaseError
+from gateway.contests.cases import ESCALATED, OPEN, Case, CaseEvent, DuplicateCaseError, Step
 from gateway.contests.migrations import (
     CASE_COLUMNS,
     CASE_LIST,
@@ -59,7 +59,8 @@ _ESCALATED = f"""SELECT {CASE_LIST} FROM contest_case WHERE state = '{ESCALATED}
 _OVERDUE = f"""SELECT {CASE_LIST} FROM contest_case
     WHERE state = '{OPEN}' AND answer_due_us <= %s ORDER BY answer_due_us, case_id LIMIT %s"""
 _HISTORY = f"SELECT {EVENT_LIST} FROM contest_event WHERE case_id = %s ORDER BY seq"
-_STEPS = f"""SELECT c.institution, c.opened_us, {", ".join("e." + col for col in EVENT_COLUMNS)}
+_STEPS = f"""SELECT c.institution, c.opened_us, c.subject_hash,
+    {", ".join("e." + col for col in EVENT_COLUMNS)}
     FROM contest_event e JOIN contest_case c ON c.case_id = e.case_id
     WHERE e.at_us >= %s AND e.at_us < %s ORDER BY e.at_us, e.case_id, e.seq"""
 
@@ -142,9 +143,9 @@ class PostgresContestStore:
         check_limit(limit)
         return [case_from_row(r) for r in self._all(_OVERDUE, (now_us, limit))]
 
-    def steps_between(self, since_us: int, until_us: int) -> list[tuple[str, int, CaseEvent]]:
+    def steps_between(self, since_us: int, until_us: int) -> list[Step]:
         rows = self._all(_STEPS, (since_us, until_us))
-        return [(str(r[0]), int(r[1]), event_from_row(r[2:])) for r in rows]
+        return [Step(str(r[0]), int(r[1]), str(r[2]), event_from_row(r[3:])) for r in rows]
 
     def history(self, case_id: str) -> list[CaseEvent]:
         return [event_from_row(r) for r in self._all(_HISTORY, (case_id,))]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.contests.cases import ESCALATED, OPEN, Case, CaseEvent, DuplicateCaseError
+from gateway.contests.cases import ESCALATED, OPEN, Case, CaseEvent, DuplicateCaseError, Step
 from gateway.contests.migrations import (
     CASE_COLUMNS,
     CASE_LIST,
@@ -52,7 +52,8 @@ _FOR_RECORDS = f"""SELECT {CASE_LIST} FROM contest_case WHERE record_id IN ({{ma
 # Records per query of `latest_for_records` (well under SQLite's bound-parameter limit).
 _RECORD_CHUNK = 500
 _HISTORY = f"SELECT {EVENT_LIST} FROM contest_event WHERE case_id = ? ORDER BY seq"
-_STEPS = f"""SELECT c.institution, c.opened_us, {", ".join("e." + col for col in EVENT_COLUMNS)}
+_STEPS = f"""SELECT c.institution, c.opened_us, c.subject_hash,
+    {", ".join("e." + col for col in EVENT_COLUMNS)}
     FROM contest_event e JOIN contest_case c ON c.case_id = e.case_id
     WHERE e.at_us >= ? AND e.at_us < ? ORDER BY e.at_us, e.case_id, e.seq"""
 
@@ -122,9 +123,9 @@ class SQLiteContestStore:
         check_limit(limit)
         return [case_from_row(r) for r in self._select(_OVERDUE, (now_us, limit))]
 
-    def steps_between(self, since_us: int, until_us: int) -> list[tuple[str, int, CaseEvent]]:
+    def steps_between(self, since_us: int, until_us: int) -> list[Step]:
         rows = self._select(_STEPS, (since_us, until_us))
-        return [(str(r[0]), int(r[1]), event_from_row(r[2:])) for r in rows]
+        return [Step(str(r[0]), int(r[1]), str(r[2]), event_from_row(r[3:])) for r in rows]
 
     def history(self, case_id: str) -> list[CaseEvent]:
         return [event_from_row(r) for r in self._select(_HISTORY, (case_id,))]

@@ -36,6 +36,7 @@ TABLES = (
     "consents",
     "contest_steps",
     "due_process",
+    "steps_by_region",
     "eligibility_by_band",
     "eligibility_by_region",
     "contest_answer_days",
@@ -288,4 +289,50 @@ def eligibility_snapshot(
             ("programme", "region", "area", "decision"),
             dict(by_region),
         ),
+    )
+
+
+# Where a subject's household is: a keyed subject hash (as the trail and the contest cases
+# hold it) -> (region, area).
+Places = Mapping[str, tuple[str, str]]
+
+
+def steps_by_region(
+    consents: Iterable[tuple[str, ConsentRecord]],
+    contests: Iterable[tuple[str, CaseEvent]],
+    actions: Iterable[tuple[str, ProposedAction]],
+    where: Places,
+    month: Month,
+) -> Counts:
+    """Consents granted and revoked, contest cases opened, and proposed actions proposed and
+    carried out in the month, by the region and area of the household concerned. Each item
+    comes with its subject's keyed hash; those `where` cannot place are not counted."""
+    rows: Counter[tuple[str, ...]] = Counter()
+    start_s, end_s = month.start_us // 1_000_000, month.end_us // 1_000_000
+
+    def count(subject: str, kind: str, step: str) -> None:
+        place = where.get(subject)
+        if place is not None:
+            rows[(*place, kind, step)] += 1
+
+    for subject, r in consents:
+        if start_s <= r.recorded_at < end_s:
+            step = "granted" if r.revision == 1 else "revoked" if r.status == Status.REVOKED else ""
+            if step:
+                count(subject, "consent", step)
+    for subject, step_taken in contests:
+        if step_taken.action == "open" and month.holds(step_taken.at_us):
+            count(subject, "contest", "opened")
+    for subject, a in actions:
+        if month.holds(a.proposed_us):
+            count(subject, "due_process", "proposed")
+        if a.state == "confirmed" and month.holds(a.resolved_us):
+            count(subject, "due_process", "carried_out")
+    return Counts(
+        "steps_by_region",
+        "Consents granted and revoked, contests opened, and actions to end a benefit proposed "
+        "and carried out in the month, by the region and area (urban or rural) of the "
+        "household concerned.",
+        ("region", "area", "kind", "step"),
+        dict(rows),
     )

@@ -97,6 +97,14 @@ def places(view: RegistryView, progress: Progress) -> dict[str, tuple[str, str]]
     return found
 
 
+def _hash(view: RegistryView | None, kind: str, value: str) -> str:
+    """A subject's keyed hash, as the trail holds it ("" without the audit key)."""
+    if view is None:
+        return ""
+    label = "household_id" if kind in {"household_id", "household"} else "idcs"
+    return subject_hash(view.audit_key, label, value)
+
+
 def _households(view: RegistryView) -> Iterator[Household]:
     for region, area, score, schemes in view.registry.connection().execute(_HOUSEHOLDS):
         yield Household(region, area, float(score), tuple(schemes.split("|")) if schemes else ())
@@ -113,11 +121,9 @@ def read(
     records = list(_records(audit, month, progress))
     exchanges = indicators.exchanges(records, month)
     start_s, end_s = month.start_us // 1_000_000, month.end_us // 1_000_000
+    revisions = stores.consents.revisions_between(start_s, end_s)
     consents = indicators.consents(
-        stores.consents.revisions_between(start_s, end_s),
-        stores.consents.expiring_between(start_s, end_s),
-        records,
-        month,
+        revisions, stores.consents.expiring_between(start_s, end_s), records, month
     )
     steps = contests.steps_between(month.start_us, month.end_us)
     progress(f"contest steps: {len(steps):,}")
@@ -137,13 +143,20 @@ def read(
             exchanges,
             by_region,
             consents,
-            indicators.contest_steps(((i, s) for i, _, s in steps), month),
+            indicators.contest_steps(((s.institution, s.event) for s in steps), month),
             indicators.due_process(actions, month),
+            indicators.steps_by_region(
+                ((_hash(view, c.subject_kind, c.subject), c) for c in revisions),
+                ((s.subject_hash, s.event) for s in steps),
+                ((_hash(view, "household_id", a.household_id), a) for a in actions),
+                where,
+                month,
+            ),
             by_band,
             by_place,
         ],
         durations=[
-            indicators.answer_days(((i, s, o) for i, o, s in steps), month),
+            indicators.answer_days(((s.institution, s.event, s.opened_us) for s in steps), month),
             indicators.death_to_end_days(_deaths(actions, events, month), month),
         ],
     )

@@ -31,6 +31,7 @@ from gateway.contests.cases import (
     Actor,
     Case,
     CaseEvent,
+    Step,
 )
 from gateway.contests.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE
 from gateway.contests.store import (
@@ -384,7 +385,7 @@ def test_steps_between_are_the_steps_taken_in_the_window_with_their_case(
     other = stored(store, T0 + 3 * DAY_US, n=1)
     window = store.steps_between(T0 + 1, T0 + 4 * DAY_US)
     assert window == [
-        ("ANSS", T0, answer),
-        ("CNSS", other.opened_us, store.history(other.case_id)[0]),
+        Step("ANSS", T0, case.subject_hash, answer),
+        Step("CNSS", other.opened_us, other.subject_hash, store.history(other.case_id)[0]),
     ]
-    assert store.steps_between(T0, T0 + 1) == [("ANSS", T0, opening)]
+    assert store.steps_between(T0, T0 + 1) == [Step("ANSS", T0, case.subject_hash, opening)]

@@ -258,6 +258,7 @@ def test_every_table_counted_is_a_named_table() -> None:
         indicators.consents([], [], [], NOVEMBER),
         indicators.contest_steps([], NOVEMBER),
         indicators.due_process([], NOVEMBER),
+        indicators.steps_by_region([], [], [], {}, NOVEMBER),
         by_band,
         by_region,
     ]
@@ -354,3 +355,17 @@ def test_the_eligibility_snapshot_agrees_with_a_recount_from_the_thresholds() ->
     assert counted[("ASD", "eligible")] == asd
     assert counted[("ASD", "not_eligible")] == len(homes) - asd
     assert counted[("AMOT", "eligible")] == amot
+
+
+def test_steps_are_placed_in_the_region_of_the_household_concerned() -> None:
+    start_s = NOVEMBER.start_us // 1_000_000
+    granted = _consent(1, start_s + 10, Status.ACTIVE, start_s + 99_999)
+    opened = replace(_step(NOVEMBER.start_us + DAY, "open"))
+    where = {"h1": ("ORIENTAL", "RURAL"), "h2": ("SOUSS_MASSA", "URBAN")}
+    rows = indicators.steps_by_region(
+        [("h1", granted), ("nowhere", granted)], [("h2", opened)], [], where, NOVEMBER
+    ).rows
+    assert rows == {
+        ("ORIENTAL", "RURAL", "consent", "granted"): 1,
+        ("SOUSS_MASSA", "URBAN", "contest", "opened"): 1,
+    }

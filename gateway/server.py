@@ -425,9 +425,10 @@ def start_gateway(config: Config) -> Running:
             trail.handler(engine),
             contests.handler(engine),
             event_handler(engine, events),
-            TransparencyService(config.publications or config.data_dir / "publications").handler(
-                engine
-            ),
+            TransparencyService(
+                config.publications or config.data_dir / "publications",
+                lambda: pki.gateway_jwks(config.pki_dir),
+            ).handler(engine),
         ],
         [
             SERVICE,

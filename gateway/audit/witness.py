@@ -135,8 +135,14 @@ def contradictions(log: Iterable[Witnessed], checkpoints: Iterable[Checkpoint]) 
 
 def check_signatures(log: Sequence[Witnessed], jwks: Mapping[str, Any]) -> list[Finding]:
     """A finding for each log entry whose countersignature does not verify with the
-    witness's keys, or does not sign exactly that entry."""
-    keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(dict(jwks)).keys if k.key_id}
+    witness's keys, or does not sign exactly that entry. ValueError for keys that are not
+    a usable JWKS."""
+    try:
+        keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(dict(jwks)).keys if k.key_id}
+    except (jwt.PyJWTError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"the witness's keys are not a usable JWKS ({type(exc).__name__})"
+        ) from None
     findings: list[Finding] = []
     for w in log:
         claims = _claims(w.token, keys)
@@ -144,8 +150,10 @@ def check_signatures(log: Sequence[Witnessed], jwks: Mapping[str, Any]) -> list[
             claims.get("node"),
             claims.get("seq"),
             claims.get("hash"),
+            claims.get("at_us"),
             claims.get("iss"),
-        ) == (w.node, w.seq, w.hash, w.witness)
+            claims.get("witnessed_at"),
+        ) == (w.node, w.seq, w.hash, w.at_us, w.witness, w.witnessed_at)
         if not signed:
             detail = "the witness's countersignature does not verify for this entry"
             findings.append(Finding(w.node, w.seq, WITNESS, detail))
@@ -159,7 +167,7 @@ def _claims(token: str, keys: Mapping[str, Any]) -> dict[str, Any] | None:
         if header.get("typ") != TYP or key is None:
             return None
         claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=list(ALGS))
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, TypeError, ValueError):  # a key of another kind than the token's
         return None
     return claims
 
@@ -178,3 +186,37 @@ def against_records(log: Sequence[Witnessed], records: Iterable[AuditRecord]) ->
             )
             findings.append(Finding(record.node, record.seq, WITNESS, detail))
     return findings
+
+
+def against_bundle(
+    log: Sequence[Witnessed], records: Iterable[AuditRecord], checkpoints: Sequence[Checkpoint]
+) -> list[Finding]:
+    """Everything a bundle says that contradicts the witness: a record or a checkpoint
+    giving a witnessed node:seq another hash; and, when nothing in the bundle falls on a
+    witnessed node:seq, that the witness vouches for none of it (a slice after the last
+    witnessed checkpoint, or a node the witness never saw, is not covered)."""
+    findings: list[Finding] = []
+    wanted = {(w.node, w.seq) for w in log}
+    covered = False
+    for record in records:
+        covered = covered or (record.node, record.seq) in wanted
+        findings += against_records(log, [record])
+    for line in contradictions(log, checkpoints):
+        node_seq, _, detail = line.partition(": ")
+        node, _, seq = node_seq.rpartition(":")
+        findings.append(Finding(node, int(seq), WITNESS, detail))
+    covered = covered or any((cp.node, cp.seq) in wanted for cp in checkpoints)
+    if not covered:
+        detail = "no witnessed checkpoint falls in this bundle: the witness vouches for none of it"
+        findings.append(Finding("", 0, WITNESS, detail, where="witness log"))
+    return findings
+
+
+def append_log(path: Path, entries: Sequence[Witnessed]) -> None:
+    """Append entries to the log, starting on a line of their own."""
+    text = "".join(w.line() + "\n" for w in entries)
+    if not text:
+        return
+    starts_clean = not path.exists() or path.read_bytes()[-1:] in {b"", b"\n"}
+    with path.open("a", encoding="utf-8") as file:
+        file.write(text if starts_clean else "\n" + text)

@@ -312,15 +312,18 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     path = _bundle_dir(args.bundle)
     if (args.witness_log is None) != (args.witness_jwks is None):
         raise _RefusedError("--witness-log and --witness-jwks go together")
+    log = witness.read_log(args.witness_log) if args.witness_log is not None else []
+    if args.witness_log is not None and not log:
+        raise _RefusedError(f"{args.witness_log}: no witnessed checkpoint")
+    keys = _pinned_jwks(args.witness_jwks) if args.witness_jwks is not None else {}
     report = bundle.verify_bundle(path, progress=_progress("verifying"), jwks=pinned)
-    if args.witness_log is not None:
-        log = witness.read_log(args.witness_log)
-        if not log:
-            raise _RefusedError(f"{args.witness_log}: no witnessed checkpoint")
-        keys = _pinned_jwks(args.witness_jwks)
+    if log:
         found = witness.check_signatures(log, keys)
-        records, _, _, _ = bundle.read_bundle(path)
-        found += witness.against_records(log, records)
+        try:
+            records, checkpoints, _, _ = bundle.read_bundle(path)
+            found += witness.against_bundle(log, records, checkpoints)
+        except bundle.BundleError:
+            pass  # the bundle's own findings say what is wrong; it is not VALID anyway
         report = chain.Report(
             report.ok and not found,
             report.records,
@@ -339,11 +342,14 @@ def _witness(args: argparse.Namespace) -> int:
     if not report.ok:
         print(f"jisr audit witness: {path}: the bundle does not verify; nothing countersigned")
         return _report(report, 0.0, str(path))
-    _, checkpoints, _, _ = bundle.read_bundle(path)
+    records, checkpoints, _, _ = bundle.read_bundle(path)
     log = witness.read_log(args.log)
-    contradicted = witness.contradictions(log, checkpoints)
-    for line in contradicted:
-        print(f"jisr audit witness: {line}", file=sys.stderr)
+    contradicted = [f for f in witness.against_bundle(log, records, checkpoints) if f.node]
+    for finding in contradicted:
+        print(
+            f"jisr audit witness: {finding.node}:{finding.seq}: {finding.detail}",
+            file=sys.stderr,
+        )
     if contradicted:
         return EXIT_ALTERED
     own = Credentials.from_pki(args.pki_dir or DEFAULT_PKI, args.institution).signer
@@ -353,8 +359,7 @@ def _witness(args: argparse.Namespace) -> int:
     new = [
         witness.countersign(cp, signer, now) for cp in checkpoints if (cp.node, cp.seq) not in seen
     ]
-    with args.log.open("a", encoding="utf-8") as file:
-        file.writelines(w.line() + "\n" for w in new)
+    witness.append_log(args.log, new)
     print(
         f"jisr audit witness: {path}: {len(new)} checkpoint(s) countersigned by"
         f" {args.institution} into {args.log} ({len(checkpoints) - len(new)} already witnessed)"

@@ -169,7 +169,9 @@ def run_verify(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"jisr transparency verify: {args.jwks}: {type(exc).__name__}", file=sys.stderr)
         return EXIT_NOT_DONE
-    problems = publication.verify(args.folder, jwks)
+    name = args.folder.resolve().name
+    month = name if publication.MONTH.fullmatch(name) else None  # a folder named for a month
+    problems = publication.verify(args.folder, jwks, month)
     for problem in problems:
         print(f"{args.folder / problem}", file=sys.stderr)
     if problems:

@@ -60,7 +60,7 @@ def _bars(table: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _load(folder: Path, jwks: Any) -> tuple[dict[str, Any] | None, list[str]]:
-    problems = publication.verify(folder, jwks)
+    problems = publication.verify(folder, jwks, folder.name)
     if problems:
         return None, problems
     document: dict[str, Any] = json.loads(

@@ -4,14 +4,16 @@
 It serves the files `jisr transparency publish` wrote into the gateway's publications
 directory, byte for byte, with their signature: the observatory checks them offline with
 the gateway's published keys, as it would any copy. A month that was not published, or
-whose folder does not hold a signed publication, is NOT_FOUND PUBLICATION_NOT_FOUND; no
-request can obtain a figure the publication suppressed, since nothing is computed here.
+whose folder does not hold a publication that verifies against the gateway's keys (and is
+that month's), is NOT_FOUND PUBLICATION_NOT_FOUND; only the files the signature names are
+served. No request can obtain a figure the publication suppressed: nothing is computed.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from gateway.pb.jisr.v1 import transparency_pb2 as tpb
 from gateway.services.binding import service_handler
 from gateway.transparency import publication
 
+log = logging.getLogger("jisr.transparency")
 SERVICE = tpb.DESCRIPTOR.services_by_name["Transparency"].full_name
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 # A publication's files, at most (indicators.json and one CSV per table).
@@ -33,8 +36,9 @@ MAX_FILES = 64
 class TransparencyService:
     """Reads the publications directory; never writes."""
 
-    def __init__(self, publications: Path) -> None:
+    def __init__(self, publications: Path, jwks: Callable[[], Mapping[str, Any]]) -> None:
         self.publications = publications
+        self.jwks = jwks  # the gateway's published keys: only what verifies is served
 
     def _months(self) -> list[str]:
         if not self.publications.is_dir():
@@ -59,12 +63,20 @@ class TransparencyService:
         if request.month not in self._months():
             raise ExchangeError(Reason.PUBLICATION_NOT_FOUND, f"no publication for {request.month}")
         folder = self.publications / request.month
-        files = sorted(
-            p for p in folder.iterdir() if p.is_file() and p.name != publication.SIGNATURE
-        )[:MAX_FILES]
+        try:
+            names = publication.signed_files(folder, self.jwks(), request.month)
+        except (ValueError, OSError):
+            # Logged by month only: the problems name files, never anything personal.
+            log.warning("publication does not verify", extra={"month": request.month})
+            raise ExchangeError(
+                Reason.PUBLICATION_NOT_FOUND, f"no verifiable publication for {request.month}"
+            ) from None
         return tpb.GetPublicationResponse(
             month=request.month,
-            files=[tpb.PublicationFile(name=p.name, content=p.read_bytes()) for p in files],
+            files=[
+                tpb.PublicationFile(name=name, content=(folder / name).read_bytes())
+                for name in names[:MAX_FILES]
+            ],
             signature=(folder / publication.SIGNATURE).read_text(encoding="ascii").strip(),
         )
 

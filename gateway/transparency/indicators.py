@@ -62,12 +62,20 @@ class Month:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """One table of counts: its dimensions and a count per combination seen."""
+    """One table of counts: its dimensions and a count per combination seen.
+
+    `margins`: the groupings (by these dimensions) whose sums another published table
+    gives or implies, so that disclosure control keeps every such group safe on its own
+    (gateway/transparency/disclosure.py). `units`: per cell, how many distinct persons or
+    households it counts, where that can be fewer than the count (one household looked up
+    ten times): the threshold applies to them."""
 
     name: str
     description: str
     dimensions: tuple[str, ...]
     rows: dict[tuple[str, ...], int]
+    margins: tuple[tuple[str, ...], ...] = ()
+    units: dict[tuple[str, ...], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +112,18 @@ def exchanges(records: Iterable[AuditRecord], month: Month) -> Counts:
         "that asked, its purpose, the method, the decision and the refusal's reason.",
         ("institution", "purpose", "method", "decision", "reason"),
         dict(rows),
+        margins=(("purpose", "decision"),),
     )
 
 
 def consents(
-    revisions: Iterable[ConsentRecord],
-    expiring: Iterable[ConsentRecord],
-    records: Iterable[AuditRecord],
-    month: Month,
+    revisions: Iterable[ConsentRecord], expiring: Iterable[ConsentRecord], month: Month
 ) -> Counts:
     """Citizens' consents, by the institution they allow (the grantee) and purpose: granted
-    and revoked in the month (revisions recorded then, times in seconds), expired in the
-    month (still active, validity ending then), and calls refused because a consent's use
-    cap was reached (from the audit trail)."""
+    and revoked in the month (revisions recorded then, times in seconds) and expired in the
+    month (still active, validity ending then). Calls refused because a consent's use cap
+    was reached are the `exchanges` rows with reason CONSENT_USE_EXCEEDED: counted there
+    only, since two tables counting them would let one be subtracted from the other."""
     rows: Counter[tuple[str, ...]] = Counter()
     start_s, end_s = month.start_us // 1_000_000, month.end_us // 1_000_000
     for r in revisions:
@@ -129,16 +136,14 @@ def consents(
         if start_s <= r.valid_until < end_s:
             for purpose in r.purposes:
                 rows[(r.grantee, purpose, "expired")] += 1
-    for a in records:
-        if a.part == 0 and a.reason == USE_CAP_REASON and month.holds(a.at_us):
-            rows[(a.requester, a.purpose, "use_cap_reached")] += 1
     return Counts(
         "consents",
         "Citizens' consents by the institution they allow and the purpose: granted, revoked "
-        "and expired in the month, and calls refused because a consent's use cap was "
-        "reached (one consent naming several purposes counts once per purpose).",
+        "and expired in the month (one consent naming several purposes counts once per "
+        "purpose; use caps reached are the exchanges refused with CONSENT_USE_EXCEEDED).",
         ("institution", "purpose", "step"),
         dict(rows),
+        margins=(("step",),),
     )
 
 
@@ -156,6 +161,7 @@ def contest_steps(steps: Iterable[tuple[str, CaseEvent]], month: Month) -> Count
         "escalate_overdue, accept, withdraw, uphold, dismiss).",
         ("institution", "step"),
         dict(rows),
+        margins=(("step",),),
     )
 
 
@@ -183,8 +189,7 @@ def due_process(actions: Iterable[ProposedAction], month: Month) -> Counts:
         if month.holds(a.proposed_us):
             rows[(a.programme, "proposed")] += 1
         if a.resolved_us and month.holds(a.resolved_us) and a.state != "contested":
-            ending = a.state if not a.resolution else f"{a.state}:{a.resolution}"
-            rows[(a.programme, ending)] += 1
+            rows[(a.programme, _ending(a))] += 1
     return Counts(
         "due_process",
         "Proposed actions to end a benefit, by programme: proposed in the month, and each "
@@ -192,7 +197,13 @@ def due_process(actions: Iterable[ProposedAction], month: Month) -> Counts:
         "were corrected; kept: the regulator upheld the household's contest).",
         ("programme", "step"),
         dict(rows),
+        margins=(("step",),),
     )
+
+
+def _ending(action: ProposedAction) -> str:
+    """How an action ended, as the tables name it: "confirmed:notice_over"..."""
+    return action.state if not action.resolution else f"{action.state}:{action.resolution}"
 
 
 def death_to_end_days(ended: Iterable[tuple[ProposedAction, int]], month: Month) -> Durations:
@@ -237,21 +248,27 @@ def lookups_by_region(
     """Subjects looked up in the month, by the region and area of their household, the
     purpose and the decision. `where`: a subject's keyed hash (as records hold it) -> its
     household's (region, area), computed inside the gateway with its audit key; subjects
-    it does not know (malformed ids, people in no household) are not counted."""
+    it does not know (malformed ids, people in no household) are not counted. Each cell
+    also counts its distinct subjects: one household looked up ten times is one."""
     rows: Counter[tuple[str, ...]] = Counter()
+    seen: dict[tuple[str, ...], set[str]] = {}
     for r in records:
         if not month.holds(r.at_us) or r.method.endswith(DUE_PROCESS_METHOD):
             continue
         for subject in r.subjects:
             place = where.get(subject)
             if place is not None:
-                rows[(*place, r.purpose, r.decision)] += 1
+                key = (*place, r.purpose, r.decision)
+                rows[key] += 1
+                seen.setdefault(key, set()).add(subject)
     return Counts(
         "lookups_by_region",
         "Persons and households looked up in the month (each subject of each exchange), by "
         "the region and area (urban or rural) of the household, the purpose and the decision.",
         ("region", "area", "purpose", "decision"),
         dict(rows),
+        margins=(("purpose", "decision"),),
+        units={k: len(v) for k, v in seen.items()},
     )
 
 
@@ -282,12 +299,16 @@ def eligibility_snapshot(
             f"{described}, by score band.",
             ("programme", "score_band", "decision"),
             dict(by_band),
+            # Every programme judges the same households: a band's households are one sum
+            # for all, and each programme's decisions sum alike in both tables.
+            margins=(("programme", "score_band"), ("programme", "decision")),
         ),
         Counts(
             "eligibility_by_region",
             f"{described}, by region and area.",
             ("programme", "region", "area", "decision"),
             dict(by_region),
+            margins=(("programme", "region", "area"), ("programme", "decision")),
         ),
     )
 
@@ -322,17 +343,19 @@ def steps_by_region(
                 count(subject, "consent", step)
     for subject, step_taken in contests:
         if step_taken.action == "open" and month.holds(step_taken.at_us):
-            count(subject, "contest", "opened")
+            count(subject, "contest", "open")
     for subject, a in actions:
         if month.holds(a.proposed_us):
             count(subject, "due_process", "proposed")
-        if a.state == "confirmed" and month.holds(a.resolved_us):
-            count(subject, "due_process", "carried_out")
+        if a.resolved_us and month.holds(a.resolved_us) and a.state != "contested":
+            count(subject, "due_process", _ending(a))
     return Counts(
         "steps_by_region",
         "Consents granted and revoked, contests opened, and actions to end a benefit proposed "
-        "and carried out in the month, by the region and area (urban or rural) of the "
-        "household concerned.",
+        "and ended in the month (steps named as in the consents, contest_steps and "
+        "due_process tables), by the region and area (urban or rural) of the household "
+        "concerned.",
         ("region", "area", "kind", "step"),
         dict(rows),
+        margins=(("kind", "step"),),
     )

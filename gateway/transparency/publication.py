@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ ALG = "ES256"
 SIGNATURE = "manifest.jws"
 INDICATORS = "indicators.json"
 TOTAL = "(total)"
+MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +49,18 @@ class Method:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": "threshold suppression with a protected total",
+            "name": "threshold suppression with secondary suppression",
             "threshold": self.threshold,
             "rules": [
-                f"a count from 1 to {self.threshold - 1} is suppressed (no value)",
+                f"a count from 1 to {self.threshold - 1}, or a cell of fewer distinct "
+                "persons or households than that, is suppressed (no value)",
+                "within every group of cells whose sum another table gives or implies, the "
+                "suppressed cells are none, or two or more adding up to the threshold or "
+                "more: the smallest published cell of a group is suppressed too until so",
                 "a table's total is suppressed when it would give a suppressed count away "
                 "(one suppressed cell, or suppressed cells summing below the threshold) or "
                 "is itself below the threshold",
                 f"a median is published for a group of at least {self.threshold} values",
-                "no other margin is published",
             ],
         }
 
@@ -162,29 +167,60 @@ def write(
     (out / SIGNATURE).write_text(token + "\n", encoding="ascii")
 
 
-def verify(folder: Path, jwks: Mapping[str, Any]) -> list[str]:
+def signed_files(folder: Path, jwks: Mapping[str, Any], month: str | None = None) -> list[str]:
+    """The names of the files the publication in `folder` signs, once it verifies (and is
+    the publication of `month`, when given); ValueError naming what is wrong otherwise."""
+    problems = verify(folder, jwks, month)
+    if problems:
+        raise ValueError("; ".join(problems))
+    token = (folder / SIGNATURE).read_text(encoding="ascii").strip()
+    return sorted(jwt.decode(token, options={"verify_signature": False})["files"])
+
+
+def verify(folder: Path, jwks: Mapping[str, Any], month: str | None = None) -> list[str]:
     """Why the publication in `folder` does not verify, each naming the file at fault;
-    empty when it does."""
+    empty when it does. With `month`, it must also be that month's publication (a folder
+    named for one month may not hold another's)."""
     signature = folder / SIGNATURE
-    if not signature.is_file():
+    if not signature.is_file() or signature.is_symlink():
         return [f"{SIGNATURE}: missing"]
     token = signature.read_text(encoding="ascii", errors="replace").strip()
     claims, problem = _claims(token, jwks)
     if claims is None:
         return [f"{SIGNATURE}: {problem}"]
     listed = claims.get("files")
-    if not isinstance(listed, dict):
-        return [f"{SIGNATURE}: names no files"]
-    problems: list[str] = []
+    if not isinstance(listed, dict) or not all(_plain_name(n) for n in listed):
+        return [f"{SIGNATURE}: does not name its files as plain file names"]
+    problems = [f"{SIGNATURE}: {why}" for why in _month_problems(folder, claims, month)]
     for name, digest in sorted(listed.items()):
         path = folder / str(name)
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():
             problems.append(f"{name}: missing")
         elif _digest(path.read_bytes()) != digest:
             problems.append(f"{name}: changed since it was signed")
     present = {p.name for p in folder.iterdir() if p.is_file()} - {SIGNATURE}
     problems += [f"{name}: not signed (added)" for name in sorted(present - set(listed))]
     return problems
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in {"", ".", ".."} and Path(name).name == name
+
+
+def _month_problems(folder: Path, claims: Mapping[str, Any], month: str | None) -> list[str]:
+    """The signed month must be a month, the one asked for, and the one indicators.json
+    says."""
+    signed = claims.get("month")
+    if not isinstance(signed, str) or not MONTH.fullmatch(signed):
+        return ["signs no month"]
+    if month is not None and signed != month:
+        return [f"is the publication of {signed}, not of {month}"]
+    try:
+        document = json.loads((folder / INDICATORS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # the file's own problem is named against its hash
+    said = document.get("month") if isinstance(document, dict) else None
+    return [] if said == signed else [f"signs {signed} but {INDICATORS} says {said!r}"]
 
 
 def _claims(token: str, jwks: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -194,12 +230,15 @@ def _claims(token: str, jwks: Mapping[str, Any]) -> tuple[dict[str, Any] | None,
         return None, "not a compact JWS"
     if header.get("typ") != TYP or header.get("alg") != ALG:
         return None, f"not a publication signature (typ {TYP}, alg {ALG})"
-    keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(dict(jwks)).keys if k.key_id}
+    try:
+        keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(dict(jwks)).keys if k.key_id}
+    except (jwt.PyJWTError, TypeError, KeyError):
+        return None, "the gateway's keys given are not a usable JWKS"
     key = keys.get(str(header.get("kid", "")))
     if key is None:
         return None, "signed by a key the gateway's keys do not hold"
     try:
         claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=[ALG])
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, TypeError, ValueError):  # a key of another kind than ES256's
         return None, "the signature does not verify"
     return claims, ""

@@ -20,7 +20,7 @@ from gateway.events.store import EventStore
 from gateway.pipeline import due_process, programmes
 from gateway.pipeline.due_process import ProposedAction
 from gateway.pipeline.programmes import Catalogue
-from gateway.transparency import indicators
+from gateway.transparency import indicators, publication
 from gateway.transparency.indicators import Counts, Durations, Household, Month
 
 PAGE = 1_000
@@ -30,6 +30,8 @@ MONTH_FORMAT = "YYYY-MM"
 def month_of(text: str) -> Month:
     """The calendar month (UTC) named "YYYY-MM"; ValueError naming the format otherwise."""
     try:
+        if not publication.MONTH.fullmatch(text):
+            raise ValueError(text)
         first = dt.datetime.strptime(text, "%Y-%m").replace(tzinfo=dt.UTC)
     except ValueError:
         raise ValueError(f"{text!r} is not a month {MONTH_FORMAT}") from None
@@ -123,7 +125,7 @@ def read(
     start_s, end_s = month.start_us // 1_000_000, month.end_us // 1_000_000
     revisions = stores.consents.revisions_between(start_s, end_s)
     consents = indicators.consents(
-        revisions, stores.consents.expiring_between(start_s, end_s), records, month
+        revisions, stores.consents.expiring_between(start_s, end_s), month
     )
     steps = contests.steps_between(month.start_us, month.end_us)
     progress(f"contest steps: {len(steps):,}")

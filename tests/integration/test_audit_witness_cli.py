@@ -12,7 +12,7 @@ import pytest
 
 from gateway.audit.bundle import write_bundle
 from tests.support import processes
-from tests.unit.test_audit_chain import JWKS
+from tests.unit.test_audit_chain import JWKS, build, signed
 from tests.unit.test_audit_witness import _rewritten, _trail
 
 pytestmark = pytest.mark.integration
@@ -92,4 +92,32 @@ def test_a_rewritten_history_fails_against_the_witnessed_checkpoints(
     assert "witness: record a:10: the chain here is not the one the witness ONDH" in done.stdout
     refused = _witness(pki_dir, rewritten, keys, log)
     assert refused.returncode == 1
+    assert "a:10: the chain here is not the one the witness ONDH countersigned" in refused.stderr
     assert "a:10: the gateway now signs another hash" in refused.stderr
+
+
+def test_a_rewritten_slice_anchored_on_a_re_signed_checkpoint_fails_too(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    bundle, _, keys = _bundles(tmp_path)
+    log = tmp_path / "witness.jsonl"
+    assert _witness(pki_dir, bundle, keys, log).returncode == 0
+    records, _ = _trail()
+    again, resigned = _rewritten(records)
+    meta = {"from": "2027-01-15", "to": "2027-01-15"}
+    write_bundle(tmp_path / "slice", iter(again[10:]), resigned, JWKS, meta)
+    done = _verify(tmp_path / "slice", keys, log, pki_dir)
+    assert done.returncode == 1
+    assert "witness: record a:10: the gateway now signs another hash" in done.stdout
+
+
+def test_a_bundle_the_witness_never_saw_is_not_vouched_for(pki_dir: Path, tmp_path: Path) -> None:
+    bundle, _, keys = _bundles(tmp_path)
+    log = tmp_path / "witness.jsonl"
+    assert _witness(pki_dir, bundle, keys, log).returncode == 0
+    other = build("b", 5)
+    meta = {"from": "2027-01-15", "to": "2027-01-15"}
+    write_bundle(tmp_path / "other", iter(other), [signed(other, 5)], JWKS, meta)
+    done = _verify(tmp_path / "other", keys, log, pki_dir)
+    assert done.returncode == 1
+    assert "the witness vouches for none of it" in done.stdout

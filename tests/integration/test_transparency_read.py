@@ -36,8 +36,10 @@ def gateway(
     registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[processes.Proc]:
     folder = tmp_path_factory.mktemp("read")
-    for month in ("2026-10", "2026-11"):
+    for month in ("2026-10", "2026-11", "2026-08"):
         _publish(folder / "publications", pki_dir, month)
+    # 2026-08 holds a file its signature does not name: it is not served at all.
+    (folder / "publications" / "2026-08" / "secret.key").write_text("x", encoding="utf-8")
     args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
     env = {
         "JISR_STATE_DIR": str(folder / "state"),
@@ -68,6 +70,7 @@ def test_the_observatory_lists_the_published_months_newest_first(
     assert list(Publications(clients["ONDH"]).months().message.months) == [
         "2026-11",
         "2026-10",
+        "2026-08",
     ]
 
 
@@ -92,6 +95,7 @@ def test_another_institution_may_not_read_them(clients: dict[str, JisrClient]) -
     ("month", "code", "reason"),
     [
         ("2026-09", grpc.StatusCode.NOT_FOUND, "PUBLICATION_NOT_FOUND"),
+        ("2026-08", grpc.StatusCode.NOT_FOUND, "PUBLICATION_NOT_FOUND"),
         ("2026-13", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_MONTH"),
         ("../../etc", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_MONTH"),
     ],

@@ -96,3 +96,35 @@ def test_an_unreadable_log_line_names_the_file_and_line(tmp_path: Path) -> None:
     path.write_text(log[0].line() + "\n{not json\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"witness.jsonl:2: not a witnessed checkpoint"):
         witness.read_log(path)
+
+
+def test_a_bundle_with_nothing_witnessed_in_it_is_not_vouched_for() -> None:
+    _, log = _witnessed()
+    other = build("b", 5)
+    findings = witness.against_bundle(log, other, [signed(other, 5)])
+    assert [(f.kind, f.detail) for f in findings] == [
+        (
+            WITNESS,
+            "no witnessed checkpoint falls in this bundle: the witness vouches for none of it",
+        )
+    ]
+
+
+def test_an_entry_whose_signed_time_differs_is_named() -> None:
+    _, log = _witnessed()
+    moved = [replace(log[0], at_us=log[0].at_us + 1), log[1]]
+    assert [(f.node, f.seq) for f in witness.check_signatures(moved, ONDH_JWKS)] == [("a", 10)]
+
+
+def test_keys_that_are_not_a_jwks_are_refused_in_words() -> None:
+    _, log = _witnessed()
+    with pytest.raises(ValueError, match="not a usable JWKS"):
+        witness.check_signatures(log, {"keys": []})
+
+
+def test_appending_to_a_log_without_a_final_newline_keeps_both_lines(tmp_path: Path) -> None:
+    _, log = _witnessed()
+    path = tmp_path / "witness.jsonl"
+    path.write_text(log[0].line(), encoding="utf-8")  # no newline at the end
+    witness.append_log(path, [log[1]])
+    assert witness.read_log(path) == log

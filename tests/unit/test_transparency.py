@@ -43,7 +43,7 @@ def test_a_month_is_its_calendar_days_in_utc() -> None:
     assert month_of("2026-12").end_us == dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp() * 1e6
 
 
-@pytest.mark.parametrize("text", ["2026-13", "11/2026", "2026-1-1", ""])
+@pytest.mark.parametrize("text", ["2026-13", "11/2026", "2026-1-1", "2026-1", "2026-00", ""])
 def test_a_month_that_is_not_yyyy_mm_is_refused_naming_the_format(text: str) -> None:
     with pytest.raises(ValueError, match="YYYY-MM"):
         month_of(text)
@@ -255,7 +255,7 @@ def test_every_table_counted_is_a_named_table() -> None:
     counts = [
         indicators.exchanges([], NOVEMBER),
         indicators.lookups_by_region([], {}, NOVEMBER),
-        indicators.consents([], [], [], NOVEMBER),
+        indicators.consents([], [], NOVEMBER),
         indicators.contest_steps([], NOVEMBER),
         indicators.due_process([], NOVEMBER),
         indicators.steps_by_region([], [], [], {}, NOVEMBER),
@@ -292,7 +292,7 @@ def _consent(revision: int, recorded_s: int, status: Status, valid_until_s: int)
     )
 
 
-def test_consents_count_grants_revocations_expiries_and_use_caps_in_the_month() -> None:
+def test_consents_count_grants_revocations_and_expiries_in_the_month() -> None:
     start = NOVEMBER.start_us // 1_000_000
     later = start + 86_400
     revisions = [
@@ -301,21 +301,11 @@ def test_consents_count_grants_revocations_expiries_and_use_caps_in_the_month() 
         _consent(1, start - 1, Status.ACTIVE, later),  # granted the month before
     ]
     expiring = [_consent(1, start - 1, Status.ACTIVE, later)]
-    capped = replace(
-        _record(random.Random(1), 1),
-        at_us=NOVEMBER.start_us + DAY,
-        part=0,
-        requester="MEN",
-        purpose="SCHOOL_SUPPORT",
-        decision="deny",
-        reason=indicators.USE_CAP_REASON,
-    )
-    rows = indicators.consents(revisions, expiring, [capped], NOVEMBER).rows
+    rows = indicators.consents(revisions, expiring, NOVEMBER).rows
     assert rows == {
         ("MEN", "SCHOOL_SUPPORT", "granted"): 1,
         ("MEN", "SCHOOL_SUPPORT", "revoked"): 1,
         ("MEN", "SCHOOL_SUPPORT", "expired"): 1,
-        ("MEN", "SCHOOL_SUPPORT", "use_cap_reached"): 1,
     }
 
 
@@ -367,5 +357,119 @@ def test_steps_are_placed_in_the_region_of_the_household_concerned() -> None:
     ).rows
     assert rows == {
         ("ORIENTAL", "RURAL", "consent", "granted"): 1,
-        ("SOUSS_MASSA", "URBAN", "contest", "opened"): 1,
+        ("SOUSS_MASSA", "URBAN", "contest", "open"): 1,
     }
+
+
+# -- attacks across tables (found by review) -------------------------------------------------
+
+
+Group = tuple[str, ...]
+
+
+def _known(table: disclosure.Table, dims: Group, sums: dict[Group, int]) -> list[tuple[Group, int]]:
+    """What an attacker recovers knowing each group's sum (`sums`, from another table):
+    the suppressed cells of a group where exactly one is suppressed."""
+    at = [table.dimensions.index(d) for d in dims]
+    found: list[tuple[Group, int]] = []
+    for group, total in sums.items():
+        members = [c for c in table.cells if tuple(c.key[i] for i in at) == group]
+        hidden = [c for c in members if c.value is None]
+        if len(hidden) == 1:
+            found.append((hidden[0].key, total - sum(c.value or 0 for c in members)))
+    return found
+
+
+def test_a_household_in_a_region_is_not_recovered_from_the_programmes_table() -> None:
+    """22 actions proposed: 11 ASD and 11 AMOT (published); by region 21 and 1."""
+    by_region = Counts(
+        "steps_by_region",
+        "",
+        ("region", "area", "kind", "step"),
+        {
+            ("CASABLANCA_SETTAT", "URBAN", "due_process", "proposed"): 21,
+            ("DRAA_TAFILALET", "RURAL", "due_process", "proposed"): 1,
+        },
+        margins=(("kind", "step"),),
+    )
+    table = disclosure.protect(by_region, K)
+    assert _known(table, ("kind", "step"), {("due_process", "proposed"): 22}) == []
+    assert all(c.value is None for c in table.cells)
+
+
+def test_every_programme_judging_the_same_households_gives_nothing_away() -> None:
+    """11 households in a region: AMOT 11 not eligible; ASD 10 eligible and 1 not."""
+    snapshot = Counts(
+        "eligibility_by_region",
+        "",
+        ("programme", "region", "area", "decision"),
+        {
+            ("AMOT", "DRAA_TAFILALET", "RURAL", "not_eligible"): 11,
+            ("ASD", "DRAA_TAFILALET", "RURAL", "eligible"): 10,
+            ("ASD", "DRAA_TAFILALET", "RURAL", "not_eligible"): 1,
+        },
+        margins=(("programme", "region", "area"), ("programme", "decision")),
+    )
+    table = disclosure.protect(snapshot, K)
+    households: dict[Group, int] = {("ASD", "DRAA_TAFILALET", "RURAL"): 11}  # AMOT's cell
+    assert _known(table, ("programme", "region", "area"), households) == []
+
+
+def test_one_household_looked_up_ten_times_is_one_household() -> None:
+    lookups = Counts(
+        "lookups_by_region",
+        "",
+        ("region", "area", "purpose", "decision"),
+        {("ORIENTAL", "RURAL", "SCHOOL_SUPPORT", "permit"): 10},
+        units={("ORIENTAL", "RURAL", "SCHOOL_SUPPORT", "permit"): 1},
+    )
+    assert [c.value for c in disclosure.protect(lookups, K).cells] == [None]
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_after_protection_no_margin_group_gives_a_cell_away(seed: int) -> None:
+    rng = random.Random(seed)
+    rows: dict[tuple[str, ...], int] = {
+        (p, r, d): rng.choice([1, 2, 3, 5, 8, 12, 30, 200])
+        for p in ("ASD", "AMOT")
+        for r in ("R1", "R2", "R3")
+        for d in ("eligible", "not_eligible")
+        if rng.random() < 0.8
+    }
+    margins = (("programme", "region"), ("programme", "decision"), ("region", "decision"))
+    dims_all = ("programme", "region", "decision")
+    table = disclosure.protect(Counts("t", "", dims_all, rows, margins), K)
+    for dims in margins:
+        at = [dims_all.index(d) for d in dims]
+        groups: dict[tuple[str, ...], list[disclosure.Cell]] = {}
+        for cell in table.cells:
+            groups.setdefault(tuple(cell.key[i] for i in at), []).append(cell)
+        for members in groups.values():
+            hidden = [rows[c.key] for c in members if c.value is None]
+            shown = [c for c in members if c.value is not None]
+            assert not hidden or not shown or (len(hidden) >= 2 and sum(hidden) >= K)
+
+
+def test_a_publication_under_another_months_name_is_refused(tmp_path: Path) -> None:
+    jwks = _publish(tmp_path / "p", {("A",): 12})
+    assert publication.verify(tmp_path / "p", jwks, "2026-12") == [
+        "manifest.jws: is the publication of 2026-11, not of 2026-12"
+    ]
+
+
+def test_keys_that_are_not_a_jwks_are_a_problem_not_a_crash(tmp_path: Path) -> None:
+    _publish(tmp_path / "p", {("A",): 12})
+    bad: list[dict[str, object]] = [{"keys": []}, {}, {"keys": [{"kty": "RSA", "kid": "k1"}]}]
+    for keys in bad:
+        (problem,) = publication.verify(tmp_path / "p", keys)
+        assert problem.startswith("manifest.jws: ")
+
+
+def test_a_symlink_in_place_of_a_signed_file_is_missing(tmp_path: Path) -> None:
+    jwks = _publish(tmp_path / "p", {("A",): 12})
+    real = tmp_path / "p" / "t.csv"
+    kept = real.read_bytes()
+    (tmp_path / "elsewhere.csv").write_bytes(kept)
+    real.unlink()
+    real.symlink_to(tmp_path / "elsewhere.csv")
+    assert publication.verify(tmp_path / "p", jwks) == ["t.csv: missing"]

@@ -72,6 +72,9 @@ class Config:
     events_poll_seconds: float = 0.2
     events_retention_days: float = 90.0
     events_max_stream_seconds: float = 3600.0
+    # Due process (docs/events.md): seconds between two sweeps of the proposed actions
+    # (notices run for days: a second is prompt, and a sweep reads every waiting action).
+    due_process_sweep_seconds: float = 1.0
     # Transparency (docs/transparency.md): where `jisr transparency publish` writes, read by
     # the observatory's gRPC read; None: data_dir/publications.
     publications: Path | None = None
@@ -267,6 +270,7 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_EVENTS_POLL_SECONDS": ("events_poll_seconds", _seconds),
     "JISR_EVENTS_RETENTION_DAYS": ("events_retention_days", _days),
     "JISR_EVENTS_MAX_STREAM_SECONDS": ("events_max_stream_seconds", _seconds),
+    "JISR_DUE_PROCESS_SWEEP_SECONDS": ("due_process_sweep_seconds", _seconds),
     "JISR_PUBLICATIONS_DIR": ("publications", _path),
 }
 

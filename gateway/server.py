@@ -413,7 +413,7 @@ def start_gateway(config: Config) -> Running:
     )
     due = DueProcessPoller(
         DueProcessSweep(event_store, contest_store, security.audit, catalogue),
-        config.events_poll_seconds,
+        config.due_process_sweep_seconds,
     )
     door = Door(limits(config), engine.refused_at_door)
     port, drain = _serve_aio(

@@ -13,6 +13,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.trail import REPORT_PURPOSE, Trail
 from tests.support import browser as kit
 from tests.support import portal_site
 from tests.support.event_site import ASD, Site, started_site
@@ -70,7 +71,15 @@ def _proposed(site: Site) -> tuple[str, str]:
         return decision.payment == pb.PAYMENT_HELD
 
     _until(pending)
-    return household.members[0], household.household_id
+    member = household.members[0]
+    trail = Trail(site.client("ANR"), REPORT_PURPOSE)
+
+    def recorded() -> bool:  # the sweep writes the proposal's audit record
+        entries = trail.report(member).message.entries
+        return any(e.purpose == "DUE_PROCESS" for e in entries)
+
+    _until(recorded)
+    return member, household.household_id
 
 
 def test_the_household_sees_the_proposed_action_in_its_report(

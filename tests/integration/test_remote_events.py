@@ -123,6 +123,7 @@ def remote(
     backend = _start_backend(backend_data, pki_dir, folder / "backend.log")
     env = {
         "JISR_EVENTS_POLL_SECONDS": "0.1",
+        "JISR_DUE_PROCESS_SWEEP_SECONDS": "0.1",
         "JISR_PROGRAMMES": str(programmes_file(folder, {"AMOT": 1.0, "ASD": 1.0})),
         "JISR_REMOTE_CNSS": backend.target,
         "JISR_STATE_DIR": str(folder / "state"),

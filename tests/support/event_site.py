@@ -119,7 +119,11 @@ def start(  # noqa: PLR0917
 ) -> list[processes.Proc]:
     """`n` gateways on the registry in `data_dir` (state on PostgreSQL when `url`)."""
     programmes = programmes_file(folder, notice_s or NOTICE_S)
-    env = {"JISR_EVENTS_POLL_SECONDS": "0.1", "JISR_PROGRAMMES": str(programmes)}
+    env = {
+        "JISR_EVENTS_POLL_SECONDS": "0.1",
+        "JISR_DUE_PROCESS_SWEEP_SECONDS": "0.1",
+        "JISR_PROGRAMMES": str(programmes),
+    }
     env.update(more_env or {})
     if url:
         env["JISR_DATABASE_URL"] = url

@@ -209,7 +209,9 @@ def _prune_parser(actions: Any) -> None:
     )
 
 
-def _config(args: argparse.Namespace) -> Config:
+def store_config(args: argparse.Namespace) -> Config:
+    """The gateway's configuration as its store-reading commands take it: `--config`, the
+    environment, then `--data-dir` and `--pki-dir` over both."""
     env: dict[str, str] = {}
     if args.data_dir:
         env["JISR_DATA_DIR"] = str(args.data_dir)
@@ -298,7 +300,7 @@ def _run(args: argparse.Namespace) -> int:
         return _verify_bundle(args)
     if args.action == "witness":
         return _witness(args)
-    config = _config(args)
+    config = store_config(args)
     if args.action == "prune":
         return _prune(config, args)
     if args.action == "export":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,8 +23,8 @@ from adapters.registry_db import REGISTRY_FILE, Registry
 from consent.store import open_store
 from gateway.audit.recorder import KEY_FILE
 from gateway.audit.store import AuditSchemaTooOldError, AuditTrailMissingError, open_audit_store
+from gateway.cli.audit import store_config
 from gateway.config import Config, ConfigError
-from gateway.config import load as load_config
 from gateway.contests.store import open_contest_store
 from gateway.events.store import open_event_store
 from gateway.pipeline import programmes
@@ -84,15 +83,6 @@ def add_parser(sub: Any) -> None:
     verify.set_defaults(run=run_verify)
 
 
-def _config(args: argparse.Namespace) -> Config:
-    env: dict[str, str] = {}
-    if args.data_dir:
-        env["JISR_DATA_DIR"] = str(args.data_dir)
-    if args.pki_dir:
-        env["JISR_PKI_DIR"] = str(args.pki_dir)
-    return load_config(args.config, {**os.environ, **env})
-
-
 def _fail(message: str) -> int:
     print(f"jisr transparency: {message}", file=sys.stderr)
     return EXIT_NOT_DONE
@@ -102,7 +92,7 @@ def run_publish(args: argparse.Namespace) -> int:
     try:
         month = sources.month_of(args.month)
         threshold = disclosure.check_threshold(args.threshold)
-        config = _config(args)
+        config = store_config(args)
     except (ValueError, ConfigError) as exc:
         return _fail(f"--month/--threshold/--config: {exc}")
     if args.out.exists():

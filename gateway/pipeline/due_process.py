@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from gateway.pb.jisr.v1.registry_pb2 import ReasonCode
+from gateway.pb.jisr.v1.registry_pb2 import Payment, ReasonCode
 
 DAY_US = 86_400 * 1_000_000
 
@@ -173,12 +173,10 @@ def settle(action: ProposedAction, contest: Contest | None, now_us: int) -> Prop
     return replace(action, state=CONFIRMED, resolution=resolution, resolved_us=now_us)
 
 
-class Payment(enum.IntEnum):
-    """As jisr.v1.Payment."""
-
-    DUE = 1
-    HELD = 2
-    NONE = 3
+# What a paying operator does (jisr.v1.Payment): pay, hold, nothing to pay.
+DUE = Payment.PAYMENT_DUE
+HELD = Payment.PAYMENT_HELD
+NONE = Payment.PAYMENT_NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +185,7 @@ class Standing:
 
     eligible: bool
     reasons: tuple[int, ...]
-    payment: Payment
+    payment: Payment.ValueType
     pending: ProposedAction | None  # set while the action waits
 
 
@@ -207,14 +205,14 @@ def overlay(
     - confirmed for want of a living member: not eligible, whatever the score says.
     """
     if action is None:
-        return Standing(eligible, reasons, Payment.DUE if eligible else Payment.NONE, None)
+        return Standing(eligible, reasons, DUE if eligible else NONE, None)
     emptied = NO_LIVING_MEMBER in action.reasons
     if action.waiting and (not eligible or emptied):
         held = during_notice == "hold"
         kept = reasons if eligible else action.previous_reasons
-        return Standing(True, kept, Payment.HELD if held else Payment.DUE, action)
+        return Standing(True, kept, HELD if held else DUE, action)
     if action.state == KEPT and not eligible:
-        return Standing(True, action.previous_reasons, Payment.DUE, None)
+        return Standing(True, action.previous_reasons, DUE, None)
     if action.state == CONFIRMED and eligible and emptied:
-        return Standing(False, action.reasons, Payment.NONE, None)
-    return Standing(eligible, reasons, Payment.DUE if eligible else Payment.NONE, None)
+        return Standing(False, action.reasons, NONE, None)
+    return Standing(eligible, reasons, DUE if eligible else NONE, None)

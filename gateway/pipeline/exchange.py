@@ -299,7 +299,7 @@ class Exchange:
             eligible=standing.eligible,
             reasons=standing.reasons,  # type: ignore[arg-type]
             score_band=band,
-            payment=pb.Payment.ValueType(int(standing.payment)),
+            payment=standing.payment,
         )
         if standing.pending is not None:
             action = standing.pending

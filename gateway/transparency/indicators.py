@@ -42,7 +42,6 @@ TABLES = (
     "contest_answer_days",
     "death_to_end_days",
 )
-USE_CAP_REASON = "CONSENT_USE_EXCEEDED"
 # Tables of the registry as it stands when published, not of what happened in the month.
 SNAPSHOTS = frozenset({"eligibility_by_band", "eligibility_by_region"})
 DUE_PROCESS_METHOD = "jisr.v1.DueProcess/ProposeAction"

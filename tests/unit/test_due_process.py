@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from gateway.contests import cases
-from gateway.pb.jisr.v1.registry_pb2 import ReasonCode
+from gateway.pb.jisr.v1.registry_pb2 import Payment, ReasonCode
+from gateway.pipeline import due_process
 from gateway.pipeline.due_process import (
     CONFIRMED,
     CONTEST_LOST,
@@ -24,7 +25,6 @@ from gateway.pipeline.due_process import (
     REVERSED,
     WITHDRAWN,
     Contest,
-    Payment,
     ProposedAction,
     Standing,
     Step,
@@ -220,11 +220,11 @@ def test_an_action_no_longer_waiting_does_not_move(state: str, contest: Contest 
 
 
 def test_without_an_action_an_eligible_household_is_paid() -> None:
-    assert overlay(True, BELOW, None, "hold") == Standing(True, BELOW, Payment.DUE, None)
+    assert overlay(True, BELOW, None, "hold") == Standing(True, BELOW, due_process.DUE, None)
 
 
 def test_without_an_action_an_ineligible_household_is_not_paid() -> None:
-    assert overlay(False, ABOVE, None, "hold") == Standing(False, ABOVE, Payment.NONE, None)
+    assert overlay(False, ABOVE, None, "hold") == Standing(False, ABOVE, due_process.NONE, None)
 
 
 # overlay: an action waiting
@@ -232,10 +232,10 @@ def test_without_an_action_an_ineligible_household_is_not_paid() -> None:
 
 @pytest.mark.parametrize("state", [PENDING, CONTESTED])
 @pytest.mark.parametrize(
-    ("during_notice", "payment"), [("hold", Payment.HELD), ("pay", Payment.DUE)]
+    ("during_notice", "payment"), [("hold", due_process.HELD), ("pay", due_process.DUE)]
 )
 def test_a_household_stays_eligible_on_its_old_reasons_while_an_action_waits(
-    state: str, during_notice: str, payment: Payment
+    state: str, during_notice: str, payment: Payment.ValueType
 ) -> None:
     action = _action(state)
     assert overlay(False, ABOVE, action, during_notice) == Standing(True, BELOW, payment, action)
@@ -244,11 +244,13 @@ def test_a_household_stays_eligible_on_its_old_reasons_while_an_action_waits(
 def test_an_emptied_household_stays_eligible_on_the_facts_reasons_while_its_action_waits() -> None:
     action = _action(reasons=EMPTIED)
     standing = overlay(True, BELOW, action, "hold")
-    assert standing == Standing(True, BELOW, Payment.HELD, action)
+    assert standing == Standing(True, BELOW, due_process.HELD, action)
 
 
 def test_facts_turned_back_before_the_action_is_withdrawn_are_answered_as_they_are() -> None:
-    assert overlay(True, COVERED, _action(), "hold") == Standing(True, COVERED, Payment.DUE, None)
+    assert overlay(True, COVERED, _action(), "hold") == Standing(
+        True, COVERED, due_process.DUE, None
+    )
 
 
 # overlay: an action that no longer waits
@@ -256,15 +258,15 @@ def test_facts_turned_back_before_the_action_is_withdrawn_are_answered_as_they_a
 
 def test_a_household_whose_contest_was_upheld_stays_eligible_and_paid() -> None:
     standing = overlay(False, ABOVE, _action(KEPT), "hold")
-    assert standing == Standing(True, BELOW, Payment.DUE, None)
+    assert standing == Standing(True, BELOW, due_process.DUE, None)
 
 
 def test_a_confirmed_end_for_want_of_a_living_member_stands_whatever_the_score() -> None:
     action = _action(CONFIRMED, reasons=EMPTIED)
-    assert overlay(True, BELOW, action, "pay") == Standing(False, EMPTIED, Payment.NONE, None)
+    assert overlay(True, BELOW, action, "pay") == Standing(False, EMPTIED, due_process.NONE, None)
 
 
 def test_a_confirmed_end_on_the_score_leaves_the_facts_their_own_say() -> None:
     action = _action(CONFIRMED)
-    assert overlay(True, BELOW, action, "pay") == Standing(True, BELOW, Payment.DUE, None)
-    assert overlay(False, ABOVE, action, "pay") == Standing(False, ABOVE, Payment.NONE, None)
+    assert overlay(True, BELOW, action, "pay") == Standing(True, BELOW, due_process.DUE, None)
+    assert overlay(False, ABOVE, action, "pay") == Standing(False, ABOVE, due_process.NONE, None)

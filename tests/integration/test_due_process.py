@@ -219,13 +219,19 @@ def _contested(site: Site, household: registry_rows.Household) -> tuple[Contests
     trail = Trail(site.client("ANR"), REPORT_PURPOSE)
 
     def entries() -> list[str]:
+        """The ASD proposal's records: the rescoring proposes AMO Tadamon's action too (in
+        CNSS's name), and the two are written in no fixed order."""
         report = trail.report(member).message
-        return [e.record_id for e in report.entries if e.purpose == "DUE_PROCESS"]
+        return [
+            e.record_id
+            for e in report.entries
+            if e.purpose == "DUE_PROCESS" and e.institution == "ANSS"
+        ]
 
     deadline = time.monotonic() + WAIT_S
     while not (records := entries()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert records, "the proposed action is not in the household's access report"
+    assert records, "the proposed ASD action is not in the household's access report"
     portal = Contests(site.client("ANR"), CITIZEN_PURPOSE)
     case = portal.open(member, records[0], "We still live on the same income.").message.case
     assert case.institution == "ANSS"

@@ -74,9 +74,11 @@ def _proposed(site: Site) -> tuple[str, str]:
     member = household.members[0]
     trail = Trail(site.client("ANR"), REPORT_PURPOSE)
 
-    def recorded() -> bool:  # the sweep writes the proposal's audit record
+    def recorded() -> bool:
+        """The sweep has written ASD's proposal in ANSS's name (AMO Tadamon's, in CNSS's, may
+        come before or after it)."""
         entries = trail.report(member).message.entries
-        return any(e.purpose == "DUE_PROCESS" for e in entries)
+        return any(e.purpose == "DUE_PROCESS" and e.institution == "ANSS" for e in entries)
 
     _until(recorded)
     return member, household.household_id
@@ -98,7 +100,8 @@ def test_the_household_contests_the_proposed_action_from_its_report(
     person, household = _proposed(site)
     portal_site.sign_in(browser, portal, person)
     kit.wait_for(browser, "li.access")
-    entry = next(e for e in browser.find_elements(By.CSS_SELECTOR, "li.access") if WORDS in e.text)
+    entries = browser.find_elements(By.CSS_SELECTOR, "li.access")
+    entry = next(e for e in entries if WORDS in e.text and "ANSS" in e.text)
     entry.find_element(By.CSS_SELECTOR, "a.contest-link").click()
     assert WORDS in kit.wait_for(browser, "#contested-access").text
     kit.wait_for(browser, "#statement").send_keys("Notre revenu n'a pas changé.")

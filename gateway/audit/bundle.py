@@ -43,6 +43,7 @@ _WRITE_LINES = 4096  # records per write (and per hash update)
 
 RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord))
 CHECKPOINT_FIELDS = tuple(f.name for f in fields(Checkpoint))
+_TREE_FIELDS = frozenset({"root", "root_first"})
 _record_values = attrgetter(*RECORD_FIELDS)
 _checkpoint_values = attrgetter(*CHECKPOINT_FIELDS)
 _RECORD_KEYS = frozenset(RECORD_FIELDS)
@@ -78,10 +79,13 @@ class BundleSummary:
 # --- writing -------------------------------------------------------------------------
 
 
+def record_json(r: AuditRecord) -> dict[str, Any]:
+    """A record as one line of records.jsonl holds it (every field, §2)."""
+    return dict(zip(RECORD_FIELDS, _record_values(r), strict=True))
+
+
 def _record_line(r: AuditRecord) -> str:
-    return json.dumps(
-        dict(zip(RECORD_FIELDS, _record_values(r), strict=True)), separators=(",", ":")
-    )
+    return json.dumps(record_json(r), separators=(",", ":"))
 
 
 def _checkpoint_line(cp: Checkpoint) -> str:
@@ -261,12 +265,14 @@ def checkpoint_from_json(obj: object) -> Checkpoint:
     """A Checkpoint from one parsed line of checkpoints.jsonl."""
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
+    if not obj.keys() & _TREE_FIELDS:  # written before checkpoints signed a tree
+        obj = {**obj, "root": "", "root_first": 0}
     if set(obj) != set(CHECKPOINT_FIELDS):
         missing = sorted(set(CHECKPOINT_FIELDS) - set(obj))
         extra = sorted(set(obj) - set(CHECKPOINT_FIELDS))
         raise ValueError(f"fields missing {missing} or unknown {extra}")
     for name in CHECKPOINT_FIELDS:
-        wanted = int if name in ("seq", "at_us", "first_seq") else str
+        wanted = int if name in ("seq", "at_us", "first_seq", "root_first") else str
         if type(obj[name]) is not wanted:
             raise ValueError(f"{name} must be {'an integer' if wanted is int else 'a string'}")
     return Checkpoint(*(obj[name] for name in CHECKPOINT_FIELDS))

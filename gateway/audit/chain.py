@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import (
     EllipticCurvePublicKey,
 )
 
+from gateway.audit import merkle
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, canonical_bytes
 from gateway.security.trust import key_from_jwk
 
@@ -55,6 +57,7 @@ START_PRUNE = "prune"
 START_ANCHOR = "anchor"
 
 _NO_CHECKPOINT = 1 << 63  # beyond any seq
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,19 @@ def _check_claims(cp: Checkpoint, payload: bytes) -> str | None:
         return "negative seq"
     if cp.kind == "prune" and not 1 <= cp.first_seq <= cp.seq + 1:
         return f"prune first_seq {cp.first_seq} is not within 1..{cp.seq + 1}"
+    return _check_tree(cp)
+
+
+def _check_tree(cp: Checkpoint) -> str | None:
+    """A signed Merkle root must be a hash over a range of the chain that ends at `seq`."""
+    if not cp.root:
+        return None if cp.root_first == 0 else "root_first without a root"
+    if not _HEX64.fullmatch(cp.root):
+        return "its root is not 64 lowercase hex digits"
+    if cp.kind != "periodic":
+        return f"a {cp.kind} checkpoint signs a Merkle root"
+    if not 1 <= cp.root_first <= cp.seq:
+        return f"root_first {cp.root_first} is not within 1..{cp.seq}"
     return None
 
 
@@ -203,6 +219,16 @@ class _Point:
     hash: str
     source: str
     start: str  # how a chain may start right after this seq
+
+
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    """`source` signs `root` as the Merkle root of records node:first..node:seq."""
+
+    first: int
+    seq: int
+    root: str
+    source: str
 
 
 def _assert(
@@ -229,9 +255,13 @@ def _assert(
 
 
 def _index(
-    checkpoints: Iterable[Checkpoint], keys: _Keys, findings: list[Finding]
+    checkpoints: Iterable[Checkpoint],
+    keys: _Keys,
+    findings: list[Finding],
+    trees: dict[str, list[_Tree]],
 ) -> tuple[int, dict[str, dict[int, _Point]]]:
-    """Verify every checkpoint; per node, the hashes the valid ones sign, by seq."""
+    """Verify every checkpoint; per node, the hashes the valid ones sign, by seq (and, in
+    `trees`, the Merkle roots they sign, by seq)."""
     count = 0
     by_node: dict[str, dict[int, _Point]] = {}
     for cp in checkpoints:
@@ -248,6 +278,8 @@ def _index(
         label = "prune checkpoint" if cp.kind == "prune" else "checkpoint"
         source = f"{label} {cp.node}:{cp.seq}"
         _assert(cp.node, points, cp.seq, _Point(cp.hash, source, START_ANCHOR), findings)
+        if cp.root:
+            trees.setdefault(cp.node, []).append(_Tree(cp.root_first, cp.seq, cp.root, source))
         if cp.kind == "prune":
             first = _Point(cp.first_prev_hash, source, START_PRUNE)
             _assert(cp.node, points, cp.first_seq - 1, first, findings)
@@ -273,11 +305,19 @@ def _span(node: str, first: int, last: int) -> str:
 class _Chain:
     """Verifies one node's records; `finding` is its first bad record, if any."""
 
-    def __init__(self, node: str, points: dict[int, _Point], anchors: bool) -> None:
+    def __init__(
+        self, node: str, points: dict[int, _Point], anchors: bool, trees: list[_Tree]
+    ) -> None:
         self.node = node
         self.points = points
         self.anchors = anchors
         self.finding: Finding | None = None
+        # Merkle roots still to check, by seq; the hashes of records from window_start on
+        # that one of them may cover (at most one writer's interval is held).
+        self.trees = sorted(trees, key=attrgetter("seq", "first"), reverse=True)
+        self.window: list[str] = []
+        self.window_start = 0
+        self.tree_findings: list[Finding] = []
         self.records = 0
         self.first_seq = 0
         self.last_seq = 0
@@ -294,17 +334,14 @@ class _Chain:
         first = next(records)
         self.records = 1
         self.first_seq = self.last_seq = first.seq
-        if not self._start(first):
-            self.records += sum(1 for _ in records)
-            return
         # The next seq a valid checkpoint signs, and the rest in ascending order.
         pending = iter(sorted(s for s in self.points if s >= first.seq))
-        next_cp = next(pending, _NO_CHECKPOINT)
-        if next_cp == first.seq:
-            if not self._at_checkpoint(first):
-                self.records += sum(1 for _ in records)
-                return
-            next_cp = next(pending, _NO_CHECKPOINT)
+        begun = self._begin(first, pending)
+        if begun is None:
+            self.records += sum(1 for _ in records)
+            return
+        next_cp, collect_from = begun
+        keep = self.window.append
         expect = first.seq + 1
         prev = first.hash
         extra = 0  # records read ahead to tell a reordering from a deletion
@@ -330,9 +367,12 @@ class _Chain:
                     f" the hash of {node}:{seq - 1} (inserted, or the chain was re-hashed)",
                 )
                 break
+            if seq >= collect_from:
+                keep(digest)
             if seq == next_cp:
                 if not self._at_checkpoint(r):
                     break
+                collect_from = self._check_trees(seq)
                 next_cp = next(pending, _NO_CHECKPOINT)
             prev = digest
             expect = seq + 1
@@ -398,6 +438,57 @@ class _Chain:
             return False
         self.signed_through = r.seq
         return True
+
+    def _begin(self, first: AuditRecord, pending: Iterator[int]) -> tuple[int, int] | None:
+        """Check the first record's place; (the next checkpoint's seq, where the window
+        of hashes starts), or None when the chain is bad from its first record."""
+        if not self._start(first):
+            return None
+        next_cp = next(pending, _NO_CHECKPOINT)
+        collect_from = self._collect_from(first.seq)
+        if first.seq >= collect_from:
+            self.window.append(first.hash)
+        if next_cp == first.seq:
+            if not self._at_checkpoint(first):
+                return None
+            collect_from = self._check_trees(first.seq)
+            next_cp = next(pending, _NO_CHECKPOINT)
+        return next_cp, collect_from
+
+    def _collect_from(self, first_seq: int) -> int:
+        """Where the window of hashes starts: the first record the next root covers."""
+        while self.trees and self.trees[-1].seq < first_seq:
+            self.trees.pop()  # ends before the records given: nothing of it to check
+        if not self.trees:
+            return _NO_CHECKPOINT
+        self.window_start = max(first_seq, min(t.first for t in self.trees))
+        return self.window_start
+
+    def _check_trees(self, seq: int) -> int:
+        """Check the roots signed at `seq` against the window (those that begin before the
+        records given cannot be, as in a slice), then drop what no later root covers;
+        where the window starts now."""
+        while self.trees and self.trees[-1].seq == seq:
+            tree = self.trees.pop()
+            if tree.first < self.window_start:
+                continue
+            if merkle.root(self.window[tree.first - self.window_start :]) != tree.root:
+                self.tree_findings.append(
+                    Finding(
+                        self.node,
+                        seq,
+                        CHECKPOINT,
+                        f"{tree.source} signs a Merkle root that is not that of records"
+                        f" {self.node}:{tree.first}..{self.node}:{seq}",
+                    )
+                )
+        if not self.trees:
+            self.window.clear()
+            return _NO_CHECKPOINT
+        start = max(self.window_start, min(t.first for t in self.trees))
+        del self.window[: start - self.window_start]
+        self.window_start = start
+        return start
 
     def _out_of_order(
         self, r: AuditRecord, expect: int, prev: str, records: Iterator[AuditRecord]
@@ -483,7 +574,8 @@ def verify(
     means records before it were deleted.
     """
     findings: list[Finding] = []
-    count, by_node = _index(checkpoints, _parse_jwks(jwks), findings)
+    trees: dict[str, list[_Tree]] = {}
+    count, by_node = _index(checkpoints, _parse_jwks(jwks), findings, trees)
     chains: list[ChainSummary] = []
     seen: set[str] = set()
     total = 0
@@ -502,12 +594,13 @@ def verify(
             )
             continue
         seen.add(node)
-        chain = _Chain(node, by_node.get(node, _GENESIS_ONLY), anchors)
+        chain = _Chain(node, by_node.get(node, _GENESIS_ONLY), anchors, trees.get(node, []))
         chain.run(group)
         total += chain.records
         chains.append(chain.summary())
         if chain.finding is not None:
             findings.append(chain.finding)
+        findings.extend(chain.tree_findings)
     for node in sorted(by_node.keys() - seen):
         _without_records(node, by_node[node], anchors, findings)
     return Report(not findings, total, count, len(seen), findings, chains)

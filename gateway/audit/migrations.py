@@ -115,6 +115,18 @@ SQLITE: tuple[Migration, ...] = (
         "audit records by decision, newest first",
         ("CREATE INDEX audit_record_by_decision ON audit_record (decision, at_us, node, seq)",),
     ),
+    # A checkpoint signs the Merkle root of the records since the writer's previous one,
+    # so that one record's inclusion is proved without the others (docs/audit-format.md
+    # §9); the proof looks up the checkpoint that covers a seq.
+    Migration(
+        3,
+        "checkpoints sign a Merkle root of their records",
+        (
+            "ALTER TABLE audit_checkpoint ADD COLUMN root TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE audit_checkpoint ADD COLUMN root_first INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX audit_checkpoint_by_seq ON audit_checkpoint (node, seq)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -226,6 +238,16 @@ POSTGRES: tuple[Migration, ...] = (
         2,
         "audit records by decision, newest first",
         ("CREATE INDEX audit_record_by_decision ON audit_record (decision, at_us, node, seq)",),
+    ),
+    # As SQLite's version 3.
+    Migration(
+        3,
+        "checkpoints sign a Merkle root of their records",
+        (
+            "ALTER TABLE audit_checkpoint ADD COLUMN root text NOT NULL DEFAULT ''",
+            "ALTER TABLE audit_checkpoint ADD COLUMN root_first bigint NOT NULL DEFAULT 0",
+            "CREATE INDEX audit_checkpoint_by_seq ON audit_checkpoint (node, seq)",
+        ),
     ),
 )
 

@@ -187,11 +187,22 @@ class Checkpoint:
     kind: str = "periodic"
     first_seq: int = 1
     first_prev_hash: str = GENESIS
+    # The Merkle tree root (gateway/audit/merkle.py) over the hashes of records
+    # root_first..seq: what a proof that one record is included is checked against, without
+    # the other records (docs/audit-format.md §9). "" (and 0) on a prune checkpoint and on
+    # checkpoints signed before trees existed, whose signed payload has neither field.
+    root: str = ""
+    root_first: int = 0
     signature: str = ""  # compact JWS (typ "jisr-checkpoint+jwt") over the fields above
 
     def claims(self) -> dict[str, object]:
+        """The signed payload: every field but the signature (and the tree's two while
+        there is no tree, so that checkpoints signed before trees existed still verify)."""
         data = asdict(self)
         data.pop("signature")
+        if not self.root:
+            data.pop("root")
+            data.pop("root_first")
         return data
 
 

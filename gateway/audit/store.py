@@ -69,6 +69,17 @@ class AuditStore(Protocol):
         """Checkpoints of one node or of all, by node, then in the order written."""
         ...
 
+    def tree_start(self, node: str) -> int:
+        """The first seq the node's next checkpoint's Merkle tree covers: after its last
+        checkpoint that signs a tree, else after its last checkpoint (those signed before
+        trees existed cover what precedes), else 1."""
+        ...
+
+    def covering(self, node: str, seq: int) -> Checkpoint | None:
+        """The first checkpoint whose Merkle tree covers node:seq (None if none does yet:
+        the record is after the node's last checkpoint, or before trees existed)."""
+        ...
+
     def nodes(self) -> list[str]:
         """Every node with a record or a checkpoint, sorted (bytewise)."""
         ...

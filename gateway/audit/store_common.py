@@ -61,9 +61,20 @@ CHECKPOINT_COLUMNS = (
     "kind",
     "first_seq",
     "first_prev_hash",
+    "root",
+    "root_first",
     "signature",
 )
 CHECKPOINT_COLUMN_LIST = ", ".join(CHECKPOINT_COLUMNS)
+# AuditStore.tree_start and .covering, `{p}` the driver's placeholder. The newest checkpoint
+# by seq that signs a tree is found walking audit_checkpoint_by_seq backwards.
+TREE_START_SQL = """SELECT coalesce(
+    (SELECT seq FROM audit_checkpoint WHERE node = {p} AND root <> '' ORDER BY seq DESC LIMIT 1),
+    (SELECT max(seq) FROM audit_checkpoint WHERE node = {p}),
+    0) + 1"""
+COVERING_SQL = f"""SELECT {CHECKPOINT_COLUMN_LIST} FROM audit_checkpoint
+    WHERE node = {{p}} AND seq >= {{p}} AND root <> '' AND root_first <= {{p}}
+    ORDER BY seq, id LIMIT 1"""
 
 
 class ReplayError(Exception):
@@ -305,6 +316,8 @@ def checkpoint_row(cp: Checkpoint) -> tuple[Any, ...]:
         cp.kind,
         cp.first_seq,
         cp.first_prev_hash,
+        cp.root,
+        cp.root_first,
         cp.signature,
     )
 

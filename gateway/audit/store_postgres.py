@@ -36,10 +36,13 @@ from gateway.audit.migrations import POSTGRES_LINE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
 from gateway.audit.store_common import (
     CHECKPOINT_COLUMN_LIST,
+    CHECKPOINT_COLUMNS,
     COLUMN_LIST,
+    COVERING_SQL,
     POSTGRES_HAS_SUBJECT,
     PRUNE_CHUNK,
     STREAM_BATCH,
+    TREE_START_SQL,
     AuditTrailMissingError,
     ChainConflictError,
     Query,
@@ -107,7 +110,9 @@ _TAKEN = """SELECT requester, jti, part FROM audit_record
     WHERE jti <> '' AND (requester, jti, part) IN
         (SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[]))"""
 _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
-    VALUES ({", ".join("%s" for _ in range(8))})"""
+    VALUES ({", ".join("%s" for _ in CHECKPOINT_COLUMNS)})"""
+_TREE_START = TREE_START_SQL.format(p="%s")
+_COVERING = COVERING_SQL.format(p="%s")
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = %s ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = %s AND seq > %s
     ORDER BY seq LIMIT %s"""
@@ -275,6 +280,16 @@ class PostgresAuditStore:
                     _CHECKPOINTS + " WHERE node = %s ORDER BY id", (node,)
                 ).fetchall()
         return [checkpoint_from_row(r) for r in rows]
+
+    def tree_start(self, node: str) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(_TREE_START, (node, node)).fetchone()
+        return 1 if row is None else int(row[0])
+
+    def covering(self, node: str, seq: int) -> Checkpoint | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(_COVERING, (node, seq, seq)).fetchone()
+        return None if row is None else checkpoint_from_row(row)
 
     def nodes(self) -> list[str]:
         with self._pool.connection() as conn:

@@ -24,11 +24,14 @@ from gateway.audit.migrations import SQLITE_LINE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
 from gateway.audit.store_common import (
     CHECKPOINT_COLUMN_LIST,
+    CHECKPOINT_COLUMNS,
     COLUMN_LIST,
     COLUMNS,
+    COVERING_SQL,
     PRUNE_CHUNK,
     SQLITE_HAS_SUBJECT,
     STREAM_BATCH,
+    TREE_START_SQL,
     AuditTrailMissingError,
     ChainConflictError,
     Query,
@@ -53,7 +56,9 @@ _INSERT = f"""INSERT INTO audit_record ({COLUMN_LIST}) VALUES ({", ".join("?" fo
     ON CONFLICT (requester, jti, part) WHERE jti <> '' DO NOTHING"""
 _INSERT_SUBJECT = "INSERT INTO audit_subject (subject_key, node, seq) VALUES (?, ?, ?)"
 _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
-    VALUES ({", ".join("?" for _ in range(8))})"""
+    VALUES ({", ".join("?" for _ in CHECKPOINT_COLUMNS)})"""
+_TREE_START = TREE_START_SQL.format(p="?")
+_COVERING = COVERING_SQL.format(p="?")
 _HASH_AT = "SELECT hash FROM audit_record WHERE node = ? AND seq = ?"
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = ? ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = ? AND seq > ?
@@ -201,6 +206,16 @@ class SQLiteAuditStore:
                     _CHECKPOINTS + " WHERE node = ? ORDER BY id", (node,)
                 ).fetchall()
         return [checkpoint_from_row(r) for r in rows]
+
+    def tree_start(self, node: str) -> int:
+        with self._db.read() as conn:
+            row = conn.execute(_TREE_START, (node, node)).fetchone()
+        return 1 if row is None else int(row[0])
+
+    def covering(self, node: str, seq: int) -> Checkpoint | None:
+        with self._db.read() as conn:
+            row = conn.execute(_COVERING, (node, seq, seq)).fetchone()
+        return None if row is None else checkpoint_from_row(row)
 
     def nodes(self) -> list[str]:
         with self._db.read() as conn:

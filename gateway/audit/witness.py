@@ -137,12 +137,7 @@ def check_signatures(log: Sequence[Witnessed], jwks: Mapping[str, Any]) -> list[
     """A finding for each log entry whose countersignature does not verify with the
     witness's keys, or does not sign exactly that entry. ValueError for keys that are not
     a usable JWKS."""
-    try:
-        keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(dict(jwks)).keys if k.key_id}
-    except (jwt.PyJWTError, TypeError, KeyError) as exc:
-        raise ValueError(
-            f"the witness's keys are not a usable JWKS ({type(exc).__name__})"
-        ) from None
+    keys = _keys(jwks)
     findings: list[Finding] = []
     for w in log:
         claims = _claims(w.token, keys)
@@ -158,6 +153,29 @@ def check_signatures(log: Sequence[Witnessed], jwks: Mapping[str, Any]) -> list[
             detail = "the witness's countersignature does not verify for this entry"
             findings.append(Finding(w.node, w.seq, WITNESS, detail))
     return findings
+
+
+def countersigns(w: Witnessed, cp: Checkpoint, jwks: Mapping[str, Any]) -> bool:
+    """True if `w` verifies with the witness's keys and countersigns exactly this signed
+    checkpoint (its node, seq, hash, time and gateway signature). ValueError for keys that
+    are not a usable JWKS."""
+    claims = _claims(w.token, _keys(jwks))
+    return claims is not None and (
+        claims.get("node"),
+        claims.get("seq"),
+        claims.get("hash"),
+        claims.get("at_us"),
+        claims.get("gateway_signature_sha256"),
+    ) == (cp.node, cp.seq, cp.hash, cp.at_us, hashlib.sha256(cp.signature.encode()).hexdigest())
+
+
+def _keys(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
+    try:
+        return {k.key_id: k for k in jwt.PyJWKSet.from_dict(dict(jwks)).keys if k.key_id}
+    except (jwt.PyJWTError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"the witness's keys are not a usable JWKS ({type(exc).__name__})"
+        ) from None
 
 
 def _claims(token: str, keys: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -25,11 +25,15 @@ the number of appends failed since, one WARNING line when the store answers agai
 
 The writer also signs checkpoints of the head (through `sign`): after every
 `checkpoint_every` records, at least every `checkpoint_seconds` while records are added,
-and on `close`.
+and on `close`. Each signs the Merkle root of the records since the writer's previous
+one (gateway/audit/merkle.py), against which one record's inclusion is proved: their
+hashes are kept as they are committed, or read back from the store after a failure or a
+restart left a gap.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -37,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from gateway.audit import merkle
 from gateway.audit.record import AuditRecord, Checkpoint, link
 from gateway.audit.store import AuditStore, ReplayError
 
@@ -273,6 +278,11 @@ class AuditWriter:
         self._last_checkpoint = self._clock()
         self._checkpoint_retry_at = 0.0
         self._checkpointed_seq: int | None = None  # head seq of this writer's last one
+        # The next checkpoint's tree covers records _tree_first..head; _tree holds the
+        # hashes committed since, from seq _tree_at (contiguous; read back if not all).
+        self._tree_first = store.tree_start(node)
+        self._tree: list[str] = []
+        self._tree_at = 0
         self._thread = threading.Thread(
             target=self._run, name=f"jisr-audit-writer-{node}", daemon=True
         )
@@ -401,11 +411,34 @@ class AuditWriter:
                 self._fail_all(batch, exc)
                 return
             self._head = (seq, prev)
+            self._hold(linked)
             self._since_checkpoint += len(linked)
             self._failures.recovered()
             for p, record in zip(batch, linked, strict=True):
                 p.succeed(record)
             return
+
+    def _hold(self, linked: list[AuditRecord]) -> None:
+        """Keep the committed hashes for the next tree (starting afresh after a gap)."""
+        if not self._tree or linked[0].seq != self._tree_at + len(self._tree):
+            self._tree = []
+            self._tree_at = linked[0].seq
+        self._tree.extend(r.hash for r in linked)
+
+    def _leaves(self, seq: int, head_hash: str) -> list[str] | None:
+        """The hashes of records _tree_first..seq, from memory or read back from the
+        store; None if the store no longer holds them all (pruned)."""
+        first = self._tree_first
+        if first > seq:
+            return None
+        held = self._tree[first - self._tree_at :] if self._tree_at <= first else []
+        if held and len(held) == seq - first + 1 and held[-1] == head_hash:
+            return held
+        stored = itertools.islice(self._store.records(self.node, first - 1), seq - first + 1)
+        leaves = [r.hash for r in stored if r.seq <= seq]
+        if len(leaves) != seq - first + 1 or leaves[-1] != head_hash:
+            return None
+        return leaves
 
     def _fail_all(self, batch: list[_Pending], exc: Exception) -> None:
         """The store failed the batch: learn the head again before anything else is
@@ -460,12 +493,17 @@ class AuditWriter:
             return
         cp = Checkpoint(node=self.node, seq=seq, hash=head_hash, at_us=int(now * 1_000_000))
         try:
+            leaves = self._leaves(seq, head_hash)
+            if leaves is not None:
+                cp = replace(cp, root=merkle.root(leaves), root_first=self._tree_first)
             self._store.append_checkpoint(self._sign(cp))
         except Exception as exc:
             self._checkpoint_failures.failed(1, exc)
             self._checkpoint_retry_at = now + CHECKPOINT_RETRY_S
             return
         self._checkpoint_failures.recovered()
+        self._tree_first = seq + 1
+        self._tree = []
         self._since_checkpoint = 0
         self._last_checkpoint = now
         self._checkpointed_seq = seq

@@ -32,7 +32,7 @@ from gateway.audit.store import (
     AuditTrailMissingError,
     open_audit_store,
 )
-from gateway.cli import trail
+from gateway.cli import audit_proof, trail
 from gateway.config import Config
 from gateway.config import load as load_config
 from gateway.sdk.client import Credentials
@@ -104,6 +104,7 @@ def add_parser(sub: Any) -> None:
     actions = audit.add_subparsers(dest="action", required=True)
     _verify_parser(actions)
     _witness_parser(actions)
+    audit_proof.add_parser(actions)
     _export_parser(actions)
     _prune_parser(actions)
     trail.add_parsers(actions)
@@ -300,6 +301,8 @@ def _run(args: argparse.Namespace) -> int:
         return _verify_bundle(args)
     if args.action == "witness":
         return _witness(args)
+    if args.action == "check-proof":
+        return audit_proof.run(args)
     config = store_config(args)
     if args.action == "prune":
         return _prune(config, args)

@@ -24,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.pb.jisr.v1 import audit_pb2, consent_pb2, registry_pb2
 from gateway.sdk import filters
 from gateway.sdk.client import Credentials, JisrClient, JisrError
-from gateway.sdk.trail import AUDIT_PURPOSE, REPORT_PURPOSE, Trail
+from gateway.sdk.trail import AUDIT_PURPOSE, REPORT_PURPOSE, Trail, proof_document
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LIMIT = 100
@@ -74,6 +74,12 @@ def add_parsers(actions: Any) -> None:
     report.add_argument("subject", help="an IDCS or household id")
     _remote_flags(report, institution="CNDP", purpose=REPORT_PURPOSE)
     report.add_argument("--since", help="from this day or time (YYYY-MM-DD[THH:MM[:SS]], UTC)")
+    report.add_argument(
+        "--proofs",
+        type=Path,
+        metavar="FILE",
+        help="also write each entry's proof of inclusion to FILE (`jisr audit check-proof`)",
+    )
     report.set_defaults(remote=_report)
 
 
@@ -161,7 +167,19 @@ def _query(trail: Trail, args: argparse.Namespace) -> int:
 def _report(trail: Trail, args: argparse.Namespace) -> int:
     who = _subject("SUBJECT", args.subject)
     since = _time("--since", args.since) if args.since else None
-    return _print(trail.report(who, since).message.entries, args.json, _entry_line)
+    entries = trail.report(who, since, proofs=args.proofs is not None).message.entries
+    if args.proofs is not None:
+        proofs = [proof_document(e.proof) for e in entries if e.HasField("proof")]
+        try:
+            args.proofs.write_text(json.dumps({"proofs": proofs}, indent=1) + "\n")
+        except OSError as exc:
+            raise UsageError(f"--proofs: {args.proofs}: {exc.strerror}") from None
+        print(
+            f"jisr audit report: {len(proofs)} of {len(entries)} entries proved in"
+            f" {args.proofs} (no checkpoint signs a tree over the others yet)",
+            file=sys.stderr,
+        )
+    return _print(entries, args.json, _entry_line)
 
 
 def _print(items: Iterable[Any], as_json: bool, line: Any) -> int:

@@ -49,6 +49,7 @@ def create_app(link: GatewayLink, institution: str, *, secure_cookies: bool) -> 
             Route("/logout", pages_auth.logout, methods=["POST"]),
             Route("/language", pages_auth.switch_language, methods=["POST"]),
             Route("/report", pages_report.report, methods=["GET"]),
+            Route("/report/proofs.json", pages_report.proofs, methods=["GET"]),
             Route("/contest", pages_contests.new_case, methods=["GET"]),
             Route("/contest", pages_contests.open_case, methods=["POST"]),
             Route("/contests", pages_contests.cases, methods=["GET"]),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -112,12 +112,13 @@ class Trail:
                 return
 
     def report(
-        self, who: str, since: dt.datetime | None = None
+        self, who: str, since: dt.datetime | None = None, *, proofs: bool = False
     ) -> Answer[apb.AccessReportResponse]:
         """A citizen's access report: every access to the person's or household's data
         (a person's covers their household: an answer about it disclosed theirs). Ask it
-        through a Trail opened for REPORT_PURPOSE."""
-        request = apb.AccessReportRequest(purpose=self.purpose, subject=subject(who))
+        through a Trail opened for REPORT_PURPOSE. With `proofs`, entries that a signed
+        checkpoint covers carry the proof of their inclusion (`proof_document`)."""
+        request = apb.AccessReportRequest(purpose=self.purpose, subject=subject(who), proofs=proofs)
         if since is not None:
             request.since.CopyFrom(timestamp(since))
         return self._call("AccessReport", request, apb.AccessReportResponse)
@@ -134,6 +135,41 @@ class Trail:
 
     def _call(self, name: str, request: Message, response_type: type[M]) -> Answer[M]:
         return self.client.call(name, request, response_type, self.purpose, AUDIT_TRAIL)
+
+
+def proof_document(proof: apb.InclusionProof) -> dict[str, Any]:
+    """An entry's proof as `jisr audit check-proof` reads it (docs/audit-format.md §9):
+    the record under the names of a bundle's records.jsonl."""
+    r = proof.record
+    record = {
+        "node": r.node,
+        "seq": r.seq,
+        "at_us": r.time.seconds * 1_000_000 + r.time.nanos // 1000,
+        "trace_id": r.trace_id,
+        "requester": r.requester,
+        "requester_sub": r.requester_sub,
+        "method": r.method,
+        "purpose": r.purpose,
+        "basis": r.basis,
+        "subjects": list(r.subject_hashes),
+        "fields": list(r.fields),
+        "decision": r.decision,
+        "reason": r.reason,
+        "rh": r.request_hash,
+        "sh": r.response_hash,
+        "jti": r.jti,
+        "part": r.part,
+        "latency_us": r.latency_us,
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+    }
+    return {
+        "record": record,
+        "leaf_index": proof.leaf_index,
+        "tree_size": proof.tree_size,
+        "path": list(proof.path),
+        "checkpoint": proof.checkpoint,
+    }
 
 
 def timestamp(value: dt.datetime) -> Timestamp:

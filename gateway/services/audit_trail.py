@@ -8,6 +8,7 @@ calls pass through the same authentication, policy and audit as every exchange.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.base import FetchContext
-from gateway.audit import chain
+from gateway.audit import chain, inclusion
 from gateway.audit.record import AuditRecord, Checkpoint
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import AuditStore, Query
@@ -31,6 +32,9 @@ from gateway.services.binding import service_handler
 SERVICE = apb.DESCRIPTOR.services_by_name["AuditTrail"].full_name
 MAX_PAGE = 1000
 MAX_MESSAGE_BYTES = 1024 * 1024  # one QueryAccess response message, well under 4 MiB
+# Entries of an access report that carry a proof, newest first (each ~1.5 KB; a report
+# longer than this is a matter for the regulator's QueryAccess, not a citizen's page).
+MAX_PROOFS = 1000
 
 
 def _ts(at_us: int) -> Timestamp:
@@ -237,6 +241,7 @@ class AuditTrailService:
             for record in self._all(Query(subject=subject, since_us=since)):
                 found[record.record_id] = record
         ordered = sorted(found.values(), key=lambda r: (r.at_us, r.node, r.seq), reverse=True)
+        prover = _Prover(self.store) if request.proofs else None
         return apb.AccessReportResponse(
             entries=[
                 apb.AccessEntry(
@@ -247,8 +252,9 @@ class AuditTrailService:
                     fields=r.fields,
                     decision=r.decision,
                     record_id=r.record_id,
+                    proof=prover.prove(r) if prover is not None and n < MAX_PROOFS else None,
                 )
-                for r in ordered
+                for n, r in enumerate(ordered)
             ]
         )
 
@@ -290,3 +296,42 @@ class AuditTrailService:
                 ),
             },
         )
+
+
+class _Prover:
+    """Inclusion proofs for one report: each checkpoint's leaves are read once."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.trees: dict[str, list[tuple[Checkpoint, list[str]]]] = {}
+
+    def prove(self, record: AuditRecord) -> apb.InclusionProof | None:
+        found = self._tree(record)
+        if found is None:
+            return None
+        proof = inclusion.build(record, *found)
+        return apb.InclusionProof(
+            record=to_message(record),
+            leaf_index=proof.leaf_index,
+            tree_size=proof.tree_size,
+            path=proof.path,
+            checkpoint=proof.checkpoint,
+        )
+
+    def _tree(self, record: AuditRecord) -> tuple[Checkpoint, list[str]] | None:
+        """The checkpoint that covers the record and its leaves; None if none does yet,
+        or if the store no longer holds all its records (pruned since)."""
+        known = self.trees.setdefault(record.node, [])
+        for cp, leaves in known:
+            if cp.root_first <= record.seq <= cp.seq:
+                return cp, leaves
+        covering = self.store.covering(record.node, record.seq)
+        if covering is None:
+            return None
+        size = covering.seq - covering.root_first + 1
+        rows = itertools.islice(self.store.records(record.node, covering.root_first - 1), size)
+        leaves = [r.hash for r in rows if r.seq <= covering.seq]
+        if len(leaves) != size:
+            return None
+        known.append((covering, leaves))
+        return covering, leaves

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from consent.store import open_store
+from gateway.audit import merkle
 from gateway.audit import store_common as audit_store
 from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
@@ -579,6 +580,12 @@ class Flaky:
     def checkpoints(self, node: str | None = None) -> list[Checkpoint]:
         return self.inner.checkpoints(node)
 
+    def tree_start(self, node: str) -> int:
+        return self.inner.tree_start(node)
+
+    def covering(self, node: str, seq: int) -> Checkpoint | None:
+        return self.inner.covering(node, seq)
+
     def nodes(self) -> list[str]:
         return self.inner.nodes()
 
@@ -776,14 +783,17 @@ def test_close_writes_a_final_checkpoint_and_a_new_writer_continues_the_chain(
     done = [writer.append(draft(i)) for i in range(3)]
     assert store.checkpoints() == []
     writer.close()
+    tree = merkle.root([r.hash for r in done])
+    at_us = store.checkpoints()[0].at_us
     assert store.checkpoints() == [
-        fake_sign(Checkpoint("gw-a", 3, done[-1].hash, store.checkpoints()[0].at_us))
+        fake_sign(Checkpoint("gw-a", 3, done[-1].hash, at_us, root=tree, root_first=1))
     ]
     again = AuditWriter(store, "gw-a", fake_sign)
     more = again.append(draft(3))
     again.close()
     assert (more.seq, more.prev_hash) == (4, done[-1].hash)
-    assert [cp.seq for cp in store.checkpoints()] == [3, 4]
+    assert [(cp.seq, cp.root_first) for cp in store.checkpoints()] == [(3, 1), (4, 4)]
+    assert store.checkpoints()[1].root == merkle.root([more.hash])
     idle = AuditWriter(store, "gw-b", fake_sign)  # an empty chain: nothing to sign
     idle.close()
     assert store.nodes() == ["gw-a"]

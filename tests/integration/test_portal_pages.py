@@ -4,6 +4,8 @@ in French and Arabic."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +100,30 @@ def test_reading_the_report_is_itself_recorded_without_the_idcs(
     assert all(r.requester_sub.startswith("citizen-session-") for r in looks)
     assert all(r.purpose == "CITIZEN_ACCESS_REQUEST" for r in looks)
     assert not [r for r in looks if portal.person in str(r)]
+
+
+_FETCH_PROOFS = """
+const done = arguments[arguments.length - 1];
+fetch("/report/proofs.json").then(r => r.json()).then(done, e => done(String(e)));
+"""
+
+
+def test_the_report_offers_proofs_that_name_each_access_of_the_trail(
+    browser: webdriver.Chrome, portal: Seeded
+) -> None:
+    _sign_in(browser, portal, portal.person)
+    link = kit.wait_for(browser, "#proofs-link")
+    assert link.text == "Télécharger les preuves de ce relevé"
+    deadline = time.monotonic() + 30
+    while True:
+        proofs = browser.execute_async_script(_FETCH_PROOFS)["proofs"]
+        demo = [p for p in proofs if p["record"]["requester"] == "DEMO"]
+        if len(demo) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(demo) >= 2, proofs
+    assert all(p["checkpoint"].count(".") == 2 and p["path"] is not None for p in demo)
+    assert portal.person not in json.dumps(proofs)
 
 
 def test_signing_out_ends_the_session(browser: webdriver.Chrome, portal: Seeded) -> None:

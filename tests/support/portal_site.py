@@ -31,7 +31,8 @@ def running(registry_dir: Path, pki_dir: Path, folder: Path) -> Iterator[Portal]
     """A gateway (state in `folder`) and the portal as ANR, both on free loopback ports."""
     (folder / "state").mkdir()
     args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
-    env = {"JISR_STATE_DIR": str(folder / "state")}
+    # Checkpoints every second: an access is proved once sealed (the report's proofs).
+    env = {"JISR_STATE_DIR": str(folder / "state"), "JISR_AUDIT_CHECKPOINT_SECONDS": "1"}
     gateway = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env)
     try:
         site = start(gateway.target, pki_dir, folder / "portal.log")

@@ -369,7 +369,10 @@ class AccessReportRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     SUBJECT_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    PROOFS_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
+    proofs: _builtins.bool
+    """Also prove each entry's inclusion in a signed checkpoint (docs/audit-format.md §9)."""
     @_builtins.property
     def subject(self) -> _registry_pb2.Subject: ...
     @_builtins.property
@@ -380,14 +383,61 @@ class AccessReportRequest(_message.Message):
         purpose: _builtins.str = ...,
         subject: _registry_pb2.Subject | None = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
+        proofs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "since", b"since", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proofs", b"proofs", "purpose", b"purpose", "since", b"since", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccessReportRequest: _TypeAlias = AccessReportRequest  # noqa: Y015
+
+@_typing.final
+class InclusionProof(_message.Message):
+    """That one audit record is in a node's chain as a signed checkpoint seals it, without the
+    other records: the record, its Merkle audit path (RFC 9162 §2.1.3) and the checkpoint
+    whose root the path leads to (docs/audit-format.md §9).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    """The record's leaf in the checkpoint's tree (seq - root_first), and the tree's size."""
+    tree_size: _builtins.int
+    checkpoint: _builtins.str
+    """The checkpoint: a compact JWS (typ "jisr-checkpoint+jwt") by the gateway's key whose
+    payload names node, seq, hash, root and root_first.
+    """
+    @_builtins.property
+    def record(self) -> Global___AccessRecord:
+        """Every field of the record, so that its hash can be recomputed (§3)."""
+
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sibling hashes, lowercase hex, from the leaf up."""
+
+    def __init__(
+        self,
+        *,
+        record: Global___AccessRecord | None = ...,
+        leaf_index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        path: _abc.Iterable[_builtins.str] | None = ...,
+        checkpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "leaf_index", b"leaf_index", "path", b"path", "record", b"record", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InclusionProof: _TypeAlias = InclusionProof  # noqa: Y015
 
 @_typing.final
 class AccessEntry(_message.Message):
@@ -402,6 +452,7 @@ class AccessEntry(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     RECORD_ID_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     institution: _builtins.str
     purpose: _builtins.str
     basis: _builtins.str
@@ -412,6 +463,13 @@ class AccessEntry(_message.Message):
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def proof(self) -> Global___InclusionProof:
+        """When proofs were asked: unset while no checkpoint covers the record yet (it is newer
+        than its node's last checkpoint, at most some seconds) or for records sealed before
+        checkpoints signed trees.
+        """
+
     def __init__(
         self,
         *,
@@ -422,10 +480,11 @@ class AccessEntry(_message.Message):
         fields: _abc.Iterable[_builtins.str] | None = ...,
         decision: _builtins.str = ...,
         record_id: _builtins.str = ...,
+        proof: Global___InclusionProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "decision", b"decision", "fields", b"fields", "institution", b"institution", "purpose", b"purpose", "record_id", b"record_id", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "decision", b"decision", "fields", b"fields", "institution", b"institution", "proof", b"proof", "purpose", b"purpose", "record_id", b"record_id", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

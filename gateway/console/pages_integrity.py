@@ -55,8 +55,20 @@ async def integrity(request: Request) -> Response:
 
 
 def _checkpoint(cp: apb.Checkpoint) -> Checkpoint:
+    """Every field the gateway signed: one lost would fail the bundle's verification."""
     at = cp.time.seconds * 1_000_000 + cp.time.nanos // 1000
-    return Checkpoint(cp.node, cp.seq, cp.hash, at, cp.kind or "periodic", signature=cp.signature)
+    return Checkpoint(
+        cp.node,
+        cp.seq,
+        cp.hash,
+        at,
+        cp.kind or "periodic",
+        cp.first_seq or 1,
+        cp.first_prev_hash,
+        cp.root,
+        cp.root_first,
+        signature=cp.signature,
+    )
 
 
 class NotWholeTrail(Exception):  # noqa: N818 - a refusal, not a fault

@@ -86,6 +86,10 @@ def checkpoint_message(cp: Checkpoint) -> apb.Checkpoint:
         time=_ts(cp.at_us),
         kind=cp.kind,
         signature=cp.signature,
+        first_seq=cp.first_seq,
+        first_prev_hash=cp.first_prev_hash,
+        root=cp.root,
+        root_first=cp.root_first,
     )
 
 

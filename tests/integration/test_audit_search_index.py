@@ -103,7 +103,7 @@ def test_a_new_trail_has_the_index(where: tuple[str | None, Path]) -> None:
     url, state_dir = where
     open_audit_store(url, state_dir).close()
     assert "(decision, at_us, node, seq)" in _index(url, state_dir)
-    assert _versions(url, state_dir) == [1, 2]
+    assert _versions(url, state_dir) == [1, 2, 3]
 
 
 def test_a_version_1_trail_gets_the_index_and_keeps_its_records(
@@ -113,14 +113,14 @@ def test_a_version_1_trail_gets_the_index_and_keeps_its_records(
     _migrate_to_version_1(url, state_dir)
     assert _index(url, state_dir) == ""
     records: list[AuditRecord] = []
-    with closing(open_audit_store(url, state_dir)) as store:  # migrates to version 2
+    with closing(open_audit_store(url, state_dir)) as store:  # migrates to the latest version
         prev = GENESIS
         for seq in range(1, 5):
             records.append(_record(seq, prev, "deny" if seq % 2 else "permit"))
             prev = records[-1].hash
         store.append_batch(records)
     assert "(decision, at_us, node, seq)" in _index(url, state_dir)
-    assert _versions(url, state_dir) == [1, 2]
+    assert _versions(url, state_dir) == [1, 2, 3]
     with closing(open_audit_store(url, state_dir, read_only=True)) as reader:
         denied, _ = reader.query(Query(decision="deny", reason="PURPOSE_NOT_ALLOWED"), 10)
     assert [r.seq for r in denied] == [3, 1]

@@ -315,6 +315,10 @@ class Checkpoint(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    FIRST_SEQ_FIELD_NUMBER: _builtins.int
+    FIRST_PREV_HASH_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
+    ROOT_FIRST_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     seq: _builtins.int
     hash: _builtins.str
@@ -322,6 +326,12 @@ class Checkpoint(_message.Message):
     """"periodic" or "prune"."""
     signature: _builtins.str
     """Compact JWS (typ "jisr-checkpoint+jwt") by the gateway's key."""
+    first_seq: _builtins.int
+    """A prune's new start (docs/audit-format.md §4): 1 and "" on a periodic checkpoint."""
+    first_prev_hash: _builtins.str
+    root: _builtins.str
+    """The Merkle root of records root_first..seq (§9); "" and 0 when it signs none."""
+    root_first: _builtins.int
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -333,10 +343,14 @@ class Checkpoint(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         kind: _builtins.str = ...,
         signature: _builtins.str = ...,
+        first_seq: _builtins.int = ...,
+        first_prev_hash: _builtins.str = ...,
+        root: _builtins.str = ...,
+        root_first: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "kind", b"kind", "node", b"node", "seq", b"seq", "signature", b"signature", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_prev_hash", b"first_prev_hash", "first_seq", b"first_seq", "hash", b"hash", "kind", b"kind", "node", b"node", "root", b"root", "root_first", b"root_first", "seq", b"seq", "signature", b"signature", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,8 +89,12 @@ def _record_line(r: AuditRecord) -> str:
 
 
 def _checkpoint_line(cp: Checkpoint) -> str:
-    values = _checkpoint_values(cp)
-    return json.dumps(dict(zip(CHECKPOINT_FIELDS, values, strict=True)), separators=(",", ":"))
+    """Every field; a checkpoint that signs no Merkle root is written without the tree's
+    two members, as before trees existed, so a verifier of that time still reads it."""
+    obj = dict(zip(CHECKPOINT_FIELDS, _checkpoint_values(cp), strict=True))
+    if not cp.root:
+        obj = {k: v for k, v in obj.items() if k not in _TREE_FIELDS}
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def _iso(at_us: int | None) -> str | None:

@@ -315,6 +315,9 @@ class _Chain:
         # Merkle roots still to check, by seq; the hashes of records from window_start on
         # that one of them may cover (at most one writer's interval is held).
         self.trees = sorted(trees, key=attrgetter("seq", "first"), reverse=True)
+        # earliest[i]: the first record any of trees[0..i] covers (trees are popped from
+        # the end, so the roots still to check always begin at earliest[len(trees) - 1]).
+        self.earliest = list(itertools.accumulate((t.first for t in self.trees), min))
         self.window: list[str] = []
         self.window_start = 0
         self.tree_findings: list[Finding] = []
@@ -461,7 +464,7 @@ class _Chain:
             self.trees.pop()  # ends before the records given: nothing of it to check
         if not self.trees:
             return _NO_CHECKPOINT
-        self.window_start = max(first_seq, min(t.first for t in self.trees))
+        self.window_start = max(first_seq, self.earliest[len(self.trees) - 1])
         return self.window_start
 
     def _check_trees(self, seq: int) -> int:
@@ -485,7 +488,7 @@ class _Chain:
         if not self.trees:
             self.window.clear()
             return _NO_CHECKPOINT
-        start = max(self.window_start, min(t.first for t in self.trees))
+        start = max(self.window_start, self.earliest[len(self.trees) - 1])
         del self.window[: start - self.window_start]
         self.window_start = start
         return start

@@ -19,7 +19,7 @@ subjects' keyed hashes of a batch, the requester's pseudonymous `sub`) is §9's 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -108,7 +108,7 @@ def checkpoint_of(token: str) -> Checkpoint | None:
     try:
         payload = jwt.PyJWS().decode(token, options={"verify_signature": False})
         claims = json.loads(payload)
-    except (jwt.PyJWTError, ValueError):
+    except (jwt.PyJWTError, ValueError, RecursionError):
         return None
     if not isinstance(claims, dict) or not set(claims) <= _CHECKPOINT_FIELDS:
         return None
@@ -145,11 +145,25 @@ def check(
         )
     if problems or witness_jwks is None:
         return Verdict(problems)
-    return Verdict([], sorted({w.witness for w in witnessed if _countersigns(w, cp, witness_jwks)}))
+    mine = [w for w in witnessed if (w.node, w.seq) == (cp.node, cp.seq)]
+    found = {w.witness for w in mine if witness.countersigns(w, cp, witness_jwks)}
+    return Verdict([], sorted(found))
 
 
-def _countersigns(w: Witnessed, cp: Checkpoint, jwks: Mapping[str, Any]) -> bool:
-    return (w.node, w.seq) == (cp.node, cp.seq) and witness.countersigns(w, cp, jwks)
+def by_checkpoint(log: Iterable[Witnessed]) -> dict[tuple[str, int], list[Witnessed]]:
+    """The witness's log by node and seq: what `check` needs of it for one proof."""
+    index: dict[tuple[str, int], list[Witnessed]] = {}
+    for w in log:
+        index.setdefault((w.node, w.seq), []).append(w)
+    return index
+
+
+def witnessed_for(
+    proof: Proof, index: Mapping[tuple[str, int], list[Witnessed]]
+) -> list[Witnessed]:
+    """The log entries about the checkpoint `proof` leads to (none for a bad one)."""
+    cp = checkpoint_of(proof.checkpoint)
+    return [] if cp is None else index.get((cp.node, cp.seq), [])
 
 
 def _record_problems(record: AuditRecord) -> list[str]:

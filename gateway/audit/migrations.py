@@ -125,6 +125,8 @@ SQLITE: tuple[Migration, ...] = (
             "ALTER TABLE audit_checkpoint ADD COLUMN root TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE audit_checkpoint ADD COLUMN root_first INTEGER NOT NULL DEFAULT 0",
             "CREATE INDEX audit_checkpoint_by_seq ON audit_checkpoint (node, seq)",
+            "CREATE INDEX audit_checkpoint_by_tree ON audit_checkpoint (node, root_first)"
+            " WHERE root <> ''",
         ),
     ),
 )
@@ -247,6 +249,8 @@ POSTGRES: tuple[Migration, ...] = (
             "ALTER TABLE audit_checkpoint ADD COLUMN root text NOT NULL DEFAULT ''",
             "ALTER TABLE audit_checkpoint ADD COLUMN root_first bigint NOT NULL DEFAULT 0",
             "CREATE INDEX audit_checkpoint_by_seq ON audit_checkpoint (node, seq)",
+            "CREATE INDEX audit_checkpoint_by_tree ON audit_checkpoint (node, root_first)"
+            " WHERE root <> ''",
         ),
     ),
 )

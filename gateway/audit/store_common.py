@@ -67,14 +67,16 @@ CHECKPOINT_COLUMNS = (
 )
 CHECKPOINT_COLUMN_LIST = ", ".join(CHECKPOINT_COLUMNS)
 # AuditStore.tree_start and .covering, `{p}` the driver's placeholder. The newest checkpoint
-# by seq that signs a tree is found walking audit_checkpoint_by_seq backwards.
+# by seq that signs a tree is found walking audit_checkpoint_by_seq backwards. A writer's
+# trees are disjoint and contiguous, so the one tree that can hold a seq is the last to
+# start at or before it (audit_checkpoint_by_tree); the caller checks that it reaches it.
 TREE_START_SQL = """SELECT coalesce(
     (SELECT seq FROM audit_checkpoint WHERE node = {p} AND root <> '' ORDER BY seq DESC LIMIT 1),
     (SELECT max(seq) FROM audit_checkpoint WHERE node = {p}),
     0) + 1"""
 COVERING_SQL = f"""SELECT {CHECKPOINT_COLUMN_LIST} FROM audit_checkpoint
-    WHERE node = {{p}} AND seq >= {{p}} AND root <> '' AND root_first <= {{p}}
-    ORDER BY seq, id LIMIT 1"""
+    WHERE node = {{p}} AND root <> '' AND root_first <= {{p}}
+    ORDER BY root_first DESC, seq DESC LIMIT 1"""
 
 
 class ReplayError(Exception):
@@ -324,6 +326,12 @@ def checkpoint_row(cp: Checkpoint) -> tuple[Any, ...]:
 
 def checkpoint_from_row(row: Sequence[Any]) -> Checkpoint:
     return Checkpoint(*row)
+
+
+def covering_of(row: Sequence[Any] | None, seq: int) -> Checkpoint | None:
+    """COVERING_SQL's answer for `seq`: its checkpoint if that tree reaches seq."""
+    cp = None if row is None else checkpoint_from_row(row)
+    return cp if cp is not None and cp.seq >= seq else None
 
 
 def check_page(page_size: int, page_token: str) -> tuple[int, str, int] | None:

@@ -51,6 +51,7 @@ from gateway.audit.store_common import (
     check_readable,
     checkpoint_from_row,
     checkpoint_row,
+    covering_of,
     first_replay,
     from_row,
     page_of,
@@ -288,8 +289,8 @@ class PostgresAuditStore:
 
     def covering(self, node: str, seq: int) -> Checkpoint | None:
         with self._pool.connection() as conn:
-            row = conn.execute(_COVERING, (node, seq, seq)).fetchone()
-        return None if row is None else checkpoint_from_row(row)
+            row = conn.execute(_COVERING, (node, seq)).fetchone()
+        return covering_of(row, seq)
 
     def nodes(self) -> list[str]:
         with self._pool.connection() as conn:

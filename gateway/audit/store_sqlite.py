@@ -40,6 +40,7 @@ from gateway.audit.store_common import (
     check_readable,
     checkpoint_from_row,
     checkpoint_row,
+    covering_of,
     from_row,
     page_of,
     query_sql,
@@ -214,8 +215,8 @@ class SQLiteAuditStore:
 
     def covering(self, node: str, seq: int) -> Checkpoint | None:
         with self._db.read() as conn:
-            row = conn.execute(_COVERING, (node, seq, seq)).fetchone()
-        return None if row is None else checkpoint_from_row(row)
+            row = conn.execute(_COVERING, (node, seq)).fetchone()
+        return covering_of(row, seq)
 
     def nodes(self) -> list[str]:
         with self._db.read() as conn:

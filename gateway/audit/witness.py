@@ -102,21 +102,23 @@ def read_log(path: Path) -> list[Witnessed]:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
-            found.append(
-                Witnessed(
-                    str(obj["node"]),
-                    int(obj["seq"]),
-                    str(obj["hash"]),
-                    int(obj["at_us"]),
-                    str(obj["witness"]),
-                    str(obj["witnessed_at"]),
-                    str(obj["token"]),
-                )
-            )
-        except (ValueError, KeyError, TypeError):
+            found.append(_entry(json.loads(text)))
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ValueError(f"{path}:{number}: not a witnessed checkpoint") from None
     return found
+
+
+def _entry(obj: Any) -> Witnessed:
+    """One line of the log; TypeError or KeyError unless every member has its type."""
+    if not isinstance(obj, dict):
+        raise TypeError("not an object")
+    texts = [obj[k] for k in ("node", "hash", "witness", "witnessed_at", "token")]
+    if type(obj["seq"]) is not int or type(obj["at_us"]) is not int:
+        raise TypeError("seq and at_us are whole numbers")
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("node, hash, witness, witnessed_at and token are strings")
+    node, hash_, who, when, token = texts
+    return Witnessed(node, obj["seq"], hash_, obj["at_us"], who, when, token)
 
 
 def contradictions(log: Iterable[Witnessed], checkpoints: Iterable[Checkpoint]) -> list[str]:
@@ -161,12 +163,20 @@ def countersigns(w: Witnessed, cp: Checkpoint, jwks: Mapping[str, Any]) -> bool:
     are not a usable JWKS."""
     claims = _claims(w.token, _keys(jwks))
     return claims is not None and (
+        claims.get("iss"),
         claims.get("node"),
         claims.get("seq"),
         claims.get("hash"),
         claims.get("at_us"),
         claims.get("gateway_signature_sha256"),
-    ) == (cp.node, cp.seq, cp.hash, cp.at_us, hashlib.sha256(cp.signature.encode()).hexdigest())
+    ) == (
+        w.witness,
+        cp.node,
+        cp.seq,
+        cp.hash,
+        cp.at_us,
+        hashlib.sha256(cp.signature.encode()).hexdigest(),
+    )
 
 
 def _keys(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:

@@ -50,6 +50,11 @@ log = logging.getLogger("jisr.audit")
 # After a failed checkpoint, the next attempt waits at least this long (no retry storm
 # against a store that is down; appends report the outage themselves).
 CHECKPOINT_RETRY_S = 1.0
+# The most records one checkpoint's Merkle tree spans. Checkpoints come every
+# checkpoint_every records, so only a long run of failed checkpoints reaches it; the
+# checkpoint then signs the chain's head without a root (its records get no inclusion
+# proof, docs/audit-format.md §9) rather than hold or re-read that many hashes.
+MAX_TREE = 1 << 20
 # While the store is down: how often the writer thread tries to read the head again.
 PROBE_INTERVAL_S = 0.5
 # While the store fails: at most one log line per this many seconds (after the first).
@@ -420,7 +425,11 @@ class AuditWriter:
 
     def _hold(self, linked: list[AuditRecord]) -> None:
         """Keep the committed hashes for the next tree (starting afresh after a gap)."""
-        if not self._tree or linked[0].seq != self._tree_at + len(self._tree):
+        if (
+            not self._tree
+            or linked[0].seq != self._tree_at + len(self._tree)
+            or len(self._tree) >= MAX_TREE
+        ):
             self._tree = []
             self._tree_at = linked[0].seq
         self._tree.extend(r.hash for r in linked)
@@ -429,7 +438,7 @@ class AuditWriter:
         """The hashes of records _tree_first..seq, from memory or read back from the
         store; None if the store no longer holds them all (pruned)."""
         first = self._tree_first
-        if first > seq:
+        if not 0 < seq - first + 1 <= MAX_TREE:
             return None
         held = self._tree[first - self._tree_at :] if self._tree_at <= first else []
         if held and len(held) == seq - first + 1 and held[-1] == head_hash:

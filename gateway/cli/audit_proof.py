@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
             raise RefusedError("--witness-log and --witness-jwks go together")
         log = witness.read_log(args.witness_log) if args.witness_log is not None else []
         keys = _json(args.witness_jwks, "--witness-jwks") if args.witness_jwks else None
-        verdicts = [inclusion.check(p, jwks, log, keys) for p in proofs]
+        index = inclusion.by_checkpoint(log)
+        verdicts = [
+            inclusion.check(p, jwks, inclusion.witnessed_for(p, index), keys) for p in proofs
+        ]
     except (RefusedError, ValueError) as exc:
         print(f"jisr audit check-proof: {exc}", file=sys.stderr)
         return EXIT_NOT_CHECKED
@@ -108,3 +111,5 @@ def _json(path: Path, flag: str) -> Any:
         raise RefusedError(f"{flag}: {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RefusedError(f"{flag}: {path}: not readable as JSON ({exc})") from None
+    except RecursionError:
+        raise RefusedError(f"{flag}: {path}: nested too deeply to be read") from None

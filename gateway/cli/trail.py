@@ -176,10 +176,20 @@ def _report(trail: Trail, args: argparse.Namespace) -> int:
             raise UsageError(f"--proofs: {args.proofs}: {exc.strerror}") from None
         print(
             f"jisr audit report: {len(proofs)} of {len(entries)} entries proved in"
-            f" {args.proofs} (no checkpoint signs a tree over the others yet)",
+            f" {args.proofs}{_unproved(len(entries) - len(proofs))}",
             file=sys.stderr,
         )
     return _print(entries, args.json, _entry_line)
+
+
+def _unproved(count: int) -> str:
+    """Why some entries have no proof (docs/audit-format.md §9, "Which entries")."""
+    if not count:
+        return ""
+    return (
+        f"; {count} without: too recent for a checkpoint yet, sealed before checkpoints"
+        " signed trees, or about other persons too (a batch), whose proof would expose them"
+    )
 
 
 def _print(items: Iterable[Any], as_json: bool, line: Any) -> int:

@@ -241,11 +241,12 @@ class AuditTrailService:
             raise invalid(Reason.MISSING_SUBJECT, "subject is required", "subject")
         since = _us(request.since, request.HasField("since"), "since")
         found: dict[str, AuditRecord] = {}
-        for subject in self._report_subjects(request.subject, ctx):
+        subjects = self._report_subjects(request.subject, ctx)
+        for subject in subjects:
             for record in self._all(Query(subject=subject, since_us=since)):
                 found[record.record_id] = record
         ordered = sorted(found.values(), key=lambda r: (r.at_us, r.node, r.seq), reverse=True)
-        prover = _Prover(self.store) if request.proofs else None
+        prover = _Prover(self.store, frozenset(subjects)) if request.proofs else None
         return apb.AccessReportResponse(
             entries=[
                 apb.AccessEntry(
@@ -303,13 +304,21 @@ class AuditTrailService:
 
 
 class _Prover:
-    """Inclusion proofs for one report: each checkpoint's leaves are read once."""
+    """Inclusion proofs for one report: each checkpoint's leaves are read once.
 
-    def __init__(self, store: AuditStore) -> None:
+    A proof hands the whole record, with the hashes of the request's and the response's
+    bytes: those are unkeyed, so for a record that also names other persons (a batch) they
+    could be matched against guessed IDCS. Such an entry gets no proof; only records about
+    the report's own subjects (the person, their household) do (docs/audit-format.md §9)."""
+
+    def __init__(self, store: AuditStore, own: frozenset[str]) -> None:
         self.store = store
+        self.own = own
         self.trees: dict[str, list[tuple[Checkpoint, list[str]]]] = {}
 
     def prove(self, record: AuditRecord) -> apb.InclusionProof | None:
+        if not set(record.subjects) <= self.own:
+            return None
         found = self._tree(record)
         if found is None:
             return None

@@ -799,6 +799,39 @@ def test_close_writes_a_final_checkpoint_and_a_new_writer_continues_the_chain(
     assert store.nodes() == ["gw-a"]
 
 
+def test_the_checkpoint_covering_a_record_is_the_tree_that_holds_it(store: AuditStore) -> None:
+    records = append(store, [draft(i) for i in range(6)])
+    old = fake_sign(Checkpoint("gw-a", 2, records[1].hash, T0 + 1))  # before trees
+    trees = [
+        fake_sign(Checkpoint("gw-a", seq, records[seq - 1].hash, T0 + seq, root=f"r{seq}",
+                             root_first=first))
+        for first, seq in ((3, 4), (5, 5))
+    ]  # fmt: skip
+    for cp in (old, *trees):
+        store.append_checkpoint(cp)
+    found = [store.covering("gw-a", seq) for seq in range(1, 8)]
+    assert found == [None, None, trees[0], trees[0], trees[1], None, None]
+    assert store.covering("gw-b", 3) is None
+
+
+def test_a_tree_longer_than_the_writer_holds_is_signed_without_a_root(
+    store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints failed for so long that their tree would span more than MAX_TREE
+    records: the checkpoint seals the chain's head, and the next tree starts after it."""
+    monkeypatch.setattr("gateway.audit.writer.MAX_TREE", 2)
+    writer = AuditWriter(store, "gw-a", fake_sign, checkpoint_every=10_000)
+    for i in range(3):
+        writer.append(draft(i))
+    writer.close()
+    again = AuditWriter(store, "gw-a", fake_sign)
+    more = again.append(draft(3))
+    again.close()
+    sealed = [(cp.seq, cp.root_first, bool(cp.root)) for cp in store.checkpoints()]
+    assert sealed == [(3, 0, False), (4, 4, True)]
+    assert store.checkpoints()[1].root == merkle.root([more.hash])
+
+
 def test_two_writers_given_one_node_name_never_fork_the_chain(db: AuditDatabase) -> None:
     one = AuditWriter(db.open(), "gw-a", fake_sign)
     two = AuditWriter(db.open(), "gw-a", fake_sign)  # a misconfiguration

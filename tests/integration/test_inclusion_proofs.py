@@ -80,6 +80,7 @@ def site(
         )
         try:
             with JisrClient(proc.target, Credentials.from_pki(pki_dir, "ANSS")) as anss:
+                list(anss.verify_batches(PURPOSE, "ASD", [[hids[1], hids[0]]]))  # one record
                 for hid in [hids[0], *hids, hids[0]]:
                     anss.verify(PURPOSE, hid, "ASD")
             yield Site(proc, env, pki_dir, hids[0], tmp_path)
@@ -88,13 +89,14 @@ def site(
 
 
 def _proved(site: Site, path: Path) -> list[dict[str, object]]:
-    """The report's proofs once a checkpoint seals ANSS's two checks of the household."""
+    """The report's proofs once a checkpoint seals ANSS's three checks of the household
+    (and so its batch before them)."""
     deadline = time.monotonic() + WAIT_S
     while True:
         done = site.report(path)
         assert done.returncode == 0, done.stderr
         proofs: list[dict[str, object]] = json.loads(path.read_text())["proofs"]
-        if sum(p["record"]["requester"] == "ANSS" for p in proofs) >= 2:  # type: ignore[index]
+        if sum(p["record"]["requester"] == "ANSS" for p in proofs) >= 3:  # type: ignore[index]
             return proofs
         assert time.monotonic() < deadline, done.stderr
         time.sleep(0.3)
@@ -117,6 +119,22 @@ def test_a_proof_names_no_other_subject_of_the_trail(site: Site, tmp_path: Path)
     assert all(len(p["record"]["subjects"]) == 1 for p in proofs)  # type: ignore[index]
 
 
+def test_an_entry_about_other_persons_too_comes_without_a_proof(site: Site, tmp_path: Path) -> None:
+    proofs = _proved(site, tmp_path / "proofs.json")
+    listed = site.report(tmp_path / "again.json")
+    listing = site.jisr(
+        "audit", "--pki-dir", str(site.pki_dir), "report", site.household,
+        "--target", site.proc.target, "--json",
+    )  # fmt: skip
+    entries = [json.loads(line) for line in listing.stdout.splitlines()]
+    records = [p["record"] for p in proofs]
+    proved = {f"{r['node']}:{r['seq']}" for r in records}  # type: ignore[index]
+    anss = [e for e in entries if e["institution"] == "ANSS"]
+    unproved = [e for e in anss if e["record_id"] not in proved]
+    assert (len(anss), len(unproved)) == (4, 1)  # the batch, sealed since the checks after it
+    assert "about other persons too" in listed.stderr
+
+
 def test_an_entry_altered_after_the_report_does_not_hold(site: Site, tmp_path: Path) -> None:
     path = tmp_path / "proofs.json"
     proofs = _proved(site, path)
@@ -134,6 +152,10 @@ def test_a_proofs_file_that_is_not_json_is_refused_naming_it(site: Site, tmp_pat
     checked = site.check(path)
     assert checked.returncode == 2
     assert f"PROOFS: {path}: not readable as JSON" in checked.stderr
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    deep = site.check(path)
+    assert deep.returncode == 2
+    assert f"PROOFS: {path}: nested too deeply to be read" in deep.stderr
 
 
 def test_proofs_hold_against_the_observatory_once_it_witnessed_the_trail(

@@ -108,6 +108,19 @@ def test_each_record_is_one_json_object_with_every_field(written: Path) -> None:
     assert (first["node"], first["seq"], first["prev_hash"]) == ("a", 1, "")
 
 
+def test_a_checkpoint_without_a_tree_is_written_as_before_trees_existed(
+    tmp_path: Path,
+) -> None:
+    """A verifier older than Merkle roots still reads checkpoints that sign none."""
+    records, checkpoints = trail()
+    treed = signed(records[:30], 30, root="ab" * 32, root_first=21)
+    path = tmp_path / "evidence"
+    write_bundle(path, iter(records), [*checkpoints[:2], treed], GATEWAY_JWKS, META)
+    lines = [json.loads(x) for x in (path / CHECKPOINTS).read_text().splitlines()]
+    assert ["root" in x for x in lines] == [False, False, True]
+    assert [x.get("root_first") for x in lines] == [None, None, 21]
+
+
 def test_writing_streams_records_and_reports_progress(tmp_path: Path) -> None:
     records, checkpoints = trail()
     seen: list[int] = []

@@ -9,6 +9,7 @@ import datetime as dt
 from dataclasses import replace
 from typing import Any
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -148,6 +149,29 @@ def test_a_checkpoint_resigned_by_the_gateway_is_not_the_one_witnessed() -> None
     again = replace(proof, checkpoint=resigned.signature)
     assert inclusion.check(again, JWKS).ok
     assert inclusion.check(again, JWKS, log, ONDH_JWKS).witnesses == []
+
+
+def test_a_countersignature_filed_under_another_witness_name_does_not_count() -> None:
+    """The log's entry says NOT_ONDH witnessed it, while ONDH's key signed a token naming
+    ONDH: the name a verdict gives must be the one the token signs."""
+    proof, cp = _proof(12)
+    log = [replace(witness.countersign(cp, ONDH, NOW), witness="NOT_ONDH")]
+    assert inclusion.check(proof, JWKS, log, ONDH_JWKS).witnesses == []
+
+
+def test_the_witness_log_is_looked_up_by_the_checkpoint_a_proof_leads_to() -> None:
+    proof, cp = _proof(12)
+    _, (early, _) = _trail()
+    index = inclusion.by_checkpoint([witness.countersign(c, ONDH, NOW) for c in (early, cp)])
+    (entry,) = inclusion.witnessed_for(proof, index)
+    assert (entry.node, entry.seq) == (cp.node, cp.seq)
+    assert inclusion.witnessed_for(replace(proof, checkpoint="x.y.z"), index) == []
+
+
+def test_a_checkpoint_payload_nested_beyond_reason_is_not_a_checkpoint() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    token = jwt.PyJWS().encode(deep.encode(), "k" * 32, algorithm="HS256")
+    assert inclusion.checkpoint_of(token) is None
 
 
 def _gateway_key() -> tuple[ec.EllipticCurvePrivateKey, str]:

@@ -5,6 +5,7 @@ gateway's own key re-signed."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,28 @@ def test_an_unreadable_log_line_names_the_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "witness.jsonl"
     path.write_text(log[0].line() + "\n{not json\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"witness.jsonl:2: not a witnessed checkpoint"):
+        witness.read_log(path)
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [("seq", 1e400), ("seq", "7"), ("at_us", True), ("node", 3), ("token", None)],
+)
+def test_a_log_line_with_a_member_of_the_wrong_type_names_its_line(
+    tmp_path: Path, member: str, value: object
+) -> None:
+    _, log = _witnessed()
+    line = json.loads(log[0].line()) | {member: value}
+    path = tmp_path / "witness.jsonl"
+    path.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"witness.jsonl:1: not a witnessed checkpoint"):
+        witness.read_log(path)
+
+
+def test_a_log_line_nested_beyond_reason_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "witness.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"witness.jsonl:1: not a witnessed checkpoint"):
         witness.read_log(path)
 
 

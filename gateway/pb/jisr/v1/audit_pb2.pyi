@@ -480,8 +480,9 @@ class AccessEntry(_message.Message):
     @_builtins.property
     def proof(self) -> Global___InclusionProof:
         """When proofs were asked: unset while no checkpoint covers the record yet (it is newer
-        than its node's last checkpoint, at most some seconds) or for records sealed before
-        checkpoints signed trees.
+        than its node's last checkpoint, at most some seconds), for records sealed before
+        checkpoints signed trees, and for a record that also names other subjects (a batch):
+        its request and response hashes could be matched against guessed identifiers.
         """
 
     def __init__(

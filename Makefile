@@ -35,16 +35,24 @@ $(PKI)/institutions/CNDP/tls.crt: | $(PKI)/ca.crt
 $(PKI)/institutions/ANR/tls.crt: | $(PKI)/ca.crt
 	$(BIN)/jisr pki --dir $(PKI) issue ANR
 
+# The DCI facade's development client: DEMO's OAuth2 client `demo`, its secret kept here
+# for the examples of docs/dci.md (development only).
+$(DATA)/dci-demo.secret: | $(STAMP) $(DATA)/registry.sqlite
+	umask 077; $(BIN)/jisr dci client add demo --institution DEMO --data-dir $(DATA) > $@.tmp
+	mv $@.tmp $@
+
 ## Serve the gateway with mTLS on 127.0.0.1:50051 over the synthetic registry, the DPO
-## console on http://127.0.0.1:8080/ (development logins printed at start) and the citizen
-## portal on http://127.0.0.1:8081/ (development sign-in); Ctrl-C stops all three.
+## console on http://127.0.0.1:8080/ (development logins printed at start), the citizen
+## portal on http://127.0.0.1:8081/ (development sign-in) and the DCI facade on
+## http://127.0.0.1:8090/ (docs/dci.md); Ctrl-C stops all four.
 run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt $(PKI)/institutions/CNDP/tls.crt \
-     $(PKI)/institutions/ANR/tls.crt
+     $(PKI)/institutions/ANR/tls.crt $(DATA)/dci-demo.secret
 	$(BIN)/jisr console serve --listen 127.0.0.1:8080 --gateway 127.0.0.1:50051 \
 	  --pki-dir $(PKI) --state-dir $(DATA) --dev-accounts & console=$$!; \
 	$(BIN)/jisr portal serve --listen 127.0.0.1:8081 --gateway 127.0.0.1:50051 \
 	  --pki-dir $(PKI) --dev-login & portal=$$!; \
-	trap 'kill $$console $$portal 2>/dev/null; wait $$console $$portal' EXIT INT TERM; \
+	$(BIN)/jisr dci serve --listen 127.0.0.1:8090 --data-dir $(DATA) --pki-dir $(PKI) & dci=$$!; \
+	trap 'kill $$console $$portal $$dci 2>/dev/null; wait $$console $$portal $$dci' EXIT INT TERM; \
 	$(BIN)/jisr serve --data-dir $(DATA) --pki-dir $(PKI)
 
 ## The whole test suite (unit, then integration with real server processes), with line

@@ -21,7 +21,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc import aio
@@ -34,15 +34,15 @@ from adapters.base import Adapter, AdapterError, FetchContext
 from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
 from adapters.remote_journal import RemoteJournal
-from consent.store import open_store
+from consent.store import ConsentStore, open_store
 from gateway.audit import chain
 from gateway.audit.record import Checkpoint
 from gateway.audit.recorder import AuditRecorder, load_or_create_key
-from gateway.audit.store import open_audit_store
+from gateway.audit.store import AuditStore, open_audit_store
 from gateway.audit.writer import AuditWriter
 from gateway.base.wire import GATEWAY_CLIENT
 from gateway.config import Config
-from gateway.contests.store import open_contest_store
+from gateway.contests.store import ContestStore, open_contest_store
 from gateway.engine.call import Engine, Security
 from gateway.engine.consent_gate import ConsentGate
 from gateway.events.ingest import (
@@ -53,7 +53,7 @@ from gateway.events.ingest import (
     Poller,
     household_lookup,
 )
-from gateway.events.store import open_event_store
+from gateway.events.store import EventStore, open_event_store
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pipeline import programmes
 from gateway.pipeline.exchange import Exchange
@@ -341,8 +341,25 @@ def _serve_aio(
     return port, drain
 
 
-def start_gateway(config: Config) -> Running:
-    """Validate everything, then serve RegistryExchange on config.listen."""
+@dataclass
+class Core:
+    """What every surface that runs calls through the engine opens: the gRPC gateway and
+    the DCI facade alike (each process its own audit chain)."""
+
+    catalogue: programmes.Catalogue
+    registry: Registry | None
+    security: Security
+    registries: Registries
+    store: ConsentStore
+    audit_store: AuditStore
+    contest_store: ContestStore
+    event_store: EventStore
+    writer: AuditWriter
+    recorder: AuditRecorder
+
+
+def open_core(config: Config) -> Core:
+    """Validate the configuration and open the stores, the registries and the audit."""
     catalogue = (
         programmes.load(config.programmes) if config.programmes else programmes.load_default()
     )
@@ -372,20 +389,36 @@ def start_gateway(config: Config) -> Running:
     security.consent = ConsentGate(store, registries)
     # A consent check may write (a use cap) under the store lock: never on the event loop.
     security.consent_blocks = True
-    security.audit = AuditRecorder(writer, load_or_create_key(config.pki_dir))
+    recorder = AuditRecorder(writer, load_or_create_key(config.pki_dir))
+    security.audit = recorder
     telemetry.observe_queue(lambda: writer.queue_depth)
+    return Core(
+        catalogue, registry, security, registries, store, audit_store, contest_store,
+        event_store, writer, recorder,
+    )  # fmt: skip
+
+
+def start_gateway(config: Config) -> Running:
+    """Validate everything, then serve RegistryExchange on config.listen."""
+    core = open_core(config)
+    catalogue, registry, security, registries = (
+        core.catalogue, core.registry, core.security, core.registries
+    )  # fmt: skip
+    store, audit_store, contest_store, event_store, writer = (
+        core.store, core.audit_store, core.contest_store, core.event_store, core.writer
+    )  # fmt: skip
     engine = Engine(security)
     consents = ConsentRegistryService(store, registries, security.policy, security.trust)
     trail = AuditTrailService(
         audit_store,
-        security.audit,
+        core.recorder,
         security.policy,
         pki.gateway_jwks(config.pki_dir),
         registries,
     )
     contests = ContestCasesService(
         contest_store,
-        security.audit,
+        core.recorder,
         audit_store,
         security.policy,
         registries,
@@ -412,7 +445,7 @@ def start_gateway(config: Config) -> Running:
         else None
     )
     due = DueProcessPoller(
-        DueProcessSweep(event_store, contest_store, security.audit, catalogue),
+        DueProcessSweep(event_store, contest_store, core.recorder, catalogue),
         config.due_process_sweep_seconds,
     )
     door = Door(limits(config), engine.refused_at_door)
@@ -455,6 +488,36 @@ def start_gateway(config: Config) -> Running:
     if registry is not None:
         closers.append(registry)
     return Running(port, drain, closers, lambda: _reload(security))
+
+
+def start_dci(
+    config: Config, clients_file: Path, *, conformance_client: str | None, token_seconds: int
+) -> tuple[Any, list[Closer]]:
+    """The DCI facade's work (gateway/dci/facade.py) over its own engine and audit chain,
+    and what to close after it; the caller serves it over HTTP."""
+    from gateway.dci import clients  # noqa: PLC0415 (the dci extra, only for this command)
+    from gateway.dci.access import Issuer  # noqa: PLC0415
+    from gateway.dci.facade import Facade  # noqa: PLC0415
+
+    core = open_core(config)
+    exchange = Exchange(core.registries, core.catalogue, core.event_store.holding)
+    key, kid = pki.load_gateway_signing_key(config.pki_dir)
+    facade = Facade(
+        engine=Engine(core.security),
+        lookups=registry_exchange.lookups(exchange),
+        issuer=Issuer(key, kid, pki.gateway_id(config.pki_dir), token_seconds),
+        clients=clients.load(clients_file),
+        keys=core.security.trust,
+        gateway_jwks=pki.gateway_jwks(config.pki_dir),
+        conformance_client=conformance_client,
+    )
+    closers: list[Closer] = [
+        core.registries, core.store, core.contest_store, core.writer, core.audit_store,
+        core.event_store,
+    ]  # fmt: skip
+    if core.registry is not None:
+        closers.append(core.registry)
+    return facade, closers
 
 
 def _reload(security: Security) -> str:

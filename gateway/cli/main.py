@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.base.wire import GATEWAY_CLIENT
 from gateway.cli import audit as audit_cli
 from gateway.cli import console as console_cli
+from gateway.cli import dci as dci_cli
 from gateway.cli import portal as portal_cli
 from gateway.cli import registry as registry_cli
 from gateway.cli import transparency as transparency_cli
@@ -463,6 +464,7 @@ def parser() -> argparse.ArgumentParser:
         _consent_parser,
         audit_cli.add_parser,
         console_cli.add_parser,
+        dci_cli.add_parser,
         portal_cli.add_parser,
         registry_cli.add_parser,
         transparency_cli.add_parser,

@@ -79,7 +79,13 @@ class Invocation:
     `certificate`: the client certificate's institution ("" when there is none);
     `tokens`: every request-token value the call carried (exactly one is allowed);
     `metadata`: the call's metadata, for the caller's traceparent; `remaining` and
-    `active`: the call's time left and whether its caller is still there."""
+    `active`: the call's time left and whether its caller is still there.
+
+    `verified`: claims an edge of another protocol checked itself, in place of a request
+    token: the DCI facade (gateway/dci/) verifies the caller's signature over the envelope
+    it sent, by the institution's own key, and names the request by the hash of those
+    bytes. `certificate` is then the institution its transport authenticated (the bearer
+    token's); the engine still checks that the two agree, the replay, and all the rest."""
 
     method: str
     certificate: str
@@ -87,6 +93,7 @@ class Invocation:
     metadata: Metadata = ()
     remaining: Callable[[], float | None] = lambda: None
     active: Callable[[], bool] = lambda: True
+    verified: RequestClaims | None = None
 
     @property
     def service(self) -> str:
@@ -230,6 +237,8 @@ class Engine:
         return claims
 
     def _check_token(self, call: Call, inv: Invocation, body: bytes | None) -> RequestClaims:
+        if inv.verified is not None:
+            return self._check_verified(call, inv, inv.verified)
         secure = not self.security.insecure_plaintext
         if secure:
             call.requester = inv.certificate
@@ -256,6 +265,21 @@ class Engine:
         # Known before the replay check: a replay, wherever it is caught (this process's
         # memory, or the durable store of another replica or of an earlier run), gets the
         # same deny receipt naming its record (docs/security.md, "Replays").
+        call.claims = claims
+        if not self.security.replay.first_use(claims.iss, claims.jti, claims.exp):
+            raise replayed()
+        return claims
+
+    def _check_verified(self, call: Call, inv: Invocation, claims: RequestClaims) -> RequestClaims:
+        """Claims an edge verified (Invocation.verified): they must name the transport's
+        institution and this method; then the same replay check as a token's."""
+        call.requester = inv.certificate
+        if not inv.certificate or claims.iss != inv.certificate:
+            raise ExchangeError(
+                Reason.ISSUER_MISMATCH, "the signer is not the authenticated institution"
+            )
+        if claims.method != call.method:
+            raise ExchangeError(Reason.METHOD_MISMATCH, "the claims name another method")
         call.claims = claims
         if not self.security.replay.first_use(claims.iss, claims.jti, claims.exp):
             raise replayed()

@@ -9,6 +9,8 @@ pipeline function answers which method and which response field the grant applie
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from gateway.base.wire import REGISTRY_EXCHANGE
@@ -23,37 +25,42 @@ SERVICE = REGISTRY_EXCHANGE
 
 
 def handler(engine: Engine, exchange: Exchange) -> grpc.GenericRpcHandler:
-    """The RegistryExchange service. With remote registries, every call may wait on the
-    network, so it runs on a worker from its start."""
+    """The RegistryExchange service."""
+    return service_handler(engine, SERVICE, {**lookups(exchange), **batches(exchange)})
+
+
+def lookups(exchange: Exchange) -> dict[str, UnaryMethod[Any, Any]]:
+    """The unary methods, which the DCI facade (gateway/dci/) runs too: a DCI search is
+    the same call as its gRPC equivalent. With remote registries, every call may wait on
+    the network, so it runs on a worker from its start."""
     remote = exchange.registries.remote
-    return service_handler(
-        engine,
-        SERVICE,
-        {
-            "GetPersonStatus": UnaryMethod(
-                pb.GetPersonStatusRequest,
-                exchange.person_status,
-                "person",
-                lambda q: q.subject,
-                blocking=remote,
-                read=query.person,
-            ),
-            "GetHouseholdStatus": UnaryMethod(
-                pb.GetHouseholdStatusRequest,
-                exchange.household_status,
-                "household",
-                lambda q: q.subject,
-                blocking=remote,
-                read=query.household,
-            ),
-            "VerifyEligibility": UnaryMethod(
-                pb.VerifyEligibilityRequest,
-                exchange.verify,
-                "decision",
-                lambda q: q.subject,
-                blocking=remote,
-                read=exchange.eligibility_query,
-            ),
-            "VerifyEligibilityBatch": BatchMethod(exchange.verify_batch),
-        },
-    )
+    return {
+        "GetPersonStatus": UnaryMethod(
+            pb.GetPersonStatusRequest,
+            exchange.person_status,
+            "person",
+            lambda q: q.subject,
+            blocking=remote,
+            read=query.person,
+        ),
+        "GetHouseholdStatus": UnaryMethod(
+            pb.GetHouseholdStatusRequest,
+            exchange.household_status,
+            "household",
+            lambda q: q.subject,
+            blocking=remote,
+            read=query.household,
+        ),
+        "VerifyEligibility": UnaryMethod(
+            pb.VerifyEligibilityRequest,
+            exchange.verify,
+            "decision",
+            lambda q: q.subject,
+            blocking=remote,
+            read=exchange.eligibility_query,
+        ),
+    }
+
+
+def batches(exchange: Exchange) -> dict[str, BatchMethod]:
+    return {"VerifyEligibilityBatch": BatchMethod(exchange.verify_batch)}

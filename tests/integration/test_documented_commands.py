@@ -35,6 +35,7 @@ from tests.support import processes
 ROOT = Path(__file__).parents[2]
 DOCUMENTS = sorted(["README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))])
 MAKE_RUN_ADDRESS = ("127.0.0.1", 50051)
+DCI_ADDRESS = "127.0.0.1:8090"  # `make run`'s DCI facade (docs/dci.md)
 FENCE = re.compile(r"^```(\w*)\s*$")
 NOT_RUN = re.compile(r"^<!-- not run: (.+\S) -->$")
 SAVED_AS = re.compile(r"^<!-- file: ([\w.-]+) -->$")
@@ -108,12 +109,25 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ["pki", "--dir", "var/pki", "issue", "DEMO"],
     ):
         subprocess.run([jisr, *args], cwd=home, check=True, capture_output=True, timeout=300)
+    secret = subprocess.run(
+        [jisr, "dci", "client", "add", "demo", "--institution", "DEMO", "--data-dir", "var"],
+        cwd=home, check=True, capture_output=True, text=True, timeout=300,
+    ).stdout  # fmt: skip
+    (home / "var" / "dci-demo.secret").write_text(secret, encoding="utf-8")
+    state = {"JISR_STATE_DIR": str(home / "var")}
     gateway = processes.start(
         ["serve", "--data-dir", str(home / "var"), "--pki-dir", str(home / "var" / "pki")],
         home / "gateway.log",
-        {"JISR_LISTEN": "127.0.0.1:50051", "JISR_STATE_DIR": str(home / "var")},
+        {"JISR_LISTEN": "127.0.0.1:50051", **state},
     )
+    dci = processes.start(
+        ["dci", "serve", "--listen", DCI_ADDRESS, "--data-dir", str(home / "var"),
+         "--pki-dir", str(home / "var" / "pki")],
+        home / "dci.log",
+        state,
+    )  # fmt: skip
     yield home
+    dci.stop()
     gateway.stop()
     shutil.rmtree(home / "var", ignore_errors=True)
 

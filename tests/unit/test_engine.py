@@ -25,6 +25,7 @@ from gateway.audit.store import AuditStore, open_audit_store
 from gateway.audit.writer import AuditWriter
 from gateway.base.errors import ExchangeError, Reason, not_found
 from gateway.base.identifiers import make_idcs
+from gateway.base.jws import body_hash
 from gateway.engine.call import (
     Answered,
     Engine,
@@ -44,7 +45,7 @@ from gateway.pipeline import validation
 from gateway.sdk.client import Credentials
 from gateway.security import pki, policy, receipts, trust
 from gateway.security.receipts import ReceiptSigner
-from gateway.security.tokens import ReplayGuard
+from gateway.security.tokens import ReplayGuard, RequestClaims
 from tests.support.identities import make_pki
 
 PERSON = f"/{pb.DESCRIPTOR.services_by_name['RegistryExchange'].full_name}/GetPersonStatus"
@@ -309,6 +310,55 @@ def test_an_answer_that_cannot_be_recorded_is_not_given(world: World) -> None:
     world.writer.close()
     refused = _refused(world.call())
     assert (refused.error.reason, refused.receipt) == (Reason.AUDIT_UNAVAILABLE, None)
+
+
+def _verified(
+    institution: str = "CNSS", method: str = PERSON, jti: str = "dci-" + "a" * 43
+) -> RequestClaims:
+    return RequestClaims(
+        institution, "cnss-dci", jti, "AMO_ENROLMENT", method, body_hash(b"{}"), 0, 2**40, "k"
+    )
+
+
+def _edge_call(world: World, claims: Any, certificate: str = "CNSS") -> Outcome:
+    inv = Invocation(PERSON, certificate, (), verified=claims)
+    return drive(world.engine.unary(inv, REQUEST, _person()))
+
+
+def test_claims_an_edge_verified_are_answered_and_recorded_with_their_request_hash(
+    world: World,
+) -> None:
+    outcome = _edge_call(world, _verified())
+    assert isinstance(outcome, Answered)
+    (record,) = world.records()
+    assert (record.requester, record.requester_sub, record.decision) == (
+        "CNSS",
+        "cnss-dci",
+        "permit",
+    )
+    assert record.rh == _verified().rh
+    assert world.receipt(outcome.receipt)["rh"] == _verified().rh
+
+
+def test_edge_claims_of_another_institution_than_the_transports_are_refused(
+    world: World,
+) -> None:
+    outcome = _edge_call(world, _verified("ANSS"))
+    assert isinstance(outcome, Refused)
+    assert outcome.error.reason == Reason.ISSUER_MISMATCH
+
+
+def test_edge_claims_for_another_method_are_refused(world: World) -> None:
+    outcome = _edge_call(world, _verified(method="/jisr.v1.RegistryExchange/Other"))
+    assert isinstance(outcome, Refused)
+    assert outcome.error.reason == Reason.METHOD_MISMATCH
+
+
+def test_edge_claims_used_twice_are_a_replay(world: World) -> None:
+    assert isinstance(_edge_call(world, _verified()), Answered)
+    again = _edge_call(world, _verified())
+    assert isinstance(again, Refused)
+    assert again.error.reason == Reason.REPLAYED
 
 
 def test_a_refusal_at_the_door_is_recorded_without_a_receipt(world: World) -> None:

@@ -49,6 +49,10 @@ ALLOWED: dict[str, set[str]] = {
         "gateway.events",
         "gateway.transparency",
     },
+    # The DCI facade: another edge of the engine, beside the gRPC services (which it does
+    # not import: the server hands it RegistryExchange's method table).
+    "gateway.dci": BASE
+    | {"adapters", "gateway.security", "gateway.audit", "gateway.pipeline", "gateway.engine"},
     "gateway.sdk": BASE | {"gateway.security", "consent"},
     "gateway.config": BASE | {"adapters"},
     # The console is a gateway client (the SDK) with its own store; the audit part for

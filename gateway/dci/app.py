@@ -1,0 +1,104 @@
+"""The DCI facade's HTTP edge (Starlette): routes, bodies read within bounds, replies.
+
+Everything a request is checked against is gateway/dci/facade.py's; this module reads the
+request (at most MAX_BODY_BYTES, before anything else), runs the facade's work on a worker
+thread (it waits on the audit commit and may wait on remote registries), and answers in
+JSON. Paths the facade does not serve answer the standard's error envelope, never HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.base.errors import Reason
+from gateway.dci.facade import MAX_BODY_BYTES, Facade, RefusedError, Reply
+
+JSON = "application/json"
+
+
+def create_app(facade: Facade) -> Starlette:
+    """The facade's ASGI application."""
+
+    async def token(request: Request) -> Response:
+        raw = await _body(request, 8192)
+        if raw is None:
+            return _json(facade.refused(_too_large()))
+        form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        reply = await run_in_threadpool(facade.token, form, _basic(request))
+        return _json(reply)
+
+    async def jwks(request: Request) -> Response:
+        return _json(facade.jwks())
+
+    async def sync_search(request: Request) -> Response:
+        raw = await _body(request, MAX_BODY_BYTES)
+        if raw is None:
+            return _json(facade.refused(_too_large()))
+        if not request.headers.get("content-type", "").lower().startswith(JSON):
+            return _json(facade.refused(_not_json()))
+        authorization = request.headers.get("authorization")
+        return _json(await run_in_threadpool(facade.sync_search, raw, authorization))
+
+    async def not_served(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        code = "err.request.not_found" if status in {404, 405} else "err.request.bad"
+        reason = Reason.MALFORMED_REQUEST
+        return _json(facade.refused(RefusedError(status, code, reason, "not served here")))
+
+    return Starlette(
+        routes=[
+            Route("/oauth2/client/token", token, methods=["POST"]),
+            Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+            Route("/registry/sync/search", sync_search, methods=["POST"]),
+        ],
+        exception_handlers={404: not_served, 405: not_served},
+    )
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it exceeds `limit` (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    """client_secret_basic (RFC 6749 §2.3.1), if the client used it."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        client_id, _, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return client_id, secret
+
+
+def _not_json() -> RefusedError:
+    why = "Content-Type must be application/json"
+    return RefusedError(415, "err.request.bad", Reason.MALFORMED_REQUEST, why)
+
+
+def _too_large() -> RefusedError:
+    return RefusedError(413, "err.request.bad", Reason.MESSAGE_TOO_LARGE, "the body is too large")
+
+
+def _json(reply: Reply) -> Response:
+    return JSONResponse(reply.body, reply.status, headers=reply.headers, media_type=JSON)

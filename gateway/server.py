@@ -512,8 +512,8 @@ def start_dci(
         conformance_client=conformance_client,
     )
     closers: list[Closer] = [
-        core.registries, core.store, core.contest_store, core.writer, core.audit_store,
-        core.event_store,
+        facade.deliveries, core.registries, core.store, core.contest_store, core.writer,
+        core.audit_store, core.event_store,
     ]  # fmt: skip
     if core.registry is not None:
         closers.append(core.registry)

@@ -48,6 +48,14 @@ def add_parser(sub: Any) -> None:
     add.add_argument("client_id", help="3 to 64 of a-z 0-9 . _ -")
     add.add_argument("--institution", required=True, help="the institution it speaks for")
     add.add_argument("--clients", type=Path, help="clients file (default: in the state dir)")
+    add.add_argument(
+        "--callback",
+        action="append",
+        default=[],
+        metavar="URL_PREFIX",
+        help="where its asynchronous answers may go (repeatable), e.g."
+        " https://spmis.example.ma/dci/",
+    )
     add.add_argument("--data-dir", type=Path, default=Path("var"), help="(default: %(default)s)")
     add.set_defaults(run=_client_add)
     sign = actions.add_parser("sign", help="sign a {header, message} envelope as a partner")
@@ -84,6 +92,9 @@ def _serve(args: argparse.Namespace) -> int:
             f" {exc.name!r}); install them with: {DCI_EXTRA_PIP}",
             file=sys.stderr,
         )
+        return 2
+    if not 60 <= args.token_seconds <= 86_400:
+        print("jisr dci serve: --token-seconds must be 60 to 86400", file=sys.stderr)
         return 2
     host = args.listen.rpartition(":")[0].strip("[]")
     if args.conformance_client and not is_loopback(host):
@@ -139,7 +150,7 @@ def _client_add(args: argparse.Namespace) -> int:
 
     path = _clients_file(args, None)
     try:
-        secret = add(path, args.client_id, args.institution)
+        secret = add(path, args.client_id, args.institution, args.callback)
     except ClientsError as exc:
         print(f"jisr dci client add: {exc}", file=sys.stderr)
         return 2

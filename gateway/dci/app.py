@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -20,7 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.base.errors import Reason
-from gateway.dci.facade import MAX_BODY_BYTES, Facade, RefusedError, Reply
+from gateway.dci.envelopes import Reply
+from gateway.dci.facade import MAX_BODY_BYTES, Facade, RefusedError
 
 JSON = "application/json"
 
@@ -39,14 +42,20 @@ def create_app(facade: Facade) -> Starlette:
     async def jwks(request: Request) -> Response:
         return _json(facade.jwks())
 
-    async def sync_search(request: Request) -> Response:
-        raw = await _body(request, MAX_BODY_BYTES)
-        if raw is None:
-            return _json(facade.refused(_too_large()))
-        if not request.headers.get("content-type", "").lower().startswith(JSON):
-            return _json(facade.refused(_not_json()))
-        authorization = request.headers.get("authorization")
-        return _json(await run_in_threadpool(facade.sync_search, raw, authorization))
+    def enveloped(work: Callable[[bytes, str | None], Reply]) -> Callable[..., Any]:
+        """A `/registry/*` endpoint: the body read within bounds, JSON only, the work on
+        a worker thread."""
+
+        async def endpoint(request: Request) -> Response:
+            raw = await _body(request, MAX_BODY_BYTES)
+            if raw is None:
+                return _json(facade.refused(_too_large()))
+            if not request.headers.get("content-type", "").lower().startswith(JSON):
+                return _json(facade.refused(_not_json()))
+            authorization = request.headers.get("authorization")
+            return _json(await run_in_threadpool(work, raw, authorization))
+
+        return endpoint
 
     async def not_served(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -58,7 +67,10 @@ def create_app(facade: Facade) -> Starlette:
         routes=[
             Route("/oauth2/client/token", token, methods=["POST"]),
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-            Route("/registry/sync/search", sync_search, methods=["POST"]),
+            Route("/registry/sync/search", enveloped(facade.sync_search), methods=["POST"]),
+            Route("/registry/search", enveloped(facade.search), methods=["POST"]),
+            Route("/registry/sync/txn/status", enveloped(facade.sync_txn_status), methods=["POST"]),
+            Route("/registry/txn/status", enveloped(facade.txn_status), methods=["POST"]),
         ],
         exception_handlers={404: not_served, 405: not_served},
     )

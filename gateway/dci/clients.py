@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{2,63}")
 INSTITUTION = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
+CALLBACK = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(:\d+)?/[\x21-\x7e]*")
 _HASHER = PasswordHasher()
 # Checked against when a client id is unknown, so that an unknown id takes as long as a
 # wrong secret (its hash is computed once, at first use).
@@ -33,11 +35,13 @@ class ClientsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """One OAuth2 client: its id, its institution, its secret's hash."""
+    """One OAuth2 client: its id, its institution, its secret's hash, and the URL
+    prefixes its asynchronous answers may be sent to (gateway/dci/callbacks.py)."""
 
     client_id: str
     institution: str
     secret_hash: str
+    callbacks: tuple[str, ...] = ()
 
 
 class Clients:
@@ -109,11 +113,22 @@ def _client(item: object) -> Client | None:
     client_id, institution, secret_hash = (str(v) for v in values)
     if not CLIENT_ID.fullmatch(client_id) or not INSTITUTION.fullmatch(institution):
         return None
-    return Client(client_id, institution, secret_hash)
+    callbacks = item.get("callbacks", [])
+    if not isinstance(callbacks, list) or not all(_callback(c) for c in callbacks):
+        return None
+    return Client(client_id, institution, secret_hash, tuple(callbacks))
 
 
-def add(path: Path, client_id: str, institution: str) -> str:
+def _callback(prefix: object) -> bool:
+    """A callback prefix: an absolute http(s) URL with a host and a path."""
+    return isinstance(prefix, str) and bool(CALLBACK.fullmatch(prefix))
+
+
+def add(path: Path, client_id: str, institution: str, callbacks: Sequence[str] = ()) -> str:
     """Add a client for `institution` and return its secret (shown once, never stored)."""
+    bad = [c for c in callbacks if not _callback(c)]
+    if bad:
+        raise ClientsError(f"callback {bad[0]!r}: an http(s) URL with a host and a path")
     if not CLIENT_ID.fullmatch(client_id):
         raise ClientsError(f"client id {client_id!r}: 3 to 64 of a-z 0-9 . _ -, from a-z 0-9")
     if not INSTITUTION.fullmatch(institution):
@@ -122,13 +137,8 @@ def add(path: Path, client_id: str, institution: str) -> str:
     if clients.get(client_id) is not None:
         raise ClientsError(f"{path}: client {client_id} exists already")
     secret = secrets.token_urlsafe(32)
-    rows = [
-        {"client_id": c.client_id, "institution": c.institution, "secret_hash": c.secret_hash}
-        for c in clients.all()
-    ]
-    rows.append(
-        {"client_id": client_id, "institution": institution, "secret_hash": _HASHER.hash(secret)}
-    )
+    rows = [_row(c) for c in clients.all()]
+    rows.append(_row(Client(client_id, institution, _HASHER.hash(secret), tuple(callbacks))))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -137,3 +147,12 @@ def add(path: Path, client_id: str, institution: str) -> str:
         out.write("\n")
     temporary.replace(path)
     return secret
+
+
+def _row(c: Client) -> dict[str, object]:
+    return {
+        "client_id": c.client_id,
+        "institution": c.institution,
+        "secret_hash": c.secret_hash,
+        "callbacks": list(c.callbacks),
+    }

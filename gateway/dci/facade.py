@@ -13,13 +13,11 @@ Refusals before any item is asked are recorded as the gateway's door refusals ar
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,33 +26,33 @@ from gateway.base.errors import ExchangeError, Reason
 from gateway.base.jws import Keys, TokenError, body_hash
 from gateway.base.status import code_of
 from gateway.base.wire import REGISTRY_EXCHANGE, method_path
-from gateway.dci import access, schemas, signature
+from gateway.dci import access, callbacks, envelopes, schemas, signature
 from gateway.dci.clients import Clients
+from gateway.dci.envelopes import VERSION, Reply
 from gateway.dci.search import Lookup, Rejected, plan
+from gateway.dci.transactions import Transactions
 from gateway.engine.call import Answered, Engine, Invocation, UnaryMethod
 from gateway.engine.steps import drive
 from gateway.security.tokens import RequestClaims
 
 log = logging.getLogger("jisr.dci")
 
-VERSION = "1.0.0"
 MAX_BODY_BYTES = 256 * 1024
 MAX_ITEMS = 20  # search_request items per message: more is rjct.total_count.limit_exceeded
 SYNC_SEARCH = "/registry/sync/search"
-# The method a refusal before any item is recorded under (no RegistryExchange call yet).
-DOOR_METHOD = "/dci.v1.SocialRegistry/SyncSearch"
+SEARCH = "/registry/search"
+SYNC_TXN_STATUS = "/registry/sync/txn/status"
+TXN_STATUS = "/registry/txn/status"
+# The method a refusal before any item is asked is recorded under, by path.
+DOOR_METHODS = {
+    SYNC_SEARCH: "/dci.v1.SocialRegistry/SyncSearch",
+    SEARCH: "/dci.v1.SocialRegistry/Search",
+    SYNC_TXN_STATUS: "/dci.v1.SocialRegistry/SyncTxnStatus",
+    TXN_STATUS: "/dci.v1.SocialRegistry/TxnStatus",
+}
 # What the compliance suite sends in place of a signature; accepted only in conformance mode.
 UNSIGNED = frozenset({"", "unsigned", "unsigned-stub"})
 _SUB = re.compile(r"[^A-Za-z0-9._:@-]")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP answer: status, JSON body, extra headers."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class RefusedError(Exception):
@@ -79,6 +77,8 @@ class Facade:
     conformance_client: str | None = None
     clock: Callable[[], float] = time.time
     schemas: schemas.Schemas = field(default_factory=schemas.load)
+    transactions: Transactions = field(default_factory=Transactions)
+    deliveries: callbacks.Deliveries = field(default_factory=callbacks.Deliveries)
 
     # -- tokens and keys ---------------------------------------------------------------
 
@@ -103,32 +103,174 @@ class Facade:
         keys = [{"use": "sig", "alg": "ES256", **k} for k in self.gateway_jwks["keys"]]
         return Reply(200, {"keys": keys})
 
-    # -- sync search -------------------------------------------------------------------
+    # -- search ------------------------------------------------------------------------
 
     def sync_search(self, raw: bytes, authorization: str | None) -> Reply:
         """`/registry/sync/search`: each item through the engine, one signed envelope."""
         try:
-            caller = self._caller(authorization)
+            asked = self._admit(SYNC_SEARCH, raw, authorization)
+            answered = self._searched(asked)
         except RefusedError as refusal:
             return self.refused(refusal)
+        now = self.clock()
+        body = envelopes.signed(
+            self.issuer, asked.caller.institution, "on-search",
+            _search_message(asked, envelopes.new_id(), answered, now), answered.outcome, now=now,
+        )  # fmt: skip
+        return Reply(200, body)
+
+    def search(self, raw: bytes, authorization: str | None) -> Reply:
+        """`/registry/search`: checked now, ACKed (202), answered by an `on-search`
+        callback to the client's registered address."""
         try:
-            body = self._envelope(SYNC_SEARCH, raw)
-            header, message = body["header"], body["message"]
-            verified = self._signed(body, caller)
-            items = message["search_request"]
-            rejected = _header_reject(header, items)
-            if rejected is not None:
-                return self._answer(caller, message, [], {}, rejected=rejected)
-            asked = _Asked(raw, caller, verified, str(header["message_id"]))
-            answers, receipts = self._search(asked, items)
+            asked = self._admit(SEARCH, raw, authorization)
+            target = self._callback(asked, SEARCH)
         except RefusedError as refusal:
-            self.engine.refused_at_door(
-                DOOR_METHOD, caller.institution, ExchangeError(refusal.reason, refusal.message)
-            )
             return self.refused(refusal)
-        except _DuplicateError:
-            return self._answer(caller, message, [], {}, rejected=_DUPLICATE)
-        return self._answer(caller, message, answers, receipts)
+        correlation = envelopes.new_id()
+        transaction = str(asked.message["transaction_id"])
+        references = [str(i.get("reference_id")) for i in asked.message["search_request"]]
+        self.transactions.received(asked.caller.institution, transaction, correlation, references)
+
+        def later() -> tuple[str, dict[str, Any]] | None:
+            try:
+                answered = self._searched(asked)
+            except RefusedError as refusal:
+                answered = _Answered([], {}, _outcome(asked, [], ("", refusal.message)))
+            self.transactions.answered(asked.caller.institution, transaction, answered.answers)
+            if target is None:
+                return None
+            now = self.clock()
+            message = _search_message(asked, correlation, answered, now)
+            return target, envelopes.signed(
+                self.issuer, asked.caller.institution, "on-search", message, answered.outcome,
+                now=now,
+            )  # fmt: skip
+
+        return self._accepted(asked, correlation, later)
+
+    # -- transaction status -------------------------------------------------------------
+
+    def sync_txn_status(self, raw: bytes, authorization: str | None) -> Reply:
+        """`/registry/sync/txn/status`: the statuses of the caller's own searches."""
+        try:
+            asked = self._admit(SYNC_TXN_STATUS, raw, authorization)
+        except RefusedError as refusal:
+            return self.refused(refusal)
+        now = self.clock()
+        body = envelopes.signed(
+            self.issuer, asked.caller.institution, "txn-on-status",
+            self._status_message(asked, envelopes.new_id(), now), _outcome(asked, [1], None),
+            now=now,
+        )  # fmt: skip
+        return Reply(200, body)
+
+    def txn_status(self, raw: bytes, authorization: str | None) -> Reply:
+        """`/registry/txn/status`: ACKed, answered by a `txn/on-status` callback."""
+        try:
+            asked = self._admit(TXN_STATUS, raw, authorization)
+            target = self._callback(asked, TXN_STATUS)
+        except RefusedError as refusal:
+            return self.refused(refusal)
+        correlation = envelopes.new_id()
+
+        def later() -> tuple[str, dict[str, Any]] | None:
+            if target is None:
+                return None
+            now = self.clock()
+            message = self._status_message(asked, correlation, now)
+            return target, envelopes.signed(
+                self.issuer, asked.caller.institution, "txn-on-status", message,
+                _outcome(asked, [1], None), now=now,
+            )  # fmt: skip
+
+        return self._accepted(asked, correlation, later)
+
+    def _status_message(self, asked: _Asked, correlation: str, now: float) -> dict[str, Any]:
+        request = asked.message["txnstatus_request"]
+        found = self.transactions.find(
+            asked.caller.institution, request["attribute_type"], request["attribute_value"]
+        )
+        asked_for = request["attribute_value"]
+        txn = found[0] if found else None
+        statuses = [
+            {"reference_id": ref, "timestamp": envelopes.timestamp(now), **status}
+            for ref, status in (txn.statuses.items() if txn else ())
+        ]
+        return {
+            "transaction_id": asked.message["transaction_id"],
+            "correlation_id": correlation,
+            "txnstatus_response": {
+                "txn_type": "search",
+                "txn_status": {
+                    "transaction_id": txn.transaction_id if txn else str(asked_for)[:99],
+                    "correlation_id": txn.correlation_id if txn else correlation,
+                    "search_response": statuses,
+                },
+            },
+        }
+
+    # -- admission -------------------------------------------------------------------
+
+    def _admit(self, path: str, raw: bytes, authorization: str | None) -> _Asked:
+        """Token, envelope, signature: the request as it may be asked, or RefusedError
+        (recorded as a door refusal once the token named the institution)."""
+        caller = self._caller(authorization)
+        try:
+            body = self._envelope(path, raw)
+            verified = self._signed(body, caller)
+        except RefusedError as refusal:
+            error = ExchangeError(refusal.reason, refusal.message)
+            self.engine.refused_at_door(DOOR_METHODS[path], caller.institution, error)
+            raise
+        header, message = body["header"], body["message"]
+        return _Asked(raw, caller, verified, str(header["message_id"]), header, message)
+
+    def _callback(self, asked: _Asked, path: str) -> str | None:
+        """Where the asynchronous answer goes: `sender_uri`, if the client may receive
+        there (none given: no callback, the partner asks txn/status)."""
+        uri = asked.header.get("sender_uri")
+        if not uri:
+            return None
+        client = self.clients.get(asked.caller.client_id)
+        prefixes = client.callbacks if client is not None else ()
+        loopback = asked.caller.client_id == self.conformance_client
+        if not callbacks.allowed(str(uri), prefixes, loopback=loopback):
+            why = "header.sender_uri is not a callback address registered for this client"
+            error = ExchangeError(Reason.MALFORMED_REQUEST, why)
+            self.engine.refused_at_door(DOOR_METHODS[path], asked.caller.institution, error)
+            raise RefusedError(400, "err.sender_uri.invalid", Reason.MALFORMED_REQUEST, why)
+        return str(uri)
+
+    def _accepted(
+        self,
+        asked: _Asked,
+        correlation: str,
+        later: Callable[[], tuple[str, dict[str, Any]] | None],
+    ) -> Reply:
+        if not self.deliveries.submit(asked.caller.institution, later):
+            return self.refused(
+                RefusedError(
+                    429,
+                    "err.request.too_many_requests",
+                    Reason.TOO_MANY_CALLS,
+                    "too many answers wait for delivery; retry later",
+                )
+            )
+        return envelopes.ack(correlation, self.clock())
+
+    def _searched(self, asked: _Asked) -> _Answered:
+        """Each item through the engine (or the whole message rejected)."""
+        items = asked.message["search_request"]
+        rejected = _header_reject(asked.header, items)
+        if rejected is None:
+            try:
+                answers, receipts = self._search(asked, items)
+            except _DuplicateError:
+                rejected = _DUPLICATE
+            else:
+                return _Answered(answers, receipts, _outcome(asked, answers, None, receipts))
+        return _Answered([], {}, _outcome(asked, [], rejected))
 
     def _caller(self, authorization: str | None) -> access.Access:
         try:
@@ -253,74 +395,56 @@ class Facade:
         said = f"{reason.value}: {outcome.error.message}"
         return _item("", "rjct", "rjct.search_criteria.invalid", said), outcome.receipt
 
-    # -- replies -----------------------------------------------------------------------
-
-    def _answer(
-        self,
-        caller: access.Access,
-        message: Mapping[str, Any],
-        answers: list[dict[str, Any]],
-        receipts: dict[str, str],
-        *,
-        rejected: tuple[str, str] | None = None,
-    ) -> Reply:
-        """The signed sync response: header on-search, each item's answer, receipts in
-        header.meta (by reference_id)."""
-        now = self.clock()
-        reply_header: dict[str, Any] = {
-            "version": VERSION,
-            "message_id": uuid.uuid4().hex,
-            "message_ts": _ts(now),
-            "action": "on-search",
-            "status": "rjct" if rejected else "succ",
-            "total_count": len(message.get("search_request", [])),
-            "completed_count": len(answers),
-            "sender_id": self.issuer.gateway_id,
-            "receiver_id": caller.institution,
-            "is_msg_encrypted": False,
-        }
-        if rejected is not None:
-            reply_header["status_reason_code"], reply_header["status_reason_message"] = rejected
-        if receipts:
-            reply_header["meta"] = {"jisr_receipts": receipts}
-        reply_message = {
-            "transaction_id": message["transaction_id"],
-            "correlation_id": uuid.uuid4().hex,
-            "search_response": [a | {"timestamp": _ts(now)} for a in answers],
-        }
-        signed = signature.sign(
-            reply_header,
-            reply_message,
-            sender_id=self.issuer.gateway_id,
-            kid=self.issuer.kid,
-            key=self.issuer.key,
-            created=int(now),
-        )
-        return Reply(200, {"signature": signed, "header": reply_header, "message": reply_message})
-
     def refused(self, refusal: RefusedError) -> Reply:
         """The standard's error envelope (an ACK with ERR), its HTTP status."""
         log.info("refused", extra={"code": refusal.code, "reason": refusal.reason.value})
-        body = {
-            "message": {
-                "ack_status": "ERR",
-                "timestamp": _ts(self.clock()),
-                "correlation_id": uuid.uuid4().hex,
-                "error": {"code": refusal.code, "message": refusal.message[:999]},
-            }
-        }
-        headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else {}
-        return Reply(refusal.status, body, headers)
+        return envelopes.error(refusal.status, refusal.code, refusal.message, self.clock())
 
 
 @dataclass(frozen=True, slots=True)
 class _Asked:
-    """The request its items are asked under: its bytes, caller, signature, message id."""
+    """An admitted request: its bytes, caller, signature, message id, header, message."""
 
     raw: bytes
     caller: access.Access
     verified: signature.Verified
     message_id: str
+    header: dict[str, Any]
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A search's item answers, receipts by reference id, and its header's outcome."""
+
+    answers: list[dict[str, Any]]
+    receipts: dict[str, str]
+    outcome: envelopes.Outcome
+
+
+def _outcome(
+    asked: _Asked,
+    answers: list[Any],
+    rejected: tuple[str, str] | None,
+    receipts: dict[str, str] | None = None,
+) -> envelopes.Outcome:
+    total = asked.header.get("total_count")
+    return envelopes.Outcome(
+        total if isinstance(total, int) else len(answers),
+        len(answers),
+        rejected,
+        {"jisr_receipts": receipts} if receipts else None,
+    )
+
+
+def _search_message(
+    asked: _Asked, correlation: str, answered: _Answered, now: float
+) -> dict[str, Any]:
+    return {
+        "transaction_id": asked.message["transaction_id"],
+        "correlation_id": correlation,
+        "search_response": [a | {"timestamp": envelopes.timestamp(now)} for a in answered.answers],
+    }
 
 
 class _DuplicateError(Exception):
@@ -368,14 +492,6 @@ def _jti(message_id: str, index: int) -> str:
     """The replay key of item `index`: a message_id is used once, whatever its shape."""
     digest = base64.urlsafe_b64encode(hashlib.sha256(message_id.encode()).digest())
     return f"dci-{digest.decode().rstrip('=')}-{index}"
-
-
-def _ts(at: float) -> str:
-    return (
-        dt.datetime.fromtimestamp(at, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _oauth_error(status: int, error: str, description: str) -> Reply:

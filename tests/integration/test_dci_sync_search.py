@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,19 +18,16 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.audit.record import AuditRecord
 from gateway.audit.store import open_audit_store
 from gateway.dci import schemas, signature
 from gateway.sdk.client import Credentials, JisrClient
-from gateway.security import pki
 from gateway.security.trust import key_from_jwk
 from tests.support import processes, registry_rows
+from tests.support.dci import PURPOSE, envelope, item, signed
 
 pytestmark = pytest.mark.integration
-
-PURPOSE = "ASD_ELIGIBILITY"
 
 
 @dataclass
@@ -94,44 +90,6 @@ def site(
         yield Site(proc, pki_dir, registry_dir, added.stdout.strip(), hids)
     finally:
         proc.stop()
-
-
-def envelope(items: list[dict[str, Any]], sender: str = "ANSS") -> dict[str, Any]:
-    header = {
-        "version": "1.0.0",
-        "message_id": uuid.uuid4().hex,
-        "message_ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "action": "search",
-        "sender_id": sender,
-        "receiver_id": "jisr",
-        "total_count": len(items),
-    }
-    message = {"transaction_id": uuid.uuid4().hex, "search_request": items}
-    return {"header": header, "message": message}
-
-
-def item(kind: str, value: str, purpose: str | None = PURPOSE) -> dict[str, Any]:
-    criteria: dict[str, Any] = {
-        "query_type": "idtype-value",
-        "query": {"type": kind, "value": value},
-    }
-    if purpose is not None:
-        criteria["authorize"] = {"purpose": {"code": purpose}}
-    return {
-        "reference_id": uuid.uuid4().hex,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "search_criteria": criteria,
-    }
-
-
-def signed(pki_dir: Path, body: dict[str, Any], institution: str = "ANSS") -> dict[str, Any]:
-    files = pki.load_institution(pki_dir, institution)
-    key = load_pem_private_key(files.signing_key.read_bytes(), None)
-    value = signature.sign(
-        body["header"], body["message"], sender_id=institution, kid=files.kid,
-        key=key, created=int(time.time()),  # type: ignore[arg-type]
-    )  # fmt: skip
-    return {"signature": value, **body}
 
 
 def search(site: Site, body: dict[str, Any], token: str | None = None) -> httpx.Response:

@@ -27,6 +27,7 @@ import grpc
 
 from adapters.registry_db import REGISTRY_FILE
 from bench import audit, audit_search, common, consent, procs, profile, sdk_import, workload
+from bench import dci as dci_bench
 from bench import events as registry_events
 from bench.identity import MAX_LOOP_S
 from bench.procs import BenchError, Server, say
@@ -73,6 +74,8 @@ class Settings:
     postgres_gateway: bool = True
     tracing: bool = True
     events: bool = True  # bench.events
+    dci: bool = True  # bench.dci
+    dci_calls: int = 5_000
     event_lines: int = registry_events.FULL["lines"]
     event_households: int = registry_events.FULL["households"]
     event_catchup: int = registry_events.FULL["catchup"]
@@ -99,6 +102,7 @@ class Settings:
 QUICK: dict[str, Any] = {"households": 2_000, "calls": 2_000, "warmup_calls": 300}
 QUICK.update(seconds=10.0, batches=10, batch_seconds=15.0, quiet_wait=0.0, quiet_sample=0.2)
 QUICK.update(pipeline_calls=500, step_seconds=5.0, consents=1_000, audit_records=2_000)
+QUICK.update(dci_calls=500)
 QUICK.update(verify_records=100_000, build_seconds=60.0, postgres_gateway=False)
 QUICK.update(search_records=50_000, search_repeat=10)
 QUICK.update({f"event_{k}": v for k, v in registry_events.QUICK.items()})
@@ -342,6 +346,15 @@ class Run:
         found = registry_events.measure(self.work, self.pki_dir, self.logs, sizes)
         self.results["events"] = {**found, "other_load_before": other}
 
+    def dci(self) -> None:
+        """bench.dci: the DCI facade's sync search against the gRPC GetHouseholdStatus,
+        the same households, 64 in flight, in this run."""
+        s = self.s
+        say(f"[dci] DCI sync search against gRPC: {s.dci_calls:,} calls each")
+        other = s.quiet()
+        found = dci_bench.measure(s.dci_calls, s.inflight, 2_000, self.work / "dci")
+        self.results["dci"] = {**found, "other_load_before": other}
+
 
 ECHOES = (  # key, label, --api, mTLS
     ("echo_sync_mtls", "echo sync mTLS", "sync", True),
@@ -377,6 +390,8 @@ def measure(s: Settings) -> dict[str, Any]:
             run.tracing()
         if s.events:
             run.events()
+        if s.dci:
+            run.dci()
     results["summary"] = summarize(results)
     return results
 
@@ -418,6 +433,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "audit_search_worst_p95_ms": search["worst_p95_ms"] if search else None,
         "target_audit_search_1s_met": search["target_met"] if search else None,
         **(_events_summary(events) if events else {}),
+        **(_dci_summary(results["dci"]) if "dci" in results else {}),
+    }
+
+
+def _dci_summary(dci: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dci_over_grpc_cost": dci["cost_ratio"],
+        "dci_over_grpc_server_cpu": dci["server_cpu_ratio"],
+        "target_dci_2x_met": dci["met"],
     }
 
 
@@ -467,13 +491,14 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     add("--no-audit-search", action="store_true", help="skip bench.audit_search")
     add("--no-tracing", action="store_true", help="skip bench.tracing")
     add("--no-events", action="store_true", help="skip bench.events")
+    add("--no-dci", action="store_true", help="skip bench.dci")
     add("--pin", action="store_true", help=PINNED)
     add("--output", type=Path, default=base.output, help="%(default)s")
     args = parser.parse_args(argv)
     chosen = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
     given = {k: v for k, v in chosen.items() if v is not None}
     given.update(postgres=None if args.no_postgres else args.postgres, tracing=not args.no_tracing)
-    given.update(searches=not args.no_audit_search, events=not args.no_events)
+    given.update(searches=not args.no_audit_search, events=not args.no_events, dci=not args.no_dci)
     settings = replace(base, **{**(QUICK if args.quick else {}), **given})
     if settings.seconds > MAX_LOOP_S:
         parser.error(f"--seconds: at most {MAX_LOOP_S} (signed tokens live 300 s at most)")

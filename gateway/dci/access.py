@@ -11,7 +11,7 @@ client (`client_id`); it lives `lifetime` seconds (300 by default) and is not re
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import (
@@ -25,6 +25,7 @@ TYP = "at+jwt"
 AUDIENCE = "jisr-dci"
 SKEW_S = 30
 MAX_TOKEN_CHARS = 4096
+MAX_CACHED = 10_000
 
 
 class AccessError(Exception):
@@ -48,6 +49,9 @@ class Issuer:
     kid: str
     gateway_id: str
     lifetime: int = 300
+    # Tokens verified already, until they expire: a partner sends the same token with
+    # every call for minutes, and an ES256 verification is the dearest step of the check.
+    _verified: dict[str, Access] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def public(self) -> EllipticCurvePublicKey:
@@ -74,6 +78,16 @@ class Issuer:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
             raise AccessError("the Authorization header must be: Bearer <token>")
+        known = self._verified.get(token)
+        if known is not None and now < known.expires + SKEW_S:
+            return known
+        access = self._verify(token)
+        if len(self._verified) >= MAX_CACHED:
+            self._verified.clear()
+        self._verified[token] = access
+        return access
+
+    def _verify(self, token: str) -> Access:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("typ") != TYP or header.get("kid") != self.kid:

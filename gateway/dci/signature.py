@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,21 +130,48 @@ def _malformed(why: str) -> TokenError:
     return TokenError(Reason.MALFORMED_TOKEN, why)
 
 
-def _too_deep(*values: Any) -> bool:
-    """True if any of `values` nests more than MAX_JSON_DEPTH containers deep (no recursion)."""
+def _shape(*values: Any) -> tuple[bool, bool]:
+    """(too deep, plain) of `values`, in one walk without recursion: too deep if any nests
+    more than MAX_JSON_DEPTH containers; plain if it holds only dicts with ASCII string
+    keys, lists, strings, booleans, None and integers within ±(2^53 - 1), the values whose
+    JCS form is exactly the standard library's sorted, compact JSON (no float to format
+    the ECMAScript way, no key whose UTF-16 order differs from its code points')."""
     stack: list[tuple[Any, int]] = [(value, 1) for value in values]
+    plain = True
     while stack:
         value, depth = stack.pop()
+        kind = type(value)
         if isinstance(value, Mapping):
             children: Any = value.values()
+            plain = plain and kind is dict and all(type(k) is str and k.isascii() for k in value)
         elif isinstance(value, list | tuple):
             children = value
+            plain = plain and kind is list
         else:
+            if kind is int:
+                plain = plain and -_SAFE_INT < value < _SAFE_INT
+            elif not (kind is str or kind is bool or value is None):
+                plain = False
             continue
         if depth > MAX_JSON_DEPTH:
-            return True
+            return True, False
         stack.extend((child, depth + 1) for child in children)
-    return False
+    return False, plain
+
+
+_SAFE_INT = 2**53
+
+
+def _canonical(envelope: dict[str, Any], plain: bool) -> bytes:
+    """RFC 8785 bytes: the standard library's for plain values (five times faster, the
+    same bytes: tests/unit/test_dci_signature.py compares them), rfc8785's otherwise."""
+    if plain:
+        try:
+            text = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: rfc8785 refuses it, below
+            pass
+    return rfc8785.dumps(envelope)
 
 
 def digest(header: Mapping[str, Any], message: Any) -> str:
@@ -155,10 +183,11 @@ def digest(header: Mapping[str, Any], message: Any) -> str:
     or they nest deeper than MAX_JSON_DEPTH: an envelope no signer could have hashed the
     way we do.
     """
-    if _too_deep(header, message):
+    too_deep, plain = _shape(header, message)
+    if too_deep:
         raise _malformed(f"the header or message nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        canonical = rfc8785.dumps({"header": dict(header), "message": message})
+        canonical = _canonical({"header": dict(header), "message": message}, plain)
     except (ValueError, TypeError, RecursionError):
         raise _malformed("the header and message have no JSON canonical form (RFC 8785)") from None
     return "SHA-256=" + base64.b64encode(hashlib.sha256(canonical).digest()).decode("ascii")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -507,3 +508,19 @@ def test_verify_with_refuses_a_public_key_of_another_curve() -> None:
 def test_a_key_whose_type_is_not_its_pinned_algorithm_never_verifies() -> None:
     keys = DictKeys({("CNSS", "odd"): Key("EdDSA", CNSS_ES.public_key())})
     assert refused(signed(CNSS_ED, "odd"), keys=keys).reason == Reason.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"b": 1, "a": [True, None, "é\u2028\x7f", {"z": '\n\t\x01"\\'}], "n": -(2**53) + 1},
+        {"emoji": "\U0001f600 ومرحبا", "nested": [[[]], {}], "zero": 0},
+        {"keys": {"\u00e9": 1, "e": 2}},  # a non-ASCII key: rfc8785's own path
+        {"float": 1.5, "small": -3},  # a float: not plain, rfc8785 formats it
+    ],
+)
+def test_the_fast_canonical_form_is_the_rfc8785_form(message: dict[str, Any]) -> None:
+    header = {"message_id": "m", "total_count": 1}
+    expected = rfc8785.dumps({"header": header, "message": message})
+    digest = signature.digest(header, message)
+    assert digest == "SHA-256=" + base64.b64encode(hashlib.sha256(expected).digest()).decode()

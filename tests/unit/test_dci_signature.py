@@ -520,7 +520,7 @@ def test_a_key_whose_type_is_not_its_pinned_algorithm_never_verifies() -> None:
     ],
 )
 def test_the_fast_canonical_form_is_the_rfc8785_form(message: dict[str, Any]) -> None:
-    header = {"message_id": "m", "total_count": 1}
+    header: dict[str, Any] = {"message_id": "m", "total_count": 1}
     expected = rfc8785.dumps({"header": header, "message": message})
     digest = signature.digest(header, message)
     assert digest == "SHA-256=" + base64.b64encode(hashlib.sha256(expected).digest()).decode()

@@ -60,7 +60,7 @@ from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.registries import Registries
 from gateway.security import pki, policy, trust
 from gateway.security.receipts import ReceiptSigner
-from gateway.services import registry_exchange
+from gateway.services import registry_events, registry_exchange
 from gateway.services.audit_trail import SERVICE as AUDIT_SERVICE
 from gateway.services.audit_trail import AuditTrailService
 from gateway.services.consent_registry import SERVICE as CONSENT_SERVICE
@@ -497,11 +497,22 @@ def start_dci(
     and what to close after it; the caller serves it over HTTP."""
     from gateway.dci import clients  # noqa: PLC0415 (the dci extra, only for this command)
     from gateway.dci.access import Issuer  # noqa: PLC0415
+    from gateway.dci.callbacks import post_json  # noqa: PLC0415
     from gateway.dci.facade import Facade  # noqa: PLC0415
+    from gateway.dci.notifier import NOTIFY_TIMEOUT_S, Notifier  # noqa: PLC0415
+    from gateway.dci.standing import Standings  # noqa: PLC0415
 
     core = open_core(config)
     exchange = Exchange(core.registries, core.catalogue, core.event_store.holding)
     key, kid = pki.load_gateway_signing_key(config.pki_dir)
+    events = RegistryEventsService(
+        core.event_store,
+        core.security.policy,
+        delivery=Delivery(
+            poll_s=config.events_poll_seconds, max_stream_s=config.events_max_stream_seconds
+        ),
+    )
+    state_dir = config.state_dir or config.data_dir
     facade = Facade(
         engine=Engine(core.security),
         lookups=registry_exchange.lookups(exchange),
@@ -510,9 +521,21 @@ def start_dci(
         keys=core.security.trust,
         gateway_jwks=pki.gateway_jwks(config.pki_dir),
         conformance_client=conformance_client,
+        events=registry_events.methods(events),
+        standings=Standings(state_dir / "dci-subscriptions.json"),
     )
+    notifier = Notifier(
+        facade.engine,
+        facade.events,
+        core.event_store,
+        facade.standings,
+        facade.issuer,
+        post=lambda uri, body: post_json(uri, body, NOTIFY_TIMEOUT_S),
+        poll_s=max(config.events_poll_seconds, 0.2),
+    )
+    notifier.start()
     closers: list[Closer] = [
-        facade.deliveries, core.registries, core.store, core.contest_store, core.writer,
+        notifier, facade.deliveries, core.registries, core.store, core.contest_store, core.writer,
         core.audit_store, core.event_store,
     ]  # fmt: skip
     if core.registry is not None:

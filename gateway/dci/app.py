@@ -71,6 +71,8 @@ def create_app(facade: Facade) -> Starlette:
             Route("/registry/search", enveloped(facade.search), methods=["POST"]),
             Route("/registry/sync/txn/status", enveloped(facade.sync_txn_status), methods=["POST"]),
             Route("/registry/txn/status", enveloped(facade.txn_status), methods=["POST"]),
+            Route("/registry/subscribe", enveloped(facade.subscribe), methods=["POST"]),
+            Route("/registry/unsubscribe", enveloped(facade.unsubscribe), methods=["POST"]),
         ],
         exception_handlers={404: not_served, 405: not_served},
     )

@@ -58,7 +58,7 @@ class Deliveries:
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="dci-callback")
         self._lock = threading.Lock()
         self._pending: dict[str, int] = {}
-        self._post = post or _post
+        self._post = post or post_json
         self._sleep = sleep
 
     def submit(
@@ -104,6 +104,7 @@ class Deliveries:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _post(uri: str, body: dict[str, Any]) -> int:
-    reply = httpx.post(uri, json=body, timeout=TIMEOUT_S, follow_redirects=False)
+def post_json(uri: str, body: dict[str, Any], timeout: float = TIMEOUT_S) -> int:
+    """POST `body` as JSON; the HTTP status (no redirect followed)."""
+    reply = httpx.post(uri, json=body, timeout=timeout, follow_redirects=False)
     return reply.status_code

@@ -22,17 +22,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.message import Message
+
 from gateway.base.errors import ExchangeError, Reason
 from gateway.base.jws import Keys, TokenError, body_hash
 from gateway.base.status import code_of
-from gateway.base.wire import REGISTRY_EXCHANGE, method_path
-from gateway.dci import access, callbacks, envelopes, schemas, signature
+from gateway.base.wire import REGISTRY_EVENTS, REGISTRY_EXCHANGE, method_path
+from gateway.dci import access, callbacks, envelopes, schemas, signature, subscribe
 from gateway.dci.clients import Clients
 from gateway.dci.envelopes import VERSION, Reply
 from gateway.dci.search import Lookup, Rejected, plan
+from gateway.dci.standing import Standing, Standings
 from gateway.dci.transactions import Transactions
-from gateway.engine.call import Answered, Engine, Invocation, UnaryMethod
+from gateway.engine.call import Answered, Engine, Invocation, Outcome, UnaryMethod
 from gateway.engine.steps import drive
+from gateway.pb.jisr.v1 import events_pb2 as epb
 from gateway.security.tokens import RequestClaims
 
 log = logging.getLogger("jisr.dci")
@@ -43,12 +47,18 @@ SYNC_SEARCH = "/registry/sync/search"
 SEARCH = "/registry/search"
 SYNC_TXN_STATUS = "/registry/sync/txn/status"
 TXN_STATUS = "/registry/txn/status"
+SUBSCRIBE = "/registry/subscribe"
+UNSUBSCRIBE = "/registry/unsubscribe"
+CREATE_SUBSCRIPTION = method_path(REGISTRY_EVENTS, "CreateSubscription")
+CANCEL_SUBSCRIPTION = method_path(REGISTRY_EVENTS, "CancelSubscription")
 # The method a refusal before any item is asked is recorded under, by path.
 DOOR_METHODS = {
     SYNC_SEARCH: "/dci.v1.SocialRegistry/SyncSearch",
     SEARCH: "/dci.v1.SocialRegistry/Search",
     SYNC_TXN_STATUS: "/dci.v1.SocialRegistry/SyncTxnStatus",
     TXN_STATUS: "/dci.v1.SocialRegistry/TxnStatus",
+    SUBSCRIBE: "/dci.v1.SocialRegistry/Subscribe",
+    UNSUBSCRIBE: "/dci.v1.SocialRegistry/Unsubscribe",
 }
 # What the compliance suite sends in place of a signature; accepted only in conformance mode.
 UNSIGNED = frozenset({"", "unsigned", "unsigned-stub"})
@@ -77,6 +87,8 @@ class Facade:
     conformance_client: str | None = None
     clock: Callable[[], float] = time.time
     schemas: schemas.Schemas = field(default_factory=schemas.load)
+    events: Mapping[str, Any] = field(default_factory=dict)  # RegistryEvents' method table
+    standings: Standings = field(default_factory=lambda: Standings(None))
     transactions: Transactions = field(default_factory=Transactions)
     deliveries: callbacks.Deliveries = field(default_factory=callbacks.Deliveries)
 
@@ -210,6 +222,122 @@ class Facade:
             },
         }
 
+    # -- subscriptions ------------------------------------------------------------------
+
+    def subscribe(self, raw: bytes, authorization: str | None) -> Reply:
+        """`/registry/subscribe`: ACKed; each item a CreateSubscription through the engine,
+        answered by an `on-subscribe` callback; events then pushed to `notify`."""
+        try:
+            asked = self._admit(SUBSCRIBE, raw, authorization)
+            target = self._callback(asked, SUBSCRIBE)
+            notify_uri = self._notify_address(asked, target)
+        except RefusedError as refusal:
+            return self.refused(refusal)
+        correlation = envelopes.new_id()
+
+        def later() -> tuple[str, dict[str, Any]] | None:
+            items = asked.message["subscribe_request"]
+            answers = [self._subscribed(asked, i, item, notify_uri) for i, item in enumerate(items)]
+            message = {
+                "transaction_id": asked.message["transaction_id"],
+                "correlation_id": correlation,
+                "subscribe_response": answers,
+            }
+            outcome = envelopes.Outcome(len(items), len(answers))
+            now = self.clock()
+            assert target is not None  # _notify_address refused a subscription without one
+            return target, envelopes.signed(
+                self.issuer, asked.caller.institution, "on-subscribe", message, outcome, now=now
+            )
+
+        return self._accepted(asked, correlation, later)
+
+    def _subscribed(
+        self, asked: _Asked, index: int, item: Mapping[str, Any], notify_uri: str
+    ) -> dict[str, Any]:
+        at = envelopes.timestamp(self.clock())
+        reference = str(item["reference_id"])
+        planned = subscribe.plan(item["subscribe_criteria"])
+        if isinstance(planned, Rejected):
+            return subscribe.refused(reference, at, planned.code, planned.message)
+        outcome = self.through_engine(
+            asked, index, CREATE_SUBSCRIPTION, self.events["CreateSubscription"],
+            request=planned.request, purpose=planned.purpose,
+        )  # fmt: skip
+        if not isinstance(outcome, Answered):
+            reason = outcome.error.reason.value
+            said = f"{reason}: {outcome.error.message}"
+            return subscribe.refused(reference, at, subscribe.reason_code(reason), said)
+        made = epb.CreateSubscriptionResponse.FromString(outcome.body).subscription
+        caller = asked.caller
+        standing = Standing(
+            made.subscription_id, caller.institution, caller.client_id, planned.purpose, notify_uri
+        )
+        self.standings.add(standing)
+        return subscribe.subscribed(reference, made.subscription_id, at)
+
+    def unsubscribe(self, raw: bytes, authorization: str | None) -> Reply:
+        """`/registry/unsubscribe`: ACKed; each code cancelled through the engine,
+        answered by an `on-unsubscribe` callback."""
+        try:
+            asked = self._admit(UNSUBSCRIBE, raw, authorization)
+            target = self._callback(asked, UNSUBSCRIBE)
+        except RefusedError as refusal:
+            return self.refused(refusal)
+        correlation = envelopes.new_id()
+
+        def later() -> tuple[str, dict[str, Any]] | None:
+            codes = [str(c) for c in asked.message["subscription_codes"]]
+            done = [c for i, c in enumerate(codes) if self._cancelled(asked, i, c)]
+            message: dict[str, Any] = {
+                "transaction_id": asked.message["transaction_id"],
+                "correlation_id": correlation,
+                "timestamp": envelopes.timestamp(self.clock()),
+                "status": "succ" if len(done) == len(codes) else "rjct",
+                "subscription_status": [{"code": c, "status": "unsubscribe"} for c in done],
+            }
+            if len(done) != len(codes):
+                message["status_reason_code"] = "rjct.subscription_code.invalid"
+                message["status_reason_message"] = (
+                    f"{len(codes) - len(done)} code(s) name no subscription of yours"
+                )
+            if target is None:
+                return None
+            outcome = envelopes.Outcome(len(codes), len(done))
+            now = self.clock()
+            return target, envelopes.signed(
+                self.issuer, asked.caller.institution, "on-unsubscribe", message, outcome,
+                now=now,
+            )  # fmt: skip
+
+        return self._accepted(asked, correlation, later)
+
+    def _cancelled(self, asked: _Asked, index: int, code: str) -> bool:
+        standing = self.standings.get(code)
+        if standing is None or standing.institution != asked.caller.institution:
+            return False
+        request = epb.CancelSubscriptionRequest(purpose=standing.purpose, subscription_id=code)
+        outcome = self.through_engine(
+            asked, index, CANCEL_SUBSCRIPTION, self.events["CancelSubscription"],
+            request=request, purpose=standing.purpose,
+        )  # fmt: skip
+        if isinstance(outcome, Answered):
+            self.standings.remove(code)
+            return True
+        return False
+
+    def _notify_address(self, asked: _Asked, target: str | None) -> str:
+        """Where the subscription's events go: beside its on-subscribe address, the
+        `notify` the standard names (…/registry/on-subscribe → …/registry/notify)."""
+        if target is None:
+            raise RefusedError(
+                400, "err.sender_uri.invalid", Reason.MALFORMED_REQUEST,
+                "a subscription needs header.sender_uri (its on-subscribe address)",
+            )  # fmt: skip
+        notify = target.rsplit("/", 1)[0] + "/notify"
+        self._callback_allowed(asked, notify, SUBSCRIBE)
+        return notify
+
     # -- admission -------------------------------------------------------------------
 
     def _admit(self, path: str, raw: bytes, authorization: str | None) -> _Asked:
@@ -232,15 +360,18 @@ class Facade:
         uri = asked.header.get("sender_uri")
         if not uri:
             return None
+        self._callback_allowed(asked, str(uri), path)
+        return str(uri)
+
+    def _callback_allowed(self, asked: _Asked, uri: str, path: str) -> None:
         client = self.clients.get(asked.caller.client_id)
         prefixes = client.callbacks if client is not None else ()
         loopback = asked.caller.client_id == self.conformance_client
-        if not callbacks.allowed(str(uri), prefixes, loopback=loopback):
+        if not callbacks.allowed(uri, prefixes, loopback=loopback):
             why = "header.sender_uri is not a callback address registered for this client"
             error = ExchangeError(Reason.MALFORMED_REQUEST, why)
             self.engine.refused_at_door(DOOR_METHODS[path], asked.caller.institution, error)
             raise RefusedError(400, "err.sender_uri.invalid", Reason.MALFORMED_REQUEST, why)
-        return str(uri)
 
     def _accepted(
         self,
@@ -360,26 +491,33 @@ class Facade:
                 receipts[reference] = receipt
         return answers, receipts
 
-    def _ask(self, asked: _Asked, index: int, lookup: Lookup) -> tuple[dict[str, Any], str | None]:
-        """One item as the engine's call; its answer and receipt."""
-        raw, caller, verified = asked.raw, asked.caller, asked.verified
-        method = method_path(REGISTRY_EXCHANGE, lookup.method)
+    def through_engine(
+        self, asked: _Asked, index: int, method: str, entry: Any, *, request: Message, purpose: str
+    ) -> Outcome:
+        """Item `index` of an admitted request as the engine's call of `method`, under the
+        claims the facade verified: the institution, the client as `sub`, a jti from the
+        message id and the item's place, `rh` the hash of the request's exact bytes."""
+        caller, verified = asked.caller, asked.verified
         claims = RequestClaims(
             iss=caller.institution,
             sub=_SUB.sub("_", caller.client_id)[:64],
             jti=_jti(asked.message_id, index),
-            purpose=lookup.purpose,
+            purpose=purpose,
             method=method,
-            rh=body_hash(raw),
+            rh=body_hash(asked.raw),
             iat=verified.created,
             exp=verified.expires,
             kid=verified.kid,
         )
         invocation = Invocation(method, caller.institution, (), verified=claims)
-        outcome = drive(
-            self.engine.unary(
-                invocation, lookup.request.SerializeToString(), self.lookups[lookup.method]
-            )
+        return drive(self.engine.unary(invocation, request.SerializeToString(), entry))
+
+    def _ask(self, asked: _Asked, index: int, lookup: Lookup) -> tuple[dict[str, Any], str | None]:
+        """One item as the engine's call; its answer and receipt."""
+        method = method_path(REGISTRY_EXCHANGE, lookup.method)
+        entry = self.lookups[lookup.method]
+        outcome = self.through_engine(
+            asked, index, method, entry, request=lookup.request, purpose=lookup.purpose
         )
         if isinstance(outcome, Answered):
             found = lookup.records(outcome.body)

@@ -53,10 +53,10 @@ class Rejected:
 
 def plan(criteria: Mapping[str, Any]) -> Lookup | Rejected:
     """The call an item's (schema-valid) search_criteria asks for."""
-    purpose = _purpose(criteria)
+    purpose = purpose_of(criteria)
     if isinstance(purpose, Rejected):
         return purpose
-    subject = _subject(criteria.get("query_type"), criteria.get("query"))
+    subject = identified_subject(criteria.get("query_type"), criteria.get("query"))
     if isinstance(subject, Rejected):
         return subject
     kind, value = subject
@@ -74,7 +74,7 @@ def plan(criteria: Mapping[str, Any]) -> Lookup | Rejected:
     return Lookup("GetHouseholdStatus", request, purpose, *paging)
 
 
-def _purpose(criteria: Mapping[str, Any]) -> str | Rejected:
+def purpose_of(criteria: Mapping[str, Any]) -> str | Rejected:
     """The purpose code of `consent` and `authorize` (the same if both give one)."""
     codes = set()
     for name in ("consent", "authorize"):
@@ -90,7 +90,7 @@ def _purpose(criteria: Mapping[str, Any]) -> str | Rejected:
     return codes.pop() if codes else ""  # none: the engine refuses it, recorded
 
 
-def _subject(query_type: object, query: object) -> tuple[str, str] | Rejected:
+def identified_subject(query_type: object, query: object) -> tuple[str, str] | Rejected:
     if query_type == "idtype-value" and isinstance(query, Mapping):
         return _identified(query.get("type"), query.get("value"))
     if query_type == "predicate" and isinstance(query, list) and len(query) == 1:

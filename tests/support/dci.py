@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import queue
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ from gateway.dci import signature
 from gateway.security import pki
 
 PURPOSE = "ASD_ELIGIBILITY"
+WAIT_S = 30.0
 
 
 def envelope(
@@ -53,3 +58,43 @@ def signed(pki_dir: Path, body: dict[str, Any], institution: str = "ANSS") -> di
         key=key, created=int(time.time()),  # type: ignore[arg-type]
     )  # fmt: skip
     return {"signature": value, **body}
+
+
+class Receiver:
+    """The partner's callback endpoint: a real HTTP server on loopback that keeps what
+    it is sent, by path."""
+
+    def __init__(self) -> None:
+        self.received: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("content-length", "0"))
+                received.put((self.path, json.loads(self.rfile.read(size))))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"message": {"ack_status": "ACK"}}')
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def next(self, path: str) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            got, body = self.received.get(timeout=max(0.1, deadline - time.monotonic()))
+            if got == path:
+                return body
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

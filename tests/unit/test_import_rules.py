@@ -52,7 +52,14 @@ ALLOWED: dict[str, set[str]] = {
     # The DCI facade: another edge of the engine, beside the gRPC services (which it does
     # not import: the server hands it RegistryExchange's method table).
     "gateway.dci": BASE
-    | {"adapters", "gateway.security", "gateway.audit", "gateway.pipeline", "gateway.engine"},
+    | {
+        "adapters",
+        "gateway.security",
+        "gateway.audit",
+        "gateway.pipeline",
+        "gateway.engine",
+        "gateway.events",
+    },
     "gateway.sdk": BASE | {"gateway.security", "consent"},
     "gateway.config": BASE | {"adapters"},
     # The console is a gateway client (the SDK) with its own store; the audit part for

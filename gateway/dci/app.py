@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.base.errors import Reason
@@ -26,6 +28,7 @@ from gateway.dci.envelopes import Reply
 from gateway.dci.facade import MAX_BODY_BYTES, Facade, RefusedError
 
 JSON = "application/json"
+log = logging.getLogger("jisr.dci")
 
 
 def create_app(facade: Facade) -> Starlette:
@@ -57,6 +60,13 @@ def create_app(facade: Facade) -> Starlette:
 
         return endpoint
 
+    async def fault(request: Request, exc: Exception) -> Response:
+        """Whatever no check expected: the standard's envelope, never a traceback (its
+        type only is logged: its message may quote request data)."""
+        log.error("dci fault: %s", type(exc).__name__)
+        refusal = RefusedError(500, "err.service.unavailable", Reason.INTERNAL, "facade fault")
+        return _json(facade.refused(refusal))
+
     async def not_served(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         code = "err.request.not_found" if status in {404, 405} else "err.request.bad"
@@ -74,7 +84,7 @@ def create_app(facade: Facade) -> Starlette:
             Route("/registry/subscribe", enveloped(facade.subscribe), methods=["POST"]),
             Route("/registry/unsubscribe", enveloped(facade.unsubscribe), methods=["POST"]),
         ],
-        exception_handlers={404: not_served, 405: not_served},
+        exception_handlers={404: not_served, 405: not_served, Exception: fault},
     )
 
 
@@ -115,4 +125,7 @@ def _too_large() -> RefusedError:
 
 
 def _json(reply: Reply) -> Response:
-    return JSONResponse(reply.body, reply.status, headers=reply.headers, media_type=JSON)
+    """The reply as JSON, ASCII-escaped: a lone surrogate the request carried (echoed in
+    a transaction id) is written as an escape, never a failure to encode."""
+    body = json.dumps(reply.body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    return Response(body, reply.status, headers=reply.headers, media_type=JSON)

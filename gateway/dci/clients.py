@@ -4,11 +4,16 @@ A DCI partner obtains a bearer token with the client-credentials grant (the stan
 `/oauth2/client/token`, docs/dci.md). Each client belongs to one institution of the trust
 store: the token names it, and the envelope's signature must be that institution's own.
 The secret is shown once, when the client is added (`jisr dci client add`), and kept only
-as an argon2id hash; the file is the operator's, written with mode 0600.
+as its SHA-256; the file is the operator's, written with mode 0600. A plain hash suffices,
+and a password hash (argon2) would be a harm: the secret is 256 random bits, not a
+password, so no guessing can reach it, while a memory-hard hash on an unauthenticated
+endpoint would let anyone exhaust the facade's memory and threads.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -17,16 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
 CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{2,63}")
 INSTITUTION = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
 CALLBACK = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+(:\d+)?/[\x21-\x7e]*")
-_HASHER = PasswordHasher()
-# Checked against when a client id is unknown, so that an unknown id takes as long as a
-# wrong secret (its hash is computed once, at first use).
-_DUMMY: list[str] = []
+_DUMMY = "sha256:" + "0" * 64  # compared against for an unknown id, as for a wrong secret
 
 
 class ClientsError(ValueError):
@@ -56,10 +55,8 @@ class Clients:
     def authenticate(self, client_id: str, secret: str) -> Client | None:
         """The client if the secret is its own; None otherwise (unknown or wrong alike)."""
         client = self._clients.get(client_id)
-        if client is None:
-            _check(_dummy_hash(), secret)
-            return None
-        return client if _check(client.secret_hash, secret) else None
+        matches = _check(client.secret_hash if client else _DUMMY, secret)
+        return client if client is not None and matches else None
 
     def get(self, client_id: str) -> Client | None:
         return self._clients.get(client_id)
@@ -70,16 +67,11 @@ class Clients:
 
 
 def _check(hashed: str, secret: str) -> bool:
-    try:
-        return _HASHER.verify(hashed, secret)
-    except (VerificationError, InvalidHashError):
-        return False
+    return hmac.compare_digest(hashed, _hash(secret))
 
 
-def _dummy_hash() -> str:
-    if not _DUMMY:
-        _DUMMY.append(_HASHER.hash(secrets.token_urlsafe(32)))
-    return _DUMMY[0]
+def _hash(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def load(path: Path) -> Clients:
@@ -138,7 +130,7 @@ def add(path: Path, client_id: str, institution: str, callbacks: Sequence[str] =
         raise ClientsError(f"{path}: client {client_id} exists already")
     secret = secrets.token_urlsafe(32)
     rows = [_row(c) for c in clients.all()]
-    rows.append(_row(Client(client_id, institution, _HASHER.hash(secret), tuple(callbacks))))
+    rows.append(_row(Client(client_id, institution, _hash(secret), tuple(callbacks))))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -13,12 +13,14 @@ Refusals before any item is asked are recorded as the gateway's door refusals ar
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,8 @@ from gateway.security.tokens import RequestClaims
 log = logging.getLogger("jisr.dci")
 
 MAX_BODY_BYTES = 256 * 1024
+MAX_CALLS_PER_INSTITUTION = 8
+REQUEST_BUDGET_S = 30.0  # a search's time, all items together (remote registries wait within it)
 MAX_ITEMS = 20  # search_request items per message: more is rjct.total_count.limit_exceeded
 SYNC_SEARCH = "/registry/sync/search"
 SEARCH = "/registry/search"
@@ -90,6 +94,8 @@ class Facade:
     events: Mapping[str, Any] = field(default_factory=dict)  # RegistryEvents' method table
     standings: Standings = field(default_factory=lambda: Standings(None))
     transactions: Transactions = field(default_factory=Transactions)
+    _slots: dict[str, int] = field(default_factory=dict, repr=False)
+    _slots_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     deliveries: callbacks.Deliveries = field(default_factory=callbacks.Deliveries)
 
     # -- tokens and keys ---------------------------------------------------------------
@@ -121,7 +127,10 @@ class Facade:
         """`/registry/sync/search`: each item through the engine, one signed envelope."""
         try:
             asked = self._admit(SYNC_SEARCH, raw, authorization)
-            answered = self._searched(asked)
+            with self._slot(asked.caller.institution):
+                answered = self._searched(asked)
+        except _ReplayedError as replay:
+            return self._replayed(replay)
         except RefusedError as refusal:
             return self.refused(refusal)
         now = self.clock()
@@ -129,6 +138,38 @@ class Facade:
             self.issuer, asked.caller.institution, "on-search",
             _search_message(asked, envelopes.new_id(), answered, now), answered.outcome, now=now,
         )  # fmt: skip
+        return Reply(200, body)
+
+    @contextlib.contextmanager
+    def _slot(self, institution: str) -> Iterator[None]:
+        """One of the institution's MAX_CALLS_PER_INSTITUTION synchronous searches at a
+        time: a partner that floods the facade waits on its own calls (429), never holds
+        every worker from the others (as the gateway's door does, docs/security.md)."""
+        with self._slots_lock:
+            held = self._slots.get(institution, 0)
+            if held >= MAX_CALLS_PER_INSTITUTION:
+                raise RefusedError(
+                    429, "err.request.too_many_requests", Reason.TOO_MANY_CALLS,
+                    f"at most {MAX_CALLS_PER_INSTITUTION} searches at once per institution",
+                )  # fmt: skip
+            self._slots[institution] = held + 1
+        try:
+            yield
+        finally:
+            with self._slots_lock:
+                self._slots[institution] -= 1
+
+    def _replayed(self, replay: _ReplayedError) -> Reply:
+        now = self.clock()
+        message = {
+            "transaction_id": replay.asked.get("transaction_id", ""),
+            "correlation_id": envelopes.new_id(),
+            "search_response": [],
+        }
+        total = len(replay.asked.get("search_request") or [])
+        outcome = envelopes.Outcome(total, 0, _DUPLICATE)
+        institution = replay.caller.institution
+        body = envelopes.signed(self.issuer, institution, "on-search", message, outcome, now=now)
         return Reply(200, body)
 
     def search(self, raw: bytes, authorization: str | None) -> Reply:
@@ -345,14 +386,40 @@ class Facade:
         (recorded as a door refusal once the token named the institution)."""
         caller = self._caller(authorization)
         try:
-            body = self._envelope(path, raw)
+            body = self._parsed(raw)
+            # The signature before the schema: a caller without the institution's key
+            # cannot make the facade spend on validating what it sends.
             verified = self._signed(body, caller)
+            self._valid(path, body)
+            self._addressed(body["header"])
+            message_id = str(body["header"]["message_id"])
+            if not self.engine.security.replay.first_use(
+                caller.institution, _jti(message_id, 0) + "-m", verified.expires
+            ):
+                raise _ReplayedError(caller, body["message"])
+        except _ReplayedError:
+            self._record(path, caller.institution, Reason.REPLAYED, _DUPLICATE[1])
+            raise
         except RefusedError as refusal:
-            error = ExchangeError(refusal.reason, refusal.message)
-            self.engine.refused_at_door(DOOR_METHODS[path], caller.institution, error)
+            self._record(path, caller.institution, refusal.reason, refusal.message)
             raise
         header, message = body["header"], body["message"]
-        return _Asked(raw, caller, verified, str(header["message_id"]), header, message)
+        return _Asked(raw, caller, verified, message_id, header, message, path)
+
+    def _record(self, path: str, institution: str, reason: Reason, message: str) -> None:
+        """A refusal before (or instead of) any call of the engine's, in the audit trail."""
+        error = ExchangeError(reason, message)
+        self.engine.refused_at_door(DOOR_METHODS[path], institution, error)
+
+    def _addressed(self, header: Mapping[str, Any]) -> None:
+        """`receiver_id`, when given, must be this gateway: the signature then binds the
+        envelope to it, as a request token's `aud` does."""
+        receiver = header.get("receiver_id")
+        if receiver is not None and receiver != self.issuer.gateway_id:
+            raise RefusedError(
+                400, "err.receiver_id.invalid", Reason.WRONG_AUDIENCE,
+                f"header.receiver_id must be this gateway's id, {self.issuer.gateway_id}",
+            )  # fmt: skip
 
     def _callback(self, asked: _Asked, path: str) -> str | None:
         """Where the asynchronous answer goes: `sender_uri`, if the client may receive
@@ -394,7 +461,11 @@ class Facade:
         """Each item through the engine (or the whole message rejected)."""
         items = asked.message["search_request"]
         rejected = _header_reject(asked.header, items)
-        if rejected is None:
+        if rejected is not None:
+            self._record(
+                asked.path, asked.caller.institution, Reason.MALFORMED_REQUEST, rejected[1]
+            )
+        else:
             try:
                 answers, receipts = self._search(asked, items)
             except _DuplicateError:
@@ -410,35 +481,43 @@ class Facade:
             raise RefusedError(
                 401, "err.request.unauthorized", Reason.MISSING_SIGNATURE, str(exc)
             ) from None
-        if self.clients.get(caller.client_id) is None:
+        client = self.clients.get(caller.client_id)
+        if client is None or client.institution != caller.institution:
             raise RefusedError(
                 401, "err.request.unauthorized", Reason.MISSING_SIGNATURE, "client removed"
             )
         return caller
 
-    def _envelope(self, path: str, raw: bytes) -> dict[str, Any]:
-        """The parsed body, valid against the standard's schema; else a 400 naming where."""
+    def _parsed(self, raw: bytes) -> dict[str, Any]:
+        """The body as strict JSON (no repeated member, no NaN), with a header and a
+        message object at least; else a 400."""
         if len(raw) > MAX_BODY_BYTES:
             raise RefusedError(
                 413, "err.request.bad", Reason.MESSAGE_TOO_LARGE, "the body is too large"
             )
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, object_pairs_hook=_unique, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             raise RefusedError(
-                400, "err.request.bad", Reason.MALFORMED_REQUEST, "the body is not JSON"
+                400, "err.request.bad", Reason.MALFORMED_REQUEST, "the body is not strict JSON"
             ) from None
+        if not isinstance(body, dict) or not isinstance(body.get("header"), dict):
+            raise RefusedError(400, "err.request.bad", Reason.MALFORMED_REQUEST, _NO_HEADER)
+        if not isinstance(body.get("message"), dict):
+            raise RefusedError(400, "err.request.bad", Reason.MALFORMED_REQUEST, _NO_MESSAGE)
+        return body
+
+    def _valid(self, path: str, body: dict[str, Any]) -> None:
+        """Valid against the standard's schema for `path`; else a 400 naming where."""
         problems = self.schemas.request(path, body)
         if problems:
             said = "; ".join(f"{p.where or 'body'}: {p.message}" for p in problems[:5])
             raise RefusedError(400, "err.request.bad", Reason.MALFORMED_REQUEST, said[:999])
-        assert isinstance(body, dict)
         if body["header"].get("is_msg_encrypted"):
             raise RefusedError(
                 400, "err.encryption.invalid", Reason.MALFORMED_REQUEST,
                 "encrypted messages are not accepted: the transport is TLS",
             )  # fmt: skip
-        return body
 
     def _signed(self, body: Mapping[str, Any], caller: access.Access) -> signature.Verified:
         """The envelope's signature by the caller's institution (or, in conformance mode,
@@ -483,9 +562,19 @@ class Facade:
             seen.add(reference)
             planned = plan(item["search_criteria"])
             if isinstance(planned, Rejected):
+                self._record(
+                    asked.path, asked.caller.institution, Reason.MALFORMED_REQUEST, planned.message
+                )
                 answers.append(_item(reference, "rjct", planned.code, planned.message))
                 continue
-            answer, receipt = self._ask(asked, index, planned)
+            try:
+                answer, receipt = self._ask(asked, index, planned)
+            except RefusedError as refusal:
+                if not any(a.get("status") == "succ" for a in answers):
+                    raise  # nothing answered yet: the request fails as a whole
+                said = f"{refusal.reason.value}: {refusal.message}"  # the others stand
+                answers.append(_item(reference, "rjct", "rjct.search_criteria.invalid", said))
+                continue
             answers.append(answer | {"reference_id": reference})
             if receipt:
                 receipts[reference] = receipt
@@ -509,7 +598,14 @@ class Facade:
             exp=verified.expires,
             kid=verified.kid,
         )
-        invocation = Invocation(method, caller.institution, (), verified=claims)
+        deadline = asked.started + REQUEST_BUDGET_S
+        invocation = Invocation(
+            method,
+            caller.institution,
+            (),
+            remaining=lambda: max(0.0, deadline - time.monotonic()),
+            verified=claims,
+        )
         return drive(self.engine.unary(invocation, request.SerializeToString(), entry))
 
     def _ask(self, asked: _Asked, index: int, lookup: Lookup) -> tuple[dict[str, Any], str | None]:
@@ -549,6 +645,8 @@ class _Asked:
     message_id: str
     header: dict[str, Any]
     message: dict[str, Any]
+    path: str
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,6 +681,32 @@ def _search_message(
         "correlation_id": correlation,
         "search_response": [a | {"timestamp": envelopes.timestamp(now)} for a in answered.answers],
     }
+
+
+_NO_HEADER = "the body must be an object with a header object"
+_NO_MESSAGE = "the body must have a message object"
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose members are named once (a signed envelope is not ambiguous)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a member is repeated")
+    return found
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _ReplayedError(RefusedError):
+    """The whole message is a replay, caught before any item is asked: a sync search
+    answers it in its header, as the standard's `rjct.message_id.duplicate`; the other
+    endpoints with the error envelope (HTTP 409)."""
+
+    def __init__(self, caller: access.Access, message: dict[str, Any]) -> None:
+        super().__init__(409, "err.request.bad", Reason.REPLAYED, "rjct.message_id.duplicate")
+        self.caller, self.asked = caller, message
 
 
 class _DuplicateError(Exception):
@@ -621,14 +745,15 @@ def _found(found: list[dict[str, Any]], lookup: Lookup) -> dict[str, Any]:
         "pagination": {
             "page_size": lookup.page_size,
             "page_number": lookup.page_number,
-            "total_count": len(found) if lookup.page_number == 1 else 1,
+            "total_count": len(found),
         },
     }
 
 
 def _jti(message_id: str, index: int) -> str:
     """The replay key of item `index`: a message_id is used once, whatever its shape."""
-    digest = base64.urlsafe_b64encode(hashlib.sha256(message_id.encode()).digest())
+    raw_id = message_id.encode("utf-8", "surrogatepass")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(raw_id).digest())
     return f"dci-{digest.decode().rstrip('=')}-{index}"
 
 

@@ -35,9 +35,7 @@ class Lookup:
     page_number: int
 
     def records(self, body: bytes) -> list[dict[str, Any]]:
-        """The answer's record (one subject), on the page the item asked for."""
-        if self.page_number > 1:
-            return []
+        """The answer's record (one subject: one page)."""
         if self.method == "GetPersonStatus":
             return [records.person(pb.GetPersonStatusResponse.FromString(body).person)]
         return [records.group(pb.GetHouseholdStatusResponse.FromString(body).household)]
@@ -99,6 +97,7 @@ def identified_subject(query_type: object, query: object) -> tuple[str, str] | R
         if (
             isinstance(first, Mapping)
             and first.get("operator") == "eq"
+            and condition.get("condition") is None  # `not` would invert it, `and`/`or` widen
             and "expression2" not in condition
         ):
             return _identified(first.get("attribute_name"), first.get("attribute_value"))
@@ -122,8 +121,10 @@ def _paging(pagination: object) -> tuple[int, int] | Rejected:
     if not isinstance(pagination, Mapping):
         return 1, 1
     size, number = _whole(pagination.get("page_size")), _whole(pagination.get("page_number", 1))
-    if size is None or number is None or size < 1 or number < 1:
-        return Rejected("rjct.pagination.invalid", "page_size and page_number start at 1")
+    if size is None or number is None or size < 1 or number != 1:
+        return Rejected(
+            "rjct.pagination.invalid", "one subject answers one page: page_number 1, page_size >= 1"
+        )
     return size, number
 
 

@@ -247,3 +247,75 @@ def test_a_dci_search_is_recorded_as_its_grpc_equivalent(
 
     assert same(dci) == same(grpc)
     assert dci.method == "/jisr.v1.RegistryExchange/GetHouseholdStatus"
+
+
+def test_an_envelope_addressed_to_another_receiver_is_refused(site: Site) -> None:
+    body = envelope([item("HOUSEHOLD_ID", site.households[0])])
+    body["header"]["receiver_id"] = "another-registry"
+    reply = search(site, signed(site.pki_dir, body))
+    assert reply.status_code == 400
+    assert reply.json()["message"]["error"]["code"] == "err.receiver_id.invalid"
+
+
+def test_a_negated_identifier_predicate_is_not_read_as_the_identifier(site: Site) -> None:
+    negated = item("HOUSEHOLD_ID", "x")
+    negated["search_criteria"]["query_type"] = "predicate"
+    negated["search_criteria"]["query"] = [
+        {
+            "seq_num": 1,
+            "condition": "not",
+            "expression1": {
+                "attribute_name": "HOUSEHOLD_ID", "operator": "eq",
+                "attribute_value": site.households[0],
+            },
+        }
+    ]  # fmt: skip
+    (answer,) = search(site, signed(site.pki_dir, envelope([negated]))).json()["message"][
+        "search_response"
+    ]
+    assert (answer["status"], answer["status_reason_code"]) == (
+        "rjct", "rjct.search_criteria.invalid"
+    )  # fmt: skip
+
+
+def test_a_second_page_of_one_subject_is_rejected(site: Site) -> None:
+    paged = item("HOUSEHOLD_ID", site.households[0])
+    paged["search_criteria"]["pagination"] = {"page_size": 1, "page_number": 2}
+    (answer,) = search(site, signed(site.pki_dir, envelope([paged]))).json()["message"][
+        "search_response"
+    ]
+    assert answer["status_reason_code"] == "rjct.pagination.invalid"
+
+
+def test_a_body_with_a_repeated_member_is_refused(site: Site) -> None:
+    text = json.dumps(signed(site.pki_dir, envelope([item("HOUSEHOLD_ID", site.households[0])])))
+    repeated = text[:-1] + ', "signature": "again"}'
+    reply = httpx.post(
+        f"{site.url}/registry/sync/search", content=repeated,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {site.token()}"},
+        timeout=30,
+    )  # fmt: skip
+    assert reply.status_code == 400
+    assert reply.json()["message"]["error"]["code"] == "err.request.bad"
+
+
+def _door_refusals(state: Path) -> list[AuditRecord]:
+    store = open_audit_store(None, state, read_only=True)
+    try:
+        return [
+            r for r in store.records()
+            if r.method == "/dci.v1.SocialRegistry/SyncSearch" and r.decision == "deny"
+        ]  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_a_population_query_is_recorded_as_refused(site: Site) -> None:
+    population = item("HOUSEHOLD_ID", "x")
+    population["search_criteria"]["query_type"] = "expression"
+    population["search_criteria"]["query"] = {"type": "ns:org:QueryType:expression", "value": {}}
+    before = len(_door_refusals(site.state))
+    search(site, signed(site.pki_dir, envelope([population])))
+    after = _door_refusals(site.state)
+    assert len(after) == before + 1
+    assert after[-1].requester == "ANSS"

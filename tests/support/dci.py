@@ -29,7 +29,7 @@ def envelope(
         "message_ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "action": action,
         "sender_id": sender,
-        "receiver_id": "jisr",
+        "receiver_id": "jisr-gateway",
         "total_count": len(items),
     }
     message = {"transaction_id": uuid.uuid4().hex, "search_request": items}

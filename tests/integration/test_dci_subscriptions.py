@@ -1,10 +1,13 @@
 """DCI subscriptions (docs/dci.md, "Subscriptions"): a partner subscribes through the
 facade with a signed envelope, the gateway's registry events reach its `notify` address
 as signed envelopes carrying only its grant's fields, and it unsubscribes. A gateway and a
-facade share one registry and state, as after `make run`."""
+facade share one registry and state, as after `make run`: on SQLite, and on PostgreSQL
+(where the facade's audit chain and the gateway's share the database)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 import uuid
@@ -16,9 +19,11 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from gateway.audit.record import AuditRecord
+from gateway.audit.store import AuditStore, open_audit_store
 from gateway.dci import schemas
 from tests.support import event_site, processes
-from tests.support.dci import Receiver, envelope, signed
+from tests.support.dci import PURPOSE, Receiver, envelope, item, signed
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +34,7 @@ class World:
     facade: processes.Proc
     receiver: Receiver
     secret: str
+    state: Path
 
     def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         url = f"http://{self.facade.target}"
@@ -46,8 +52,8 @@ class World:
         )  # fmt: skip
 
 
-@pytest.fixture
-def world(pki_dir: Path, tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, pki_dir: Path, tmp_path: Path) -> Iterator[World]:
     receiver = Receiver()
     clients = tmp_path / "clients.json"
     added = subprocess.run(
@@ -55,15 +61,18 @@ def world(pki_dir: Path, tmp_path: Path) -> Iterator[World]:
          "ANSS", "--clients", str(clients), "--callback", f"{receiver.base}/registry/"],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    with event_site.started_site("sqlite", 1, pki_dir, tmp_path) as site:
+    with event_site.started_site(request.param, 1, pki_dir, tmp_path) as site:
+        env = {"JISR_STATE_DIR": str(tmp_path / "state-0"), "JISR_EVENTS_POLL_SECONDS": "0.1"}
+        if site.database_url:
+            env["JISR_DATABASE_URL"] = site.database_url
         facade = processes.start(
             ["dci", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(site.data_dir),
              "--pki-dir", str(pki_dir), "--clients", str(clients)],
             tmp_path / "dci.log",
-            env={"JISR_STATE_DIR": str(tmp_path / "state-0"), "JISR_EVENTS_POLL_SECONDS": "0.1"},
+            env=env,
         )  # fmt: skip
         try:
-            yield World(site, facade, receiver, added.stdout.strip())
+            yield World(site, facade, receiver, added.stdout.strip(), tmp_path / "state-0")
         finally:
             facade.stop()
             receiver.close()
@@ -167,3 +176,28 @@ def test_a_subscription_for_a_type_the_grant_lacks_is_rejected(world: World) -> 
     (answer,) = world.receiver.next("/registry/on-subscribe")["message"]["subscribe_response"]
     assert (answer["status"], answer["status_reason_code"]) == ("rjct", "rjct.notify_types.invalid")
     assert answer["status_reason_message"].startswith("EVENT_TYPE_NOT_ALLOWED")
+
+
+def test_a_dci_search_leaves_the_record_of_its_grpc_equivalent(world: World) -> None:
+    household, _, _ = world.site.death()
+    search = envelope([item("HOUSEHOLD_ID", household)])
+    reply = world.post("/registry/sync/search", search)
+    assert reply.json()["header"]["status"] == "succ", reply.text
+    (token,) = reply.json()["header"]["meta"]["jisr_receipts"].values()
+    dci_audit = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["audit"]
+    grpc_audit = world.site.client("ANSS").household_status(PURPOSE, household).receipt["audit"]
+    store = open_audit_store(world.site.database_url, world.state, read_only=True)
+    try:
+        dci, grpc = (_record(store, audit) for audit in (dci_audit, grpc_audit))
+    finally:
+        store.close()
+    assert dci.node != grpc.node
+    assert (dci.requester, dci.method, dci.purpose, dci.basis) == (
+        grpc.requester, grpc.method, grpc.purpose, grpc.basis
+    )  # fmt: skip
+    assert (dci.subjects, dci.fields, dci.decision) == (grpc.subjects, grpc.fields, grpc.decision)
+
+
+def _record(store: AuditStore, audit: str) -> AuditRecord:
+    node, seq = audit.rsplit(":", 1)
+    return next(r for r in store.records(node, int(seq) - 1) if r.seq == int(seq))

@@ -56,6 +56,7 @@ class Site:
     stack: ExitStack
     households: Iterator[registry_rows.Household]
     serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    database_url: str | None = None  # the gateways' JISR_DATABASE_URL, for other processes
 
     def client(self, institution: str, replica: int = 0) -> JisrClient:
         creds = Credentials.from_pki(self.pki_dir, institution)
@@ -156,7 +157,12 @@ def started_site(
     with database as url, ExitStack() as stack:
         gateways = start(folder, data_dir, pki_dir, url, replicas, notice_s)
         site = Site(
-            data_dir, gateways, pki_dir, stack, iter(registry_rows.households(data_dir, 1_000))
+            data_dir,
+            gateways,
+            pki_dir,
+            stack,
+            iter(registry_rows.households(data_dir, 1_000)),
+            database_url=url,
         )
         try:
             yield site

@@ -319,3 +319,31 @@ def test_a_population_query_is_recorded_as_refused(site: Site) -> None:
     after = _door_refusals(site.state)
     assert len(after) == before + 1
     assert after[-1].requester == "ANSS"
+
+
+def test_an_expired_signature_is_refused(site: Site) -> None:
+    body = signed(site.pki_dir, envelope([item("HOUSEHOLD_ID", site.households[0])]), age_s=400)
+    reply = search(site, body)
+    assert reply.status_code == 401
+    error = reply.json()["message"]["error"]
+    assert error["code"] == "err.signature.invalid"
+
+
+def test_more_items_than_a_message_may_hold_are_rejected_whole(site: Site) -> None:
+    items = [item("HOUSEHOLD_ID", site.households[i % 6]) for i in range(21)]
+    reply = search(site, signed(site.pki_dir, envelope(items)))
+    header = reply.json()["header"]
+    assert (header["status"], header["status_reason_code"]) == (
+        "rjct", "rjct.total_count.limit_exceeded"
+    )  # fmt: skip
+    assert reply.json()["message"]["search_response"] == []
+
+
+def test_an_oversized_body_is_refused_unread(site: Site) -> None:
+    reply = httpx.post(
+        f"{site.url}/registry/sync/search", content=b"{" + b" " * 300_000 + b"}",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {site.token()}"},
+        timeout=30,
+    )  # fmt: skip
+    assert reply.status_code == 413
+    assert reply.json()["message"]["error"]["code"] == "err.request.bad"

@@ -50,12 +50,15 @@ def item(kind: str, value: str, purpose: str | None = PURPOSE) -> dict[str, Any]
     }
 
 
-def signed(pki_dir: Path, body: dict[str, Any], institution: str = "ANSS") -> dict[str, Any]:
+def signed(
+    pki_dir: Path, body: dict[str, Any], institution: str = "ANSS", *, age_s: int = 0
+) -> dict[str, Any]:
+    """The envelope signed by the institution's key, `age_s` seconds ago."""
     files = pki.load_institution(pki_dir, institution)
     key = load_pem_private_key(files.signing_key.read_bytes(), None)
     value = signature.sign(
         body["header"], body["message"], sender_id=institution, kid=files.kid,
-        key=key, created=int(time.time()),  # type: ignore[arg-type]
+        key=key, created=int(time.time()) - age_s,  # type: ignore[arg-type]
     )  # fmt: skip
     return {"signature": value, **body}
 

@@ -2,9 +2,11 @@
 
 Jisr answers about one subject per search item, as its gRPC methods do: the item names a
 person or a household by an identifier, and the purpose it is asked for. An item that
-names a population instead (an `expression`, or a predicate over attributes) is rejected
-with `rjct.search_criteria.invalid`: a partner's grant covers the subjects it asks about
-under a purpose, never a trawl of the registry (docs/dci.md, "Queries").
+names a population instead (an expression or a predicate over other attributes) is
+rejected with `rjct.search_criteria.invalid`: a partner's grant covers the subjects it asks
+about under a purpose, never a trawl of the registry (docs/dci.md, "Queries"). The three
+query types are read alike: `idtype-value`, a one-condition `predicate`, and a NoSql
+`expression` whose query is one identifier's equality.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def plan(criteria: Mapping[str, Any]) -> Lookup | Rejected:
     paging = _paging(criteria.get("pagination"))
     if isinstance(paging, Rejected):
         return paging
-    entity = criteria.get("response_entity")
+    entity = criteria.get("response_entity") or _collection(criteria.get("query"))
     if kind == "household_id" and entity == "Member":
         return Rejected(INVALID, "a household identifier answers a Group, not a Member")
     if kind == "idcs" and entity != "Group":
@@ -101,11 +103,58 @@ def identified_subject(query_type: object, query: object) -> tuple[str, str] | R
             and "expression2" not in condition
         ):
             return _identified(first.get("attribute_name"), first.get("attribute_value"))
+    if query_type == "expression" and isinstance(query, Mapping):
+        found = _expression_subject(query)
+        if found is not None:
+            return found
     return Rejected(
         INVALID,
         "only a search for one person or household by its identifier is answered"
-        " (idtype-value, or a predicate `IDCS|HOUSEHOLD_ID eq VALUE`); see docs/dci.md",
+        " (idtype-value, a predicate `IDCS|HOUSEHOLD_ID eq VALUE`, or a NoSql expression"
+        " `{ID: {$eq: VALUE}}`); see docs/dci.md",
     )
+
+
+def _expression_subject(query: Mapping[str, Any]) -> tuple[str, str] | Rejected | None:
+    """The subject of a NoSql expression naming exactly one identifier's value, else None.
+
+    The standard leaves the expression's syntax to its `type`; its own example is a NoSql
+    (MongoDB-style) filter, `{"collection": "Group", "query": {...}}`. Only a filter with a
+    single member, an identifier equal to a string (`{"IDCS": "X"}` or
+    `{"IDCS": {"$eq": "X"}}`), names one subject; anything else (`$and`, `$lt`, `$ne`, two
+    members) describes a population.
+    """
+    kind = query.get("type")
+    value = query.get("value")
+    expression = value.get("expression") if isinstance(value, Mapping) else None
+    if not (isinstance(kind, str) and kind.rsplit(":", 1)[-1].lower() == "nosql"):
+        return None
+    if not isinstance(expression, Mapping) or _collection(query) == _NOT_A_COLLECTION:
+        return None
+    selector = expression.get("query")
+    if not isinstance(selector, Mapping) or len(selector) != 1:
+        return None
+    ((name, wanted),) = selector.items()
+    if isinstance(wanted, Mapping):
+        if list(wanted) != ["$eq"]:
+            return None
+        wanted = wanted["$eq"]
+    if not isinstance(wanted, str):
+        return None
+    return _identified(name, wanted)
+
+
+_NOT_A_COLLECTION = "?"
+
+
+def _collection(query: object) -> str | None:
+    """The entity a NoSql expression's `collection` names (Group or Member), if any."""
+    value = query.get("value") if isinstance(query, Mapping) else None
+    expression = value.get("expression") if isinstance(value, Mapping) else None
+    collection = expression.get("collection") if isinstance(expression, Mapping) else None
+    if collection is None:
+        return None
+    return collection if collection in ("Group", "Member") else _NOT_A_COLLECTION
 
 
 def _identified(kind: object, value: object) -> tuple[str, str] | Rejected:

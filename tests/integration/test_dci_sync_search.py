@@ -310,6 +310,28 @@ def _door_refusals(state: Path) -> list[AuditRecord]:
         store.close()
 
 
+def test_a_nosql_expression_naming_one_household_is_answered_like_its_identifier(
+    site: Site,
+) -> None:
+    asked = item("HOUSEHOLD_ID", "x")
+    asked["search_criteria"]["query_type"] = "expression"
+    asked["search_criteria"]["query"] = {
+        "type": "ns:org:QueryType:NoSql",
+        "value": {
+            "expression": {
+                "collection": "Group", "query": {"HOUSEHOLD_ID": {"$eq": site.households[4]}}
+            }
+        },
+    }  # fmt: skip
+    reply = search(site, signed(site.pki_dir, envelope([asked])))
+    assert schemas.load().response("sync-search", reply.json()) == []
+    (answer,) = reply.json()["message"]["search_response"]
+    assert answer["status"] == "succ", answer
+    (record,) = answer["data"]["reg_records"]
+    assert record["@type"] == "Group"
+    assert "poverty_score_band" not in record
+
+
 def test_a_population_query_is_recorded_as_refused(site: Site) -> None:
     population = item("HOUSEHOLD_ID", "x")
     population["search_criteria"]["query_type"] = "expression"

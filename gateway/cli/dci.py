@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 import uuid
@@ -34,6 +35,13 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--clients", type=Path, help="OAuth2 clients file (jisr dci client add)")
     serve.add_argument(
         "--token-seconds", type=int, default=300, help="bearer token lifetime (%(default)s)"
+    )
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate")
+    serve.add_argument("--tls-key", type=Path, help="its PEM private key")
+    serve.add_argument(
+        "--behind-tls-proxy",
+        action="store_true",
+        help="serve plain HTTP on a non-loopback address: only behind a TLS terminator",
     )
     serve.add_argument(
         "--conformance-client",
@@ -100,6 +108,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.conformance_client and not is_loopback(host):
         print("jisr dci serve: --conformance-client is refused outside loopback", file=sys.stderr)
         return 2
+    refused = _transport_refusal(args, host)
+    if refused:
+        print(f"jisr dci serve: {refused}", file=sys.stderr)
+        return 2
     env = dict(os.environ)
     if args.data_dir:
         env["JISR_DATA_DIR"] = str(args.data_dir)
@@ -130,10 +142,13 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=False,
             server_header=False,
             proxy_headers=False,
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
         )
     )
+    scheme = "https" if args.tls_cert else "http"
     print(
-        f"jisr dci: serving the DCI social registry on {host}:{port} (http://{host}:{port}/)"
+        f"jisr dci: serving the DCI social registry on {host}:{port} ({scheme}://{host}:{port}/)"
         f" ({len(facade.clients)} client(s) in {clients_file})",
         flush=True,
     )
@@ -143,6 +158,30 @@ def _serve(args: argparse.Namespace) -> int:
         for closer in closers:
             closer.close()
     return 0
+
+
+def _transport_refusal(args: argparse.Namespace, host: str) -> str | None:
+    """Why the transport asked for is refused, if it is: bearer tokens and registry records
+    cross it, so plain HTTP is served on loopback, or elsewhere only when the operator says
+    a TLS terminator stands in front (docs/dci.md, "Transport")."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return "--tls-cert and --tls-key go together"
+    for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is not None and not Path(path).is_file():
+            return f"{option} {path}: no such file"
+    if args.tls_cert is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.tls_cert, args.tls_key
+            )
+        except (ssl.SSLError, OSError) as exc:
+            return f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: {exc.strerror or exc}"
+    if args.tls_cert is None and not is_loopback(host) and not args.behind_tls_proxy:
+        return (
+            f"plain HTTP on {host} would carry bearer tokens and records in clear: give"
+            " --tls-cert and --tls-key, or --behind-tls-proxy if a TLS terminator is in front"
+        )
+    return None
 
 
 def _client_add(args: argparse.Namespace) -> int:

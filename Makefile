@@ -53,7 +53,7 @@ run: $(STAMP) $(DATA)/registry.sqlite $(PKI)/ca.crt $(PKI)/institutions/CNDP/tls
 	  --pki-dir $(PKI) --dev-login & portal=$$!; \
 	$(BIN)/jisr dci serve --listen 127.0.0.1:8090 --data-dir $(DATA) --pki-dir $(PKI) & dci=$$!; \
 	trap 'kill $$console $$portal $$dci 2>/dev/null; wait $$console $$portal $$dci' EXIT INT TERM; \
-	$(BIN)/jisr serve --data-dir $(DATA) --pki-dir $(PKI)
+	$(BIN)/jisr serve --data-dir $(DATA) --pki-dir $(PKI) --health-listen 127.0.0.1:8071
 
 ## The whole test suite (unit, then integration with real server processes), with line
 ## coverage of the hand-written code, the gateway and backend subprocesses included.

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
@@ -113,6 +114,19 @@ class RemoteAdapter:
                 timed_out=code is grpc.StatusCode.DEADLINE_EXCEEDED,
             ) from exc
         return response
+
+    def reachable(self, timeout: float) -> str | None:
+        """None if the backend says it serves (gRPC health, within `timeout`), else why not:
+        what the gateway's readiness probe reports (docs/deployment.md, "Probes")."""
+        check = health_pb2_grpc.HealthStub(self._channel).Check
+        try:
+            answer = check(health_pb2.HealthCheckRequest(service=BACKEND), timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            return f"health check answered {code.name}"
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            return f"says {health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)}"
+        return None
 
     def close(self) -> None:
         self._channel.close()

@@ -29,6 +29,9 @@ class Transport:
     kind: str  # "embedded" | "remote"
     target: str = ""
     timeout_s: float = 2.0
+    # A required backend's outage makes the gateway not ready (docs/deployment.md, "Probes");
+    # any other's is reported by the probe and fails only the calls that need it.
+    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,14 @@ class Config:
     # A signed audit checkpoint every N records or T seconds, whichever comes first.
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: float = 10.0
-    # host:port for Prometheus /metrics; None: no metrics endpoint.
+    # host:port for Prometheus /metrics; None: no metrics endpoint. With several
+    # processes, process i serves it on port + i (docs/deployment.md).
     metrics_listen: str | None = None
+    # Gateway processes sharing the listen port (SO_REUSEPORT); None: the CPUs available.
+    processes: int | None = None
+    # host:port of the plaintext liveness/readiness probes (no client certificate);
+    # None: no probe port (`jisr health` then has nothing to ask).
+    health_listen: str | None = None
     # PostgreSQL URL for consents (and, later, the audit); None: SQLite in data_dir.
     database_url: str | None = None
     # Contest cases (docs/contests.md): days a DPO has to answer (fractions allowed, for
@@ -146,6 +155,9 @@ def _from_file(path: Path) -> Config:
             where,
         ),
         max_message_bytes=_int(server, "max_message_bytes", config.max_message_bytes, where),
+        processes=_processes(server.get("processes", "auto"), f"{where}: processes"),
+        health_listen=_optional_str(server, "health_listen", where),
+        metrics_listen=_optional_str(server, "metrics_listen", where),
         data_dir=base / _str(data, "dir", str(config.data_dir), f"{path}: [data]"),
         programmes=_optional_path(base, data, "programmes", f"{path}: [data]"),
         state_dir=_optional_path(base, data, "state_dir", f"{path}: [data]"),
@@ -182,7 +194,31 @@ _SERVER_KEYS = {
     "subscription_workers",
     "max_subscriptions_per_institution",
     "max_message_bytes",
+    "processes",
+    "health_listen",
+    "metrics_listen",
 }
+
+MAX_PROCESSES = 256
+
+
+def _processes(value: object, where: str) -> int | None:
+    """`auto` (None: the CPUs available) or a number of processes, 1 to MAX_PROCESSES."""
+    if value == "auto":
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROCESSES:
+        raise ConfigError(f"{where}: must be 'auto' or a whole number from 1 to {MAX_PROCESSES}")
+    return value
+
+
+def _env_processes(env: Mapping[str, str], name: str) -> int | None:
+    return _processes(env[name], f"environment: {name}")
+
+
+def _optional_str(table: Mapping[str, Any], key: str, where: str) -> str | None:
+    return _str(table, key, "", where) if key in table else None
 
 
 def _optional_path(base: Path, table: Mapping[str, Any], key: str, where: str) -> Path | None:
@@ -192,8 +228,11 @@ def _optional_path(base: Path, table: Mapping[str, Any], key: str, where: str) -
 
 
 def _transport(raw: dict[str, Any], where: str) -> Transport:
-    _only(raw, {"transport", "target", "timeout_ms"}, where)
+    _only(raw, {"transport", "target", "timeout_ms", "required"}, where)
     kind = raw.get("transport", "embedded")
+    required = raw.get("required", False)
+    if not isinstance(required, bool):
+        raise ConfigError(f"{where}: required: must be true or false")
     if kind == "embedded":
         return Transport("embedded")
     if kind != "remote":
@@ -202,7 +241,7 @@ def _transport(raw: dict[str, Any], where: str) -> Transport:
     if not isinstance(target, str) or ":" not in target:
         raise ConfigError(f"{where}: target: a remote transport needs 'host:port'")
     timeout_ms = _int(raw, "timeout_ms", 2000, where)
-    return Transport("remote", target=target, timeout_s=timeout_ms / 1000)
+    return Transport("remote", target=target, timeout_s=timeout_ms / 1000, required=required)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -265,6 +304,8 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_AUDIT_CHECKPOINT_EVERY": ("audit_checkpoint_every", _whole),
     "JISR_AUDIT_CHECKPOINT_SECONDS": ("audit_checkpoint_seconds", _seconds),
     "JISR_METRICS_LISTEN": ("metrics_listen", _text),
+    "JISR_PROCESSES": ("processes", _env_processes),
+    "JISR_HEALTH_LISTEN": ("health_listen", _text),
     "JISR_CONTEST_ANSWER_DAYS": ("contest_answer_days", _days),
     "JISR_CONTEST_SWEEP_SECONDS": ("contest_sweep_seconds", _seconds),
     "JISR_EVENTS_POLL_SECONDS": ("events_poll_seconds", _seconds),

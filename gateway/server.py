@@ -8,6 +8,7 @@ generator on the same two cores, aio can do better (docs/performance.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -58,6 +59,7 @@ from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pipeline import programmes
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.registries import Registries
+from gateway.runtime.readiness import Checks, Probe, Verdict
 from gateway.security import pki, policy, trust
 from gateway.security.receipts import ReceiptSigner
 from gateway.services import registry_events, registry_exchange
@@ -109,6 +111,8 @@ class Running:
     drain: Callable[[float | None], None]  # refuse new calls, finish in-flight ones
     closers: list[Closer]
     reload: Callable[[], str] | None = None  # on SIGHUP: re-read what may change, say what
+    live: Callable[[], Verdict] | None = None  # the liveness probe's verdict
+    ready: Callable[[], Verdict] | None = None  # the readiness probe's verdict
 
     def stop(self, grace: float | None) -> None:
         """Refuse new calls, let in-flight ones finish within `grace`, then close."""
@@ -199,8 +203,11 @@ class ListenError(OSError):
     do, never grpc's traceback."""
 
 
-def _listen(server: grpc.Server | aio.Server, address: str, config: Config) -> int:
-    _bindable(address)
+def _listen(
+    server: grpc.Server | aio.Server, address: str, config: Config, *, shared: bool = False
+) -> int:
+    if not shared:  # a shared port was reserved, and checked, by the supervisor
+        _bindable(address)
     try:
         if config.insecure_plaintext:
             port: int = server.add_insecure_port(address)
@@ -299,15 +306,32 @@ def limits(config: Config) -> Limits:
     )
 
 
+@dataclass
+class Served:
+    """The grpc.aio server once started: its port, how to drain it, and how to tell its
+    event loop still turns (the liveness probe)."""
+
+    port: int
+    drain: Callable[[float | None], None]
+    responsive: Callable[[float], bool]
+    draining: threading.Event
+
+
 def _serve_aio(
-    config: Config, door: Door, handlers: list[grpc.GenericRpcHandler], services: list[str]
-) -> tuple[int, Callable[[float | None], None]]:
+    config: Config,
+    door: Door,
+    handlers: list[grpc.GenericRpcHandler],
+    services: list[str],
+    *,
+    reuse_port: bool = False,
+) -> Served:
     """The gateway's grpc.aio server on an event loop of its own thread: handlers behind
     the door; health and reflection answered on the loop, needing no worker."""
     loop, thread = run_loop()
+    draining = threading.Event()
 
     async def build() -> tuple[aio.Server, int, health.aio.HealthServicer]:
-        server = aio.server(options=door.limits.server_options())
+        server = aio.server(options=door.limits.server_options(reuse_port=reuse_port))
         server.add_generic_rpc_handlers(tuple(door.wrap(h) for h in handlers))
         checker = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -316,7 +340,7 @@ def _serve_aio(
         reflection.enable_server_reflection(
             [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        port = _listen(server, config.listen, config)
+        port = _listen(server, config.listen, config, shared=reuse_port)
         await server.start()
         return server, port, checker
 
@@ -333,12 +357,48 @@ def _serve_aio(
         await server.stop(grace)
 
     def drain(grace: float | None) -> None:
+        draining.set()
         asyncio.run_coroutine_threadsafe(stop(grace), loop).result()
         door.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
 
-    return port, drain
+    def responsive(timeout: float) -> bool:
+        try:
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout)
+        except (TimeoutError, RuntimeError):
+            return False
+        return True
+
+    return Served(port, drain, responsive, draining)
+
+
+def probe_checks(core: Core, config: Config, served: Served) -> tuple[Checks, Checks]:
+    """The liveness and readiness checks of one gateway process (docs/deployment.md,
+    "Probes"): live while its event loop turns; ready while it serves, its audit chain
+    can be written (every exchange is refused without it) and its required backends
+    answer. An optional backend's outage is reported, and fails only the calls needing it."""
+
+    def loop_turns() -> str | None:
+        return None if served.responsive(1.5) else "the event loop did not turn within 1.5 s"
+
+    def serving() -> str | None:
+        return "draining" if served.draining.is_set() else None
+
+    def audit() -> str | None:
+        if not core.writer.available:
+            return "audit store down (appends refused until it answers)"
+        core.audit_store.head(core.writer.node)
+        return None
+
+    ready = {"serving": Probe(serving), "audit": Probe(audit)}
+    for adapter in core.registries.adapters:
+        if isinstance(adapter, RemoteAdapter):
+            transport = config.institutions[adapter.institution]
+            ready[f"backend:{adapter.institution}"] = Probe(
+                functools.partial(adapter.reachable, 1.5), required=transport.required
+            )
+    return Checks({"event_loop": Probe(loop_turns)}), Checks(ready)
 
 
 @dataclass
@@ -398,8 +458,9 @@ def open_core(config: Config) -> Core:
     )  # fmt: skip
 
 
-def start_gateway(config: Config) -> Running:
-    """Validate everything, then serve RegistryExchange on config.listen."""
+def start_gateway(config: Config, *, reuse_port: bool = False) -> Running:
+    """Validate everything, then serve RegistryExchange on config.listen (shared with the
+    other workers of `jisr serve --processes N` when `reuse_port`)."""
     core = open_core(config)
     catalogue, registry, security, registries = (
         core.catalogue, core.registry, core.security, core.registries
@@ -449,7 +510,7 @@ def start_gateway(config: Config) -> Running:
         config.due_process_sweep_seconds,
     )
     door = Door(limits(config), engine.refused_at_door)
-    port, drain = _serve_aio(
+    served = _serve_aio(
         config,
         door,
         [
@@ -471,9 +532,13 @@ def start_gateway(config: Config) -> Running:
             EVENTS_SERVICE,
             TRANSPARENCY_SERVICE,
         ],
+        reuse_port=reuse_port,
     )
+    live, ready = probe_checks(core, config, served)
     # Closed in order after the drain: the writer flushes and checkpoints before its store.
     closers: list[Closer] = [
+        live,
+        ready,
         due,
         registries,
         store,
@@ -487,7 +552,14 @@ def start_gateway(config: Config) -> Running:
     closers.append(event_store)
     if registry is not None:
         closers.append(registry)
-    return Running(port, drain, closers, lambda: _reload(security))
+    return Running(
+        served.port,
+        served.drain,
+        closers,
+        lambda: _reload(security),
+        live=live.verdict,
+        ready=ready.verdict,
+    )
 
 
 def start_dci(

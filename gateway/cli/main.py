@@ -18,12 +18,13 @@ from gateway.cli import console as console_cli
 from gateway.cli import dci as dci_cli
 from gateway.cli import portal as portal_cli
 from gateway.cli import registry as registry_cli
+from gateway.cli import serve as serve_cli
 from gateway.cli import transparency as transparency_cli
 from gateway.cli.support import SAMPLES, call, consent, demo_data, samples
 from gateway.security import pki, receipts
 
 if TYPE_CHECKING:
-    from gateway import config as config_mod
+    pass
 
 # The server's modules are imported by the commands that run it (serve, backend, pki init),
 # never at start-up: `jisr call`, `consent`, `keys` and `receipt` are a partner's, and work
@@ -90,45 +91,6 @@ _TARGET_HELP = "the gateway's host:port (default: %(default)s)"
 _RECEIPT_HELP = "also print each receipt's signed JWS on stdout (before or after the method)"
 _PROGRAMME_HELP = "programme code, e.g. AMOT or ASD (`jisr programmes check` lists them)"
 _METHOD_HELP = "how it was collected (default: %(default)s)"
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from gateway import config as config_mod
-    from gateway.server import run_until_signalled, start_gateway
-    from gateway.telemetry import setup as telemetry
-
-    env_or_flags = dict(os.environ)
-    if args.listen:
-        env_or_flags["JISR_LISTEN"] = args.listen
-    if args.data_dir:
-        env_or_flags["JISR_DATA_DIR"] = str(args.data_dir)
-    if args.pki_dir:
-        env_or_flags["JISR_PKI_DIR"] = str(args.pki_dir)
-    if args.insecure_plaintext:
-        env_or_flags["JISR_INSECURE_PLAINTEXT"] = "1"
-    if args.metrics_listen:
-        env_or_flags["JISR_METRICS_LISTEN"] = args.metrics_listen
-    config = config_mod.load(args.config, env_or_flags)
-    telemetry.setup_logging()
-    traces = telemetry.setup_tracing("jisr-gateway", console=args.trace_console)
-    telemetry.setup_metrics(config.metrics_listen, "jisr-gateway")
-    running = start_gateway(config)
-    host = config.listen.rsplit(":", 1)[0]
-    transports = ", ".join(f"{k}={v.kind}" for k, v in config.institutions.items())
-    run_until_signalled(
-        running,
-        config.grace_s,
-        f"jisr: serving jisr.v1 on {host}:{running.port} ({_transport(config)}; {transports})",
-    )
-    if traces is not None:
-        traces.shutdown()  # export the last spans
-    return 0
-
-
-def _transport(config: config_mod.Config) -> str:
-    if config.insecure_plaintext:
-        return "INSECURE PLAINTEXT, development only"
-    return f"mTLS, PKI {config.pki_dir}"
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -213,7 +175,7 @@ def _backend(args: argparse.Namespace) -> int:
         running,
         5.0,
         f"jisr: MinistryBackend for {','.join(names)} on {host}:{running.port}"
-        f" ({_transport(config)})",
+        f" ({serve_cli.transport(config)})",
     )
     if traces is not None:
         traces.shutdown()
@@ -271,24 +233,6 @@ def _receipt_verify(args: argparse.Namespace) -> int:
 
 def _call(args: argparse.Namespace) -> int:
     return call(args)
-
-
-def _serve_parser(sub: Any) -> None:
-    serve = sub.add_parser("serve", help="serve the gateway")
-    serve.add_argument("--config", type=Path, help="gateway TOML (default: built-in)")
-    serve.add_argument("--listen", help="host:port (overrides config and JISR_LISTEN)")
-    serve.add_argument("--data-dir", type=Path, help="registry directory")
-    serve.add_argument("--pki-dir", type=Path, help="PKI directory (jisr pki init)")
-    serve.add_argument(
-        "--trace-console", action="store_true", help="print spans (else OTEL_* decides)"
-    )
-    serve.add_argument("--metrics-listen", help="host:port for Prometheus /metrics")
-    serve.add_argument(
-        "--insecure-plaintext",
-        action="store_true",
-        help="UNSAFE, development only: no TLS; the caller's institution is its token's iss",
-    )
-    serve.set_defaults(run=_serve)
 
 
 def _pki_parsers(sub: Any) -> None:
@@ -457,7 +401,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="jisr", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
     for add in (
-        _serve_parser,
+        serve_cli.add_parser,
         _pki_parsers,
         _data_parsers,
         _call_parser,

@@ -84,10 +84,12 @@ class Limits:
     subscriptions_per_institution: int = 4
     max_message_bytes: int = 1024 * 1024
 
-    def server_options(self) -> list[tuple[str, Any]]:
-        """grpc's own limits, set deliberately (docs/security.md, "Limits")."""
+    def server_options(self, *, reuse_port: bool = False) -> list[tuple[str, Any]]:
+        """grpc's own limits, set deliberately (docs/security.md, "Limits"). The port is
+        shared (SO_REUSEPORT) only among the workers of one `jisr serve --processes N`,
+        which reserved it first; otherwise a taken port is an error, not a silent share."""
         return [
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", GRPC_CEILING_FACTOR * self.max_message_bytes),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),

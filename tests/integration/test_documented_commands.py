@@ -36,6 +36,7 @@ ROOT = Path(__file__).parents[2]
 DOCUMENTS = sorted(["README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))])
 MAKE_RUN_ADDRESS = ("127.0.0.1", 50051)
 DCI_ADDRESS = "127.0.0.1:8090"  # `make run`'s DCI facade (docs/dci.md)
+HEALTH_ADDRESS = "127.0.0.1:8071"  # `make run`'s gateway probes (docs/deployment.md)
 FENCE = re.compile(r"^```(\w*)\s*$")
 NOT_RUN = re.compile(r"^<!-- not run: (.+\S) -->$")
 SAVED_AS = re.compile(r"^<!-- file: ([\w.-]+) -->$")
@@ -115,11 +116,12 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ).stdout  # fmt: skip
     (home / "var" / "dci-demo.secret").write_text(secret, encoding="utf-8")
     state = {"JISR_STATE_DIR": str(home / "var")}
-    gateway = processes.start(
-        ["serve", "--data-dir", str(home / "var"), "--pki-dir", str(home / "var" / "pki")],
+    gateway = processes.start(  # as `make run`: one process per CPU, probes on 8071
+        ["serve", "--data-dir", str(home / "var"), "--pki-dir", str(home / "var" / "pki"),
+         "--health-listen", HEALTH_ADDRESS],
         home / "gateway.log",
-        {"JISR_LISTEN": "127.0.0.1:50051", **state},
-    )
+        {"JISR_LISTEN": "127.0.0.1:50051", "JISR_PROCESSES": "auto", **state},
+    )  # fmt: skip
     dci = processes.start(
         ["dci", "serve", "--listen", DCI_ADDRESS, "--data-dir", str(home / "var"),
          "--pki-dir", str(home / "var" / "pki")],

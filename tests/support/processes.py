@@ -59,9 +59,11 @@ class Proc:
 
 
 def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A child's environment: this one without JISR_* variables, then `env`."""
+    """A child's environment: this one without JISR_* variables, then `env`. A gateway
+    runs one process unless `env` asks for more (JISR_PROCESSES): tests that are not about
+    the supervisor see one audit chain and one PID, as they did before it existed."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("JISR_")}
-    return {**inherited, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    return {**inherited, "JISR_PROCESSES": "1", **(env or {}), "PYTHONUNBUFFERED": "1"}
 
 
 def jisr(*args: str) -> list[str]:

@@ -22,6 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "gateway.base": {"gateway.pb"},
     "gateway.storage": {"gateway.base"},
     "gateway.telemetry": {"gateway.base"},
+    # Running as a service (processes, probes): knows nothing of the exchange.
+    "gateway.runtime": set(),
     "adapters": BASE,
     "consent": BASE | {"gateway.storage"},
     "gateway.security": BASE,

@@ -1,0 +1,170 @@
+"""`jisr serve --processes N` (docs/deployment.md): N workers on one port, each with its
+own audit chain on the shared stores; a killed worker is restarted and nothing it
+acknowledged lacks its audit record; SIGTERM stops them all. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from gateway.audit.store import open_audit_store
+from gateway.sdk.client import Credentials, JisrClient, JisrError
+from tests.support import databases, processes, registry_rows
+
+pytestmark = pytest.mark.integration
+PURPOSE = "AMO_ENROLMENT"
+WAIT_S = 60.0
+
+
+@dataclass
+class Pool:
+    proc: processes.Proc
+    probes: str
+    state: Path
+    database_url: str | None
+    households: list[str]
+    creds: Credentials
+
+    def call(self, index: int) -> str:
+        """One call on a new connection (the kernel picks a worker per connection); the
+        audit record its receipt names."""
+        with JisrClient(self.proc.target, self.creds, timeout=30) as client:
+            answer = client.household_status(PURPOSE, self.households[index % 20])
+        return str(answer.receipt["audit"])
+
+    def workers(self) -> list[int]:
+        return processes.child_pids(self.proc.pid, "gateway.cli")
+
+    def recorded(self, audit: str) -> bool:
+        node, seq = audit.rsplit(":", 1)
+        store = open_audit_store(self.database_url, self.state, read_only=True)
+        try:
+            return any(r.seq == int(seq) for r in store.records(node, int(seq) - 1))
+        finally:
+            store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def pool(
+    request: pytest.FixtureRequest, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> Iterator[Pool]:
+    probes = f"127.0.0.1:{_free_port()}"
+    env = {
+        "JISR_PROCESSES": "2",
+        "JISR_HEALTH_LISTEN": probes,
+        "JISR_STATE_DIR": str(tmp_path / "state"),
+    }
+    with ExitStack() as stack:
+        url = stack.enter_context(databases.for_backend(request.param))
+        if url:
+            env["JISR_DATABASE_URL"] = url
+        proc = processes.start(
+            ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
+             "--pki-dir", str(pki_dir)],
+            tmp_path / "gateway.log", env=env,
+        )  # fmt: skip
+        stack.callback(proc.stop)
+        households = [h.household_id for h in registry_rows.households(registry_dir, 20)]
+        yield Pool(
+            proc, probes, tmp_path / "state", url, households,
+            Credentials.from_pki(pki_dir, "DEMO"),
+        )  # fmt: skip
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {WAIT_S} s: {what}"
+        time.sleep(0.2)
+
+
+def test_every_worker_answers_on_the_one_port_with_its_own_audit_chain(pool: Pool) -> None:
+    assert len(pool.workers()) == 2
+    nodes = {pool.call(i).rsplit(":", 1)[0] for i in range(40)}
+    # 40 connections all on one worker would be a 1 in 2^39 chance under SO_REUSEPORT.
+    assert len(nodes) == 2
+    assert "2 processes" in pool.proc.output()
+
+
+def test_a_killed_worker_is_restarted_and_every_answered_call_is_recorded(pool: Pool) -> None:
+    answered = [pool.call(i) for i in range(6)]
+    victim = pool.workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    _until(lambda: len(pool.workers()) == 2 and victim not in pool.workers(), "a new worker")
+    _until(lambda: httpx.get(f"http://{pool.probes}/readyz", timeout=5).status_code == 200,
+           "ready again")  # fmt: skip
+    answered += [pool.call(i) for i in range(6, 12)]
+    assert all(pool.recorded(audit) for audit in answered)
+    assert "exited (killed by SIGKILL)" in pool.proc.output()
+
+
+def test_sigterm_stops_every_worker_and_exits_cleanly(pool: Pool) -> None:
+    workers = pool.workers()
+    assert pool.proc.stop(signal.SIGTERM) == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_the_probes_answer_without_a_client_certificate(pool: Pool) -> None:
+    ready = httpx.get(f"http://{pool.probes}/readyz", timeout=10)
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"worker-0": "ok", "worker-1": "ok"}}
+    assert httpx.get(f"http://{pool.probes}/livez", timeout=10).status_code == 200
+
+
+def test_a_worker_that_cannot_start_stops_the_start_with_its_reason(
+    registry_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "gateway.log"
+    with pytest.raises(processes.StartError):
+        processes.start(
+            ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
+             "--pki-dir", str(tmp_path / "no-pki")],
+            log, env={"JISR_PROCESSES": "2", "JISR_STATE_DIR": str(tmp_path / "state")},
+        )  # fmt: skip
+    said = log.read_text()
+    assert "exited while starting" in said
+    assert "Traceback" not in said.split("exited while starting")[-1]
+
+
+def test_a_taken_port_is_refused_naming_it(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            processes.jisr(
+                "serve", "--listen", f"127.0.0.1:{port}", "--processes", "2",
+                "--data-dir", str(registry_dir), "--pki-dir", str(pki_dir),
+            ),
+            capture_output=True, text=True, timeout=120, check=False,
+            env=processes.environment({"JISR_STATE_DIR": str(tmp_path / "state")}),
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_a_refused_call_is_still_an_answer_not_a_lost_connection(pool: Pool) -> None:
+    with (
+        JisrClient(pool.proc.target, pool.creds, timeout=30) as client,
+        pytest.raises(JisrError) as refused,
+    ):
+        client.household_status("NOT_A_PURPOSE", pool.households[0])
+    assert refused.value.reason  # a documented reason from whichever worker answered

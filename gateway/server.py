@@ -71,6 +71,7 @@ from gateway.services.contest_cases import SERVICE as CONTEST_SERVICE
 from gateway.services.contest_cases import ContestCasesService, Sweeper
 from gateway.services.door import Door, Limits, run_loop
 from gateway.services.due_process import DueProcessPoller, DueProcessSweep
+from gateway.services.rates import Rates
 from gateway.services.registry_events import SERVICE as EVENTS_SERVICE
 from gateway.services.registry_events import Delivery, RegistryEventsService
 from gateway.services.registry_events import handler as event_handler
@@ -509,7 +510,7 @@ def start_gateway(config: Config, *, reuse_port: bool = False) -> Running:
         DueProcessSweep(event_store, contest_store, core.recorder, catalogue),
         config.due_process_sweep_seconds,
     )
-    door = Door(limits(config), engine.refused_at_door)
+    door = Door(limits(config), engine.refused_at_door, Rates(security.policy.rates))
     served = _serve_aio(
         config,
         door,

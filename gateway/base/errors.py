@@ -42,6 +42,9 @@ class Reason(StrEnum):
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     RESPONSE_NOT_READ = "RESPONSE_NOT_READ"
     GATEWAY_BUSY = "GATEWAY_BUSY"
+    # The institution's rate in the policy ([limits]) is spent (RESOURCE_EXHAUSTED, with
+    # RetryInfo saying when a call will be admitted again).
+    RATE_LIMITED = "RATE_LIMITED"
     # The gateway stopped (UNAVAILABLE) before the call could end: retry elsewhere or later.
     GATEWAY_STOPPING = "GATEWAY_STOPPING"
     # The caller ended its own call (CANCELLED / DEADLINE_EXCEEDED): not a gateway fault.
@@ -138,11 +141,15 @@ class ExchangeError(Exception):
         reason: Reason,
         message: str,
         metadata: dict[str, str] | None = None,
+        *,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.metadata = metadata or {}
+        # When to retry, if not the reason's usual delay (gateway/base/status.py).
+        self.retry_after_s = retry_after_s
 
 
 def invalid(reason: Reason, message: str, field: str | None = None) -> ExchangeError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from gateway.base.errors import DOMAIN, ExchangeError, Reason
@@ -99,6 +99,7 @@ CODES: Mapping[Reason, int] = MappingProxyType(
         Reason.MESSAGE_TOO_LARGE: code_pb2.RESOURCE_EXHAUSTED,
         Reason.TOO_MANY_CALLS: code_pb2.RESOURCE_EXHAUSTED,
         Reason.GATEWAY_BUSY: code_pb2.RESOURCE_EXHAUSTED,
+        Reason.RATE_LIMITED: code_pb2.RESOURCE_EXHAUSTED,
         Reason.REQUEST_TIMEOUT: code_pb2.DEADLINE_EXCEEDED,
         Reason.RESPONSE_NOT_READ: code_pb2.DEADLINE_EXCEEDED,
         Reason.CALLER_DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
@@ -122,6 +123,31 @@ def code_name(reason: Reason) -> str:
     return str(code_pb2.Code.Name(CODES[reason]))
 
 
+# Seconds after which a retry may succeed, for the reasons a retry can cure: sent as a
+# google.rpc.RetryInfo beside the ErrorInfo (an error's own `retry_after_s` wins, e.g. the
+# time until a rate limit's next token or a backend's circuit half-opens).
+RETRY_AFTER_S: Mapping[Reason, float] = MappingProxyType(
+    {
+        Reason.TOO_MANY_CALLS: 0.5,
+        Reason.GATEWAY_BUSY: 1.0,
+        Reason.RATE_LIMITED: 1.0,
+        Reason.GATEWAY_STOPPING: 1.0,
+        Reason.AUDIT_UNAVAILABLE: 1.0,
+        Reason.CONSENT_STORE_UNAVAILABLE: 1.0,
+        Reason.EVENTS_UNAVAILABLE: 1.0,
+        Reason.BACKEND_UNAVAILABLE: 1.0,
+        Reason.BACKEND_TIMEOUT: 1.0,
+    }
+)
+
+
+def retry_after(error: ExchangeError) -> float | None:
+    """Seconds the caller should wait before retrying, or None if a retry cannot help."""
+    if error.retry_after_s is not None:
+        return max(0.0, error.retry_after_s)
+    return RETRY_AFTER_S.get(error.reason)
+
+
 def rich_status(error: ExchangeError) -> status_pb2.Status:
     """The google.rpc.Status carried in the trailers (and in batch item results)."""
     info = error_details_pb2.ErrorInfo(
@@ -129,4 +155,12 @@ def rich_status(error: ExchangeError) -> status_pb2.Status:
     )
     detail = any_pb2.Any()
     detail.Pack(info)
-    return status_pb2.Status(code=CODES[error.reason], message=error.message, details=[detail])
+    details = [detail]
+    delay = retry_after(error)
+    if delay is not None:
+        wait = duration_pb2.Duration()
+        wait.FromNanoseconds(round(delay * 1e9))
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=wait))
+        details.append(retry)
+    return status_pb2.Status(code=CODES[error.reason], message=error.message, details=details)

@@ -58,6 +58,9 @@ class JisrError(Exception):
     message: str
     metadata: dict[str, str] = field(default_factory=dict)
     receipt: dict[str, Any] | None = None
+    # Seconds to wait before a retry can succeed (the status's RetryInfo); None: do not
+    # retry the same call, it would fail the same way.
+    retry_after: float | None = None
 
     def __str__(self) -> str:
         return f"{self.code.name} {self.reason}: {self.message}"
@@ -143,12 +146,20 @@ def error_from(exc: grpc.RpcError, jwks: Mapping[str, Any] | None = None) -> Jis
     code, message = exc.code(), exc.details() or ""
     receipt = _receipt_claims(exc.trailing_metadata(), jwks) if jwks is not None else None
     status = rpc_status.from_call(exc)
-    if status is not None:
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return JisrError(code, info.reason, status.message, dict(info.metadata), receipt)
-    return JisrError(code, "", message, receipt=receipt)
+    if status is None:
+        return JisrError(code, "", message, receipt=receipt)
+    found: JisrError | None = None
+    delay: float | None = None
+    for detail in status.details:
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        if found is None and detail.Unpack(info):
+            found = JisrError(code, info.reason, status.message, dict(info.metadata), receipt)
+        elif detail.Unpack(retry):
+            delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+    if found is None:
+        return JisrError(code, "", message, receipt=receipt, retry_after=delay)
+    found.retry_after = delay
+    return found
 
 
 def _receipt_claims(

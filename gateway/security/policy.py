@@ -5,6 +5,9 @@ or `consent`) and the fields of the method's response that may be disclosed. Eve
 not granted is denied. The file also names the institutions holding the roles later
 features check (consent collection, audit access, citizen access reports).
 
+A `[limits.X]` table may give institution X a rate of calls (a token bucket: a sustained
+`calls_per_second` and a `burst`), which the gateway's door enforces before any work.
+
 The file is validated once at start and every error names the file and the field at
 fault. Deciding is then a dictionary lookup: no I/O, nothing parsed per request.
 """
@@ -144,10 +147,21 @@ def consented(grant: Grant, covered: frozenset[str]) -> tuple[FieldTree, tuple[s
     return projection.field_tree(paths), paths
 
 
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """An institution's rate of calls: `calls_per_second` sustained, `burst` at once."""
+
+    calls_per_second: float
+    burst: int
+
+
+MAX_RATE = 1_000_000.0
+
+
 class Policy:
     """Validated grants and roles; every question is answered by a dictionary lookup."""
 
-    __slots__ = ("_by_key", "_purposes", "_roles", "grants", "scope_names", "source")
+    __slots__ = ("_by_key", "_purposes", "_roles", "grants", "rates", "scope_names", "source")
 
     def __init__(
         self,
@@ -155,8 +169,10 @@ class Policy:
         roles: Mapping[str, Iterable[str]],
         source: str,
         scope_names: Iterable[str] = (),
+        rates: Mapping[str, Rate] | None = None,
     ) -> None:
         self.source = source
+        self.rates: Mapping[str, Rate] = dict(rates or {})
         self.scope_names = frozenset(scope_names)
         self.grants = tuple(grants)
         self._by_key: dict[tuple[str, str, str], Grant] = {}
@@ -223,7 +239,7 @@ def parse(text: str, source: str) -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: {exc}") from exc
-    _only(doc, {"roles", "scopes", "grant"}, source, "")
+    _only(doc, {"roles", "scopes", "grant", "limits"}, source, "")
     roles = _roles(_table(doc.get("roles", {}), source, "roles"), source)
     scopes = _scopes(_table(doc.get("scopes", {}), source, "scopes"), source)
     grants: list[Grant] = []
@@ -246,7 +262,34 @@ def parse(text: str, source: str) -> Policy:
             grants.append(grant)
     if not grants:
         raise PolicyError(f"{source}: no [[grant]] defined")
-    return Policy(grants, roles, source, scopes)
+    rates = _rates(_table(doc.get("limits", {}), source, "limits"), source)
+    return Policy(grants, roles, source, scopes, rates)
+
+
+def _rates(table: dict[str, Any], source: str) -> dict[str, Rate]:
+    rates: dict[str, Rate] = {}
+    for institution, raw in table.items():
+        where = f"limits.{institution}"
+        _institution(institution, source, where)
+        limits = _table(raw, source, where)
+        _only(limits, {"calls_per_second", "burst"}, source, where)
+        rate = limits.get("calls_per_second")
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not (0 < rate <= MAX_RATE)
+        ):
+            raise PolicyError(
+                f"{source}: {where}.calls_per_second: must be a number above 0, at most"
+                f" {MAX_RATE:,.0f}"
+            )
+        burst = limits.get("burst", max(1, int(rate)))
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_RATE:
+            raise PolicyError(
+                f"{source}: {where}.burst: must be a whole number from 1 to {MAX_RATE:,.0f}"
+            )
+        rates[institution] = Rate(float(rate), burst)
+    return rates
 
 
 def _roles(table: dict[str, Any], source: str) -> dict[str, list[str]]:

@@ -47,6 +47,7 @@ from gateway.base.errors import DEADLINE_SLACK_S, ExchangeError, Reason, caller_
 from gateway.base.wire import REGISTRY_EVENTS, method_path
 from gateway.engine.steps import OFFLOAD, Steps, drive, thrown
 from gateway.services.edge import grpc_status
+from gateway.services.rates import Rates
 
 log = logging.getLogger("jisr.door")
 
@@ -217,6 +218,14 @@ def _too_many(what: str) -> ExchangeError:
     )
 
 
+def _rate_limited(wait: float) -> ExchangeError:
+    return ExchangeError(
+        Reason.RATE_LIMITED,
+        f"this institution's rate of calls is spent; the next is admitted in {wait:.3f} s",
+        retry_after_s=wait,
+    )
+
+
 def _busy() -> ExchangeError:
     return ExchangeError(
         Reason.GATEWAY_BUSY,
@@ -285,9 +294,10 @@ class _Counts:
 class Door:
     """Wraps the service's sync handlers into grpc.aio handlers behind the limits."""
 
-    def __init__(self, limits: Limits, refused: Refused) -> None:
+    def __init__(self, limits: Limits, refused: Refused, rates: Rates | None = None) -> None:
         self.limits = limits
         self._refused = refused
+        self._rates = rates or Rates({})
         self._workers = ThreadPoolExecutor(limits.workers, thread_name_prefix="jisr")
         self._streamers = ThreadPoolExecutor(limits.stream_workers, thread_name_prefix="jisr-s")
         self._subscribers = ThreadPoolExecutor(
@@ -521,6 +531,9 @@ class Door:
     def _admit(self, institution: str, lane: str) -> ExchangeError | None:
         """Count the call in, or say why not."""
         counts, limits = self._counts, self.limits
+        wait = self._rates.admit(institution) if institution else 0.0
+        if wait > 0.0:
+            return _rate_limited(wait)
         if counts.calls[institution] >= limits.calls_per_institution:
             return _too_many("calls")
         if lane != CALL:
@@ -591,9 +604,9 @@ class Door:
         error: ExchangeError,
     ) -> None:
         """Answer a refusal made at the door; record it unless it is an overload (a flood
-        of TOO_MANY_CALLS or GATEWAY_BUSY is counted and logged, at most once per 10 s
+        of TOO_MANY_CALLS, GATEWAY_BUSY or RATE_LIMITED is counted and logged, at most once per 10 s
         per institution)."""
-        if error.reason in (Reason.TOO_MANY_CALLS, Reason.GATEWAY_BUSY):
+        if error.reason in (Reason.TOO_MANY_CALLS, Reason.GATEWAY_BUSY, Reason.RATE_LIMITED):
             self._quiet.warn(
                 f"busy:{institution}",
                 "refused at the door",

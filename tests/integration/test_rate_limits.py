@@ -1,0 +1,90 @@
+"""An institution's rate of calls from the policy ([limits.X], docs/policy.md): over it,
+RESOURCE_EXHAUSTED RATE_LIMITED with a RetryInfo, at once and before any work; after the
+delay it says, the call is admitted; another institution is untouched. SQLite and
+PostgreSQL stores alike (the door refuses before the stores are asked)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway.sdk.client import Credentials, JisrClient, JisrError
+from gateway.security.policy import DEFAULT_FILE
+from tests.support import databases, processes, registry_rows
+
+pytestmark = pytest.mark.integration
+SHIPPED = Path(__file__).resolve().parents[2] / "gateway" / "data" / DEFAULT_FILE
+PURPOSE = "AMO_ENROLMENT"
+
+
+@dataclass
+class Limited:
+    proc: processes.Proc
+    pki_dir: Path
+    household: str
+
+    def client(self, institution: str) -> JisrClient:
+        return JisrClient(self.proc.target, Credentials.from_pki(self.pki_dir, institution))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def limited(
+    request: pytest.FixtureRequest, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> Iterator[Limited]:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        SHIPPED.read_text(encoding="utf-8")
+        + "\n[limits.DEMO]\ncalls_per_second = 0.5\nburst = 2\n",
+        encoding="utf-8",
+    )
+    env = {"JISR_POLICY": str(policy), "JISR_STATE_DIR": str(tmp_path / "state")}
+    with ExitStack() as stack:
+        url = stack.enter_context(databases.for_backend(request.param))
+        if url:
+            env["JISR_DATABASE_URL"] = url
+        proc = processes.start(
+            ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
+             "--pki-dir", str(pki_dir)],
+            tmp_path / "gateway.log", env=env,
+        )  # fmt: skip
+        stack.callback(proc.stop)
+        household = registry_rows.households(registry_dir, 1)[0].household_id
+        yield Limited(proc, pki_dir, household)
+
+
+def test_calls_beyond_the_burst_are_refused_with_when_to_retry(limited: Limited) -> None:
+    with limited.client("DEMO") as demo:
+        demo.household_status(PURPOSE, limited.household)
+        demo.household_status(PURPOSE, limited.household)
+        with pytest.raises(JisrError) as refused:
+            demo.household_status(PURPOSE, limited.household)
+    assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.reason == "RATE_LIMITED"
+    assert refused.value.retry_after is not None
+    assert 0 < refused.value.retry_after <= 2.0
+
+
+def test_a_call_after_the_delay_it_was_told_is_admitted(limited: Limited) -> None:
+    with limited.client("DEMO") as demo:
+        demo.household_status(PURPOSE, limited.household)
+        demo.household_status(PURPOSE, limited.household)
+        with pytest.raises(JisrError) as refused:
+            demo.household_status(PURPOSE, limited.household)
+        assert refused.value.retry_after is not None
+        time.sleep(refused.value.retry_after + 0.05)
+        assert demo.household_status(PURPOSE, limited.household).message.household
+
+
+def test_another_institution_is_not_held_by_a_limited_one(limited: Limited) -> None:
+    with limited.client("DEMO") as demo, limited.client("CNSS") as cnss:
+        for _ in range(4):
+            with suppress(JisrError):
+                demo.household_status(PURPOSE, limited.household)
+        answers = [cnss.verify(PURPOSE, limited.household, "AMOT") for _ in range(5)]
+    assert len(answers) == 5

@@ -76,12 +76,19 @@ class AdapterError(Exception):
     a field, never a value: it may reach logs."""
 
     def __init__(
-        self, institution: str, detail: str, *, timed_out: bool = False, invalid: bool = False
+        self,
+        institution: str,
+        detail: str,
+        *,
+        timed_out: bool = False,
+        invalid: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(f"{institution}: {detail}")
         self.institution = institution
         self.timed_out = timed_out
         self.invalid = invalid
+        self.retry_after_s = retry_after_s  # e.g. until its circuit half-opens
 
 
 class Adapter(Protocol):

@@ -16,11 +16,24 @@ from opentelemetry import propagate, trace
 
 from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
 from adapters.record_checks import RecordInvalid, records_by_key
+from adapters.resilience import Bulkhead, CircuitBreaker
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
 BACKEND = backend_pb2.DESCRIPTOR.services_by_name["MinistryBackend"].full_name
 log = logging.getLogger("jisr.remote")
+DEFAULT_IN_FLIGHT = 8  # fetches to one backend at once (the configuration may say)
+# What counts toward opening a backend's circuit: it is down, overloaded or broken. An
+# answer outside the contract does not (it comes at once and holds nothing).
+_BACKEND_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 _tracer = trace.get_tracer("jisr")
 
 
@@ -33,12 +46,17 @@ class RemoteAdapter:
         kinds: frozenset[RecordKind.ValueType],
         channel: grpc.Channel,
         default_timeout: float,
+        *,
+        breaker: CircuitBreaker | None = None,
+        bulkhead: Bulkhead | None = None,
     ) -> None:
         self._institution = institution
         self._kinds = kinds
         self._channel = channel
         self._stub = backend_pb2_grpc.MinistryBackendStub(channel)
         self._default_timeout = default_timeout
+        self.breaker = breaker or CircuitBreaker()
+        self.bulkhead = bulkhead or Bulkhead(DEFAULT_IN_FLIGHT)
 
     @property
     def institution(self) -> str:
@@ -78,7 +96,8 @@ class RemoteAdapter:
     def _call(
         self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
     ) -> backend_pb2.FetchRecordsResponse:
-        """One FetchRecords within the caller's remaining time, or BACKEND_TIMEOUT at once."""
+        """One FetchRecords within the caller's remaining time (BACKEND_TIMEOUT at once if
+        none is left), through the bulkhead and the breaker (adapters/resilience.py)."""
         timeout = self._default_timeout
         left = ctx.time_left()
         if left is not None:
@@ -87,6 +106,30 @@ class RemoteAdapter:
                     self._institution, "no time left before the caller's deadline", timed_out=True
                 )
             timeout = min(timeout, left)
+        if not self.bulkhead.enter(left):
+            raise AdapterError(
+                self._institution,
+                f"{self.bulkhead.limit} fetches already in flight to it",
+                retry_after_s=0.5,
+            )
+        try:
+            wait = self.breaker.allow()
+            if wait > 0:
+                raise AdapterError(
+                    self._institution, "circuit open after repeated failures", retry_after_s=wait
+                )
+            return self._fetch_records(kind, keys, ctx, timeout)
+        finally:
+            self.bulkhead.leave()
+
+    def _fetch_records(
+        self,
+        kind: RecordKind.ValueType,
+        keys: Sequence[str],
+        ctx: FetchContext,
+        timeout: float,
+    ) -> backend_pb2.FetchRecordsResponse:
+        """The call itself; its outcome is the breaker's to count (never left pending)."""
         request = backend_pb2.FetchRecordsRequest(kind=kind, keys=keys, purpose=ctx.purpose)
         try:
             with _tracer.start_as_current_span(  # the backend's server span continues it
@@ -106,13 +149,23 @@ class RemoteAdapter:
                 response: backend_pb2.FetchRecordsResponse = self._stub.FetchRecords(
                     request, timeout=timeout, metadata=tuple(carrier.items())
                 )
-        except grpc.RpcError as exc:
+        except BaseException as exc:
+            if not isinstance(exc, grpc.RpcError):
+                self.breaker.succeeded()  # not the backend's doing: free a half-open trial
+                raise
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if code in _BACKEND_FAULTS and not (
+                code is grpc.StatusCode.DEADLINE_EXCEEDED and timeout < self._default_timeout
+            ):  # a deadline cut short by the caller is the caller's, not the backend's
+                self.breaker.failed()
+            else:
+                self.breaker.succeeded()  # it answered: a refusal is not an outage
             raise AdapterError(
                 self._institution,
                 f"backend answered {code.name}",
                 timed_out=code is grpc.StatusCode.DEADLINE_EXCEEDED,
             ) from exc
+        self.breaker.succeeded()
         return response
 
     def reachable(self, timeout: float) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 from adapters.catalog import READERS
 
 INSTITUTIONS = tuple(READERS)
+DEFAULT_IN_FLIGHT = 8  # fetches to one remote backend at once
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,9 @@ class Transport:
     # A required backend's outage makes the gateway not ready (docs/deployment.md, "Probes");
     # any other's is reported by the probe and fails only the calls that need it.
     required: bool = False
+    # Fetches to it in flight at once (a bulkhead: a hung backend holds at most this many
+    # worker threads; adapters/resilience.py).
+    max_in_flight: int = DEFAULT_IN_FLIGHT
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +232,7 @@ def _optional_path(base: Path, table: Mapping[str, Any], key: str, where: str) -
 
 
 def _transport(raw: dict[str, Any], where: str) -> Transport:
-    _only(raw, {"transport", "target", "timeout_ms", "required"}, where)
+    _only(raw, {"transport", "target", "timeout_ms", "required", "max_in_flight"}, where)
     kind = raw.get("transport", "embedded")
     required = raw.get("required", False)
     if not isinstance(required, bool):
@@ -241,7 +245,13 @@ def _transport(raw: dict[str, Any], where: str) -> Transport:
     if not isinstance(target, str) or ":" not in target:
         raise ConfigError(f"{where}: target: a remote transport needs 'host:port'")
     timeout_ms = _int(raw, "timeout_ms", 2000, where)
-    return Transport("remote", target=target, timeout_s=timeout_ms / 1000, required=required)
+    return Transport(
+        "remote",
+        target=target,
+        timeout_s=timeout_ms / 1000,
+        required=required,
+        max_in_flight=_int(raw, "max_in_flight", DEFAULT_IN_FLIGHT, where),
+    )
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

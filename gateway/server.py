@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from adapters.base import Adapter, AdapterError, FetchContext
 from adapters.registry_db import REGISTRY_FILE, Registry
 from adapters.remote import RemoteAdapter
 from adapters.remote_journal import RemoteJournal
+from adapters.resilience import Bulkhead
 from consent.store import ConsentStore, open_store
 from gateway.audit import chain
 from gateway.audit.record import Checkpoint
@@ -132,16 +134,42 @@ def _sync_drain(
     return drain
 
 
+# Every MinistryBackend method reads, so a fetch refused with UNAVAILABLE (the backend
+# restarting, a connection reset) is retried by grpc itself, within the fetch's deadline:
+# at most 3 attempts, 50 ms then 100 ms apart (with grpc's jitter).
+BACKEND_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "jisr.v1.MinistryBackend"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+BACKEND_CHANNEL_OPTIONS = (
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", BACKEND_SERVICE_CONFIG),
+)
+
+
 def backend_channel(config: Config, target: str) -> grpc.Channel:
-    """A channel to a ministry backend: mTLS with the gateway's client identity."""
+    """A channel to a ministry backend: mTLS with the gateway's client identity, and
+    grpc's retries of the idempotent reads."""
     if config.insecure_plaintext:
-        return grpc.insecure_channel(target)
+        return grpc.insecure_channel(target, options=BACKEND_CHANNEL_OPTIONS)
     paths = pki.PkiPaths(config.pki_dir)
     files = pki.load_institution(config.pki_dir, GATEWAY_CLIENT)
     credentials = grpc.ssl_channel_credentials(
         paths.ca_cert.read_bytes(), files.tls_key.read_bytes(), files.tls_cert.read_bytes()
     )
-    return grpc.secure_channel(target, credentials)
+    return grpc.secure_channel(target, credentials, options=BACKEND_CHANNEL_OPTIONS)
 
 
 def build_adapters(config: Config, registry: Registry | None) -> list[Adapter]:
@@ -151,7 +179,12 @@ def build_adapters(config: Config, registry: Registry | None) -> list[Adapter]:
         if transport.kind == "remote":
             channel = backend_channel(config, transport.target)
             kinds = frozenset(backend_pb2.RecordKind.ValueType(k) for k in catalog.READERS[name])
-            adapters.append(RemoteAdapter(name, kinds, channel, transport.timeout_s))
+            adapters.append(
+                RemoteAdapter(
+                    name, kinds, channel, transport.timeout_s,
+                    bulkhead=Bulkhead(transport.max_in_flight),
+                )
+            )  # fmt: skip
         else:
             if registry is None:
                 raise ValueError("an embedded institution needs the registry file")

@@ -337,6 +337,7 @@ def fetch_or_unavailable(
             reason,
             f"{exc.institution} {message}; retry later",
             {"institution": exc.institution},
+            retry_after_s=exc.retry_after_s,
         ) from exc
 
 

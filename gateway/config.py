@@ -135,7 +135,7 @@ def _from_file(path: Path) -> Config:
         institutions[name] = _transport(raw, where)
     where = f"{path}: [server]"
     return Config(
-        listen=_str(server, "listen", config.listen, where),
+        listen=address_value(server.get("listen", config.listen), f"{where}: listen"),
         workers=_int(server, "workers", config.workers, where),
         grace_s=float(_int(server, "grace_seconds", int(config.grace_s), where)),
         stream_workers=_int(server, "stream_workers", config.stream_workers, where),
@@ -159,9 +159,9 @@ def _from_file(path: Path) -> Config:
             where,
         ),
         max_message_bytes=_int(server, "max_message_bytes", config.max_message_bytes, where),
-        processes=_processes(server.get("processes", "auto"), f"{where}: processes"),
-        health_listen=_optional_str(server, "health_listen", where),
-        metrics_listen=_optional_str(server, "metrics_listen", where),
+        processes=processes_value(server.get("processes", "auto"), f"{where}: processes"),
+        health_listen=_optional_address(server, "health_listen", where),
+        metrics_listen=_optional_address(server, "metrics_listen", where),
         data_dir=base / _str(data, "dir", str(config.data_dir), f"{path}: [data]"),
         programmes=_optional_path(base, data, "programmes", f"{path}: [data]"),
         state_dir=_optional_path(base, data, "state_dir", f"{path}: [data]"),
@@ -206,7 +206,7 @@ _SERVER_KEYS = {
 MAX_PROCESSES = 256
 
 
-def _processes(value: object, where: str) -> int | None:
+def processes_value(value: object, where: str) -> int | None:
     """`auto` (None: the CPUs available) or a number of processes, 1 to MAX_PROCESSES."""
     if value == "auto":
         return None
@@ -217,12 +217,24 @@ def _processes(value: object, where: str) -> int | None:
     return value
 
 
+def address_value(value: object, where: str) -> str:
+    """A `host:port` (IPv6 in brackets), port 0 to 65535."""
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not host or not port.isdigit() or int(port) > 65_535:
+        raise ConfigError(f"{where}: must be HOST:PORT (port 0 to 65535), e.g. 127.0.0.1:8071")
+    return str(value)
+
+
+def _env_address(env: Mapping[str, str], name: str) -> str:
+    return address_value(env[name], f"environment: {name}")
+
+
 def _env_processes(env: Mapping[str, str], name: str) -> int | None:
-    return _processes(env[name], f"environment: {name}")
+    return processes_value(env[name], f"environment: {name}")
 
 
-def _optional_str(table: Mapping[str, Any], key: str, where: str) -> str | None:
-    return _str(table, key, "", where) if key in table else None
+def _optional_address(table: Mapping[str, Any], key: str, where: str) -> str | None:
+    return address_value(table[key], f"{where}: {key}") if key in table else None
 
 
 def _optional_path(base: Path, table: Mapping[str, Any], key: str, where: str) -> Path | None:
@@ -238,6 +250,9 @@ def _transport(raw: dict[str, Any], where: str) -> Transport:
     if not isinstance(required, bool):
         raise ConfigError(f"{where}: required: must be true or false")
     if kind == "embedded":
+        extra = sorted({"target", "timeout_ms", "required", "max_in_flight"} & set(raw))
+        if extra:
+            raise ConfigError(f"{where}: {extra[0]}: only for transport = \"remote\"")
         return Transport("embedded")
     if kind != "remote":
         raise ConfigError(f"{where}: transport: must be 'embedded' or 'remote'")
@@ -294,7 +309,7 @@ def _text(env: Mapping[str, str], name: str) -> str:
 
 # Environment variable -> (Config field, how to read it). docs/configuration.md lists them.
 _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
-    "JISR_LISTEN": ("listen", _text),
+    "JISR_LISTEN": ("listen", _env_address),
     "JISR_WORKERS": ("workers", _whole),
     "JISR_STREAM_WORKERS": ("stream_workers", _whole),
     "JISR_REQUEST_TIMEOUT_SECONDS": ("request_timeout_s", _seconds),
@@ -313,9 +328,9 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_INSECURE_PLAINTEXT": ("insecure_plaintext", _flag),
     "JISR_AUDIT_CHECKPOINT_EVERY": ("audit_checkpoint_every", _whole),
     "JISR_AUDIT_CHECKPOINT_SECONDS": ("audit_checkpoint_seconds", _seconds),
-    "JISR_METRICS_LISTEN": ("metrics_listen", _text),
+    "JISR_METRICS_LISTEN": ("metrics_listen", _env_address),
     "JISR_PROCESSES": ("processes", _env_processes),
-    "JISR_HEALTH_LISTEN": ("health_listen", _text),
+    "JISR_HEALTH_LISTEN": ("health_listen", _env_address),
     "JISR_CONTEST_ANSWER_DAYS": ("contest_answer_days", _days),
     "JISR_CONTEST_SWEEP_SECONDS": ("contest_sweep_seconds", _seconds),
     "JISR_EVENTS_POLL_SECONDS": ("events_poll_seconds", _seconds),

@@ -430,7 +430,7 @@ def probe_checks(core: Core, config: Config, served: Served) -> tuple[Checks, Ch
         if isinstance(adapter, RemoteAdapter):
             transport = config.institutions[adapter.institution]
             ready[f"backend:{adapter.institution}"] = Probe(
-                functools.partial(adapter.reachable, 1.5), required=transport.required
+                functools.partial(adapter.reachable, 1.0), required=transport.required
             )
     return Checks({"event_loop": Probe(loop_turns)}), Checks(ready)
 

@@ -9,12 +9,14 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway import config as config_mod
+    from gateway.runtime.probes import ProbeServer
+    from gateway.runtime.readiness import Verdict
 
 WORKER_ENV = "JISR_WORKER"  # the worker's slot, set by the supervisor
 
@@ -69,37 +71,40 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         "JISR_HEALTH_LISTEN": args.health_listen,
     }
     env.update({k: v for k, v in flags.items() if v})
+    if args.processes:  # named as the user gave it, not as the variable it becomes
+        config_mod.processes_value(args.processes, "--processes")
     return config_mod.load(args.config, env)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.runtime import cpus
-    from gateway.runtime.supervisor import READY_FD_ENV
+    from gateway.runtime.supervisor import is_worker, worker_started
     from gateway.telemetry import setup as telemetry
 
+    if is_worker():
+        worker_started()  # before anything else: SIGHUP ignored, the lifeline watched
     config = _config(args)
     telemetry.setup_logging()
     count = config.processes or cpus.available()
-    if count > 1 and READY_FD_ENV not in os.environ:
+    if count > 1 and not is_worker():
         return _supervise(args, config, count)
     return _serve_one(args, config)
 
 
 def _serve_one(args: argparse.Namespace, config: config_mod.Config) -> int:
     """One gateway process: alone, or a supervisor's worker (it shares the port)."""
-    from gateway.runtime.probes import ProbeServer
-    from gateway.runtime.supervisor import READY_FD_ENV, announce_ready
+    from gateway.runtime.supervisor import announce_ready, is_worker
     from gateway.server import run_until_signalled, start_gateway
     from gateway.telemetry import setup as telemetry
 
-    worker = os.environ.get(WORKER_ENV) if READY_FD_ENV in os.environ else None
+    worker = os.environ.get(WORKER_ENV, "?") if is_worker() else None
     traces = telemetry.setup_tracing("jisr-gateway", console=args.trace_console)
     telemetry.setup_metrics(config.metrics_listen, "jisr-gateway")
     running = start_gateway(config, reuse_port=worker is not None)
     probes = None
     if config.health_listen and running.live and running.ready:
         try:
-            probes = _probe_server(config.health_listen, running.live, running.ready, ProbeServer)
+            probes = _probe_server(config.health_listen, running.live, running.ready)
         except OSError:
             running.stop(0)  # closes the stores and writes the last checkpoint
             raise
@@ -122,12 +127,26 @@ def _serve_one(args: argparse.Namespace, config: config_mod.Config) -> int:
 
 def _supervise(args: argparse.Namespace, config: config_mod.Config, count: int) -> int:
     """`count` workers on one port, and the probes that speak for them all."""
-    from gateway.runtime.probes import ProbeServer
+    from gateway import config as config_mod
     from gateway.runtime.readiness import Checks, Probe, Verdict
-    from gateway.runtime.supervisor import Supervisor, SupervisorError, Workers, reserve_port
+    from gateway.runtime.supervisor import (
+        WORKER_PROBE_TIMEOUT_S,
+        Stopped,
+        Supervisor,
+        SupervisorError,
+        Workers,
+        reserve_port,
+    )
 
+    if config.metrics_listen:
+        port = int(config.metrics_listen.rpartition(":")[2])
+        if port and port + count - 1 > 65_535:
+            raise config_mod.ConfigError(
+                f"metrics_listen: {count} processes serve /metrics on ports {port} to"
+                f" {port + count - 1}, beyond 65535; choose a lower port"
+            )
     try:
-        holder, listen = reserve_port(config.listen)
+        holders, listen = reserve_port(config.listen)
     except OSError as exc:
         raise OSError(
             f"cannot listen on {config.listen}: {exc.strerror or exc} (is another `jisr serve`"
@@ -138,21 +157,20 @@ def _supervise(args: argparse.Namespace, config: config_mod.Config, count: int) 
         Workers(argv, lambda i: _worker_env(config, listen, i), count, config.grace_s)
     )
     ready = Checks(
-        {name: Probe(check, required=False) for name, check in supervisor.worker_checks().items()}
+        {name: Probe(check, required=False) for name, check in supervisor.worker_checks().items()},
+        budget_s=WORKER_PROBE_TIMEOUT_S + 0.5,
     )
 
     def ready_verdict() -> Verdict:
-        """Ready while any worker is: the kernel sends connections only to live listeners,
-        and the others' reasons are in the answer."""
+        """Ready while any worker is (a wedged one is killed and restarted by the
+        supervisor's liveness watch); the others' reasons are in the answer."""
         verdict = ready.verdict()
         return Verdict(any(a == "ok" for a in verdict.checks.values()), verdict.checks)
 
     probes = None
     try:
         if config.health_listen:
-            probes = _probe_server(
-                config.health_listen, supervisor.live, ready_verdict, ProbeServer
-            )
+            probes = _probe_server(config.health_listen, supervisor.live, ready_verdict)
         supervisor.start()
         transports = ", ".join(f"{k}={v.kind}" for k, v in config.institutions.items())
         print(
@@ -161,19 +179,21 @@ def _supervise(args: argparse.Namespace, config: config_mod.Config, count: int) 
             flush=True,
         )
         supervisor.run()
-        print(
-            f"jisr: stopping {count} processes (each drains up to {config.grace_s:g} s)",
-            flush=True,
-        )
+    except Stopped:
+        pass  # a signal while starting: a stop like any other
     except SupervisorError as exc:
         print(f"jisr serve: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
+        print(
+            f"jisr: stopping {count} processes (each drains up to {config.grace_s:g} s)",
+            flush=True,
+        )
         supervisor.stop()
-        ready.close()
         if probes is not None:
             probes.close()
-        holder.close()
+        for holder in holders:
+            holder.close()
     print("jisr: stopped", flush=True)
     return 0
 
@@ -210,15 +230,19 @@ def _worker_env(config: config_mod.Config, listen: str, index: int) -> Mapping[s
     return env
 
 
-def _probe_server(listen: str, live: Any, ready: Any, server: Any) -> Any:
+def _probe_server(
+    listen: str, live: Callable[[], Verdict], ready: Callable[[], Verdict]
+) -> ProbeServer:
+    from gateway.runtime.probes import ProbeServer
+
     try:
-        return server(listen, live, ready)
+        return ProbeServer(listen, live, ready)
     except (OSError, ValueError) as exc:
         why = getattr(exc, "strerror", None) or exc
         raise OSError(f"cannot listen for the probes on {listen}: {why}") from None
 
 
-def _probes_said(config: config_mod.Config, probes: Any) -> str:
+def _probes_said(config: config_mod.Config, probes: ProbeServer | None) -> str:
     if probes is None:
         return ""
     host = (config.health_listen or "").rpartition(":")[0]

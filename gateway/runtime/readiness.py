@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 Check = Callable[[], str | None]
@@ -45,6 +44,25 @@ def verdict_of(answers: Mapping[str, str], required: Mapping[str, bool]) -> Verd
     return Verdict(ok, dict(sorted(answers.items())))
 
 
+class _Run:
+    """One run of a check on a daemon thread (a hung check never holds the process's
+    exit, as a pool's thread would)."""
+
+    def __init__(self, check: Check) -> None:
+        self.done = threading.Event()
+        self.answer: str | None = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, args=(check,), name="jisr-probe", daemon=True).start()
+
+    def _run(self, check: Check) -> None:
+        try:
+            self.answer = check()
+        except BaseException as exc:  # reported by type, never raised into a probe
+            self.error = exc
+        finally:
+            self.done.set()
+
+
 class Checks:
     """Runs the probes within a time budget and shares the verdict for `cache_s`."""
 
@@ -61,11 +79,8 @@ class Checks:
         self._cache_s = cache_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._running: dict[str, Future[str | None]] = {}
+        self._running: dict[str, _Run] = {}
         self._last: tuple[float, Verdict] | None = None
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, len(self._probes)), thread_name_prefix="jisr-probe"
-        )
 
     def verdict(self) -> Verdict:
         """The shared verdict, or a fresh one if the last is older than `cache_s`."""
@@ -78,28 +93,28 @@ class Checks:
             return verdict
 
     def _run(self) -> Verdict:
-        started: dict[str, Future[str | None]] = {}
+        started: dict[str, _Run] = {}
         answers: dict[str, str] = {}
         for name, probe in self._probes.items():
             pending = self._running.get(name)
-            if pending is not None and not pending.done():
+            if pending is not None and not pending.done.is_set():
                 answers[name] = "no answer yet to the previous check"
                 continue
-            started[name] = self._running[name] = self._pool.submit(probe.check)
-        wait(started.values(), timeout=self._budget_s)
-        for name, future in started.items():
-            answers[name] = _answer(future, self._budget_s)
+            started[name] = self._running[name] = _Run(probe.check)
+        deadline = time.monotonic() + self._budget_s
+        for name, run in started.items():
+            run.done.wait(max(0.0, deadline - time.monotonic()))
+            answers[name] = _answer(run, self._budget_s)
         required = {name: probe.required for name, probe in self._probes.items()}
         return verdict_of(answers, required)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: a check still running ends with its daemon thread."""
 
 
-def _answer(future: Future[str | None], budget_s: float) -> str:
-    if not future.done():
+def _answer(run: _Run, budget_s: float) -> str:
+    if not run.done.is_set():
         return f"no answer within {budget_s:g} s"
-    error = future.exception()
-    if error is not None:
-        return f"check failed: {type(error).__name__}"  # the type only: messages may quote data
-    return future.result() or OK
+    if run.error is not None:
+        return f"check failed: {type(run.error).__name__}"  # the type only: messages may quote data
+    return run.answer or OK

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,3 +168,31 @@ def test_a_refused_call_is_still_an_answer_not_a_lost_connection(pool: Pool) -> 
     ):
         client.household_status("NOT_A_PURPOSE", pool.households[0])
     assert refused.value.reason  # a documented reason from whichever worker answered
+
+
+def test_workers_stop_when_their_supervisor_is_killed(pool: Pool) -> None:
+    workers = pool.workers()
+    pool.proc.stop(signal.SIGKILL)
+    _until(
+        lambda: all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in workers),
+        "the workers gone with their supervisor",
+    )
+
+
+def test_a_wedged_worker_is_killed_and_replaced(pool: Pool) -> None:
+    victim = pool.workers()[0]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        _until(lambda: victim not in pool.workers() and len(pool.workers()) == 2,
+               "the wedged worker replaced")  # fmt: skip
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)
+    assert "stopped answering /livez" in pool.proc.output()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True

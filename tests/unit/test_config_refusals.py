@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Transport, load
+from gateway.config import ConfigError, Transport, load, processes_value
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -28,7 +28,18 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
         ("[institutions]\nCNSS = 3\n", "[institutions.CNSS]: must be a table"),
         ('server = "x"\n', "[server]: must be a table"),
         ('[data]\ndir = ""\n', "[data]: dir: must be a non-empty string"),
-        ("[server]\nlisten = 50051\n", "[server]: listen: must be a non-empty string"),
+        ("[server]\nlisten = 50051\n", "[server]: listen: must be HOST:PORT"),
+        ('[server]\nhealth_listen = ":x"\n', "[server]: health_listen: must be HOST:PORT"),
+        ('[server]\nmetrics_listen = "h:70000"\n', "[server]: metrics_listen: must be HOST:PORT"),
+        ("[server]\nprocesses = 0\n", "[server]: processes: must be 'auto' or a whole number"),
+        (
+            "[institutions.RSU]\nrequired = true\n",
+            '[institutions.RSU]: required: only for transport = "remote"',
+        ),
+        (
+            '[institutions.CNSS]\ntransport = "remote"\ntarget = "h:1"\nrequired = 1\n',
+            "[institutions.CNSS]: required: must be true or false",
+        ),
         ('[server]\nworkers = "four"\n', "[server]: workers: must be a whole number"),
         ("[server]\nworkers = true\n", "[server]: workers: must be a positive whole number"),
     ],
@@ -81,3 +92,13 @@ def test_seconds_in_the_environment_must_be_a_number() -> None:
 def test_seconds_in_the_environment_are_within_a_day(value: str) -> None:
     with pytest.raises(ConfigError, match=r"must be between 0 and 86400 seconds$"):
         load(None, {"JISR_REQUEST_TIMEOUT_SECONDS": value})
+
+
+def test_a_bad_processes_flag_is_named_as_given() -> None:
+    with pytest.raises(ConfigError, match=r"^--processes: must be 'auto' or a whole number"):
+        processes_value("0", "--processes")
+
+
+def test_a_bad_address_in_the_environment_names_its_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^environment: JISR_METRICS_LISTEN: must be HOST:PORT"):
+        load(None, {"JISR_METRICS_LISTEN": "127.0.0.1:metrics"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import grpc
 import httpx2 as httpx
 
 from bench import common, identity
-from bench.procs import Server, start_server
+from bench.procs import CLIENT_CPU, SERVER_CPU, Server, pinned, start_server
 from gateway.base.wire import REGISTRY_EXCHANGE, SIGNATURE_METADATA, method_path
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials
@@ -157,26 +158,26 @@ def measure(calls: int, inflight: int, households: int, work: Path) -> dict[str,
         "dci", "client", "add", "bench", "--institution", "DEMO", "--data-dir", str(data)
     )
     common_args = ["--data-dir", str(data), "--pki-dir", str(pki_dir)]
+    # Each server on the same one CPU, the load generator (this process) on another: the
+    # Python HTTP client costs more per call than grpc's, and on a shared CPU it would
+    # slow the facade's leg for the client's sake (issue 18's rule for make bench).
+    before = os.sched_getaffinity(0)
+    pin = pinned if len(before) > 1 else lambda _cpu, argv: list(argv)
+    if len(before) > 1:
+        os.sched_setaffinity(0, {CLIENT_CPU})  # restored at the end (bench.run calls this)
     gateway: Server = start_server(
         "gateway",
-        [sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0", *common_args],
+        pin(SERVER_CPU, [sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+                         *common_args]),
         work / "gateway.log",
         tls=True,
-    )
+    )  # fmt: skip
     facade: Server = start_server(
         "dci",
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "dci",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            *common_args,
-        ],
+        pin(SERVER_CPU, [sys.executable, "-m", "gateway.cli", "dci", "serve", "--listen",
+                         "127.0.0.1:0", *common_args]),
         work / "dci.log",
-    )
+    )  # fmt: skip
     try:
         subjects = registry_rows.subjects(data)
         hids = random.Random(1).sample(
@@ -204,6 +205,7 @@ def measure(calls: int, inflight: int, households: int, work: Path) -> dict[str,
     finally:
         facade.stop()
         gateway.stop()
+        os.sched_setaffinity(0, before)
     ratio = grpc_result["rps"] / max(dci_result["rps"], 1e-9)
     cpu_ratio = dci_result["server_cpu_us_per_call"] / max(
         grpc_result["server_cpu_us_per_call"], 1e-9

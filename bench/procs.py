@@ -4,6 +4,7 @@ generators that print one JSON object last, and waiting for a quiet machine."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,15 @@ from typing import Any
 
 from bench.common import machine_busy_seconds
 from tests.support.processes import Proc, StartError, environment, spawn
+
+CLIENT_CPU = 0
+SERVER_CPU = max(os.sched_getaffinity(0))
+_PIN = "import os, sys; os.sched_setaffinity(0, {%d}); os.execv(sys.argv[1], sys.argv[1:])"
+
+
+def pinned(cpu: int, argv: Sequence[str]) -> list[str]:
+    """`argv` run on one CPU, every thread of it (the affinity is set before the exec)."""
+    return [sys.executable, "-c", _PIN % cpu, *argv]
 
 
 class BenchError(RuntimeError):

@@ -41,10 +41,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 UNARY_POOL = 10_000  # distinct serialized requests, cycled
 SEED = 11
 BATCH_SIZE = 1_000
-CLIENT_CPU = 0
-SERVER_CPU = max(os.sched_getaffinity(0))
+CLIENT_CPU, SERVER_CPU = procs.CLIENT_CPU, procs.SERVER_CPU
 PINNED = f"servers on CPU {SERVER_CPU}, load generator on CPU {CLIENT_CPU}"
-_PIN = "import os, sys; os.sched_setaffinity(0, {%d}); os.execv(sys.argv[1], sys.argv[1:])"
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class Settings:
 
     def pinned(self, cpu: int, argv: Sequence[str]) -> list[str]:
         """`argv` on one CPU with --pin (servers on the last, the load generator on 0)."""
-        return [sys.executable, "-c", _PIN % cpu, *argv] if self.pin else list(argv)
+        return procs.pinned(cpu, argv) if self.pin else list(argv)
 
     def quiet(self) -> float:
         """Wait for a quiet machine before a measured loop or section; the other load seen."""

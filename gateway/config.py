@@ -252,7 +252,7 @@ def _transport(raw: dict[str, Any], where: str) -> Transport:
     if kind == "embedded":
         extra = sorted({"target", "timeout_ms", "required", "max_in_flight"} & set(raw))
         if extra:
-            raise ConfigError(f"{where}: {extra[0]}: only for transport = \"remote\"")
+            raise ConfigError(f'{where}: {extra[0]}: only for transport = "remote"')
         return Transport("embedded")
     if kind != "remote":
         raise ConfigError(f"{where}: transport: must be 'embedded' or 'remote'")

@@ -44,7 +44,8 @@ from gateway.security.tokens import RequestClaims
 log = logging.getLogger("jisr.dci")
 
 MAX_BODY_BYTES = 256 * 1024
-MAX_CALLS_PER_INSTITUTION = 8
+MAX_CALLS_PER_INSTITUTION = 1  # requests of one institution running at once, on a thread
+MAX_OPEN_PER_INSTITUTION = 256  # running and waiting their turn (as the gateway's door)
 REQUEST_BUDGET_S = 30.0  # a search's time, all items together (remote registries wait within it)
 MAX_ITEMS = 20  # search_request items per message: more is rjct.total_count.limit_exceeded
 SYNC_SEARCH = "/registry/sync/search"
@@ -143,8 +144,8 @@ class Facade:
     @contextlib.contextmanager
     def _slot(self, institution: str) -> Iterator[None]:
         """One of the institution's MAX_CALLS_PER_INSTITUTION synchronous searches at a
-        time: a partner that floods the facade waits on its own calls (429), never holds
-        every worker from the others (as the gateway's door does, docs/security.md)."""
+        time. The HTTP edge (app.py) queues an institution's requests beyond that before
+        they take a thread; this refuses (429) only a caller that bypassed it."""
         with self._slots_lock:
             held = self._slots.get(institution, 0)
             if held >= MAX_CALLS_PER_INSTITUTION:
@@ -473,6 +474,14 @@ class Facade:
             else:
                 return _Answered(answers, receipts, _outcome(asked, answers, None, receipts))
         return _Answered([], {}, _outcome(asked, [], rejected))
+
+    def institution_of(self, authorization: str | None) -> str | None:
+        """The institution a bearer token names, if it is valid (cached: cheap enough for
+        the event loop); None otherwise, and the request's own checks refuse it."""
+        try:
+            return self._caller(authorization).institution
+        except RefusedError:
+            return None
 
     def _caller(self, authorization: str | None) -> access.Access:
         try:

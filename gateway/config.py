@@ -96,6 +96,22 @@ class Config:
     )
 
 
+DEFAULT_CONFIG = Path("/etc/jisr/jisr.toml")
+
+
+def config_path(
+    given: Path | None, env: Mapping[str, str], default: Path = DEFAULT_CONFIG
+) -> Path | None:
+    """Which file configures the gateway: `--config`, else JISR_CONFIG, else
+    /etc/jisr/jisr.toml if there is one (the container image's and the systemd unit's),
+    else none (the built-in defaults)."""
+    if given is not None:
+        return given
+    if env.get("JISR_CONFIG"):
+        return Path(env["JISR_CONFIG"])
+    return default if default.is_file() else None
+
+
 def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     """The file's settings (defaults without a file) with the environment on top."""
     config = Config()

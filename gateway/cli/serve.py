@@ -73,7 +73,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
     env.update({k: v for k, v in flags.items() if v})
     if args.processes:  # named as the user gave it, not as the variable it becomes
         config_mod.processes_value(args.processes, "--processes")
-    return config_mod.load(args.config, env)
+    return config_mod.load(config_mod.config_path(args.config, env), env)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -260,7 +260,8 @@ def _health(args: argparse.Namespace) -> int:
     if address is None:
         from gateway import config as config_mod
 
-        address = config_mod.load(args.config).health_listen
+        env = dict(os.environ)
+        address = config_mod.load(config_mod.config_path(args.config, env), env).health_listen
     if not address:
         print(
             "jisr health: no probe address: give --address HOST:PORT, or set JISR_HEALTH_LISTEN"

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.base import logs
+
 CONSOLE_EXTRA_PIP = "pip install 'jisr[console]'"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -127,6 +129,7 @@ def bind_socket(listen: str) -> socket.socket:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    logs.setup()  # every logger as JSON lines, JISR_LOG_LEVEL
     try:
         import uvicorn
 
@@ -171,6 +174,7 @@ def _serve(args: argparse.Namespace) -> int:
             create_app(
                 store, link, secure_cookies=secure, oidc=oidc, publications=args.publications
             ),
+            log_config=None,  # our JSON lines (gateway/base/logs.py), not uvicorn's own
             log_level="warning",
             access_log=False,  # URLs carry search filters (an IDCS): never logged
             server_header=False,

@@ -138,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(facade),
+            log_config=None,  # our JSON lines (gateway/base/logs.py), not uvicorn's own
             log_level="warning",
             access_log=False,
             server_header=False,

@@ -168,6 +168,7 @@ def _backend(args: argparse.Namespace) -> int:
     if args.insecure_plaintext:
         env["JISR_INSECURE_PLAINTEXT"] = "1"
     config = config_mod.load(None, env)
+    telemetry.setup_logging()
     traces = telemetry.setup_tracing("jisr-ministry-backend")
     running = start_backend(names, Registry(args.data_dir / REGISTRY_FILE), args.listen, config)
     host = args.listen.rsplit(":", 1)[0]

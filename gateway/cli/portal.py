@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from gateway.base import logs
 from gateway.cli.console import (
     CONSOLE_EXTRA_PIP,
     add_web_client_flags,
@@ -48,6 +49,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    logs.setup()  # every logger as JSON lines, JISR_LOG_LEVEL
     if not args.dev_login:
         print(
             "jisr portal serve: --dev-login: required; this reference portal signs citizens"
@@ -81,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
         bound_host, port = sock.getsockname()[:2]
         config = uvicorn.Config(
             create_app(link, args.institution, secure_cookies=not is_loopback(host)),
+            log_config=None,  # our JSON lines (gateway/base/logs.py), not uvicorn's own
             log_level="warning",
             access_log=False,
             server_header=False,

@@ -614,15 +614,20 @@ def server_span(inv: Invocation) -> tracing.ServerSpan:
 
 
 def measure(call: Call, decision: str, reason: str) -> None:
-    """Count the call and its latency by method, institution and decision (no subject)."""
+    """Count the call and its duration (seconds) by method, as the spans name it, status
+    code, institution and decision (never a subject)."""
     ins = telemetry.instruments()
-    attributes = {
-        "rpc.method": call.method,
+    service, _, name = call.method.lstrip("/").rpartition("/")
+    attributes: dict[str, str | int] = {
+        "rpc.system": "grpc",
+        "rpc.service": service,
+        "rpc.method": name,
+        "rpc.grpc.status_code": code_of(Reason(reason)) if reason else 0,
         "jisr.requester": call.requester,
         "jisr.decision": decision,
     }
     ins.requests.add(1, attributes)
-    ins.latency.record((time.time() - call.started) * 1000.0, attributes)
+    ins.latency.record(time.time() - call.started, attributes)
     if reason.startswith("CONSENT_"):
         ins.consent_denials.add(1, {"jisr.requester": call.requester, "jisr.reason": reason})
 

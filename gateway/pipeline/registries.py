@@ -110,7 +110,7 @@ class Registries:
                 telemetry.instruments().adapter_errors.add(1, attributes)
                 raise
             finally:
-                telemetry.instruments().adapter_latency.record(clock.ms(), attributes)
+                telemetry.instruments().adapter_latency.record(clock.seconds(), attributes)
         _note_households(kind, found)
         return found
 

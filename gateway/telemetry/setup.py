@@ -8,9 +8,8 @@ when asked, nothing otherwise. Spans themselves are made by gateway.telemetry.tr
 
 from __future__ import annotations
 
-import json
-import logging
 import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from prometheus_client import start_http_server
 
+from gateway.base import logs
 from gateway.telemetry import tracing
 from gateway.telemetry.relay import RelayExporter
 
@@ -47,7 +47,7 @@ def setup_tracing(service_name: str, *, console: bool = False) -> TracerProvider
     tracing.install(None)
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service_name)})
+    resource = _resource(service_name)
     exporters: list[SpanExporter] = []
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         in_process = env.get("JISR_OTLP_RELAY", "1").strip().lower() in ("0", "false", "no")
@@ -64,6 +64,17 @@ def setup_tracing(service_name: str, *, console: bool = False) -> TracerProvider
     return provider
 
 
+def _resource(service_name: str) -> Resource:
+    """service.name from OTEL_SERVICE_NAME (else ours), OTEL_RESOURCE_ATTRIBUTES merged by
+    the SDK, and service.instance.id: this process (several share a service and a host)."""
+    return Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name,
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+        }
+    )
+
+
 def setup_metrics(listen: str | None, service_name: str) -> None:
     """Serve Prometheus `/metrics` on `listen` (host:port), and OTLP metrics if configured."""
     readers: list[Any] = []
@@ -76,7 +87,7 @@ def setup_metrics(listen: str | None, service_name: str) -> None:
     ):
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     if readers:
-        resource = Resource.create({"service.name": service_name})
+        resource = _resource(service_name)
         # Exemplars (the current span's ids next to a measurement) cost ~2 µs per
         # measurement: off unless asked for.
         exemplars = (
@@ -99,13 +110,13 @@ class _Instruments:
             "jisr.exchange.requests", description="exchanges by method, requester, decision"
         )
         self.latency = m.create_histogram(
-            "jisr.exchange.duration", unit="ms", description="exchange latency"
+            "jisr.exchange.duration", unit="s", description="exchange latency"
         )
         self.consent_denials = m.create_counter(
             "jisr.consent.denials", description="exchanges refused for want of consent"
         )
         self.adapter_latency = m.create_histogram(
-            "jisr.adapter.duration", unit="ms", description="registry lookups by institution"
+            "jisr.adapter.duration", unit="s", description="registry lookups by institution"
         )
         self.adapter_errors = m.create_counter(
             "jisr.adapter.errors", description="registry lookups that failed"
@@ -135,7 +146,7 @@ def observe_queue(depth: Any) -> None:
 
 @dataclass
 class Clock:
-    """Milliseconds since a start, for latency metrics."""
+    """Seconds since a start, for duration metrics (OpenTelemetry's unit for durations)."""
 
     start: float
 
@@ -143,37 +154,24 @@ class Clock:
     def now(cls) -> Clock:
         return cls(time.perf_counter())
 
-    def ms(self) -> float:
-        return (time.perf_counter() - self.start) * 1000.0
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
 
 
 # -- structured logs --------------------------------------------------------------------
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line with the trace id; only the record's own fields."""
-
-    _SKIP = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        span_ctx = tracing.current_context()
-        if span_ctx is not None:
-            data["trace_id"] = format(span_ctx.trace_id, "032x")
-            data["span_id"] = format(span_ctx.span_id, "016x")
-        data.update({k: v for k, v in record.__dict__.items() if k not in self._SKIP})
-        return json.dumps(data, default=str)
+def _trace_ids() -> dict[str, str]:
+    span_ctx = tracing.current_context()
+    if span_ctx is None:
+        return {}
+    return {
+        "trace_id": format(span_ctx.trace_id, "032x"),
+        "span_id": format(span_ctx.span_id, "016x"),
+    }
 
 
-def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("jisr")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+def setup_logging() -> None:
+    """JSON lines for every logger of this process, with the current span's ids
+    (gateway/base/logs.py; the level from JISR_LOG_LEVEL)."""
+    logs.setup(_trace_ids)

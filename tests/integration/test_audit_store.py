@@ -928,7 +928,7 @@ def test_the_first_probe_that_finds_the_store_back_reopens_appends_on_its_head(
 
 @pytest.fixture
 def audit_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """caplog for the writer's logger (telemetry.setup_logging stops "jisr" propagating)."""
+    """caplog for the writer's logger (propagating, as gateway/base/logs.py leaves it)."""
     monkeypatch.setattr(logging.getLogger("jisr"), "propagate", True)
     caplog.set_level(logging.INFO, logger="jisr.audit")
     return caplog

@@ -226,6 +226,26 @@ def test_metrics_reach_otlp_and_prometheus(
     assert hid not in text
 
 
+def test_metrics_follow_the_conventions_of_the_spans(
+    traced: Traced, pki_dir: Path, registry_dir: Path
+) -> None:
+    """Durations in seconds, the status code as a label, the method named as the spans
+    name it (rpc.service and rpc.method), the service named by OTEL_SERVICE_NAME."""
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    with JisrClient(traced.gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
+        client.verify("ASD_ELIGIBILITY", hid, "ASD")
+        with pytest.raises(JisrError):
+            client.verify("NOT_A_PURPOSE", hid, "ASD")
+    url = f"http://127.0.0.1:{traced.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    assert "jisr_exchange_duration_seconds_bucket" in text
+    assert 'rpc_service="jisr.v1.RegistryExchange"' in text
+    assert 'rpc_method="VerifyEligibility"' in text
+    assert 'rpc_grpc_status_code="0"' in text
+    assert 'rpc_grpc_status_code="7"' in text  # PERMISSION_DENIED: the purpose not granted
+
+
 def _gateway(
     registry_dir: Path, pki_dir: Path, folder: Path, endpoint: str, *, delay_ms: int, via: str = "1"
 ) -> processes.Proc:

@@ -19,6 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 LEVEL_ENV = "JISR_LOG_LEVEL"
+# Libraries that log each request at INFO with its URL (which may carry a subject in a
+# query string): WARNING at least, whatever the level asked.
+QUIET = ("httpx", "httpx2", "httpcore", "urllib3")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TraceIds = Callable[[], Mapping[str, str]]
 
@@ -70,3 +73,5 @@ def setup(trace_ids: TraceIds | None = None, environ: Mapping[str, str] = os.env
     jisr.handlers.clear()
     jisr.propagate = True
     jisr.setLevel(logging.NOTSET)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)

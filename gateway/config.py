@@ -54,6 +54,8 @@ class Config:
     subscription_workers: int = 16
     subscriptions_per_institution: int = 4
     max_message_bytes: int = 1024 * 1024  # one request message
+    max_stream_seconds: float = 3600.0  # a batch stream's whole life
+    max_concurrent_rpcs: int = 16_384  # calls open at once in a process, all institutions
     data_dir: Path = Path("var")
     # Where the gateway writes (consents on SQLite); None: data_dir.
     state_dir: Path | None = None
@@ -175,6 +177,10 @@ def _from_file(path: Path) -> Config:
             where,
         ),
         max_message_bytes=_int(server, "max_message_bytes", config.max_message_bytes, where),
+        max_stream_seconds=float(
+            _int(server, "max_stream_seconds", int(config.max_stream_seconds), where)
+        ),
+        max_concurrent_rpcs=_int(server, "max_concurrent_rpcs", config.max_concurrent_rpcs, where),
         processes=processes_value(server.get("processes", "auto"), f"{where}: processes"),
         health_listen=_optional_address(server, "health_listen", where),
         metrics_listen=_optional_address(server, "metrics_listen", where),
@@ -214,6 +220,8 @@ _SERVER_KEYS = {
     "subscription_workers",
     "max_subscriptions_per_institution",
     "max_message_bytes",
+    "max_stream_seconds",
+    "max_concurrent_rpcs",
     "processes",
     "health_listen",
     "metrics_listen",
@@ -335,6 +343,8 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_SUBSCRIPTION_WORKERS": ("subscription_workers", _whole),
     "JISR_MAX_SUBSCRIPTIONS_PER_INSTITUTION": ("subscriptions_per_institution", _whole),
     "JISR_MAX_MESSAGE_BYTES": ("max_message_bytes", _whole),
+    "JISR_MAX_STREAM_SECONDS": ("max_stream_seconds", _seconds),
+    "JISR_MAX_CONCURRENT_RPCS": ("max_concurrent_rpcs", _whole),
     "JISR_DATA_DIR": ("data_dir", _path),
     "JISR_STATE_DIR": ("state_dir", _path),
     "JISR_PROGRAMMES": ("programmes", _path),

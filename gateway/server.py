@@ -337,6 +337,8 @@ def limits(config: Config) -> Limits:
         subscription_workers=config.subscription_workers,
         subscriptions_per_institution=config.subscriptions_per_institution,
         max_message_bytes=config.max_message_bytes,
+        max_stream_s=config.max_stream_seconds,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
 
 
@@ -365,7 +367,10 @@ def _serve_aio(
     draining = threading.Event()
 
     async def build() -> tuple[aio.Server, int, health.aio.HealthServicer]:
-        server = aio.server(options=door.limits.server_options(reuse_port=reuse_port))
+        server = aio.server(
+            options=door.limits.server_options(reuse_port=reuse_port),
+            maximum_concurrent_rpcs=door.limits.max_concurrent_rpcs,
+        )
         server.add_generic_rpc_handlers(tuple(door.wrap(h) for h in handlers))
         checker = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)

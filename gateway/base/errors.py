@@ -41,6 +41,9 @@ class Reason(StrEnum):
     TOO_MANY_CALLS = "TOO_MANY_CALLS"
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     RESPONSE_NOT_READ = "RESPONSE_NOT_READ"
+    # A batch stream open longer than `max_stream_seconds` (RESOURCE_EXHAUSTED): the
+    # batches answered stand; open another stream for the rest.
+    STREAM_TOO_LONG = "STREAM_TOO_LONG"
     GATEWAY_BUSY = "GATEWAY_BUSY"
     # The institution's rate in the policy ([limits]) is spent (RESOURCE_EXHAUSTED, with
     # RetryInfo saying when a call will be admitted again).

@@ -84,6 +84,8 @@ class Limits:
     subscription_workers: int = 16
     subscriptions_per_institution: int = 4
     max_message_bytes: int = 1024 * 1024
+    max_stream_s: float = 3600.0
+    max_concurrent_rpcs: int = 16_384
 
     def server_options(self, *, reuse_port: bool = False) -> list[tuple[str, Any]]:
         """grpc's own limits, set deliberately (docs/security.md, "Limits"). The port is
@@ -244,6 +246,14 @@ def _too_large(limit: int) -> ExchangeError:
     return ExchangeError(
         Reason.MESSAGE_TOO_LARGE,
         f"a request message is at most {limit} bytes",
+    )
+
+
+def _too_long(limit: float) -> ExchangeError:
+    return ExchangeError(
+        Reason.STREAM_TOO_LONG,
+        f"a batch stream lasts at most {limit:g} s; the batches answered stand,"
+        " open another stream for the rest",
     )
 
 
@@ -637,13 +647,22 @@ class _Requests(Iterator[bytes]):
         self._context = context
         self._limits = limits
         self._first_due: float | None = time.monotonic() + limits.request_timeout_s
+        self._ends_at = time.monotonic() + limits.max_stream_s
 
     def __next__(self) -> bytes:
-        timeout = self._limits.stream_idle_s
+        left = self._ends_at - time.monotonic()
+        if left <= 0:
+            raise _too_long(self._limits.max_stream_s)
+        timeout = min(self._limits.stream_idle_s, left)
         if self._first_due is not None:
             timeout = max(MIN_WAIT_S, self._first_due - time.monotonic())
             self._first_due = None
-        message = self._context.read(timeout)
+        try:
+            message = self._context.read(timeout)
+        except ExchangeError as error:  # no message in time: the idle rule, or the whole life
+            if error.reason is Reason.REQUEST_TIMEOUT and time.monotonic() >= self._ends_at:
+                raise _too_long(self._limits.max_stream_s) from None
+            raise
         if message is None:
             raise StopIteration
         if len(message) > self._limits.max_message_bytes:

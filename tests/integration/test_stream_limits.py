@@ -1,0 +1,103 @@
+"""The process-wide limits of docs/errors.md: a batch stream's whole life
+(`max_stream_seconds`: STREAM_TOO_LONG, the batches answered stand) and the calls open at
+once in a process (`max_concurrent_rpcs`: grpc's own RESOURCE_EXHAUSTED, without waiting)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway.pb.jisr.v1 import registry_pb2 as pb
+from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
+from tests.integration.test_caller_ends import _held_stream
+from tests.support import processes, registry_rows
+
+pytestmark = pytest.mark.integration
+
+
+def _gateway(
+    registry_dir: Path, pki_dir: Path, folder: Path, env: dict[str, str]
+) -> processes.Proc:
+    return processes.start(
+        ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
+         "--pki-dir", str(pki_dir)],
+        folder / "gateway.log", env={"JISR_STATE_DIR": str(folder / "state"), **env},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def short_streams(registry_dir: Path, pki_dir: Path, tmp_path: Path) -> Iterator[processes.Proc]:
+    proc = _gateway(registry_dir, pki_dir, tmp_path, {"JISR_MAX_STREAM_SECONDS": "1"})
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def few_calls(registry_dir: Path, pki_dir: Path, tmp_path: Path) -> Iterator[processes.Proc]:
+    env = {"JISR_MAX_CONCURRENT_RPCS": "3", "JISR_MAX_STREAMS_PER_INSTITUTION": "4"}
+    proc = _gateway(registry_dir, pki_dir, tmp_path, env)
+    yield proc
+    proc.stop()
+
+
+def _read_all(call: Iterator[bytes], into: list[pb.VerifyEligibilityBatchResponse]) -> None:
+    for answer in call:
+        into.append(pb.VerifyEligibilityBatchResponse.FromString(answer))
+
+
+@pytest.fixture
+def household(registry_dir: Path) -> str:
+    return registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1 OFFSET 17")
+
+
+def test_a_stream_open_too_long_ends_with_its_answered_batches_standing(
+    short_streams: processes.Proc, pki_dir: Path, household: str
+) -> None:
+    release = threading.Event()
+    call, _ = _held_stream(short_streams, pki_dir, household, release, timeout=30)
+    answers: list[pb.VerifyEligibilityBatchResponse] = []
+    try:
+        with pytest.raises(grpc.RpcError) as ended:
+            _read_all(call, answers)
+    finally:
+        release.set()
+    assert len(answers) == 1  # the first batch was answered before the stream's time ran out
+    error = error_from(ended.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "STREAM_TOO_LONG")
+
+
+def test_a_call_beyond_the_process_limit_is_refused_at_once(
+    few_calls: processes.Proc, pki_dir: Path, household: str
+) -> None:
+    release = threading.Event()
+    held = [_held_stream(few_calls, pki_dir, household, release, timeout=30)[0] for _ in range(3)]
+    try:
+        for call in held:  # each stream's first batch answered: all three are open now
+            next(iter(call))
+        with (
+            JisrClient(few_calls.target, Credentials.from_pki(pki_dir, "CNSS"), timeout=30) as c,
+            pytest.raises(JisrError) as refused,
+        ):
+            c.verify("AMO_ENROLMENT", household, "AMOT")
+        assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.value.reason == ""  # grpc's own refusal: no ErrorInfo, no record
+    finally:
+        release.set()
+        for call in held:
+            call.cancel()
+    # Once the streams are gone (their cancellation reaches the server in its time), calls
+    # are admitted again.
+    deadline = time.monotonic() + 30
+    with JisrClient(few_calls.target, Credentials.from_pki(pki_dir, "CNSS"), timeout=30) as c:
+        while True:
+            try:
+                c.verify("AMO_ENROLMENT", household, "AMOT")
+                break
+            except JisrError:
+                assert time.monotonic() < deadline, "calls not admitted again"
+                time.sleep(0.2)

@@ -23,6 +23,19 @@ REFERENCE_LABELS = {
 }
 
 
+def _floor_rows(summary: dict[str, Any]) -> list[str]:
+    """Issue 18's targets against the signed floor (absent from results before it)."""
+    if "gateway_over_floor" not in summary:
+        return []
+    return [
+        f"signed floor / echo aio mTLS     {summary['floor_over_echo_aio_mtls']:.2f}",
+        f"gateway / signed floor           {summary['gateway_over_floor']:.2f}"
+        f"   (target >= 0.80: {_met(summary['target_floor_0_8_met'])})",
+        f"gateway p99 / signed floor p99   {summary['gateway_p99_over_floor_p99']:.2f}"
+        f"   (target <= 1.50: {_met(summary['target_floor_p99_1_5_met'])})",
+    ]
+
+
 def _unary_rows(results: dict[str, Any]) -> list[str]:
     unary, workers = results["unary"], results["workers"]
     inflight = unary["gateway"]["inflight"]
@@ -158,6 +171,7 @@ def table(results: dict[str, Any]) -> str:
         f" {summary['echo_aio_over_sync_plain']:.2f}",
         f"gateway p99 at {gateway['inflight']} in flight     {gateway['p99_ms']:.1f} ms"
         f"   (target <= 20 ms: {_met(summary['target_p99_met'])})",
+        *_floor_rows(summary),
         f"batch, {batch['batches_answered']} x {batch['batch_size']:,} subjects, signed"
         f"  {batch['subjects_per_s']:,.0f} households/s, {batch['subject_errors']} errors,"
         f" {batch['receipt_failures']} bad receipts"

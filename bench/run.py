@@ -359,6 +359,8 @@ ECHOES = (  # key, label, --api, mTLS
     ("echo_sync_plain", "echo sync plaintext", "sync", False),
     ("echo_aio_mtls", "echo aio mTLS", "aio", True),
     ("echo_aio_plain", "echo aio plaintext", "aio", False),
+    # The signed floor (issue 18): the aio echo, the request token verified, a receipt signed.
+    ("floor_mtls", "signed floor mTLS", "floor", True),
 )
 
 
@@ -398,6 +400,21 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else 0.0
 
 
+def _floor_targets(unary: dict[str, Any], rps: dict[str, float]) -> dict[str, Any]:
+    """Issue 18's targets against the signed floor: throughput >= 0.8 x, p99 <= 1.5 x."""
+    if "floor_mtls" not in rps:
+        return {}
+    over = _ratio(rps["gateway"], rps["floor_mtls"])
+    p99 = _ratio(float(unary["gateway"]["p99_ms"]), float(unary["floor_mtls"]["p99_ms"]))
+    return {
+        "floor_over_echo_aio_mtls": _ratio(rps["floor_mtls"], rps["echo_aio_mtls"]),
+        "gateway_over_floor": over,
+        "target_floor_0_8_met": over >= 0.8,
+        "gateway_p99_over_floor_p99": p99,
+        "target_floor_p99_1_5_met": 0 < p99 <= 1.5,
+    }
+
+
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """The ratios and the design's targets, met or not."""
     unary = results["unary"]
@@ -417,6 +434,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "echo_aio_over_sync_plain": _ratio(rps["echo_aio_plain"], rps["echo_sync_plain"]),
         "target_ratio_met": ratio >= 0.5,
         "target_p99_met": unary["gateway"]["p99_ms"] <= 20.0,
+        **_floor_targets(unary, rps),
         "gateway_errors": unary["gateway"]["errors"],
         "batch_households_per_s": batch_rate,
         "batch_million_households_s": round(million_s, 1),

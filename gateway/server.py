@@ -73,6 +73,7 @@ from gateway.services.contest_cases import SERVICE as CONTEST_SERVICE
 from gateway.services.contest_cases import ContestCasesService, Sweeper
 from gateway.services.door import Door, Limits, run_loop
 from gateway.services.due_process import DueProcessPoller, DueProcessSweep
+from gateway.services.quotas import Quotas
 from gateway.services.rates import Rates
 from gateway.services.registry_events import SERVICE as EVENTS_SERVICE
 from gateway.services.registry_events import Delivery, RegistryEventsService
@@ -548,7 +549,8 @@ def start_gateway(config: Config, *, reuse_port: bool = False) -> Running:
         DueProcessSweep(event_store, contest_store, core.recorder, catalogue),
         config.due_process_sweep_seconds,
     )
-    door = Door(limits(config), engine.refused_at_door, Rates(security.policy.rates))
+    quotas = Quotas(security.policy.rates, audit_store.count_since)
+    door = Door(limits(config), engine.refused_at_door, Rates(security.policy.rates), quotas)
     served = _serve_aio(
         config,
         door,
@@ -576,6 +578,7 @@ def start_gateway(config: Config, *, reuse_port: bool = False) -> Running:
     live, ready = probe_checks(core, config, served)
     # Closed in order after the drain: the writer flushes and checkpoints before its store.
     closers: list[Closer] = [
+        quotas,
         live,
         ready,
         due,

@@ -80,6 +80,11 @@ class AuditStore(Protocol):
         the record is after the node's last checkpoint, or before trees existed)."""
         ...
 
+    def count_since(self, requester: str, at_us: int) -> int:
+        """How many records name `requester` at or after `at_us`, every node together (an
+        institution's daily quota is counted from the trail all processes write)."""
+        ...
+
     def nodes(self) -> list[str]:
         """Every node with a record or a checkpoint, sorted (bytewise)."""
         ...

@@ -114,6 +114,7 @@ _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
     VALUES ({", ".join("%s" for _ in CHECKPOINT_COLUMNS)})"""
 _TREE_START = TREE_START_SQL.format(p="%s")
 _COVERING = COVERING_SQL.format(p="%s")
+_COUNT_SINCE = "SELECT count(*) FROM audit_record WHERE requester = %s AND at_us >= %s"
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = %s ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = %s AND seq > %s
     ORDER BY seq LIMIT %s"""
@@ -291,6 +292,11 @@ class PostgresAuditStore:
         with self._pool.connection() as conn:
             row = conn.execute(_COVERING, (node, seq)).fetchone()
         return covering_of(row, seq)
+
+    def count_since(self, requester: str, at_us: int) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(_COUNT_SINCE, (requester, at_us)).fetchone()
+        return int(row[0]) if row else 0
 
     def nodes(self) -> list[str]:
         with self._pool.connection() as conn:

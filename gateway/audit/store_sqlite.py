@@ -61,6 +61,7 @@ _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
 _TREE_START = TREE_START_SQL.format(p="?")
 _COVERING = COVERING_SQL.format(p="?")
 _HASH_AT = "SELECT hash FROM audit_record WHERE node = ? AND seq = ?"
+_COUNT_SINCE = "SELECT count(*) FROM audit_record WHERE requester = ? AND at_us >= ?"
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = ? ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = ? AND seq > ?
     ORDER BY seq LIMIT ?"""
@@ -217,6 +218,11 @@ class SQLiteAuditStore:
         with self._db.read() as conn:
             row = conn.execute(_COVERING, (node, seq)).fetchone()
         return covering_of(row, seq)
+
+    def count_since(self, requester: str, at_us: int) -> int:
+        with self._db.read() as conn:
+            row = conn.execute(_COUNT_SINCE, (requester, at_us)).fetchone()
+        return int(row[0]) if row else 0
 
     def nodes(self) -> list[str]:
         with self._db.read() as conn:

@@ -48,6 +48,9 @@ class Reason(StrEnum):
     # The institution's rate in the policy ([limits]) is spent (RESOURCE_EXHAUSTED, with
     # RetryInfo saying when a call will be admitted again).
     RATE_LIMITED = "RATE_LIMITED"
+    # The institution's daily quota in the policy is used up (RESOURCE_EXHAUSTED, with
+    # RetryInfo for the next UTC midnight).
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     # The gateway stopped (UNAVAILABLE) before the call could end: retry elsewhere or later.
     GATEWAY_STOPPING = "GATEWAY_STOPPING"
     # The caller ended its own call (CANCELLED / DEADLINE_EXCEEDED): not a gateway fault.

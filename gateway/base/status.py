@@ -100,6 +100,7 @@ CODES: Mapping[Reason, int] = MappingProxyType(
         Reason.TOO_MANY_CALLS: code_pb2.RESOURCE_EXHAUSTED,
         Reason.GATEWAY_BUSY: code_pb2.RESOURCE_EXHAUSTED,
         Reason.RATE_LIMITED: code_pb2.RESOURCE_EXHAUSTED,
+        Reason.QUOTA_EXCEEDED: code_pb2.RESOURCE_EXHAUSTED,
         Reason.STREAM_TOO_LONG: code_pb2.RESOURCE_EXHAUSTED,
         Reason.REQUEST_TIMEOUT: code_pb2.DEADLINE_EXCEEDED,
         Reason.RESPONSE_NOT_READ: code_pb2.DEADLINE_EXCEEDED,

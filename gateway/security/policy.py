@@ -6,7 +6,8 @@ not granted is denied. The file also names the institutions holding the roles la
 features check (consent collection, audit access, citizen access reports).
 
 A `[limits.X]` table may give institution X a rate of calls (a token bucket: a sustained
-`calls_per_second` and a `burst`), which the gateway's door enforces before any work.
+`calls_per_second` and a `burst`) and a daily quota (`calls_per_day`), which the gateway's
+door enforces before any work.
 
 The file is validated once at start and every error names the file and the field at
 fault. Deciding is then a dictionary lookup: no I/O, nothing parsed per request.
@@ -149,13 +150,17 @@ def consented(grant: Grant, covered: frozenset[str]) -> tuple[FieldTree, tuple[s
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """An institution's rate of calls: `calls_per_second` sustained, `burst` at once."""
+    """An institution's limits: a rate of calls (`calls_per_second` sustained, `burst` at
+    once) and a quota (`calls_per_day`, a UTC day, all processes together); either may be
+    absent."""
 
-    calls_per_second: float
+    calls_per_second: float | None
     burst: int
+    calls_per_day: int | None = None
 
 
 MAX_RATE = 1_000_000.0
+MAX_DAILY = 10_000_000_000
 
 
 class Policy:
@@ -272,23 +277,30 @@ def _rates(table: dict[str, Any], source: str) -> dict[str, Rate]:
         where = f"limits.{institution}"
         _institution(institution, source, where)
         limits = _table(raw, source, where)
-        _only(limits, {"calls_per_second", "burst"}, source, where)
+        _only(limits, {"calls_per_second", "burst", "calls_per_day"}, source, where)
+        if not {"calls_per_second", "calls_per_day"} & set(limits):
+            raise PolicyError(f"{source}: {where}: give calls_per_second, calls_per_day or both")
         rate = limits.get("calls_per_second")
-        if (
-            isinstance(rate, bool)
-            or not isinstance(rate, int | float)
-            or not (0 < rate <= MAX_RATE)
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_RATE
         ):
             raise PolicyError(
                 f"{source}: {where}.calls_per_second: must be a number above 0, at most"
                 f" {MAX_RATE:,.0f}"
             )
-        burst = limits.get("burst", max(1, int(rate)))
+        burst = limits.get("burst", max(1, int(rate or 1)))
         if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_RATE:
             raise PolicyError(
                 f"{source}: {where}.burst: must be a whole number from 1 to {MAX_RATE:,.0f}"
             )
-        rates[institution] = Rate(float(rate), burst)
+        daily = limits.get("calls_per_day")
+        if daily is not None and (
+            isinstance(daily, bool) or not isinstance(daily, int) or not 1 <= daily <= MAX_DAILY
+        ):
+            raise PolicyError(
+                f"{source}: {where}.calls_per_day: must be a whole number from 1 to {MAX_DAILY:,}"
+            )
+        rates[institution] = Rate(float(rate) if rate is not None else None, burst, daily)
     return rates
 
 

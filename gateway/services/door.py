@@ -47,6 +47,7 @@ from gateway.base.errors import DEADLINE_SLACK_S, ExchangeError, Reason, caller_
 from gateway.base.wire import REGISTRY_EVENTS, method_path
 from gateway.engine.steps import OFFLOAD, Steps, drive, thrown
 from gateway.services.edge import grpc_status
+from gateway.services.quotas import Quotas
 from gateway.services.rates import Rates
 
 log = logging.getLogger("jisr.door")
@@ -228,6 +229,14 @@ def _rate_limited(wait: float) -> ExchangeError:
     )
 
 
+def _quota_exceeded(wait: float) -> ExchangeError:
+    return ExchangeError(
+        Reason.QUOTA_EXCEEDED,
+        "this institution's daily quota of calls is used up; it starts again at 00:00 UTC",
+        retry_after_s=wait,
+    )
+
+
 def _busy() -> ExchangeError:
     return ExchangeError(
         Reason.GATEWAY_BUSY,
@@ -304,10 +313,17 @@ class _Counts:
 class Door:
     """Wraps the service's sync handlers into grpc.aio handlers behind the limits."""
 
-    def __init__(self, limits: Limits, refused: Refused, rates: Rates | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        refused: Refused,
+        rates: Rates | None = None,
+        quotas: Quotas | None = None,
+    ) -> None:
         self.limits = limits
         self._refused = refused
         self._rates = rates or Rates({})
+        self._quotas = quotas
         self._workers = ThreadPoolExecutor(limits.workers, thread_name_prefix="jisr")
         self._streamers = ThreadPoolExecutor(limits.stream_workers, thread_name_prefix="jisr-s")
         self._subscribers = ThreadPoolExecutor(
@@ -544,6 +560,10 @@ class Door:
         wait = self._rates.admit(institution) if institution else 0.0
         if wait > 0.0:
             return _rate_limited(wait)
+        if self._quotas is not None and institution:
+            wait = self._quotas.admit(institution)
+            if wait > 0.0:
+                return _quota_exceeded(wait)
         if counts.calls[institution] >= limits.calls_per_institution:
             return _too_many("calls")
         if lane != CALL:
@@ -614,9 +634,9 @@ class Door:
         error: ExchangeError,
     ) -> None:
         """Answer a refusal made at the door; record it unless it is an overload (a flood
-        of TOO_MANY_CALLS, GATEWAY_BUSY or RATE_LIMITED is counted and logged, at most once per 10 s
-        per institution)."""
-        if error.reason in (Reason.TOO_MANY_CALLS, Reason.GATEWAY_BUSY, Reason.RATE_LIMITED):
+        of _OVERLOAD refusals is counted and logged, at most once per 10 s per
+        institution)."""
+        if error.reason in _OVERLOAD:
             self._quiet.warn(
                 f"busy:{institution}",
                 "refused at the door",
@@ -636,6 +656,12 @@ class Door:
                     )
         status = grpc_status(error)
         await context.abort(status.code, status.details, tuple(status.trailing_metadata))
+
+
+# Refusals that a flood produces: counted and logged at a bounded rate, never recorded.
+_OVERLOAD = frozenset(
+    {Reason.TOO_MANY_CALLS, Reason.GATEWAY_BUSY, Reason.RATE_LIMITED, Reason.QUOTA_EXCEEDED}
+)
 
 
 class _Requests(Iterator[bytes]):

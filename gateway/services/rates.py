@@ -49,7 +49,7 @@ class Rates:
     def admit(self, institution: str) -> float:
         """0.0 if `institution` may make a call now, else the seconds to wait."""
         rate = self._rates.get(institution)
-        if rate is None:
+        if rate is None or rate.calls_per_second is None:
             return 0.0
         now = self._clock()
         bucket = self._buckets.get(institution)

@@ -586,6 +586,9 @@ class Flaky:
     def covering(self, node: str, seq: int) -> Checkpoint | None:
         return self.inner.covering(node, seq)
 
+    def count_since(self, requester: str, at_us: int) -> int:
+        return self.inner.count_since(requester, at_us)
+
     def nodes(self) -> list[str]:
         return self.inner.nodes()
 

@@ -22,7 +22,7 @@ from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
 BACKEND = backend_pb2.DESCRIPTOR.services_by_name["MinistryBackend"].full_name
 log = logging.getLogger("jisr.remote")
-DEFAULT_IN_FLIGHT = 8  # fetches to one backend at once (the configuration may say)
+DEFAULT_IN_FLIGHT = 3  # fetches to one backend at once (the gateway passes workers - 1)
 # What counts toward opening a backend's circuit: it is down, overloaded or broken. An
 # answer outside the contract does not (it comes at once and holds nothing).
 _BACKEND_FAULTS = frozenset(
@@ -113,6 +113,14 @@ class RemoteAdapter:
                 retry_after_s=0.5,
             )
         try:
+            left = ctx.time_left()  # the bulkhead's wait came out of the caller's time
+            if left is not None:
+                if left <= 0:
+                    raise AdapterError(
+                        self._institution, "no time left before the caller's deadline",
+                        timed_out=True,
+                    )  # fmt: skip
+                timeout = min(timeout, left)
             wait = self.breaker.allow()
             if wait > 0:
                 raise AdapterError(
@@ -130,8 +138,8 @@ class RemoteAdapter:
         timeout: float,
     ) -> backend_pb2.FetchRecordsResponse:
         """The call itself; its outcome is the breaker's to count (never left pending)."""
-        request = backend_pb2.FetchRecordsRequest(kind=kind, keys=keys, purpose=ctx.purpose)
         try:
+            request = backend_pb2.FetchRecordsRequest(kind=kind, keys=keys, purpose=ctx.purpose)
             with _tracer.start_as_current_span(  # the backend's server span continues it
                 f"{BACKEND}/FetchRecords",
                 kind=trace.SpanKind.CLIENT,
@@ -151,12 +159,12 @@ class RemoteAdapter:
                 )
         except BaseException as exc:
             if not isinstance(exc, grpc.RpcError):
-                self.breaker.succeeded()  # not the backend's doing: free a half-open trial
+                self.breaker.released()  # not the backend's doing: a trial ends, no more
                 raise
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-            if code in _BACKEND_FAULTS and not (
-                code is grpc.StatusCode.DEADLINE_EXCEEDED and timeout < self._default_timeout
-            ):  # a deadline cut short by the caller is the caller's, not the backend's
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED and timeout < self._default_timeout:
+                self.breaker.released()  # the caller's deadline, cut short: says nothing
+            elif code in _BACKEND_FAULTS:
                 self.breaker.failed()
             else:
                 self.breaker.succeeded()  # it answered: a refusal is not an outage

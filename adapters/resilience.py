@@ -65,6 +65,12 @@ class CircuitBreaker:
                 return 0.0
             return max(self._until - now, 0.0) if self._state == OPEN else TRIAL_WAIT_S
 
+    def released(self) -> None:
+        """A fetch that says nothing of the backend (the caller's own deadline ran out, a
+        fault on our side): a half-open trial ends, the state and the count stay."""
+        with self._lock:
+            self._trial = False
+
     def succeeded(self) -> None:
         with self._lock:
             self._state, self._failures, self._trial = CLOSED, 0, False

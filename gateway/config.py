@@ -16,7 +16,6 @@ from typing import Any
 from adapters.catalog import READERS
 
 INSTITUTIONS = tuple(READERS)
-DEFAULT_IN_FLIGHT = 8  # fetches to one remote backend at once
 
 
 class ConfigError(ValueError):
@@ -34,8 +33,8 @@ class Transport:
     # any other's is reported by the probe and fails only the calls that need it.
     required: bool = False
     # Fetches to it in flight at once (a bulkhead: a hung backend holds at most this many
-    # worker threads; adapters/resilience.py).
-    max_in_flight: int = DEFAULT_IN_FLIGHT
+    # worker threads; adapters/resilience.py). None: one fewer than the workers.
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +288,7 @@ def _transport(raw: dict[str, Any], where: str) -> Transport:
         target=target,
         timeout_s=timeout_ms / 1000,
         required=required,
-        max_in_flight=_int(raw, "max_in_flight", DEFAULT_IN_FLIGHT, where),
+        max_in_flight=_int(raw, "max_in_flight", 1, where) if "max_in_flight" in raw else None,
     )
 
 

@@ -183,7 +183,7 @@ def build_adapters(config: Config, registry: Registry | None) -> list[Adapter]:
             adapters.append(
                 RemoteAdapter(
                     name, kinds, channel, transport.timeout_s,
-                    bulkhead=Bulkhead(transport.max_in_flight),
+                    bulkhead=Bulkhead(transport.max_in_flight or max(1, config.workers - 1)),
                 )
             )  # fmt: skip
         else:
@@ -549,7 +549,7 @@ def start_gateway(config: Config, *, reuse_port: bool = False) -> Running:
         DueProcessSweep(event_store, contest_store, core.recorder, catalogue),
         config.due_process_sweep_seconds,
     )
-    quotas = Quotas(security.policy.rates, audit_store.count_since)
+    quotas = Quotas(security.policy.rates, audit_store.count_calls_since)
     door = Door(limits(config), engine.refused_at_door, Rates(security.policy.rates), quotas)
     served = _serve_aio(
         config,

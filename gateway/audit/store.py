@@ -80,9 +80,10 @@ class AuditStore(Protocol):
         the record is after the node's last checkpoint, or before trees existed)."""
         ...
 
-    def count_since(self, requester: str, at_us: int) -> int:
-        """How many records name `requester` at or after `at_us`, every node together (an
-        institution's daily quota is counted from the trail all processes write)."""
+    def count_calls_since(self, requester: str, at_us: int) -> int:
+        """How many calls `requester` made at or after `at_us`, every node together: its
+        calls' own records (part 0), not their batches' or notifications', nor the
+        gateway's records of proposed actions (an institution's daily quota)."""
         ...
 
     def nodes(self) -> list[str]:

@@ -114,7 +114,12 @@ _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
     VALUES ({", ".join("%s" for _ in CHECKPOINT_COLUMNS)})"""
 _TREE_START = TREE_START_SQL.format(p="%s")
 _COVERING = COVERING_SQL.format(p="%s")
-_COUNT_SINCE = "SELECT count(*) FROM audit_record WHERE requester = %s AND at_us >= %s"
+# A call's own record (part 0), not its batches' or notifications', nor the gateway's own
+# records of proposed actions (their `sub`): what an institution's daily quota counts.
+_COUNT_SINCE = (
+    "SELECT count(*) FROM audit_record WHERE requester = %s AND at_us >= %s"
+    " AND part = 0 AND requester_sub <> 'jisr:due-process'"
+)
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = %s ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = %s AND seq > %s
     ORDER BY seq LIMIT %s"""
@@ -293,7 +298,7 @@ class PostgresAuditStore:
             row = conn.execute(_COVERING, (node, seq)).fetchone()
         return covering_of(row, seq)
 
-    def count_since(self, requester: str, at_us: int) -> int:
+    def count_calls_since(self, requester: str, at_us: int) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(_COUNT_SINCE, (requester, at_us)).fetchone()
         return int(row[0]) if row else 0

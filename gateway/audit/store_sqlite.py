@@ -61,7 +61,12 @@ _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
 _TREE_START = TREE_START_SQL.format(p="?")
 _COVERING = COVERING_SQL.format(p="?")
 _HASH_AT = "SELECT hash FROM audit_record WHERE node = ? AND seq = ?"
-_COUNT_SINCE = "SELECT count(*) FROM audit_record WHERE requester = ? AND at_us >= ?"
+# A call's own record (part 0), not its batches' or notifications', nor the gateway's own
+# records of proposed actions (their `sub`): what an institution's daily quota counts.
+_COUNT_SINCE = (
+    "SELECT count(*) FROM audit_record WHERE requester = ? AND at_us >= ?"
+    " AND part = 0 AND requester_sub <> 'jisr:due-process'"
+)
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = ? ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = ? AND seq > ?
     ORDER BY seq LIMIT ?"""
@@ -219,7 +224,7 @@ class SQLiteAuditStore:
             row = conn.execute(_COVERING, (node, seq)).fetchone()
         return covering_of(row, seq)
 
-    def count_since(self, requester: str, at_us: int) -> int:
+    def count_calls_since(self, requester: str, at_us: int) -> int:
         with self._db.read() as conn:
             row = conn.execute(_COUNT_SINCE, (requester, at_us)).fetchone()
         return int(row[0]) if row else 0

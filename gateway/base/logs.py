@@ -3,7 +3,8 @@
 Each process (`jisr serve` and its workers, the DCI facade, the console, the portal, a
 ministry backend) calls `setup` first: the root logger gets one JSON handler on stderr, so
 the libraries' loggers (uvicorn, grpc, OpenTelemetry) write the same lines as Jisr's own,
-at the level of JISR_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; INFO by default). A record
+at the level of JISR_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; INFO by default; DEBUG for
+Jisr's own loggers only). A record
 carries only its own fields (never the request's): personal data stays out of the logs by
 what the code logs, which the tests check. The trace and span ids of the current span are
 added by the telemetry layer when it is installed (`trace_ids`).
@@ -21,7 +22,7 @@ from typing import Any
 LEVEL_ENV = "JISR_LOG_LEVEL"
 # Libraries that log each request at INFO with its URL (which may carry a subject in a
 # query string): WARNING at least, whatever the level asked.
-QUIET = ("httpx", "httpx2", "httpcore", "urllib3")
+QUIET = ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "hpack", "h2", "asyncio")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TraceIds = Callable[[], Mapping[str, str]]
 
@@ -66,12 +67,14 @@ def setup(trace_ids: TraceIds | None = None, environ: Mapping[str, str] = os.env
     """Every logger of this process writes JSON lines to stderr at JISR_LOG_LEVEL."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(trace_ids))
+    asked = level(environ)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level(environ))
+    # DEBUG is Jisr's own: the libraries' debug lines carry hosts, headers and URLs.
+    root.setLevel("INFO" if asked == "DEBUG" else asked)
     jisr = logging.getLogger("jisr")
     jisr.handlers.clear()
     jisr.propagate = True
-    jisr.setLevel(logging.NOTSET)
+    jisr.setLevel(asked if asked == "DEBUG" else logging.NOTSET)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -555,15 +555,9 @@ class Door:
     # -- admission ---------------------------------------------------------------------
 
     def _admit(self, institution: str, lane: str) -> ExchangeError | None:
-        """Count the call in, or say why not."""
+        """Count the call in, or say why not: the concurrency limits first, then the rate
+        and the quota, so that a call refused for one spends nothing of the others."""
         counts, limits = self._counts, self.limits
-        wait = self._rates.admit(institution) if institution else 0.0
-        if wait > 0.0:
-            return _rate_limited(wait)
-        if self._quotas is not None and institution:
-            wait = self._quotas.admit(institution)
-            if wait > 0.0:
-                return _quota_exceeded(wait)
         if counts.calls[institution] >= limits.calls_per_institution:
             return _too_many("calls")
         if lane != CALL:
@@ -576,6 +570,14 @@ class Door:
                 return _too_many("subscriptions" if lane == SUBSCRIPTION else "streams")
             if counts.all[lane] >= most:
                 return _busy()
+        if institution:
+            wait = self._rates.admit(institution)
+            if wait > 0.0:
+                return _rate_limited(wait)
+            wait = self._quotas.admit(institution) if self._quotas is not None else 0.0
+            if wait > 0.0:
+                return _quota_exceeded(wait)
+        if lane != CALL:
             counts.lanes[lane][institution] += 1
             counts.all[lane] += 1
         counts.calls[institution] += 1
@@ -681,7 +683,7 @@ class _Requests(Iterator[bytes]):
             raise _too_long(self._limits.max_stream_s)
         timeout = min(self._limits.stream_idle_s, left)
         if self._first_due is not None:
-            timeout = max(MIN_WAIT_S, self._first_due - time.monotonic())
+            timeout = max(MIN_WAIT_S, min(self._first_due - time.monotonic(), left))
             self._first_due = None
         try:
             message = self._context.read(timeout)

@@ -2,13 +2,15 @@
 counted across every gateway process from the audit trail they all write.
 
 A quota is a contract between institutions, so it holds for the deployment, not per
-process: the count is the trail's (every call the door admits leaves a record) since the
-start of the UTC day, read for the institutions with a quota every `refresh_s` by a
-thread of its own (never on the event loop), plus the calls this process admitted since
-that reading. Other processes' calls are seen at the next reading: the deployment can
-overshoot by what its processes admit within `refresh_s`, which docs/policy.md says. Over
-the quota, a call is refused before any work (RESOURCE_EXHAUSTED QUOTA_EXCEEDED) with a
-RetryInfo for the next UTC midnight; the count is pure arithmetic on the loop.
+process: the count is the trail's since the start of the UTC day (one record per call the
+door admits: a call's own record, part 0, not its batches' or notifications', nor the
+gateway's own due-process records; `AuditStore.count_calls_since`), read for the
+institutions with a quota every `refresh_s` by a thread of its own (never on the event
+loop), plus the calls this process admitted since that reading began. Other processes'
+calls are seen at the next reading: the deployment can overshoot by what its processes
+admit within `refresh_s`, which docs/policy.md says. Over the quota, a call is refused
+before any work (RESOURCE_EXHAUSTED QUOTA_EXCEEDED) with a RetryInfo for the next UTC
+midnight; the count is pure arithmetic on the loop.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from gateway.security.policy import Rate
 
@@ -32,8 +35,21 @@ def day_start(now: float) -> float:
     return now - (now % DAY_S)
 
 
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """The trail's counts of a day's calls, and how many calls this process had admitted
+    in all when the reading began (those admitted after it are added on top)."""
+
+    day: float
+    seen: Mapping[str, int]
+    marks: Mapping[str, int]
+
+
 class Quotas:
-    """Whether an institution may make one more call today, and when it may if not."""
+    """Whether an institution may make one more call today, and when it may if not.
+
+    The loop alone writes the admitted counts; the refresh thread alone builds readings,
+    each swapped in as one immutable value, so the two never write the same thing."""
 
     def __init__(
         self,
@@ -47,43 +63,46 @@ class Quotas:
         self._count = count
         self._refresh_s = refresh_s
         self._clock = clock
-        self._day = day_start(clock())
-        self._seen: dict[str, int] = {}  # the trail's count at the last reading
-        self._since: dict[str, int] = {}  # admitted here since that reading
+        self._admitted: dict[str, int] = {}  # by this process, ever (the loop's)
+        self._reading = _Reading(day_start(clock()), {}, {})
+        # This process's admitted counts when a day began, until a reading of that day.
+        self._day_marks: dict[tuple[float, str], int] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         if self._daily:
             self.refresh()
-            self._thread = threading.Thread(target=self._run, name="jisr-quotas", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._run, name="jisr-quotas", daemon=True).start()
 
     def admit(self, institution: str) -> float:
-        """0.0 if `institution` may make a call now (counted), else seconds to wait."""
+        """0.0 if `institution` may make a call now (then counted), else seconds to wait."""
         quota = self._daily.get(institution)
         if quota is None:
             return 0.0
         now = self._clock()
-        if day_start(now) != self._day:  # a new day: nothing counted yet
-            self._day = day_start(now)
-            self._seen, self._since = {}, {}
-        used = self._seen.get(institution, 0) + self._since.get(institution, 0)
+        today = day_start(now)
+        admitted = self._admitted.get(institution, 0)
+        reading = self._reading
+        if reading.day == today:
+            used = reading.seen.get(institution, 0) + admitted - reading.marks.get(institution, 0)
+        else:  # no reading of today yet: what this process admitted since midnight
+            mark = self._day_marks.setdefault((today, institution), admitted)
+            used = admitted - mark
         if used >= quota:
-            return max(1.0, self._day + DAY_S - now)
-        self._since[institution] = self._since.get(institution, 0) + 1
+            return max(1.0, today + DAY_S - now)
+        self._admitted[institution] = admitted + 1
         return 0.0
 
     def refresh(self) -> None:
-        """Read the trail's counts for today (the institutions with a quota)."""
+        """Read the trail's counts of today's calls (the institutions with a quota)."""
         day = day_start(self._clock())
+        marks = dict(self._admitted)  # a copy: the loop may add meanwhile
         seen = {}
         for institution in self._daily:
             try:
                 seen[institution] = self._count(institution, int(day * 1_000_000))
-            except Exception as exc:  # the store down: keep counting locally
+            except Exception as exc:  # the store down: the last reading and local counts
                 log.warning("quota count unavailable", extra={"error": type(exc).__name__})
                 return
-        # Swapped whole: the loop reads either the old pair or the new one.
-        self._seen, self._since, self._day = seen, {}, day
+        self._reading = _Reading(day, seen, marks)  # one swap: the loop sees all or none
 
     def _run(self) -> None:
         while not self._stop.wait(self._refresh_s):

@@ -36,6 +36,8 @@ from gateway.telemetry import tracing
 from gateway.telemetry.relay import RelayExporter
 
 TRACER_NAME = "jisr"
+# Durations in seconds: the SDK's default buckets (0 to 10,000) are for milliseconds.
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def setup_tracing(service_name: str, *, console: bool = False) -> TracerProvider | None:
@@ -110,14 +112,16 @@ class _Instruments:
             "jisr.exchange.requests", description="exchanges by method, requester, decision"
         )
         self.latency = m.create_histogram(
-            "jisr.exchange.duration", unit="s", description="exchange latency"
-        )
+            "jisr.exchange.duration", unit="s", description="exchange latency",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )  # fmt: skip
         self.consent_denials = m.create_counter(
             "jisr.consent.denials", description="exchanges refused for want of consent"
         )
         self.adapter_latency = m.create_histogram(
-            "jisr.adapter.duration", unit="s", description="registry lookups by institution"
-        )
+            "jisr.adapter.duration", unit="s", description="registry lookups by institution",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )  # fmt: skip
         self.adapter_errors = m.create_counter(
             "jisr.adapter.errors", description="registry lookups that failed"
         )

@@ -307,6 +307,16 @@ def test_a_jti_is_used_once_across_two_replicas(db: AuditDatabase) -> None:
         assert_contiguous(list(replicas[1].records(node)))
 
 
+def test_an_institutions_calls_are_counted_once_each_across_nodes(store: AuditStore) -> None:
+    """A daily quota's count: a call's own record (part 0) on any node, not its batches',
+    nor the gateway's records of proposed actions, nor another institution's."""
+    append(store, [draft(1), draft(2, part=1, jti="jti-gw-a-1"), draft(3, requester="ANSS")])
+    append(store, [draft(4, node="gw-b"), draft(5, node="gw-b", requester_sub="jisr:due-process")])
+    append(store, [draft(6, node="gw-b", at_us=T0 - 1)])  # before the day
+    assert store.count_calls_since("CNSS", T0) == 2
+    assert store.count_calls_since("ANSS", T0) == 1
+
+
 def newest_first(records: list[AuditRecord]) -> list[AuditRecord]:
     return sorted(records, key=lambda r: (r.at_us, r.node, r.seq), reverse=True)
 
@@ -586,8 +596,8 @@ class Flaky:
     def covering(self, node: str, seq: int) -> Checkpoint | None:
         return self.inner.covering(node, seq)
 
-    def count_since(self, requester: str, at_us: int) -> int:
-        return self.inner.count_since(requester, at_us)
+    def count_calls_since(self, requester: str, at_us: int) -> int:
+        return self.inner.count_calls_since(requester, at_us)
 
     def nodes(self) -> list[str]:
         return self.inner.nodes()

@@ -239,7 +239,8 @@ def test_metrics_follow_the_conventions_of_the_spans(
     url = f"http://127.0.0.1:{traced.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    assert "jisr_exchange_duration_seconds_bucket" in text
+    buckets = [ln for ln in text.splitlines() if "jisr_exchange_duration_seconds_bucket" in ln]
+    assert any('le="0.05"' in line for line in buckets)  # seconds, not the SDK's ms buckets
     assert 'rpc_service="jisr.v1.RegistryExchange"' in text
     assert 'rpc_method="VerifyEligibility"' in text
     assert 'rpc_grpc_status_code="0"' in text

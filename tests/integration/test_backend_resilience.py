@@ -36,6 +36,7 @@ class FlakyCnss(RecordsOnlyBackend):
     def __init__(self) -> None:
         self.mode = "healthy"
         self.attempts = 0
+        self.hanging = 0  # fetches held right now or before
         self._lock = threading.Lock()
         self._seen: set[bytes] = set()
 
@@ -51,6 +52,8 @@ class FlakyCnss(RecordsOnlyBackend):
         if self.mode == "hanging":
             ended = threading.Event()
             context.add_callback(ended.set)
+            with self._lock:
+                self.hanging += 1
             ended.wait(60)
         return backend_pb2.FetchRecordsResponse()
 
@@ -155,9 +158,14 @@ def test_a_hung_backend_holds_only_its_bulkhead_and_other_calls_are_served(site:
     for thread in hung:
         thread.start()
     try:
-        # 2 fetches hang (the bulkhead), the rest are refused; the gateway's 4 workers are
-        # not all held, so a call that does not need CNSS is served well within its time
-        # (without the bulkhead, 3 workers would hang 20 s on CNSS).
+        # 2 fetches hang (the bulkhead), the 4 others are refused at once (without it,
+        # every worker the institution may hold would hang the backend's 20 s); meanwhile
+        # a call that does not need CNSS is served well within its time.
+        deadline = time.monotonic() + 15
+        while site.cnss.hanging < 2 or len(outcomes) < 4:
+            assert time.monotonic() < deadline, f"held: {site.cnss.hanging}, {outcomes}"
+            time.sleep(0.1)
+        assert outcomes.count("BACKEND_UNAVAILABLE") == 4
         with site.client(timeout=10) as client:
             answer = client.verify(PURPOSE, site.household, "ASD")
         assert answer.message.decision.programme == "ASD"
@@ -165,4 +173,3 @@ def test_a_hung_backend_holds_only_its_bulkhead_and_other_calls_are_served(site:
         site.cnss.mode = "healthy"
         for thread in hung:
             thread.join(60)
-    assert outcomes.count("BACKEND_UNAVAILABLE") >= 4

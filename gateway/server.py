@@ -498,6 +498,32 @@ def open_core(config: Config) -> Core:
     )  # fmt: skip
 
 
+def preflight(config: Config) -> None:
+    """What every worker would check first, checked once by the supervisor before it
+    starts them (so a bad key or an unwritable store is one line, not one per worker):
+    programmes, registry, PKI, policy and trust store, and the four stores opened (their
+    migrations run) and closed again. No thread or gRPC object is left behind."""
+    if config.programmes:
+        programmes.load(config.programmes)
+    if any(t.kind == "embedded" for t in config.institutions.values()):
+        Registry(config.data_dir / REGISTRY_FILE).close()
+    build_security(config)
+    state_dir = config.state_dir or config.data_dir
+    where = "the database of JISR_DATABASE_URL" if config.database_url else str(state_dir)
+    opened: list[Closer] = []
+    try:
+        for open_one in (open_store, open_audit_store, open_contest_store, open_event_store):
+            opened.append(open_one(config.database_url, state_dir))
+    except _store_errors() as exc:
+        raise StateStoreError(
+            f"{where}: cannot open the consent, audit, contest and event stores ({exc});"
+            " the gateway needs to write there"
+        ) from exc
+    finally:
+        for store in opened:
+            store.close()
+
+
 def start_gateway(config: Config, *, reuse_port: bool = False) -> Running:
     """Validate everything, then serve RegistryExchange on config.listen (shared with the
     other workers of `jisr serve --processes N` when `reuse_port`)."""

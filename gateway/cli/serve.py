@@ -87,6 +87,9 @@ def _serve(args: argparse.Namespace) -> int:
     telemetry.setup_logging()
     count = config.processes or cpus.available()
     if count > 1 and not is_worker():
+        from gateway.server import preflight
+
+        preflight(config)  # one line for what every worker would refuse, before any starts
         return _supervise(args, config, count)
     return _serve_one(args, config)
 

@@ -127,19 +127,43 @@ def test_the_probes_answer_without_a_client_certificate(pool: Pool) -> None:
     assert httpx.get(f"http://{pool.probes}/livez", timeout=10).status_code == 200
 
 
-def test_a_worker_that_cannot_start_stops_the_start_with_its_reason(
+def test_what_every_worker_would_refuse_is_one_line_before_any_starts(
     registry_dir: Path, tmp_path: Path
 ) -> None:
-    log = tmp_path / "gateway.log"
-    with pytest.raises(processes.StartError):
-        processes.start(
-            ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
-             "--pki-dir", str(tmp_path / "no-pki")],
-            log, env={"JISR_PROCESSES": "2", "JISR_STATE_DIR": str(tmp_path / "state")},
+    done = subprocess.run(
+        processes.jisr(
+            "serve", "--listen", "127.0.0.1:0", "--processes", "2",
+            "--data-dir", str(registry_dir), "--pki-dir", str(tmp_path / "no-pki"),
+        ),
+        capture_output=True, text=True, timeout=120, check=False,
+        env=processes.environment({"JISR_STATE_DIR": str(tmp_path / "state")}),
+    )  # fmt: skip
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "no gateway signing key" in lines[0]
+    assert "serving" not in done.stdout
+
+
+def test_a_worker_that_cannot_start_stops_the_start_with_its_reason(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:  # worker 0's /metrics port (metrics_listen + 0)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        metrics = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            processes.jisr(
+                "serve", "--listen", "127.0.0.1:0", "--processes", "2",
+                "--data-dir", str(registry_dir), "--pki-dir", str(pki_dir),
+                "--metrics-listen", metrics,
+            ),
+            capture_output=True, text=True, timeout=120, check=False,
+            env=processes.environment({"JISR_STATE_DIR": str(tmp_path / "state")}),
         )  # fmt: skip
-    said = log.read_text()
-    assert "exited while starting" in said
-    assert "Traceback" not in said.split("exited while starting")[-1]
+    assert done.returncode == 1
+    assert "exited while starting" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_taken_port_is_refused_naming_it(

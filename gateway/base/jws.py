@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 
+from gateway.base import strict_json
 from gateway.base.errors import Reason
 
 PublicKey = EllipticCurvePublicKey | Ed25519PublicKey
@@ -120,19 +120,6 @@ def _shallow(data: bytes) -> bool:
     return True
 
 
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """One JSON object; a repeated member name is refused, never resolved "last wins"."""
-    members = dict(pairs)
-    if len(members) != len(pairs):
-        raise malformed("the token repeats a member name")
-    return members
-
-
-def _no_constant(name: str) -> None:
-    """NaN and Infinity are not JSON (RFC 8259): refused, not read as floats."""
-    raise ValueError(f"{name} is not JSON")
-
-
 def _holds_surrogate(value: object) -> bool:
     """True if a string anywhere in `value`, member names included, holds a surrogate."""
     if isinstance(value, str):
@@ -155,7 +142,9 @@ def _json_object(data: bytes) -> dict[str, Any]:
         raise malformed(f"the token nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constant)
+        value = strict_json.loads(text)
+    except strict_json.RepeatedMemberError:
+        raise malformed("the token repeats a member name") from None
     except (ValueError, RecursionError):
         raise malformed() from None
     if not isinstance(value, dict):
@@ -173,7 +162,7 @@ def _holder(members: Mapping[str, Any]) -> str:
     return "(a name that cannot be printed)"
 
 
-def _verify_signature(key: PublicKey, alg: str, signature: bytes, signed: bytes) -> bool:
+def verify_signature(key: PublicKey, alg: str, signature: bytes, signed: bytes) -> bool:
     """ES256 (raw r||s, 64 bytes) or EdDSA (Ed25519) over the JWS signing input."""
     try:
         if alg == "ES256":
@@ -217,7 +206,7 @@ def signed_claims(
         raise TokenError(Reason.ALGORITHM_NOT_ALLOWED, f"this key signs with {trusted.alg} only")
     signature = _segment(signature_part)
     signing_input = f"{header_part}.{claims_part}".encode("ascii")
-    if not _verify_signature(trusted.key, trusted.alg, signature, signing_input):
+    if not verify_signature(trusted.key, trusted.alg, signature, signing_input):
         raise TokenError(Reason.BAD_SIGNATURE, "the signature does not verify")
     return _json_object(_segment(claims_part)), kid
 

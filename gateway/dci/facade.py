@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import logging
 import re
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from gateway.base import strict_json
 from gateway.base.errors import ExchangeError, Reason
 from gateway.base.jws import Keys, TokenError, body_hash
 from gateway.base.status import code_of
@@ -505,7 +505,7 @@ class Facade:
                 413, "err.request.bad", Reason.MESSAGE_TOO_LARGE, "the body is too large"
             )
         try:
-            body = json.loads(raw, object_pairs_hook=_unique, parse_constant=_no_constant)
+            body = strict_json.loads(raw)
         except (ValueError, RecursionError):
             raise RefusedError(
                 400, "err.request.bad", Reason.MALFORMED_REQUEST, "the body is not strict JSON"
@@ -694,18 +694,6 @@ def _search_message(
 
 _NO_HEADER = "the body must be an object with a header object"
 _NO_MESSAGE = "the body must have a message object"
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose members are named once (a signed envelope is not ambiguous)."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        raise ValueError("a member is repeated")
-    return found
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 class _ReplayedError(RefusedError):

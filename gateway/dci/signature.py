@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ec import (
     ECDSA,
     SECP256R1,
@@ -43,12 +42,11 @@ from cryptography.hazmat.primitives.asymmetric.ec import (
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
-    encode_dss_signature,
 )
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from gateway.base.errors import Reason
-from gateway.base.jws import Keys, PublicKey, TokenError, Trusted
+from gateway.base.jws import Keys, PublicKey, TokenError, Trusted, verify_signature
 
 PrivateKey = EllipticCurvePrivateKey | Ed25519PrivateKey
 
@@ -315,22 +313,6 @@ def _parse(value: str) -> _Parsed:
     return _Parsed(sender_id, kid, algorithm, created, expires, raw)
 
 
-def _valid(key: PublicKey, alg: str, signature: bytes, signed: bytes) -> bool:
-    """ES256 (raw r||s) or EdDSA (Ed25519) over the signing string, by the pinned `alg`."""
-    try:
-        if alg == "ES256" and isinstance(key, EllipticCurvePublicKey):
-            r = int.from_bytes(signature[:32], "big")
-            s = int.from_bytes(signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), signed, ECDSA(SHA256()))
-            return True
-        if alg == "EdDSA" and isinstance(key, Ed25519PublicKey):
-            key.verify(signature, signed)
-            return True
-    except InvalidSignature:
-        return False
-    return False
-
-
 def verify(
     value: object,
     header: Mapping[str, Any],
@@ -369,7 +351,7 @@ def verify(
             Reason.ALGORITHM_NOT_ALLOWED, f"this key signs with {_dci_name(trusted.alg)} only"
         )
     signed = _signing_string(parsed.created, parsed.expires, digest(header, message))
-    if not _valid(trusted.key, trusted.alg, parsed.signature, signed):
+    if not verify_signature(trusted.key, trusted.alg, parsed.signature, signed):
         raise TokenError(Reason.BAD_SIGNATURE, "the signature does not verify")
     _check_times(parsed.created, parsed.expires, now)
     return Verified(institution, parsed.kid, parsed.algorithm, parsed.created, parsed.expires)

@@ -16,7 +16,6 @@ second of a change, or at once on SIGHUP (docs/pki.md).
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import threading
@@ -28,6 +27,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from gateway.base import strict_json
 
 log = logging.getLogger("jisr.trust")
 ALGORITHMS = frozenset({"ES256", "EdDSA"})
@@ -254,19 +255,9 @@ def _read_dir(path: Path) -> dict[tuple[str, str], TrustedKey]:
     return keys
 
 
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose member names are unique: two `x` would be two keys in one."""
-    seen: set[str] = set()
-    for name, _ in pairs:
-        if name in seen:
-            raise ValueError(f"member {name!r} appears twice in one object")
-        seen.add(name)
-    return dict(pairs)
-
-
 def _load_file(file: Path, institution: str) -> list[TrustedKey]:
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"), object_pairs_hook=_unique_members)
+        doc = strict_json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise TrustStoreError(f"{file}: not a readable JSON file ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):

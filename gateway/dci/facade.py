@@ -13,13 +13,11 @@ Refusals before any item is asked are recorded as the gateway's door refusals ar
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +93,6 @@ class Facade:
     events: Mapping[str, Any] = field(default_factory=dict)  # RegistryEvents' method table
     standings: Standings = field(default_factory=lambda: Standings(None))
     transactions: Transactions = field(default_factory=Transactions)
-    _slots: dict[str, int] = field(default_factory=dict, repr=False)
-    _slots_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     deliveries: callbacks.Deliveries = field(default_factory=callbacks.Deliveries)
 
     # -- tokens and keys ---------------------------------------------------------------
@@ -128,8 +124,7 @@ class Facade:
         """`/registry/sync/search`: each item through the engine, one signed envelope."""
         try:
             asked = self._admit(SYNC_SEARCH, raw, authorization)
-            with self._slot(asked.caller.institution):
-                answered = self._searched(asked)
+            answered = self._searched(asked)
         except _ReplayedError as replay:
             return self._replayed(replay)
         except RefusedError as refusal:
@@ -140,25 +135,6 @@ class Facade:
             _search_message(asked, envelopes.new_id(), answered, now), answered.outcome, now=now,
         )  # fmt: skip
         return Reply(200, body)
-
-    @contextlib.contextmanager
-    def _slot(self, institution: str) -> Iterator[None]:
-        """One of the institution's MAX_CALLS_PER_INSTITUTION synchronous searches at a
-        time. The HTTP edge (app.py) queues an institution's requests beyond that before
-        they take a thread; this refuses (429) only a caller that bypassed it."""
-        with self._slots_lock:
-            held = self._slots.get(institution, 0)
-            if held >= MAX_CALLS_PER_INSTITUTION:
-                raise RefusedError(
-                    429, "err.request.too_many_requests", Reason.TOO_MANY_CALLS,
-                    f"at most {MAX_CALLS_PER_INSTITUTION} searches at once per institution",
-                )  # fmt: skip
-            self._slots[institution] = held + 1
-        try:
-            yield
-        finally:
-            with self._slots_lock:
-                self._slots[institution] -= 1
 
     def _replayed(self, replay: _ReplayedError) -> Reply:
         now = self.clock()

@@ -30,12 +30,7 @@ def _gateway(
     registry_dir: Path, pki_dir: Path, folder: Path, env: dict[str, str]
 ) -> tuple[processes.Proc, str]:
     probes = f"127.0.0.1:{_free_port()}"
-    proc = processes.start(
-        ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
-         "--pki-dir", str(pki_dir), "--health-listen", probes],
-        folder / "gateway.log",
-        env={"JISR_STATE_DIR": str(folder / "state"), **env},
-    )  # fmt: skip
+    proc = processes.serve(registry_dir, pki_dir, folder, "--health-listen", probes, env=env)
     return proc, probes
 
 
@@ -108,12 +103,10 @@ def test_a_required_backend_down_makes_the_gateway_not_ready_until_it_returns(
         f'target = "127.0.0.1:{backend_port}"\nrequired = true\n',
         encoding="utf-8",
     )
-    proc = processes.start(
-        ["serve", "--config", str(config), "--listen", "127.0.0.1:0",
-         "--data-dir", str(registry_dir), "--pki-dir", str(pki_dir),
-         "--health-listen", probes := f"127.0.0.1:{_free_port()}"],
-        tmp_path / "gateway.log", env={"JISR_STATE_DIR": str(tmp_path / "state")},
-    )  # fmt: skip
+    probes = f"127.0.0.1:{_free_port()}"
+    proc = processes.serve(
+        registry_dir, pki_dir, tmp_path, "--config", str(config), "--health-listen", probes
+    )
     backend = None
     try:
         refused = _ready(probes)

@@ -43,16 +43,12 @@ def limited(
         + "\n[limits.DEMO]\ncalls_per_second = 0.5\nburst = 2\n",
         encoding="utf-8",
     )
-    env = {"JISR_POLICY": str(policy), "JISR_STATE_DIR": str(tmp_path / "state")}
+    env = {"JISR_POLICY": str(policy)}
     with ExitStack() as stack:
         url = stack.enter_context(databases.for_backend(request.param))
         if url:
             env["JISR_DATABASE_URL"] = url
-        proc = processes.start(
-            ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
-             "--pki-dir", str(pki_dir)],
-            tmp_path / "gateway.log", env=env,
-        )  # fmt: skip
+        proc = processes.serve(registry_dir, pki_dir, tmp_path, env=env)
         stack.callback(proc.stop)
         household = registry_rows.households(registry_dir, 1)[0].household_id
         yield Limited(proc, pki_dir, household)

@@ -23,11 +23,7 @@ pytestmark = pytest.mark.integration
 def _gateway(
     registry_dir: Path, pki_dir: Path, folder: Path, env: dict[str, str]
 ) -> processes.Proc:
-    return processes.start(
-        ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
-         "--pki-dir", str(pki_dir)],
-        folder / "gateway.log", env={"JISR_STATE_DIR": str(folder / "state"), **env},
-    )  # fmt: skip
+    return processes.serve(registry_dir, pki_dir, folder, env=env)
 
 
 @pytest.fixture

@@ -95,6 +95,23 @@ def start(args: list[str], log: Path, env: Mapping[str, str] | None = None) -> P
     return spawn(jisr(*args), log, env)
 
 
+def serve(
+    registry_dir: Path,
+    pki_dir: Path,
+    folder: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+) -> Proc:
+    """`jisr serve ARGS` on a free loopback port over the registry and PKI, its state in
+    `folder`/state and its log in `folder`/gateway.log unless `env` says otherwise."""
+    return start(
+        ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir),
+         "--pki-dir", str(pki_dir), *args],
+        folder / "gateway.log",
+        env={"JISR_STATE_DIR": str(folder / "state"), **(env or {})},
+    )  # fmt: skip
+
+
 def child_pids(pid: int, module: str) -> list[int]:
     """Children of process `pid` running `python -m module` (e.g. a gateway's span relay)."""
     found = []

@@ -330,86 +330,81 @@ class _Chain:
     def fail(self, seq: int, kind: str, detail: str) -> None:
         self.finding = Finding(self.node, seq, kind, detail)
 
-    def run(self, records: Iterator[AuditRecord]) -> None:
+    def run(self, links: Iterator[Link]) -> None:
         node = self.node
-        sha256 = hashlib.sha256
-        encode = canonical_bytes
-        first = next(records)
+        first = next(links)
         self.records = 1
-        self.first_seq = self.last_seq = first.seq
+        self.first_seq = self.last_seq = first[0]
         # The next seq a valid checkpoint signs, and the rest in ascending order.
-        pending = iter(sorted(s for s in self.points if s >= first.seq))
+        pending = iter(sorted(s for s in self.points if s >= first[0]))
         begun = self._begin(first, pending)
         if begun is None:
-            self.records += sum(1 for _ in records)
+            self.records += sum(1 for _ in links)
             return
         next_cp, collect_from = begun
         keep = self.window.append
-        expect = first.seq + 1
-        prev = first.hash
+        expect = first[0] + 1
+        prev = first[2]
         extra = 0  # records read ahead to tell a reordering from a deletion
-        for r in records:
+        for link in links:
             # The hot path: ~1M records/s. Rare outcomes leave the loop.
-            try:
-                digest = sha256(encode(r)).hexdigest()
-            except (ValueError, TypeError) as exc:
-                self.fail(r.seq, MALFORMED, f"record {r.record_id} has no canonical form: {exc}")
+            seq, prev_hash, stored, digest = link
+            if digest != stored:
+                self._bad_digest(seq, digest)
                 break
-            if digest != r.hash:
-                self.fail(r.seq, MODIFIED, f"record {r.record_id} was modified (hash mismatch)")
-                break
-            seq = r.seq
             if seq != expect:
-                extra = self._out_of_order(r, expect, prev, records)
+                extra = self._out_of_order(link, expect, prev, links)
                 break
-            if r.prev_hash != prev:
+            if prev_hash != prev:
                 self.fail(
                     seq,
                     INSERTED,
-                    f"record {r.record_id} does not continue the chain: its prev_hash is not"
+                    f"record {node}:{seq} does not continue the chain: its prev_hash is not"
                     f" the hash of {node}:{seq - 1} (inserted, or the chain was re-hashed)",
                 )
                 break
             if seq >= collect_from:
-                keep(digest)
+                keep(stored)
             if seq == next_cp:
-                if not self._at_checkpoint(r):
+                if not self._at_checkpoint(seq, stored):
                     break
                 collect_from = self._check_trees(seq)
                 next_cp = next(pending, _NO_CHECKPOINT)
-            prev = digest
+            prev = stored
             expect = seq + 1
         if self.finding is not None:
             # Counted, not checked: after its first bad record, a chain proves nothing.
-            self.records = expect - first.seq + 1 + extra + sum(1 for _ in records)
+            self.records = expect - first[0] + 1 + extra + sum(1 for _ in links)
             return
-        self.records = expect - first.seq
+        self.records = expect - first[0]
         self.last_seq = expect - 1
         self._end()
 
-    def _start(self, first: AuditRecord) -> bool:
-        node, seq = self.node, first.seq
-        try:
-            digest = hashlib.sha256(canonical_bytes(first)).hexdigest()
-        except (ValueError, TypeError) as exc:
-            self.fail(seq, MALFORMED, f"record {first.record_id} has no canonical form: {exc}")
-            return False
-        if digest != first.hash:
-            self.fail(seq, MODIFIED, f"record {first.record_id} was modified (hash mismatch)")
+    def _bad_digest(self, seq: Any, digest: str | Exception) -> None:
+        """A record whose content does not hash to its stored hash, or has no canonical
+        form (`digest` is then why)."""
+        if isinstance(digest, Exception):
+            self.fail(seq, MALFORMED, f"record {self.node}:{seq} has no canonical form: {digest}")
+        else:
+            self.fail(seq, MODIFIED, f"record {self.node}:{seq} was modified (hash mismatch)")
+
+    def _start(self, first: Link) -> bool:
+        node = self.node
+        seq, prev_hash, stored, digest = first
+        if digest != stored:
+            self._bad_digest(seq, digest)
             return False
         if not isinstance(seq, int) or seq < 1:
-            self.fail(seq, MALFORMED, f"record {first.record_id}: seq must be 1 or more")
+            self.fail(seq, MALFORMED, f"record {node}:{seq}: seq must be 1 or more")
             return False
         point = self.points.get(seq - 1)
         if point is not None and _permitted(point, self.anchors):
-            if first.prev_hash != point.hash:
+            if prev_hash != point.hash:
                 if point.start == START_GENESIS:
                     why = "its prev_hash is not empty (the genesis)"
                 else:
                     why = f"its prev_hash is not the hash {point.source} signs for {node}:{seq - 1}"
-                self.fail(
-                    seq, INSERTED, f"record {first.record_id} does not start the chain: {why}"
-                )
+                self.fail(seq, INSERTED, f"record {node}:{seq} does not start the chain: {why}")
                 return False
             self.start = point.start
             return True
@@ -422,39 +417,40 @@ class _Chain:
         self.fail(
             below + 1,
             MISSING,
-            f"{_span(node, below + 1, seq - 1)}: the chain starts at {first.record_id},"
+            f"{_span(node, below + 1, seq - 1)}: the chain starts at {node}:{seq},"
             f" but it may only start {allowed}",
         )
         return False
 
-    def _at_checkpoint(self, r: AuditRecord) -> bool:
-        point = self.points[r.seq]
-        if r.hash != point.hash:
+    def _at_checkpoint(self, seq: int, stored: str) -> bool:
+        point = self.points[seq]
+        if stored != point.hash:
             since = max(self.signed_through + 1, self.first_seq)
             self.fail(
-                r.seq,
+                seq,
                 REWRITTEN,
-                f"record {r.record_id} does not have the hash {point.source} signs: records"
-                f" {self.node}:{since}..{r.record_id} were altered and re-hashed, or the chain"
-                " was truncated and appended again",
+                f"record {self.node}:{seq} does not have the hash {point.source} signs: records"
+                f" {self.node}:{since}..{self.node}:{seq} were altered and re-hashed, or the"
+                " chain was truncated and appended again",
             )
             return False
-        self.signed_through = r.seq
+        self.signed_through = seq
         return True
 
-    def _begin(self, first: AuditRecord, pending: Iterator[int]) -> tuple[int, int] | None:
+    def _begin(self, first: Link, pending: Iterator[int]) -> tuple[int, int] | None:
         """Check the first record's place; (the next checkpoint's seq, where the window
         of hashes starts), or None when the chain is bad from its first record."""
         if not self._start(first):
             return None
+        seq, stored = first[0], first[2]
         next_cp = next(pending, _NO_CHECKPOINT)
-        collect_from = self._collect_from(first.seq)
-        if first.seq >= collect_from:
-            self.window.append(first.hash)
-        if next_cp == first.seq:
-            if not self._at_checkpoint(first):
+        collect_from = self._collect_from(seq)
+        if seq >= collect_from:
+            self.window.append(stored)
+        if next_cp == seq:
+            if not self._at_checkpoint(seq, stored):
                 return None
-            collect_from = self._check_trees(first.seq)
+            collect_from = self._check_trees(seq)
             next_cp = next(pending, _NO_CHECKPOINT)
         return next_cp, collect_from
 
@@ -493,29 +489,27 @@ class _Chain:
         self.window_start = start
         return start
 
-    def _out_of_order(
-        self, r: AuditRecord, expect: int, prev: str, records: Iterator[AuditRecord]
-    ) -> int:
+    def _out_of_order(self, link: Link, expect: int, prev: str, links: Iterator[Link]) -> int:
         """Name what a seq other than `expect` means; how many records were read ahead."""
-        node, seq = self.node, r.seq
+        node, seq = self.node, link[0]
         if seq > expect:
-            following = next(records, None)
-            if following is not None and following.seq == expect:
+            following = next(links, None)
+            if following is not None and following[0] == expect:
                 self.fail(
                     expect,
                     REORDERED,
-                    f"record {node}:{expect} comes after {r.record_id}: records are out of order",
+                    f"record {node}:{expect} comes after {node}:{seq}: records are out of order",
                 )
             else:
                 self.fail(expect, MISSING, _span(node, expect, seq - 1))
             return 0 if following is None else 1
-        if seq == expect - 1 and r.hash == prev:
-            self.fail(seq, INSERTED, f"record {r.record_id} appears twice")
+        if seq == expect - 1 and link[2] == prev:
+            self.fail(seq, INSERTED, f"record {node}:{seq} appears twice")
         else:
             self.fail(
                 seq,
                 INSERTED,
-                f"record {r.record_id} comes after {node}:{expect - 1}: a repeated seq"
+                f"record {node}:{seq} comes after {node}:{expect - 1}: a repeated seq"
                 " (inserted or reordered)",
             )
         return 0
@@ -560,6 +554,96 @@ def _without_records(
         )
 
 
+# A record as the chain check reads it: (seq, prev_hash, hash, digest), where digest is
+# the hex SHA-256 of its canonical encoding, or the error that says it has none. Links
+# come from records (`record_links`) or straight from a store's rows
+# (store_common.row_links), which spares building a record per row when verifying
+# millions.
+Link = tuple[Any, Any, Any, "str | Exception"]
+
+
+def record_links(records: Iterable[AuditRecord]) -> Iterator[Link]:
+    """The links of `records`, in the order given."""
+    sha256 = hashlib.sha256
+    for r in records:
+        digest: str | Exception
+        try:
+            digest = sha256(canonical_bytes(r)).hexdigest()
+        except (ValueError, TypeError) as exc:
+            digest = exc
+        yield r.seq, r.prev_hash, r.hash, digest
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointIndex:
+    """What the valid checkpoints sign, per node: the hashes by seq and the Merkle roots;
+    `findings` names the checkpoints that do not verify or disagree."""
+
+    count: int
+    points: dict[str, dict[int, _Point]]
+    trees: dict[str, list[_Tree]]
+    findings: list[Finding]
+
+    def only(self, node: str) -> CheckpointIndex:
+        """This index cut down to one node (what a process verifying it needs)."""
+        points = {node: self.points[node]} if node in self.points else {}
+        trees = {node: self.trees[node]} if node in self.trees else {}
+        return CheckpointIndex(self.count, points, trees, [])
+
+
+def index_checkpoints(
+    checkpoints: Iterable[Checkpoint], jwks: Mapping[str, Any]
+) -> CheckpointIndex:
+    """Verify every checkpoint against `jwks` once, for all the chains they sign."""
+    findings: list[Finding] = []
+    trees: dict[str, list[_Tree]] = {}
+    count, by_node = _index(checkpoints, _parse_jwks(jwks), findings, trees)
+    return CheckpointIndex(count, by_node, trees, findings)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    """One node's chain verified: what it holds and what is wrong with it (no summary
+    for records of a node that came after another node's: counted, not verified)."""
+
+    summary: ChainSummary | None
+    records: int
+    findings: list[Finding]
+
+
+def verify_node(
+    node: str, links: Iterable[Link], index: CheckpointIndex, *, anchors: bool = False
+) -> NodeResult | None:
+    """Verify one node's chain from its links in ascending seq (None if it has none)."""
+    links = iter(links)
+    first = next(links, None)
+    if first is None:
+        return None
+    chain = _Chain(node, index.points.get(node, _GENESIS_ONLY), anchors, index.trees.get(node, []))
+    chain.run(itertools.chain((first,), links))
+    findings = [] if chain.finding is None else [chain.finding]
+    return NodeResult(chain.summary(), chain.records, findings + chain.tree_findings)
+
+
+def assemble(
+    index: CheckpointIndex, results: Iterable[NodeResult], *, anchors: bool = False
+) -> Report:
+    """The report over the nodes' results (in the order given) and the checkpoints: a
+    node some checkpoint signs for but without a record is checked here."""
+    findings = list(index.findings)
+    chains: list[ChainSummary] = []
+    total = 0
+    for result in results:
+        if result.summary is not None:
+            chains.append(result.summary)
+        total += result.records
+        findings.extend(result.findings)
+    seen = {c.node for c in chains}
+    for node in sorted(index.points.keys() - seen):
+        _without_records(node, index.points[node], anchors, findings)
+    return Report(not findings, total, index.count, len(seen), findings, chains)
+
+
 def verify(
     records: Iterable[AuditRecord],
     checkpoints: Iterable[Checkpoint],
@@ -576,34 +660,20 @@ def verify(
     checkpoint of its node. Leave it False over a whole store: there an anchored start
     means records before it were deleted.
     """
-    findings: list[Finding] = []
-    trees: dict[str, list[_Tree]] = {}
-    count, by_node = _index(checkpoints, _parse_jwks(jwks), findings, trees)
-    chains: list[ChainSummary] = []
+    index = index_checkpoints(checkpoints, jwks)
+    results: list[NodeResult] = []
     seen: set[str] = set()
-    total = 0
     for node, group in itertools.groupby(records, attrgetter("node")):
         if node in seen:
             n = sum(1 for _ in group)
-            total += n
-            findings.append(
-                Finding(
-                    node,
-                    0,
-                    UNGROUPED,
-                    f"{n} more record(s) of {node} come after another node's: records must"
-                    " be grouped by node",
-                )
+            detail = (
+                f"{n} more record(s) of {node} come after another node's: records must"
+                " be grouped by node"
             )
+            results.append(NodeResult(None, n, [Finding(node, 0, UNGROUPED, detail)]))
             continue
         seen.add(node)
-        chain = _Chain(node, by_node.get(node, _GENESIS_ONLY), anchors, trees.get(node, []))
-        chain.run(group)
-        total += chain.records
-        chains.append(chain.summary())
-        if chain.finding is not None:
-            findings.append(chain.finding)
-        findings.extend(chain.tree_findings)
-    for node in sorted(by_node.keys() - seen):
-        _without_records(node, by_node[node], anchors, findings)
-    return Report(not findings, total, count, len(seen), findings, chains)
+        result = verify_node(node, record_links(group), index, anchors=anchors)
+        if result is not None:
+            results.append(result)
+    return assemble(index, results, anchors=anchors)

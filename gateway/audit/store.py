@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.audit.record import AuditRecord, Checkpoint
 from gateway.audit.store_common import (
@@ -63,6 +63,12 @@ class AuditStore(Protocol):
     ) -> Iterator[AuditRecord]:
         """Records with seq > after_seq, of one node or of all (by node, then seq), read
         `batch` at a time (one query each, no long-lived transaction)."""
+        ...
+
+    def record_rows(self, node: str) -> Iterator[tuple[Any, ...]]:
+        """The node's records as stored rows (store_common.COLUMNS), in ascending seq, read
+        by one statement: the whole-trail verification's fast path (store_common.row_links),
+        which would otherwise pay for a query per page and a record per row."""
         ...
 
     def checkpoints(self, node: str | None = None) -> list[Checkpoint]:

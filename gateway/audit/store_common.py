@@ -15,11 +15,11 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit.record import AuditRecord, Checkpoint
+from gateway.audit.record import ENCODING_TAG, SEPARATOR, AuditRecord, Checkpoint, canonical_bytes
 from gateway.storage.migrations import VersionLine
 
 MAX_PAGE_SIZE = 1_000
@@ -424,3 +424,82 @@ def query_sql(
     sql += " ORDER BY r.at_us DESC, r.node DESC, r.seq DESC LIMIT ?"
     params.append(limit)
     return sql, params
+
+
+def row_links(rows: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, Any, Any, str | Exception]]:
+    """chain.Link of each stored row (COLUMNS order), without building its record.
+
+    The canonical encoding is made from the row itself: a JSON array without a backslash
+    holds its strings verbatim, '","' between them (see `_strings`), so the array's inner
+    text with each '","' turned into the separator IS its tokens joined. Any other row (a
+    backslash, a separator inside a token, a value of another type) takes the record's
+    own path, `canonical_bytes(from_row(row))`, so both give the same digest or the same
+    error; a unit test holds them equal. ~2 µs a row: verification reads millions."""
+    sha256 = hashlib.sha256
+    join = SEPARATOR.join
+    arrays: dict[str, tuple[int, str]] = {}  # the few distinct field lists, tokenized once
+    for row in rows:
+        try:
+            subjects, fields = row[9], row[10]
+            listed = _array_tokens(subjects)  # a record's own: not worth keeping
+            shown = arrays.get(fields)
+            if shown is None:
+                shown = _array_tokens(fields)
+                if len(arrays) < _ARRAYS_KEPT:
+                    arrays[fields] = shown
+            text = join(
+                (
+                    ENCODING_TAG,
+                    row[0],
+                    str(row[1]),
+                    str(row[2]),
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    row[7],
+                    row[8],
+                    listed[1],
+                    shown[1],
+                    row[11],
+                    row[12],
+                    row[13],
+                    row[14],
+                    row[15],
+                    str(row[16]),
+                    str(row[17]),
+                    row[18],
+                )
+            )
+            if text.count(SEPARATOR) != 19 + listed[0] + shown[0]:
+                raise _SlowPathError
+            digest: str | Exception = sha256(text.encode()).hexdigest()
+        except Exception:  # any oddity: the record's own path says what is wrong
+            digest = _slow_digest(row)
+        yield row[1], row[18], row[19], digest
+
+
+_ARRAYS_KEPT = 1024
+_COMMA = '","'
+
+
+def _array_tokens(text: str) -> tuple[int, str]:
+    """A stored JSON array of strings as (its length, its count and strings joined by the
+    separator): the canonical tokens. _SlowPathError if it has escapes."""
+    if text == "[]":
+        return 0, "0"
+    if "\\" in text:
+        raise _SlowPathError
+    n = text.count(_COMMA) + 1
+    return n, f"{n}{SEPARATOR}{text[2:-2].replace(_COMMA, SEPARATOR)}"
+
+
+class _SlowPathError(Exception):
+    """A row `row_links` leaves to the record's own encoding."""
+
+
+def _slow_digest(row: Sequence[Any]) -> str | Exception:
+    try:
+        return hashlib.sha256(canonical_bytes(from_row(row))).hexdigest()
+    except (ValueError, TypeError, IndexError) as exc:
+        return exc

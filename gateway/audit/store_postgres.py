@@ -28,6 +28,7 @@ breaker on top: docs/audit-storage.md, "When the database is down").
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from psycopg import Connection, errors
 from psycopg.rows import TupleRow
@@ -123,6 +124,9 @@ _COUNT_SINCE = (
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = %s ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = %s AND seq > %s
     ORDER BY seq LIMIT %s"""
+_ROWS = f"SELECT {COLUMN_LIST} FROM audit_record WHERE node = %s ORDER BY seq"
+# Rows a server-side cursor sends per round trip while the verification reads a chain.
+ROWS_PER_FETCH = 10_000
 # Distinct values by skipping through an index (one probe per node, not a full scan).
 _RECORD_NODES = """WITH RECURSIVE
     r(node) AS (SELECT min(node) FROM audit_record
@@ -277,6 +281,13 @@ class PostgresAuditStore:
                 if len(rows) < batch:
                     break
                 last = rows[-1][1]
+
+    def record_rows(self, node: str) -> Iterator[tuple[Any, ...]]:
+        with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(name="jisr_audit_rows")
+            cursor.itersize = ROWS_PER_FETCH
+            with cursor:
+                yield from cursor.execute(_ROWS, (node,))
 
     def checkpoints(self, node: str | None = None) -> list[Checkpoint]:
         with self._pool.connection() as conn:

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from gateway.audit.migrations import SQLITE_LINE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
@@ -70,6 +71,7 @@ _COUNT_SINCE = (
 _HEAD = "SELECT seq, hash FROM audit_record WHERE node = ? ORDER BY seq DESC LIMIT 1"
 _STREAM = f"""SELECT {COLUMN_LIST} FROM audit_record WHERE node = ? AND seq > ?
     ORDER BY seq LIMIT ?"""
+_ROWS = f"SELECT {COLUMN_LIST} FROM audit_record WHERE node = ? ORDER BY seq"
 # Distinct values by skipping through an index (one probe per node, not a full scan).
 _NODES = """WITH RECURSIVE
     r(node) AS (SELECT min(node) FROM audit_record
@@ -199,6 +201,10 @@ class SQLiteAuditStore:
                 if len(rows) < batch:
                     break
                 last = rows[-1][1]
+
+    def record_rows(self, node: str) -> Iterator[tuple[Any, ...]]:
+        with self._db.read() as conn:
+            yield from conn.execute(_ROWS, (node,))
 
     def _record_nodes(self) -> list[str]:
         with self._db.read() as conn:

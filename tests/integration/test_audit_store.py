@@ -587,6 +587,9 @@ class Flaky:
     ) -> Iterator[AuditRecord]:
         return self.inner.records(node, after_seq, batch)
 
+    def record_rows(self, node: str) -> Iterator[tuple[Any, ...]]:
+        return self.inner.record_rows(node)
+
     def checkpoints(self, node: str | None = None) -> list[Checkpoint]:
         return self.inner.checkpoints(node)
 

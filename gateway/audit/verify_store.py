@@ -1,0 +1,79 @@
+"""The whole live trail verified with every core: each node's chain in its own process.
+
+Nodes' chains are independent (each gateway process writes its own), so they can be
+checked side by side: the checkpoints are verified once, here, and each node's records
+are read and hashed by a worker process straight from the store's rows
+(`AuditStore.record_rows`, `store_common.row_links`), which is what bounds the
+verification (docs/performance.md, "Audit trail"). The report is the one `chain.verify`
+gives over the same store, node for node.
+
+Workers are spawned, not forked: they start from a clean interpreter whatever threads or
+connections the caller holds, and open the store read-only themselves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import chain
+from gateway.audit.store import open_audit_store
+from gateway.audit.store_common import row_links
+
+# Called with (node, records verified) as each node's chain is done, in node order.
+Progress = Callable[[str, int], None]
+
+
+def verify_store(
+    url: str | None,
+    state_dir: Path,
+    jwks: Mapping[str, Any],
+    *,
+    jobs: int,
+    progress: Progress | None = None,
+) -> chain.Report:
+    """Verify the trail `open_audit_store(url, state_dir)` holds with up to `jobs`
+    processes (one node per process at a time; in this process when `jobs` is 1 or the
+    trail has one node). Store errors are raised as the store raises them."""
+    with closing(open_audit_store(url, state_dir, read_only=True)) as store:
+        nodes = store.nodes()
+        if jobs <= 1 or len(nodes) <= 1:
+            index = chain.index_checkpoints(store.checkpoints(), jwks)
+            results = []
+            for node in nodes:
+                result = chain.verify_node(node, row_links(store.record_rows(node)), index)
+                results.append(_done(node, result, progress))
+            return chain.assemble(index, [r for r in results if r is not None])
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(jobs, len(nodes)), mp_context=context) as pool:
+            pool.submit(_started)  # the workers start while the checkpoints are checked
+            index = chain.index_checkpoints(store.checkpoints(), jwks)
+            futures = [
+                pool.submit(_verify_node, url, state_dir, node, index.only(node)) for node in nodes
+            ]
+            done = [_done(n, f.result(), progress) for n, f in zip(nodes, futures, strict=True)]
+    return chain.assemble(index, [r for r in done if r is not None])
+
+
+def _started() -> None:
+    """Nothing: submitted first, so that the pool starts its processes at once."""
+
+
+def _verify_node(
+    url: str | None, state_dir: Path, node: str, index: chain.CheckpointIndex
+) -> chain.NodeResult | None:
+    """In a worker: one node's chain, read from the store opened read-only."""
+    with closing(open_audit_store(url, state_dir, read_only=True)) as store:
+        return chain.verify_node(node, row_links(store.record_rows(node)), index)
+
+
+def _done(
+    node: str, result: chain.NodeResult | None, progress: Progress | None
+) -> chain.NodeResult | None:
+    if progress is not None and result is not None:
+        progress(node, result.records)
+    return result

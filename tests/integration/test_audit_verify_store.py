@@ -1,0 +1,148 @@
+"""The live trail verified with a process per node (`jisr audit verify --jobs`) gives the
+report the one-process verification gives, on SQLite and on PostgreSQL: the same records,
+chains and findings, a tampered record named in whichever node it is."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import closing, nullcontext
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from gateway.audit import chain
+from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
+from gateway.audit.store import open_audit_store
+from gateway.audit.verify_store import verify_store
+from gateway.security import pki
+from gateway.server import checkpoint_signer
+from tests.support import databases
+
+NODES = ("gw-a", "gw-b", "gw-c")
+PER_NODE = 60
+CHECKPOINT_EVERY = 25
+
+
+def _draft(node: str, i: int) -> AuditRecord:
+    return AuditRecord(
+        node=node,
+        seq=0,
+        at_us=1_764_000_000_000_000 + i,
+        trace_id="",
+        requester="DEMO",
+        requester_sub="svc",
+        method="/jisr.v1.RegistryExchange/VerifyEligibility",
+        purpose="ASD_ELIGIBILITY",
+        basis="Loi 58-23",
+        subjects=(f"{i:064x}",),
+        fields=("programme", "eligible"),
+        decision="permit",
+        reason="",
+        rh=f"rh-{node}-{i}",
+        sh="sh",
+        jti=f"{node}-{i}",
+        part=0,
+        latency_us=100,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def trail(
+    request: pytest.FixtureRequest, pki_dir: Path, tmp_path: Path
+) -> Iterator[tuple[str | None, Path]]:
+    """Three nodes' chains, PER_NODE records each, a signed checkpoint every
+    CHECKPOINT_EVERY records of a node."""
+    sign = checkpoint_signer(pki_dir)
+    database = databases.postgres_schema() if request.param == "postgresql" else nullcontext()
+    with database as url:
+        with closing(open_audit_store(url, tmp_path)) as store:
+            for node in NODES:
+                seq, prev = 0, GENESIS
+                for i in range(PER_NODE):
+                    record = link(seq, prev, _draft(node, i))
+                    store.append_batch([record])
+                    seq, prev = record.seq, record.hash
+                    if seq % CHECKPOINT_EVERY == 0:
+                        store.append_checkpoint(sign(Checkpoint(node, seq, prev, record.at_us)))
+        yield url, tmp_path
+
+
+def _sql(url: str | None, state_dir: Path, statement: str) -> None:
+    """As an attacker with database access (triggers off)."""
+    if url is None:
+        with closing(sqlite3.connect(state_dir / "audit.sqlite", isolation_level=None)) as db:
+            db.execute("DROP TRIGGER IF EXISTS audit_record_no_update")
+            db.execute("DROP TRIGGER IF EXISTS audit_record_no_delete")
+            db.execute(statement)
+        return
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("ALTER TABLE audit_record DISABLE TRIGGER USER")
+        pg.execute(statement.encode())
+
+
+def _one_process(url: str | None, state_dir: Path, jwks: dict[str, Any]) -> chain.Report:
+    with closing(open_audit_store(url, state_dir, read_only=True)) as store:
+        return chain.verify(store.records(), store.checkpoints(), jwks)
+
+
+def test_an_intact_trail_verifies_alike_with_a_process_per_node(
+    trail: tuple[str | None, Path], pki_dir: Path
+) -> None:
+    url, state_dir = trail
+    jwks = pki.gateway_jwks(pki_dir)
+    report = verify_store(url, state_dir, jwks, jobs=2)
+    assert report.ok
+    assert (report.records, report.nodes, report.checkpoints) == (180, 3, 6)
+    assert report == _one_process(url, state_dir, jwks)
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind", "seq"),
+    [
+        (
+            "UPDATE audit_record SET purpose = 'OTHER' WHERE node = 'gw-b' AND seq = 40",
+            "modified",
+            40,
+        ),
+        ("DELETE FROM audit_record WHERE node = 'gw-c' AND seq = 7", "missing", 7),
+        ("DELETE FROM audit_record WHERE node = 'gw-a' AND seq > 45", "truncated", 46),
+    ],
+    ids=["modified", "deleted", "truncated"],
+)
+def test_tampering_is_named_alike_with_a_process_per_node(
+    trail: tuple[str | None, Path], pki_dir: Path, statement: str, kind: str, seq: int
+) -> None:
+    url, state_dir = trail
+    _sql(url, state_dir, statement)
+    jwks = pki.gateway_jwks(pki_dir)
+    report = verify_store(url, state_dir, jwks, jobs=3)
+    assert not report.ok
+    assert [(f.kind, f.seq) for f in report.findings] == [(kind, seq)]
+    assert report == _one_process(url, state_dir, jwks)
+
+
+def test_the_cli_names_the_tampered_record_with_its_jobs(
+    trail: tuple[str | None, Path], pki_dir: Path
+) -> None:
+    url, state_dir = trail
+    _sql(url, state_dir, "UPDATE audit_record SET reason = 'X' WHERE node = 'gw-b' AND seq = 3")
+    env = {**os.environ, "JISR_STATE_DIR": str(state_dir), "JISR_PKI_DIR": str(pki_dir)}
+    if url:
+        env["JISR_DATABASE_URL"] = url
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "audit", "verify", "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode != 0
+    assert "gw-b:3" in result.stdout + result.stderr
+    assert "gw-a done (60 records)" in result.stderr

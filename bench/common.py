@@ -71,22 +71,45 @@ def _cpu_ticks(pid: int | str) -> tuple[int, int]:
 
 
 def process_clock(pid: int) -> ProcessClock | None:
-    """The ProcessClock of process `pid` now (None if it is gone)."""
+    """The ProcessClock of process `pid` and its children now (a `jisr serve --processes
+    N` supervisor and its workers), None if it is gone."""
     try:
         user, system = _cpu_ticks(pid)
     except OSError:
         return None
     switches = {"voluntary_ctxt_switches:": 0, "nonvoluntary_ctxt_switches:": 0}
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:
-            continue  # the thread ended meanwhile
-        for name, _, value in (line.partition("\t") for line in lines):
-            if name in switches:
-                switches[name] += int(value)
+    for each in (pid, *_children(pid)):
+        if each != pid:
+            try:
+                more = _cpu_ticks(each)
+            except OSError:
+                continue  # ended meanwhile
+            user, system = user + more[0], system + more[1]
+        for status in Path(f"/proc/{each}/task").glob("*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                continue  # the thread ended meanwhile
+            for name, _, value in (line.partition("\t") for line in lines):
+                if name in switches:
+                    switches[name] += int(value)
     tick = os.sysconf("SC_CLK_TCK")
     return ProcessClock(user / tick, system / tick, *switches.values())
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of `pid`, from every process's parent (field 4 of its stat)."""
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if parent == str(pid):
+            found.append(int(proc.name))
+    return found
 
 
 def postgres_cpu_s() -> float:

@@ -15,6 +15,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,34 +72,40 @@ class Clocks:
 
 
 def _channel(api: Any, args: argparse.Namespace, creds: Credentials) -> Any:
-    """A channel of `api` (grpc or grpc.aio) to --target, over mTLS with --tls."""
+    """A channel of `api` (grpc or grpc.aio) to --target, over mTLS with --tls, on a
+    connection of its own (grpc would otherwise share one between equal channels: with
+    `jisr serve --processes N` the kernel spreads connections, not calls)."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
     if args.tls:
-        return api.secure_channel(args.target, tls(creds))
-    return api.insecure_channel(args.target)
+        return api.secure_channel(args.target, tls(creds), options=options)
+    return api.insecure_channel(args.target, options=options)
 
 
 async def _loop(
-    call: Any,
+    calls: Sequence[Any],
     requests: Sequence[bytes],
     metadata: Sequence[Metadata],
     inflight: int,
     seconds: float,
+    *,
+    timeout: float = CALL_TIMEOUT_S,
 ) -> tuple[list[float], Counter[str]]:
-    """Call i sends requests[i % n] with metadata[i], `inflight` at a time, until every
-    token is used or `seconds` pass; latencies, errors by code."""
+    """Call i sends requests[i % n] with metadata[i], `inflight` at a time (worker k on
+    connection k % len(calls)), until every token is used or `seconds` pass; latencies,
+    errors by code."""
     counter, n, deadline = itertools.count(), len(requests), time.monotonic() + seconds
     latencies, errors = list[float](), Counter[str]()
 
-    async def worker() -> None:
+    async def worker(call: Any) -> None:
         while (i := next(counter)) < len(metadata) and time.monotonic() < deadline:
             started = time.perf_counter()
             try:
-                await call(requests[i % n], timeout=CALL_TIMEOUT_S, metadata=metadata[i])
+                await call(requests[i % n], timeout=timeout, metadata=metadata[i])
             except grpc.aio.AioRpcError as exc:
                 errors[exc.code().name] += 1
             latencies.append(time.perf_counter() - started)
 
-    await asyncio.gather(*(worker() for _ in range(inflight)))
+    await asyncio.gather(*(worker(calls[k % len(calls)]) for k in range(inflight)))
     return latencies, errors
 
 
@@ -114,11 +121,14 @@ async def _unary(args: argparse.Namespace, creds: Credentials) -> dict[str, Any]
         signing.append(round(time.perf_counter() - started, 3))
         return metadata
 
-    async with _channel(grpc.aio, args, creds) as channel:
-        await asyncio.wait_for(channel.channel_ready(), CALL_TIMEOUT_S)
-        call = channel.unary_unary(common.UNARY_METHOD)
+    channels = [_channel(grpc.aio, args, creds) for _ in range(args.channels)]
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), CALL_TIMEOUT_S)
+        calls = [channel.unary_unary(common.UNARY_METHOD) for channel in channels]
         warmup_s = min(args.seconds, 10.0)
-        await _loop(call, requests, signed(args.warmup_calls, warmup_s), args.inflight, warmup_s)
+        warmup = signed(args.warmup_calls, warmup_s)
+        await _loop(calls, requests, warmup, args.inflight, warmup_s, timeout=args.timeout)
         # --start-at: several load generators measuring over the same seconds. A late
         # start is recorded, so that the harness can tell the loops did not overlap.
         wait = max(0.0, args.start_at - time.time()) if args.start_at else 0.0
@@ -126,12 +136,18 @@ async def _unary(args: argparse.Namespace, creds: Credentials) -> dict[str, Any]
         wait = args.start_at - time.time() if args.start_at else 0.0
         await asyncio.sleep(max(0.0, wait))
         clocks = Clocks(args.server_pid)
-        latencies, errors = await _loop(call, requests, metadata, args.inflight, args.seconds)
+        latencies, errors = await _loop(
+            calls, requests, metadata, args.inflight, args.seconds, timeout=args.timeout
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
     ordered = sorted(latencies)
     ok = len(ordered) - sum(errors.values())
     result = {
         "client": "aio",
         "inflight": args.inflight,
+        "channels": args.channels,
         "tls": args.tls,
         "signing_s": signing,
         "start_late_s": round(max(0.0, -wait), 3),
@@ -154,7 +170,7 @@ def _stream(
     receipt is checked as the SDK checks it: signed by the gateway's key, for this jti, this
     position, these batch bytes and these result bytes."""
     deadline = time.monotonic() + seconds
-    sent, failures, received = [0], [0], list[str]()
+    sent, failures, received, audit = [0], [0], list[str](), [""]
 
     def requests() -> Iterator[bytes]:
         for envelope in stream.envelopes:
@@ -169,6 +185,7 @@ def _stream(
         except ReceiptError:
             claims = {}
         failures[0] += tuple(claims.get(name) for name in names.split()) != expected
+        audit[0] = str(claims.get("audit", ""))
 
     subjects = errors = 0
     stream_error = ""
@@ -199,28 +216,78 @@ def _stream(
         "stream_error": stream_error,
         "receipts_checked": answered + (0 if stream_error else 1),
         "receipt_failures": failures[0],
+        "node": audit[0].rpartition(":")[0],  # the gateway process that served it
     }
 
 
 def _batch(args: argparse.Namespace, creds: Credentials) -> dict[str, Any]:
-    """A warm-up stream of two batches, then one measured stream of every batch; each
-    stream's envelopes and token are signed before it starts."""
+    """A warm-up stream of two batches on each connection, then the measured streams side
+    by side, the batches dealt out between them; each stream's envelopes and token are
+    signed before it starts."""
     batches = common.read_messages(args.requests)
     signer, jwks, lifetime = creds.signer, creds.gateway_jwks, identity.lifetime_for(args.seconds)
-    with _channel(grpc, args, creds) as channel:
-        grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
-        call = channel.stream_stream(common.BATCH_METHOD)
-        warmup = identity.signed_stream(signer, common.BATCH_PURPOSE, batches[:2], lifetime)
-        _stream(call, warmup, args.seconds, jwks)  # connections, statements, caches
+    channels = _channels_on_nodes(args, creds, batches[:2], args.streams)
+    try:
         started = time.perf_counter()
-        stream = identity.signed_stream(signer, common.BATCH_PURPOSE, batches, lifetime)
+        share = [batches[k :: len(channels)] for k in range(len(channels))]
+        streams = [identity.signed_stream(signer, common.BATCH_PURPOSE, b, lifetime) for b in share]
         signing_s = round(time.perf_counter() - started, 3)
         clocks = Clocks(args.server_pid)
-        result = _stream(call, stream, args.seconds, jwks)
-        answered = result["subjects"]
+        with ThreadPoolExecutor(len(channels)) as pool:
+            runs = list(
+                pool.map(
+                    lambda pair: _stream(pair[0], pair[1], args.seconds, jwks),
+                    [(call, stream) for (_, call), stream in zip(channels, streams, strict=True)],
+                )
+            )
+        answered = sum(r["subjects"] for r in runs)
+        result = _summed(runs)
         result.update(clocks.read(answered, "subject"), signing_s=signing_s)
+    finally:
+        for channel, _ in channels:
+            channel.close()
     good = answered - result["subject_errors"]
     result["subjects_per_s"] = round(good / max(result["seconds"], 1e-9), 1)
+    return result
+
+
+# Connections opened at most to find `--streams` gateway processes (the kernel spreads
+# connections between the processes of `jisr serve --processes N` by their addresses).
+MAX_CONNECTIONS = 16
+
+
+def _channels_on_nodes(
+    args: argparse.Namespace, creds: Credentials, warmup: Sequence[bytes], wanted: int
+) -> list[tuple[Any, Any]]:
+    """(channel, stream method) of `wanted` connections, each served by another gateway
+    process: a warm-up stream on each tells which (its receipt's audit id names the node);
+    fewer if MAX_CONNECTIONS did not find as many."""
+    found: dict[str, tuple[Any, Any]] = {}
+    lifetime = identity.lifetime_for(args.seconds)
+    for _ in range(MAX_CONNECTIONS):
+        channel = _channel(grpc, args, creds)
+        grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
+        call = channel.stream_stream(common.BATCH_METHOD)
+        stream = identity.signed_stream(creds.signer, common.BATCH_PURPOSE, warmup, lifetime)
+        node = _stream(call, stream, args.seconds, creds.gateway_jwks)["node"]
+        if node in found:
+            channel.close()
+        else:
+            found[node] = (channel, call)
+        if len(found) == wanted:
+            break
+    return list(found.values())
+
+
+def _summed(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The streams' counts added up; their errors and nodes listed."""
+    counted = ("batches_sent", "batches_answered", "subjects", "subject_errors")
+    result: dict[str, Any] = {k: sum(r[k] for r in runs) for k in counted}
+    result["receipts_checked"] = sum(r["receipts_checked"] for r in runs)
+    result["receipt_failures"] = sum(r["receipt_failures"] for r in runs)
+    result["stream_error"] = ",".join(r["stream_error"] for r in runs if r["stream_error"])
+    result["streams"] = len(runs)
+    result["nodes"] = sorted({r["node"] for r in runs})
     return result
 
 
@@ -233,7 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unary.add_argument("--warmup-calls", type=int, default=2_000)
     when = "epoch seconds: start the measured loop then (after warm-up and signing)"
     unary.add_argument("--start-at", type=float, default=0.0, help=when)
-    batch = sub.add_parser("batch", help="VerifyEligibilityBatch, one stream")
+    unary.add_argument("--channels", type=int, default=1, help="connections the calls share")
+    unary.add_argument("--timeout", type=float, default=CALL_TIMEOUT_S, help="per call (s)")
+    batch = sub.add_parser("batch", help="VerifyEligibilityBatch streams")
+    spread = "streams side by side, each served by another gateway process (--processes)"
+    batch.add_argument("--streams", type=int, default=1, help=spread)
     for each in (unary, batch):
         each.add_argument("--target", required=True, help="127.0.0.1:PORT")
         each.add_argument("--requests", type=Path, required=True, help="serialized requests")

@@ -149,6 +149,27 @@ def _audit_rows(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scaling_rows(scaling: dict[str, Any] | None, summary: dict[str, Any]) -> list[str]:
+    """The whole machine, unpinned: 1 and 2 processes, the batch over both, the flood."""
+    if not scaling:
+        return []
+    one, two, batch, flood = (scaling[k] for k in ("unary_1", "unary_2", "batch_2", "flood"))
+    return [
+        f"whole machine, unpinned, {one['channels']} connections: 1 process {one['rps']:,.0f} rps,"
+        f" 2 processes {two['rps']:,.0f} rps = {summary['processes_2_over_1']:.2f} x"
+        f" (target >= 1.7 x: {_met(summary['target_processes_1_7_met'])}; the load generator"
+        " shares the 2 cores)",
+        f"batch over 2 processes, a stream each  {batch['subjects_per_s']:,.0f} households/s,"
+        f" {batch['subject_errors']} errors, {batch['receipt_failures']} bad receipts"
+        f" -> 1,000,000 in {summary['batch_2_processes_million_households_s']:.1f} s"
+        f" (target <= 30 s: {_met(summary['target_million_in_30s_2_processes_met'])})",
+        f"{flood['inflight']:,} calls in flight, 2 processes  {flood['calls']:,} calls,"
+        f" {flood['errors']} errors {flood['error_codes'] or ''},"
+        f" p99 {flood['p99_ms'] / 1000:.1f} s"
+        f" (target no failure: {_met(summary['target_flood_no_failure_met'])})",
+    ]
+
+
 def table(results: dict[str, Any]) -> str:
     m, summary = results["machine"], results["summary"]
     gateway, batch, sdk = results["unary"]["gateway"], results["batch"], results["sdk_import"]
@@ -179,6 +200,7 @@ def table(results: dict[str, Any]) -> str:
         f" {batch['receipt_failures']} bad receipts"
         f" -> 1,000,000 in {summary['batch_million_households_s']:.1f} s"
         f" (target <= 30 s: {_met(summary['target_million_in_30s_met'])})",
+        *_scaling_rows(results.get("scaling"), summary),
         f"import gateway.sdk (a fresh interpreter)  {sdk['sdk_ms']:.0f} ms; import grpc"
         f" {sdk['grpc_ms']:.0f} ms (SDK / grpc {sdk['ratio']:.2f}); an empty interpreter"
         f" {sdk['python_ms']:.0f} ms",

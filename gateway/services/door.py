@@ -91,9 +91,17 @@ class Limits:
     def server_options(self, *, reuse_port: bool = False) -> list[tuple[str, Any]]:
         """grpc's own limits, set deliberately (docs/security.md, "Limits"). The port is
         shared (SO_REUSEPORT) only among the workers of one `jisr serve --processes N`,
-        which reserved it first; otherwise a taken port is an error, not a silent share."""
+        which reserved it first; otherwise a taken port is an error, not a silent share.
+
+        Calls the event loop has not taken yet wait in grpc's own queue; past 1,000 of them
+        grpc cancels new ones at random, and all past 3,000 (its defaults), with a bare
+        CANCELLED. A burst the loop is still taking in is not a fault of the caller: the
+        queue holds as many calls as the server may have open at once, and the door then
+        answers each with its documented reason (TOO_MANY_CALLS, RATE_LIMITED...)."""
         return [
             ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.server.max_pending_requests", self.max_concurrent_rpcs),
+            ("grpc.server.max_pending_requests_hard_limit", self.max_concurrent_rpcs),
             ("grpc.max_receive_message_length", GRPC_CEILING_FACTOR * self.max_message_bytes),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),

@@ -129,6 +129,25 @@ SQLITE: tuple[Migration, ...] = (
             " WHERE root <> ''",
         ),
     ),
+    # The subject index in two tiers: a batch of 1,000 households put 1,000 random keys
+    # into an index of millions, a page written for each, which cost more than the rest
+    # of the batch and grew with the trail. New rows go to a small table whose pages stay
+    # few, moved into the large one in key order now and then (store_common.MERGE_ROWS),
+    # so that each of its pages is written once for many rows; searches read both.
+    Migration(
+        4,
+        "the subject index's recent tier",
+        (
+            """
+            CREATE TABLE audit_subject_recent (
+                subject_key INTEGER NOT NULL,
+                node TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                PRIMARY KEY (subject_key, node, seq)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -251,6 +270,21 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX audit_checkpoint_by_seq ON audit_checkpoint (node, seq)",
             "CREATE INDEX audit_checkpoint_by_tree ON audit_checkpoint (node, root_first)"
             " WHERE root <> ''",
+        ),
+    ),
+    # As SQLite's version 4.
+    Migration(
+        4,
+        "the subject index's recent tier",
+        (
+            """
+            CREATE TABLE audit_subject_recent (
+                subject_key bigint NOT NULL,
+                node text COLLATE "C" NOT NULL,
+                seq bigint NOT NULL,
+                PRIMARY KEY (subject_key, node, seq)
+            )
+            """,
         ),
     ),
 )

@@ -361,6 +361,13 @@ def page_of(records: list[AuditRecord], page_size: int) -> tuple[list[AuditRecor
     return page, base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# The subject index's rows for one key, from both its tiers (a row is in one of them).
+SUBJECT_ROWS = """(SELECT node, seq FROM audit_subject WHERE subject_key = ?
+    UNION ALL SELECT node, seq FROM audit_subject_recent WHERE subject_key = ?)"""
+# Rows of the recent tier at which a store moves them into the large one, in key order
+# (migration 4): its pages stay few enough that a batch's 1,000 keys share them, and a
+# move writes each page of the large tier once for many rows.
+MERGE_ROWS = 50_000
 # "The record's subjects hold ?": exact, run only on the rows the subject key found.
 SQLITE_HAS_SUBJECT = "EXISTS (SELECT 1 FROM json_each(r.subjects) AS j WHERE j.value = ?)"
 POSTGRES_HAS_SUBJECT = (
@@ -381,9 +388,10 @@ def query_sql(
     params: list[Any] = []
     if q.subject:
         # CROSS JOIN: SQLite must loop over the subject's index rows, not over records.
-        source = "audit_subject AS s CROSS JOIN audit_record AS r"
-        where.append(f"s.subject_key = ? AND r.node = s.node AND r.seq = s.seq AND {has_subject}")
-        params.extend((subject_key(q.subject), q.subject))
+        source = f"{SUBJECT_ROWS} AS s CROSS JOIN audit_record AS r"
+        where.append(f"r.node = s.node AND r.seq = s.seq AND {has_subject}")
+        key = subject_key(q.subject)
+        params.extend((key, key, q.subject))
     else:
         source = "audit_record AS r"
     for column, value in (

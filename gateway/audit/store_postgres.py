@@ -27,11 +27,13 @@ breaker on top: docs/audit-storage.md, "When the database is down").
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from psycopg import Connection, errors
+from psycopg import Connection, Error, errors
 from psycopg.rows import TupleRow
+from psycopg_pool import PoolTimeout
 
 from gateway.audit.migrations import POSTGRES_LINE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
@@ -40,6 +42,7 @@ from gateway.audit.store_common import (
     CHECKPOINT_COLUMNS,
     COLUMN_LIST,
     COVERING_SQL,
+    MERGE_ROWS,
     POSTGRES_HAS_SUBJECT,
     PRUNE_CHUNK,
     STREAM_BATCH,
@@ -69,6 +72,8 @@ from gateway.storage.postgres import (
     StorePool,
     describe,
 )
+
+log = logging.getLogger("jisr.audit")
 
 # Array types of the COLUMNS, in order, for unnest.
 _TYPES = (
@@ -104,7 +109,7 @@ _APPEND = f"""WITH ins AS (
             WHERE node = %s AND seq = %s AND hash = %s)
         RETURNING seq),
     sub AS (
-        INSERT INTO audit_subject (subject_key, node, seq)
+        INSERT INTO audit_subject_recent (subject_key, node, seq)
         SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[])
         WHERE EXISTS (SELECT 1 FROM ins))
     SELECT count(*) FROM ins"""
@@ -149,10 +154,17 @@ _KEEP_FROM = """SELECT coalesce(
     (SELECT min(seq) FROM audit_record WHERE node = %s AND at_us >= %s),
     (SELECT max(seq) FROM audit_record WHERE node = %s))"""
 # The index rows of the records about to be pruned, found from their subjects.
-_DELETE_SUBJECTS = """DELETE FROM audit_subject AS s
+_DELETE_SUBJECTS = tuple(
+    f"""DELETE FROM {table} AS s
     USING audit_record AS r, json_array_elements_text(r.subjects::json) AS j(v)
     WHERE r.node = %s AND r.seq >= %s AND r.seq < %s
       AND s.subject_key = audit_subject_key(j.v) AND s.node = r.node AND s.seq = r.seq"""
+    for table in ("audit_subject", "audit_subject_recent")
+)
+# The recent tier moved into the large one in one statement: rows another replica commits
+# meanwhile are not in this snapshot, so they stay for the next move (migration 4).
+_MERGE = """WITH moved AS (DELETE FROM audit_subject_recent RETURNING subject_key, node, seq)
+    INSERT INTO audit_subject SELECT * FROM moved ORDER BY 1, 2, 3"""
 _DELETE_RECORDS = "DELETE FROM audit_record WHERE node = %s AND seq >= %s AND seq < %s"
 
 
@@ -171,6 +183,7 @@ class PostgresAuditStore:
     ) -> None:
         self.url = url
         self.read_only = read_only
+        self._recent = 0  # subject rows this store put into the recent tier since a merge
         self._pool = StorePool(
             url,
             name="jisr-audit",
@@ -238,6 +251,20 @@ class PostgresAuditStore:
                 f"audit batch {first.record_id}: does not follow the stored head of "
                 f"node {first.node!r}"
             )
+        self._recent += len(subjects)
+        if self._recent >= MERGE_ROWS:
+            self._merge_subjects()
+
+    def _merge_subjects(self) -> None:
+        """Move the subject index's recent tier into the large one (migration 4) after
+        the records' own transaction: a failure loses nothing (the rows stay where they
+        are, searched all the same) and is retried after more rows."""
+        self._recent = 0
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(_MERGE)
+        except (Error, PoolTimeout, ConnectionError):
+            log.warning("audit store: the subject index's recent tier was not moved")
 
     @staticmethod
     def _taken(
@@ -346,7 +373,8 @@ class PostgresAuditStore:
                         return deleted, start, prev_hash
                     end = min(keep, start + PRUNE_CHUNK)
                     conn.execute("SET LOCAL jisr.pruning = 'on'")
-                    conn.execute(_DELETE_SUBJECTS, (node, start, end))
+                    for statement in _DELETE_SUBJECTS:
+                        conn.execute(statement, (node, start, end))
                     deleted += conn.execute(_DELETE_RECORDS, (node, start, end)).rowcount
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ gateway/storage/sqlite.py's.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -29,6 +30,7 @@ from gateway.audit.store_common import (
     COLUMN_LIST,
     COLUMNS,
     COVERING_SQL,
+    MERGE_ROWS,
     PRUNE_CHUNK,
     SQLITE_HAS_SUBJECT,
     STREAM_BATCH,
@@ -52,11 +54,18 @@ from gateway.audit.store_common import (
 )
 from gateway.storage.sqlite import BUSY_TIMEOUT_MS, SQLiteFile
 
+log = logging.getLogger("jisr.audit")
+
 # A replayed (requester, jti, part) is skipped (rowcount 0) rather than raised, so the
 # offending record is known without parsing an error message.
 _INSERT = f"""INSERT INTO audit_record ({COLUMN_LIST}) VALUES ({", ".join("?" for _ in COLUMNS)})
     ON CONFLICT (requester, jti, part) WHERE jti <> '' DO NOTHING"""
-_INSERT_SUBJECT = "INSERT INTO audit_subject (subject_key, node, seq) VALUES (?, ?, ?)"
+_INSERT_SUBJECT = "INSERT INTO audit_subject_recent (subject_key, node, seq) VALUES (?, ?, ?)"
+# The recent tier moved into the large one (read in key order: its primary key).
+_MERGE = (
+    "INSERT INTO audit_subject SELECT subject_key, node, seq FROM audit_subject_recent",
+    "DELETE FROM audit_subject_recent",
+)
 _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
     VALUES ({", ".join("?" for _ in CHECKPOINT_COLUMNS)})"""
 _TREE_START = TREE_START_SQL.format(p="?")
@@ -96,10 +105,13 @@ _KEEP_FROM = """SELECT coalesce(
     (SELECT max(seq) FROM audit_record WHERE node = ?))"""
 # The index rows of the records about to be pruned, found from their subjects (a PRIMARY
 # KEY probe each; the key function is registered on the writer connection).
-_DELETE_SUBJECTS = """DELETE FROM audit_subject WHERE (subject_key, node, seq) IN (
+_DELETE_SUBJECTS = tuple(
+    f"""DELETE FROM {table} WHERE (subject_key, node, seq) IN (
     SELECT audit_subject_key(j.value), r.node, r.seq
     FROM audit_record AS r, json_each(r.subjects) AS j
     WHERE r.node = ? AND r.seq >= ? AND r.seq < ?)"""
+    for table in ("audit_subject", "audit_subject_recent")
+)
 _DELETE_RECORDS = "DELETE FROM audit_record WHERE node = ? AND seq >= ? AND seq < ?"
 
 
@@ -112,6 +124,7 @@ class SQLiteAuditStore:
         self.path = path
         self.read_only = read_only
         self._writer: sqlite3.Connection | None = None
+        self._recent = 0  # subject rows this store put into the recent tier since a merge
         if read_only and not path.is_file():
             raise AuditTrailMissingError(f"no audit trail at {path}: no such file")
         self._db = SQLiteFile(
@@ -175,6 +188,21 @@ class SQLiteAuditStore:
                     raise replay_error(records, i)  # rolls the whole batch back
             if subjects:
                 conn.executemany(_INSERT_SUBJECT, subjects)
+        self._recent += len(subjects)
+        if self._recent >= MERGE_ROWS:
+            self._merge_subjects()
+
+    def _merge_subjects(self) -> None:
+        """Move the subject index's recent tier into the large one (migration 4), in a
+        transaction of its own after the records': a failure here loses nothing (the rows
+        stay where they are, searched all the same) and is retried after more rows."""
+        self._recent = 0
+        try:
+            with self._write() as conn:
+                for statement in _MERGE:
+                    conn.execute(statement)
+        except sqlite3.Error:
+            log.warning("audit store %s: the subject index's recent tier was not moved", self.path)
 
     def append_checkpoint(self, cp: Checkpoint) -> None:
         with self._write() as conn:
@@ -263,7 +291,8 @@ class SQLiteAuditStore:
                     return deleted, int(start), str(prev_hash)
                 end = min(keep, start + PRUNE_CHUNK)
                 conn.execute("INSERT INTO audit_pruning (active) VALUES (1)")
-                conn.execute(_DELETE_SUBJECTS, (node, start, end))
+                for statement in _DELETE_SUBJECTS:
+                    conn.execute(statement, (node, start, end))
                 deleted += conn.execute(_DELETE_RECORDS, (node, start, end)).rowcount
                 conn.execute("DELETE FROM audit_pruning")
 

@@ -103,7 +103,7 @@ def test_a_new_trail_has_the_index(where: tuple[str | None, Path]) -> None:
     url, state_dir = where
     open_audit_store(url, state_dir).close()
     assert "(decision, at_us, node, seq)" in _index(url, state_dir)
-    assert _versions(url, state_dir) == [1, 2, 3]
+    assert _versions(url, state_dir) == [1, 2, 3, 4]
 
 
 def test_a_version_1_trail_gets_the_index_and_keeps_its_records(
@@ -120,7 +120,7 @@ def test_a_version_1_trail_gets_the_index_and_keeps_its_records(
             prev = records[-1].hash
         store.append_batch(records)
     assert "(decision, at_us, node, seq)" in _index(url, state_dir)
-    assert _versions(url, state_dir) == [1, 2, 3]
+    assert _versions(url, state_dir) == [1, 2, 3, 4]
     with closing(open_audit_store(url, state_dir, read_only=True)) as reader:
         denied, _ = reader.query(Query(decision="deny", reason="PURPOSE_NOT_ALLOWED"), 10)
     assert [r.seq for r in denied] == [3, 1]

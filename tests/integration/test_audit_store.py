@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from consent.store import open_store
-from gateway.audit import merkle
+from gateway.audit import merkle, store_postgres, store_sqlite
 from gateway.audit import store_common as audit_store
 from gateway.audit.migrations import MIGRATIONS_TABLE, POSTGRES, SQLITE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
@@ -481,7 +481,8 @@ def test_prune_before_keeps_the_chain_contiguous_from_the_first_kept_record(
     on_a = frozenset({"gw-a"})
     assert store.query(Query(subject=a[3].subjects[1], nodes=on_a), 10) == ([], "")
     assert store.query(Query(subject=a[30].subjects[1]), 10) == ([a[30]], "")
-    assert db.sql("SELECT count(*) FROM audit_subject WHERE node = 'gw-a' AND seq < 26") == [(0,)]
+    for tier in ("audit_subject", "audit_subject_recent"):
+        assert db.sql(f"SELECT count(*) FROM {tier} WHERE node = 'gw-a' AND seq < 26") == [(0,)]
     # Again: nothing more to delete, same answer.
     assert store.prune_before(cutoff, "gw-a") == (0, 26, a[24].hash)
     # Everything older than the cutoff: the head stays, so the chain goes on from it.
@@ -1042,3 +1043,23 @@ def test_store_failure_log_lines_quote_no_record_content(
     assert "violates check constraint" in text
     for secret in (*record.subjects, record.requester_sub, record.trace_id, "Failing row"):
         assert secret not in text
+
+
+def test_a_subject_is_found_in_both_tiers_of_its_index_before_and_after_a_move(
+    db: AuditDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New index rows go to the recent tier, moved into the large one every MERGE_ROWS
+    rows (migration 4): a search finds a subject's records wherever its rows are."""
+    for module in (store_sqlite, store_postgres):
+        monkeypatch.setattr(module, "MERGE_ROWS", 12)
+    store = db.open()
+    household = f"h{1:063x}"  # in every fifth draft
+    first = append(store, [draft(i) for i in range(5)])  # 10 rows: not moved yet
+    assert db.sql("SELECT count(*) FROM audit_subject_recent") == [(10,)]
+    assert store.query(Query(subject=household), 10) == ([first[1]], "")
+    second = append(store, [draft(i) for i in range(5, 10)])  # 20 rows: moved
+    assert db.sql("SELECT count(*) FROM audit_subject_recent") == [(0,)]
+    assert db.sql("SELECT count(*) FROM audit_subject") == [(20,)]
+    third = append(store, [draft(i) for i in range(10, 12)])  # 4 more in the recent tier
+    found, _ = store.query(Query(subject=household), 10)
+    assert found == [third[1], second[1], first[1]]  # newest first, from both tiers

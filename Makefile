@@ -83,7 +83,7 @@ proto-lint: $(STAMP)
 
 ## Throughput against echo baselines, batch, audit, consent; then tracing off vs on.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --pin
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

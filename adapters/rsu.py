@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from adapters.base import HOUSEHOLD, MEMBERSHIP, Reader, RecordMessage
 from adapters.registry_db import chunks, iso_to_date, placeholders
-from gateway.pb.jisr.v1.records_pb2 import HouseholdMember, HouseholdRecord, MembershipRecord
+from gateway.pb.jisr.v1.records_pb2 import HouseholdRecord, MembershipRecord
 
 INSTITUTION = "RSU"
 
@@ -54,8 +54,8 @@ def read_households(conn: sqlite3.Connection, keys: Sequence[str]) -> Mapping[st
         )
         for household_id, idcs, relationship in members:
             record = found.get(household_id)
-            if record is not None:
-                record.members.append(HouseholdMember(idcs=idcs, relationship=relationship))
+            if record is not None:  # built in place: append would copy a new message
+                record.members.add(idcs=idcs, relationship=relationship)
     return dict(found)
 
 

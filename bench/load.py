@@ -270,7 +270,7 @@ def _channels_on_nodes(
         call = channel.stream_stream(common.BATCH_METHOD)
         stream = identity.signed_stream(creds.signer, common.BATCH_PURPOSE, warmup, lifetime)
         node = _stream(call, stream, args.seconds, creds.gateway_jwks)["node"]
-        if node in found:
+        if not node or node in found:  # a failed warm-up names no process
             channel.close()
         else:
             found[node] = (channel, call)

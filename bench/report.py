@@ -164,7 +164,8 @@ def _scaling_rows(scaling: dict[str, Any] | None, summary: dict[str, Any]) -> li
         f" -> 1,000,000 in {summary['batch_2_processes_million_households_s']:.1f} s"
         f" (target <= 30 s: {_met(summary['target_million_in_30s_2_processes_met'])})",
         f"{flood['inflight']:,} calls in flight, 2 processes  {flood['calls']:,} calls,"
-        f" {flood['errors']} errors {flood['error_codes'] or ''},"
+        f" {summary['flood_failed']} failed, {summary['flood_refused']} refused with a reason"
+        f" {flood['error_codes'] or ''},"
         f" p99 {flood['p99_ms'] / 1000:.1f} s"
         f" (target no failure: {_met(summary['target_flood_no_failure_met'])})",
     ]

@@ -498,8 +498,9 @@ def _array_tokens(text: str) -> tuple[int, str]:
         return 0, "0"
     if "\\" in text:
         raise _SlowPathError
-    n = text.count(_COMMA) + 1
-    return n, f"{n}{SEPARATOR}{text[2:-2].replace(_COMMA, SEPARATOR)}"
+    body = text[2:-2]  # what `_strings` splits: the count must be of the same text
+    n = body.count(_COMMA) + 1
+    return n, f"{n}{SEPARATOR}{body.replace(_COMMA, SEPARATOR)}"
 
 
 class _SlowPathError(Exception):

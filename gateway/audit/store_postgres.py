@@ -31,9 +31,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from psycopg import Connection, Error, errors
+from psycopg import Connection, errors
 from psycopg.rows import TupleRow
-from psycopg_pool import PoolTimeout
 
 from gateway.audit.migrations import POSTGRES_LINE
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint
@@ -159,7 +158,10 @@ _DELETE_SUBJECTS = tuple(
     USING audit_record AS r, json_array_elements_text(r.subjects::json) AS j(v)
     WHERE r.node = %s AND r.seq >= %s AND r.seq < %s
       AND s.subject_key = audit_subject_key(j.v) AND s.node = r.node AND s.seq = r.seq"""
-    for table in ("audit_subject", "audit_subject_recent")
+    # The recent tier first: a move committed between the two statements then only takes
+    # rows into the large tier before its statement's snapshot, which finds them there;
+    # the other order would leave the rows it moved behind, for good.
+    for table in ("audit_subject_recent", "audit_subject")
 )
 # The recent tier moved into the large one in one statement: rows another replica commits
 # meanwhile are not in this snapshot, so they stay for the next move (migration 4).
@@ -263,7 +265,7 @@ class PostgresAuditStore:
         try:
             with self._pool.connection() as conn:
                 conn.execute(_MERGE)
-        except (Error, PoolTimeout, ConnectionError):
+        except Exception:  # the records are committed: never fail their append for this
             log.warning("audit store: the subject index's recent tier was not moved")
 
     @staticmethod

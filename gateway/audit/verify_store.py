@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -40,23 +41,36 @@ def verify_store(
     processes (one node per process at a time; in this process when `jobs` is 1 or the
     trail has one node). Store errors are raised as the store raises them."""
     with closing(open_audit_store(url, state_dir, read_only=True)) as store:
-        nodes = store.nodes()
-        if jobs <= 1 or len(nodes) <= 1:
+        known = len(store.nodes())  # how many processes are worth starting
+        if jobs <= 1 or known <= 1:
             index = chain.index_checkpoints(store.checkpoints(), jwks)
             results = []
-            for node in nodes:
+            for node in store.nodes():  # read after the checkpoints, as chain.verify does
                 result = chain.verify_node(node, row_links(store.record_rows(node)), index)
                 results.append(_done(node, result, progress))
             return chain.assemble(index, [r for r in results if r is not None])
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(jobs, len(nodes)), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(jobs, known), mp_context=context) as pool:
             pool.submit(_started)  # the workers start while the checkpoints are checked
             index = chain.index_checkpoints(store.checkpoints(), jwks)
+            # After the checkpoints: a node that began meanwhile has records and no
+            # checkpoint in the index, which is sound; the other way round, its
+            # checkpoints without its records would read as a truncated chain.
+            nodes = store.nodes()
             futures = [
                 pool.submit(_verify_node, url, state_dir, node, index.only(node)) for node in nodes
             ]
-            done = [_done(n, f.result(), progress) for n, f in zip(nodes, futures, strict=True)]
+            try:
+                done = [_done(n, f.result(), progress) for n, f in zip(nodes, futures, strict=True)]
+            except BrokenProcessPool as exc:
+                raise VerifyProcessError(
+                    f"a process verifying the trail ended before it answered ({exc})"
+                ) from None
     return chain.assemble(index, [r for r in done if r is not None])
+
+
+class VerifyProcessError(RuntimeError):
+    """A worker process died (killed, out of memory): nothing can be said of its node."""
 
 
 def _started() -> None:

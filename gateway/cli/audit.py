@@ -32,7 +32,7 @@ from gateway.audit.store import (
     AuditTrailMissingError,
     open_audit_store,
 )
-from gateway.audit.verify_store import verify_store
+from gateway.audit.verify_store import VerifyProcessError, verify_store
 from gateway.cli import audit_proof, trail
 from gateway.config import Config
 from gateway.config import load as load_config
@@ -297,6 +297,7 @@ def _unreadable() -> tuple[type[BaseException], ...]:
         OSError,  # missing or unreadable files, a database that does not answer
         ValueError,  # malformed JSON or keys, an unsupported database URL
         sqlite3.Error,
+        VerifyProcessError,  # a verifying process died
         AuditTrailMissingError,
         AuditSchemaTooOldError,
         SchemaTooNewError,

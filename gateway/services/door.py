@@ -61,6 +61,8 @@ Refused = Callable[[str, str, ExchangeError], None]
 # grpc's own ceiling on a request message: this many times the documented limit, so that
 # between the two a partner gets MESSAGE_TOO_LARGE with details from the door.
 GRPC_CEILING_FACTOR = 4
+# grpc's default hard limit on calls arrived but not yet taken by the application.
+GRPC_PENDING_HARD_LIMIT = 3_000
 # Request metadata (the request token, traceparent, grpc's own headers): one fixed limit,
 # soft = hard, so grpc never refuses some calls and not others (its default soft limit
 # rejects at random between 8 and 16 KiB).
@@ -88,6 +90,12 @@ class Limits:
     max_stream_s: float = 3600.0
     max_concurrent_rpcs: int = 16_384
 
+    @property
+    def pending_calls(self) -> int:
+        """grpc's queue of calls not yet taken: max_concurrent_rpcs, never below grpc's
+        own hard limit (a small max_concurrent_rpcs must not cancel more than grpc would)."""
+        return max(self.max_concurrent_rpcs, GRPC_PENDING_HARD_LIMIT)
+
     def server_options(self, *, reuse_port: bool = False) -> list[tuple[str, Any]]:
         """grpc's own limits, set deliberately (docs/security.md, "Limits"). The port is
         shared (SO_REUSEPORT) only among the workers of one `jisr serve --processes N`,
@@ -97,11 +105,12 @@ class Limits:
         grpc cancels new ones at random, and all past 3,000 (its defaults), with a bare
         CANCELLED. A burst the loop is still taking in is not a fault of the caller: the
         queue holds as many calls as the server may have open at once, and the door then
-        answers each with its documented reason (TOO_MANY_CALLS, RATE_LIMITED...)."""
+        answers each with its documented reason (TOO_MANY_CALLS, RATE_LIMITED...). grpc
+        still cancels a call left there 30 s (grpc.server_max_unrequested_time_in_server)."""
         return [
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.server.max_pending_requests", self.max_concurrent_rpcs),
-            ("grpc.server.max_pending_requests_hard_limit", self.max_concurrent_rpcs),
+            ("grpc.server.max_pending_requests", self.pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", self.pending_calls),
             ("grpc.max_receive_message_length", GRPC_CEILING_FACTOR * self.max_message_bytes),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),

@@ -1063,3 +1063,17 @@ def test_a_subject_is_found_in_both_tiers_of_its_index_before_and_after_a_move(
     third = append(store, [draft(i) for i in range(10, 12)])  # 4 more in the recent tier
     found, _ = store.query(Query(subject=household), 10)
     assert found == [third[1], second[1], first[1]]  # newest first, from both tiers
+
+
+def test_a_prune_after_a_move_leaves_no_index_row_in_either_tier(
+    db: AuditDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (store_sqlite, store_postgres):
+        monkeypatch.setattr(module, "MERGE_ROWS", 12)
+    store = db.open()
+    records = append(store, [draft(i) for i in range(10)])  # 20 rows: moved
+    records += append(store, [draft(i) for i in range(10, 12)])  # 4 rows: recent
+    assert store.prune_before(records[11].at_us, "gw-a") == (11, 12, records[10].hash)
+    for tier in ("audit_subject", "audit_subject_recent"):
+        assert db.sql(f"SELECT count(*) FROM {tier} WHERE seq < 12") == [(0,)]
+    assert store.query(Query(subject=records[11].subjects[1]), 10) == ([records[11]], "")

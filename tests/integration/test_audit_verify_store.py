@@ -112,8 +112,24 @@ def test_an_intact_trail_verifies_alike_with_a_process_per_node(
         ),
         ("DELETE FROM audit_record WHERE node = 'gw-c' AND seq = 7", "missing", 7),
         ("DELETE FROM audit_record WHERE node = 'gw-a' AND seq > 45", "truncated", 46),
+        ("DELETE FROM audit_record WHERE node = 'gw-c'", "truncated", 1),
+        ("UPDATE audit_record SET prev_hash = 'x' WHERE node = 'gw-a' AND seq = 9", "modified", 9),
+        (
+            "UPDATE audit_record SET subjects = '[\",\"]' WHERE node = 'gw-b' AND seq = 2",
+            "modified",
+            2,
+        ),
+        ("UPDATE audit_record SET seq = seq + 100 WHERE node = 'gw-b' AND seq = 60", "modified", 160),
     ],
-    ids=["modified", "deleted", "truncated"],
+    ids=[
+        "modified",
+        "deleted",
+        "truncated",
+        "all-records-of-a-node",
+        "relinked",
+        "subjects",
+        "moved",
+    ],
 )
 def test_tampering_is_named_alike_with_a_process_per_node(
     trail: tuple[str | None, Path], pki_dir: Path, statement: str, kind: str, seq: int

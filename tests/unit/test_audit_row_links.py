@@ -72,9 +72,10 @@ def test_a_stored_row_hashes_as_its_record(changes: dict[str, Any]) -> None:
     assert digest == _digest_of_record(record)
 
 
-def _tampered(index: int, value: Any) -> tuple[Any, ...]:
+def _tampered(index: int, value: Any, *more: tuple[int, Any]) -> tuple[Any, ...]:
     row = list(to_row(_record()))
-    row[index] = value
+    for at, changed in ((index, value), *more):
+        row[at] = changed
     return tuple(row)
 
 
@@ -89,6 +90,10 @@ def _tampered(index: int, value: Any) -> tuple[Any, ...]:
         (5, b"bytes"),
         (1, "1"),  # seq stored as text
         (2, 1.5),
+        (9, '[","]'),  # brackets that overlap the separator
+        (9, '","x'),
+        (9, '["a","]'),
+        (10, '[","]'),
     ],
 )
 def test_a_tampered_row_gives_what_its_record_gives(index: int, value: Any) -> None:
@@ -109,3 +114,14 @@ def test_links_carry_seq_and_the_stored_hashes() -> None:
     record = _record()
     [(seq, prev_hash, stored, _)] = list(row_links([to_row(record)]))
     assert (seq, prev_hash, stored) == (1, GENESIS, record.hash)
+
+
+@pytest.mark.parametrize("subjects", ['[","]', '","x', '["a","]', '[""]', '["a\u0000"]'])
+def test_a_nul_elsewhere_is_not_hidden_by_an_odd_subjects_array(subjects: str) -> None:
+    """A stray NUL in one field and an array whose brackets overlap its separators: the
+    fast path's token count must not absorb the NUL (the record has no canonical form)."""
+    row = _tampered(9, subjects, (4, "DE\0MO"))
+    fast, slow = _digest_of_row(row), _digest_of_record(from_row(row))
+    assert isinstance(fast, ValueError)
+    assert isinstance(slow, ValueError)
+    assert str(fast) == str(slow)

@@ -217,3 +217,98 @@ def table(results: dict[str, Any]) -> str:
         " timed inside the handler's sequence of steps",
     ]
     return "\n".join(lines)
+
+
+# Every target the bench measures: (what, the summary's value key, its format, the flag).
+TARGETS = (
+    (
+        "full exchange / signed floor, throughput (>= 0.8)",
+        "gateway_over_floor",
+        "{:.2f}",
+        "target_floor_0_8_met",
+    ),
+    (
+        "full exchange / signed floor, p99 at 64 in flight (<= 1.5)",
+        "gateway_p99_over_floor_p99",
+        "{:.2f}",
+        "target_floor_p99_1_5_met",
+    ),
+    (
+        "full exchange / echo of the same API (>= 0.5, DESIGN.md)",
+        "gateway_over_echo_sync_mtls",
+        "{:.2f}",
+        "target_ratio_met",
+    ),
+    (
+        "2 processes / 1, whole machine (>= 1.7)",
+        "processes_2_over_1",
+        "{:.2f}",
+        "target_processes_1_7_met",
+    ),
+    ("10,000 calls in flight: failures (0)", "flood_failed", "{:,}", "target_flood_no_failure_met"),
+    (
+        "1,000,000 households in batch, 1 process (<= 30 s)",
+        "batch_million_households_s",
+        "{:.1f} s",
+        "target_million_in_30s_met",
+    ),
+    (
+        "1,000,000 households in batch, 2 processes (<= 30 s)",
+        "batch_2_processes_million_households_s",
+        "{:.1f} s",
+        "target_million_in_30s_2_processes_met",
+    ),
+    (
+        "1,000,000 audit records verified (<= 3 s)",
+        "audit_verify_million_s",
+        "{:.2f} s",
+        "target_verify_3s_met",
+    ),
+    (
+        "consent check / handler, SQLite (< 10 %)",
+        "consent_share_of_handler",
+        "{:.0%}",
+        "target_consent_10pct_met",
+    ),
+    (
+        "audit search at 1,000,000 records, worst p95 (<= 1 s)",
+        "audit_search_worst_p95_ms",
+        "{:,.0f} ms",
+        "target_audit_search_1s_met",
+    ),
+    (
+        "1,000,000 change events applied (<= 60 s)",
+        "events_apply_s",
+        "{:.1f} s",
+        "target_events_apply_60s_met",
+    ),
+    (
+        "a subscriber catches up on 100,000 events (<= 10 s)",
+        "events_catchup_s",
+        "{:.2f} s",
+        "target_events_catchup_10s_met",
+    ),
+    (
+        "a slow subscriber: the others' time with / without (<= 1.2)",
+        "events_slow_subscriber_ratio",
+        "{:.2f}",
+        "target_events_slow_subscriber_met",
+    ),
+    (
+        "DCI facade / gRPC, cost per call (<= 2)",
+        "dci_over_grpc_cost",
+        "{:.2f}",
+        "target_dci_2x_met",
+    ),
+)
+
+
+def targets(summary: dict[str, Any]) -> str:
+    """Every target with its measured value, met or not (a step skipped: not measured)."""
+    lines = ["targets                                                        measured    met"]
+    for what, key, shape, flag in TARGETS:
+        value = summary.get(key)
+        shown = "not measured" if value is None else shape.format(value)
+        met = "-" if value is None else _met(bool(summary.get(flag)))
+        lines.append(f"  {what:<60} {shown:>12}  {met}")
+    return "\n".join(lines)

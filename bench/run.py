@@ -31,7 +31,7 @@ from bench import dci as dci_bench
 from bench import events as registry_events
 from bench.identity import MAX_LOOP_S
 from bench.procs import BenchError, Server, say
-from bench.report import table
+from bench.report import table, targets
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.storage.postgres import describe
 from tests.support import databases, processes
@@ -628,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n" + results["tracing"]["table"])
     if "events" in results:
         print("\n" + registry_events.table(results["events"]))
+    print("\n" + targets(results["summary"]))
     print(f"results: {settings.output}", flush=True)
     return 0
 

@@ -119,7 +119,11 @@ def test_an_intact_trail_verifies_alike_with_a_process_per_node(
             "modified",
             2,
         ),
-        ("UPDATE audit_record SET seq = seq + 100 WHERE node = 'gw-b' AND seq = 60", "modified", 160),
+        (
+            "UPDATE audit_record SET seq = seq + 100 WHERE node = 'gw-b' AND seq = 60",
+            "modified",
+            160,
+        ),
     ],
     ids=[
         "modified",

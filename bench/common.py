@@ -27,6 +27,7 @@ UNARY_PURPOSE = "ASD_ELIGIBILITY"  # a counter checking one household
 BATCH_PURPOSE = "RECERTIFICATION"  # the monthly bulk run
 
 child_pids = processes.child_pids  # where bench.tracing imports it from
+WORKER_MODULE = "gateway.cli"  # what a supervisor's workers run (python -m gateway.cli)
 T = TypeVar("T")
 
 
@@ -71,14 +72,15 @@ def _cpu_ticks(pid: int | str) -> tuple[int, int]:
 
 
 def process_clock(pid: int) -> ProcessClock | None:
-    """The ProcessClock of process `pid` and its children now (a `jisr serve --processes
-    N` supervisor and its workers), None if it is gone."""
+    """The ProcessClock of process `pid` and of its `jisr serve --processes N` workers now
+    (children running gateway.cli; not a span relay, which bench.tracing counts apart),
+    None if it is gone."""
     try:
         user, system = _cpu_ticks(pid)
     except OSError:
         return None
     switches = {"voluntary_ctxt_switches:": 0, "nonvoluntary_ctxt_switches:": 0}
-    for each in (pid, *_children(pid)):
+    for each in (pid, *child_pids(pid, WORKER_MODULE)):
         if each != pid:
             try:
                 more = _cpu_ticks(each)
@@ -95,21 +97,6 @@ def process_clock(pid: int) -> ProcessClock | None:
                     switches[name] += int(value)
     tick = os.sysconf("SC_CLK_TCK")
     return ProcessClock(user / tick, system / tick, *switches.values())
-
-
-def _children(pid: int) -> list[int]:
-    """The direct children of `pid`, from every process's parent (field 4 of its stat)."""
-    found: list[int] = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if parent == str(pid):
-            found.append(int(proc.name))
-    return found
 
 
 def postgres_cpu_s() -> float:

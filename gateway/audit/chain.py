@@ -9,7 +9,6 @@ docs/audit-format.md.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import re
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import (
 )
 
 from gateway.audit import merkle
-from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, canonical_bytes
+from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, digest_or_error
 from gateway.security.trust import key_from_jwk
 
 CHECKPOINT_TYP = "jisr-checkpoint+jwt"
@@ -564,14 +563,8 @@ Link = tuple[Any, Any, Any, "str | Exception"]
 
 def record_links(records: Iterable[AuditRecord]) -> Iterator[Link]:
     """The links of `records`, in the order given."""
-    sha256 = hashlib.sha256
     for r in records:
-        digest: str | Exception
-        try:
-            digest = sha256(canonical_bytes(r)).hexdigest()
-        except (ValueError, TypeError) as exc:
-            digest = exc
-        yield r.seq, r.prev_hash, r.hash, digest
+        yield r.seq, r.prev_hash, r.hash, digest_or_error(r)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,15 @@ def _encode(r: AuditRecord, seq: int, prev_hash: str) -> bytes:
     return text.encode()
 
 
+def digest_or_error(r: AuditRecord) -> str | Exception:
+    """What `r.hash` must be, or the error that says `r` has no canonical encoding: the
+    verification reports the one or the other (chain.record_links, store_common.row_links)."""
+    try:
+        return hashlib.sha256(canonical_bytes(r)).hexdigest()
+    except (ValueError, TypeError) as exc:
+        return exc
+
+
 def record_hash(r: AuditRecord) -> str:
     """What `r.hash` must be: hex SHA-256 of `canonical_bytes(r)`."""
     return hashlib.sha256(canonical_bytes(r)).hexdigest()

@@ -19,7 +19,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit.record import ENCODING_TAG, SEPARATOR, AuditRecord, Checkpoint, canonical_bytes
+from gateway.audit.record import (
+    ENCODING_TAG,
+    SEPARATOR,
+    AuditRecord,
+    Checkpoint,
+    digest_or_error,
+)
 from gateway.storage.migrations import VersionLine
 
 MAX_PAGE_SIZE = 1_000
@@ -509,6 +515,7 @@ class _SlowPathError(Exception):
 
 def _slow_digest(row: Sequence[Any]) -> str | Exception:
     try:
-        return hashlib.sha256(canonical_bytes(from_row(row))).hexdigest()
-    except (ValueError, TypeError, IndexError) as exc:
+        record = from_row(row)
+    except (ValueError, TypeError, IndexError) as exc:  # a subjects or fields column askew
         return exc
+    return digest_or_error(record)

@@ -84,14 +84,13 @@ def site(
         f'target = "127.0.0.1:{port}"\ntimeout_ms = 20000\nmax_in_flight = 2\n',
         encoding="utf-8",
     )
-    env: dict[str, str] = {}
     with ExitStack() as stack:
         stack.callback(lambda: server.stop(None).wait())
-        url = stack.enter_context(databases.for_backend(request.param))
-        if url:
-            env["JISR_DATABASE_URL"] = url
-        gateway = processes.serve(registry_dir, pki_dir, tmp_path, "--config", str(config), env=env)
-        stack.callback(gateway.stop)
+        gateway, _ = stack.enter_context(
+            databases.gateway_on(
+                request.param, registry_dir, pki_dir, tmp_path, "--config", str(config)
+            )
+        )
         household = registry_rows.households(registry_dir, 1)[0].household_id
         yield Site(cnss, gateway, Credentials.from_pki(pki_dir, "DEMO"), household)
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +69,10 @@ def pool(
         "JISR_PROCESSES": "2",
         "JISR_HEALTH_LISTEN": probes,
     }
-    with ExitStack() as stack:
-        url = stack.enter_context(databases.for_backend(request.param))
-        if url:
-            env["JISR_DATABASE_URL"] = url
-        proc = processes.serve(registry_dir, pki_dir, tmp_path, env=env)
-        stack.callback(proc.stop)
+    with databases.gateway_on(request.param, registry_dir, pki_dir, tmp_path, env=env) as (
+        proc,
+        url,
+    ):
         households = [h.household_id for h in registry_rows.households(registry_dir, 20)]
         yield Pool(
             proc, probes, tmp_path / "state", url, households,

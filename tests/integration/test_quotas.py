@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +56,10 @@ def pool(
         "JISR_POLICY": str(policy),
         "JISR_PROCESSES": "2",
     }
-    with ExitStack() as stack:
-        url = stack.enter_context(databases.for_backend(request.param))
-        if url:
-            env["JISR_DATABASE_URL"] = url
-        proc = processes.serve(registry_dir, pki_dir, tmp_path, env=env)
-        stack.callback(proc.stop)
+    with databases.gateway_on(request.param, registry_dir, pki_dir, tmp_path, env=env) as (
+        proc,
+        _,
+    ):
         household = registry_rows.households(registry_dir, 1)[0].household_id
         yield Pool(proc, pki_dir, household)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +44,10 @@ def limited(
         encoding="utf-8",
     )
     env = {"JISR_POLICY": str(policy)}
-    with ExitStack() as stack:
-        url = stack.enter_context(databases.for_backend(request.param))
-        if url:
-            env["JISR_DATABASE_URL"] = url
-        proc = processes.serve(registry_dir, pki_dir, tmp_path, env=env)
-        stack.callback(proc.stop)
+    with databases.gateway_on(request.param, registry_dir, pki_dir, tmp_path, env=env) as (
+        proc,
+        _,
+    ):
         household = registry_rows.households(registry_dir, 1)[0].household_id
         yield Limited(proc, pki_dir, household)
 

@@ -13,7 +13,7 @@ import functools
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from consent.model import ConsentRecord
 from consent.store import ConsentStore, open_store
 from consent.store_common import COLUMN_LIST, COLUMNS, to_row
 from gateway.storage.postgres import describe
+from tests.support import processes
 
 URL_ENV = "JISR_TEST_DATABASE_URL"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -201,6 +202,27 @@ def through(url: str, host: str, port: int) -> str:
     userinfo, _, _ = parts.netloc.rpartition("@")
     netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextmanager
+def gateway_on(
+    backend: str,
+    registry_dir: Path,
+    pki_dir: Path,
+    folder: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[processes.Proc, str | None]]:
+    """`processes.serve` with its stores on `backend` ("sqlite" files in `folder`/state, or a
+    fresh PostgreSQL schema): the gateway and the schema's URL (None for SQLite), the
+    gateway stopped before its schema is dropped."""
+    with for_backend(backend) as url:
+        more = {"JISR_DATABASE_URL": url} if url else {}
+        proc = processes.serve(registry_dir, pki_dir, folder, *args, env={**(env or {}), **more})
+        try:
+            yield proc, url
+        finally:
+            proc.stop()
 
 
 def for_backend(backend: str) -> AbstractContextManager[str | None]:

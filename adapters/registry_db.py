@@ -12,6 +12,7 @@ the last commit. Schema 1 files (no journal) are still read.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -144,9 +145,19 @@ WHERE j.source = ? AND j.seq > ? ORDER BY j.seq LIMIT ?
 
 
 def iso_to_date(text: str | None) -> Date | None:
-    """google.type.Date from 'YYYY-MM-DD' text, None for NULL."""
+    """google.type.Date from 'YYYY-MM-DD' text, None for NULL.
+
+    The message is shared between the records of the same day (a batch builds thousands
+    of records from a few thousand distinct days, and a Date costs as much to build as
+    the rest of a record): every caller passes it to a message constructor or `add`,
+    which copy it. Never mutate what this returns."""
     if text is None:
         return None
+    return _date(text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _date(text: str) -> Date:
     return Date(year=int(text[0:4]), month=int(text[5:7]), day=int(text[8:10]))
 
 

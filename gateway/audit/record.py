@@ -217,7 +217,7 @@ class Checkpoint:
 
 def subject_hash(key: bytes, kind: str, value: str) -> str:
     """The keyed hash of a subject ("idcs" or "household_id") as audit records hold it."""
-    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, f"{kind}:{value}".encode(), "sha256").hex()  # one-shot: 4x cheaper
 
 
 def link(prev_seq: int, prev_hash: str, draft: AuditRecord) -> AuditRecord:

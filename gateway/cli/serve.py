@@ -33,6 +33,11 @@ def add_parser(sub: Any) -> None:
         " (overrides config and JISR_PROCESSES; default: auto)",
     )
     serve.add_argument(
+        "--pin-processes",
+        action="store_true",
+        help="bind each process to a CPU of its own (overrides config; JISR_PIN_PROCESSES=1)",
+    )
+    serve.add_argument(
         "--health-listen", help="host:port of the plaintext /livez and /readyz probes"
     )
     serve.add_argument(
@@ -68,6 +73,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         "JISR_INSECURE_PLAINTEXT": "1" if args.insecure_plaintext else None,
         "JISR_METRICS_LISTEN": args.metrics_listen,
         "JISR_PROCESSES": args.processes,
+        "JISR_PIN_PROCESSES": "1" if args.pin_processes else None,
         "JISR_HEALTH_LISTEN": args.health_listen,
     }
     env.update({k: v for k, v in flags.items() if v})
@@ -86,6 +92,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
     telemetry.setup_logging()
     count = config.processes or cpus.available()
+    if count == 1 and config.pin_processes and not is_worker():
+        cpus.pin(cpus.cpu_for(0))  # before any thread starts
     if count > 1 and not is_worker():
         from gateway.server import preflight
 
@@ -220,7 +228,8 @@ def _passed_on(args: argparse.Namespace) -> list[str]:
 
 def _worker_env(config: config_mod.Config, listen: str, index: int) -> Mapping[str, str]:
     """Worker `index`'s environment: the shared port, one process, its own probes on
-    loopback (the supervisor asks them), and its own metrics port (port + index)."""
+    loopback (the supervisor asks them), its own metrics port (port + index), and its
+    CPU when the processes are pinned."""
     env = {
         "JISR_LISTEN": listen,
         "JISR_PROCESSES": "1",
@@ -230,6 +239,10 @@ def _worker_env(config: config_mod.Config, listen: str, index: int) -> Mapping[s
     if config.metrics_listen:
         host, _, port = config.metrics_listen.rpartition(":")
         env["JISR_METRICS_LISTEN"] = f"{host}:{int(port) + index if int(port) else 0}"
+    if config.pin_processes:
+        from gateway.runtime import cpus
+
+        env[cpus.WORKER_CPU_ENV] = str(cpus.cpu_for(index))
     return env
 
 

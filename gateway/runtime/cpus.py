@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+# Set by the supervisor for a pinned worker: the CPU it binds itself to when it starts.
+WORKER_CPU_ENV = "JISR_WORKER_CPU"
 
 
 def available(cpu_max: Path = CGROUP_CPU_MAX) -> int:
@@ -33,3 +35,35 @@ def quota_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
         return max(1, math.ceil(int(quota) / int(period)))
     except (ValueError, ZeroDivisionError):
         return None
+
+
+def allowed() -> list[int]:
+    """The CPUs this process may run on, in order."""
+    if not hasattr(os, "sched_getaffinity"):
+        return list(range(os.cpu_count() or 1))
+    return sorted(os.sched_getaffinity(0))
+
+
+def cpu_for(index: int, cpus: list[int] | None = None) -> int:
+    """Worker `index`'s CPU when the processes are pinned: the index-th of those allowed
+    (round the list again if there are more workers than CPUs)."""
+    cpus = cpus or allowed()
+    return cpus[index % len(cpus)]
+
+
+def pin(cpu: int) -> bool:
+    """Bind this process, and every thread it starts from now on, to `cpu`.
+
+    Why: the gateway's threads (the event loop, the stream workers, the audit writer)
+    take turns at one interpreter lock; when the kernel spreads them over several CPUs,
+    every hand-off of the lock wakes a thread on another CPU, which on a virtual machine
+    costs more than the work handed off. One process per CPU, each bound to its own, keeps
+    the hand-offs local (docs/deployment.md, "Pinning"). False where the system refuses
+    (no such CPU, or no affinity on this platform): the worker then runs unbound."""
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (OSError, ValueError):
+        return False
+    return True

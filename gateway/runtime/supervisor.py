@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from gateway.runtime import cpus
 from gateway.runtime.readiness import Verdict
 
 LOG = logging.getLogger("jisr.supervisor")
@@ -344,8 +345,13 @@ def is_worker(environ: Mapping[str, str] = os.environ) -> bool:
 
 def worker_started(environ: Mapping[str, str] = os.environ) -> None:
     """First thing in a worker: ignore SIGHUP until its own handler is in place (the
-    supervisor passes reloads on), and stop when the supervisor's lifeline ends."""
+    supervisor passes reloads on), bind itself to its CPU if the processes are pinned
+    (before any thread starts: threads inherit it), and stop when the supervisor's
+    lifeline ends."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    cpu = environ.get(cpus.WORKER_CPU_ENV, "")
+    if cpu.isdigit() and not cpus.pin(int(cpu)):
+        LOG.warning("could not bind this worker to CPU %s: it runs unbound", cpu)
     fd = environ.get(LIFELINE_FD_ENV)
     if fd is None:
         return

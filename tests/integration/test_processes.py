@@ -213,3 +213,30 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def _allowed_cpus(pid: int) -> set[str]:
+    """The CPUs each thread of `pid` may run on, as /proc lists them."""
+    lists = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):  # a thread that ended meanwhile
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    lists.add(line.split(":", 1)[1].strip())
+    return lists
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs")
+def test_pinned_workers_each_run_every_thread_on_a_cpu_of_their_own(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    env = {"JISR_PROCESSES": "2", "JISR_PIN_PROCESSES": "1"}
+    with databases.gateway_on("sqlite", registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
+        workers = processes.child_pids(proc.pid, "gateway.cli")
+        assert len(workers) == 2
+        per_worker = [_allowed_cpus(pid) for pid in workers]
+        assert all(len(cpus) == 1 for cpus in per_worker), per_worker
+        assert per_worker[0] != per_worker[1]
+        households = [h.household_id for h in registry_rows.households(registry_dir, 2)]
+        with JisrClient(proc.target, Credentials.from_pki(pki_dir, "DEMO"), timeout=30) as c:
+            assert c.household_status(PURPOSE, households[0]).receipt["decision"] == "permit"

@@ -32,6 +32,7 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
         ('[server]\nhealth_listen = ":x"\n', "[server]: health_listen: must be HOST:PORT"),
         ('[server]\nmetrics_listen = "h:70000"\n', "[server]: metrics_listen: must be HOST:PORT"),
         ("[server]\nprocesses = 0\n", "[server]: processes: must be 'auto' or a whole number"),
+        ('[server]\npin_processes = "yes"\n', "[server]: pin_processes: must be true or false"),
         (
             "[institutions.RSU]\nrequired = true\n",
             '[institutions.RSU]: required: only for transport = "remote"',
@@ -75,6 +76,12 @@ def test_a_flag_in_the_environment_is_0_or_1(value: str) -> None:
 @pytest.mark.parametrize(("value", "expected"), [("0", False), ("1", True)])
 def test_a_flag_in_the_environment_sets_the_setting(value: str, expected: bool) -> None:
     assert load(None, {"JISR_INSECURE_PLAINTEXT": value}).insecure_plaintext is expected
+
+
+def test_pinning_is_off_unless_the_file_or_the_environment_asks(tmp_path: Path) -> None:
+    assert load(None, {}).pin_processes is False
+    assert load(write(tmp_path, "[server]\npin_processes = true\n"), {}).pin_processes is True
+    assert load(None, {"JISR_PIN_PROCESSES": "1"}).pin_processes is True
 
 
 def test_seconds_in_the_environment_may_be_fractional() -> None:

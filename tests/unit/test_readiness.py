@@ -3,6 +3,7 @@ askers, a hung check reported rather than started again, reasons without data.""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -83,3 +84,13 @@ def test_no_quota_leaves_the_cpus_of_the_affinity(tmp_path: Path) -> None:
     assert cpus.quota_cpus(cpu_max) is None
     assert cpus.quota_cpus(tmp_path / "absent") is None
     assert cpus.available(cpu_max) >= 1
+
+
+def test_pinned_workers_take_the_allowed_cpus_in_turn() -> None:
+    assert [cpus.cpu_for(i, [2, 5]) for i in range(5)] == [2, 5, 2, 5, 2]
+
+
+def test_pinning_to_a_cpu_that_does_not_exist_is_refused_not_raised() -> None:
+    before = os.sched_getaffinity(0)
+    assert cpus.pin(10_000) is False
+    assert os.sched_getaffinity(0) == before

@@ -7,12 +7,18 @@ by the pipeline (item by item, a consent screen first where the grant needs one)
 answer projected to the grant (or the item's consent), recorded as part `seq + 1`, and
 answered with its own receipt. The close is one more record and one receipt chaining the
 batches' hashes.
+
+A batch's answer is yielded as a `Deferred`: the driver (gateway/services/door.py) sends it
+once its record is durable, signing its receipt then, while this stream's thread decides
+the next batch: the commit of batch k and the work of batch k + 1 overlap, and no answer
+leaves before its record. Before the close the stream yields `FLUSH`, so that a batch
+whose record or delivery failed ends the stream with that reason rather than a permit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, replace
 
 from google.rpc import error_details_pb2, status_pb2
 
@@ -23,13 +29,15 @@ from gateway.engine.call import (
     Call,
     Engine,
     Invocation,
-    Streamed,
+    Outcome,
     chain,
     no_consent_here,
     parse,
+    recorded,
     try_parse,
 )
 from gateway.engine.consent_gate import Permit
+from gateway.engine.steps import FLUSH, Deferred, Sent
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.pipeline import disclosure, validation
 from gateway.pipeline.exchange import Screen
@@ -41,6 +49,8 @@ from gateway.security.receipts import PERMIT
 from gateway.security.tokens import RequestClaims, check_body, verify_batch
 from gateway.telemetry import tracing
 
+# A batch stream: its answers are deferred until their records are durable.
+BatchStreamed = Generator[Sent, None, Outcome]
 # What decides one batch: the pipeline's bulk eligibility (gateway/pipeline/exchange.py).
 Decide = Callable[
     [pb.EligibilityBatch, int, FetchContext, Screen | None], pb.EligibilityBatchResults
@@ -56,7 +66,7 @@ class BatchMethod:
 
 def batch_stream(
     engine: Engine, inv: Invocation, requests: Iterator[bytes], method: BatchMethod
-) -> Streamed:
+) -> BatchStreamed:
     """The stream: one answer per envelope, then the closing record and receipt."""
     call = Call(inv.method, streamed=True)
     return engine.streamed(inv, call, _answers(engine, inv, call, requests, method))
@@ -64,7 +74,7 @@ def batch_stream(
 
 def _answers(
     engine: Engine, inv: Invocation, call: Call, requests: Iterator[bytes], method: BatchMethod
-) -> Streamed:
+) -> BatchStreamed:
     claims = engine.authenticate(call, inv, None)
     grant = engine.authorize(call, claims, claims.purpose)
     for seq, raw in enumerate(requests):
@@ -77,6 +87,7 @@ def _answers(
         ):
             answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
         yield answer
+    yield FLUSH  # every batch's answer delivered before the close is recorded
     call.named = []  # the close names no subject
     call.read.clear()
     rh, sh = chain(call.rhs), chain(call.shs)
@@ -96,8 +107,9 @@ class _Stream:
     grant: Grant
     method: BatchMethod
 
-    def one(self, seq: int, raw: bytes) -> bytes:
-        """Check one envelope's signature, decide its subjects, sign its results."""
+    def one(self, seq: int, raw: bytes) -> bytes | Deferred:
+        """Check one envelope's signature, decide its subjects, record them; the answer,
+        sent once its record is durable, with its receipt."""
         engine, call, claims, grant = self.engine, self.call, self.claims, self.grant
         try:
             if seq == 0:
@@ -124,11 +136,29 @@ class _Stream:
         body = results.SerializeToString()
         sh = body_hash(body)
         failures = sorted({_reason_of(r.error) for r in results.results if r.HasField("error")})
-        audit = engine.audit(call, PERMIT, rh=rh, sh=sh, part=seq + 1, reason=",".join(failures))
         call.rhs.append(rh)
         call.shs.append(sh)
-        receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, seq=seq, audit=audit)
-        return pb.VerifyEligibilityBatchResponse(results=body, receipt=receipt).SerializeToString()
+        if engine.security.audit is None:
+            receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, seq=seq)
+            return pb.VerifyEligibilityBatchResponse(
+                results=body, receipt=receipt
+            ).SerializeToString()
+        with tracing.span("jisr.audit"):
+            pending = engine.submit_audit(
+                call, PERMIT, rh=rh, sh=sh, part=seq + 1, reason=",".join(failures)
+            )
+        # The receipt says what this batch was; it is signed once the record is durable,
+        # while the stream goes on to the next batch (it may add to the call's consents).
+        said = engine.exchanged(call, PERMIT, rh=rh, sh=sh, seq=seq)
+        signer = engine.security.receipts
+
+        def finish() -> bytes:
+            receipt = signer.sign(replace(said, audit=recorded(pending)))
+            return pb.VerifyEligibilityBatchResponse(
+                results=body, receipt=receipt
+            ).SerializeToString()
+
+        return Deferred(pending, finish)
 
     def _project(
         self, results: pb.EligibilityBatchResults, permits: list[Permit | ExchangeError]

@@ -30,13 +30,13 @@ from google.protobuf.message import DecodeError, Message
 from adapters.base import FetchContext
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.store import ReplayError
-from gateway.audit.writer import AuditUnavailable
+from gateway.audit.writer import AuditUnavailable, Pending
 from gateway.base.errors import ExchangeError, Reason, caller_ended, invalid
 from gateway.base.jws import TokenError, body_hash
 from gateway.base.status import code_name, code_of
 from gateway.base.wire import SIGNATURE_METADATA
 from gateway.engine.consent_gate import ConsentGate, Permit
-from gateway.engine.steps import OFFLOAD, Steps, drive
+from gateway.engine.steps import OFFLOAD, Sent, Steps, drive
 from gateway.pipeline import disclosure, validation
 from gateway.pipeline.query import Key
 from gateway.pipeline.registries import fetched_once
@@ -134,6 +134,9 @@ class Refused:
 Outcome = Answered | Refused
 # A response stream as the engine runs it: yields message bodies, returns the outcome.
 Streamed = Generator[bytes, None, Outcome]
+# A batch stream's also yields messages deferred until their record is durable, and a
+# flush (gateway/engine/steps.py).
+S = TypeVar("S", bound=Sent)
 
 
 @dataclass(frozen=True)
@@ -335,26 +338,44 @@ class Engine:
         audit: str = "",
     ) -> str:
         """The gateway's signed receipt for this call (or one batch of it)."""
-        assert call.claims is not None
+        exchanged = self.exchanged(
+            call, decision, rh=rh, sh=sh, reason=reason, batches=batches, seq=seq, audit=audit
+        )
         with tracing.span("jisr.receipt"):
-            return self.security.receipts.sign(
-                Exchanged(
-                    jti=call.claims.jti,
-                    rh=rh,
-                    sh=sh,
-                    method=call.method,
-                    purpose=call.claims.purpose,
-                    decision=decision,
-                    fields=call.fields() if decision == PERMIT else (),
-                    basis=call.basis(),
-                    reason=reason,
-                    batches=batches,
-                    seq=seq,
-                    consents=tuple(sorted(call.consents)),
-                    audit=audit,
-                    trace=tracing.trace_id(),
-                )
-            )
+            return self.security.receipts.sign(exchanged)
+
+    def exchanged(
+        self,
+        call: Call,
+        decision: str,
+        *,
+        rh: str,
+        sh: str,
+        reason: str = "",
+        batches: int | None = None,
+        seq: int | None = None,
+        audit: str = "",
+    ) -> Exchanged:
+        """What a receipt says of this call (or one batch of it), as the call stands now:
+        a batch's receipt is signed once its record is durable, while the stream has gone
+        on to the next batch (gateway/engine/batch.py)."""
+        assert call.claims is not None
+        return Exchanged(
+            jti=call.claims.jti,
+            rh=rh,
+            sh=sh,
+            method=call.method,
+            purpose=call.claims.purpose,
+            decision=decision,
+            fields=call.fields() if decision == PERMIT else (),
+            basis=call.basis(),
+            reason=reason,
+            batches=batches,
+            seq=seq,
+            consents=tuple(sorted(call.consents)),
+            audit=audit,
+            trace=tracing.trace_id(),
+        )
 
     def audit(self, call: Call, decision: str, **where: Any) -> str:
         """Make the record durable before any reply; fail closed (UNAVAILABLE) if not.
@@ -374,41 +395,62 @@ class Engine:
         replay_checked: bool = True,
     ) -> Steps[str]:
         """`audit` as steps: the wait for durability is yielded to the driver."""
-        recorder = self.security.audit
-        if recorder is None:
+        if self.security.audit is None:
             return ""
+        with tracing.span("jisr.audit") as span:
+            pending = self.submit_audit(
+                call,
+                decision,
+                rh=rh,
+                sh=sh,
+                reason=reason,
+                part=part,
+                subjects=subjects,
+                replay_checked=replay_checked,
+            )
+            yield pending
+            record_id = recorded(pending)
+            span.set_attribute("jisr.audit_id", record_id)
+            call.audited = call.audited or part == 0
+            return record_id
+
+    def submit_audit(
+        self,
+        call: Call,
+        decision: str,
+        *,
+        rh: str,
+        sh: str,
+        reason: str = "",
+        part: int = 0,
+        subjects: tuple[str, ...] | None = None,
+        replay_checked: bool = True,
+    ) -> Pending:
+        """Hand the call's record to the audit writer; `recorded(pending)` once it has
+        settled says its id, or raises the refusal. The audit must be configured."""
+        recorder = self.security.audit
+        assert recorder is not None
         claims = call.claims
         try:
-            with tracing.span("jisr.audit") as span:
-                pending = recorder.submit(
-                    requester=call.requester,
-                    sub=claims.sub if claims is not None else "",
-                    method=call.method,
-                    purpose=claims.purpose if claims is not None else "",
-                    basis=call.basis(),
-                    subjects=self._hashes(call) if subjects is None else subjects,
-                    fields=call.fields() if decision == PERMIT else (),
-                    decision=decision,
-                    reason=reason,
-                    rh=rh,
-                    sh=sh,
-                    jti=claims.jti if claims is not None and replay_checked else "",
-                    part=part,
-                    started=call.started,
-                    trace_id=tracing.trace_id(),
-                )
-                yield pending
-                record_id = pending.outcome().record_id
-                span.set_attribute("jisr.audit_id", record_id)
-                call.audited = call.audited or part == 0
-                return record_id
-        except ReplayError:
-            raise replayed() from None
-        except AuditUnavailable:
-            raise ExchangeError(
-                Reason.AUDIT_UNAVAILABLE,
-                "the access could not be recorded; nothing was disclosed, retry later",
-            ) from None
+            return recorder.submit(
+                requester=call.requester,
+                sub=claims.sub if claims is not None else "",
+                method=call.method,
+                purpose=claims.purpose if claims is not None else "",
+                basis=call.basis(),
+                subjects=self._hashes(call) if subjects is None else subjects,
+                fields=call.fields() if decision == PERMIT else (),
+                decision=decision,
+                reason=reason,
+                rh=rh,
+                sh=sh,
+                jti=claims.jti if claims is not None and replay_checked else "",
+                part=part,
+                started=call.started,
+                trace_id=tracing.trace_id(),
+            )
+        except (ReplayError, AuditUnavailable) as exc:
+            raise _refusal_of(exc) from None
 
     def _hashes(self, call: Call) -> tuple[str, ...]:
         """The audit record's subjects: every identifier the request named (a malformed one
@@ -597,7 +639,9 @@ class Engine:
         receipt = self.receipt(call, PERMIT, rh=claims.rh, sh=chain(call.shs), audit=audit)
         return self.answered(call, b"", receipt, audit)
 
-    def streamed(self, inv: Invocation, call: Call, messages: Streamed) -> Streamed:
+    def streamed(
+        self, inv: Invocation, call: Call, messages: Generator[S, None, Outcome]
+    ) -> Generator[S, None, Outcome]:
         """A response stream in its server span, every way it can end turned into its
         outcome: a refusal (also one thrown in where it waits: the caller stopped reading,
         the gateway stops), a fault, or the caller leaving (recorded, then closed)."""
@@ -611,6 +655,24 @@ class Engine:
                 raise
             except Exception as exc:  # reported as INTERNAL, never as UNKNOWN
                 return drive(self.fault(inv, call, exc))
+
+
+def recorded(pending: Pending) -> str:
+    """The id of a settled record, or the refusal its failure means: a replayed token, or
+    an audit that could not record (nothing is disclosed then: the call fails closed)."""
+    try:
+        return pending.outcome().record_id
+    except (ReplayError, AuditUnavailable) as exc:
+        raise _refusal_of(exc) from None
+
+
+def _refusal_of(exc: ReplayError | AuditUnavailable) -> ExchangeError:
+    if isinstance(exc, ReplayError):
+        return replayed()
+    return ExchangeError(
+        Reason.AUDIT_UNAVAILABLE,
+        "the access could not be recorded; nothing was disclosed, retry later",
+    )
 
 
 def server_span(inv: Invocation) -> tracing.ServerSpan:

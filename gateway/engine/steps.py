@@ -13,6 +13,7 @@ and the rest of an offloaded call.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.audit.writer import APPEND_TIMEOUT_S, Pending
@@ -24,6 +25,29 @@ class Offload:
 
 
 OFFLOAD = Offload()
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A response stream's message that waits on its audit record: the driver sends it
+    once `pending` has settled, calling `finish` then for its bytes (which raises the
+    refusal if the record failed). Meanwhile the stream goes on to its next message, so
+    the stream's thread decides batch k + 1 while batch k's record is committed."""
+
+    pending: Pending
+    finish: Callable[[], bytes]
+
+
+class Flush:
+    """Yielded by a response stream before it closes: the driver settles every message
+    still on its way first, and throws in the error of one that failed, so that a stream
+    never closes its books over an answer its caller did not get."""
+
+
+FLUSH = Flush()
+# What a response stream yields: a message to send now, one to send once its record is
+# durable, or a flush.
+Sent = bytes | Deferred | Flush
 Step = Pending | Offload
 T = TypeVar("T")
 # A call's work as a generator: it yields where it would wait (an audit record to become

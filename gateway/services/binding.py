@@ -27,7 +27,7 @@ from gateway.engine.call import (
     UnaryMethod,
 )
 from gateway.engine.notify import NotifyMethod, notification_stream
-from gateway.engine.steps import Steps, Unary
+from gateway.engine.steps import Sent, Steps, Unary
 from gateway.services.edge import grpc_status
 
 Method = UnaryMethod[Any, Any] | StreamMethod[Any] | BatchMethod | NotifyMethod
@@ -105,7 +105,7 @@ def notify_handler(engine: Engine, path: str, method: NotifyMethod) -> grpc.RpcM
 def batch_handler(engine: Engine, path: str, method: BatchMethod) -> grpc.RpcMethodHandler:
     """The signed-batch stream: one answer per envelope, then its outcome."""
 
-    def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+    def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Sent]:
         outcome = yield from batch_stream(engine, invocation(path, context), requests, method)
         answer(outcome, context)
 

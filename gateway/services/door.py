@@ -35,7 +35,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,7 +45,7 @@ from grpc import aio
 from gateway.audit.writer import APPEND_TIMEOUT_S, Pending
 from gateway.base.errors import DEADLINE_SLACK_S, ExchangeError, Reason, caller_ended
 from gateway.base.wire import REGISTRY_EVENTS, method_path
-from gateway.engine.steps import OFFLOAD, Steps, drive, thrown
+from gateway.engine.steps import OFFLOAD, Deferred, Sent, Steps, drive, thrown
 from gateway.services.edge import grpc_status
 from gateway.services.quotas import Quotas
 from gateway.services.rates import Rates
@@ -190,6 +190,31 @@ class ThreadContext:
             future.result(self._write_timeout)
         except TimeoutError:
             future.cancel()
+            raise _not_read(self._write_timeout) from None
+        except Exception:
+            if self._settled_active():
+                raise
+            raise self.ended() from None
+
+    def send_when_recorded(self, message: Deferred) -> Future[None]:
+        """Send `message` from the loop once its record has settled (its bytes are made
+        then); `settle` waits for it."""
+        return asyncio.run_coroutine_threadsafe(self._send_when_recorded(message), self._loop)
+
+    async def _send_when_recorded(self, message: Deferred) -> None:
+        await _durable(message.pending)
+        await self._context.write(message.finish())
+
+    def settle(self, sending: Future[None]) -> None:
+        """Wait until a message sent from the loop has gone: its record's wait and then
+        `write_timeout` at most. Raises as `write` does, or the message's own refusal
+        (its record could not be made)."""
+        try:
+            sending.result(APPEND_TIMEOUT_S + self._write_timeout)
+        except ExchangeError:
+            raise
+        except TimeoutError:
+            sending.cancel()
             raise _not_read(self._write_timeout) from None
         except Exception:
             if self._settled_active():
@@ -528,7 +553,7 @@ class Door:
     async def stream_stream(
         self,
         method: str,
-        behaviour: Callable[[Iterator[bytes], ThreadContext], Generator[bytes, None, None]],
+        behaviour: Callable[[Iterator[bytes], ThreadContext], Generator[Sent, None, None]],
         context: aio.ServicerContext[Any, Any],
     ) -> None:
         """A batch stream: admitted, then read and answered on a stream worker of its own;
@@ -553,7 +578,7 @@ class Door:
         institution: str,
         context: aio.ServicerContext[Any, Any],
         on: ThreadContext,
-        handler: Callable[[], Generator[bytes, None, None]],
+        handler: Callable[[], Generator[Sent, None, None]],
         lane: str,
     ) -> None:
         """Run a stream's handler on a stream worker, writing what it yields. Admission
@@ -725,19 +750,34 @@ def _offloaded(behaviour: Callable[[bytes, ThreadContext], bytes]) -> Callable[.
     return steps
 
 
-def _pump(handler: Callable[[], Generator[bytes, None, None]], context: ThreadContext) -> bool:
+def _pump(handler: Callable[[], Generator[Sent, None, None]], context: ThreadContext) -> bool:
     """Run a response stream on a worker: write each message as the handler yields it.
-    A write that fails (the caller left, stopped reading, or the gateway stops) is thrown
-    into the handler, which records the end with its reason and aborts."""
+    A message deferred until its record is durable is sent from the loop while the
+    handler makes the next one; it is settled (sent, or failed) before the handler's next
+    message goes, and at a flush. A write that fails (the caller left, stopped reading, or
+    the gateway stops), or a record that could not be made, is thrown into the handler,
+    which records the end with its reason and aborts."""
     messages = handler()
+    on_its_way: Future[None] | None = None
     try:
         for message in messages:
             try:
-                context.write(message)
+                if on_its_way is not None:
+                    context.settle(on_its_way)
+                    on_its_way = None
+                if isinstance(message, Deferred):
+                    on_its_way = context.send_when_recorded(message)
+                elif isinstance(message, bytes):
+                    context.write(message)
             except ExchangeError as ended:
                 messages.throw(ended)  # records the end; its abort raises
                 raise
+        if on_its_way is not None:  # a stream that closed without a flush
+            context.settle(on_its_way)
+            on_its_way = None
     finally:
+        if on_its_way is not None:
+            on_its_way.cancel()
         messages.close()
     return True
 

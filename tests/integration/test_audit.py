@@ -367,6 +367,41 @@ def test_an_unwritable_trail_fails_closed(
     assert err.value.receipt is None
 
 
+def test_a_batch_whose_record_fails_ends_the_stream_and_is_not_answered(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    """A batch's answer is sent only once its record is durable, while the stream goes on
+    to the next batch: when the trail breaks after the first answer, the next batch is
+    not answered and the stream ends AUDIT_UNAVAILABLE."""
+    (tmp_path / "state").mkdir()
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    answered, received = threading.Event(), list[int]()
+    with databases.postgres_schema() as url:
+        proc = _serve(registry_dir, pki_dir, tmp_path, url, "gateway.log")
+
+        def batches() -> Iterator[list[str]]:
+            yield [hid]
+            answered.wait(30)
+            with psycopg.connect(url, autocommit=True) as pg:
+                pg.execute("ALTER TABLE audit_record RENAME TO audit_record_gone")
+            yield [hid]
+            yield [hid]
+
+        def answers(client: JisrClient) -> None:
+            for results in client.verify_batches(PURPOSE, "ASD", batches(), timeout=60):
+                received.append(results.batch_index)
+                answered.set()
+
+        try:
+            creds = Credentials.from_pki(pki_dir, "DEMO")
+            with JisrClient(proc.target, creds) as client, pytest.raises(JisrError) as err:
+                answers(client)
+        finally:
+            proc.stop()
+    assert (err.value.code.name, err.value.reason) == ("UNAVAILABLE", "AUDIT_UNAVAILABLE")
+    assert received == [0]
+
+
 def test_a_bad_page_token_is_invalid_and_the_failure_is_recorded(
     gateway: processes.Proc, pki_dir: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,25 @@ def test_batch_for_a_purpose_without_a_grant_is_permission_denied(client: JisrCl
 def test_empty_batch_gets_an_empty_answer(client: JisrClient) -> None:
     (response,) = client.verify_batches(PURPOSE, "ASD", _batches(0))
     assert (response.batch_index, len(response.results)) == (0, 0)
+
+
+def test_a_caller_that_waits_for_each_answer_before_its_next_batch_gets_each_at_once(
+    client: JisrClient, registry_dir: Path
+) -> None:
+    """The gateway sends a batch's answer without waiting for the next batch: the answer
+    goes once its record is durable, whatever the caller sends next."""
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    answered, held_back, received = threading.Event(), list[int](), list[int]()
+
+    def batches() -> Iterator[list[str]]:
+        for k in range(3):
+            yield [hid]
+            if not answered.wait(20):  # an answer held until the next batch came
+                held_back.append(k)
+            answered.clear()
+
+    for results in client.verify_batches(PURPOSE, "ASD", batches(), timeout=120):
+        received.append(results.batch_index)
+        answered.set()
+    assert received == [0, 1, 2]
+    assert held_back == []

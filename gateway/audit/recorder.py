@@ -45,7 +45,8 @@ class AuditRecorder:
 
     def subjects(self, keys: Iterable[tuple[str, str]]) -> tuple[str, ...]:
         """Keyed hashes of ("idcs" | "household_id", value) pairs, deduplicated, sorted."""
-        return tuple(sorted({subject_hash(self._key, kind, value) for kind, value in keys}))
+        # Deduplicated before hashing: a batch names most households it then reads.
+        return tuple(sorted({subject_hash(self._key, kind, value) for kind, value in set(keys)}))
 
     def subject(self, kind: str, value: str) -> str:
         return subject_hash(self._key, kind, value)

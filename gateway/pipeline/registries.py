@@ -35,8 +35,8 @@ from gateway.pipeline import disclosure
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing
 
-# Records one call (or one batch) already fetched, by (kind, key); None: not found.
-_fetched: ContextVar[dict[tuple[int, str], RecordMessage | None] | None] = ContextVar(
+# Records one call (or one batch) already fetched, by kind then key; None: not found.
+_fetched: ContextVar[dict[int, dict[str, RecordMessage | None]] | None] = ContextVar(
     "jisr_fetched", default=None
 )
 
@@ -83,14 +83,20 @@ class Registries:
     ) -> Mapping[str, RecordMessage]:
         """The records of `keys`: those this call fetched already from memory, the rest in
         one lookup."""
-        memo = _fetched.get()
-        if memo is None:
+        calls = _fetched.get()
+        if calls is None:
             return self._lookup(kind, keys, ctx)
-        missing = [key for key in keys if (kind, key) not in memo]
-        if missing:
-            found = self._lookup(kind, missing, ctx)
-            memo.update(((kind, key), found.get(key)) for key in missing)
-        known = ((key, memo[(kind, key)]) for key in keys)
+        memo = calls.setdefault(kind, {})
+        missing = [key for key in keys if key not in memo] if memo else keys
+        if not missing:
+            known = ((key, memo[key]) for key in keys)
+            return {key: record for key, record in known if record is not None}
+        found = self._lookup(kind, missing, ctx)
+        memo.update(dict.fromkeys(missing))  # not found, unless found just below
+        memo.update(found)
+        if len(missing) == len(keys):  # nothing of these was known: the lookup's answer
+            return found
+        known = ((key, memo[key]) for key in keys)
         return {key: record for key, record in known if record is not None}
 
     def _lookup(

@@ -152,12 +152,14 @@ def _audit_rows(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
 
 
 def _scaling_rows(scaling: dict[str, Any] | None, summary: dict[str, Any]) -> list[str]:
-    """The whole machine, unpinned: 1 and 2 processes, the batch over both, the flood."""
+    """The whole machine, each process on a CPU of its own, the load generator free: 1 and
+    2 processes, the batch over both, the flood."""
     if not scaling:
         return []
     one, two, batch, flood = (scaling[k] for k in ("unary_1", "unary_2", "batch_2", "flood"))
     return [
-        f"whole machine, unpinned, {one['channels']} connections: 1 process {one['rps']:,.0f} rps,"
+        f"whole machine, processes pinned, {one['channels']} connections:"
+        f" 1 process {one['rps']:,.0f} rps,"
         f" 2 processes {two['rps']:,.0f} rps = {summary['processes_2_over_1']:.2f} x"
         f" (target >= 1.7 x: {_met(summary['target_processes_1_7_met'])}; the load generator"
         " shares the 2 cores)",

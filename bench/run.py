@@ -277,11 +277,12 @@ class Run:
         unary["gateway_postgresql"] = row
 
     def scaling(self) -> None:
-        """The whole machine, unpinned (issue 18): calls over several connections to one
-        gateway process and to two (`--processes 2`: the kernel spreads connections); the
-        batch over a stream per process; 10,000 calls in flight at once."""
+        """The whole machine (issue 18): calls over several connections to one gateway
+        process and to two (`--processes 2`: the kernel spreads connections), each process
+        bound to a CPU of its own as on a dedicated host (`--pin-processes`), the load
+        generator free; the batch over a stream per process; 10,000 calls in flight."""
         s, results = self.s, self.results
-        say("[4b] the whole machine, unpinned: 1 and 2 gateway processes")
+        say("[4b] the whole machine: 1 and 2 gateway processes, each on a CPU of its own")
         listen = ("serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir))
         gateway = processes.jisr(*listen, "--pki-dir", str(self.pki_dir))
         spread = ("--channels", str(SCALING_CONNECTIONS))
@@ -289,7 +290,7 @@ class Run:
         warm = ("--warmup-calls", str(s.warmup_calls))
         rows: dict[str, Any] = {}
         for n in (1, 2):
-            env = {"JISR_PROCESSES": str(n)}  # and the default limits
+            env = {"JISR_PROCESSES": str(n), "JISR_PIN_PROCESSES": "1"}  # default limits
             label = f"gateway {n} process{'es' if n > 1 else ''}"
             server = self.serve(label, gateway, tls=True, env=env, pin=False)
             rows[f"unary_{n}"] = self.load("unary", server, label, *calls, *warm, pin=False)

@@ -325,22 +325,10 @@ class Engine:
 
     # -- receipts and records -----------------------------------------------------------
 
-    def receipt(
-        self,
-        call: Call,
-        decision: str,
-        *,
-        rh: str,
-        sh: str,
-        reason: str = "",
-        batches: int | None = None,
-        seq: int | None = None,
-        audit: str = "",
-    ) -> str:
-        """The gateway's signed receipt for this call (or one batch of it)."""
-        exchanged = self.exchanged(
-            call, decision, rh=rh, sh=sh, reason=reason, batches=batches, seq=seq, audit=audit
-        )
+    def receipt(self, call: Call, decision: str, **said: Any) -> str:
+        """The gateway's signed receipt for this call (or one batch of it). `said`: the
+        keyword arguments of `exchanged`."""
+        exchanged = self.exchanged(call, decision, **said)
         with tracing.span("jisr.receipt"):
             return self.security.receipts.sign(exchanged)
 
@@ -379,39 +367,20 @@ class Engine:
 
     def audit(self, call: Call, decision: str, **where: Any) -> str:
         """Make the record durable before any reply; fail closed (UNAVAILABLE) if not.
-        `where`: the keyword arguments of `audit_steps`."""
+        `where`: the keyword arguments of `submit_audit`."""
         return drive(self.audit_steps(call, decision, **where))
 
-    def audit_steps(
-        self,
-        call: Call,
-        decision: str,
-        *,
-        rh: str,
-        sh: str,
-        reason: str = "",
-        part: int = 0,
-        subjects: tuple[str, ...] | None = None,
-        replay_checked: bool = True,
-    ) -> Steps[str]:
-        """`audit` as steps: the wait for durability is yielded to the driver."""
+    def audit_steps(self, call: Call, decision: str, **where: Any) -> Steps[str]:
+        """`audit` as steps: the wait for durability is yielded to the driver. `where`: the
+        keyword arguments of `submit_audit`."""
         if self.security.audit is None:
             return ""
         with tracing.span("jisr.audit") as span:
-            pending = self.submit_audit(
-                call,
-                decision,
-                rh=rh,
-                sh=sh,
-                reason=reason,
-                part=part,
-                subjects=subjects,
-                replay_checked=replay_checked,
-            )
+            pending = self.submit_audit(call, decision, **where)
             yield pending
             record_id = recorded(pending)
             span.set_attribute("jisr.audit_id", record_id)
-            call.audited = call.audited or part == 0
+            call.audited = call.audited or where.get("part", 0) == 0
             return record_id
 
     def submit_audit(

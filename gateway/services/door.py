@@ -186,15 +186,7 @@ class ThreadContext:
         """Send one message of a response stream: wait until grpc has taken it, at most
         `write_timeout` seconds (a caller that stops reading holds no worker for longer)."""
         future = asyncio.run_coroutine_threadsafe(self._context.write(message), self._loop)
-        try:
-            future.result(self._write_timeout)
-        except TimeoutError:
-            future.cancel()
-            raise _not_read(self._write_timeout) from None
-        except Exception:
-            if self._settled_active():
-                raise
-            raise self.ended() from None
+        self._wait_sent(future, self._write_timeout)
 
     def send_when_recorded(self, message: Deferred) -> Future[None]:
         """Send `message` from the loop once its record has settled (its bytes are made
@@ -209,8 +201,11 @@ class ThreadContext:
         """Wait until a message sent from the loop has gone: its record's wait and then
         `write_timeout` at most. Raises as `write` does, or the message's own refusal
         (its record could not be made)."""
+        self._wait_sent(sending, APPEND_TIMEOUT_S + self._write_timeout)
+
+    def _wait_sent(self, sending: Future[None], timeout: float) -> None:
         try:
-            sending.result(APPEND_TIMEOUT_S + self._write_timeout)
+            sending.result(timeout)
         except ExchangeError:
             raise
         except TimeoutError:

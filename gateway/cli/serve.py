@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import urllib.error
@@ -87,13 +88,16 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.runtime.supervisor import is_worker, worker_started
     from gateway.telemetry import setup as telemetry
 
-    if is_worker():
-        worker_started()  # before anything else: SIGHUP ignored, the lifeline watched
+    # Before anything else: SIGHUP ignored, the CPU bound, the lifeline watched.
+    unbound = worker_started() if is_worker() else None
     config = _config(args)
     telemetry.setup_logging()
     count = config.processes or cpus.available()
     if count == 1 and config.pin_processes and not is_worker():
-        cpus.pin(cpus.cpu_for(0))  # before any thread starts
+        cpu = cpus.cpu_for(0)  # before any thread starts
+        unbound = None if cpus.pin(cpu) else f"could not bind to CPU {cpu}: running unbound"
+    if unbound:
+        logging.getLogger("jisr.serve").warning(unbound)
     if count > 1 and not is_worker():
         from gateway.server import preflight
 

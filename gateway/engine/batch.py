@@ -77,16 +77,22 @@ def _answers(
 ) -> BatchStreamed:
     claims = engine.authenticate(call, inv, None)
     grant = engine.authorize(call, claims, claims.purpose)
-    for seq, raw in enumerate(requests):
-        call.named = _batch_subjects(raw)
-        call.read.clear()
-        with (
-            tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}),
-            disclosure.watching(call.read),
-            fetched_once(),
-        ):
-            answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
-        yield answer
+    try:
+        for seq, raw in enumerate(requests):
+            call.named = _batch_subjects(raw)
+            call.read.clear()
+            with (
+                tracing.span("jisr.batch", attributes={"jisr.batch_index": seq}),
+                disclosure.watching(call.read),
+                fetched_once(),
+            ):
+                answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
+            yield answer
+    except ExchangeError:
+        # A refusal of the stream (a bad envelope, a read that failed) comes after every
+        # answer already recorded is delivered, or fails with that answer's own reason.
+        yield FLUSH
+        raise
     yield FLUSH  # every batch's answer delivered before the close is recorded
     call.named = []  # the close names no subject
     call.read.clear()
@@ -136,9 +142,9 @@ class _Stream:
         body = results.SerializeToString()
         sh = body_hash(body)
         failures = sorted({_reason_of(r.error) for r in results.results if r.HasField("error")})
-        call.rhs.append(rh)
-        call.shs.append(sh)
         if engine.security.audit is None:
+            call.rhs.append(rh)
+            call.shs.append(sh)
             receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, seq=seq)
             return pb.VerifyEligibilityBatchResponse(
                 results=body, receipt=receipt
@@ -153,7 +159,11 @@ class _Stream:
         signer = engine.security.receipts
 
         def finish() -> bytes:
+            """On the loop, once the record has settled: the batch counts in the stream's
+            hashes (its close, or a refusal's receipt) from now on, as it did once recorded."""
             receipt = signer.sign(replace(said, audit=recorded(pending)))
+            call.rhs.append(rh)
+            call.shs.append(sh)
             return pb.VerifyEligibilityBatchResponse(
                 results=body, receipt=receipt
             ).SerializeToString()

@@ -343,18 +343,20 @@ def is_worker(environ: Mapping[str, str] = os.environ) -> bool:
     return READY_FD_ENV in environ
 
 
-def worker_started(environ: Mapping[str, str] = os.environ) -> None:
+def worker_started(environ: Mapping[str, str] = os.environ) -> str | None:
     """First thing in a worker: ignore SIGHUP until its own handler is in place (the
     supervisor passes reloads on), bind itself to its CPU if the processes are pinned
     (before any thread starts: threads inherit it), and stop when the supervisor's
-    lifeline ends."""
+    lifeline ends. Returns the warning to log once logging is set up, if the CPU could
+    not be bound."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     cpu = environ.get(cpus.WORKER_CPU_ENV, "")
+    warning = None
     if cpu.isdigit() and not cpus.pin(int(cpu)):
-        LOG.warning("could not bind this worker to CPU %s: it runs unbound", cpu)
+        warning = f"could not bind this worker to CPU {cpu}: it runs unbound"
     fd = environ.get(LIFELINE_FD_ENV)
     if fd is None:
-        return
+        return warning
 
     def watch() -> None:
         while True:
@@ -369,6 +371,7 @@ def worker_started(environ: Mapping[str, str] = os.environ) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="jisr-lifeline", daemon=True).start()
+    return warning
 
 
 def announce_ready(probe_address: str, environ: Mapping[str, str] = os.environ) -> None:

@@ -153,6 +153,9 @@ class ThreadContext:
         # Set on the loop when grpc cancels the call's handler (the caller cancelled, its
         # deadline passed, or the server stopped): the worker cannot see it any other way.
         self.gone = threading.Event()
+        # The message of a response stream sent from the loop once its record is durable,
+        # while it is on its way (gateway/engine/batch.py); set and read on the worker.
+        self.sending: Future[None] | None = None
 
     def auth_context(self) -> dict[str, list[bytes]]:
         return self._auth
@@ -190,18 +193,32 @@ class ThreadContext:
 
     def send_when_recorded(self, message: Deferred) -> Future[None]:
         """Send `message` from the loop once its record has settled (its bytes are made
-        then); `settle` waits for it."""
-        return asyncio.run_coroutine_threadsafe(self._send_when_recorded(message), self._loop)
+        then); `settle` waits for it. While it is on its way, a `read` that would wait for
+        the next request ends at once if it fails (a caller that waits for this answer
+        before sending more would otherwise wait out the idle timeout)."""
+        self.sending = asyncio.run_coroutine_threadsafe(
+            self._send_when_recorded(message), self._loop
+        )
+        return self.sending
 
     async def _send_when_recorded(self, message: Deferred) -> None:
         await _durable(message.pending)
-        await self._context.write(message.finish())
+        body = message.finish()  # raises the record's refusal
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                await self._context.write(body)
+        except TimeoutError:
+            raise _not_read(self._write_timeout) from None
 
     def settle(self, sending: Future[None]) -> None:
         """Wait until a message sent from the loop has gone: its record's wait and then
         `write_timeout` at most. Raises as `write` does, or the message's own refusal
         (its record could not be made)."""
-        self._wait_sent(sending, APPEND_TIMEOUT_S + self._write_timeout)
+        try:
+            self._wait_sent(sending, APPEND_TIMEOUT_S + self._write_timeout)
+        finally:
+            if sending is self.sending:
+                self.sending = None
 
     def _wait_sent(self, sending: Future[None], timeout: float) -> None:
         try:
@@ -218,9 +235,11 @@ class ThreadContext:
 
     def read(self, timeout: float) -> bytes | None:
         """The next request message of a stream, None at its end; REQUEST_TIMEOUT if none
-        comes within `timeout` seconds."""
+        comes within `timeout` seconds. A message still on its way that fails meanwhile
+        ends the wait with its own error (as `settle` raises it)."""
+        sending = self.sending
         future = asyncio.run_coroutine_threadsafe(
-            asyncio.wait_for(self._context.read(), timeout), self._loop
+            asyncio.wait_for(_read_unless_failed(self._context, sending), timeout), self._loop
         )
         try:
             message = future.result()
@@ -230,11 +249,36 @@ class ThreadContext:
             if self._settled_active():
                 raise
             raise self.ended() from None
+        if message is _SEND_FAILED and sending is not None:
+            self.settle(sending)  # raises what ended it
         if message is aio.EOF:
             if not self._settled_active():
                 raise self.ended()
             return None
         return bytes(message)
+
+
+_SEND_FAILED = object()  # what `_read_unless_failed` returns when the send failed first
+
+
+async def _read_unless_failed(
+    context: aio.ServicerContext[Any, Any], sending: Future[None] | None
+) -> Any:
+    """The next request, unless the message on its way fails first (`_SEND_FAILED`)."""
+    if sending is None:
+        return await context.read()
+    reading = asyncio.ensure_future(context.read())
+    sent = asyncio.wrap_future(sending)
+    sent.add_done_callback(_settled)  # its failure is raised by `settle`, not from here
+    try:
+        done, _ = await asyncio.wait({reading, sent}, return_when=asyncio.FIRST_COMPLETED)
+        if reading in done or (not sent.cancelled() and sent.exception() is None):
+            return await reading
+        reading.cancel()
+        return _SEND_FAILED
+    except BaseException:
+        reading.cancel()
+        raise
 
 
 def _request_timeout() -> ExchangeError:
@@ -750,26 +794,28 @@ def _pump(handler: Callable[[], Generator[Sent, None, None]], context: ThreadCon
     A message deferred until its record is durable is sent from the loop while the
     handler makes the next one; it is settled (sent, or failed) before the handler's next
     message goes, and at a flush. A write that fails (the caller left, stopped reading, or
-    the gateway stops), or a record that could not be made, is thrown into the handler,
-    which records the end with its reason and aborts."""
+    the gateway stops), a record that could not be made, or a fault sending, is thrown
+    into the handler, which records the end with its reason (flushing first, perhaps)
+    and aborts."""
     messages = handler()
     on_its_way: Future[None] | None = None
     try:
-        for message in messages:
+        message = next(messages)
+        while True:
             try:
                 if on_its_way is not None:
-                    context.settle(on_its_way)
-                    on_its_way = None
+                    sending, on_its_way = on_its_way, None
+                    context.settle(sending)
                 if isinstance(message, Deferred):
                     on_its_way = context.send_when_recorded(message)
                 elif isinstance(message, bytes):
                     context.write(message)
-            except ExchangeError as ended:
-                messages.throw(ended)  # records the end; its abort raises
-                raise
-        if on_its_way is not None:  # a stream that closed without a flush
-            context.settle(on_its_way)
-            on_its_way = None
+            except Exception as ended:  # an ExchangeError, or a fault sending a message
+                message = messages.throw(ended)  # records the end; its abort raises
+                continue
+            message = next(messages)
+    except StopIteration:
+        pass
     finally:
         if on_its_way is not None:
             on_its_way.cancel()

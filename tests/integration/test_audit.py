@@ -367,12 +367,13 @@ def test_an_unwritable_trail_fails_closed(
     assert err.value.receipt is None
 
 
-def test_a_batch_whose_record_fails_ends_the_stream_and_is_not_answered(
+def test_a_batch_whose_record_fails_ends_the_stream_at_once_and_is_not_answered(
     registry_dir: Path, pki_dir: Path, tmp_path: Path
 ) -> None:
     """A batch's answer is sent only once its record is durable, while the stream goes on
-    to the next batch: when the trail breaks after the first answer, the next batch is
-    not answered and the stream ends AUDIT_UNAVAILABLE."""
+    to read the next batch: when the trail breaks after the first answer, a caller that
+    waits for each answer before sending more learns AUDIT_UNAVAILABLE at once (not the
+    idle timeout, nor its own deadline), and the batch is not answered."""
     (tmp_path / "state").mkdir()
     hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
     answered, received = threading.Event(), list[int]()
@@ -380,15 +381,17 @@ def test_a_batch_whose_record_fails_ends_the_stream_and_is_not_answered(
         proc = _serve(registry_dir, pki_dir, tmp_path, url, "gateway.log")
 
         def batches() -> Iterator[list[str]]:
-            yield [hid]
-            answered.wait(30)
-            with psycopg.connect(url, autocommit=True) as pg:
-                pg.execute("ALTER TABLE audit_record RENAME TO audit_record_gone")
-            yield [hid]
-            yield [hid]
+            for k in range(3):
+                if k == 1:
+                    with psycopg.connect(url, autocommit=True) as pg:
+                        pg.execute("ALTER TABLE audit_record RENAME TO audit_record_gone")
+                yield [hid]
+                answered.wait(40)  # the caller waits for this answer before its next batch
+                answered.clear()
 
         def answers(client: JisrClient) -> None:
-            for results in client.verify_batches(PURPOSE, "ASD", batches(), timeout=60):
+            # 40 s: less than the stream's idle timeout (60 s), more than a record's wait
+            for results in client.verify_batches(PURPOSE, "ASD", batches(), timeout=40):
                 received.append(results.batch_index)
                 answered.set()
 
@@ -397,6 +400,7 @@ def test_a_batch_whose_record_fails_ends_the_stream_and_is_not_answered(
             with JisrClient(proc.target, creds) as client, pytest.raises(JisrError) as err:
                 answers(client)
         finally:
+            answered.set()  # the request thread's generator, if still waiting
             proc.stop()
     assert (err.value.code.name, err.value.reason) == ("UNAVAILABLE", "AUDIT_UNAVAILABLE")
     assert received == [0]

@@ -133,3 +133,21 @@ def test_a_caller_that_waits_for_each_answer_before_its_next_batch_gets_each_at_
         answered.set()
     assert received == [0, 1, 2]
     assert held_back == []
+
+
+def test_the_batches_answered_before_a_refused_one_all_come_back_first(
+    client: JisrClient, registry_dir: Path
+) -> None:
+    """A refusal of the stream (here a batch over the limit) comes after the answers of
+    the batches recorded before it, never instead of them."""
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    received: list[int] = []
+
+    def answers() -> None:
+        for results in client.verify_batches(PURPOSE, "ASD", [[hid], [hid], [hid] * 1001]):
+            received.append(results.batch_index)
+
+    with pytest.raises(JisrError) as err:
+        answers()
+    assert err.value.reason == "BATCH_TOO_LARGE"
+    assert received == [0, 1]

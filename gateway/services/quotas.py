@@ -68,6 +68,7 @@ class Quotas:
         # This process's admitted counts when a day began, until a reading of that day.
         self._day_marks: dict[tuple[float, str], int] = {}
         self._stop = threading.Event()
+        self._unreadable = False  # the last refresh could not read the trail
         if self._daily:
             self.refresh()
             threading.Thread(target=self._run, name="jisr-quotas", daemon=True).start()
@@ -100,8 +101,13 @@ class Quotas:
             try:
                 seen[institution] = self._count(institution, int(day * 1_000_000))
             except Exception as exc:  # the store down: the last reading and local counts
-                log.warning("quota count unavailable", extra={"error": type(exc).__name__})
+                if not self._unreadable:  # once per outage, not every refresh
+                    log.warning("quota count unavailable", extra={"error": type(exc).__name__})
+                self._unreadable = True
                 return
+        if self._unreadable:
+            log.info("quota count available again")
+            self._unreadable = False
         self._reading = _Reading(day, seen, marks)  # one swap: the loop sees all or none
 
     def _run(self) -> None:

@@ -3,6 +3,8 @@ every process writes plus what this process admitted since its last reading."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from gateway.security.policy import PolicyError, Rate, parse
@@ -58,6 +60,25 @@ def test_an_unreadable_trail_keeps_the_local_count() -> None:
     quotas = Quotas({"CNSS": Rate(None, 1, 2)}, down, refresh_s=3600, clock=lambda: now[0])
     assert [quotas.admit("CNSS") > 0 for _ in range(3)] == [False, False, True]
     quotas.close()
+
+
+def test_an_unreadable_trail_is_logged_once_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    up = [False]
+
+    def count(who: str, since: int) -> int:
+        if not up[0]:
+            raise ConnectionError("the database is gone")
+        return 0
+
+    quotas = Quotas({"CNSS": Rate(None, 1, 2)}, count, refresh_s=3600, clock=lambda: NOON)
+    caplog.set_level(logging.INFO, logger="jisr.quotas")
+    for _ in range(5):
+        quotas.refresh()
+    up[0] = True
+    quotas.refresh()
+    quotas.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "jisr.quotas"]
+    assert said == ["quota count unavailable", "quota count available again"]
 
 
 def test_an_institution_without_a_quota_passes_freely() -> None:

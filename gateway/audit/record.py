@@ -120,7 +120,7 @@ def digest_or_error(r: AuditRecord) -> str | Exception:
     """What `r.hash` must be, or the error that says `r` has no canonical encoding: the
     verification reports the one or the other (chain.record_links, store_common.row_links)."""
     try:
-        return hashlib.sha256(canonical_bytes(r)).hexdigest()
+        return record_hash(r)
     except (ValueError, TypeError) as exc:
         return exc
 

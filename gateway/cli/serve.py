@@ -95,9 +95,11 @@ def _serve(args: argparse.Namespace) -> int:
     count = config.processes or cpus.available()
     if count == 1 and config.pin_processes and not is_worker():
         cpu = cpus.cpu_for(0)  # before any thread starts
-        unbound = None if cpus.pin(cpu) else f"could not bind to CPU {cpu}: running unbound"
-    if unbound:
-        logging.getLogger("jisr.serve").warning(unbound)
+        unbound = None if cpus.pin(cpu) else cpu
+    if unbound is not None:
+        logging.getLogger("jisr.serve").warning(
+            "could not bind to CPU %d: running unbound", unbound
+        )
     if count > 1 and not is_worker():
         from gateway.server import preflight
 

@@ -142,33 +142,28 @@ class _Stream:
         body = results.SerializeToString()
         sh = body_hash(body)
         failures = sorted({_reason_of(r.error) for r in results.results if r.HasField("error")})
-        if engine.security.audit is None:
+        # The receipt says what this batch was as decided; it is signed once the record is
+        # durable, while the stream goes on to the next batch (which may add consents).
+        said = engine.exchanged(call, PERMIT, rh=rh, sh=sh, seq=seq)
+        signer = engine.security.receipts
+
+        def answer(audit: str) -> bytes:
+            """Once recorded (on the loop): the batch counts in the stream's hashes (its
+            close, or a refusal's receipt) from now on."""
+            receipt = signer.sign(replace(said, audit=audit))
             call.rhs.append(rh)
             call.shs.append(sh)
-            receipt = engine.receipt(call, PERMIT, rh=rh, sh=sh, seq=seq)
             return pb.VerifyEligibilityBatchResponse(
                 results=body, receipt=receipt
             ).SerializeToString()
+
+        if engine.security.audit is None:
+            return answer("")
         with tracing.span("jisr.audit"):
             pending = engine.submit_audit(
                 call, PERMIT, rh=rh, sh=sh, part=seq + 1, reason=",".join(failures)
             )
-        # The receipt says what this batch was; it is signed once the record is durable,
-        # while the stream goes on to the next batch (it may add to the call's consents).
-        said = engine.exchanged(call, PERMIT, rh=rh, sh=sh, seq=seq)
-        signer = engine.security.receipts
-
-        def finish() -> bytes:
-            """On the loop, once the record has settled: the batch counts in the stream's
-            hashes (its close, or a refusal's receipt) from now on, as it did once recorded."""
-            receipt = signer.sign(replace(said, audit=recorded(pending)))
-            call.rhs.append(rh)
-            call.shs.append(sh)
-            return pb.VerifyEligibilityBatchResponse(
-                results=body, receipt=receipt
-            ).SerializeToString()
-
-        return Deferred(pending, finish)
+        return Deferred(pending, lambda: answer(recorded(pending)))
 
     def _project(
         self, results: pb.EligibilityBatchResults, permits: list[Permit | ExchangeError]

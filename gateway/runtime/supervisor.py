@@ -343,20 +343,18 @@ def is_worker(environ: Mapping[str, str] = os.environ) -> bool:
     return READY_FD_ENV in environ
 
 
-def worker_started(environ: Mapping[str, str] = os.environ) -> str | None:
+def worker_started(environ: Mapping[str, str] = os.environ) -> int | None:
     """First thing in a worker: ignore SIGHUP until its own handler is in place (the
     supervisor passes reloads on), bind itself to its CPU if the processes are pinned
     (before any thread starts: threads inherit it), and stop when the supervisor's
-    lifeline ends. Returns the warning to log once logging is set up, if the CPU could
-    not be bound."""
+    lifeline ends. Returns the CPU it could not bind to, if any, for the caller to log
+    once logging is set up."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     cpu = environ.get(cpus.WORKER_CPU_ENV, "")
-    warning = None
-    if cpu.isdigit() and not cpus.pin(int(cpu)):
-        warning = f"could not bind this worker to CPU {cpu}: it runs unbound"
+    unbound = int(cpu) if cpu.isdigit() and not cpus.pin(int(cpu)) else None
     fd = environ.get(LIFELINE_FD_ENV)
     if fd is None:
-        return warning
+        return unbound
 
     def watch() -> None:
         while True:
@@ -371,7 +369,7 @@ def worker_started(environ: Mapping[str, str] = os.environ) -> str | None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="jisr-lifeline", daemon=True).start()
-    return warning
+    return unbound
 
 
 def announce_ready(probe_address: str, environ: Mapping[str, str] = os.environ) -> None:

@@ -191,7 +191,7 @@ class ThreadContext:
         future = asyncio.run_coroutine_threadsafe(self._context.write(message), self._loop)
         self._wait_sent(future, self._write_timeout)
 
-    def send_when_recorded(self, message: Deferred) -> Future[None]:
+    def send_when_recorded(self, message: Deferred) -> None:
         """Send `message` from the loop once its record has settled (its bytes are made
         then); `settle` waits for it. While it is on its way, a `read` that would wait for
         the next request ends at once if it fails (a caller that waits for this answer
@@ -199,7 +199,6 @@ class ThreadContext:
         self.sending = asyncio.run_coroutine_threadsafe(
             self._send_when_recorded(message), self._loop
         )
-        return self.sending
 
     async def _send_when_recorded(self, message: Deferred) -> None:
         await _durable(message.pending)
@@ -210,15 +209,19 @@ class ThreadContext:
         except TimeoutError:
             raise _not_read(self._write_timeout) from None
 
-    def settle(self, sending: Future[None]) -> None:
-        """Wait until a message sent from the loop has gone: its record's wait and then
-        `write_timeout` at most. Raises as `write` does, or the message's own refusal
-        (its record could not be made)."""
-        try:
+    def settle(self) -> None:
+        """Wait until the message on its way from the loop, if any, has gone: its record's
+        wait and then `write_timeout` at most. Raises as `write` does, or the message's
+        own refusal (its record could not be made)."""
+        sending, self.sending = self.sending, None
+        if sending is not None:
             self._wait_sent(sending, APPEND_TIMEOUT_S + self._write_timeout)
-        finally:
-            if sending is self.sending:
-                self.sending = None
+
+    def drop_sending(self) -> None:
+        """The stream ended another way: the message on its way, if any, is not sent."""
+        if self.sending is not None:
+            self.sending.cancel()
+            self.sending = None
 
     def _wait_sent(self, sending: Future[None], timeout: float) -> None:
         try:
@@ -249,8 +252,8 @@ class ThreadContext:
             if self._settled_active():
                 raise
             raise self.ended() from None
-        if message is _SEND_FAILED and sending is not None:
-            self.settle(sending)  # raises what ended it
+        if message is _SEND_FAILED:
+            self.settle()  # raises what ended it
         if message is aio.EOF:
             if not self._settled_active():
                 raise self.ended()
@@ -798,16 +801,13 @@ def _pump(handler: Callable[[], Generator[Sent, None, None]], context: ThreadCon
     into the handler, which records the end with its reason (flushing first, perhaps)
     and aborts."""
     messages = handler()
-    on_its_way: Future[None] | None = None
     try:
         message = next(messages)
         while True:
             try:
-                if on_its_way is not None:
-                    sending, on_its_way = on_its_way, None
-                    context.settle(sending)
+                context.settle()
                 if isinstance(message, Deferred):
-                    on_its_way = context.send_when_recorded(message)
+                    context.send_when_recorded(message)
                 elif isinstance(message, bytes):
                     context.write(message)
             except Exception as ended:  # an ExchangeError, or a fault sending a message
@@ -815,10 +815,9 @@ def _pump(handler: Callable[[], Generator[Sent, None, None]], context: ThreadCon
                 continue
             message = next(messages)
     except StopIteration:
-        pass
+        context.settle()  # a stream that closed without a flush: its last message goes
     finally:
-        if on_its_way is not None:
-            on_its_way.cancel()
+        context.drop_sending()
         messages.close()
     return True
 

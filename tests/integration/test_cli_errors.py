@@ -214,7 +214,8 @@ def test_pki_init_issue_rotate_and_revoke_say_what_they_did(jisr: Run, tmp_path:
     code, out, _ = jisr("pki", "--dir", root, "rotate", "CNSS")
     assert code == 0
     assert out.endswith("(old keys stay)\n")
-    code, out, _ = jisr("pki", "--dir", root, "revoke", "CNSS", first_kid)
+    # As docs/pki.md writes it: `--` before a key id, which may start with "-" (1 in 64)
+    code, out, _ = jisr("pki", "--dir", root, "revoke", "CNSS", "--", first_kid)
     assert (code, out) == (0, f"jisr pki: CNSS: key {first_kid} revoked (restart the gateway)\n")
 
 

@@ -1,8 +1,9 @@
 """Assemble and run the gateway: adapters, exchange, health, reflection, graceful drain.
 
-The sync gRPC server is used: pinned to one core it serves more calls than grpc.aio for
-the same handler, and the pipeline is CPU-bound Python; unpinned and with the load
-generator on the same two cores, aio can do better (docs/performance.md).
+The gateway serves on grpc.aio behind the door (gateway/services/door.py): a call runs on
+the event loop and holds no thread while it waits for its request or its audit record,
+and moves to a worker only where it may block. A ministry backend served from a registry
+file (`start_backend`) is a plain sync server.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
 from gateway.pipeline import programmes
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.registries import Registries
+from gateway.runtime import cpus
 from gateway.runtime.readiness import Checks, Probe, Verdict
 from gateway.security import pki, policy, trust
 from gateway.security.receipts import ReceiptSigner
@@ -480,6 +482,8 @@ def open_core(config: Config) -> Core:
             checkpoint_signer(config.pki_dir),
             checkpoint_every=config.audit_checkpoint_every,
             checkpoint_seconds=config.audit_checkpoint_seconds,
+            # Bound to one CPU (pinned), the writer shares it with the event loop.
+            thread_started=cpus.yield_on_wake if len(cpus.allowed()) == 1 else None,
         )
     except _store_errors() as exc:
         raise StateStoreError(

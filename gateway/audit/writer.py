@@ -249,6 +249,7 @@ class AuditWriter:
         clock: Callable[[], float] = time.time,
         probe_seconds: float = PROBE_INTERVAL_S,
         failure_log_seconds: float = FAILURE_LOG_S,
+        thread_started: Callable[[], object] | None = None,
     ) -> None:
         if not node:
             raise ValueError("audit writer: node must not be empty")
@@ -288,6 +289,7 @@ class AuditWriter:
         self._tree_first = store.tree_start(node)
         self._tree: list[str] = []
         self._tree_at = 0
+        self._thread_started = thread_started  # first thing on the writer's thread
         self._thread = threading.Thread(
             target=self._run, name=f"jisr-audit-writer-{node}", daemon=True
         )
@@ -348,6 +350,8 @@ class AuditWriter:
     # The writer thread.
 
     def _run(self) -> None:
+        if self._thread_started is not None:
+            self._thread_started()
         stopping = False
         while not stopping:
             try:

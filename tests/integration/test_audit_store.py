@@ -1077,3 +1077,20 @@ def test_a_prune_after_a_move_leaves_no_index_row_in_either_tier(
     for tier in ("audit_subject", "audit_subject_recent"):
         assert db.sql(f"SELECT count(*) FROM {tier} WHERE seq < 12") == [(0,)]
     assert store.query(Query(subject=records[11].subjects[1]), 10) == ([records[11]], "")
+
+
+def test_the_writer_runs_its_start_hook_once_on_its_own_thread(
+    store: AuditStore,
+) -> None:
+    seen: list[tuple[str, int]] = []
+    writer = AuditWriter(
+        store,
+        "gw-a",
+        fake_sign,
+        thread_started=lambda: seen.append((threading.current_thread().name, len(seen))),
+    )
+    try:
+        writer.append(draft(0))
+    finally:
+        writer.close()
+    assert seen == [("jisr-audit-writer-gw-a", 0)]

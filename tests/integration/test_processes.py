@@ -215,6 +215,15 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+def _yielding_threads(pid: int) -> int:
+    """How many threads of `pid` run under SCHED_BATCH (cpus.yield_on_wake)."""
+    count = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):  # a thread that ended meanwhile
+            count += os.sched_getscheduler(int(task.name)) == os.SCHED_BATCH
+    return count
+
+
 def _allowed_cpus(pid: int) -> set[str]:
     """The CPUs each thread of `pid` may run on, as /proc lists them."""
     lists = set()
@@ -240,3 +249,18 @@ def test_pinned_workers_each_run_every_thread_on_a_cpu_of_their_own(
         households = [h.household_id for h in registry_rows.households(registry_dir, 2)]
         with JisrClient(proc.target, Credentials.from_pki(pki_dir, "DEMO"), timeout=30) as c:
             assert c.household_status(PURPOSE, households[0]).receipt["decision"] == "permit"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs")
+def test_in_a_pinned_worker_the_audit_writer_alone_waits_its_turn_on_the_cpu(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    env = {"JISR_PROCESSES": "2", "JISR_PIN_PROCESSES": "1"}
+    with databases.gateway_on("sqlite", registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
+        workers = processes.child_pids(proc.pid, "gateway.cli")
+        assert [_yielding_threads(pid) for pid in workers] == [1, 1]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs CPUs to spare")
+def test_unpinned_workers_run_every_thread_under_the_default_policy(pool: Pool) -> None:
+    assert [_yielding_threads(pid) for pid in pool.workers()] == [0, 0]

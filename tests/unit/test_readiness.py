@@ -94,3 +94,18 @@ def test_pinning_to_a_cpu_that_does_not_exist_is_refused_not_raised() -> None:
     before = os.sched_getaffinity(0)
     assert cpus.pin(10_000) is False
     assert os.sched_getaffinity(0) == before
+
+
+def test_a_thread_that_yields_on_wake_changes_its_own_policy_only() -> None:
+    policies: list[int] = []
+
+    def run() -> None:
+        assert cpus.yield_on_wake() is True
+        policies.append(os.sched_getscheduler(0))
+
+    before = os.sched_getscheduler(0)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert policies == [os.SCHED_BATCH]
+    assert os.sched_getscheduler(0) == before

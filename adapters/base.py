@@ -6,7 +6,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 from gateway.pb.jisr.v1 import records_pb2
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
@@ -91,6 +91,15 @@ class AdapterError(Exception):
         self.retry_after_s = retry_after_s  # e.g. until its circuit half-opens
 
 
+# What a lookup needs of each record (data minimisation, docs/policy.md, "views"):
+# FULL, the whole record (a status answer discloses it); DECISION, only what an
+# eligibility decision reads (a person's IDCS and vital status; a household's id, score
+# and members' IDCS). An adapter may answer more than a view asks, never less.
+View: TypeAlias = Literal["full", "decision"]
+FULL: View = "full"
+DECISION: View = "decision"
+
+
 class Adapter(Protocol):
     """An institution's registry: fetches many records of one kind in one call."""
 
@@ -101,9 +110,14 @@ class Adapter(Protocol):
     def kinds(self) -> frozenset[RecordKind.ValueType]: ...
 
     def fetch(
-        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+        self,
+        kind: RecordKind.ValueType,
+        keys: Sequence[str],
+        ctx: FetchContext,
+        view: View = FULL,
     ) -> Mapping[str, RecordMessage]:
-        """Records found for `keys` (absent keys are simply missing from the result)."""
+        """Records found for `keys` (absent keys are simply missing from the result),
+        with at least the fields `view` names."""
         ...
 
     def close(self) -> None: ...

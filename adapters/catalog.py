@@ -15,8 +15,15 @@ READERS: Mapping[str, Mapping[int, Reader]] = {
     cnss.INSTITUTION: cnss.READERS,
     anss.INSTITUTION: anss.READERS,
 }
+# The kinds an institution reads narrower for an eligibility decision (the DECISION view).
+DECISION_READERS: Mapping[str, Mapping[int, Reader]] = {
+    rnp.INSTITUTION: rnp.DECISION_READERS,
+    rsu.INSTITUTION: rsu.DECISION_READERS,
+}
 
 
 def embedded(institution: str, registry: Registry) -> EmbeddedAdapter:
     """The embedded adapter of a known institution."""
-    return EmbeddedAdapter(institution, READERS[institution], registry)
+    return EmbeddedAdapter(
+        institution, READERS[institution], registry, DECISION_READERS.get(institution)
+    )

@@ -5,17 +5,25 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 
-from adapters.base import AdapterError, FetchContext, Reader, RecordMessage
+from adapters.base import DECISION, FULL, AdapterError, FetchContext, Reader, RecordMessage, View
 from adapters.registry_db import Registry, RegistryError
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 
 
 class EmbeddedAdapter:
-    """Reads the kinds an institution holds from the local registry file."""
+    """Reads the kinds an institution holds from the local registry file; a kind with a
+    reader in `decision_readers` reads only a decision's fields for the DECISION view."""
 
-    def __init__(self, institution: str, readers: Mapping[int, Reader], registry: Registry):
+    def __init__(
+        self,
+        institution: str,
+        readers: Mapping[int, Reader],
+        registry: Registry,
+        decision_readers: Mapping[int, Reader] | None = None,
+    ):
         self._institution = institution
         self._readers = dict(readers)
+        self._decision_readers = dict(decision_readers or {})
         self._kinds = frozenset(RecordKind.ValueType(k) for k in readers)
         self._registry = registry
 
@@ -28,9 +36,15 @@ class EmbeddedAdapter:
         return self._kinds
 
     def fetch(
-        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+        self,
+        kind: RecordKind.ValueType,
+        keys: Sequence[str],
+        ctx: FetchContext,
+        view: View = FULL,
     ) -> Mapping[str, RecordMessage]:
         reader = self._readers.get(kind)
+        if view == DECISION and reader is not None:
+            reader = self._decision_readers.get(kind, reader)
         if reader is None:
             raise AdapterError(self._institution, f"holds no {RecordKind.Name(kind)} records")
         if not keys:

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 
-from adapters.base import MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage
+from adapters.base import FULL, MAX_KEYS_PER_FETCH, AdapterError, FetchContext, RecordMessage, View
 from adapters.record_checks import RecordInvalid, records_by_key
 from adapters.resilience import Bulkhead, CircuitBreaker
 from gateway.pb.jisr.v1 import backend_pb2, backend_pb2_grpc
@@ -67,8 +67,14 @@ class RemoteAdapter:
         return self._kinds
 
     def fetch(
-        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+        self,
+        kind: RecordKind.ValueType,
+        keys: Sequence[str],
+        ctx: FetchContext,
+        view: View = FULL,
     ) -> Mapping[str, RecordMessage]:
+        """Whole records whatever the `view`: FetchRecords carries no field mask (yet), so
+        the backend answers every field (docs/policy.md, "views")."""
         if kind not in self._kinds:
             raise AdapterError(self._institution, f"holds no {RecordKind.Name(kind)} records")
         if not keys:

@@ -35,4 +35,21 @@ def read_persons(conn: sqlite3.Connection, keys: Sequence[str]) -> Mapping[str, 
     return found
 
 
+def read_vital_statuses(
+    conn: sqlite3.Connection, keys: Sequence[str]
+) -> Mapping[str, RecordMessage]:
+    """Person records by IDCS with their vital status only (the DECISION view): an
+    eligibility decision reads no name, sex or date of birth."""
+    found: dict[str, RecordMessage] = {}
+    for part in chunks(keys):
+        rows = conn.execute(
+            f"SELECT idcs, vital_status FROM person WHERE idcs IN ({placeholders(len(part))})",
+            part,
+        )
+        for idcs, vital in rows:
+            found[idcs] = PersonRecord(idcs=idcs, vital_status=vital)
+    return found
+
+
 READERS: dict[int, Reader] = {PERSON: read_persons}
+DECISION_READERS: dict[int, Reader] = {PERSON: read_vital_statuses}

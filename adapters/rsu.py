@@ -59,4 +59,30 @@ def read_households(conn: sqlite3.Connection, keys: Sequence[str]) -> Mapping[st
     return dict(found)
 
 
+def read_household_scores(
+    conn: sqlite3.Connection, keys: Sequence[str]
+) -> Mapping[str, RecordMessage]:
+    """Household records by id with their score and their members' IDCS only (the
+    DECISION view): an eligibility decision reads no region, date or relationship."""
+    found: dict[str, HouseholdRecord] = {}
+    for part in chunks(keys):
+        marks = placeholders(len(part))
+        rows = conn.execute(
+            f"SELECT household_id, score FROM household WHERE household_id IN ({marks})", part
+        )
+        for household_id, score in rows:
+            found[household_id] = HouseholdRecord(household_id=household_id, score=score)
+        members = conn.execute(
+            "SELECT household_id, idcs FROM membership"
+            f" WHERE household_id IN ({marks}) ORDER BY household_id, position",
+            part,
+        )
+        for household_id, idcs in members:
+            record = found.get(household_id)
+            if record is not None:  # built in place: append would copy a new message
+                record.members.add(idcs=idcs)
+    return dict(found)
+
+
 READERS: dict[int, Reader] = {MEMBERSHIP: read_memberships, HOUSEHOLD: read_households}
+DECISION_READERS: dict[int, Reader] = {HOUSEHOLD: read_household_scores}

@@ -201,7 +201,8 @@ class Exchange:
     ) -> list[_Pending]:
         """Map each subject to its household; settle the deceased and unregistered."""
         people = [k[1] for k in keys if not isinstance(k, ExchangeError) and k[0] == "idcs"]
-        persons = fetch_or_unavailable(self.registries.persons, people, ctx) if people else {}
+        vital = self.registries.vital_statuses
+        persons = fetch_or_unavailable(vital, people, ctx) if people else {}
         alive = [i for i in people if i in persons and persons[i].vital_status != DEAD]
         links = fetch_or_unavailable(self.registries.memberships, alive, ctx) if alive else {}
         pending: list[_Pending] = []
@@ -237,7 +238,7 @@ class Exchange:
         if not pending:
             return
         wanted = list(dict.fromkeys(p.household_id for p in pending))
-        households = fetch_or_unavailable(self.registries.households, wanted, ctx)
+        households = fetch_or_unavailable(self.registries.household_scores, wanted, ctx)
         schemes = self._coverage(households, ctx) if programme.needs_coverage else {}
         held = self._held(wanted, programme)
         for item in pending:

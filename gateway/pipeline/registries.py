@@ -13,7 +13,9 @@ from typing import cast
 
 from adapters.base import (
     COVERAGE,
+    DECISION,
     ENROLMENT,
+    FULL,
     HOUSEHOLD,
     MEMBERSHIP,
     PERSON,
@@ -21,6 +23,7 @@ from adapters.base import (
     AdapterError,
     FetchContext,
     RecordMessage,
+    View,
 )
 from adapters.remote import RemoteAdapter
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
@@ -35,8 +38,9 @@ from gateway.pipeline import disclosure
 from gateway.telemetry import setup as telemetry
 from gateway.telemetry import tracing
 
-# Records one call (or one batch) already fetched, by kind then key; None: not found.
-_fetched: ContextVar[dict[int, dict[str, RecordMessage | None]] | None] = ContextVar(
+# Records one call (or one batch) already fetched, by kind and view, then key; None: not
+# found. A view's records are kept apart: a DECISION record would not serve a FULL lookup.
+_fetched: ContextVar[dict[tuple[int, View], dict[str, RecordMessage | None]] | None] = ContextVar(
     "jisr_fetched", default=None
 )
 
@@ -79,19 +83,23 @@ class Registries:
         self.remote = any(isinstance(a, RemoteAdapter) for a in adapters)
 
     def _fetch(
-        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+        self,
+        kind: RecordKind.ValueType,
+        keys: Sequence[str],
+        ctx: FetchContext,
+        view: View = FULL,
     ) -> Mapping[str, RecordMessage]:
         """The records of `keys`: those this call fetched already from memory, the rest in
         one lookup."""
         calls = _fetched.get()
         if calls is None:
-            return self._lookup(kind, keys, ctx)
-        memo = calls.setdefault(kind, {})
+            return self._lookup(kind, keys, ctx, view)
+        memo = calls.setdefault((kind, view), {})
         missing = [key for key in keys if key not in memo] if memo else keys
         if not missing:
             known = ((key, memo[key]) for key in keys)
             return {key: record for key, record in known if record is not None}
-        found = self._lookup(kind, missing, ctx)
+        found = self._lookup(kind, missing, ctx, view)
         memo.update(dict.fromkeys(missing))  # not found, unless found just below
         memo.update(found)
         if len(missing) == len(keys):  # nothing of these was known: the lookup's answer
@@ -100,7 +108,7 @@ class Registries:
         return {key: record for key, record in known if record is not None}
 
     def _lookup(
-        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext, view: View
     ) -> Mapping[str, RecordMessage]:
         """One lookup, in a span, timed; the span names the institution and the count only."""
         adapter = self._by_kind[kind]
@@ -111,7 +119,7 @@ class Registries:
         clock = telemetry.Clock.now()
         with tracing.span("jisr.adapter", {**attributes, "jisr.keys": len(keys)}):
             try:
-                found = adapter.fetch(kind, keys, ctx)
+                found = adapter.fetch(kind, keys, ctx, view)
             except AdapterError:
                 telemetry.instruments().adapter_errors.add(1, attributes)
                 raise
@@ -128,6 +136,16 @@ class Registries:
 
     def households(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, HouseholdRecord]:
         return cast(Mapping[str, HouseholdRecord], self._fetch(HOUSEHOLD, keys, ctx))
+
+    def vital_statuses(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, PersonRecord]:
+        """Persons as a decision reads them: IDCS and vital status at least (DECISION)."""
+        return cast(Mapping[str, PersonRecord], self._fetch(PERSON, keys, ctx, DECISION))
+
+    def household_scores(
+        self, keys: Sequence[str], ctx: FetchContext
+    ) -> Mapping[str, HouseholdRecord]:
+        """Households as a decision reads them: id, score and members' IDCS at least."""
+        return cast(Mapping[str, HouseholdRecord], self._fetch(HOUSEHOLD, keys, ctx, DECISION))
 
     def coverage(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, CoverageRecord]:
         return cast(Mapping[str, CoverageRecord], self._fetch(COVERAGE, keys, ctx))

@@ -13,13 +13,16 @@ import pytest
 
 from adapters.base import (
     COVERAGE,
+    DECISION,
     ENROLMENT,
+    FULL,
     HOUSEHOLD,
     MEMBERSHIP,
     PERSON,
     AdapterError,
     FetchContext,
     RecordMessage,
+    View,
 )
 from gateway.base.errors import ExchangeError, Reason
 from gateway.base.identifiers import make_idcs
@@ -46,6 +49,7 @@ class MemoryAdapter:
     institution: str
     records: dict[int, dict[str, RecordMessage]]
     calls: list[tuple[int, int]] = field(default_factory=list)
+    views: list[tuple[int, View]] = field(default_factory=list)
     down: bool = False
     # Raised by every lookup when set: how the institution fails.
     fault: AdapterError | None = None
@@ -55,13 +59,19 @@ class MemoryAdapter:
         return frozenset(RecordKind.ValueType(k) for k in self.records)
 
     def fetch(
-        self, kind: RecordKind.ValueType, keys: Sequence[str], ctx: FetchContext
+        self,
+        kind: RecordKind.ValueType,
+        keys: Sequence[str],
+        ctx: FetchContext,
+        view: View = FULL,
     ) -> Mapping[str, RecordMessage]:
+        """Whole records whatever the view (an adapter may answer more than it asks)."""
         if self.down:
             raise AdapterError(self.institution, "down")
         if self.fault is not None:
             raise self.fault
         self.calls.append((kind, len(keys)))
+        self.views.append((kind, view))
         table = self.records[kind]
         return {k: table[k] for k in keys if k in table}
 
@@ -259,6 +269,34 @@ def test_a_record_not_found_is_remembered_as_not_found() -> None:
         assert exchange.registries.memberships([UNKNOWN_IDCS], CTX) == {}
         assert exchange.registries.memberships([UNKNOWN_IDCS], CTX) == {}
     assert adapter.calls == [(MEMBERSHIP, 1)]
+
+
+def test_an_eligibility_decision_reads_persons_and_households_in_the_decision_view() -> None:
+    exchange, adapter, members = _world(3)
+    exchange.verify_batch(_batch([*members[:2], "H000000002"]), 0, CTX)
+    assert dict(adapter.views) == {
+        PERSON: DECISION,
+        MEMBERSHIP: FULL,
+        HOUSEHOLD: DECISION,
+        COVERAGE: FULL,
+    }
+
+
+def test_a_household_status_reads_whole_records() -> None:
+    exchange, adapter, _ = _world(1)
+    request = pb.GetHouseholdStatusRequest(
+        purpose="TEST", subject=pb.Subject(household_id="H000000000")
+    )
+    exchange.household_status(query.household(request), CTX)
+    assert {view for _, view in adapter.views} == {FULL}
+
+
+def test_a_record_read_for_a_decision_never_answers_a_whole_record_lookup() -> None:
+    exchange, adapter, members = _world(1)
+    with fetched_once():
+        exchange.registries.vital_statuses([members[0]], CTX)
+        exchange.registries.persons([members[0]], CTX)
+    assert adapter.views == [(PERSON, DECISION), (PERSON, FULL)]
 
 
 def test_outside_a_call_every_lookup_reaches_the_registry() -> None:

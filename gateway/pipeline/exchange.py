@@ -241,20 +241,50 @@ class Exchange:
         households = fetch_or_unavailable(self.registries.household_scores, wanted, ctx)
         schemes = self._coverage(households, ctx) if programme.needs_coverage else {}
         held = self._held(wanted, programme)
+        answers: dict[str, pb.EligibilityDecision] = {}  # a household's members share it
+        alike: dict[tuple[object, ...], pb.EligibilityDecision] = {}
         for item in pending:
-            household = households.get(item.household_id)
-            if household is None:
-                outcomes[item.index] = not_found("no RSU household for this subject")
-                continue
-            facts = HouseholdFacts(household.score, schemes.get(item.household_id, ()))
-            band = self.catalogue.bands.band(household.score)
-            decision = decide(programme, facts, as_of)
-            # Due process speaks only while the programme is in force on the date asked.
-            action = held.get((item.household_id, programme.code)) if decision.threshold else None
-            standing = due_process.overlay(
-                decision.eligible, tuple(decision.reasons), action, programme.during_notice
-            )
-            outcomes[item.index] = self._decision(programme, decision, as_of, band, standing)
+            hid = item.household_id
+            answer = answers.get(hid)
+            if answer is None:
+                household = households.get(hid)
+                if household is None:
+                    outcomes[item.index] = not_found("no RSU household for this subject")
+                    continue
+                facts = HouseholdFacts(household.score, schemes.get(hid, ()))
+                action = held.get((hid, programme.code))
+                answer = answers[hid] = self._answer(programme, facts, action, as_of, alike)
+            outcomes[item.index] = answer
+
+    def _answer(
+        self,
+        programme: Programme,
+        facts: HouseholdFacts,
+        action: ProposedAction | None,
+        as_of: dt.date,
+        alike: dict[tuple[object, ...], pb.EligibilityDecision],
+    ) -> pb.EligibilityDecision:
+        """One household's decision as answered. Without an action waiting, an answer
+        names nothing of its household (programme, eligibility, reasons, band, payment,
+        threshold, date), so equal answers of one call share a message (`alike`): a batch
+        has a few dozen distinct answers for a thousand subjects. Callers copy outcomes
+        into their responses and never change them."""
+        band = self.catalogue.bands.band(facts.score)
+        decision = decide(programme, facts, as_of)
+        # Due process speaks only while the programme is in force on the date asked.
+        standing = due_process.overlay(
+            decision.eligible,
+            tuple(decision.reasons),
+            action if decision.threshold else None,
+            programme.during_notice,
+        )
+        if standing.pending is not None:
+            return self._decision(programme, decision, as_of, band, standing)
+        key = (standing, band, decision.threshold)
+        shared = alike.get(key)
+        if shared is None:
+            shared = alike[key] = self._decision(programme, decision, as_of, band, standing)
+        return shared
 
     def _held(
         self, households: Sequence[str], programme: Programme

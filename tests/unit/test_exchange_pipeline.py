@@ -133,6 +133,14 @@ def test_members_of_one_household_get_the_same_decision() -> None:
         assert first.decision == second.decision
 
 
+def test_households_with_equal_answers_get_equal_results_each_its_own() -> None:
+    exchange, _, _ = _world(7)  # 0 and 6: the same score, no member covered
+    results = exchange.verify_batch(_batch(["H000000000", "H000000006"]), 0, CTX).results
+    assert results[0].decision == results[1].decision
+    results[0].decision.score_band = "changed"
+    assert results[1].decision.score_band != "changed"
+
+
 def test_a_member_with_other_coverage_excludes_the_household() -> None:
     exchange, _, _ = _world(2)
     covered = exchange.verify_batch(_batch(["H000000001"]), 0, CTX).results[0].decision

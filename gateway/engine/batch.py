@@ -44,7 +44,7 @@ from gateway.pipeline.exchange import Screen
 from gateway.pipeline.query import Key
 from gateway.pipeline.registries import fetched_once
 from gateway.security.policy import Grant
-from gateway.security.projection import project
+from gateway.security.projection import minimise
 from gateway.security.receipts import PERMIT
 from gateway.security.tokens import RequestClaims, check_body, verify_batch
 from gateway.telemetry import tracing
@@ -176,9 +176,7 @@ class _Stream:
                 fields = permit.fields if isinstance(permit, Permit) else self.grant.fields
                 if isinstance(permit, Permit):
                     self.call.consents.add(permit.consent_id)
-                projected, hidden = project(result.decision, fields)
-                result.decision.CopyFrom(projected)
-                withheld.update(hidden)
+                withheld.update(minimise(result.decision, fields))
         results.withheld.paths.extend(sorted(withheld))
 
 

@@ -15,6 +15,7 @@ from gateway.security.projection import (
     all_paths,
     field_tree,
     intersect,
+    minimise,
     path_error,
     project,
     to_paths,
@@ -125,6 +126,23 @@ def test_a_fully_allowed_message_is_an_equal_copy_with_nothing_withheld() -> Non
 def test_the_input_message_is_not_modified() -> None:
     message = household()
     project(message, field_tree(["members.relationship", "region"]))
+    assert message == household()
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [[], ["region"], ["members.relationship", "region"], ["members"], ["score_band", "enrolments"]],
+)
+def test_minimising_in_place_leaves_what_projecting_answers(paths: list[str]) -> None:
+    tree = field_tree(paths)
+    message = household()
+    withheld = minimise(message, tree)
+    assert (message, withheld) == project(household(), tree)
+
+
+def test_minimising_under_a_grant_of_every_field_changes_nothing() -> None:
+    message = household()
+    assert minimise(message, field_tree(all_paths(pb.HouseholdStatus.DESCRIPTOR))) == []
     assert message == household()
 
 

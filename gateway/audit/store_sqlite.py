@@ -61,11 +61,19 @@ log = logging.getLogger("jisr.audit")
 _INSERT = f"""INSERT INTO audit_record ({COLUMN_LIST}) VALUES ({", ".join("?" for _ in COLUMNS)})
     ON CONFLICT (requester, jti, part) WHERE jti <> '' DO NOTHING"""
 _INSERT_SUBJECT = "INSERT INTO audit_subject_recent (subject_key, node, seq) VALUES (?, ?, ?)"
-# The recent tier moved into the large one (read in key order: its primary key).
+# The recent tier moved into the large one, one range of keys at a time (read in key
+# order: its primary key), a range after each append (`_move_range`).
 _MERGE = (
-    "INSERT INTO audit_subject SELECT subject_key, node, seq FROM audit_subject_recent",
-    "DELETE FROM audit_subject_recent",
+    "INSERT INTO audit_subject SELECT subject_key, node, seq FROM audit_subject_recent"
+    " WHERE subject_key BETWEEN ? AND ?",
+    "DELETE FROM audit_subject_recent WHERE subject_key BETWEEN ? AND ?",
 )
+# How many ranges of keys a move takes. Moving the whole tier at once held the write
+# lock 0.05-0.3 s (growing with the trail): the process's next record, and every other
+# process's, waited that long, and their batch streams with them. A range is a
+# sixteenth of that, and each page of the large tier is still written once per move
+# (the ranges touch disjoint pages).
+MERGE_RANGES = 16
 _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
     VALUES ({", ".join("?" for _ in CHECKPOINT_COLUMNS)})"""
 _TREE_START = TREE_START_SQL.format(p="?")
@@ -125,6 +133,7 @@ class SQLiteAuditStore:
         self.read_only = read_only
         self._writer: sqlite3.Connection | None = None
         self._recent = 0  # subject rows this store put into the recent tier since a merge
+        self._moving: int | None = None  # the next range of the move under way, if any
         if read_only and not path.is_file():
             raise AuditTrailMissingError(f"no audit trail at {path}: no such file")
         self._db = SQLiteFile(
@@ -189,18 +198,24 @@ class SQLiteAuditStore:
             if subjects:
                 conn.executemany(_INSERT_SUBJECT, subjects)
         self._recent += len(subjects)
-        if self._recent >= MERGE_ROWS:
-            self._merge_subjects()
+        if self._moving is None and self._recent >= MERGE_ROWS:
+            self._recent, self._moving = 0, 0
+        if self._moving is not None:
+            self._move_range()
 
-    def _merge_subjects(self) -> None:
-        """Move the subject index's recent tier into the large one (migration 4), in a
-        transaction of its own after the records': a failure here loses nothing (the rows
-        stay where they are, searched all the same) and is retried after more rows."""
-        self._recent = 0
+    def _move_range(self) -> None:
+        """Move the next range of the subject index's recent tier into the large one
+        (migration 4), in a transaction of its own after the records': a failure here
+        loses nothing (the rows stay where they are, searched all the same, and are moved
+        by a later move). A row is in one tier at any time: each range moves at once."""
+        ranges = key_ranges(MERGE_RANGES)
+        low, high = ranges[self._moving or 0]
+        following = (self._moving or 0) + 1
+        self._moving = following if following < len(ranges) else None
         try:
             with self._write() as conn:
                 for statement in _MERGE:
-                    conn.execute(statement)
+                    conn.execute(statement, (low, high))
         except Exception:  # the records are committed: never fail their append for this
             log.warning("audit store %s: the subject index's recent tier was not moved", self.path)
 
@@ -299,3 +314,10 @@ class SQLiteAuditStore:
     def close(self) -> None:
         """Close every connection (a WAL checkpoint runs when the last one closes)."""
         self._db.close()
+
+
+def key_ranges(count: int) -> list[tuple[int, int]]:
+    """The subject keys' span (signed 64-bit) cut into `count` inclusive ranges."""
+    low, span = -(1 << 63), 1 << 64
+    bounds = [low + span * i // count for i in range(count + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(count)]

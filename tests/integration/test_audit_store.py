@@ -1052,6 +1052,7 @@ def test_a_subject_is_found_in_both_tiers_of_its_index_before_and_after_a_move(
     rows (migration 4): a search finds a subject's records wherever its rows are."""
     for module in (store_sqlite, store_postgres):
         monkeypatch.setattr(module, "MERGE_ROWS", 12)
+    monkeypatch.setattr(store_sqlite, "MERGE_RANGES", 1)  # the whole tier at once
     store = db.open()
     household = f"h{1:063x}"  # in every fifth draft
     first = append(store, [draft(i) for i in range(5)])  # 10 rows: not moved yet
@@ -1063,6 +1064,31 @@ def test_a_subject_is_found_in_both_tiers_of_its_index_before_and_after_a_move(
     third = append(store, [draft(i) for i in range(10, 12)])  # 4 more in the recent tier
     found, _ = store.query(Query(subject=household), 10)
     assert found == [third[1], second[1], first[1]]  # newest first, from both tiers
+
+
+def test_on_sqlite_a_move_takes_a_range_of_keys_per_append_and_searches_find_all_throughout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_sqlite, "MERGE_ROWS", 12)
+    monkeypatch.setattr(store_sqlite, "MERGE_RANGES", 2)
+    count = "SELECT count(*) FROM {} WHERE subject_key {} ?"
+    with audit_database("sqlite", tmp_path) as db:
+        store = db.open()
+        records = append(store, [draft(i) for i in range(10)])  # 20 rows: the move starts
+        _, high = store_sqlite.key_ranges(2)[0]
+        assert db.sql(count.format("audit_subject_recent", "<="), (high,)) == [(0,)]
+        assert db.sql(count.format("audit_subject", ">"), (high,)) == [(0,)]
+        assert db.sql(count.format("audit_subject", "<="), (high,))[0][0] > 0
+        records += append(store, [draft(10)])  # the second range: the move ends
+        assert db.sql(count.format("audit_subject_recent", ">"), (high,)) == [(0,)]
+        tiers = [
+            db.sql(f"SELECT count(*) FROM {t}")[0][0]
+            for t in ("audit_subject", "audit_subject_recent")
+        ]
+        assert sum(tiers) == 22
+        for record in records:
+            for subject in record.subjects:
+                assert record in store.query(Query(subject=subject), 20)[0]
 
 
 def test_a_prune_after_a_move_leaves_no_index_row_in_either_tier(

@@ -235,6 +235,12 @@ def _grpc_server(workers: int) -> grpc.Server:
     )
 
 
+def _writer_yields() -> None:
+    """On the audit writer's thread, in a process bound to one CPU (cpus.yield_on_wake)."""
+    if not cpus.yield_on_wake():
+        log.info("the audit writer could not yield on wake: it keeps the default policy")
+
+
 class ListenError(OSError):
     """The listen address is taken or not this machine's: one line naming it and what to
     do, never grpc's traceback."""
@@ -483,7 +489,7 @@ def open_core(config: Config) -> Core:
             checkpoint_every=config.audit_checkpoint_every,
             checkpoint_seconds=config.audit_checkpoint_seconds,
             # Bound to one CPU (pinned), the writer shares it with the event loop.
-            thread_started=cpus.yield_on_wake if len(cpus.allowed()) == 1 else None,
+            thread_started=_writer_yields if len(cpus.allowed()) == 1 else None,
         )
     except _store_errors() as exc:
         raise StateStoreError(

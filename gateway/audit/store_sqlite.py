@@ -68,11 +68,12 @@ _MERGE = (
     " WHERE subject_key BETWEEN ? AND ?",
     "DELETE FROM audit_subject_recent WHERE subject_key BETWEEN ? AND ?",
 )
-# How many ranges of keys a move takes. Moving the whole tier at once held the write
-# lock 0.05-0.3 s (growing with the trail): the process's next record, and every other
-# process's, waited that long, and their batch streams with them. A range is a
-# sixteenth of that, and each page of the large tier is still written once per move
-# (the ranges touch disjoint pages).
+# How many ranges of keys a move takes, one at the end of each append's transaction.
+# Moving the whole tier at once held the write lock 0.05-0.3 s (growing with the trail):
+# the process's next record, and every other process's, waited that long, and their
+# batch streams with them. A range is a sixteenth of that; the large tier's leaf pages
+# are still written about once per move (the ranges' keys are apart; only the pages at
+# their edges and the tree's upper pages are written by several).
 MERGE_RANGES = 16
 _INSERT_CHECKPOINT = f"""INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMN_LIST})
     VALUES ({", ".join("?" for _ in CHECKPOINT_COLUMNS)})"""
@@ -197,27 +198,29 @@ class SQLiteAuditStore:
                     raise replay_error(records, i)  # rolls the whole batch back
             if subjects:
                 conn.executemany(_INSERT_SUBJECT, subjects)
-        self._recent += len(subjects)
-        if self._moving is None and self._recent >= MERGE_ROWS:
-            self._recent, self._moving = 0, 0
-        if self._moving is not None:
-            self._move_range()
+            moving = self._moving
+            if moving is None and self._recent + len(subjects) >= MERGE_ROWS:
+                moving = 0
+            if moving is not None:
+                self._move_range(conn, moving)
+        self._recent = 0 if moving == 0 else self._recent + len(subjects)
+        self._moving = None if moving is None or moving + 1 >= MERGE_RANGES else moving + 1
 
-    def _move_range(self) -> None:
-        """Move the next range of the subject index's recent tier into the large one
-        (migration 4), in a transaction of its own after the records': a failure here
+    def _move_range(self, conn: sqlite3.Connection, index: int) -> None:
+        """Move range `index` of the subject index's recent tier into the large one
+        (migration 4), at the end of the records' transaction: no commit (no fsync) of
+        its own. Under a savepoint, so that a failure here rolls the move back alone and
         loses nothing (the rows stay where they are, searched all the same, and are moved
-        by a later move). A row is in one tier at any time: each range moves at once."""
-        ranges = key_ranges(MERGE_RANGES)
-        low, high = ranges[self._moving or 0]
-        following = (self._moving or 0) + 1
-        self._moving = following if following < len(ranges) else None
+        by a later move) and the records commit. A row is in one tier at any time."""
+        low, high = key_ranges(MERGE_RANGES)[index]
+        conn.execute("SAVEPOINT move_subjects")
         try:
-            with self._write() as conn:
-                for statement in _MERGE:
-                    conn.execute(statement, (low, high))
-        except Exception:  # the records are committed: never fail their append for this
+            for statement in _MERGE:
+                conn.execute(statement, (low, high))
+        except sqlite3.Error:  # the records are what matters: never fail them for this
+            conn.execute("ROLLBACK TO move_subjects")
             log.warning("audit store %s: the subject index's recent tier was not moved", self.path)
+        conn.execute("RELEASE move_subjects")
 
     def append_checkpoint(self, cp: Checkpoint) -> None:
         with self._write() as conn:

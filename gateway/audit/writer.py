@@ -351,7 +351,10 @@ class AuditWriter:
 
     def _run(self) -> None:
         if self._thread_started is not None:
-            self._thread_started()
+            try:
+                self._thread_started()
+            except Exception:  # a tuning hook: the writer runs without it, never dies of it
+                log.exception("audit writer %s: its start hook failed", self.node)
         stopping = False
         while not stopping:
             try:

@@ -182,7 +182,10 @@ class Exchange:
         as_of: dt.date,
         ctx: FetchContext,
     ) -> list[Outcome]:
-        """Decide every subject with one lookup per record kind for the whole list."""
+        """Decide every subject with one lookup per record kind for the whole list.
+
+        Subjects with equal answers may share one message object (`_answer`): copy an
+        outcome into a response, never change it in place."""
         outcomes: list[Outcome | None] = [k if isinstance(k, ExchangeError) else None for k in keys]
         try:
             pending = self._resolve(keys, outcomes, programme, as_of, ctx)

@@ -48,8 +48,8 @@ _fetched: ContextVar[dict[tuple[int, View], dict[str, RecordMessage | None]] | N
 @contextmanager
 def fetched_once() -> Iterator[None]:
     """Inside this block (one call, or one batch of a stream) a record is fetched at most
-    once: a consent check's membership lookup and the pipeline's are one round trip, and
-    both see the same answer."""
+    once per view: a consent check's membership lookup and the pipeline's are one round
+    trip, and both see the same answer."""
     token = _fetched.set({})
     try:
         yield

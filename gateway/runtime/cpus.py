@@ -77,10 +77,12 @@ def yield_on_wake() -> bool:
     loop hands it. Woken with preemption, it takes the CPU from the loop, which holds the
     interpreter lock; the writer cannot run without that lock, so it sleeps again at once:
     two context switches for nothing, a dozen per call under load. Once the loop waits for
-    I/O the writer runs, with more records to commit at once. Measured: 18-42 % more
-    calls per second from one pinned process (docs/performance.md). Where the process has
-    CPUs to spare the writer should run beside the loop, so this is only for one CPU
-    (`allowed()` of length 1). False where the system has no such policy."""
+    I/O the writer runs, with more records to commit at once. Measured with 2 pinned
+    processes: 1,288-1,600 calls a second against 1,072-1,313, p99 lower; one pinned
+    process gained 0-42 %, its tail no better (docs/performance.md). Where the process
+    has CPUs to spare the writer should run beside the loop, so this is only for one CPU
+    (`allowed()` of length 1), in any process that writes the audit trail. False where
+    the system has no such policy."""
     batch = getattr(os, "SCHED_BATCH", None)
     if batch is None or not hasattr(os, "sched_setscheduler"):
         return False

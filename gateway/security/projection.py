@@ -202,15 +202,9 @@ def project(message: M, allowed: FieldTree) -> tuple[M, list[str]]:
     with nothing disclosed is dropped. `message` is not modified; unknown fields are never
     copied. Raises ValueError if `allowed` names a field the message type does not have.
     """
-    plan = _plan(message.DESCRIPTOR, _freeze(allowed))
     out = type(message)()
     out.CopyFrom(message)
-    out.DiscardUnknownFields()
-    if plan.whole:
-        return out, []
-    withheld: set[str] = set()
-    _clear(out, plan, withheld)
-    return out, sorted(withheld)
+    return out, minimise(out, allowed)
 
 
 def minimise(message: Message, allowed: FieldTree) -> list[str]:

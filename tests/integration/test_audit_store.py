@@ -1091,6 +1091,22 @@ def test_on_sqlite_a_move_takes_a_range_of_keys_per_append_and_searches_find_all
                 assert record in store.query(Query(subject=subject), 20)[0]
 
 
+def test_on_sqlite_a_move_that_fails_is_rolled_back_alone_and_the_records_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, audit_log: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(store_sqlite, "MERGE_ROWS", 12)
+    broken = ("INSERT INTO audit_subject SELECT 1, 2, ?, ? FROM no_such_table",)
+    monkeypatch.setattr(store_sqlite, "_MERGE", broken)
+    with audit_database("sqlite", tmp_path) as db:
+        store = db.open()
+        records = append(store, [draft(i) for i in range(10)])  # 20 rows: a move starts
+        assert [r.seq for r in store.records("gw-a")] == [r.seq for r in records]
+        assert db.sql("SELECT count(*) FROM audit_subject_recent") == [(20,)]
+        assert db.sql("SELECT count(*) FROM audit_subject") == [(0,)]
+    warnings = lines(audit_log, logging.WARNING)
+    assert any("recent tier was not moved" in line for line in warnings)
+
+
 def test_a_prune_after_a_move_leaves_no_index_row_in_either_tier(
     db: AuditDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -65,7 +65,8 @@ class MemoryAdapter:
         ctx: FetchContext,
         view: View = FULL,
     ) -> Mapping[str, RecordMessage]:
-        """Whole records whatever the view (an adapter may answer more than it asks)."""
+        """Records as the view asks, no more: a decision that read a field the DECISION
+        view leaves out would see it unset here, as from the embedded registry."""
         if self.down:
             raise AdapterError(self.institution, "down")
         if self.fault is not None:
@@ -73,10 +74,23 @@ class MemoryAdapter:
         self.calls.append((kind, len(keys)))
         self.views.append((kind, view))
         table = self.records[kind]
-        return {k: table[k] for k in keys if k in table}
+        found = {k: table[k] for k in keys if k in table}
+        return {k: _decision_shape(r) for k, r in found.items()} if view == DECISION else found
 
     def close(self) -> None:
         pass
+
+
+def _decision_shape(record: RecordMessage) -> RecordMessage:
+    """What the DECISION view keeps of a person or a household (adapters/base.py)."""
+    if isinstance(record, rec.PersonRecord):
+        return rec.PersonRecord(idcs=record.idcs, vital_status=record.vital_status)
+    if isinstance(record, rec.HouseholdRecord):
+        kept = rec.HouseholdRecord(household_id=record.household_id, score=record.score)
+        for member in record.members:
+            kept.members.add(idcs=member.idcs)
+        return kept
+    return record
 
 
 def _world(households: int) -> tuple[Exchange, MemoryAdapter, list[str]]:

@@ -235,30 +235,37 @@ def _allowed_cpus(pid: int) -> set[str]:
     return lists
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs")
+@pytest.fixture(scope="module")
+def pinned(
+    registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[processes.Proc, list[int]]]:
+    """Two pinned workers on SQLite, shared by the tests that only look at them."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pinning needs 2 CPUs")
+    env = {"JISR_PROCESSES": "2", "JISR_PIN_PROCESSES": "1"}
+    state = tmp_path_factory.mktemp("pinned")
+    with databases.gateway_on("sqlite", registry_dir, pki_dir, state, env=env) as (proc, _):
+        yield proc, processes.child_pids(proc.pid, "gateway.cli")
+
+
 def test_pinned_workers_each_run_every_thread_on_a_cpu_of_their_own(
-    registry_dir: Path, pki_dir: Path, tmp_path: Path
+    pinned: tuple[processes.Proc, list[int]], registry_dir: Path, pki_dir: Path
 ) -> None:
-    env = {"JISR_PROCESSES": "2", "JISR_PIN_PROCESSES": "1"}
-    with databases.gateway_on("sqlite", registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
-        workers = processes.child_pids(proc.pid, "gateway.cli")
-        assert len(workers) == 2
-        per_worker = [_allowed_cpus(pid) for pid in workers]
-        assert all(len(cpus) == 1 for cpus in per_worker), per_worker
-        assert per_worker[0] != per_worker[1]
-        households = [h.household_id for h in registry_rows.households(registry_dir, 2)]
-        with JisrClient(proc.target, Credentials.from_pki(pki_dir, "DEMO"), timeout=30) as c:
-            assert c.household_status(PURPOSE, households[0]).receipt["decision"] == "permit"
+    proc, workers = pinned
+    assert len(workers) == 2
+    per_worker = [_allowed_cpus(pid) for pid in workers]
+    assert all(len(cpus) == 1 for cpus in per_worker), per_worker
+    assert per_worker[0] != per_worker[1]
+    households = [h.household_id for h in registry_rows.households(registry_dir, 2)]
+    with JisrClient(proc.target, Credentials.from_pki(pki_dir, "DEMO"), timeout=30) as c:
+        assert c.household_status(PURPOSE, households[0]).receipt["decision"] == "permit"
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs")
 def test_in_a_pinned_worker_the_audit_writer_alone_waits_its_turn_on_the_cpu(
-    registry_dir: Path, pki_dir: Path, tmp_path: Path
+    pinned: tuple[processes.Proc, list[int]],
 ) -> None:
-    env = {"JISR_PROCESSES": "2", "JISR_PIN_PROCESSES": "1"}
-    with databases.gateway_on("sqlite", registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
-        workers = processes.child_pids(proc.pid, "gateway.cli")
-        assert [_yielding_threads(pid) for pid in workers] == [1, 1]
+    _, workers = pinned
+    assert [_yielding_threads(pid) for pid in workers] == [1, 1]
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs CPUs to spare")

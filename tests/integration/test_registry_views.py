@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from adapters import catalog
-from adapters.base import DECISION, FULL, HOUSEHOLD, PERSON, FetchContext
+from adapters.base import DECISION, FULL, HOUSEHOLD, PERSON, FetchContext, RecordMessage
 from adapters.registry_db import REGISTRY_FILE, Registry
+from gateway.pb.jisr.v1.backend_pb2 import RecordKind
 from gateway.pb.jisr.v1.records_pb2 import HouseholdRecord, PersonRecord
 from tests.support import registry_rows
 
@@ -26,18 +27,24 @@ def registry(registry_dir: Path) -> Iterator[Registry]:
     opened.close()
 
 
+def both_views(
+    registry: Registry, institution: str, kind: RecordKind.ValueType, keys: list[str]
+) -> list[tuple[RecordMessage, RecordMessage]]:
+    """Each key's record read whole and read for a decision, by the embedded adapter."""
+    adapter = catalog.embedded(institution, registry)
+    whole = adapter.fetch(kind, keys, CTX, FULL)
+    lean = adapter.fetch(kind, keys, CTX, DECISION)
+    assert set(lean) == set(whole) == set(keys)
+    return [(whole[key], lean[key]) for key in keys]
+
+
 def test_a_person_read_for_a_decision_holds_its_vital_status_and_no_name_or_date(
     registry: Registry, registry_dir: Path
 ) -> None:
     keys = registry_rows.subjects(registry_dir).member_idcs[:20]
-    rnp = catalog.embedded("RNP", registry)
-    whole = rnp.fetch(PERSON, keys, CTX, FULL)
-    lean = rnp.fetch(PERSON, keys, CTX, DECISION)
-    assert set(lean) == set(whole) == set(keys)
-    for key in keys:
-        full = whole[key]
+    for full, lean in both_views(registry, "RNP", PERSON, keys):
         assert isinstance(full, PersonRecord)
-        assert lean[key] == PersonRecord(idcs=key, vital_status=full.vital_status)
+        assert lean == PersonRecord(idcs=full.idcs, vital_status=full.vital_status)
         assert full.given_name  # what the view leaves out
         assert full.HasField("birth_date")
 
@@ -46,16 +53,11 @@ def test_a_household_read_for_a_decision_holds_its_score_and_members_ids_only(
     registry: Registry, registry_dir: Path
 ) -> None:
     keys = registry_rows.subjects(registry_dir).household_ids[:20]
-    rsu = catalog.embedded("RSU", registry)
-    whole = rsu.fetch(HOUSEHOLD, keys, CTX, FULL)
-    lean = rsu.fetch(HOUSEHOLD, keys, CTX, DECISION)
-    assert set(lean) == set(whole) == set(keys)
-    for key in keys:
-        full = whole[key]
+    for full, lean in both_views(registry, "RSU", HOUSEHOLD, keys):
         assert isinstance(full, HouseholdRecord)
-        expected = HouseholdRecord(household_id=key, score=full.score)
+        expected = HouseholdRecord(household_id=full.household_id, score=full.score)
         for member in full.members:
             expected.members.add(idcs=member.idcs)
-        assert lean[key] == expected
+        assert lean == expected
         assert full.region  # what the view leaves out
         assert full.HasField("registered_on")

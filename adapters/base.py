@@ -94,10 +94,20 @@ class AdapterError(Exception):
 # What a lookup needs of each record (data minimisation, docs/policy.md, "views"):
 # FULL, the whole record (a status answer discloses it); DECISION, only what an
 # eligibility decision reads (a person's IDCS and vital status; a household's id, score
-# and members' IDCS). An adapter may answer more than a view asks, never less.
-View: TypeAlias = Literal["full", "decision"]
+# and members' IDCS; a coverage's IDCS and scheme); SCORE, a household's id and score
+# alone (a decision under a programme that reads no coverage needs no member). An adapter
+# may answer more than a view asks, never less.
+View: TypeAlias = Literal["full", "decision", "score"]
 FULL: View = "full"
 DECISION: View = "decision"
+SCORE: View = "score"
+# The views an adapter may answer a lookup in, narrowest first, when it reads some kinds
+# narrower than whole: a SCORE lookup may get a DECISION record, which holds more.
+ANSWERED_IN: Mapping[View, tuple[View, ...]] = {
+    FULL: (),
+    DECISION: (DECISION,),
+    SCORE: (SCORE, DECISION),
+}
 
 
 class Adapter(Protocol):

@@ -25,4 +25,18 @@ def read_coverage(conn: sqlite3.Connection, keys: Sequence[str]) -> Mapping[str,
     return found
 
 
+def read_schemes(conn: sqlite3.Connection, keys: Sequence[str]) -> Mapping[str, RecordMessage]:
+    """Coverage records by IDCS with their scheme only (the DECISION view): a decision
+    asks which scheme covers a member, never since when."""
+    found: dict[str, RecordMessage] = {}
+    for part in chunks(keys):
+        rows = conn.execute(
+            f"SELECT idcs, scheme FROM coverage WHERE idcs IN ({placeholders(len(part))})", part
+        )
+        for idcs, scheme in rows:
+            found[idcs] = CoverageRecord(idcs=idcs, scheme=scheme)
+    return found
+
+
 READERS: dict[int, Reader] = {COVERAGE: read_coverage}
+DECISION_READERS: dict[int, Reader] = {COVERAGE: read_schemes}

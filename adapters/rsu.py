@@ -62,6 +62,24 @@ def read_households(conn: sqlite3.Connection, keys: Sequence[str]) -> Mapping[st
 def read_household_scores(
     conn: sqlite3.Connection, keys: Sequence[str]
 ) -> Mapping[str, RecordMessage]:
+    """Household records by id with their score alone (the SCORE view): a decision under
+    a programme that reads no coverage needs no member, and a household's members were
+    most of what a batch built (docs/performance.md, "The batch")."""
+    found: dict[str, RecordMessage] = {}
+    for part in chunks(keys):
+        rows = conn.execute(
+            "SELECT household_id, score FROM household"
+            f" WHERE household_id IN ({placeholders(len(part))})",
+            part,
+        )
+        for household_id, score in rows:
+            found[household_id] = HouseholdRecord(household_id=household_id, score=score)
+    return found
+
+
+def read_household_members(
+    conn: sqlite3.Connection, keys: Sequence[str]
+) -> Mapping[str, RecordMessage]:
     """Household records by id with their score and their members' IDCS only (the
     DECISION view): an eligibility decision reads no region, date or relationship."""
     found: dict[str, HouseholdRecord] = {}
@@ -85,4 +103,5 @@ def read_household_scores(
 
 
 READERS: dict[int, Reader] = {MEMBERSHIP: read_memberships, HOUSEHOLD: read_households}
-DECISION_READERS: dict[int, Reader] = {HOUSEHOLD: read_household_scores}
+DECISION_READERS: dict[int, Reader] = {HOUSEHOLD: read_household_members}
+SCORE_READERS: dict[int, Reader] = {HOUSEHOLD: read_household_scores}

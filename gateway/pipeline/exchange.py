@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -241,8 +242,11 @@ class Exchange:
         if not pending:
             return
         wanted = list(dict.fromkeys(p.household_id for p in pending))
-        households = fetch_or_unavailable(self.registries.household_scores, wanted, ctx)
-        schemes = self._coverage(households, ctx) if programme.needs_coverage else {}
+        covering = programme.needs_coverage
+        households = fetch_or_unavailable(
+            partial(self.registries.household_scores, members=covering), wanted, ctx
+        )
+        schemes = self._coverage(households, ctx) if covering else {}
         held = self._held(wanted, programme)
         answers: dict[str, pb.EligibilityDecision] = {}  # a household's members share it
         alike: dict[tuple[object, ...], pb.EligibilityDecision] = {}
@@ -309,12 +313,13 @@ class Exchange:
         self, households: Mapping[str, HouseholdRecord], ctx: FetchContext
     ) -> dict[str, tuple[str, ...]]:
         """The AMO schemes held by each household's members."""
-        members = [m.idcs for h in households.values() for m in h.members]
-        covered = fetch_or_unavailable(self.registries.coverage, members, ctx) if members else {}
-        return {
-            hid: tuple(covered[m.idcs].scheme for m in h.members if m.idcs in covered)
-            for hid, h in households.items()
-        }
+        ids = {hid: [m.idcs for m in h.members] for hid, h in households.items()}
+        members = [idcs for each in ids.values() for idcs in each]
+        found = (
+            fetch_or_unavailable(self.registries.coverage_schemes, members, ctx) if members else {}
+        )
+        schemes = {idcs: record.scheme for idcs, record in found.items()} if found else {}
+        return {hid: tuple(schemes[i] for i in each if i in schemes) for hid, each in ids.items()}
 
     @staticmethod
     def _decision(

@@ -19,6 +19,7 @@ from adapters.base import (
     HOUSEHOLD,
     MEMBERSHIP,
     PERSON,
+    SCORE,
     Adapter,
     AdapterError,
     FetchContext,
@@ -142,13 +143,21 @@ class Registries:
         return cast(Mapping[str, PersonRecord], self._fetch(PERSON, keys, ctx, DECISION))
 
     def household_scores(
-        self, keys: Sequence[str], ctx: FetchContext
+        self, keys: Sequence[str], ctx: FetchContext, *, members: bool = True
     ) -> Mapping[str, HouseholdRecord]:
-        """Households as a decision reads them: id, score and members' IDCS at least."""
-        return cast(Mapping[str, HouseholdRecord], self._fetch(HOUSEHOLD, keys, ctx, DECISION))
+        """Households as a decision reads them: id and score at least, and the members'
+        IDCS when the decision reads their coverage (`members`)."""
+        view = DECISION if members else SCORE
+        return cast(Mapping[str, HouseholdRecord], self._fetch(HOUSEHOLD, keys, ctx, view))
 
     def coverage(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, CoverageRecord]:
         return cast(Mapping[str, CoverageRecord], self._fetch(COVERAGE, keys, ctx))
+
+    def coverage_schemes(
+        self, keys: Sequence[str], ctx: FetchContext
+    ) -> Mapping[str, CoverageRecord]:
+        """Coverage as a decision reads it: the IDCS and scheme at least (DECISION)."""
+        return cast(Mapping[str, CoverageRecord], self._fetch(COVERAGE, keys, ctx, DECISION))
 
     def enrolments(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, EnrolmentRecord]:
         return cast(Mapping[str, EnrolmentRecord], self._fetch(ENROLMENT, keys, ctx))

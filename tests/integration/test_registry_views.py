@@ -1,6 +1,7 @@
-"""The embedded registry's DECISION view (adapters/base.py, docs/policy.md, "views"): an
-eligibility decision reads a person's vital status and a household's score and members,
-and nothing else of them; the FULL view reads the whole record."""
+"""The embedded registry's narrow views (adapters/base.py, docs/policy.md, "views"): an
+eligibility decision reads a person's vital status, a household's score and members, a
+member's coverage scheme, and nothing else of them (DECISION); a household's score alone
+when the programme reads no coverage (SCORE); the FULL view reads the whole record."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ from pathlib import Path
 import pytest
 
 from adapters import catalog
-from adapters.base import DECISION, FULL, HOUSEHOLD, PERSON, FetchContext, RecordMessage
+from adapters.base import (
+    COVERAGE,
+    DECISION,
+    FULL,
+    HOUSEHOLD,
+    PERSON,
+    SCORE,
+    FetchContext,
+    RecordMessage,
+    View,
+)
 from adapters.registry_db import REGISTRY_FILE, Registry
 from gateway.pb.jisr.v1.backend_pb2 import RecordKind
-from gateway.pb.jisr.v1.records_pb2 import HouseholdRecord, PersonRecord
+from gateway.pb.jisr.v1.records_pb2 import CoverageRecord, HouseholdRecord, PersonRecord
 from tests.support import registry_rows
 
 pytestmark = pytest.mark.integration
@@ -28,12 +39,16 @@ def registry(registry_dir: Path) -> Iterator[Registry]:
 
 
 def both_views(
-    registry: Registry, institution: str, kind: RecordKind.ValueType, keys: list[str]
+    registry: Registry,
+    institution: str,
+    kind: RecordKind.ValueType,
+    keys: list[str],
+    view: View = DECISION,
 ) -> list[tuple[RecordMessage, RecordMessage]]:
-    """Each key's record read whole and read for a decision, by the embedded adapter."""
+    """Each key's record read whole and read in `view`, by the embedded adapter."""
     adapter = catalog.embedded(institution, registry)
     whole = adapter.fetch(kind, keys, CTX, FULL)
-    lean = adapter.fetch(kind, keys, CTX, DECISION)
+    lean = adapter.fetch(kind, keys, CTX, view)
     assert set(lean) == set(whole) == set(keys)
     return [(whole[key], lean[key]) for key in keys]
 
@@ -61,3 +76,25 @@ def test_a_household_read_for_a_decision_holds_its_score_and_members_ids_only(
         assert lean == expected
         assert full.region  # what the view leaves out
         assert full.HasField("registered_on")
+
+
+def test_a_household_read_for_its_score_holds_its_id_and_score_only(
+    registry: Registry, registry_dir: Path
+) -> None:
+    keys = registry_rows.subjects(registry_dir).household_ids[:20]
+    for full, lean in both_views(registry, "RSU", HOUSEHOLD, keys, SCORE):
+        assert isinstance(full, HouseholdRecord)
+        assert lean == HouseholdRecord(household_id=full.household_id, score=full.score)
+        assert full.members  # what the view leaves out
+
+
+def test_a_coverage_read_for_a_decision_holds_its_scheme_and_no_date(
+    registry: Registry, registry_dir: Path
+) -> None:
+    members = registry_rows.subjects(registry_dir).member_idcs
+    covered = list(catalog.embedded("CNSS", registry).fetch(COVERAGE, members, CTX, FULL))[:20]
+    assert covered
+    for full, lean in both_views(registry, "CNSS", COVERAGE, covered):
+        assert isinstance(full, CoverageRecord)
+        assert lean == CoverageRecord(idcs=full.idcs, scheme=full.scheme)
+        assert full.HasField("since")  # what the view leaves out

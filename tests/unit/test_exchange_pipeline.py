@@ -19,6 +19,7 @@ from adapters.base import (
     HOUSEHOLD,
     MEMBERSHIP,
     PERSON,
+    SCORE,
     AdapterError,
     FetchContext,
     RecordMessage,
@@ -65,8 +66,8 @@ class MemoryAdapter:
         ctx: FetchContext,
         view: View = FULL,
     ) -> Mapping[str, RecordMessage]:
-        """Records as the view asks, no more: a decision that read a field the DECISION
-        view leaves out would see it unset here, as from the embedded registry."""
+        """Records as the view asks, no more: a decision that read a field its view
+        leaves out would see it unset here, as from the embedded registry."""
         if self.down:
             raise AdapterError(self.institution, "down")
         if self.fault is not None:
@@ -75,21 +76,23 @@ class MemoryAdapter:
         self.views.append((kind, view))
         table = self.records[kind]
         found = {k: table[k] for k in keys if k in table}
-        return {k: _decision_shape(r) for k, r in found.items()} if view == DECISION else found
+        return {k: _shaped(r, view) for k, r in found.items()} if view != FULL else found
 
     def close(self) -> None:
         pass
 
 
-def _decision_shape(record: RecordMessage) -> RecordMessage:
-    """What the DECISION view keeps of a person or a household (adapters/base.py)."""
+def _shaped(record: RecordMessage, view: View) -> RecordMessage:
+    """What the DECISION or SCORE view keeps of a record (adapters/base.py)."""
     if isinstance(record, rec.PersonRecord):
         return rec.PersonRecord(idcs=record.idcs, vital_status=record.vital_status)
     if isinstance(record, rec.HouseholdRecord):
         kept = rec.HouseholdRecord(household_id=record.household_id, score=record.score)
-        for member in record.members:
+        for member in record.members if view == DECISION else ():
             kept.members.add(idcs=member.idcs)
         return kept
+    if isinstance(record, rec.CoverageRecord):
+        return rec.CoverageRecord(idcs=record.idcs, scheme=record.scheme)
     return record
 
 
@@ -293,15 +296,22 @@ def test_a_record_not_found_is_remembered_as_not_found() -> None:
     assert adapter.calls == [(MEMBERSHIP, 1)]
 
 
-def test_an_eligibility_decision_reads_persons_and_households_in_the_decision_view() -> None:
+def test_an_eligibility_decision_reads_every_record_in_the_decision_view() -> None:
     exchange, adapter, members = _world(3)
     exchange.verify_batch(_batch([*members[:2], "H000000002"]), 0, CTX)
     assert dict(adapter.views) == {
         PERSON: DECISION,
         MEMBERSHIP: FULL,
         HOUSEHOLD: DECISION,
-        COVERAGE: FULL,
+        COVERAGE: DECISION,
     }
+
+
+def test_a_programme_that_reads_no_coverage_reads_households_without_their_members() -> None:
+    exchange, adapter, members = _world(3)
+    answer = exchange.verify_batch(_batch([*members[:2], "H000000002"], "ASD"), 0, CTX)
+    assert dict(adapter.views) == {PERSON: DECISION, MEMBERSHIP: FULL, HOUSEHOLD: SCORE}
+    assert [r.WhichOneof("result") for r in answer.results] == ["decision"] * 3
 
 
 def test_a_household_status_reads_whole_records() -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
@@ -48,11 +47,12 @@ V = TypeVar("V")
 M = TypeVar("M", bound=Message)
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A subject resolved to its household, waiting for the household's facts."""
+class _Pending(NamedTuple):
+    """A subject resolved to its household, waiting for the household's facts (a tuple:
+    a batch makes one per subject, and here a frozen dataclass took 0.76 µs to build
+    against 0.53)."""
 
-    index: int
+    at: int  # the subject's place in the request
     household_id: str
     by_member: bool
 
@@ -256,12 +256,12 @@ class Exchange:
             if answer is None:
                 household = households.get(hid)
                 if household is None:
-                    outcomes[item.index] = not_found("no RSU household for this subject")
+                    outcomes[item.at] = not_found("no RSU household for this subject")
                     continue
                 facts = HouseholdFacts(household.score, schemes.get(hid, ()))
                 action = held.get((hid, programme.code))
                 answer = answers[hid] = self._answer(programme, facts, action, as_of, alike)
-            outcomes[item.index] = answer
+            outcomes[item.at] = answer
 
     def _answer(
         self,

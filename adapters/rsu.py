@@ -63,8 +63,8 @@ def read_household_scores(
     conn: sqlite3.Connection, keys: Sequence[str]
 ) -> Mapping[str, RecordMessage]:
     """Household records by id with their score alone (the SCORE view): a decision under
-    a programme that reads no coverage needs no member, and a household's members were
-    most of what a batch built (docs/performance.md, "The batch")."""
+    a programme that reads no coverage needs no member, and the members were the largest
+    part of a batch's registry reads (docs/performance.md, "The batch")."""
     found: dict[str, RecordMessage] = {}
     for part in chunks(keys):
         rows = conn.execute(

@@ -255,7 +255,10 @@ def _dealt(batches: Sequence[bytes], streams: int) -> list[Sequence[bytes]]:
     """`batches` in `streams` contiguous shares of (nearly) equal length, so that each stream
     carries the workload's own mix. Dealt round-robin, the bench's batches, whose programmes
     alternate, gave one stream every AMOT batch and the other every ASD batch: the AMOT
-    stream, which reads each member's coverage, ran ~1.8 x as long (docs/performance.md)."""
+    stream, which reads each member's coverage, ran ~1.8 x as long (docs/performance.md,
+    "The batch", fourth pass)."""
+    if not 0 < streams <= len(batches):
+        raise ValueError(f"{len(batches)} batches cannot fill {streams} streams")
     size, extra = divmod(len(batches), streams)
     bounds = [k * size + min(k, extra) for k in range(streams + 1)]
     return [batches[bounds[k] : bounds[k + 1]] for k in range(streams)]

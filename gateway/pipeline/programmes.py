@@ -17,7 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-# Conditions a programme may add to "score strictly below the threshold".
+# Conditions a programme may add to "score strictly below the threshold". A condition that
+# reads a household's members must say so in `Programme.reads_members`: without it, the
+# exchange reads households in the SCORE view, with no member (adapters/base.py).
 CONDITIONS = frozenset({"no_other_amo_coverage"})
 
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
@@ -71,6 +73,12 @@ class Programme:
     def needs_coverage(self) -> bool:
         """Whether deciding needs the members' CNSS coverage."""
         return "no_other_amo_coverage" in self.conditions
+
+    @property
+    def reads_members(self) -> bool:
+        """Whether deciding reads a household's members (their coverage, today): if not,
+        its households are read without them (the SCORE view)."""
+        return self.needs_coverage
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,9 +150,6 @@ class Registries:
         view = DECISION if members else SCORE
         return cast(Mapping[str, HouseholdRecord], self._fetch(HOUSEHOLD, keys, ctx, view))
 
-    def coverage(self, keys: Sequence[str], ctx: FetchContext) -> Mapping[str, CoverageRecord]:
-        return cast(Mapping[str, CoverageRecord], self._fetch(COVERAGE, keys, ctx))
-
     def coverage_schemes(
         self, keys: Sequence[str], ctx: FetchContext
     ) -> Mapping[str, CoverageRecord]:

@@ -98,3 +98,12 @@ def test_a_coverage_read_for_a_decision_holds_its_scheme_and_no_date(
         assert isinstance(full, CoverageRecord)
         assert lean == CoverageRecord(idcs=full.idcs, scheme=full.scheme)
         assert full.HasField("since")  # what the view leaves out
+
+
+def test_a_view_without_a_reader_of_its_own_is_read_by_the_next_one_that_holds_more(
+    registry: Registry, registry_dir: Path
+) -> None:
+    keys = registry_rows.subjects(registry_dir).member_idcs[:20]
+    for full, lean in both_views(registry, "RNP", PERSON, keys, SCORE):  # no SCORE reader
+        assert isinstance(full, PersonRecord)
+        assert lean == PersonRecord(idcs=full.idcs, vital_status=full.vital_status)

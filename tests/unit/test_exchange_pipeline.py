@@ -54,6 +54,9 @@ class MemoryAdapter:
     down: bool = False
     # Raised by every lookup when set: how the institution fails.
     fault: AdapterError | None = None
+    # Whether records are cut to the view asked (as the embedded registry does) or
+    # answered whole whatever the view (as a remote backend does).
+    narrows: bool = True
 
     @property
     def kinds(self) -> frozenset[RecordKind.ValueType]:
@@ -76,7 +79,8 @@ class MemoryAdapter:
         self.views.append((kind, view))
         table = self.records[kind]
         found = {k: table[k] for k in keys if k in table}
-        return {k: _shaped(r, view) for k, r in found.items()} if view != FULL else found
+        narrow = self.narrows and view != FULL
+        return {k: _shaped(r, view) for k, r in found.items()} if narrow else found
 
     def close(self) -> None:
         pass
@@ -96,7 +100,7 @@ def _shaped(record: RecordMessage, view: View) -> RecordMessage:
     return record
 
 
-def _world(households: int) -> tuple[Exchange, MemoryAdapter, list[str]]:
+def _world(households: int, narrows: bool = True) -> tuple[Exchange, MemoryAdapter, list[str]]:
     """`households` two-member households; odd ones have a salaried member (CNSS)."""
     people: dict[str, RecordMessage] = {}
     links: dict[str, RecordMessage] = {}
@@ -118,6 +122,7 @@ def _world(households: int) -> tuple[Exchange, MemoryAdapter, list[str]]:
     adapter = MemoryAdapter(
         "ALL",
         {PERSON: people, MEMBERSHIP: links, HOUSEHOLD: homes, COVERAGE: cover, ENROLMENT: {}},
+        narrows=narrows,
     )
     return Exchange(Registries([adapter]), load_default()), adapter, members
 
@@ -299,19 +304,28 @@ def test_a_record_not_found_is_remembered_as_not_found() -> None:
 def test_an_eligibility_decision_reads_every_record_in_the_decision_view() -> None:
     exchange, adapter, members = _world(3)
     exchange.verify_batch(_batch([*members[:2], "H000000002"]), 0, CTX)
-    assert dict(adapter.views) == {
-        PERSON: DECISION,
-        MEMBERSHIP: FULL,
-        HOUSEHOLD: DECISION,
-        COVERAGE: DECISION,
-    }
+    assert adapter.views == [
+        (PERSON, DECISION),
+        (MEMBERSHIP, FULL),
+        (HOUSEHOLD, DECISION),
+        (COVERAGE, DECISION),
+    ]
 
 
 def test_a_programme_that_reads_no_coverage_reads_households_without_their_members() -> None:
     exchange, adapter, members = _world(3)
-    answer = exchange.verify_batch(_batch([*members[:2], "H000000002"], "ASD"), 0, CTX)
-    assert dict(adapter.views) == {PERSON: DECISION, MEMBERSHIP: FULL, HOUSEHOLD: SCORE}
-    assert [r.WhichOneof("result") for r in answer.results] == ["decision"] * 3
+    exchange.verify_batch(_batch([*members[:2], "H000000002"], "ASD"), 0, CTX)
+    assert adapter.views == [(PERSON, DECISION), (MEMBERSHIP, FULL), (HOUSEHOLD, SCORE)]
+
+
+@pytest.mark.parametrize("programme", ["AMOT", "ASD"])
+def test_decisions_from_narrow_views_equal_those_from_whole_records(programme: str) -> None:
+    lean, _, members = _world(6)
+    whole, _, _ = _world(6, narrows=False)
+    subjects = [*members, *(f"H{n:09d}" for n in range(6))]
+    answers = [x.verify_batch(_batch(subjects, programme), 0, CTX) for x in (lean, whole)]
+    assert answers[0] == answers[1]
+    assert all(r.HasField("decision") for r in answers[0].results)
 
 
 def test_a_household_status_reads_whole_records() -> None:
@@ -321,6 +335,15 @@ def test_a_household_status_reads_whole_records() -> None:
     )
     exchange.household_status(query.household(request), CTX)
     assert {view for _, view in adapter.views} == {FULL}
+
+
+def test_a_household_read_for_its_score_never_answers_a_decision_lookup() -> None:
+    exchange, adapter, _ = _world(1)
+    with fetched_once():
+        exchange.registries.household_scores(["H000000000"], CTX, members=False)
+        found = exchange.registries.household_scores(["H000000000"], CTX)
+    assert adapter.views == [(HOUSEHOLD, SCORE), (HOUSEHOLD, DECISION)]
+    assert len(found["H000000000"].members) == 2
 
 
 def test_a_record_read_for_a_decision_never_answers_a_whole_record_lookup() -> None:

@@ -10,8 +10,9 @@ batches' hashes.
 
 A batch's answer is yielded as a `Deferred`: the driver (gateway/services/door.py) sends it
 once its record is durable, signing its receipt then, while this stream's thread decides
-the next batch: the commit of batch k and the work of batch k + 1 overlap, and no answer
-leaves before its record. Before the close the stream yields `FLUSH`, so that a batch
+the next batches (up to `door.SEND_WINDOW` answers wait at once): the commit of batch k and
+the work of the batches after it overlap, answers leave in order, and none before its
+record. Before the close the stream yields `FLUSH`, so that a batch
 whose record or delivery failed ends the stream with that reason rather than a permit.
 """
 

@@ -31,8 +31,8 @@ OFFLOAD = Offload()
 class Deferred:
     """A response stream's message that waits on its audit record: the driver sends it
     once `pending` has settled, calling `finish` then for its bytes (which raises the
-    refusal if the record failed). Meanwhile the stream goes on to its next message, so
-    the stream's thread decides batch k + 1 while batch k's record is committed."""
+    refusal if the record failed). Meanwhile the stream goes on to its next messages, so
+    the stream's thread decides the batches after k while batch k's record is committed."""
 
     pending: Pending
     finish: Callable[[], bytes]

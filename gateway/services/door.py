@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 import traceback
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,6 +70,11 @@ MAX_METADATA_BYTES = 16 * 1024
 # How long a worker that read the end of a stream waits to learn whether it was the
 # caller's cancel (delivered just after) rather than a normal end; once per stream.
 SETTLE_S = 0.05
+# Answers of a response stream on their way from the loop at once, at most, each waiting
+# for its record: the stream's thread decides the next batches meanwhile, so a commit that
+# takes long (the audit file's checkpoint, another process holding its write lock) does
+# not stall it (docs/performance.md, "The batch"). They leave in order.
+SEND_WINDOW = 3
 # The shortest wait for a stream's first request, however late a worker started reading.
 MIN_WAIT_S = 0.05
 
@@ -153,9 +158,10 @@ class ThreadContext:
         # Set on the loop when grpc cancels the call's handler (the caller cancelled, its
         # deadline passed, or the server stopped): the worker cannot see it any other way.
         self.gone = threading.Event()
-        # The message of a response stream sent from the loop once its record is durable,
-        # while it is on its way (gateway/engine/batch.py); set and read on the worker.
-        self.sending: Future[None] | None = None
+        # The messages of a response stream sent from the loop once their records are
+        # durable, oldest first, while they are on their way (gateway/engine/batch.py, at
+        # most SEND_WINDOW); kept and read on the worker.
+        self._sending: deque[Future[None]] = deque()
 
     def auth_context(self) -> dict[str, list[bytes]]:
         return self._auth
@@ -192,16 +198,20 @@ class ThreadContext:
         self._wait_sent(future, self._write_timeout)
 
     def send_when_recorded(self, message: Deferred) -> None:
-        """Send `message` from the loop once its record has settled (its bytes are made
-        then); `settle` waits for it. While it is on its way, a `read` that would wait for
-        the next request ends at once if it fails (a caller that waits for this answer
-        before sending more would otherwise wait out the idle timeout)."""
-        self.sending = asyncio.run_coroutine_threadsafe(
-            self._send_when_recorded(message), self._loop
+        """Send `message` from the loop once its record has settled and the message before
+        it has gone (its bytes are made then); `settle` waits for all, `make_room` for the
+        oldest. While they are on their way, a `read` that would wait for the next request
+        ends at once if one fails (a caller that waits for these answers before sending
+        more would otherwise wait out the idle timeout)."""
+        before = self._sending[-1] if self._sending else None
+        self._sending.append(
+            asyncio.run_coroutine_threadsafe(self._send_when_recorded(message, before), self._loop)
         )
 
-    async def _send_when_recorded(self, message: Deferred) -> None:
+    async def _send_when_recorded(self, message: Deferred, before: Future[None] | None) -> None:
         await _durable(message.pending)
+        if before is not None:
+            await asyncio.wrap_future(before)  # in order; raises what ended the one before
         body = message.finish()  # raises the record's refusal
         try:
             async with asyncio.timeout(self._write_timeout):
@@ -210,18 +220,29 @@ class ThreadContext:
             raise _not_read(self._write_timeout) from None
 
     def settle(self) -> None:
-        """Wait until the message on its way from the loop, if any, has gone: its record's
-        wait and then `write_timeout` at most. Raises as `write` does, or the message's
-        own refusal (its record could not be made)."""
-        sending, self.sending = self.sending, None
-        if sending is not None:
-            self._wait_sent(sending, APPEND_TIMEOUT_S + self._write_timeout)
+        """Wait until every message on its way from the loop has gone: for each, its
+        record's wait and then `write_timeout` at most. Raises as `write` does, or a
+        message's own refusal (its record could not be made); the ones after it are
+        dropped then."""
+        while self._sending:
+            self._wait_oldest()
+
+    def make_room(self) -> None:
+        """Wait until fewer than SEND_WINDOW messages are on their way (as `settle`)."""
+        while len(self._sending) >= SEND_WINDOW:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        try:
+            self._wait_sent(self._sending.popleft(), APPEND_TIMEOUT_S + self._write_timeout)
+        except BaseException:
+            self.drop_sending()  # each of the others waits on this one: none can go now
+            raise
 
     def drop_sending(self) -> None:
-        """The stream ended another way: the message on its way, if any, is not sent."""
-        if self.sending is not None:
-            self.sending.cancel()
-            self.sending = None
+        """The stream ended another way: the messages on their way, if any, are not sent."""
+        while self._sending:
+            self._sending.pop().cancel()
 
     def _wait_sent(self, sending: Future[None], timeout: float) -> None:
         try:
@@ -240,7 +261,7 @@ class ThreadContext:
         """The next request message of a stream, None at its end; REQUEST_TIMEOUT if none
         comes within `timeout` seconds. A message still on its way that fails meanwhile
         ends the wait with its own error (as `settle` raises it)."""
-        sending = self.sending
+        sending = self._sending[-1] if self._sending else None  # fails if any before it does
         future = asyncio.run_coroutine_threadsafe(
             asyncio.wait_for(_read_unless_failed(self._context, sending), timeout), self._loop
         )
@@ -795,21 +816,23 @@ def _offloaded(behaviour: Callable[[bytes, ThreadContext], bytes]) -> Callable[.
 def _pump(handler: Callable[[], Generator[Sent, None, None]], context: ThreadContext) -> bool:
     """Run a response stream on a worker: write each message as the handler yields it.
     A message deferred until its record is durable is sent from the loop while the
-    handler makes the next one; it is settled (sent, or failed) before the handler's next
-    message goes, and at a flush. A write that fails (the caller left, stopped reading, or
-    the gateway stops), a record that could not be made, or a fault sending, is thrown
-    into the handler, which records the end with its reason (flushing first, perhaps)
-    and aborts."""
+    handler makes the next ones; at most SEND_WINDOW are on their way, and all are settled
+    (sent, or failed) before a plain message goes, and at a flush. A write that fails
+    (the caller left, stopped reading, or the gateway stops), a record that could not be
+    made, or a fault sending, is thrown into the handler, which records the end with its
+    reason (flushing first, perhaps) and aborts."""
     messages = handler()
     try:
         message = next(messages)
         while True:
             try:
-                context.settle()
                 if isinstance(message, Deferred):
+                    context.make_room()
                     context.send_when_recorded(message)
-                elif isinstance(message, bytes):
-                    context.write(message)
+                else:
+                    context.settle()
+                    if isinstance(message, bytes):
+                        context.write(message)
             except Exception as ended:  # an ExchangeError, or a fault sending a message
                 message = messages.throw(ended)  # records the end; its abort raises
                 continue

@@ -89,9 +89,10 @@ def _answers(
             ):
                 answer = _Stream(engine, inv, call, claims, grant, method).one(seq, raw)
             yield answer
-    except ExchangeError:
-        # A refusal of the stream (a bad envelope, a read that failed) comes after every
-        # answer already recorded is delivered, or fails with that answer's own reason.
+    except Exception:
+        # A refusal of the stream (a bad envelope, a read that failed, a fault) comes after
+        # every answer already recorded is delivered, or fails with that answer's own
+        # reason: its receipt chains the answers delivered, none still being made.
         yield FLUSH
         raise
     yield FLUSH  # every batch's answer delivered before the close is recorded

@@ -162,6 +162,9 @@ class ThreadContext:
         # durable, oldest first, while they are on their way (gateway/engine/batch.py, at
         # most SEND_WINDOW); kept and read on the worker.
         self._sending: deque[Future[None]] = deque()
+        # Set (from the loop) once the stream has dropped what was on its way: an answer
+        # whose turn comes after that is neither made nor sent.
+        self._dropped = False
 
     def auth_context(self) -> dict[str, list[bytes]]:
         return self._auth
@@ -212,6 +215,8 @@ class ThreadContext:
         await _durable(message.pending)
         if before is not None:
             await asyncio.wrap_future(before)  # in order; raises what ended the one before
+        if self._dropped:  # the stream ended while this one waited its turn
+            raise asyncio.CancelledError
         body = message.finish()  # raises the record's refusal
         try:
             async with asyncio.timeout(self._write_timeout):
@@ -228,8 +233,9 @@ class ThreadContext:
             self._wait_oldest()
 
     def make_room(self) -> None:
-        """Wait until fewer than SEND_WINDOW messages are on their way (as `settle`)."""
-        while len(self._sending) >= SEND_WINDOW:
+        """Wait until fewer than SEND_WINDOW messages are on their way (as `settle`); take
+        note of those already gone, so that a failed one ends the stream at once."""
+        while self._sending and (len(self._sending) >= SEND_WINDOW or self._sending[0].done()):
             self._wait_oldest()
 
     def _wait_oldest(self) -> None:
@@ -240,9 +246,17 @@ class ThreadContext:
             raise
 
     def drop_sending(self) -> None:
-        """The stream ended another way: the messages on their way, if any, are not sent."""
+        """The stream ended another way: the messages on their way, if any, are not sent
+        (one whose turn has come on the loop already may still go: it counts as sent)."""
+        if not self._sending:
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop runs nothing more
+            self._loop.call_soon_threadsafe(self._drop)
         while self._sending:
             self._sending.pop().cancel()
+
+    def _drop(self) -> None:
+        self._dropped = True
 
     def _wait_sent(self, sending: Future[None], timeout: float) -> None:
         try:
@@ -261,7 +275,7 @@ class ThreadContext:
         """The next request message of a stream, None at its end; REQUEST_TIMEOUT if none
         comes within `timeout` seconds. A message still on its way that fails meanwhile
         ends the wait with its own error (as `settle` raises it)."""
-        sending = self._sending[-1] if self._sending else None  # fails if any before it does
+        sending = tuple(self._sending)
         future = asyncio.run_coroutine_threadsafe(
             asyncio.wait_for(_read_unless_failed(self._context, sending), timeout), self._loop
         )
@@ -286,20 +300,25 @@ _SEND_FAILED = object()  # what `_read_unless_failed` returns when the send fail
 
 
 async def _read_unless_failed(
-    context: aio.ServicerContext[Any, Any], sending: Future[None] | None
+    context: aio.ServicerContext[Any, Any], sending: tuple[Future[None], ...]
 ) -> Any:
-    """The next request, unless the message on its way fails first (`_SEND_FAILED`)."""
-    if sending is None:
+    """The next request, unless a message on its way fails first (`_SEND_FAILED`)."""
+    if not sending:
         return await context.read()
     reading = asyncio.ensure_future(context.read())
-    sent = asyncio.wrap_future(sending)
-    sent.add_done_callback(_settled)  # its failure is raised by `settle`, not from here
+    waiting: set[asyncio.Future[Any]] = {reading}
+    for message in sending:
+        sent = asyncio.wrap_future(message)
+        sent.add_done_callback(_settled)  # its failure is raised by `settle`, not from here
+        waiting.add(sent)
     try:
-        done, _ = await asyncio.wait({reading, sent}, return_when=asyncio.FIRST_COMPLETED)
-        if reading in done or (not sent.cancelled() and sent.exception() is None):
-            return await reading
-        reading.cancel()
-        return _SEND_FAILED
+        while True:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if reading in done:
+                return await reading
+            if any(f.cancelled() or f.exception() is not None for f in done):
+                reading.cancel()
+                return _SEND_FAILED
     except BaseException:
         reading.cancel()
         raise

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
 
 from gateway.audit.record import AuditRecord
-from gateway.audit.writer import AuditUnavailable, Pending
+from gateway.audit.writer import APPEND_TIMEOUT_S, AuditUnavailable, Pending
 from gateway.base.errors import ExchangeError, Reason
 from gateway.engine.call import recorded
 from gateway.engine.steps import Deferred
@@ -27,6 +28,32 @@ RECORD = AuditRecord(
     ("s1",), (), "permit", "", "rh", "sh", "j", 1, 1, "", ""
 )  # fmt: skip
 WAIT_S = 10.0  # ample on a busy machine: every wait below ends as soon as it can
+
+
+class Stream:
+    """A stream's ThreadContext over a real event loop on a thread of its own."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fake = FakeStreamContext()
+        ended = ExchangeError(Reason.CALLER_CANCELLED, "ended")
+        self.context = ThreadContext(
+            cast(Any, self.fake), self.loop, write_timeout=WAIT_S, ended=lambda: ended
+        )
+
+    def written_once_quiet(self) -> list[bytes]:
+        """What was written once every answer's coroutine has ended."""
+        asyncio.run_coroutine_threadsafe(_others_ended(), self.loop).result(WAIT_S)
+        return self.fake.written
+
+    def close(self) -> None:
+        self.context.drop_sending()
+        asyncio.run_coroutine_threadsafe(_others_ended(), self.loop).result(WAIT_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT_S)
+        self.loop.close()
 
 
 class FakeStreamContext:
@@ -50,21 +77,17 @@ class FakeStreamContext:
     async def write(self, message: bytes) -> None:
         self.written.append(message)
 
+    async def read(self) -> bytes:
+        """The caller sends nothing more until it hears back."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
 
 @pytest.fixture
-def stream() -> Iterator[tuple[ThreadContext, FakeStreamContext]]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    fake = FakeStreamContext()
-    ended = ExchangeError(Reason.CALLER_CANCELLED, "ended")
-    context = ThreadContext(cast(Any, fake), loop, write_timeout=WAIT_S, ended=lambda: ended)
-    yield context, fake
-    context.drop_sending()
-    asyncio.run_coroutine_threadsafe(_others_ended(), loop).result(WAIT_S)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(WAIT_S)
-    loop.close()
+def stream() -> Iterator[Stream]:
+    opened = Stream()
+    yield opened
+    opened.close()
 
 
 async def _others_ended() -> None:
@@ -84,23 +107,33 @@ def answer(body: bytes) -> tuple[Pending, Deferred]:
     return pending, Deferred(pending, finish)
 
 
+def awaited(answers: list[tuple[Pending, Deferred]]) -> None:
+    """Return once every answer's coroutine waits for its record on the loop: settling a
+    record before would let the loop find them all settled and test no ordering."""
+    deadline = time.monotonic() + WAIT_S
+    while not all(pending.callbacks for pending, _ in answers):
+        assert time.monotonic() < deadline, "the loop never took the answers"
+        time.sleep(0.001)
+
+
 def test_answers_leave_in_order_even_when_a_later_record_is_durable_first(
-    stream: tuple[ThreadContext, FakeStreamContext],
+    stream: Stream,
 ) -> None:
-    context, fake = stream
     answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
     for _, deferred in answers:
-        context.send_when_recorded(deferred)
+        stream.context.send_when_recorded(deferred)
+    awaited(answers)
     for pending, _ in reversed(answers):
         pending.succeed(pending.draft)
-    context.settle()
-    assert fake.written == [bytes([k]) for k in range(SEND_WINDOW)]
+        time.sleep(0.01)  # a later answer, were it not chained, would be written first
+    stream.context.settle()
+    assert stream.written_once_quiet() == [bytes([k]) for k in range(SEND_WINDOW)]
 
 
 def test_the_stream_waits_only_once_a_window_of_answers_waits_for_records(
-    stream: tuple[ThreadContext, FakeStreamContext],
+    stream: Stream,
 ) -> None:
-    context, fake = stream
+    context = stream.context
     answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
     for _, deferred in answers[:-1]:
         context.make_room()  # returns at once: fewer than SEND_WINDOW wait
@@ -119,21 +152,39 @@ def test_the_stream_waits_only_once_a_window_of_answers_waits_for_records(
     answers[0][0].succeed(answers[0][0].draft)
     assert made_room.wait(WAIT_S)
     waiting.join(WAIT_S)
-    assert fake.written == [b"\x00"]
+    for pending, _ in answers[1:]:
+        pending.succeed(pending.draft)
+    context.settle()
+    assert stream.written_once_quiet() == [bytes([k]) for k in range(SEND_WINDOW)]
 
 
 def test_a_failed_record_ends_the_stream_and_drops_the_answers_after_it(
-    stream: tuple[ThreadContext, FakeStreamContext],
+    stream: Stream,
 ) -> None:
-    context, fake = stream
+    context = stream.context
     answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
     for _, deferred in answers:
         context.send_when_recorded(deferred)
+    awaited(answers)
     answers[0][0].fail(AuditUnavailable("the store is down"))
     for pending, _ in answers[1:]:
         pending.succeed(pending.draft)
     with pytest.raises(ExchangeError) as failed:
         context.settle()
     assert failed.value.reason is Reason.AUDIT_UNAVAILABLE
-    assert fake.written == []
+    assert stream.written_once_quiet() == []
     context.settle()  # nothing left on its way: the others were dropped
+
+
+def test_a_read_waiting_for_the_next_batch_ends_when_an_older_answer_fails(
+    stream: Stream,
+) -> None:
+    context = stream.context
+    answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
+    for _, deferred in answers:
+        context.send_when_recorded(deferred)
+    awaited(answers)
+    answers[0][0].fail(AuditUnavailable("the store is down"))  # the newer ones still wait
+    with pytest.raises(ExchangeError) as failed:  # before the newer ones' records time out
+        context.read(APPEND_TIMEOUT_S / 2)
+    assert failed.value.reason is Reason.AUDIT_UNAVAILABLE

@@ -116,13 +116,19 @@ def awaited(answers: list[tuple[Pending, Deferred]]) -> None:
         time.sleep(0.001)
 
 
+def in_flight(context: ThreadContext) -> list[tuple[Pending, Deferred]]:
+    """SEND_WINDOW answers handed to the loop, each waiting there for its record."""
+    answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
+    for _, deferred in answers:
+        context.send_when_recorded(deferred)
+    awaited(answers)
+    return answers
+
+
 def test_answers_leave_in_order_even_when_a_later_record_is_durable_first(
     stream: Stream,
 ) -> None:
-    answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
-    for _, deferred in answers:
-        stream.context.send_when_recorded(deferred)
-    awaited(answers)
+    answers = in_flight(stream.context)
     for pending, _ in reversed(answers):
         pending.succeed(pending.draft)
         time.sleep(0.01)  # a later answer, were it not chained, would be written first
@@ -162,10 +168,7 @@ def test_a_failed_record_ends_the_stream_and_drops_the_answers_after_it(
     stream: Stream,
 ) -> None:
     context = stream.context
-    answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
-    for _, deferred in answers:
-        context.send_when_recorded(deferred)
-    awaited(answers)
+    answers = in_flight(context)
     answers[0][0].fail(AuditUnavailable("the store is down"))
     for pending, _ in answers[1:]:
         pending.succeed(pending.draft)
@@ -180,10 +183,7 @@ def test_a_read_waiting_for_the_next_batch_ends_when_an_older_answer_fails(
     stream: Stream,
 ) -> None:
     context = stream.context
-    answers = [answer(bytes([k])) for k in range(SEND_WINDOW)]
-    for _, deferred in answers:
-        context.send_when_recorded(deferred)
-    awaited(answers)
+    answers = in_flight(context)
     answers[0][0].fail(AuditUnavailable("the store is down"))  # the newer ones still wait
     with pytest.raises(ExchangeError) as failed:  # before the newer ones' records time out
         context.read(APPEND_TIMEOUT_S / 2)

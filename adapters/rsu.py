@@ -65,7 +65,31 @@ def read_household_scores(
     """Household records by id with their score alone (the SCORE view): a decision under
     a programme that reads no coverage needs no member, and the members were the largest
     part of a batch's registry reads (docs/performance.md, "The batch")."""
-    found: dict[str, RecordMessage] = {}
+    return _scores(conn, keys)
+
+
+def read_household_members(
+    conn: sqlite3.Connection, keys: Sequence[str]
+) -> Mapping[str, RecordMessage]:
+    """Household records by id with their score and their members' IDCS only (the
+    DECISION view): an eligibility decision reads no region, date or relationship."""
+    found = _scores(conn, keys)
+    for part in chunks(keys):
+        members = conn.execute(
+            "SELECT household_id, idcs FROM membership"
+            f" WHERE household_id IN ({placeholders(len(part))}) ORDER BY household_id, position",
+            part,
+        )
+        for household_id, idcs in members:
+            record = found.get(household_id)
+            if record is not None:  # built in place: append would copy a new message
+                record.members.add(idcs=idcs)
+    return dict(found)
+
+
+def _scores(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, HouseholdRecord]:
+    """Household records by id with their id and score, no more."""
+    found: dict[str, HouseholdRecord] = {}
     for part in chunks(keys):
         rows = conn.execute(
             "SELECT household_id, score FROM household"
@@ -75,31 +99,6 @@ def read_household_scores(
         for household_id, score in rows:
             found[household_id] = HouseholdRecord(household_id=household_id, score=score)
     return found
-
-
-def read_household_members(
-    conn: sqlite3.Connection, keys: Sequence[str]
-) -> Mapping[str, RecordMessage]:
-    """Household records by id with their score and their members' IDCS only (the
-    DECISION view): an eligibility decision reads no region, date or relationship."""
-    found: dict[str, HouseholdRecord] = {}
-    for part in chunks(keys):
-        marks = placeholders(len(part))
-        rows = conn.execute(
-            f"SELECT household_id, score FROM household WHERE household_id IN ({marks})", part
-        )
-        for household_id, score in rows:
-            found[household_id] = HouseholdRecord(household_id=household_id, score=score)
-        members = conn.execute(
-            "SELECT household_id, idcs FROM membership"
-            f" WHERE household_id IN ({marks}) ORDER BY household_id, position",
-            part,
-        )
-        for household_id, idcs in members:
-            record = found.get(household_id)
-            if record is not None:  # built in place: append would copy a new message
-                record.members.add(idcs=idcs)
-    return dict(found)
 
 
 READERS: dict[int, Reader] = {MEMBERSHIP: read_memberships, HOUSEHOLD: read_households}

@@ -53,7 +53,6 @@ class _Pending(NamedTuple):
 
     at: int  # the subject's place in the request
     household_id: str
-    by_member: bool
 
 
 class Exchange:
@@ -214,7 +213,7 @@ class Exchange:
                 continue
             kind, value = key
             if kind == "household_id":
-                pending.append(_Pending(index, value, by_member=False))
+                pending.append(_Pending(index, value))
                 continue
             person = persons.get(value)
             if person is None:
@@ -226,7 +225,7 @@ class Exchange:
                 refusal = refuse(programme, NOT_IN_RSU, as_of)
                 outcomes[index] = self._decision(programme, refusal, as_of, "")
             else:
-                pending.append(_Pending(index, links[value].household_id, by_member=True))
+                pending.append(_Pending(index, links[value].household_id))
         return pending
 
     def _judge(

@@ -163,7 +163,8 @@ def _scaling_rows(scaling: dict[str, Any] | None, summary: dict[str, Any]) -> li
         f" 2 processes {two['rps']:,.0f} rps = {summary['processes_2_over_1']:.2f} x"
         f" (target >= 1.7 x: {_met(summary['target_processes_1_7_met'])}; the load generator"
         " shares the 2 cores)",
-        f"batch over 2 processes, a stream each  {batch['subjects_per_s']:,.0f} households/s,"
+        f"batch over 2 processes, a stream each  {batch['subjects']:,} households in"
+        f" {batch['seconds']:.1f} s = {batch['subjects_per_s']:,.0f}/s,"
         f" {batch['subject_errors']} errors, {batch['receipt_failures']} bad receipts"
         f" -> 1,000,000 in {summary['batch_2_processes_million_households_s']:.1f} s"
         f" (target <= 30 s: {_met(summary['target_million_in_30s_2_processes_met'])})",

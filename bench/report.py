@@ -193,19 +193,21 @@ def table(results: dict[str, Any]) -> str:
         *_unary_rows(results),
         "",
         f"gateway / echo sync mTLS         {summary['gateway_over_echo_sync_mtls']:.2f}"
-        f"   (target >= 0.50 of the echo of the same API: {_met(summary['target_ratio_met'])})",
+        f"   (the design's first target, >= 0.50, since replaced by the signed floor's:"
+        f" {_met(summary['target_ratio_met'])})",
         f"gateway / echo sync plaintext    {summary['gateway_over_echo_sync_plain']:.2f}",
         f"echo sync mTLS / plaintext       {summary['echo_sync_mtls_over_plain']:.2f}",
         f"echo aio / sync (mTLS; plain)    {summary['echo_aio_over_sync_mtls']:.2f};"
         f" {summary['echo_aio_over_sync_plain']:.2f}",
         f"gateway p99 at {gateway['inflight']} in flight     {gateway['p99_ms']:.1f} ms"
-        f"   (target <= 20 ms: {_met(summary['target_p99_met'])})",
+        f"   (the design's first target, <= 20 ms, since replaced by the floor's p99 x 1.5:"
+        f" {_met(summary['target_p99_met'])})",
         *_floor_rows(summary),
         f"batch, {batch['batches_answered']} x {batch['batch_size']:,} subjects, signed"
         f"  {batch['subjects_per_s']:,.0f} households/s, {batch['subject_errors']} errors,"
         f" {batch['receipt_failures']} bad receipts"
         f" -> 1,000,000 in {summary['batch_million_households_s']:.1f} s"
-        f" (target <= 30 s: {_met(summary['target_million_in_30s_met'])})",
+        " (one process, for reference: the target is a million on 2 cores, below)",
         *_scaling_rows(results.get("scaling"), summary),
         f"import gateway.sdk (a fresh interpreter)  {sdk['sdk_ms']:.0f} ms; import grpc"
         f" {sdk['grpc_ms']:.0f} ms (SDK / grpc {sdk['ratio']:.2f}); an empty interpreter"
@@ -239,7 +241,7 @@ TARGETS = (
         "target_floor_p99_1_5_met",
     ),
     (
-        "full exchange / echo of the same API (>= 0.5, DESIGN.md)",
+        "full exchange / echo of the same API (>= 0.5, first design)",
         "gateway_over_echo_sync_mtls",
         "{:.2f}",
         "target_ratio_met",
@@ -251,12 +253,6 @@ TARGETS = (
         "target_processes_1_7_met",
     ),
     ("10,000 calls in flight: failures (0)", "flood_failed", "{:,}", "target_flood_no_failure_met"),
-    (
-        "1,000,000 households in batch, 1 process (<= 30 s)",
-        "batch_million_households_s",
-        "{:.1f} s",
-        "target_million_in_30s_met",
-    ),
     (
         "1,000,000 households in batch, 2 processes (<= 30 s)",
         "batch_2_processes_million_households_s",

@@ -546,8 +546,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         **_floor_targets(unary, rps),
         "gateway_errors": unary["gateway"]["errors"],
         "batch_households_per_s": batch_rate,
+        # One process, for reference: DESIGN.md's million in <= 30 s is on 2 cores
+        # (_scaling_targets).
         "batch_million_households_s": round(million_s, 1),
-        "target_million_in_30s_met": million_s <= 30.0,
         **_scaling_targets(results.get("scaling")),
         "gateway_postgresql_rps": pg_rps,
         "gateway_postgresql_over_sqlite": _ratio(pg_rps, rps["gateway"]) if pg_rps else None,

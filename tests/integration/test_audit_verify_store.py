@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import closing, nullcontext
 from pathlib import Path
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 
 from gateway.audit import chain
+from gateway.audit import verify_store as verify_store_module
 from gateway.audit.record import GENESIS, AuditRecord, Checkpoint, link
 from gateway.audit.store import open_audit_store
 from gateway.audit.verify_store import verify_store
@@ -91,9 +93,12 @@ def _one_process(url: str | None, state_dir: Path, jwks: dict[str, Any]) -> chai
         return chain.verify(store.records(), store.checkpoints(), jwks)
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_an_intact_trail_verifies_alike_with_a_process_per_node(
-    trail: tuple[str | None, Path], pki_dir: Path
+    trail: tuple[str | None, Path], pki_dir: Path, start: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Forked when the caller runs one thread (the CLI), spawned beside other threads.
+    monkeypatch.setattr(verify_store_module, "start_method", lambda: start)
     url, state_dir = trail
     jwks = pki.gateway_jwks(pki_dir)
     report = verify_store(url, state_dir, jwks, jobs=2)
@@ -166,3 +171,26 @@ def test_the_cli_names_the_tampered_record_with_its_jobs(
     assert result.returncode != 0
     assert "gw-b:3" in result.stdout + result.stderr
     assert "gw-a done (60 records)" in result.stderr
+
+
+def test_workers_are_forked_from_a_single_threaded_caller_and_spawned_beside_threads() -> None:
+    alone = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from gateway.audit import verify_store as v; print(v.start_method())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert alone.stdout.strip() == "fork"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert verify_store_module.start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()

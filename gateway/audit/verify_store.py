@@ -7,18 +7,24 @@ are read and hashed by a worker process straight from the store's rows
 verification (docs/performance.md, "Audit trail"). The report is the one `chain.verify`
 gives over the same store, node for node.
 
-Workers are forked when the caller runs a single thread (`jisr audit verify`): a fork
-starts in milliseconds with the caller's modules loaded, where a spawned worker imports
-them again, and through the `jisr` script the whole command line's (~0.35 s of a ~3 s
-verification, docs/performance.md "Audit trail"). They are forked before the caller opens
-the store, so no connection is shared. A caller with other threads (a server, a test
-runner) gets spawned workers: forking a process whose threads may hold a lock can leave
-the child waiting on it forever. Either way each worker opens the store read-only itself.
+Workers are forked when the caller runs a single thread on Linux (`jisr audit verify`):
+a fork starts in milliseconds with the caller's modules loaded, where a spawned worker
+imports them again, and through the `jisr` script the whole command line's (~0.35 s of a
+~3 s verification, docs/performance.md "Audit trail"). They are forked while this module
+holds no store open (it counts the nodes, closes, forks, then opens again), so no
+connection of ours is shared; a caller's own open connections are inherited, unused (the
+children end with `os._exit`). A process with another thread, even one only the kernel
+sees (`/proc/self/task`: a C library's), gets spawned workers: forking beside a thread
+that may hold a lock can leave the child waiting on it forever. Elsewhere than Linux too
+(macOS's system libraries start threads). Either way each worker opens the store
+read-only itself.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -55,33 +61,41 @@ def verify_store(
                 result = chain.verify_node(node, row_links(store.record_rows(node)), index)
                 results.append(_done(node, result, progress))
             return chain.assemble(index, [r for r in results if r is not None])
+    workers = min(jobs, known)
     context = multiprocessing.get_context(start_method())
-    with ProcessPoolExecutor(min(jobs, known), mp_context=context) as pool:
-        pool.submit(_started)  # forked now (all at once), spawned while checkpoints are checked
-        with closing(open_audit_store(url, state_dir, read_only=True)) as store:
-            index = chain.index_checkpoints(store.checkpoints(), jwks)
-            # After the checkpoints: a node that began meanwhile has records and no
-            # checkpoint in the index, which is sound; the other way round, its
-            # checkpoints without its records would read as a truncated chain.
-            nodes = store.nodes()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            # The workers start now: forked all at the first submit, spawned one a submit
+            # (each finds no idle worker), while the checkpoints are checked.
+            for _ in range(workers):
+                pool.submit(_started)
+            with closing(open_audit_store(url, state_dir, read_only=True)) as store:
+                index = chain.index_checkpoints(store.checkpoints(), jwks)
+                # After the checkpoints: a node that began meanwhile has records and no
+                # checkpoint in the index, which is sound; the other way round, its
+                # checkpoints without its records would read as a truncated chain.
+                nodes = store.nodes()
             futures = [
                 pool.submit(_verify_node, url, state_dir, node, index.only(node)) for node in nodes
             ]
-            try:
-                done = [_done(n, f.result(), progress) for n, f in zip(nodes, futures, strict=True)]
-            except BrokenProcessPool as exc:
-                raise VerifyProcessError(
-                    f"a process verifying the trail ended before it answered ({exc})"
-                ) from None
+            done = [_done(n, f.result(), progress) for n, f in zip(nodes, futures, strict=True)]
+    except BrokenProcessPool as exc:  # at a submit or a result: a worker died
+        raise VerifyProcessError(
+            f"a process verifying the trail ended before it answered ({exc})"
+        ) from None
     return chain.assemble(index, [r for r in done if r is not None])
 
 
 def start_method() -> str:
-    """How the workers start: "fork" when this process runs one thread only (and the
-    platform forks), else "spawn" (see the module docstring)."""
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return "fork"
-    return "spawn"
+    """How the workers start: "fork" when this process runs one thread only, on Linux;
+    else "spawn" (see the module docstring)."""
+    if sys.platform != "linux" or threading.active_count() != 1:
+        return "spawn"
+    try:
+        alone = len(os.listdir("/proc/self/task")) == 1  # threads Python did not start too
+    except OSError:
+        return "spawn"
+    return "fork" if alone else "spawn"
 
 
 class VerifyProcessError(RuntimeError):
@@ -89,7 +103,7 @@ class VerifyProcessError(RuntimeError):
 
 
 def _started() -> None:
-    """Nothing: submitted first, so that the pool starts its processes at once."""
+    """Nothing: submitted first, once per worker, so that the pool starts them at once."""
 
 
 def _verify_node(

@@ -31,6 +31,33 @@ PER_NODE = 60
 CHECKPOINT_EVERY = 25
 
 
+class _Forks:
+    """What each os.fork of this process had open of an audit store (its files, sockets),
+    while `seen` is a list: the fork path must fork, and with no store of ours open."""
+
+    seen: list[set[str]] | None = None
+
+    @staticmethod
+    def open_now() -> set[str]:
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # closed meanwhile (the listing's own fd)
+                continue
+            if "audit.sqlite" in target or target.startswith("socket:"):
+                found.add(target)
+        return found
+
+    @classmethod
+    def before_fork(cls) -> None:
+        if cls.seen is not None:
+            cls.seen.append(cls.open_now())
+
+
+os.register_at_fork(before=_Forks.before_fork)
+
+
 def _draft(node: str, i: int) -> AuditRecord:
     return AuditRecord(
         node=node,
@@ -101,7 +128,18 @@ def test_an_intact_trail_verifies_alike_with_a_process_per_node(
     monkeypatch.setattr(verify_store_module, "start_method", lambda: start)
     url, state_dir = trail
     jwks = pki.gateway_jwks(pki_dir)
-    report = verify_store(url, state_dir, jwks, jobs=2)
+    already = _Forks.open_now()  # the test's own (a PostgreSQL fixture's connection)
+    _Forks.seen = []
+    try:
+        report = verify_store(url, state_dir, jwks, jobs=2)
+        forks = _Forks.seen
+    finally:
+        _Forks.seen = None
+    if start == "fork":  # forked, with none of the store's files or connections open
+        assert forks
+        assert all(open_then <= already for open_then in forks)
+    else:
+        assert forks == []
     assert report.ok
     assert (report.records, report.nodes, report.checkpoints) == (180, 3, 6)
     assert report == _one_process(url, state_dir, jwks)

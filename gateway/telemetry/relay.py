@@ -36,6 +36,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from gateway.base import logs
+
 RESTART_S: Final = 5.0
 STOP_S: Final = 10.0
 _LENGTH: Final = struct.Struct(">I")
@@ -174,7 +176,10 @@ def _frames(pipe: IO[bytes]) -> Iterator[Any]:
 
 
 def main() -> int:
-    """The child: the resource, then batches of spans, each exported over OTLP."""
+    """The child: the resource, then batches of spans, each exported over OTLP. Its own
+    logs (the exporter's failures) are JSON lines at JISR_LOG_LEVEL, as every Jisr
+    process's: it writes to the gateway's stderr, which a log shipper reads as JSON."""
+    logs.setup()
     os.nice(10)
     frames = _frames(sys.stdin.buffer)
     attributes, schema_url = next(frames, ({}, None))

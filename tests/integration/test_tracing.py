@@ -3,6 +3,7 @@ receiver from a real gateway and a real ministry backend, each in its own proces
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -358,3 +359,19 @@ def test_a_dead_relay_is_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [(service, s.name) for service, s in receiver.spans] == [
         ("jisr-gateway-casa", "after the restart")
     ]
+
+
+def test_the_relays_own_log_lines_are_json(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # What it logs is its exporter failing: nothing listens at the endpoint.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    exporter = relay.RelayExporter(Resource({"service.name": "jisr-gateway-casa"}))
+    span = ReadableSpan("unsent", SpanContext(1, 2, False), start_time=1, end_time=2)
+    exporter.export([span])
+    exporter.shutdown()  # the child exports what it holds, then exits
+    lines = capfd.readouterr().err.splitlines()
+    assert lines
+    assert all(json.loads(line)["logger"].startswith("opentelemetry") for line in lines)

@@ -348,6 +348,7 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_LISTEN": ("listen", _env_address),
     "JISR_WORKERS": ("workers", _whole),
     "JISR_STREAM_WORKERS": ("stream_workers", _whole),
+    "JISR_GRACE_SECONDS": ("grace_s", _seconds),
     "JISR_REQUEST_TIMEOUT_SECONDS": ("request_timeout_s", _seconds),
     "JISR_STREAM_IDLE_SECONDS": ("stream_idle_s", _seconds),
     "JISR_MAX_CALLS_PER_INSTITUTION": ("calls_per_institution", _whole),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,33 @@ def test_every_environment_variable_is_documented() -> None:
     variables = set(re.findall(r'"(JISR_[A-Z_]+)"', source))
     assert variables
     assert {v for v in variables if f"`{v}`" not in documented} == set()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDABLE = ("server", "data", "security", "audit")  # [institutions.X]: JISR_REMOTE_X only
+
+
+def _documented_variables() -> dict[str, str]:
+    """docs/configuration.md's table: `section.key` -> the JISR_* variable overriding it."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    rows = re.findall(r"^\| `(JISR_[A-Z_]+)` \| `([a-z_]+\.[a-z_]+)`", text, re.MULTILINE)
+    return {key: variable for variable, key in rows}
+
+
+def _file_keys(text: str) -> set[str]:
+    doc = tomllib.loads(text)
+    return {f"{section}.{key}" for section in OVERRIDABLE for key in doc.get(section, {})}
+
+
+def test_every_key_of_the_shipped_and_documented_files_has_its_variable() -> None:
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    example = documented.split("```toml\n", 1)[1].split("```", 1)[0]
+    keys = _file_keys(example) | _file_keys((ROOT / "deploy" / "jisr.toml").read_text())
+    assert sorted(keys - set(_documented_variables())) == []
+
+
+def test_the_drain_time_comes_from_the_environment_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "jisr.toml"
+    path.write_text("[server]\ngrace_seconds = 20\n")
+    assert load(path, {}).grace_s == 20.0
+    assert load(path, {"JISR_GRACE_SECONDS": "5"}).grace_s == 5.0

@@ -8,10 +8,11 @@ when asked, nothing otherwise. Spans themselves are made by gateway.telemetry.tr
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,10 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -36,25 +40,32 @@ from gateway.telemetry import tracing
 from gateway.telemetry.relay import RelayExporter
 
 TRACER_NAME = "jisr"
+log = logging.getLogger("jisr.telemetry")
+# The exporters OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER may name here (the
+# specification's values; "prometheus" is the pull endpoint --metrics-listen serves).
+TRACE_EXPORTERS = frozenset({"otlp", "console", "none"})
+METRIC_EXPORTERS = frozenset({"otlp", "console", "prometheus", "none"})
 # Durations in seconds: the SDK's default buckets (0 to 10,000) are for milliseconds.
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def setup_tracing(service_name: str, *, console: bool = False) -> TracerProvider | None:
-    """The SDK's tracer provider, with a batch span processor per export wanted (OTLP when
-    an endpoint is set, through the relay child unless JISR_OTLP_RELAY=0; the console when
-    asked), installed for gateway.telemetry.tracing and the OTel API; None when tracing is
-    off. Its `shutdown` exports the last spans."""
+    """The SDK's tracer provider, with a batch span processor per export wanted (those
+    OTEL_TRACES_EXPORTER names: OTLP when an endpoint is set, through the relay child unless
+    JISR_OTLP_RELAY=0; the console, also when asked by the flag), installed for
+    gateway.telemetry.tracing and the OTel API; None when tracing is off. Its `shutdown`
+    exports the last spans."""
     env = os.environ
     tracing.install(None)
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
     resource = _resource(service_name)
     exporters: list[SpanExporter] = []
-    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    wanted = exporters_named("OTEL_TRACES_EXPORTER", TRACE_EXPORTERS, env)
+    if "otlp" in wanted and _otlp_asked("OTEL_TRACES_EXPORTER", "TRACES", env):
         in_process = env.get("JISR_OTLP_RELAY", "1").strip().lower() in ("0", "false", "no")
         exporters.append(OTLPSpanExporter() if in_process else RelayExporter(resource))
-    if console:
+    if console or "console" in wanted:
         exporters.append(ConsoleSpanExporter())
     if not exporters:
         return None
@@ -64,6 +75,30 @@ def setup_tracing(service_name: str, *, console: bool = False) -> TracerProvider
     trace.set_tracer_provider(provider)
     tracing.install(provider)
     return provider
+
+
+def exporters_named(
+    variable: str, known: frozenset[str], env: Mapping[str, str] = os.environ
+) -> frozenset[str]:
+    """The exporters `variable` names: a comma-separated list, "otlp" when unset, nothing
+    when it says "none". A name this gateway does not export to is logged and left out,
+    as the specification asks of an SDK (a typo must not stop the gateway)."""
+    given = env.get(variable, "").strip().lower()
+    names = {name.strip() for name in given.split(",") if name.strip()} or {"otlp"}
+    for name in sorted(names - known):
+        log.warning("%s: %r is not an exporter Jisr knows (%s): ignored", variable, name,
+                    ", ".join(sorted(known)))  # fmt: skip
+    return frozenset() if "none" in names else frozenset(names & known)
+
+
+def _otlp_asked(variable: str, signal: str, env: Mapping[str, str]) -> bool:
+    """OTLP is asked for by an endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or the signal's own),
+    or by naming it in `variable`: then at the SDK's default endpoint. Without either a
+    gateway exports nothing, rather than retrying a collector nobody runs."""
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
+        f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
+    )
+    return bool(endpoint) or "otlp" in env.get(variable, "").lower()
 
 
 def _resource(service_name: str) -> Resource:
@@ -78,16 +113,18 @@ def _resource(service_name: str) -> Resource:
 
 
 def setup_metrics(listen: str | None, service_name: str) -> None:
-    """Serve Prometheus `/metrics` on `listen` (host:port), and OTLP metrics if configured."""
+    """Serve Prometheus `/metrics` on `listen` (host:port), and push metrics to the
+    exporters OTEL_METRICS_EXPORTER names (OTLP when an endpoint is set)."""
     readers: list[Any] = []
     if listen:
         host, port = listen.rsplit(":", 1)
         start_http_server(int(port), addr=host.strip("[]"))
         readers.append(PrometheusMetricReader())
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
-    ):
+    wanted = exporters_named("OTEL_METRICS_EXPORTER", METRIC_EXPORTERS)
+    if "otlp" in wanted and _otlp_asked("OTEL_METRICS_EXPORTER", "METRICS", os.environ):
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if "console" in wanted:
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     if readers:
         resource = _resource(service_name)
         # Exemplars (the current span's ids next to a measurement) cost ~2 µs per

@@ -33,6 +33,7 @@ from tests.support import identities, otlp, processes, registry_rows
 SERVER = "jisr.v1.RegistryExchange/VerifyEligibility"
 FETCH = "jisr.v1.MinistryBackend/FetchRecords"
 RELAY = "gateway.telemetry.relay"
+GATEWAY = "jisr-gateway-casa"  # OTEL_SERVICE_NAME (the default is jisr-gateway)
 
 
 @dataclass
@@ -76,7 +77,12 @@ def traced(
     gateway = processes.start(
         [*_argv("serve", registry_dir, pki_dir), "--metrics-listen", f"127.0.0.1:{port}"],
         folder / "gateway.log",
-        env={**env, "JISR_REMOTE_CNSS": backend.target, "JISR_STATE_DIR": str(folder / "state")},
+        env={
+            **env,
+            "OTEL_SERVICE_NAME": GATEWAY,
+            "JISR_REMOTE_CNSS": backend.target,
+            "JISR_STATE_DIR": str(folder / "state"),
+        },
     )
     yield Traced(receiver, gateway, backend, port)
     gateway.stop()
@@ -119,12 +125,12 @@ def test_one_trace_runs_from_the_partner_through_the_gateway_into_the_backend(
         ]
 
     def arrived() -> bool:
-        names = {s.name for s in spans_of("jisr-gateway")}
+        names = {s.name for s in spans_of(GATEWAY)}
         return bool(spans_of("jisr-ministry-backend")) and SERVER in names
 
     assert traced.receiver.wait_for(arrived)
     # At the edges only: the call served, and one client span per remote fetch.
-    server, client_span = sorted(spans_of("jisr-gateway"), key=lambda s: s.kind)
+    server, client_span = sorted(spans_of(GATEWAY), key=lambda s: s.kind)
     assert (server.name, client_span.name) == (SERVER, FETCH)
     assert int.from_bytes(server.parent_span_id, "big") == parent.span_id
     assert client_span.parent_span_id == server.span_id
@@ -246,6 +252,8 @@ def test_metrics_follow_the_conventions_of_the_spans(
     assert 'rpc_method="VerifyEligibility"' in text
     assert 'rpc_grpc_status_code="0"' in text
     assert 'rpc_grpc_status_code="7"' in text  # PERMISSION_DENIED: the purpose not granted
+    assert f'service_name="{GATEWAY}"' in text
+    assert traced.receiver.wait_for(lambda: GATEWAY in traced.receiver.metric_services)
 
 
 def _gateway(
@@ -375,3 +383,32 @@ def test_the_relays_own_log_lines_are_json(
     lines = capfd.readouterr().err.splitlines()
     assert lines
     assert all(json.loads(line)["logger"].startswith("opentelemetry") for line in lines)
+
+
+def test_no_span_or_metric_leaves_when_the_standard_variables_say_none(
+    registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> None:
+    receiver = otlp.Receiver()
+    (tmp_path / "state").mkdir()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "JISR_STATE_DIR": str(tmp_path / "state"),
+    }
+    gateway = processes.start(
+        _argv("serve", registry_dir, pki_dir), tmp_path / "gateway.log", env=env
+    )
+    hid = registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1")
+    try:
+        with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "DEMO")) as client:
+            answer = client.verify("ASD_ELIGIBILITY", hid, "ASD")
+            assert answer.message.decision.programme == "ASD"
+        time.sleep(1.5)  # several export intervals of either signal
+    finally:
+        gateway.stop()
+        receiver.stop()
+    assert (receiver.spans, receiver.metric_names) == ([], set())

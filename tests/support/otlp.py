@@ -34,6 +34,7 @@ class Receiver:
 
     def __init__(self, port: int = 0) -> None:
         self.metric_names: set[str] = set()
+        self.metric_services: set[str] = set()  # the service.name of their resources
         self._payloads: list[bytes] = []
         self._spans: list[tuple[str, Span]] = []
         self._parsed = 0
@@ -60,8 +61,10 @@ class Receiver:
     def _metrics(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
         request = ExportMetricsServiceRequest.FromString(payload)
         scopes = [s for r in request.resource_metrics for s in r.scope_metrics]
+        services = {_service(r.resource) for r in request.resource_metrics}
         with self._lock:
             self.metric_names.update(m.name for s in scopes for m in s.metrics)
+            self.metric_services.update(services)
         return b""
 
     @property
@@ -70,9 +73,9 @@ class Receiver:
         with self._lock:
             for payload in self._payloads[self._parsed :]:
                 for resource in ExportTraceServiceRequest.FromString(payload).resource_spans:
-                    found = {a.key: a.value.string_value for a in resource.resource.attributes}
+                    service = _service(resource.resource)
                     for scope in resource.scope_spans:
-                        self._spans += [(found.get("service.name", ""), s) for s in scope.spans]
+                        self._spans += [(service, s) for s in scope.spans]
             self._parsed = len(self._payloads)
             return self._spans
 
@@ -116,3 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _service(resource: Any) -> str:
+    """The service.name attribute of an OTLP resource ("" without one)."""
+    found = {a.key: a.value.string_value for a in resource.attributes}
+    return str(found.get("service.name", ""))

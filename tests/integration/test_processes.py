@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx2 as httpx
 import pytest
 
@@ -105,6 +107,33 @@ def test_a_killed_worker_is_restarted_and_every_answered_call_is_recorded(pool: 
     answered += [pool.call(i) for i in range(6, 12)]
     assert all(pool.recorded(audit) for audit in answered)
     assert "exited (killed by SIGKILL)" in pool.proc.output()
+
+
+def test_a_killed_workers_call_in_flight_fails_and_what_it_answered_is_recorded(
+    pool: Pool,
+) -> None:
+    """A batch stream held open on a worker, its first batch answered: the worker is
+    killed. The stream fails (never hangs), the answered batch has its audit record, and
+    the supervisor starts a worker in its place."""
+    killed = threading.Event()
+
+    def batches() -> Iterator[list[str]]:
+        yield pool.households[:5]
+        killed.wait(WAIT_S)  # the stream stays open, its next batch not yet sent
+        yield pool.households[5:10]
+
+    with JisrClient(pool.proc.target, pool.creds, timeout=WAIT_S) as client:
+        answers = iter(client.verify_batch_stream("RECERTIFICATION", "ASD", batches()))
+        audit = str(next(answers).receipt["audit"])
+        victim = int(audit.rsplit(":", 1)[0].rsplit("-", 2)[1])  # node: host-pid-started
+        assert victim in pool.workers()
+        os.kill(victim, signal.SIGKILL)
+        killed.set()
+        with pytest.raises(JisrError) as failed:
+            list(answers)
+    assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+    assert pool.recorded(audit)
+    _until(lambda: len(pool.workers()) == 2 and victim not in pool.workers(), "a new worker")
 
 
 def test_sigterm_stops_every_worker_and_exits_cleanly(pool: Pool) -> None:

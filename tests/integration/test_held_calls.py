@@ -3,7 +3,7 @@
 A gateway process with tight limits (2 workers, 5 s for a request or a stream's next
 batch to arrive, 12 calls and 1 stream per institution, 64 KiB messages) is held by one
 institution in every way the door knows; another institution is served meanwhile, and
-health answers."""
+health answers. On SQLite and PostgreSQL stores (the refusals are recorded there)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
 from tests.integration.test_audit import _query
 from tests.integration.test_caller_ends import _held_stream
-from tests.support import identities, processes, registry_rows
+from tests.support import databases, identities, processes, registry_rows
 
 CALLS = 12
 METHOD = "/jisr.v1.RegistryExchange/GetPersonStatus"
@@ -30,13 +30,17 @@ BATCH = "/jisr.v1.RegistryExchange/VerifyEligibilityBatch"
 MAX_MESSAGE = 64 * 1024
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def tight(
-    registry_dir: Path, pki_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    registry_dir: Path,
+    pki_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[processes.Proc]:
+    """A gateway with small limits, its stores (where refusals are recorded) on SQLite or
+    PostgreSQL."""
     folder = tmp_path_factory.mktemp("tight")
     env = {
-        "JISR_STATE_DIR": str(folder),
         "JISR_WORKERS": "2",
         "JISR_REQUEST_TIMEOUT_SECONDS": "5",
         "JISR_STREAM_IDLE_SECONDS": "5",
@@ -44,10 +48,9 @@ def tight(
         "JISR_MAX_STREAMS_PER_INSTITUTION": "1",
         "JISR_MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
     }
-    args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", str(registry_dir)]
-    proc = processes.start([*args, "--pki-dir", str(pki_dir)], folder / "gateway.log", env=env)
-    yield proc
-    proc.stop()
+    backend = str(request.param)
+    with databases.gateway_on(backend, registry_dir, pki_dir, folder, env=env) as (proc, _):
+        yield proc
 
 
 class Holder:

@@ -1,6 +1,7 @@
 """The process-wide limits of docs/errors.md: a batch stream's whole life
 (`max_stream_seconds`: STREAM_TOO_LONG, the batches answered stand) and the calls open at
-once in a process (`max_concurrent_rpcs`: grpc's own RESOURCE_EXHAUSTED, without waiting)."""
+once in a process (`max_concurrent_rpcs`: grpc's own RESOURCE_EXHAUSTED, without waiting).
+On SQLite and PostgreSQL stores."""
 
 from __future__ import annotations
 
@@ -15,30 +16,33 @@ import pytest
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
 from tests.integration.test_caller_ends import _held_stream
-from tests.support import processes, registry_rows
+from tests.support import databases, processes, registry_rows
 
 pytestmark = pytest.mark.integration
 
 
-def _gateway(
-    registry_dir: Path, pki_dir: Path, folder: Path, env: dict[str, str]
-) -> processes.Proc:
-    return processes.serve(registry_dir, pki_dir, folder, env=env)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The stores' backend: the refusals and the answered batches are recorded in it."""
+    return str(request.param)
 
 
 @pytest.fixture
-def short_streams(registry_dir: Path, pki_dir: Path, tmp_path: Path) -> Iterator[processes.Proc]:
-    proc = _gateway(registry_dir, pki_dir, tmp_path, {"JISR_MAX_STREAM_SECONDS": "1"})
-    yield proc
-    proc.stop()
+def short_streams(
+    backend: str, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> Iterator[processes.Proc]:
+    env = {"JISR_MAX_STREAM_SECONDS": "1"}
+    with databases.gateway_on(backend, registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
+        yield proc
 
 
 @pytest.fixture
-def few_calls(registry_dir: Path, pki_dir: Path, tmp_path: Path) -> Iterator[processes.Proc]:
+def few_calls(
+    backend: str, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> Iterator[processes.Proc]:
     env = {"JISR_MAX_CONCURRENT_RPCS": "3", "JISR_MAX_STREAMS_PER_INSTITUTION": "4"}
-    proc = _gateway(registry_dir, pki_dir, tmp_path, env)
-    yield proc
-    proc.stop()
+    with databases.gateway_on(backend, registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
+        yield proc
 
 
 def _read_all(call: Iterator[bytes], into: list[pb.VerifyEligibilityBatchResponse]) -> None:

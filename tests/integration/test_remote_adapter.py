@@ -22,7 +22,7 @@ from gateway.pb.jisr.v1 import records_pb2 as rec
 from gateway.pb.jisr.v1.backend_pb2 import Record
 from gateway.sdk.client import Credentials, JisrClient, JisrError
 from gateway.server import server_credentials
-from tests.support import processes, registry_rows
+from tests.support import databases, processes, registry_rows
 from tests.support.fake_backend import RecordsOnlyBackend
 
 PURPOSE = "AMO_ENROLMENT"
@@ -234,14 +234,16 @@ def lying_backend(pki_dir: Path) -> Iterator[tuple[LyingBackend, int]]:
     server.stop(None).wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def liar(
+    request: pytest.FixtureRequest,
     lying_backend: tuple[LyingBackend, int],
     registry_dir: Path,
     pki_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LyingBackend, processes.Proc]]:
-    """A gateway whose RSU is the lying backend (5 s timeout); the rest embedded."""
+    """A gateway whose RSU is the lying backend (5 s timeout); the rest embedded; its
+    stores (the refusals' records) on SQLite or PostgreSQL."""
     servicer, port = lying_backend
     folder = tmp_path_factory.mktemp("lying-gateway")
     config = folder / "jisr.toml"
@@ -262,9 +264,11 @@ target = "127.0.0.1:{port}"
 timeout_ms = 5000
 """
     )
-    proc = processes.start(["serve", "--config", str(config)], folder / "gateway.log")
-    yield servicer, proc
-    proc.stop()
+    with databases.for_backend(str(request.param)) as url:
+        env = {"JISR_DATABASE_URL": url} if url else {}
+        proc = processes.start(["serve", "--config", str(config)], folder / "gateway.log", env=env)
+        yield servicer, proc
+        proc.stop()
     servicer.answer = _asked_households()
 
 

@@ -425,7 +425,8 @@ def probe_checks(core: Core, config: Config, served: Served) -> tuple[Checks, Ch
     """The liveness and readiness checks of one gateway process (docs/deployment.md,
     "Probes"): live while its event loop turns; ready while it serves, its audit chain
     can be written (every exchange is refused without it) and its required backends
-    answer. An optional backend's outage is reported, and fails only the calls needing it."""
+    answer. An optional backend's outage, or another store's, is reported, and fails only
+    the calls needing it."""
 
     def loop_turns() -> str | None:
         return None if served.responsive(1.5) else "the event loop did not turn within 1.5 s"
@@ -440,6 +441,16 @@ def probe_checks(core: Core, config: Config, served: Served) -> tuple[Checks, Ch
         return None
 
     ready = {"serving": Probe(serving), "audit": Probe(audit)}
+    # The other stores fail only the calls that use them (consent-based grants, due
+    # process and Subscribe, contests), as an optional backend does: reported, and the
+    # gateway stays in rotation for the rest. One indexed read each.
+    reads: dict[str, Callable[[], object]] = {
+        "store:consents": lambda: core.store.latest(""),
+        "store:events": core.event_store.bounds,
+        "store:contests": lambda: core.contest_store.case(""),
+    }
+    for name, read in reads.items():
+        ready[name] = Probe(functools.partial(_answered, read), required=False)
     for adapter in core.registries.adapters:
         if isinstance(adapter, RemoteAdapter):
             transport = config.institutions[adapter.institution]
@@ -447,6 +458,11 @@ def probe_checks(core: Core, config: Config, served: Served) -> tuple[Checks, Ch
                 functools.partial(adapter.reachable, 1.0), required=transport.required
             )
     return Checks({"event_loop": Probe(loop_turns)}), Checks(ready)
+
+
+def _answered(read: Callable[[], object]) -> None:
+    """A store's probe: the read returned (an error is reported by its type)."""
+    read()
 
 
 @dataclass

@@ -34,6 +34,9 @@ def _gateway(
     return proc, probes
 
 
+STORES = ("store:consents", "store:contests", "store:events")
+
+
 def _ready(probes: str) -> httpx.Response:
     return httpx.get(f"http://{probes}/readyz", timeout=10)
 
@@ -64,7 +67,8 @@ def plain(registry_dir: Path, pki_dir: Path, tmp_path: Path) -> Iterator[str]:
 def test_a_serving_gateway_is_live_and_ready_without_a_client_certificate(plain: str) -> None:
     ready = _ready(plain)
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"audit": "ok", "serving": "ok"}}
+    stores = dict.fromkeys(STORES, "ok")
+    assert ready.json() == {"status": "ok", "checks": {"audit": "ok", "serving": "ok", **stores}}
     live = httpx.get(f"http://{plain}/livez", timeout=10)
     assert live.json() == {"status": "ok", "checks": {"event_loop": "ok"}}
 
@@ -149,7 +153,10 @@ def test_the_audit_database_out_of_reach_makes_the_gateway_not_ready_until_it_re
             assert _ready(probes).status_code == 200
             proxy.cut()
             _until(lambda: _ready(probes).status_code == 503, "not ready once cut")
-            assert _ready(probes).json()["checks"]["audit"] != "ok"
+            checks = _ready(probes).json()["checks"]
+            assert checks["audit"] != "ok"
+            # Every store on that database is reported out of reach, each by name.
+            assert all(checks[s] != "ok" for s in STORES)
             assert httpx.get(f"http://{probes}/livez", timeout=10).status_code == 200
             proxy.restore()
             _until(lambda: _ready(probes).status_code == 200, "ready once restored")

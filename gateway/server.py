@@ -602,7 +602,13 @@ def start_gateway(config: Config, *, reuse_port: bool = False) -> Running:
         config.due_process_sweep_seconds,
     )
     quotas = Quotas(security.policy.rates, audit_store.count_calls_since)
-    door = Door(limits(config), engine.refused_at_door, Rates(security.policy.rates), quotas)
+    door = Door(
+        limits(config),
+        engine.refused_at_door,
+        Rates(security.policy.rates),
+        quotas,
+        overloaded=engine.overloaded,
+    )
     served = _serve_aio(
         config,
         door,

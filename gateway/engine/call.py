@@ -540,6 +540,12 @@ class Engine:
         drive(self._record_denial_steps(call, error, rh="", sh=""))
         measure(call, DENY, error.reason.value)
 
+    def overloaded(self, method: str, institution: str, error: ExchangeError) -> None:
+        """Count a refusal of a flood (too many calls, rate, quota) as every call is
+        counted, by method, status code and requester, so that throttling shows in the
+        metrics; never recorded: a flood would fill the trail with its refusals."""
+        measure(Call(method, requester=institution), DENY, error.reason.value)
+
     # -- the shapes of a call -----------------------------------------------------------
 
     def unary(self, inv: Invocation, raw: bytes, method: UnaryMethod[Req, Q]) -> Steps[Outcome]:

@@ -443,9 +443,11 @@ class Door:
         refused: Refused,
         rates: Rates | None = None,
         quotas: Quotas | None = None,
+        overloaded: Refused | None = None,
     ) -> None:
         self.limits = limits
         self._refused = refused
+        self._overloaded = overloaded  # counts a flood's refusal (metrics), on the loop
         self._rates = rates or Rates({})
         self._quotas = quotas
         self._workers = ThreadPoolExecutor(limits.workers, thread_name_prefix="jisr")
@@ -760,9 +762,11 @@ class Door:
         error: ExchangeError,
     ) -> None:
         """Answer a refusal made at the door; record it unless it is an overload (a flood
-        of _OVERLOAD refusals is counted and logged, at most once per 10 s per
-        institution)."""
+        of _OVERLOAD refusals is counted in the metrics, each, and logged, at most once
+        per 10 s per institution)."""
         if error.reason in _OVERLOAD:
+            if self._overloaded is not None:
+                self._overloaded(method, institution, error)
             self._quiet.warn(
                 f"busy:{institution}",
                 "refused at the door",

@@ -5,7 +5,9 @@ PostgreSQL stores alike (the door refuses before the stores are asked)."""
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ class Limited:
     proc: processes.Proc
     pki_dir: Path
     household: str
+    metrics: str  # host:port of its Prometheus /metrics
 
     def client(self, institution: str) -> JisrClient:
         return JisrClient(self.proc.target, Credentials.from_pki(self.pki_dir, institution))
@@ -43,13 +46,37 @@ def limited(
         + "\n[limits.DEMO]\ncalls_per_second = 0.5\nburst = 2\n",
         encoding="utf-8",
     )
-    env = {"JISR_POLICY": str(policy)}
+    metrics = f"127.0.0.1:{_free_port()}"
+    env = {"JISR_POLICY": str(policy), "JISR_METRICS_LISTEN": metrics}
     with databases.gateway_on(request.param, registry_dir, pki_dir, tmp_path, env=env) as (
         proc,
         _,
     ):
         household = registry_rows.households(registry_dir, 1)[0].household_id
-        yield Limited(proc, pki_dir, household)
+        yield Limited(proc, pki_dir, household, metrics)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_refused_call_is_counted_with_its_status_code(limited: Limited) -> None:
+    with limited.client("DEMO") as demo:
+        for _ in range(3):
+            with suppress(JisrError):
+                demo.household_status(PURPOSE, limited.household)
+    with urllib.request.urlopen(f"http://{limited.metrics}/metrics", timeout=10) as response:
+        counted = [
+            line
+            for line in response.read().decode().splitlines()
+            if line.startswith("jisr_exchange_requests_total{") and 'jisr_requester="DEMO"' in line
+        ]
+    refused = [line for line in counted if 'rpc_grpc_status_code="8"' in line]  # EXHAUSTED
+    assert len(refused) == 1
+    assert refused[0].endswith(" 1.0")
+    assert any('rpc_grpc_status_code="0"' in line for line in counted)
 
 
 def test_calls_beyond_the_burst_are_refused_with_when_to_retry(limited: Limited) -> None:

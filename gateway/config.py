@@ -54,6 +54,7 @@ class Config:
     subscriptions_per_institution: int = 4
     max_message_bytes: int = 1024 * 1024  # one request message
     max_stream_seconds: float = 3600.0  # a batch stream's whole life
+    max_stream_batches: int = 10_000  # a batch stream's batches (10,000,000 subjects)
     max_concurrent_rpcs: int = 16_384  # calls open at once in a process, all institutions
     data_dir: Path = Path("var")
     # Where the gateway writes (consents on SQLite); None: data_dir.
@@ -182,6 +183,7 @@ def _from_file(path: Path) -> Config:
         max_stream_seconds=float(
             _int(server, "max_stream_seconds", int(config.max_stream_seconds), where)
         ),
+        max_stream_batches=_int(server, "max_stream_batches", config.max_stream_batches, where),
         max_concurrent_rpcs=_int(server, "max_concurrent_rpcs", config.max_concurrent_rpcs, where),
         processes=processes_value(server.get("processes", "auto"), f"{where}: processes"),
         pin_processes=_bool(server, "pin_processes", where),
@@ -232,6 +234,7 @@ _SERVER_KEYS = {
     "max_subscriptions_per_institution",
     "max_message_bytes",
     "max_stream_seconds",
+    "max_stream_batches",
     "max_concurrent_rpcs",
     "processes",
     "pin_processes",
@@ -357,6 +360,7 @@ _ENV: dict[str, tuple[str, Callable[[Mapping[str, str], str], Any]]] = {
     "JISR_MAX_SUBSCRIPTIONS_PER_INSTITUTION": ("subscriptions_per_institution", _whole),
     "JISR_MAX_MESSAGE_BYTES": ("max_message_bytes", _whole),
     "JISR_MAX_STREAM_SECONDS": ("max_stream_seconds", _seconds),
+    "JISR_MAX_STREAM_BATCHES": ("max_stream_batches", _whole),
     "JISR_MAX_CONCURRENT_RPCS": ("max_concurrent_rpcs", _whole),
     "JISR_DATA_DIR": ("data_dir", _path),
     "JISR_STATE_DIR": ("state_dir", _path),

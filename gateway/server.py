@@ -347,6 +347,7 @@ def limits(config: Config) -> Limits:
         subscriptions_per_institution=config.subscriptions_per_institution,
         max_message_bytes=config.max_message_bytes,
         max_stream_s=config.max_stream_seconds,
+        max_stream_batches=config.max_stream_batches,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
 

@@ -93,6 +93,7 @@ class Limits:
     subscriptions_per_institution: int = 4
     max_message_bytes: int = 1024 * 1024
     max_stream_s: float = 3600.0
+    max_stream_batches: int = 10_000
     max_concurrent_rpcs: int = 16_384
 
     @property
@@ -386,6 +387,14 @@ def _too_long(limit: float) -> ExchangeError:
     return ExchangeError(
         Reason.STREAM_TOO_LONG,
         f"a batch stream lasts at most {limit:g} s; the batches answered stand,"
+        " open another stream for the rest",
+    )
+
+
+def _too_many_batches(limit: int) -> ExchangeError:
+    return ExchangeError(
+        Reason.STREAM_TOO_LONG,
+        f"a batch stream carries at most {limit} batches; the batches answered stand,"
         " open another stream for the rest",
     )
 
@@ -797,13 +806,14 @@ _OVERLOAD = frozenset(
 class _Requests(Iterator[bytes]):
     """A batch stream's request messages, read from the loop by the stream's worker. The
     first is due `request_timeout_s` after the call's headers, the next ones within
-    `stream_idle_s` of the one before."""
+    `stream_idle_s` of the one before; `max_stream_batches` of them at most."""
 
     def __init__(self, context: ThreadContext, limits: Limits) -> None:
         self._context = context
         self._limits = limits
         self._first_due: float | None = time.monotonic() + limits.request_timeout_s
         self._ends_at = time.monotonic() + limits.max_stream_s
+        self._read = 0
 
     def __next__(self) -> bytes:
         left = self._ends_at - time.monotonic()
@@ -823,6 +833,9 @@ class _Requests(Iterator[bytes]):
             raise StopIteration
         if len(message) > self._limits.max_message_bytes:
             raise _too_large(self._limits.max_message_bytes)
+        self._read += 1
+        if self._read > self._limits.max_stream_batches:
+            raise _too_many_batches(self._limits.max_stream_batches)
         return message
 
 

@@ -1,20 +1,21 @@
 """The process-wide limits of docs/errors.md: a batch stream's whole life
 (`max_stream_seconds`: STREAM_TOO_LONG, the batches answered stand) and the calls open at
-once in a process (`max_concurrent_rpcs`: grpc's own RESOURCE_EXHAUSTED, without waiting).
+once in a process (`max_concurrent_rpcs`: grpc's own RESOURCE_EXHAUSTED, without waiting);
+the batches one stream carries (`max_stream_batches`: STREAM_TOO_LONG as well).
 On SQLite and PostgreSQL stores."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from gateway.pb.jisr.v1 import registry_pb2 as pb
-from gateway.sdk.client import Credentials, JisrClient, JisrError, error_from
+from gateway.sdk.client import Answer, Credentials, JisrClient, JisrError, error_from
 from tests.integration.test_caller_ends import _held_stream
 from tests.support import databases, processes, registry_rows
 
@@ -45,6 +46,15 @@ def few_calls(
         yield proc
 
 
+@pytest.fixture
+def few_batches(
+    backend: str, registry_dir: Path, pki_dir: Path, tmp_path: Path
+) -> Iterator[processes.Proc]:
+    env = {"JISR_MAX_STREAM_BATCHES": "2"}
+    with databases.gateway_on(backend, registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
+        yield proc
+
+
 def _read_all(call: Iterator[bytes], into: list[pb.VerifyEligibilityBatchResponse]) -> None:
     for answer in call:
         into.append(pb.VerifyEligibilityBatchResponse.FromString(answer))
@@ -69,6 +79,26 @@ def test_a_stream_open_too_long_ends_with_its_answered_batches_standing(
     assert len(answers) == 1  # the first batch was answered before the stream's time ran out
     error = error_from(ended.value)
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "STREAM_TOO_LONG")
+
+
+def test_a_stream_of_more_batches_than_allowed_ends_with_those_answered_standing(
+    few_batches: processes.Proc, pki_dir: Path, household: str
+) -> None:
+    answered: list[str] = []
+
+    def read(stream: Iterable[Answer[pb.EligibilityBatchResults]]) -> None:
+        answered.extend(answer.receipt["audit"] for answer in stream)
+
+    with JisrClient(few_batches.target, Credentials.from_pki(pki_dir, "DEMO"), timeout=30) as c:
+        stream = c.verify_batch_stream("RECERTIFICATION", "ASD", [[household]] * 3)
+        with pytest.raises(JisrError) as ended:
+            read(stream)
+    assert (ended.value.code, ended.value.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "STREAM_TOO_LONG",
+    )
+    assert "at most 2 batches" in ended.value.message
+    assert len(answered) == 2  # each with its verified receipt, naming its audit record
 
 
 def test_a_call_beyond_the_process_limit_is_refused_at_once(

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx2 as httpx
@@ -97,8 +98,9 @@ def test_jisr_health_exits_1_when_nothing_answers() -> None:
     assert "no answer" in done.stderr
 
 
+@pytest.mark.parametrize("stores", ["sqlite", "postgresql"])
 def test_a_required_backend_down_makes_the_gateway_not_ready_until_it_returns(
-    registry_dir: Path, pki_dir: Path, tmp_path: Path
+    registry_dir: Path, pki_dir: Path, tmp_path: Path, stores: str
 ) -> None:
     backend_port = _free_port()
     config = tmp_path / "jisr.toml"
@@ -108,9 +110,14 @@ def test_a_required_backend_down_makes_the_gateway_not_ready_until_it_returns(
         encoding="utf-8",
     )
     probes = f"127.0.0.1:{_free_port()}"
+    stack = ExitStack()
+    database = stack.enter_context(databases.for_backend(stores))
+    env = {"JISR_DATABASE_URL": database} if database else {}
     proc = processes.serve(
-        registry_dir, pki_dir, tmp_path, "--config", str(config), "--health-listen", probes
-    )
+        registry_dir, pki_dir, tmp_path, "--config", str(config), "--health-listen", probes,
+        env=env,
+    )  # fmt: skip
+    stack.callback(proc.stop)
     backend = None
     try:
         refused = _ready(probes)
@@ -125,7 +132,7 @@ def test_a_required_backend_down_makes_the_gateway_not_ready_until_it_returns(
         )  # fmt: skip
         _until(lambda: _ready(probes).status_code == 200, "ready once CNSS serves")
     finally:
-        proc.stop()
+        stack.close()  # the gateway stopped, then its schema dropped
         if backend is not None:
             backend.stop()
 

@@ -167,6 +167,7 @@ def _scaling_rows(scaling: dict[str, Any] | None, summary: dict[str, Any]) -> li
         f" {batch['seconds']:.1f} s = {batch['subjects_per_s']:,.0f}/s,"
         f" {batch['subject_errors']} errors, {batch['receipt_failures']} bad receipts"
         f" -> 1,000,000 in {summary['batch_2_processes_million_households_s']:.1f} s"
+        f"{'' if summary['batch_2_processes_whole_million'] else ' (scaled up: not a million)'}"
         f" (target <= 30 s: {_met(summary['target_million_in_30s_2_processes_met'])})",
         f"{flood['inflight']:,} calls in flight, 2 processes  {flood['calls']:,} calls,"
         f" {summary['flood_failed']} failed, {summary['flood_refused']} refused with a reason"

@@ -505,8 +505,14 @@ def _scaling_targets(scaling: dict[str, Any] | None) -> dict[str, Any]:
     if not scaling:
         return {}
     over = _ratio(float(scaling["unary_2"]["rps"]), float(scaling["unary_1"]["rps"]))
-    rate = float(scaling["batch_2"]["subjects_per_s"])
-    million_s = round(1_000_000 / rate, 1) if rate else float("inf")
+    batch = scaling["batch_2"]
+    # The target is a real million's time; a run cut short (the cap, an error, --quick's
+    # 20 batches) is scaled up for the record, and never counts as met.
+    whole = int(batch["subjects"]) >= 1_000_000 and not batch["subject_errors"]
+    whole = whole and not batch["stream_error"]
+    rate = float(batch["subjects_per_s"])
+    scaled = round(1_000_000 / rate, 1) if rate else float("inf")
+    million_s = round(float(batch["seconds"]), 1) if whole else scaled
     flood = scaling["flood"]
     # A refusal with its documented reason (RESOURCE_EXHAUSTED: TOO_MANY_CALLS, grpc's
     # max_concurrent_rpcs) is the limits working; a failure is anything else.
@@ -516,7 +522,8 @@ def _scaling_targets(scaling: dict[str, Any] | None) -> dict[str, Any]:
         "processes_2_over_1": over,
         "target_processes_1_7_met": over >= 1.7,
         "batch_2_processes_million_households_s": million_s,
-        "target_million_in_30s_2_processes_met": million_s <= 30.0,
+        "batch_2_processes_whole_million": whole,
+        "target_million_in_30s_2_processes_met": whole and million_s <= 30.0,
         "flood_calls": flood["calls"],
         "flood_refused": refused,
         "flood_failed": failed,

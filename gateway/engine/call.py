@@ -543,8 +543,10 @@ class Engine:
     def overloaded(self, method: str, institution: str, error: ExchangeError) -> None:
         """Count a refusal of a flood (too many calls, rate, quota) as every call is
         counted, by method, status code and requester, so that throttling shows in the
-        metrics; never recorded: a flood would fill the trail with its refusals."""
-        measure(Call(method, requester=institution), DENY, error.reason.value)
+        metrics. Not in the duration histogram: thousands of refusals in no time would
+        pull every percentile down. Never recorded: a flood would fill the trail."""
+        labels = _labels(method, institution, DENY, error.reason.value)
+        telemetry.instruments().requests.add(1, labels)
 
     # -- the shapes of a call -----------------------------------------------------------
 
@@ -663,19 +665,23 @@ def measure(call: Call, decision: str, reason: str) -> None:
     """Count the call and its duration (seconds) by method, as the spans name it, status
     code, institution and decision (never a subject)."""
     ins = telemetry.instruments()
-    service, name = rpc_names(call.method)
-    attributes: dict[str, str | int] = {
-        "rpc.system": "grpc",
-        "rpc.service": service,
-        "rpc.method": name,
-        "rpc.grpc.status_code": code_of(Reason(reason)) if reason else 0,
-        "jisr.requester": call.requester,
-        "jisr.decision": decision,
-    }
+    attributes = _labels(call.method, call.requester, decision, reason)
     ins.requests.add(1, attributes)
     ins.latency.record(time.time() - call.started, attributes)
     if reason.startswith("CONSENT_"):
         ins.consent_denials.add(1, {"jisr.requester": call.requester, "jisr.reason": reason})
+
+
+def _labels(method: str, requester: str, decision: str, reason: str) -> dict[str, str | int]:
+    service, name = rpc_names(method)
+    return {
+        "rpc.system": "grpc",
+        "rpc.service": service,
+        "rpc.method": name,
+        "rpc.grpc.status_code": code_of(Reason(reason)) if reason else 0,
+        "jisr.requester": requester,
+        "jisr.decision": decision,
+    }
 
 
 def disclose(response: Message, field_name: str | None, fields: FieldTree) -> None:

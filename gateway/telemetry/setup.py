@@ -45,6 +45,8 @@ log = logging.getLogger("jisr.telemetry")
 # specification's values; "prometheus" is the pull endpoint --metrics-listen serves).
 TRACE_EXPORTERS = frozenset({"otlp", "console", "none"})
 METRIC_EXPORTERS = frozenset({"otlp", "console", "prometheus", "none"})
+# The Python SDK's own name for the OTLP exporter Jisr uses (OTLP over gRPC).
+_ALIASES = {"otlp_proto_grpc": "otlp"}
 # Durations in seconds: the SDK's default buckets (0 to 10,000) are for milliseconds.
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -84,11 +86,16 @@ def exporters_named(
     when it says "none". A name this gateway does not export to is logged and left out,
     as the specification asks of an SDK (a typo must not stop the gateway)."""
     given = env.get(variable, "").strip().lower()
-    names = {name.strip() for name in given.split(",") if name.strip()} or {"otlp"}
+    names = {_ALIASES.get(n.strip(), n.strip()) for n in given.split(",") if n.strip()}
+    names = names or {"otlp"}
     for name in sorted(names - known):
         log.warning("%s: %r is not an exporter Jisr knows (%s): ignored", variable, name,
                     ", ".join(sorted(known)))  # fmt: skip
-    return frozenset() if "none" in names else frozenset(names & known)
+    if "none" in names:
+        if len(names) > 1:
+            log.warning("%s: 'none' turns off the others it names", variable)
+        return frozenset()
+    return frozenset(names & known)
 
 
 def _otlp_asked(variable: str, signal: str, env: Mapping[str, str]) -> bool:

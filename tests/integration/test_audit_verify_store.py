@@ -4,6 +4,7 @@ chains and findings, a tampered record named in whichever node it is."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -24,38 +25,50 @@ from gateway.audit.store import open_audit_store
 from gateway.audit.verify_store import verify_store
 from gateway.security import pki
 from gateway.server import checkpoint_signer
-from tests.support import databases
+from tests.support import databases, processes
 
 NODES = ("gw-a", "gw-b", "gw-c")
 PER_NODE = 60
 CHECKPOINT_EVERY = 25
 
 
-class _Forks:
-    """What each os.fork of this process had open of an audit store (its files, sockets),
-    while `seen` is a list: the fork path must fork, and with no store of ours open."""
+# The forked path runs in an interpreter of its own, as `jisr audit verify` does: forking
+# this test runner, whose other tests may have left threads, is what the code refuses to
+# do. It prints the report's figures and, for each fork, the store's files and sockets the
+# process had open then (the workers must inherit none).
+FORKED = """
+import json, os, sys
+from pathlib import Path
+from gateway.audit.verify_store import start_method, verify_store
+from gateway.security import pki
 
-    seen: list[set[str]] | None = None
+def open_now():
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "audit.sqlite" in target or target.startswith("socket:"):
+            found.append(target)
+    return found
 
-    @staticmethod
-    def open_now() -> set[str]:
-        found = set()
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:  # closed meanwhile (the listing's own fd)
-                continue
-            if "audit.sqlite" in target or target.startswith("socket:"):
-                found.add(target)
-        return found
-
-    @classmethod
-    def before_fork(cls) -> None:
-        if cls.seen is not None:
-            cls.seen.append(cls.open_now())
+forks = []
+os.register_at_fork(before=lambda: forks.append(open_now()))
+url, state, keys = sys.argv[1] or None, Path(sys.argv[2]), Path(sys.argv[3])
+report = verify_store(url, state, pki.gateway_jwks(keys), jobs=2)
+figures = [report.ok, report.records, report.nodes, report.checkpoints]
+print(json.dumps({"start": start_method(), "report": figures, "forks": forks}))
+"""
 
 
-os.register_at_fork(before=_Forks.before_fork)
+start_method = verify_store_module.start_method  # as shipped, before spawned_here
+
+
+@pytest.fixture(autouse=True)
+def spawned_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify_store called in this test runner spawns its workers (never forks it)."""
+    monkeypatch.setattr(verify_store_module, "start_method", lambda: "spawn")
 
 
 def _draft(node: str, i: int) -> AuditRecord:
@@ -120,29 +133,35 @@ def _one_process(url: str | None, state_dir: Path, jwks: dict[str, Any]) -> chai
         return chain.verify(store.records(), store.checkpoints(), jwks)
 
 
-@pytest.mark.parametrize("start", ["fork", "spawn"])
-def test_an_intact_trail_verifies_alike_with_a_process_per_node(
-    trail: tuple[str | None, Path], pki_dir: Path, start: str, monkeypatch: pytest.MonkeyPatch
+def test_an_intact_trail_verifies_alike_with_spawned_workers(
+    trail: tuple[str | None, Path], pki_dir: Path
 ) -> None:
-    # Forked when the caller runs one thread (the CLI), spawned beside other threads.
-    monkeypatch.setattr(verify_store_module, "start_method", lambda: start)
     url, state_dir = trail
     jwks = pki.gateway_jwks(pki_dir)
-    already = _Forks.open_now()  # the test's own (a PostgreSQL fixture's connection)
-    _Forks.seen = []
-    try:
-        report = verify_store(url, state_dir, jwks, jobs=2)
-        forks = _Forks.seen
-    finally:
-        _Forks.seen = None
-    if start == "fork":  # forked, with none of the store's files or connections open
-        assert forks
-        assert all(open_then <= already for open_then in forks)
-    else:
-        assert forks == []
+    report = verify_store(url, state_dir, jwks, jobs=2)
     assert report.ok
     assert (report.records, report.nodes, report.checkpoints) == (180, 3, 6)
     assert report == _one_process(url, state_dir, jwks)
+
+
+def test_an_intact_trail_verifies_alike_with_forked_workers_that_share_no_store(
+    trail: tuple[str | None, Path], pki_dir: Path
+) -> None:
+    url, state_dir = trail
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED, url or "", str(state_dir), str(pki_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=processes.environment(),
+    )
+    result = json.loads(done.stdout)
+    alone = _one_process(url, state_dir, pki.gateway_jwks(pki_dir))
+    assert result["report"] == [alone.ok, alone.records, alone.nodes, alone.checkpoints]
+    assert result["start"] == "fork"
+    assert result["forks"]  # the workers were forked...
+    assert all(opened == [] for opened in result["forks"])  # ...with no store open
 
 
 @pytest.mark.parametrize(
@@ -228,7 +247,7 @@ def test_workers_are_forked_from_a_single_threaded_caller_and_spawned_beside_thr
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        assert verify_store_module.start_method() == "spawn"
+        assert start_method() == "spawn"
     finally:
         stop.set()
         other.join()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -66,14 +65,6 @@ def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[oidc_provider.Fake
     provider.stop()
 
 
-def _free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def _accounts(url: str | None, state: Path, issuer: str) -> None:
     """The officers, as `jisr console user add` and `link-oidc` would leave them."""
     store = open_console_store(url, state)
@@ -111,7 +102,7 @@ institution = "DEMO"
 
 [provider.down]
 name = "Un fournisseur injoignable"
-issuer = "http://127.0.0.1:{_free_port()}"
+issuer = "http://127.0.0.1:{processes.free_port()}"
 client_id = "jisr-console"
 client_secret_env = "{SECRET_ENV}"
 institution = "DEMO"

@@ -21,16 +21,10 @@ pytestmark = pytest.mark.integration
 WAIT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _gateway(
     registry_dir: Path, pki_dir: Path, folder: Path, env: dict[str, str]
 ) -> tuple[processes.Proc, str]:
-    probes = f"127.0.0.1:{_free_port()}"
+    probes = f"127.0.0.1:{processes.free_port()}"
     proc = processes.serve(registry_dir, pki_dir, folder, "--health-listen", probes, env=env)
     return proc, probes
 
@@ -93,7 +87,7 @@ def test_jisr_health_without_an_address_says_how_to_give_one() -> None:
 
 
 def test_jisr_health_exits_1_when_nothing_answers() -> None:
-    done = _health("--address", f"127.0.0.1:{_free_port()}", "--timeout", "2")
+    done = _health("--address", f"127.0.0.1:{processes.free_port()}", "--timeout", "2")
     assert done.returncode == 1
     assert "no answer" in done.stderr
 
@@ -102,14 +96,14 @@ def test_jisr_health_exits_1_when_nothing_answers() -> None:
 def test_a_required_backend_down_makes_the_gateway_not_ready_until_it_returns(
     registry_dir: Path, pki_dir: Path, tmp_path: Path, stores: str
 ) -> None:
-    backend_port = _free_port()
+    backend_port = processes.free_port()
     config = tmp_path / "jisr.toml"
     config.write_text(
         '[institutions.CNSS]\ntransport = "remote"\n'
         f'target = "127.0.0.1:{backend_port}"\nrequired = true\n',
         encoding="utf-8",
     )
-    probes = f"127.0.0.1:{_free_port()}"
+    probes = f"127.0.0.1:{processes.free_port()}"
     stack = ExitStack()
     database = stack.enter_context(databases.for_backend(stores))
     env = {"JISR_DATABASE_URL": database} if database else {}
@@ -140,7 +134,7 @@ def test_a_required_backend_down_makes_the_gateway_not_ready_until_it_returns(
 def test_an_optional_backend_down_is_reported_but_leaves_the_gateway_ready(
     registry_dir: Path, pki_dir: Path, tmp_path: Path
 ) -> None:
-    env = {"JISR_REMOTE_CNSS": f"127.0.0.1:{_free_port()}"}
+    env = {"JISR_REMOTE_CNSS": f"127.0.0.1:{processes.free_port()}"}
     proc, probes = _gateway(registry_dir, pki_dir, tmp_path, env)
     try:
         ready = _ready(probes)

@@ -56,17 +56,11 @@ class Pool:
             store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def pool(
     request: pytest.FixtureRequest, registry_dir: Path, pki_dir: Path, tmp_path: Path
 ) -> Iterator[Pool]:
-    probes = f"127.0.0.1:{_free_port()}"
+    probes = f"127.0.0.1:{processes.free_port()}"
     env = {
         "JISR_PROCESSES": "2",
         "JISR_HEALTH_LISTEN": probes,

@@ -16,10 +16,12 @@ import pytest
 
 from gateway.pb.jisr.v1 import registry_pb2 as pb
 from gateway.sdk.client import Answer, Credentials, JisrClient, JisrError, error_from
+from tests.integration.test_audit import _query
 from tests.integration.test_caller_ends import _held_stream
 from tests.support import databases, processes, registry_rows
 
 pytestmark = pytest.mark.integration
+BATCH_METHOD = "/jisr.v1.RegistryExchange/VerifyEligibilityBatch"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -99,6 +101,11 @@ def test_a_stream_of_more_batches_than_allowed_ends_with_those_answered_standing
     )
     assert "at most 2 batches" in ended.value.message
     assert len(answered) == 2  # each with its verified receipt, naming its audit record
+    with JisrClient(few_batches.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
+        records = _query(cndp, requester="DEMO", method=BATCH_METHOD)
+    # Recorded in the store: both batches answered, and the refusal of the third.
+    assert {r.record_id for r in records} >= set(answered)
+    assert [r.decision for r in records if r.reason == "STREAM_TOO_LONG"] == ["deny"]
 
 
 def test_a_call_beyond_the_process_limit_is_refused_at_once(

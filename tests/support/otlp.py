@@ -97,6 +97,12 @@ class Receiver:
         self._server.stop(None)
 
 
+def _service(resource: Any) -> str:
+    """The service.name attribute of an OTLP resource ("" without one)."""
+    found = {a.key: a.value.string_value for a in resource.attributes}
+    return str(found.get("service.name", ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.otlp", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
@@ -119,9 +125,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _service(resource: Any) -> str:
-    """The service.name attribute of an OTLP resource ("" without one)."""
-    found = {a.key: a.value.string_value for a in resource.attributes}
-    return str(found.get("service.name", ""))

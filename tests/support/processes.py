@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,14 @@ def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) 
 def start(args: list[str], log: Path, env: Mapping[str, str] | None = None) -> Proc:
     """`jisr ARGS` in a new process, ready (see spawn)."""
     return spawn(jisr(*args), log, env)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released): for a server, probe or
+    collector a test starts, or an address where nothing answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def serve(

@@ -43,3 +43,18 @@ def test_no_tracing_when_the_traces_exporter_is_none_even_with_an_endpoint(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert telemetry.setup_tracing("jisr-gateway") is None
+
+
+def test_the_python_sdks_name_for_otlp_over_grpc_is_otlp() -> None:
+    env = {"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"}
+    assert telemetry.exporters_named("OTEL_TRACES_EXPORTER", TRACES, env) == {"otlp"}
+
+
+def test_none_beside_other_exporters_wins_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"OTEL_METRICS_EXPORTER": "otlp,none"}
+    with caplog.at_level(logging.WARNING, logger="jisr.telemetry"):
+        named = telemetry.exporters_named("OTEL_METRICS_EXPORTER", METRICS, env)
+    assert named == set()
+    assert [r.getMessage() for r in caplog.records] == [
+        "OTEL_METRICS_EXPORTER: 'none' turns off the others it names"
+    ]

@@ -31,30 +31,18 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def short_streams(
-    backend: str, registry_dir: Path, pki_dir: Path, tmp_path: Path
+def gateway(
+    request: pytest.FixtureRequest, backend: str, registry_dir: Path, pki_dir: Path, tmp_path: Path
 ) -> Iterator[processes.Proc]:
-    env = {"JISR_MAX_STREAM_SECONDS": "1"}
+    """A gateway with the limits a test names (indirect parameter: its environment)."""
+    env: dict[str, str] = request.param
     with databases.gateway_on(backend, registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
         yield proc
 
 
-@pytest.fixture
-def few_calls(
-    backend: str, registry_dir: Path, pki_dir: Path, tmp_path: Path
-) -> Iterator[processes.Proc]:
-    env = {"JISR_MAX_CONCURRENT_RPCS": "3", "JISR_MAX_STREAMS_PER_INSTITUTION": "4"}
-    with databases.gateway_on(backend, registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
-        yield proc
-
-
-@pytest.fixture
-def few_batches(
-    backend: str, registry_dir: Path, pki_dir: Path, tmp_path: Path
-) -> Iterator[processes.Proc]:
-    env = {"JISR_MAX_STREAM_BATCHES": "2"}
-    with databases.gateway_on(backend, registry_dir, pki_dir, tmp_path, env=env) as (proc, _):
-        yield proc
+SHORT_STREAMS = {"JISR_MAX_STREAM_SECONDS": "1"}
+FEW_CALLS = {"JISR_MAX_CONCURRENT_RPCS": "3", "JISR_MAX_STREAMS_PER_INSTITUTION": "4"}
+FEW_BATCHES = {"JISR_MAX_STREAM_BATCHES": "2"}
 
 
 def _read_all(call: Iterator[bytes], into: list[pb.VerifyEligibilityBatchResponse]) -> None:
@@ -67,11 +55,12 @@ def household(registry_dir: Path) -> str:
     return registry_rows.one(registry_dir, "SELECT household_id FROM household LIMIT 1 OFFSET 17")
 
 
+@pytest.mark.parametrize("gateway", [SHORT_STREAMS], indirect=True)
 def test_a_stream_open_too_long_ends_with_its_answered_batches_standing(
-    short_streams: processes.Proc, pki_dir: Path, household: str
+    gateway: processes.Proc, pki_dir: Path, household: str
 ) -> None:
     release = threading.Event()
-    call, _ = _held_stream(short_streams, pki_dir, household, release, timeout=30)
+    call, _ = _held_stream(gateway, pki_dir, household, release, timeout=30)
     answers: list[pb.VerifyEligibilityBatchResponse] = []
     try:
         with pytest.raises(grpc.RpcError) as ended:
@@ -83,15 +72,16 @@ def test_a_stream_open_too_long_ends_with_its_answered_batches_standing(
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "STREAM_TOO_LONG")
 
 
+@pytest.mark.parametrize("gateway", [FEW_BATCHES], indirect=True)
 def test_a_stream_of_more_batches_than_allowed_ends_with_those_answered_standing(
-    few_batches: processes.Proc, pki_dir: Path, household: str
+    gateway: processes.Proc, pki_dir: Path, household: str
 ) -> None:
     answered: list[str] = []
 
     def read(stream: Iterable[Answer[pb.EligibilityBatchResults]]) -> None:
         answered.extend(answer.receipt["audit"] for answer in stream)
 
-    with JisrClient(few_batches.target, Credentials.from_pki(pki_dir, "DEMO"), timeout=30) as c:
+    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "DEMO"), timeout=30) as c:
         stream = c.verify_batch_stream("RECERTIFICATION", "ASD", [[household]] * 3)
         with pytest.raises(JisrError) as ended:
             read(stream)
@@ -101,23 +91,24 @@ def test_a_stream_of_more_batches_than_allowed_ends_with_those_answered_standing
     )
     assert "at most 2 batches" in ended.value.message
     assert len(answered) == 2  # each with its verified receipt, naming its audit record
-    with JisrClient(few_batches.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
+    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNDP")) as cndp:
         records = _query(cndp, requester="DEMO", method=BATCH_METHOD)
     # Recorded in the store: both batches answered, and the refusal of the third.
     assert {r.record_id for r in records} >= set(answered)
     assert [r.decision for r in records if r.reason == "STREAM_TOO_LONG"] == ["deny"]
 
 
+@pytest.mark.parametrize("gateway", [FEW_CALLS], indirect=True)
 def test_a_call_beyond_the_process_limit_is_refused_at_once(
-    few_calls: processes.Proc, pki_dir: Path, household: str
+    gateway: processes.Proc, pki_dir: Path, household: str
 ) -> None:
     release = threading.Event()
-    held = [_held_stream(few_calls, pki_dir, household, release, timeout=30)[0] for _ in range(3)]
+    held = [_held_stream(gateway, pki_dir, household, release, timeout=30)[0] for _ in range(3)]
     try:
         for call in held:  # each stream's first batch answered: all three are open now
             next(iter(call))
         with (
-            JisrClient(few_calls.target, Credentials.from_pki(pki_dir, "CNSS"), timeout=30) as c,
+            JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNSS"), timeout=30) as c,
             pytest.raises(JisrError) as refused,
         ):
             c.verify("AMO_ENROLMENT", household, "AMOT")
@@ -130,7 +121,7 @@ def test_a_call_beyond_the_process_limit_is_refused_at_once(
     # Once the streams are gone (their cancellation reaches the server in its time), calls
     # are admitted again.
     deadline = time.monotonic() + 30
-    with JisrClient(few_calls.target, Credentials.from_pki(pki_dir, "CNSS"), timeout=30) as c:
+    with JisrClient(gateway.target, Credentials.from_pki(pki_dir, "CNSS"), timeout=30) as c:
         while True:
             try:
                 c.verify("AMO_ENROLMENT", household, "AMOT")

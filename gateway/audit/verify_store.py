@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -37,6 +38,8 @@ from gateway.audit import chain
 from gateway.audit.store import open_audit_store
 from gateway.audit.store_common import row_links
 
+# How long a thread the kernel still lists, though Python joined it, may take to go.
+THREADS_SETTLE_S = 0.2
 # Called with (node, records verified) as each node's chain is done, in node order.
 Progress = Callable[[str, int], None]
 
@@ -91,11 +94,17 @@ def start_method() -> str:
     else "spawn" (see the module docstring)."""
     if sys.platform != "linux" or threading.active_count() != 1:
         return "spawn"
-    try:
-        alone = len(os.listdir("/proc/self/task")) == 1  # threads Python did not start too
-    except OSError:
-        return "spawn"
-    return "fork" if alone else "spawn"
+    # Threads Python did not start count too. A thread just joined (a closed connection
+    # pool's) may still be leaving the kernel's list: give it a moment.
+    deadline = time.monotonic() + THREADS_SETTLE_S
+    while True:
+        try:
+            alone = len(os.listdir("/proc/self/task")) == 1
+        except OSError:
+            return "spawn"
+        if alone or time.monotonic() >= deadline:
+            return "fork" if alone else "spawn"
+        time.sleep(0.005)
 
 
 class VerifyProcessError(RuntimeError):

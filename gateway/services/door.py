@@ -383,19 +383,11 @@ def _too_large(limit: int) -> ExchangeError:
     )
 
 
-def _too_long(limit: float) -> ExchangeError:
+def _too_long(limit: str) -> ExchangeError:
+    """A batch stream past its life or its number of batches (`limit` says which)."""
     return ExchangeError(
         Reason.STREAM_TOO_LONG,
-        f"a batch stream lasts at most {limit:g} s; the batches answered stand,"
-        " open another stream for the rest",
-    )
-
-
-def _too_many_batches(limit: int) -> ExchangeError:
-    return ExchangeError(
-        Reason.STREAM_TOO_LONG,
-        f"a batch stream carries at most {limit} batches; the batches answered stand,"
-        " open another stream for the rest",
+        f"a batch stream {limit}; the batches answered stand, open another stream for the rest",
     )
 
 
@@ -814,11 +806,12 @@ class _Requests(Iterator[bytes]):
         self._first_due: float | None = time.monotonic() + limits.request_timeout_s
         self._ends_at = time.monotonic() + limits.max_stream_s
         self._read = 0
+        self._lasts = f"lasts at most {limits.max_stream_s:g} s"
 
     def __next__(self) -> bytes:
         left = self._ends_at - time.monotonic()
         if left <= 0:
-            raise _too_long(self._limits.max_stream_s)
+            raise _too_long(self._lasts)
         timeout = min(self._limits.stream_idle_s, left)
         if self._first_due is not None:
             timeout = max(MIN_WAIT_S, min(self._first_due - time.monotonic(), left))
@@ -827,7 +820,7 @@ class _Requests(Iterator[bytes]):
             message = self._context.read(timeout)
         except ExchangeError as error:  # no message in time: the idle rule, or the whole life
             if error.reason is Reason.REQUEST_TIMEOUT and time.monotonic() >= self._ends_at:
-                raise _too_long(self._limits.max_stream_s) from None
+                raise _too_long(self._lasts) from None
             raise
         if message is None:
             raise StopIteration
@@ -835,7 +828,7 @@ class _Requests(Iterator[bytes]):
             raise _too_large(self._limits.max_message_bytes)
         self._read += 1
         if self._read > self._limits.max_stream_batches:
-            raise _too_many_batches(self._limits.max_stream_batches)
+            raise _too_long(f"carries at most {self._limits.max_stream_batches} batches")
         return message
 
 

@@ -99,13 +99,14 @@ def exporters_named(
 
 
 def _otlp_asked(variable: str, signal: str, env: Mapping[str, str]) -> bool:
-    """OTLP is asked for by an endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or the signal's own),
-    or by naming it in `variable`: then at the SDK's default endpoint. Without either a
-    gateway exports nothing, rather than retrying a collector nobody runs."""
+    """With "otlp" among the exporters `variable` names: it was asked for by an endpoint
+    (OTEL_EXPORTER_OTLP_ENDPOINT or the signal's own), or by setting `variable` (then at
+    the SDK's default endpoint), not merely by default. Without either a gateway exports
+    nothing, rather than retrying a collector nobody runs."""
     endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
         f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
     )
-    return bool(endpoint) or "otlp" in env.get(variable, "").lower()
+    return bool(endpoint) or bool(env.get(variable, "").strip())
 
 
 def _resource(service_name: str) -> Resource:
